@@ -1,0 +1,42 @@
+"""Action -> joint command: one mapping for sim and robot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hardware.profile import ActuatorMode, HardwareProfile
+
+
+class ActionMap:
+    """Turns policy actions (B, A) into actuator commands (B, A) for one profile.
+
+    PD: position target = default_pos + action_scale * action, clamped to the joint range.
+    Torque: normalised torque command clip(action_scale * action, -1, 1); the motor's gear is max_torque.
+    """
+
+    def __init__(self, profile: HardwareProfile):
+        self.profile = profile
+        self.mode = profile.actuator.mode
+        self.scale = float(profile.actuator.action_scale)
+        self.clip = float(profile.actuator.action_clip)
+        joints = profile.actuated_joints
+        self.default = np.array([j.default_pos for j in joints])
+        lo = np.array([-np.inf if j.continuous else j.range[0] for j in joints])
+        hi = np.array([np.inf if j.continuous else j.range[1] for j in joints])
+        self.low, self.high = lo, hi
+
+    def to_command(self, actions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Actuator commands for ``actions``; writes into ``out`` (e.g. MuJoCo's ctrl rows) when given."""
+        a = np.clip(actions, -self.clip, self.clip)
+        if self.mode == ActuatorMode.pd:
+            cmd = np.clip(self.default + self.scale * a, self.low, self.high)
+        else:
+            cmd = np.clip(self.scale * a, -1.0, 1.0)
+        if out is None:
+            return cmd
+        out[...] = cmd
+        return out
+
+    def neutral(self, batch: int) -> np.ndarray:
+        """The command that holds the default pose (PD) or applies no torque."""
+        return self.to_command(np.zeros((batch, len(self.default))))

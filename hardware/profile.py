@@ -1,0 +1,186 @@
+"""Hardware profiles: the one contract between the simulator and a physical robot.
+
+A profile is a YAML file under ``configs/hardware/``. It names the joints and their limits, the
+actuator model, the control and physics rates, the sensors, the observation layout and the physical
+figures its MuJoCo model is generated from. Sim and robot agent both load it through
+:func:`load_profile`, so a policy sees the same vectors on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from configs import CONFIG_DIR
+
+PROFILE_DIR: Path = CONFIG_DIR / "hardware"
+
+
+class Family(str, Enum):
+    """Robot families; each has one MJCF generator in ``hardware.models``."""
+
+    # lower-case member names: OmegaConf matches YAML values against member names
+    cartpole = "cartpole"
+    arm = "arm"
+    quadruped = "quadruped"
+    mjcf_file = "mjcf_file"
+
+
+class ActuatorMode(str, Enum):
+    """How an action becomes a joint command."""
+
+    pd = "pd"  # action -> position target = default_pos + action_scale * action, PD in the motor
+    torque = "torque"  # action in [-1, 1] -> torque = action * max_torque
+
+
+class ProfileError(ValueError):
+    """A hardware profile is unknown, malformed or inconsistent."""
+
+
+@dataclass
+class JointSpec:
+    """One actuated joint: limits, default pose and motor gains."""
+
+    name: str = "???"
+    range: list[float] = field(default_factory=lambda: [-3.14159, 3.14159])
+    max_velocity: float = 10.0
+    max_torque: float = 10.0
+    default_pos: float = 0.0
+    kp: float = 0.0
+    kd: float = 0.0
+    damping: float = 0.0
+    armature: float = 0.0
+    # Continuous joints (a free-spinning pole) are observed as (cos, sin) and have no position limit.
+    continuous: bool = False
+    # Passive joints (a cart-pole's pole) are measured but have no motor and no action.
+    actuated: bool = True
+
+
+@dataclass
+class ActuatorSpec:
+    """The actuator model shared by every joint of a profile."""
+
+    mode: ActuatorMode = ActuatorMode.pd
+    action_scale: float = 0.5
+    action_clip: float = 10.0
+
+
+@dataclass
+class HardwareProfile:
+    """Everything the sim and a robot agent must agree on for one hardware type."""
+
+    name: str = "???"
+    family: Family = Family.cartpole
+    description: str = ""
+    control_hz: float = 50.0
+    physics_hz: float = 200.0
+    actuator: ActuatorSpec = field(default_factory=ActuatorSpec)
+    joints: list[JointSpec] = field(default_factory=list)
+    sensors: list[str] = field(default_factory=list)
+    # Ordered observation terms (see hardware.observation.TERMS); task terms included.
+    observation: list[str] = field(default_factory=list)
+    # Published physical figures the family's MJCF generator reads (link lengths, masses...).
+    params: dict[str, float] = field(default_factory=dict)
+    # For family mjcf_file: a path, or "pkg:<package>/<path inside it>".
+    mjcf_file: str = ""
+
+    @property
+    def num_joints(self) -> int:
+        """Number of measured joints (the width of joint_pos / joint_vel)."""
+        return len(self.joints)
+
+    @property
+    def actuated_joints(self) -> list[JointSpec]:
+        """Joints with a motor, in action order."""
+        return [j for j in self.joints if j.actuated]
+
+    @property
+    def num_actions(self) -> int:
+        """Action size: one per actuated joint."""
+        return len(self.actuated_joints)
+
+    @property
+    def decimation(self) -> int:
+        """Physics substeps per control step."""
+        return int(round(self.physics_hz / self.control_hz))
+
+    @property
+    def joint_names(self) -> list[str]:
+        """Joint names in action order."""
+        return [j.name for j in self.joints]
+
+    def param(self, key: str) -> float:
+        """A physical figure from ``params``, with an error naming the profile and key."""
+        if key not in self.params:
+            raise ProfileError(f"hardware profile '{self.name}': params.{key} is required by family {self.family.value}")
+        return float(self.params[key])
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped under ``configs/hardware``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def profile_from_config(cfg: DictConfig | dict[str, Any], where: str = "hardware") -> HardwareProfile:
+    """Validate a profile config against the schema; errors name the offending key."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(HardwareProfile), cfg)
+        profile: HardwareProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ProfileError(f"invalid hardware profile at '{where}': {exc}") from exc
+    validate_profile(profile)
+    return profile
+
+
+def load_profile(name: str | HardwareProfile) -> HardwareProfile:
+    """Load a shipped profile by name (or pass a profile through)."""
+    if isinstance(name, HardwareProfile):
+        return name
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"unknown hardware type '{name}'; available: {', '.join(available_profiles())}")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as exc:  # yaml's parser errors share no base class worth naming
+        raise ProfileError(f"hardware profile '{name}' ({path}) is not valid YAML: {exc}") from exc
+    return profile_from_config(raw, where=str(path))
+
+
+def validate_profile(p: HardwareProfile) -> None:
+    """Check the physical consistency a schema cannot express."""
+    from hardware.observation import TERMS  # local: observation imports this module
+
+    def bad(msg: str) -> ProfileError:
+        return ProfileError(f"hardware profile '{p.name}': {msg}")
+
+    if p.control_hz <= 0 or p.physics_hz <= 0:
+        raise bad("control_hz and physics_hz must be positive")
+    if abs(p.physics_hz / p.control_hz - p.decimation) > 1e-6 or p.decimation < 1:
+        raise bad(f"physics_hz ({p.physics_hz}) must be a whole multiple of control_hz ({p.control_hz})")
+    if not p.actuated_joints:
+        raise bad("at least one joint must be actuated")
+    names = p.joint_names
+    if len(set(names)) != len(names):
+        raise bad(f"joint names must be unique, got {names}")
+    for i, j in enumerate(p.joints):
+        lo, hi = j.range
+        if not lo < hi:
+            raise bad(f"joints[{i}] ({j.name}).range must be [low, high] with low < high, got {j.range}")
+        if j.actuated and p.actuator.mode == ActuatorMode.pd and not lo <= j.default_pos <= hi:
+            raise bad(f"joints[{i}] ({j.name}).default_pos {j.default_pos} lies outside range {j.range}")
+        if j.max_velocity <= 0 or j.max_torque <= 0:
+            raise bad(f"joints[{i}] ({j.name}): max_velocity and max_torque must be positive")
+        if j.actuated and p.actuator.mode == ActuatorMode.pd and j.kp <= 0:
+            raise bad(f"joints[{i}] ({j.name}).kp must be positive for a PD actuator")
+    if p.actuator.action_scale <= 0:
+        raise bad("actuator.action_scale must be positive")
+    unknown = [t for t in p.observation if t not in TERMS]
+    if unknown:
+        raise bad(f"unknown observation terms {unknown}; known: {sorted(TERMS)}")
+    if p.family == Family.mjcf_file and not p.mjcf_file:
+        raise bad("family mjcf_file needs mjcf_file set")

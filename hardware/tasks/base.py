@@ -1,0 +1,116 @@
+"""Task definitions shared by sim and robot: goals, rewards, terminations and success, in plain numpy.
+
+A task reads only :class:`RobotState` and :class:`TaskInputs`, so a robot agent computes the same
+reward and episode boundaries from its driver's state as the simulator does from MuJoCo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from hardware.profile import Family, HardwareProfile, ProfileError
+from hardware.randomization import RandomizationConfig
+from hardware.state import RobotState, TaskInputs
+
+
+class TaskConfigError(ValueError):
+    """A task config value is out of range; the message names the key."""
+
+
+@dataclass
+class TaskConfig:
+    """Settings every task has. Task-specific configs subclass it; Hydra validates YAML against them."""
+
+    name: str = "???"
+    episode_length_s: float = 10.0
+    reward_scales: dict[str, float] = field(default_factory=dict)
+    obs_noise_std: dict[str, float] = field(default_factory=dict)  # per observation term, x randomization.obs_noise
+    privileged_observation: list[str] = field(default_factory=list)  # extra terms only the critic sees
+    init_joint_noise: float = 0.1  # uniform +- around the default pose at reset
+    init_vel_noise: float = 0.1
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+
+
+class Task:
+    """Base class: subclasses set ``name``, ``families``, ``config_cls`` and ``reward_terms``."""
+
+    name: ClassVar[str]
+    families: ClassVar[tuple[Family, ...]]
+    config_cls: ClassVar[type[TaskConfig]] = TaskConfig
+    reward_terms: ClassVar[tuple[str, ...]]
+    required_terms: ClassVar[tuple[str, ...]] = ()  # observation terms the profile must include
+
+    def __init__(self, cfg: TaskConfig, profile: HardwareProfile):
+        if profile.family not in self.families:
+            allowed = ", ".join(f.value for f in self.families)
+            raise ProfileError(f"task '{self.name}' runs on the {allowed} family; hardware '{profile.name}' "
+                               f"is {profile.family.value}")
+        missing = [t for t in self.required_terms if t not in profile.observation]
+        if missing:
+            raise ProfileError(f"task '{self.name}' needs observation terms {missing} in hardware '{profile.name}'")
+        self.cfg = cfg
+        self.profile = profile
+        self.dt = 1.0 / profile.control_hz
+        self.max_episode_length = int(round(cfg.episode_length_s * profile.control_hz))
+        self.validate()
+        unknown = sorted(set(cfg.reward_scales) - set(self.reward_terms))
+        if unknown:
+            raise TaskConfigError(f"task.reward_scales: unknown terms {unknown}; known: {list(self.reward_terms)}")
+        self.scales = {k: float(cfg.reward_scales.get(k, 0.0)) for k in self.reward_terms}
+
+    def validate(self) -> None:
+        """Range checks beyond the schema's types; raise :class:`TaskConfigError` naming the key."""
+        if self.cfg.episode_length_s <= 0:
+            raise TaskConfigError(f"task.episode_length_s must be > 0, got {self.cfg.episode_length_s}")
+        if self.cfg.init_joint_noise < 0 or self.cfg.init_vel_noise < 0:
+            raise TaskConfigError("task.init_joint_noise and task.init_vel_noise must be >= 0")
+        self.cfg.randomization.validate("task.randomization")
+
+    # -- goals ---------------------------------------------------------------------------------------
+    def make_inputs(self, batch: int) -> TaskInputs:
+        """Zeroed task inputs for ``batch`` robots."""
+        return TaskInputs(last_action=np.zeros((batch, self.profile.num_actions)))
+
+    def sample_goals(self, rng: np.random.Generator, inputs: TaskInputs, ids: np.ndarray) -> None:
+        """Draw new commands / targets for robots ``ids`` (at reset and every goal period)."""
+
+    @property
+    def goal_period_steps(self) -> int:
+        """Steps between goal re-draws within an episode; 0 = only at reset."""
+        return 0
+
+    # -- per step ------------------------------------------------------------------------------------
+    def reward_terms_of(self, state: RobotState, inputs: TaskInputs, action: np.ndarray,
+                        prev_action: np.ndarray) -> dict[str, np.ndarray]:
+        """Unscaled reward terms, (B,) each."""
+        raise NotImplementedError
+
+    def reward(self, state: RobotState, inputs: TaskInputs, action: np.ndarray,
+               prev_action: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scaled total reward (B,) and the scaled terms."""
+        terms = self.reward_terms_of(state, inputs, action, prev_action)
+        total = np.zeros(state.batch_size)
+        scaled = {}
+        for name, value in terms.items():
+            scale = self.scales[name]
+            if scale:
+                scaled[name] = scale * value
+                total += scaled[name]
+        return total, scaled
+
+    def terminated(self, state: RobotState, inputs: TaskInputs) -> np.ndarray:
+        """(B,) bool: the episode ended by failure (not by time)."""
+        return np.zeros(state.batch_size, dtype=bool)
+
+    def success(self, state: RobotState, inputs: TaskInputs) -> np.ndarray:
+        """(B,) bool: whether the task counts as solved at this state (read at episode end)."""
+        return np.zeros(state.batch_size, dtype=bool)
+
+
+def tolerance_gaussian(x: np.ndarray, margin: float, value_at_margin: float = 0.1) -> np.ndarray:
+    """dm_control's gaussian tolerance around 0: 1 at 0, ``value_at_margin`` at +-margin."""
+    scale = np.sqrt(-2.0 * np.log(value_at_margin))
+    return np.exp(-0.5 * (x * scale / margin) ** 2)

@@ -1,0 +1,131 @@
+"""The stepping backend: N MuJoCo worlds of one robot model stepped in one native, GIL-free call.
+
+The env talks to the backend only through this class's methods and bound arrays, so a GPU backend
+(MuJoCo Warp, MJX) can replace it without touching tasks or learners.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from mujoco import batch as mjbatch
+
+from hardware.models import RobotModel
+from hardware.profile import ActuatorMode
+from hardware.randomization import PhysicsParams
+
+
+# randomised parameter -> the MjModel fields it writes
+_FIELDS_OF = {
+    "friction": ("geom_friction",),
+    "mass_scale": ("body_mass", "body_inertia"),
+    "base_mass_add": ("body_mass", "body_inertia"),
+    "com_offset": ("body_ipos",),
+    "damping_scale": ("dof_damping",),
+    "armature_scale": ("dof_armature",),
+    "motor_strength": ("actuator_gainprm", "actuator_biasprm", "actuator_forcerange"),
+    "kp_scale": ("actuator_gainprm", "actuator_biasprm", "actuator_forcerange"),
+    "kd_scale": ("actuator_gainprm", "actuator_biasprm", "actuator_forcerange"),
+}
+# torque motors: strength scales the gear; PD gains do not exist
+_TORQUE_FIELDS_OF = {**_FIELDS_OF, "motor_strength": ("actuator_gear",), "kp_scale": (), "kd_scale": ()}
+_SETCONST_FIELDS = {"body_mass", "body_inertia", "body_ipos", "dof_armature", "actuator_gear"}
+_DIVERGENCE_WARNINGS = slice(int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADQACC) + 1)
+assert _DIVERGENCE_WARNINGS.stop - _DIVERGENCE_WARNINGS.start == 3, "mjtWarning order changed"
+
+
+class MuJoCoBatchBackend:
+    """Owns a :class:`mujoco.batch.Batch` and the live (N, ...) views of its state and outputs."""
+
+    def __init__(self, robot: RobotModel, num_envs: int, nthread: int = 0,
+                 randomized: frozenset[str] = frozenset()):
+        self.robot = robot
+        self.model = robot.model
+        self.num_envs = num_envs
+        # Derived outputs (touch sensors, site positions, actuator forces) describe the state before the
+        # last substep, as with mj_step: one physics step stale. Computing them fresh (stage=VEL) cost
+        # 10-20% of the physics on the quadruped, more than a 5 ms sensor delay is worth.
+        self.batch = mjbatch.Batch(self.model, nsim=num_envs, nthread=nthread)
+        self.qpos = self.batch.bind("qpos")
+        self.qvel = self.batch.bind("qvel")
+        self.ctrl = self.batch.bind("ctrl")
+        self.sensordata = self.batch.bind("sensordata") if self.model.nsensordata else None
+        self.site_xpos = self.batch.bind("site_xpos") if self.model.nsite else None
+        self.actuator_force = self.batch.bind("actuator_force")
+        # Only the model fields a randomised parameter touches get per-world copies: a shared field
+        # keeps the batch on the model's own memory.
+        table = _FIELDS_OF if robot.profile.actuator.mode == ActuatorMode.pd else _TORQUE_FIELDS_OF
+        self.fields = sorted({f for p in randomized for f in table[p]})
+        self._nominal = {name: getattr(self.model, name).copy() for name in self.fields}
+        self._expanded = {name: self.batch.expand(name) for name in self.fields}
+
+    def step(self, nsubsteps: int) -> None:
+        """Advance every world by ``nsubsteps`` physics steps."""
+        self.batch.step(nstep=nsubsteps)
+
+    def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Reset worlds ``ids`` (sorted) to the given state and compute their outputs."""
+        self.batch.reset(ids, stage=int(mujoco.mjtStage.mjSTAGE_NONE))
+        self.qpos[ids] = qpos
+        self.qvel[ids] = qvel
+        self.batch.forward(ids, stage=int(mujoco.mjtStage.mjSTAGE_VEL))
+
+    def apply_params(self, ids: np.ndarray, params: PhysicsParams) -> None:
+        """Write per-world physical parameters for worlds ``ids`` and refresh their derived constants."""
+        if not self.fields:
+            return
+        nom, ex, r = self._nominal, self._expanded, self.robot
+        if "geom_friction" in ex:
+            ex["geom_friction"][ids] = nom["geom_friction"]
+            ex["geom_friction"][ids, :, 0] *= params.friction[:, None]
+        if "body_mass" in ex:
+            mass = nom["body_mass"] * params.mass_scale[:, None]
+            mass[:, r.payload_body] += params.base_mass_add
+            mass = np.maximum(mass, 0.05 * nom["body_mass"])  # a negative payload never makes mass vanish
+            scale = mass / np.maximum(nom["body_mass"], 1e-9)
+            ex["body_mass"][ids] = mass
+            ex["body_inertia"][ids] = nom["body_inertia"] * scale[:, :, None]
+        if "body_ipos" in ex:
+            ex["body_ipos"][ids] = nom["body_ipos"]
+            ex["body_ipos"][ids, r.payload_body] += params.com_offset
+        if "dof_damping" in ex:
+            ex["dof_damping"][ids] = nom["dof_damping"] * params.damping_scale[:, None]
+        if "dof_armature" in ex:
+            ex["dof_armature"][ids] = nom["dof_armature"] * params.armature_scale[:, None]
+        strength = params.motor_strength[:, None]
+        if "actuator_gear" in ex:
+            ex["actuator_gear"][ids] = nom["actuator_gear"] * strength[:, :, None]
+        if "actuator_gainprm" in ex:
+            gain = nom["actuator_gainprm"][None].repeat(len(ids), 0)
+            bias = nom["actuator_biasprm"][None].repeat(len(ids), 0)
+            kp = params.kp_scale[:, None]
+            gain[:, :, 0] *= kp * strength
+            bias[:, :, 1] *= kp * strength
+            bias[:, :, 2] *= params.kd_scale[:, None] * strength
+            ex["actuator_gainprm"][ids] = gain
+            ex["actuator_biasprm"][ids] = bias
+            ex["actuator_forcerange"][ids] = nom["actuator_forcerange"] * strength[:, :, None]
+        if _SETCONST_FIELDS.intersection(self.fields):
+            self.batch.set_const(ids)
+
+    def unstable(self) -> np.ndarray:
+        """(N,) bool: worlds whose state is no longer finite, or which MuJoCo flagged as diverging."""
+        # MuJoCo resets a diverging world to qpos0 itself and counts a warning: read and clear the counts
+        # (MuJoCo checks qpos/qvel/qacc for NaN, inf and huge values at every substep.)
+        warn = self.batch.warning
+        counts = warn[:, _DIVERGENCE_WARNINGS, 1]
+        if not counts.any():
+            return np.zeros(self.num_envs, dtype=bool)
+        bad = counts.any(axis=1)
+        warn[bad] = 0
+        return bad
+
+    def world_model(self, env_id: int) -> mujoco.MjModel:
+        """A copy of world ``env_id``'s model with its sampled parameters (for rendering)."""
+        return self.batch.get_model(env_id)
+
+    def world_data(self, env_id: int, model: mujoco.MjModel) -> mujoco.MjData:
+        """World ``env_id``'s state with derived quantities computed."""
+        data = self.batch.get_data(env_id)
+        mujoco.mj_forward(model, data)
+        return data

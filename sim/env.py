@@ -1,0 +1,283 @@
+"""Batched MuJoCo environments with an Isaac Gym / rsl_rl-style interface.
+
+One env = one task x one hardware type x N worlds. Physics runs in one native multi-threaded call;
+observations, rewards, resets and domain randomisation are vectorised numpy over the N worlds.
+Tensors go in and out on ``device``; finished worlds reset themselves inside :meth:`BatchedEnv.step`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from hardware.action import ActionMap
+from hardware.models import RobotModel, build_model
+from hardware.observation import ObservationLayout
+from hardware.profile import HardwareProfile
+from hardware.randomization import PhysicsParams, sample_params
+from hardware.state import RobotState, quat_rotate_inverse
+from hardware.tasks import Task, TaskConfig
+from sim.backend import MuJoCoBatchBackend
+
+
+class ActionError(ValueError):
+    """Actions of the wrong shape, dtype or with non-finite values."""
+
+
+class BatchedEnv:
+    """N worlds of one hardware type running one task."""
+
+    def __init__(self, task: Task, robot: RobotModel, num_envs: int, seed: int = 0, device: str = "cpu",
+                 nthread: int = 0, keep_final_obs: bool = False):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.task, self.robot, self.profile = task, robot, robot.profile
+        self.cfg: TaskConfig = task.cfg
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self._cpu = self.device.type == "cpu"
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        rand = self.cfg.randomization
+        p = self.profile
+        self.backend = MuJoCoBatchBackend(robot, self.num_envs, nthread, randomized=rand.randomized())
+        self.decimation = p.decimation
+        self.action_map = ActionMap(p)
+        self.obs_layout = ObservationLayout(p, p.observation)
+        self.priv_layout = ObservationLayout(p, self.cfg.privileged_observation)
+        self.num_obs = self.obs_layout.size
+        self.num_actions = p.num_actions
+        self.num_privileged_obs = self.num_obs + self.priv_layout.size + PhysicsParams.NUM_PRIVILEGED
+        self.max_episode_length = task.max_episode_length
+        self.dt = 1.0 / p.control_hz
+        self.keep_final_obs = keep_final_obs
+
+        n, a = self.num_envs, self.num_actions
+        self.inputs = task.make_inputs(n)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long)
+        self._ep_len = self.episode_length_buf.numpy()  # shares memory: rsl_rl may write the tensor
+        self._ep_return = np.zeros(n)
+        self._obs = np.zeros((n, self.num_obs), dtype=np.float32)
+        self._priv = np.zeros((n, self.num_privileged_obs), dtype=np.float32)
+        self._noise_std = self.obs_layout.noise_std(self.cfg.obs_noise_std) * rand.obs_noise
+        self._has_noise = bool(rand.enabled and self._noise_std.any())
+        self._params = sample_params(self.rng, rand, n)
+        self._max_latency = int(rand.latency_steps[1]) if rand.enabled else 0
+        self._action_hist = np.zeros((self._max_latency + 1, n, a))
+        self._hist_pos = 0
+        self._push_every = int(round(rand.push_interval_s / self.dt)) if rand.enabled else 0
+        self._push_dofs = robot.push_dofs
+        act = robot.actuator_ids
+        self._ctrl_all = bool(len(act) == robot.model.nu and (act == np.arange(robot.model.nu)).all())
+        self._qidx = _as_slice(robot.joint_qpos_adr)
+        self._vidx = _as_slice(robot.joint_dof_adr)
+        self._arm_base = robot.model.body("base").pos.copy() if robot.ee_site >= 0 else None
+        self.num_divergences = 0
+        self._arange = np.arange(n)
+        self.extras: dict[str, Any] = {}
+        self.state = self._read_state()
+        self.reset()
+
+    # -- public API --------------------------------------------------------------------------------
+    def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reset every world; returns (observations, extras)."""
+        self._reset_ids(self._arange)
+        self.state = self._read_state()
+        self._compute_obs()
+        self.extras = {"observations": {"critic": self._to_torch(self._priv)}}
+        return self._to_torch(self._obs), self.extras
+
+    def get_observations(self) -> torch.Tensor:
+        """Current policy observations (N, num_obs)."""
+        return self._to_torch(self._obs)
+
+    def get_privileged_observations(self) -> torch.Tensor:
+        """Current critic observations (N, num_privileged_obs): policy obs + true state + physics params."""
+        return self._to_torch(self._priv)
+
+    def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Apply actions (N, num_actions); returns obs, rewards (N,), dones (N,), extras."""
+        act = self._check_actions(actions)
+        applied = self._delay(act)
+        if self._ctrl_all:
+            self.action_map.to_command(applied, out=self.backend.ctrl)
+        else:
+            self.backend.ctrl[:, self.robot.actuator_ids] = self.action_map.to_command(applied)
+        if self._push_every:
+            self._push()
+        self.backend.step(self.decimation)
+        diverged = self.backend.unstable()
+        self.state = state = self._read_state()
+        self._ep_len += 1
+        prev = self.inputs.last_action
+        rew, terms = self.task.reward(state, self.inputs, act, prev)
+        self.inputs.last_action = act
+        terminated = self.task.terminated(state, self.inputs) | diverged
+        time_out = self._ep_len >= self.max_episode_length
+        done = terminated | time_out
+        rew = np.where(diverged, 0.0, rew)
+        self._ep_return += rew
+        period = self.task.goal_period_steps
+        if period:
+            regoal = np.flatnonzero((self._ep_len % period == 0) & ~done)
+            if len(regoal):
+                self.task.sample_goals(self.rng, self.inputs, regoal)
+        extras: dict[str, Any] = {}
+        if done.any():
+            ids = np.flatnonzero(done)
+            extras["episode"] = self._episode_stats(ids, state, terms, diverged)
+            if self.keep_final_obs:
+                self._compute_obs()
+                extras["final_observation"] = self._to_torch(self._obs)
+                extras["final_ids"] = ids
+            self.num_divergences += int(diverged.sum())
+            self._reset_ids(ids)
+            self.state = self._read_state()
+        self._compute_obs()
+        extras["time_outs"] = self._to_torch(time_out & ~terminated)
+        extras["observations"] = {"critic": self._to_torch(self._priv)}
+        extras["divergences"] = int(diverged.sum())
+        self.extras = extras
+        return self._to_torch(self._obs), self._to_torch(rew.astype(np.float32)), self._to_torch(done), extras
+
+    @property
+    def physics_params(self) -> PhysicsParams:
+        """The physical parameters currently sampled for every world."""
+        return self._params
+
+    def close(self) -> None:
+        """Release the worlds (kept for API symmetry with Gymnasium and rsl_rl)."""
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _check_actions(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(actions, torch.Tensor):
+            if not actions.is_floating_point():
+                raise ActionError(f"actions must be a floating-point tensor, got {actions.dtype}")
+            a = actions.detach().to("cpu", torch.float64).numpy()
+        elif isinstance(actions, np.ndarray):
+            if actions.dtype.kind != "f":
+                raise ActionError(f"actions must be floating point, got {actions.dtype}")
+            a = actions.astype(np.float64, copy=False)
+        else:
+            raise ActionError(f"actions must be a torch.Tensor or numpy array, got {type(actions).__name__}")
+        if a.shape != (self.num_envs, self.num_actions):
+            raise ActionError(f"actions must have shape ({self.num_envs}, {self.num_actions}) for "
+                              f"{self.profile.name}, got {tuple(a.shape)}")
+        if not np.isfinite(a).all():
+            bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+            raise ActionError(f"actions contain NaN or inf in envs {bad[:8].tolist()}"
+                              f"{' ...' if len(bad) > 8 else ''}; nothing was stepped")
+        return a
+
+    def _delay(self, act: np.ndarray) -> np.ndarray:
+        if not self._max_latency:
+            return act
+        h = self._max_latency + 1
+        self._hist_pos = (self._hist_pos + 1) % h
+        self._action_hist[self._hist_pos] = act
+        src = (self._hist_pos - self._params.latency_steps) % h
+        return self._action_hist[src, self._arange]
+
+    def _push(self) -> None:
+        due = np.flatnonzero((self._ep_len > 0) & (self._ep_len % self._push_every == 0))
+        if len(due):
+            v = self.cfg.randomization.push_velocity
+            kick = self.rng.uniform(-v, v, size=(len(due), len(self._push_dofs)))
+            self.backend.qvel[np.ix_(due, self._push_dofs)] += kick
+
+    def _read_state(self) -> RobotState:
+        b, r = self.backend, self.robot
+        qpos, qvel = b.qpos, b.qvel
+        s = RobotState(joint_pos=qpos[:, self._qidx], joint_vel=qvel[:, self._vidx])
+        if r.free_joint:
+            bq, bd = r.base_qpos_adr, r.base_dof_adr
+            s.base_pos = qpos[:, bq:bq + 3]
+            s.base_quat = qpos[:, bq + 3:bq + 7]
+            s.base_lin_vel = quat_rotate_inverse(s.base_quat, qvel[:, bd:bd + 3])
+            s.base_ang_vel = qvel[:, bd + 3:bd + 6]
+        if r.ee_site >= 0:
+            s.ee_pos = b.site_xpos[:, r.ee_site] - self._arm_base
+        if len(r.foot_sensor_adr):
+            s.foot_contact = (b.sensordata[:, r.foot_sensor_adr] > 1.0).astype(np.float64)
+        if "torques" in self.task.scales:
+            s.joint_torque = b.actuator_force[:, r.actuator_ids]
+        return s
+
+    def _compute_obs(self) -> None:
+        n_obs, n_priv = self.num_obs, self.priv_layout.size
+        # the critic reads the noise-free observation; the policy gets it with sensor noise
+        self.obs_layout.build(self.state, self.inputs, out=self._priv[:, :n_obs])
+        if n_priv:
+            self.priv_layout.build(self.state, self.inputs, out=self._priv[:, n_obs:n_obs + n_priv])
+        self._priv[:, n_obs + n_priv:] = self._params_priv
+        if not np.isfinite(self._priv).all():
+            np.nan_to_num(self._priv, copy=False, nan=0.0, posinf=1e3, neginf=-1e3)
+        np.copyto(self._obs, self._priv[:, :n_obs])
+        if self._has_noise:
+            self._obs += self._noise_std * self.rng.standard_normal(self._obs.shape, dtype=np.float32)
+
+    def _reset_ids(self, ids: np.ndarray) -> None:
+        """Re-sample physics and goals of worlds ``ids`` and put them in a noisy default pose."""
+        n = len(ids)
+        rand = self.cfg.randomization
+        fresh = sample_params(self.rng, rand, n)
+        for name, value in vars(fresh).items():
+            getattr(self._params, name)[ids] = value
+        self._params_priv = self._params.privileged()
+        self.backend.apply_params(ids, fresh)
+        r, c = self.robot, self.cfg
+        qpos = np.repeat(r.init_qpos[None], n, axis=0)
+        qvel = np.zeros((n, r.model.nv))
+        qpos[:, r.joint_qpos_adr] += self.rng.uniform(-c.init_joint_noise, c.init_joint_noise,
+                                                      (n, len(r.joint_qpos_adr)))
+        qvel[:, r.joint_dof_adr] = self.rng.uniform(-c.init_vel_noise, c.init_vel_noise,
+                                                    (n, len(r.joint_dof_adr)))
+        if r.free_joint:
+            bd = r.base_dof_adr
+            qvel[:, bd:bd + 6] = self.rng.uniform(-c.init_vel_noise, c.init_vel_noise, (n, 6))
+        self._clamp_to_limits(qpos)
+        self.backend.reset(ids, qpos, qvel)
+        self.backend.ctrl[ids] = 0.0
+        self.backend.ctrl[np.ix_(ids, r.actuator_ids)] = self.action_map.neutral(n)
+        self._action_hist[:, ids] = 0.0
+        self.inputs.last_action[ids] = 0.0
+        self.task.sample_goals(self.rng, self.inputs, ids)
+        self._ep_len[ids] = 0
+        self._ep_return[ids] = 0.0
+
+    def _clamp_to_limits(self, qpos: np.ndarray) -> None:
+        for j, adr in zip(self.profile.joints, self.robot.joint_qpos_adr, strict=True):
+            if not j.continuous and j.range[0] <= j.default_pos <= j.range[1]:
+                np.clip(qpos[:, adr], j.range[0], j.range[1], out=qpos[:, adr])
+
+    def _episode_stats(self, ids: np.ndarray, state: RobotState, terms: dict[str, np.ndarray],
+                       diverged: np.ndarray) -> dict[str, float]:
+        success = self.task.success(state, self.inputs)[ids]
+        return {
+            "return": float(self._ep_return[ids].mean()),
+            "length": float(self._ep_len[ids].mean()),
+            "success": float(success.mean()),
+            "count": len(ids),
+            "diverged": int(diverged[ids].sum()),
+        }
+
+    def _to_torch(self, x: np.ndarray) -> torch.Tensor:
+        # a copy: callers may keep tensors across steps, and the numpy buffers are reused
+        t = torch.from_numpy(x.copy())
+        return t if self._cpu else t.to(self.device)
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice when the addresses are contiguous (views instead of gathers on the hot path)."""
+    if len(idx) and (np.diff(idx) == 1).all():
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def make_batched_env(task: Task, profile: HardwareProfile, num_envs: int, seed: int = 0, device: str = "cpu",
+                     nthread: int = 0, keep_final_obs: bool = False) -> BatchedEnv:
+    """Build the model of ``profile`` and wrap it in a :class:`BatchedEnv` for ``task``."""
+    return BatchedEnv(task, build_model(profile), num_envs, seed=seed, device=device, nthread=nthread,
+                      keep_final_obs=keep_final_obs)

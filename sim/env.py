@@ -81,8 +81,11 @@ class BatchedEnv:
         self.reset()
 
     # -- public API --------------------------------------------------------------------------------
-    def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Reset every world; returns (observations, extras)."""
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reset every world (re-seeding the env's generator when ``seed`` is given); returns (obs, extras)."""
+        if seed is not None:
+            self.seed = seed
+            self.rng = np.random.default_rng(seed)
         self._reset_ids(self._arange)
         self.state = self._read_state()
         self._compute_obs()

@@ -1,0 +1,48 @@
+"""Offscreen rendering of chosen worlds to RGB arrays (for videos and the demo's snapshot)."""
+
+from __future__ import annotations
+
+import os
+
+import mujoco
+import numpy as np
+
+from sim.env import BatchedEnv
+
+
+class RenderUnavailable(RuntimeError):
+    """No OpenGL context could be made (set MUJOCO_GL=egl, or install libosmesa6 for osmesa)."""
+
+
+class EnvRenderer:
+    """Renders worlds of a :class:`BatchedEnv` with their own sampled physics parameters."""
+
+    def __init__(self, env: BatchedEnv, width: int = 320, height: int = 240, camera: str | int = -1):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        self.env = env
+        self.camera = camera
+        self._model = env.backend.world_model(0)
+        try:
+            self._renderer = mujoco.Renderer(self._model, height=height, width=width)
+        except Exception as exc:  # GL back-ends raise a variety of types
+            raise RenderUnavailable(f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): "
+                                    f"{exc}") from exc
+
+    def frame(self, env_id: int = 0) -> np.ndarray:
+        """An (H, W, 3) uint8 image of world ``env_id`` now."""
+        if not 0 <= env_id < self.env.num_envs:
+            raise IndexError(f"env_id {env_id} out of range [0, {self.env.num_envs})")
+        model = self.env.backend.batch.get_model(env_id, self._model)
+        data = self.env.backend.world_data(env_id, model)
+        r = self.env.robot
+        if r.target_site >= 0 and self.env.inputs.target is not None:
+            # show the reach target where the task put it (arm base frame -> world)
+            base = model.body("base").pos
+            model.site_pos[r.target_site] = base + self.env.inputs.target[env_id]
+            mujoco.mj_forward(model, data)
+        self._renderer.update_scene(data, camera=self.camera)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        """Free the GL context."""
+        self._renderer.close()

@@ -1,0 +1,55 @@
+"""A small experiment-logger interface: Weights & Biases (offline unless WANDB_MODE says otherwise) or none."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+
+class RunLogger(Protocol):
+    """What apps log through."""
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record scalar metrics."""
+
+    def close(self) -> None:
+        """Flush and end the run."""
+
+
+class NullLogger:
+    """Logs nothing."""
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Drop the metrics."""
+
+    def close(self) -> None:
+        """Nothing to flush."""
+
+
+class WandbLogger:
+    """A wandb run. The mode comes from WANDB_MODE (default offline): never hard-coded, never a network need."""
+
+    def __init__(self, project: str, job: str, config: dict[str, Any], run_name: str = ""):
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        self._wandb = wandb
+        self.run = wandb.init(project=project, job_type=job, config=config, name=run_name or None,
+                              reinit="finish_previous")
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record scalar metrics on the run."""
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        """Finish the run (offline runs stay under ./wandb for `wandb sync`)."""
+        self.run.finish()
+
+
+def open_logger(cfg: Any, job: str, config: dict[str, Any]) -> RunLogger:
+    """The logger ``cfg.backend`` names (``wandb`` or ``none``)."""
+    if cfg.backend == "none":
+        return NullLogger()
+    if cfg.backend == "wandb":
+        return WandbLogger(cfg.project, job, config, cfg.run_name)
+    raise ValueError(f"logger.backend must be 'wandb' or 'none', got '{cfg.backend}'")

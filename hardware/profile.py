@@ -9,7 +9,7 @@ figures its MuJoCo model is generated from. Sim and robot agent both load it thr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from configs import CONFIG_DIR
 PROFILE_DIR: Path = CONFIG_DIR / "hardware"
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     """Robot families; each has one MJCF generator in ``hardware.models``."""
 
     # lower-case member names: OmegaConf matches YAML values against member names
@@ -31,7 +31,7 @@ class Family(str, Enum):
     mjcf_file = "mjcf_file"
 
 
-class ActuatorMode(str, Enum):
+class ActuatorMode(StrEnum):
     """How an action becomes a joint command."""
 
     pd = "pd"  # action -> position target = default_pos + action_scale * action, PD in the motor

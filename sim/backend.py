@@ -14,7 +14,6 @@ from hardware.models import RobotModel
 from hardware.profile import ActuatorMode
 from hardware.randomization import PhysicsParams
 
-
 # randomised parameter -> the MjModel fields it writes
 _FIELDS_OF = {
     "friction": ("geom_friction",),

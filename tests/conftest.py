@@ -1,0 +1,18 @@
+"""Shared test settings: W&B never touches the network, rendering uses EGL."""
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Every shipped (task, hardware) pair: the matrix the sim tests run over.
+TASK_HARDWARE = [
+    ("cartpole_swingup", "cartpole"),
+    ("cartpole_swingup", "cartpole_long"),
+    ("reach", "arm2_planar"),
+    ("reach", "arm3_planar"),
+    ("reach", "arm7"),
+    ("locomotion", "go2_like"),
+    ("locomotion", "go1_like"),
+    ("ant_run", "gym_ant"),
+]

@@ -1,0 +1,128 @@
+import mujoco
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from hardware import ActionMap, ObservationLayout, ProfileError, available_profiles, build_model, load_profile
+from hardware.profile import PROFILE_DIR, profile_from_config
+from hardware.state import projected_gravity, quat_rotate_inverse
+
+
+def test_at_least_three_families_each_with_two_types():
+    families = {}
+    for name in available_profiles():
+        families.setdefault(load_profile(name).family.value, []).append(name)
+    for family in ("cartpole", "arm", "quadruped"):
+        assert len(families[family]) >= 2, families
+
+
+def test_arm_types_differ_in_joint_count_and_quadrupeds_in_physics():
+    assert sorted(load_profile(n).num_joints for n in ("arm2_planar", "arm3_planar", "arm7")) == [2, 3, 7]
+    go2, go1 = load_profile("go2_like"), load_profile("go1_like")
+    assert go2.params["trunk_mass"] != go1.params["trunk_mass"]
+    assert go2.joints[2].max_torque != go1.joints[2].max_torque
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_every_profile_builds_a_model_whose_joints_and_motors_match(name):
+    profile = load_profile(name)
+    robot = build_model(profile)
+    m = robot.model
+    assert len(robot.actuator_ids) == profile.num_actions == m.nu
+    for j, adr in zip(profile.joints, robot.joint_qpos_adr, strict=True):
+        assert m.jnt_qposadr[m.joint(j.name).id] == adr
+    assert m.opt.timestep == pytest.approx(1.0 / profile.physics_hz)
+    # the default pose is a valid, finite state
+    d = mujoco.MjData(m)
+    d.qpos[:] = robot.init_qpos
+    mujoco.mj_forward(m, d)
+    assert np.isfinite(d.qacc).all()
+
+
+def test_pd_joint_limits_and_torque_limits_reach_the_model():
+    robot = build_model(load_profile("arm7"))
+    j4 = robot.profile.joints[3]
+    act = robot.model.actuator(j4.name)
+    assert list(act.ctrlrange) == pytest.approx(j4.range)
+    assert list(act.forcerange) == pytest.approx([-j4.max_torque, j4.max_torque])
+    assert act.gainprm[0] == pytest.approx(j4.kp)
+
+
+def test_unknown_hardware_name_lists_the_available_ones():
+    with pytest.raises(ProfileError, match="unknown hardware type 'go3'.*go2_like"):
+        load_profile("go3")
+
+
+def test_profile_with_wrong_type_names_the_key():
+    raw = OmegaConf.load(PROFILE_DIR / "cartpole.yaml")
+    raw.control_hz = "fast"
+    with pytest.raises(ProfileError, match="control_hz"):
+        profile_from_config(raw)
+
+
+def test_profile_with_unknown_key_names_it():
+    raw = OmegaConf.load(PROFILE_DIR / "cartpole.yaml")
+    raw.joints[0].max_torqe = 3.0
+    with pytest.raises(ProfileError, match="max_torqe"):
+        profile_from_config(raw)
+
+
+def test_physics_rate_must_be_a_multiple_of_control_rate():
+    raw = OmegaConf.load(PROFILE_DIR / "go2_like.yaml")
+    raw.physics_hz = 130
+    with pytest.raises(ProfileError, match="whole multiple"):
+        profile_from_config(raw)
+
+
+def test_default_pose_outside_joint_range_is_refused():
+    raw = OmegaConf.load(PROFILE_DIR / "arm7.yaml")
+    raw.joints[3].default_pos = 0.5  # joint4 range is [-3.07, -0.07]
+    with pytest.raises(ProfileError, match="joint4.*outside range"):
+        profile_from_config(raw)
+
+
+def test_observation_layout_slices_cover_the_vector_in_profile_order():
+    profile = load_profile("go2_like")
+    layout = ObservationLayout(profile, profile.observation)
+    assert layout.signature() == [("base_ang_vel", 3), ("projected_gravity", 3), ("command", 3),
+                                  ("joint_pos_rel", 12), ("joint_vel", 12), ("last_action", 12)]
+    assert layout.size == 45
+
+
+def test_cartpole_pole_angle_is_observed_as_cos_sin():
+    profile = load_profile("cartpole")
+    layout = ObservationLayout(profile, profile.observation)
+    from hardware.state import RobotState, TaskInputs
+
+    state = RobotState(joint_pos=np.array([[0.5, np.pi]]), joint_vel=np.array([[0.1, 2.0]]))
+    obs = layout.build(state, TaskInputs(last_action=np.zeros((1, 1))))
+    assert obs[0] == pytest.approx([0.5, -1.0, 0.0, 0.1, 2.0], abs=1e-6)
+
+
+def test_pd_action_map_scales_around_default_and_clamps_to_range():
+    profile = load_profile("arm7")
+    amap = ActionMap(profile)
+    cmd = amap.to_command(np.zeros((1, 7)))
+    assert cmd[0] == pytest.approx([j.default_pos for j in profile.joints])
+    cmd = amap.to_command(np.full((1, 7), 100.0))
+    assert (cmd[0] <= [j.range[1] for j in profile.joints]).all()
+    assert cmd[0, 3] == pytest.approx(min(-2.0 + 0.25 * 5.0, -0.0698))
+
+
+def test_torque_action_map_clips_to_unit_command():
+    amap = ActionMap(load_profile("cartpole"))
+    assert amap.to_command(np.array([[3.0], [-0.5]]))[:, 0] == pytest.approx([1.0, -0.5])
+
+
+def test_quaternion_helpers_match_mujoco():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(6, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    v = rng.normal(size=(6, 3))
+    ref = np.zeros((6, 3))
+    for i in range(6):
+        conj = np.zeros(4)
+        mujoco.mju_negQuat(conj, q[i])
+        mujoco.mju_rotVecQuat(ref[i], v[i], conj)
+    assert np.allclose(quat_rotate_inverse(q, v), ref)
+    assert np.allclose(projected_gravity(q), quat_rotate_inverse(q, np.tile([0.0, 0.0, -1.0], (6, 1))))

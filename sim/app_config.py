@@ -7,6 +7,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from shared_policy.config import PolicyConfig, PPOConfig
 from sim.config import register_task_schemas
 
 
@@ -27,6 +28,7 @@ class LoggerConfig:
     backend: str = "wandb"
     project: str = "fleet-learning"
     run_name: str = ""
+    video_every: int = 0  # iterations between rollout videos (0: none)
 
 
 @dataclass
@@ -44,13 +46,17 @@ class DemoConfig:
 
 @dataclass
 class TrainConfig:
-    """fleet-train: sim pretraining of the shared trunk (the PPO learner lands with its own issue)."""
+    """fleet-train: PPO pretraining of the shared trunk over the selected hardware types."""
 
     task: Any = None
     hardware: dict[str, Any] = field(default_factory=dict)
     sim: SimConfig = field(default_factory=SimConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    algorithm: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    iterations: int = 1000
+    iterations: int = 200
+    checkpoint_every: int = 50
+    resume: str = ""  # a checkpoint directory to continue from
     output_dir: str = "outputs/train"
 
 
@@ -62,7 +68,7 @@ class EvalConfig:
     hardware: dict[str, Any] = field(default_factory=dict)
     sim: SimConfig = field(default_factory=SimConfig)
     checkpoint: str = ""
-    episodes: int = 20
+    episodes: int = 64
 
 
 def register_configs() -> None:

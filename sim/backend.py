@@ -112,10 +112,9 @@ class MuJoCoBatchBackend:
         # MuJoCo resets a diverging world to qpos0 itself and counts a warning: read and clear the counts
         # (MuJoCo checks qpos/qvel/qacc for NaN, inf and huge values at every substep.)
         warn = self.batch.warning
-        counts = warn[:, _DIVERGENCE_WARNINGS, 1]
-        if not counts.any():
+        if not np.count_nonzero(warn):  # the common case, one pass over a small contiguous array
             return np.zeros(self.num_envs, dtype=bool)
-        bad = counts.any(axis=1)
+        bad = warn[:, _DIVERGENCE_WARNINGS, 1].any(axis=1)
         warn[bad] = 0
         return bad
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from configs import CONFIG_DIR
 from hardware.profile import HardwareProfile, ProfileError, profile_from_config
 from hardware.tasks import TaskConfigError, task_class
+from shared_policy.checkpoint import CheckpointError
 from sim.app_config import register_configs
 from sim.config import task_config_from
 from sim.env import BatchedEnv, make_batched_env
@@ -103,16 +104,61 @@ def _guarded(fn, cfg: DictConfig) -> None:
     """Run an app body; config errors exit non-zero with the message naming the key."""
     try:
         fn(cfg)
-    except (ProfileError, TaskConfigError, ValueError) as exc:
+    except (ProfileError, TaskConfigError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 
 
-def _not_built(app: str, cfg: DictConfig, what: str) -> None:
-    envs = envs_from_config(cfg, num_envs=1)  # validates task and hardware keys now
-    names = ", ".join(e.profile.name for e in envs)
-    print(f"{app}: config OK (task {cfg.task.name}, hardware {names}); {what} is not built yet.", file=sys.stderr)
-    sys.exit(3)
+def run_train(cfg: DictConfig) -> Path:
+    """PPO pretraining over every selected hardware type; returns the final checkpoint directory."""
+    from shared_policy.config import PolicyConfig, PPOConfig
+    from sim.pretrain import DistributedContext, PretrainRunner
+    from sim.tracking import NullLogger
+
+    ctx = DistributedContext()
+    try:
+        # each rank steps its own worlds: different seeds, same policy
+        rank_cfg = OmegaConf.merge(cfg, {"sim": {"seed": cfg.sim.seed + 1000 * ctx.rank}})
+        envs = envs_from_config(rank_cfg)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        logger = open_logger(cfg.logger, job="train", config=plain) if ctx.is_main else NullLogger()
+        policy_cfg = OmegaConf.to_object(cfg.policy)
+        ppo_cfg = OmegaConf.to_object(cfg.algorithm)
+        assert isinstance(policy_cfg, PolicyConfig) and isinstance(ppo_cfg, PPOConfig)
+        runner = PretrainRunner(envs, policy_cfg, ppo_cfg, cfg.output_dir, logger, config=plain, ctx=ctx,
+                                checkpoint_every=cfg.checkpoint_every, seed=cfg.sim.seed)
+        if cfg.resume:
+            runner.resume(cfg.resume)
+            print(f"[train] resumed from {cfg.resume} at iteration {runner.iteration}", flush=True)
+        if ctx.is_main:
+            names = ", ".join(f"{e.profile.name} ({e.num_envs} worlds)" for e in envs)
+            print(f"[train] {cfg.task.name} on {names}; {ctx.world_size} process(es); "
+                  f"{cfg.iterations} iterations", flush=True)
+        try:
+            runner.learn(cfg.iterations)
+        finally:
+            logger.close()
+        final = Path(cfg.output_dir) / "checkpoints" / "latest"
+        if ctx.is_main:
+            print(f"[train] checkpoint -> {final}", flush=True)
+        return final
+    finally:
+        ctx.close()
+
+
+def run_eval(cfg: DictConfig) -> None:
+    """Load a checkpoint and print mean return (95% CI) and success rate per hardware type."""
+    from shared_policy.checkpoint import load_checkpoint
+    from sim.evaluation import evaluate
+    from sim.pretrain import hardware_spec
+
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint: set checkpoint=<checkpoint directory>")
+    for env in envs_from_config(cfg):
+        policy, manifest = load_checkpoint(cfg.checkpoint, expected={env.profile.name: hardware_spec(env)})
+        result = evaluate(policy, env, cfg.episodes)
+        print(f"[eval] {cfg.task.name} on {env.profile.name} (trunk v{manifest['trunk_version']}): "
+              f"{result.summary()}", flush=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="demo")
@@ -123,11 +169,17 @@ def demo_main(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def train_main(cfg: DictConfig) -> None:
-    """fleet-train: sim pretraining (PPO learner pending its issue; validates the config today)."""
-    _guarded(lambda c: _not_built("fleet-train", c, "PPO pretraining of the shared trunk"), cfg)
+    """fleet-train: PPO pretraining of the shared trunk."""
+    from sim.pretrain import TrainingDiverged
+
+    try:
+        _guarded(run_train, cfg)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(4)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def eval_main(cfg: DictConfig) -> None:
-    """fleet-eval: checkpoint evaluation (pending the checkpoint format; validates the config today)."""
-    _guarded(lambda c: _not_built("fleet-eval", c, "checkpoint evaluation"), cfg)
+    """fleet-eval: N episodes of a checkpoint's policy."""
+    _guarded(run_eval, cfg)

@@ -116,7 +116,7 @@ class BatchedEnv:
         self._ep_len += 1
         prev = self.inputs.last_action
         rew, terms = self.task.reward(state, self.inputs, act, prev)
-        self.inputs.last_action = act
+        self.inputs.last_action = act.astype(np.float64)  # a copy: ``act`` may view the caller's tensor
         terminated = self.task.terminated(state, self.inputs) | diverged
         time_out = self._ep_len >= self.max_episode_length
         done = terminated | time_out
@@ -158,11 +158,11 @@ class BatchedEnv:
         if isinstance(actions, torch.Tensor):
             if not actions.is_floating_point():
                 raise ActionError(f"actions must be a floating-point tensor, got {actions.dtype}")
-            a = actions.detach().to("cpu", torch.float64).numpy()
+            a = actions.detach().cpu().numpy()  # a view: the action map does the float64 math
         elif isinstance(actions, np.ndarray):
             if actions.dtype.kind != "f":
                 raise ActionError(f"actions must be floating point, got {actions.dtype}")
-            a = actions.astype(np.float64, copy=False)
+            a = actions
         else:
             raise ActionError(f"actions must be a torch.Tensor or numpy array, got {type(actions).__name__}")
         if a.shape != (self.num_envs, self.num_actions):
@@ -256,7 +256,7 @@ class BatchedEnv:
                 np.clip(qpos[:, adr], j.range[0], j.range[1], out=qpos[:, adr])
 
     def _episode_stats(self, ids: np.ndarray, state: RobotState, terms: dict[str, np.ndarray],
-                       diverged: np.ndarray) -> dict[str, float]:
+                       diverged: np.ndarray) -> dict[str, Any]:
         success = self.task.success(state, self.inputs)[ids]
         return {
             "return": float(self._ep_return[ids].mean()),
@@ -264,6 +264,10 @@ class BatchedEnv:
             "success": float(success.mean()),
             "count": len(ids),
             "diverged": int(diverged[ids].sum()),
+            # per finished world, in the order of ``ids``
+            "ids": ids,
+            "returns": self._ep_return[ids].copy(),
+            "successes": success.astype(np.float64),
         }
 
     def _to_torch(self, x: np.ndarray) -> torch.Tensor:

@@ -44,14 +44,14 @@ def test_same_seed_gives_identical_rollouts_and_another_seed_does_not(task, hard
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize(("task", "hardware"), [("cartpole_swingup", "cartpole"), ("reach", "arm3_planar"),
-                                                ("locomotion", "go1_like")])
+@pytest.mark.parametrize(("task", "hardware"), TASK_HARDWARE)
 def test_randomization_changes_the_physics_of_each_world(task, hardware):
     def spread(randomize):
         # every world starts in the same state and gets the same actions: only physics can differ
         env = sim.make_env(task, hardware, num_envs=6, seed=0, init_joint_noise=0.0, init_vel_noise=0.0,
                            randomization={"enabled": randomize, "obs_noise": 0.0, "latency_steps": [0, 0],
-                                          "push_interval_s": 0.0})
+                                          "push_interval_s": 0.0, "mass_scale": [0.7, 1.3],
+                                          "motor_strength": [0.7, 1.3]})
         a = torch.full((6, env.num_actions), 0.7)
         for _ in range(30):
             env.step(a)

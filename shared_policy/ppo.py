@@ -1,0 +1,102 @@
+"""PPO over several hardware types at once: every minibatch holds a slice of every type's rollout."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shared_policy.config import PPOConfig
+from shared_policy.policy import FleetPolicy
+from shared_policy.storage import RolloutStorage
+
+
+def gaussian_kl(mu_old: torch.Tensor, sigma_old: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(old || new) of diagonal Gaussians, summed over actions: (B,)."""
+    return torch.sum(torch.log(sigma / sigma_old) + (sigma_old.pow(2) + (mu_old - mu).pow(2)) / (2 * sigma.pow(2))
+                     - 0.5, dim=-1)
+
+
+def adapt_learning_rate(lr: float, kl: float, cfg: PPOConfig) -> float:
+    """rsl_rl's KL-adaptive rule: / 1.5 above 2x the target KL, x 1.5 below half of it, within bounds."""
+    if kl > 2.0 * cfg.desired_kl:
+        return max(cfg.lr_min, lr / 1.5)
+    if 0.0 < kl < 0.5 * cfg.desired_kl:
+        return min(cfg.lr_max, lr * 1.5)
+    return lr
+
+
+class PPO:
+    """Clipped-surrogate PPO with clipped value loss, entropy bonus and gradient clipping."""
+
+    def __init__(self, policy: FleetPolicy, cfg: PPOConfig, num_envs: dict[str, int],
+                 device: torch.device | str = "cpu", grad_hook=None):
+        if cfg.schedule not in ("adaptive", "fixed"):
+            raise ValueError(f"algorithm.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
+        self.policy, self.cfg, self.device = policy, cfg, device
+        self.learning_rate = cfg.learning_rate
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+        self.storage = {
+            hw: RolloutStorage(cfg.num_steps_per_env, n, s.num_obs, s.num_critic_obs, s.num_actions, device)
+            for hw, n in num_envs.items() for s in [policy.spec(hw)]
+        }
+        self.grad_hook = grad_hook  # e.g. all-reduce across ranks, called after backward
+
+    @torch.no_grad()
+    def act(self, hardware: str, obs: torch.Tensor, critic_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Sample actions; returns them and the transition fields to record."""
+        dist = self.policy.distribution(hardware, obs)
+        actions = dist.sample()
+        return actions, {"obs": obs, "critic_obs": critic_obs, "actions": actions,
+                         "log_probs": dist.log_prob(actions).sum(-1), "values": self.policy.value(hardware, critic_obs),
+                         "mu": dist.mean, "sigma": dist.stddev}
+
+    def update(self) -> dict[str, float]:
+        """Epochs x minibatches over all hardware types' rollouts; returns mean losses and KL."""
+        cfg, policy = self.cfg, self.policy
+        sizes = {hw: s.steps * s.num_envs for hw, s in self.storage.items()}
+        total = sum(sizes.values())
+        stats = {"loss/policy": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "kl": 0.0}
+        updates = 0
+        for _ in range(cfg.num_learning_epochs):
+            perms = {hw: torch.randperm(n, device=self.device) for hw, n in sizes.items()}
+            for m in range(cfg.num_mini_batches):
+                loss = torch.zeros((), device=self.device)
+                kl_mean = 0.0
+                for hw, store in self.storage.items():
+                    chunk = sizes[hw] // cfg.num_mini_batches
+                    b = store.minibatch(perms[hw][m * chunk:(m + 1) * chunk])
+                    weight = sizes[hw] / total
+                    dist = policy.distribution(hw, b["obs"])
+                    log_prob = dist.log_prob(b["actions"]).sum(-1)
+                    with torch.no_grad():
+                        kl_mean += weight * gaussian_kl(b["mu"], b["sigma"], dist.mean, dist.stddev).mean().item()
+                    ratio = torch.exp(log_prob - b["log_probs"])
+                    adv = b["advantages"]
+                    surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
+                    value = policy.value(hw, b["critic_obs"])
+                    if cfg.use_clipped_value_loss:
+                        clipped = b["values"] + (value - b["values"]).clamp(-cfg.clip_param, cfg.clip_param)
+                        value_loss = torch.max((value - b["returns"]).pow(2), (clipped - b["returns"]).pow(2))
+                    else:
+                        value_loss = (value - b["returns"]).pow(2)
+                    entropy = dist.entropy().sum(-1).mean()
+                    hw_loss = surrogate.mean() + cfg.value_loss_coef * value_loss.mean() - cfg.entropy_coef * entropy
+                    loss = loss + weight * hw_loss
+                    stats["loss/policy"] += weight * surrogate.mean().item()
+                    stats["loss/value"] += weight * value_loss.mean().item()
+                    stats["loss/entropy"] += weight * entropy.item()
+                if cfg.schedule == "adaptive":
+                    self.learning_rate = adapt_learning_rate(self.learning_rate, kl_mean, cfg)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = self.learning_rate
+                self.optimizer.zero_grad()
+                loss.backward()
+                if self.grad_hook is not None:
+                    self.grad_hook(policy)
+                nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                stats["kl"] += kl_mean
+                updates += 1
+        for store in self.storage.values():
+            store.clear()
+        return {k: v / updates for k, v in stats.items()}

@@ -1,0 +1,228 @@
+"""Sim pretraining of the shared trunk: PPO over one batched env per hardware type, in one update.
+
+Data-parallel over ``torchrun`` ranks when launched that way: each rank steps its own worlds (seeded
+by rank), gradients are averaged with all-reduce, normalisers are averaged after each rollout, and rank 0
+logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from shared_policy.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from shared_policy.config import PolicyConfig, PPOConfig
+from shared_policy.policy import FleetPolicy, HardwareSpec
+from shared_policy.ppo import PPO
+from sim.env import BatchedEnv
+from sim.tracking import RunLogger
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a weight became NaN/inf; the last good checkpoint is left intact."""
+
+
+def hardware_spec(env: BatchedEnv) -> HardwareSpec:
+    """The policy-facing description of an env's hardware type."""
+    return HardwareSpec(env.profile.name, env.num_obs, env.num_actions, env.num_privileged_obs,
+                        tuple(env.obs_layout.signature()), tuple(j.name for j in env.profile.actuated_joints))
+
+
+class DistributedContext:
+    """Rank and world size under torchrun (WORLD_SIZE > 1), else a single process."""
+
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world_size > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs and writes checkpoints."""
+        return self.rank == 0
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Start every rank from rank 0's weights and normalisers."""
+        if self.enabled:
+            for t in module.state_dict().values():
+                dist.broadcast(t, src=0)
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """All-reduce gradients to their mean over ranks."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average normaliser statistics over ranks (their worlds saw different data)."""
+        if self.enabled:
+            for name, t in module.named_buffers():
+                if name.endswith(("mean", "var")):
+                    dist.all_reduce(t)
+                    t /= self.world_size
+
+    def mean(self, x: float) -> float:
+        """The mean of a scalar over ranks."""
+        if not self.enabled:
+            return x
+        t = torch.tensor([x], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def close(self) -> None:
+        """Leave the process group."""
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class PretrainRunner:
+    """Collects rollouts from every env, updates the policy with PPO, logs, checkpoints and resumes."""
+
+    def __init__(self, envs: list[BatchedEnv], policy_cfg: PolicyConfig, ppo_cfg: PPOConfig, output_dir: str | Path,
+                 logger: RunLogger, config: dict[str, Any] | None = None, ctx: DistributedContext | None = None,
+                 checkpoint_every: int = 50, seed: int = 0):
+        self.envs = {e.profile.name: e for e in envs}
+        self.ctx = ctx or DistributedContext()
+        torch.manual_seed(seed + self.ctx.rank)
+        self.policy = FleetPolicy(policy_cfg, {n: hardware_spec(e) for n, e in self.envs.items()})
+        self.ctx.broadcast_parameters(self.policy)
+        self.ppo = PPO(self.policy, ppo_cfg, {n: e.num_envs for n, e in self.envs.items()},
+                       grad_hook=self.ctx.average_gradients)
+        self.output_dir = Path(output_dir)
+        self.logger, self.config = logger, config or {}
+        self.checkpoint_every = checkpoint_every
+        self.iteration = 0
+        self.trunk_version = 0
+        self.history: list[dict[str, float]] = []
+        self._ep_returns = {n: [] for n in self.envs}
+        self._ep_success = {n: [] for n in self.envs}
+        self._ep_lengths = {n: [] for n in self.envs}
+        self._last_return: dict[str, float] = {}
+        # spread episode starts so that worlds do not all finish on the same step
+        gen = torch.Generator().manual_seed(seed + self.ctx.rank)
+        for env in self.envs.values():
+            env.episode_length_buf.copy_(torch.randint(0, env.max_episode_length, (env.num_envs,), generator=gen))
+
+    # -- resume / save -------------------------------------------------------------------------------
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, normalisers, optimizer, learning rate and iteration."""
+        expected = {n: hardware_spec(e) for n, e in self.envs.items()}
+        loaded, manifest = load_checkpoint(path, expected=expected)
+        self.policy.load_state_dict(loaded.state_dict())
+        state = load_training_state(path)
+        self.ppo.optimizer.load_state_dict(state["optimizer"])
+        self.ppo.learning_rate = float(state["learning_rate"])
+        for group in self.ppo.optimizer.param_groups:
+            group["lr"] = self.ppo.learning_rate
+        self.iteration = int(state["iteration"])
+        self.trunk_version = int(manifest["trunk_version"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+
+    def save(self, name: str = "latest") -> Path | None:
+        """Write a checkpoint (rank 0 only); returns its path."""
+        if not self.ctx.is_main:
+            return None
+        state = {"optimizer": self.ppo.optimizer.state_dict(), "learning_rate": self.ppo.learning_rate,
+                 "iteration": self.iteration, "torch_rng": torch.get_rng_state()}
+        return save_checkpoint(self.output_dir / "checkpoints" / name, self.policy, self.trunk_version,
+                               config=self.config, training_state=state)
+
+    # -- training ------------------------------------------------------------------------------------
+    def collect(self) -> None:
+        """One rollout of num_steps_per_env steps in every env."""
+        obs = {n: e.get_observations() for n, e in self.envs.items()}
+        critic = {n: e.get_privileged_observations() for n, e in self.envs.items()}
+        with torch.inference_mode():
+            for _ in range(self.ppo.cfg.num_steps_per_env):
+                for name, env in self.envs.items():
+                    self.policy.update_normalizers(name, obs[name], critic[name])
+                    actions, transition = self.ppo.act(name, obs[name], critic[name])
+                    obs[name], rew, done, extras = env.step(actions)
+                    critic[name] = extras["observations"]["critic"]
+                    self.ppo.storage[name].add(**transition, rewards=rew, dones=done.float(),
+                                               time_outs=extras["time_outs"].float())
+                    if "episode" in extras:
+                        ep = extras["episode"]
+                        self._ep_returns[name] += [ep["return"]] * ep["count"]
+                        self._ep_success[name] += [ep["success"]] * ep["count"]
+                        self._ep_lengths[name] += [ep["length"]] * ep["count"]
+            for name in self.envs:
+                last = self.policy.value(name, critic[name])
+                self.ppo.storage[name].compute_returns(last, self.ppo.cfg.gamma, self.ppo.cfg.lam)
+        self.ctx.average_buffers(self.policy)
+
+    def learn(self, iterations: int, log_every: int = 1) -> list[dict[str, float]]:
+        """Run ``iterations`` PPO iterations; returns per-iteration metrics."""
+        steps_per_iter = sum(e.num_envs for e in self.envs.values()) * self.ppo.cfg.num_steps_per_env
+        start_iter, t_start = self.iteration, time.perf_counter()
+        end = self.iteration + iterations
+        while self.iteration < end:
+            t0 = time.perf_counter()
+            self.collect()
+            t1 = time.perf_counter()
+            losses = self.ppo.update()
+            t2 = time.perf_counter()
+            self.iteration += 1
+            self.trunk_version += 1
+            self._check_finite(losses)
+            metrics = self._metrics(losses, steps_per_iter / (t2 - t0), t1 - t0, t2 - t1)
+            self.history.append(metrics)
+            if self.ctx.is_main:
+                self.logger.log(metrics, step=self.iteration)
+                if self.iteration % log_every == 0 or self.iteration == end:
+                    done = self.iteration - start_iter
+                    eta = (time.perf_counter() - t_start) / done * (end - self.iteration)
+                    print(self._progress_line(metrics, end, eta), flush=True)
+                if self.iteration % self.checkpoint_every == 0 or self.iteration == end:
+                    self.save()
+        return self.history
+
+    def _check_finite(self, losses: dict[str, float]) -> None:
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if not bad and all(torch.isfinite(p).all() for p in self.policy.parameters()):
+            return
+        where = f"losses {bad}" if bad else "policy weights"
+        raise TrainingDiverged(f"NaN/inf in {where} at iteration {self.iteration}; stopping. The last good "
+                               f"checkpoint in {self.output_dir / 'checkpoints' / 'latest'} is intact.")
+
+    def _metrics(self, losses: dict[str, float], sps: float, t_collect: float, t_learn: float) -> dict[str, float]:
+        m = {**losses, "learning_rate": self.ppo.learning_rate, "steps_per_s": self.ctx.mean(sps) * self.ctx.world_size,
+             "time/collect_s": t_collect, "time/learn_s": t_learn, "iteration": self.iteration}
+        for name in self.envs:
+            if self._ep_returns[name]:
+                m[f"{name}/return"] = self.ctx.mean(float(np.mean(self._ep_returns[name])))
+                m[f"{name}/success"] = self.ctx.mean(float(np.mean(self._ep_success[name])))
+                m[f"{name}/episode_length"] = self.ctx.mean(float(np.mean(self._ep_lengths[name])))
+            self._ep_returns[name], self._ep_success[name], self._ep_lengths[name] = [], [], []
+        return m
+
+    def _progress_line(self, m: dict[str, float], end: int, eta: float) -> str:
+        for n in self.envs:
+            if f"{n}/return" in m:
+                self._last_return[n] = m[f"{n}/return"]
+        rets = " ".join(f"{n} {r:.1f}" for n, r in self._last_return.items()) or "-"
+        return (f"[train] it {self.iteration}/{end} | {m['steps_per_s']:,.0f} steps/s | return {rets} | "
+                f"kl {m['kl']:.4f} lr {m['learning_rate']:.1e} | ETA {eta / 60:.1f} min")
+
+
+def policy_config_dict(cfg: PolicyConfig) -> dict[str, Any]:
+    """A plain dict of a policy config (for manifests)."""
+    return asdict(cfg)

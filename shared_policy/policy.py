@@ -67,7 +67,8 @@ class FleetPolicy(nn.Module):
     def distribution(self, hardware: str, obs: torch.Tensor, adapter: nn.Module | None = None) -> Normal:
         """The Gaussian action distribution at ``obs``."""
         mean = self.action_mean(hardware, obs, adapter)
-        return Normal(mean, self.log_std(hardware, adapter).exp().expand_as(mean))
+        # no argument validation: the runner checks for NaN itself and reports it as divergence
+        return Normal(mean, self.log_std(hardware, adapter).exp().expand_as(mean), validate_args=False)
 
     # -- critic --------------------------------------------------------------------------------------
     def value(self, hardware: str, critic_obs: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ class PPO:
     """Clipped-surrogate PPO with clipped value loss, entropy bonus and gradient clipping."""
 
     def __init__(self, policy: FleetPolicy, cfg: PPOConfig, num_envs: dict[str, int],
-                 device: torch.device | str = "cpu", grad_hook=None):
+                 device: torch.device | str = "cpu", grad_hook=None, mean_over_ranks=None):
         if cfg.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"algorithm.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
         self.policy, self.cfg, self.device = policy, cfg, device
@@ -40,6 +40,8 @@ class PPO:
             for hw, n in num_envs.items() for s in [policy.spec(hw)]
         }
         self.grad_hook = grad_hook  # e.g. all-reduce across ranks, called after backward
+        # data-parallel ranks must adapt the learning rate from the same KL, or their weights drift apart
+        self.mean_over_ranks = mean_over_ranks or (lambda x: x)
 
     @torch.no_grad()
     def act(self, hardware: str, obs: torch.Tensor, critic_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -86,6 +88,7 @@ class PPO:
                     stats["loss/value"] += weight * value_loss.mean().item()
                     stats["loss/entropy"] += weight * entropy.item()
                 if cfg.schedule == "adaptive":
+                    kl_mean = self.mean_over_ranks(kl_mean)
                     self.learning_rate = adapt_learning_rate(self.learning_rate, kl_mean, cfg)
                     for group in self.optimizer.param_groups:
                         group["lr"] = self.learning_rate

@@ -139,7 +139,10 @@ def run_train(cfg: DictConfig) -> Path:
         finally:
             logger.close()
         final = Path(cfg.output_dir) / "checkpoints" / "latest"
+        synced = ctx.in_sync(runner.policy)
         if ctx.is_main:
+            if ctx.enabled:
+                print(f"[train] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
             print(f"[train] checkpoint -> {final}", flush=True)
         return final
     finally:

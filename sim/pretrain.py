@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -78,6 +77,13 @@ class DistributedContext:
                     dist.all_reduce(t)
                     t /= self.world_size
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of a tensor over ranks."""
+        if self.enabled:
+            t = t.clone()
+            dist.all_reduce(t)
+        return t
+
     def mean(self, x: float) -> float:
         """The mean of a scalar over ranks."""
         if not self.enabled:
@@ -85,6 +91,16 @@ class DistributedContext:
         t = torch.tensor([x], dtype=torch.float64)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
+
+    def in_sync(self, module: torch.nn.Module) -> bool:
+        """Whether every rank holds the same weights (compared through a checksum)."""
+        if not self.enabled:
+            return True
+        flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+        digest = torch.stack([flat.sum(), (flat * torch.arange(1, len(flat) + 1, dtype=flat.dtype)).sum()])
+        gathered = [torch.zeros_like(digest) for _ in range(self.world_size)]
+        dist.all_gather(gathered, digest)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
 
     def close(self) -> None:
         """Leave the process group."""
@@ -104,7 +120,7 @@ class PretrainRunner:
         self.policy = FleetPolicy(policy_cfg, {n: hardware_spec(e) for n, e in self.envs.items()})
         self.ctx.broadcast_parameters(self.policy)
         self.ppo = PPO(self.policy, ppo_cfg, {n: e.num_envs for n, e in self.envs.items()},
-                       grad_hook=self.ctx.average_gradients)
+                       grad_hook=self.ctx.average_gradients, mean_over_ranks=self.ctx.mean)
         self.output_dir = Path(output_dir)
         self.logger, self.config = logger, config or {}
         self.checkpoint_every = checkpoint_every
@@ -155,6 +171,10 @@ class PretrainRunner:
                 for name, env in self.envs.items():
                     self.policy.update_normalizers(name, obs[name], critic[name])
                     actions, transition = self.ppo.act(name, obs[name], critic[name])
+                    if not torch.isfinite(actions).all():
+                        raise TrainingDiverged(f"the policy produced NaN/inf actions for {name} at iteration "
+                                               f"{self.iteration}; stopping. The last good checkpoint in "
+                                               f"{self.output_dir / 'checkpoints' / 'latest'} is intact.")
                     obs[name], rew, done, extras = env.step(actions)
                     critic[name] = extras["observations"]["critic"]
                     self.ppo.storage[name].add(**transition, rewards=rew, dones=done.float(),
@@ -207,10 +227,14 @@ class PretrainRunner:
         m = {**losses, "learning_rate": self.ppo.learning_rate, "steps_per_s": self.ctx.mean(sps) * self.ctx.world_size,
              "time/collect_s": t_collect, "time/learn_s": t_learn, "iteration": self.iteration}
         for name in self.envs:
-            if self._ep_returns[name]:
-                m[f"{name}/return"] = self.ctx.mean(float(np.mean(self._ep_returns[name])))
-                m[f"{name}/success"] = self.ctx.mean(float(np.mean(self._ep_success[name])))
-                m[f"{name}/episode_length"] = self.ctx.mean(float(np.mean(self._ep_lengths[name])))
+            # every rank reduces the same tensors every iteration, with or without finished episodes
+            local = torch.tensor([sum(self._ep_returns[name]), sum(self._ep_success[name]),
+                                  sum(self._ep_lengths[name]), len(self._ep_returns[name])], dtype=torch.float64)
+            total = self.ctx.sum(local)
+            if total[3] > 0:
+                m[f"{name}/return"] = float(total[0] / total[3])
+                m[f"{name}/success"] = float(total[1] / total[3])
+                m[f"{name}/episode_length"] = float(total[2] / total[3])
             self._ep_returns[name], self._ep_success[name], self._ep_lengths[name] = [], [], []
         return m
 

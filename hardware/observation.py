@@ -21,14 +21,17 @@ class ProfileConstants:
 
     profile: HardwareProfile
     default_pos: np.ndarray  # (J,)
-    continuous: np.ndarray  # (J,) bool
-    limited: np.ndarray  # (J,) bool
+    continuous: np.ndarray  # (J,) int indices of continuous joints
+    limited: np.ndarray  # (J,) int indices of the others
+    limited_default: np.ndarray  # default_pos of the limited joints
 
     @classmethod
     def of(cls, p: HardwareProfile) -> ProfileConstants:
         """Constants of profile ``p``."""
         cont = np.array([j.continuous for j in p.joints])
-        return cls(p, np.array([j.default_pos for j in p.joints]), cont, ~cont)
+        default = np.array([j.default_pos for j in p.joints])
+        lim = np.flatnonzero(~cont)
+        return cls(p, default, np.flatnonzero(cont), lim, default[lim])
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,13 @@ def _need(x: np.ndarray | None, term: str) -> np.ndarray:
 
 
 def _joint_pos_encoded(s: RobotState, _: TaskInputs, c: ProfileConstants) -> np.ndarray:
-    rel = s.joint_pos[:, c.limited] - c.default_pos[c.limited]
+    nl, nc = len(c.limited), len(c.continuous)
+    out = np.empty((s.batch_size, nl + 2 * nc))
+    np.subtract(s.joint_pos[:, c.limited], c.limited_default, out=out[:, :nl])
     ang = s.joint_pos[:, c.continuous]
-    return np.concatenate([rel, np.cos(ang), np.sin(ang)], axis=1)
+    np.cos(ang, out=out[:, nl:nl + nc])
+    np.sin(ang, out=out[:, nl + nc:])
+    return out
 
 
 def _ee_to_target(s: RobotState, t: TaskInputs, _: ProfileConstants) -> np.ndarray:

@@ -32,12 +32,18 @@ class LoggerConfig:
 
 
 @dataclass
-class DemoConfig:
+class SimAppConfig:
+    """What every sim app selects: a task, one or more hardware types, and the worlds to run them in."""
+
+    task: Any = None  # validated against the task's own schema (configs/task/*.yaml defaults list)
+    hardware: dict[str, Any] = field(default_factory=dict)  # name -> profile, validated at start-up
+    sim: SimConfig = field(default_factory=SimConfig)
+
+
+@dataclass
+class DemoConfig(SimAppConfig):
     """fleet-demo: a short random-action rollout per hardware type, with throughput and one frame."""
 
-    task: Any = None
-    hardware: dict[str, Any] = field(default_factory=dict)
-    sim: SimConfig = field(default_factory=SimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     steps: int = 600
     render: bool = True
@@ -45,12 +51,9 @@ class DemoConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SimAppConfig):
     """fleet-train: PPO pretraining of the shared trunk over the selected hardware types."""
 
-    task: Any = None
-    hardware: dict[str, Any] = field(default_factory=dict)
-    sim: SimConfig = field(default_factory=SimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     algorithm: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -61,12 +64,9 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SimAppConfig):
     """fleet-eval: roll out a checkpoint for N episodes."""
 
-    task: Any = None
-    hardware: dict[str, Any] = field(default_factory=dict)
-    sim: SimConfig = field(default_factory=SimConfig)
     checkpoint: str = ""
     episodes: int = 64
 

@@ -51,6 +51,8 @@ class MuJoCoBatchBackend:
         self.sensordata = self.batch.bind("sensordata") if self.model.nsensordata else None
         self.site_xpos = self.batch.bind("site_xpos") if self.model.nsite else None
         self.actuator_force = self.batch.bind("actuator_force")
+        self._no_divergence = np.zeros(num_envs, dtype=bool)
+        self._no_divergence.flags.writeable = False
         # Only the model fields a randomised parameter touches get per-world copies: a shared field
         # keeps the batch on the model's own memory.
         table = _FIELDS_OF if robot.profile.actuator.mode == ActuatorMode.pd else _TORQUE_FIELDS_OF
@@ -113,7 +115,7 @@ class MuJoCoBatchBackend:
         # (MuJoCo checks qpos/qvel/qacc for NaN, inf and huge values at every substep.)
         warn = self.batch.warning
         if not np.count_nonzero(warn):  # the common case, one pass over a small contiguous array
-            return np.zeros(self.num_envs, dtype=bool)
+            return self._no_divergence
         bad = warn[:, _DIVERGENCE_WARNINGS, 1].any(axis=1)
         warn[bad] = 0
         return bad

@@ -75,6 +75,8 @@ class BatchedEnv:
         self._vidx = _as_slice(robot.joint_dof_adr)
         self._arm_base = robot.model.body("base").pos.copy() if robot.ee_site >= 0 else None
         self.num_divergences = 0
+        self._noise = np.zeros((self.num_envs, self.num_obs), dtype=np.float32)
+        self._check_obs = True  # scan observations for NaN only when physics may have produced some
         self._arange = np.arange(n)
         self.extras: dict[str, Any] = {}
         self.state = self._read_state()
@@ -112,6 +114,7 @@ class BatchedEnv:
             self._push()
         self.backend.step(self.decimation)
         diverged = self.backend.unstable()
+        self._check_obs = bool(diverged.any())
         self.state = state = self._read_state()
         self._ep_len += 1
         prev = self.inputs.last_action
@@ -120,7 +123,8 @@ class BatchedEnv:
         terminated = self.task.terminated(state, self.inputs) | diverged
         time_out = self._ep_len >= self.max_episode_length
         done = terminated | time_out
-        rew = np.where(diverged, 0.0, rew)
+        if self._check_obs:
+            rew = np.where(diverged, 0.0, rew)
         self._ep_return += rew
         period = self.task.goal_period_steps
         if period:
@@ -209,17 +213,22 @@ class BatchedEnv:
         return s
 
     def _compute_obs(self) -> None:
+        # fresh buffers every step: tensors handed out earlier keep their values without a copy
+        self._obs = np.empty_like(self._obs)
+        self._priv = np.empty_like(self._priv)
         n_obs, n_priv = self.num_obs, self.priv_layout.size
         # the critic reads the noise-free observation; the policy gets it with sensor noise
         self.obs_layout.build(self.state, self.inputs, out=self._priv[:, :n_obs])
         if n_priv:
             self.priv_layout.build(self.state, self.inputs, out=self._priv[:, n_obs:n_obs + n_priv])
         self._priv[:, n_obs + n_priv:] = self._params_priv
-        if not np.isfinite(self._priv).all():
+        if self._check_obs and not np.isfinite(self._priv).all():
             np.nan_to_num(self._priv, copy=False, nan=0.0, posinf=1e3, neginf=-1e3)
         np.copyto(self._obs, self._priv[:, :n_obs])
         if self._has_noise:
-            self._obs += self._noise_std * self.rng.standard_normal(self._obs.shape, dtype=np.float32)
+            self.rng.standard_normal(dtype=np.float32, out=self._noise)
+            self._noise *= self._noise_std
+            self._obs += self._noise
 
     def _reset_ids(self, ids: np.ndarray) -> None:
         """Re-sample physics and goals of worlds ``ids`` and put them in a noisy default pose."""
@@ -271,8 +280,8 @@ class BatchedEnv:
         }
 
     def _to_torch(self, x: np.ndarray) -> torch.Tensor:
-        # a copy: callers may keep tensors across steps, and the numpy buffers are reused
-        t = torch.from_numpy(x.copy())
+        # x is never written again after it is handed out (see _compute_obs), so no copy is needed
+        t = torch.from_numpy(x)
         return t if self._cpu else t.to(self.device)
 
 

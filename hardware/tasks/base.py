@@ -92,14 +92,9 @@ class Task:
                prev_action: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Scaled total reward (B,) and the scaled terms."""
         terms = self.reward_terms_of(state, inputs, action, prev_action)
-        total = np.zeros(state.batch_size)
-        scaled = {}
-        for name, value in terms.items():
-            scale = self.scales[name]
-            if scale:
-                scaled[name] = scale * value
-                total += scaled[name]
-        return total, scaled
+        scaled = {name: self.scales[name] * value for name, value in terms.items() if self.scales[name]}
+        total = sum(scaled.values()) if scaled else np.zeros(state.batch_size)
+        return np.asarray(total, dtype=np.float64), scaled
 
     def terminated(self, state: RobotState, inputs: TaskInputs) -> np.ndarray:
         """(B,) bool: the episode ended by failure (not by time)."""

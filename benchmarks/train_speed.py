@@ -1,0 +1,170 @@
+"""Cart-pole swing-up: wall-clock time to a return threshold, ours vs rsl_rl vs Stable-Baselines3.
+
+All three train on the very same batched environment (ours directly, rsl-rl-lib's OnPolicyRunner through
+``RslRlVecEnv``, SB3's PPO through a VecEnv view of the Gymnasium adapter), so the env cost is equal and
+what differs is the learner. One tracker wraps the env's ``step`` and records every finished episode's
+return with its wall-clock time; the time to threshold is the first moment the mean of the last 256
+finished episodes reaches the threshold. Same PPO settings everywhere: 256 worlds x 24 steps per update,
+5 epochs, 4 minibatches, lr 1e-3 (KL-adaptive where the learner has it), entropy 0.01, gamma 0.99,
+lambda 0.95, clip 0.2, comparable MLP sizes.
+
+Threshold: an episode is 500 steps (10 s) with reward <= 1 per step. A swing-up costs ~1.5-2 s of low
+reward before the pole is up; a policy that swings up and then balances centred scores ~400. 350 means
+"swings up reliably and balances for most of the episode".
+
+    python benchmarks/train_speed.py --seeds 3 --budget-min 8
+
+Last line, e.g. ``train_speed ratio_vs_rsl_rl=1.35 ratio_vs_sb3=4.2`` (time of peer / time of ours; a
+peer that misses the budget counts at the budget, so its ratio is a lower bound, marked with '>').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sim
+
+TASK, HARDWARE, NUM_ENVS = "cartpole_swingup", "cartpole", 256
+
+
+class ReturnTracker:
+    """Wraps an env's step: remembers finished-episode returns and when the threshold was first met."""
+
+    def __init__(self, env, threshold: float, window: int = 256):
+        self.threshold, self.window = threshold, window
+        self.recent: deque[float] = deque(maxlen=window)
+        self.t0 = time.perf_counter()
+        self.reached_at: float | None = None
+        self.curve: list[tuple[float, float]] = []
+        inner = env.step
+
+        def step(actions):
+            out = inner(actions)
+            ep = out[3].get("episode")
+            if ep is not None:
+                self.recent.extend(ep["returns"].tolist())
+                mean = float(np.mean(self.recent))
+                now = time.perf_counter() - self.t0
+                self.curve.append((now, mean))
+                if self.reached_at is None and len(self.recent) >= self.window and mean >= threshold:
+                    self.reached_at = now
+            return out
+
+        env.step = step
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def run_ours(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
+    from shared_policy.config import PolicyConfig, PPOConfig
+    from sim.pretrain import PretrainRunner
+    from sim.tracking import NullLogger
+
+    torch.manual_seed(seed)
+    env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed)
+    tracker = ReturnTracker(env, threshold)
+    policy = PolicyConfig(latent_dim=64, trunk_hidden=[64], stem_hidden=[64], critic_hidden=[64])
+    runner = PretrainRunner([env], policy, PPOConfig(), Path(f"/tmp/train_speed/ours{seed}"), NullLogger(),
+                            checkpoint_every=10**9, seed=seed)
+    while tracker.reached_at is None and tracker.elapsed() < budget_s:
+        runner.learn(1, log_every=10**9)
+    return tracker
+
+
+def run_rsl_rl(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
+    from rsl_rl.runners import OnPolicyRunner
+
+    from sim.rsl_rl_env import RslRlVecEnv
+
+    torch.manual_seed(seed)
+    env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed)
+    tracker = ReturnTracker(env, threshold)
+    cfg = {
+        "num_steps_per_env": 24, "save_interval": 10**9, "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
+        "algorithm": {"class_name": "rsl_rl.algorithms.PPO", "num_learning_epochs": 5, "num_mini_batches": 4,
+                      "learning_rate": 1e-3, "schedule": "adaptive", "entropy_coef": 0.01},
+        "actor": {"class_name": "rsl_rl.models.MLPModel", "hidden_dims": [64, 64, 64], "obs_normalization": True,
+                  "distribution_cfg": {"class_name": "rsl_rl.modules.GaussianDistribution", "init_std": 1.0}},
+        "critic": {"class_name": "rsl_rl.models.MLPModel", "hidden_dims": [64, 64, 64], "obs_normalization": True},
+    }
+    runner = OnPolicyRunner(RslRlVecEnv(env), cfg, log_dir=None, device="cpu")
+    first = True
+    while tracker.reached_at is None and tracker.elapsed() < budget_s:
+        runner.learn(1, init_at_random_ep_len=first)
+        first = False
+    return tracker
+
+
+def run_sb3(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from benchmarks.sb3_vec_env import SB3VecEnv
+
+    env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed, keep_final_obs=True)
+    tracker = ReturnTracker(env, threshold)
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            return tracker.reached_at is None and tracker.elapsed() < budget_s
+
+    model = PPO("MlpPolicy", SB3VecEnv(env), n_steps=24, batch_size=NUM_ENVS * 24 // 4, n_epochs=5,
+                learning_rate=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.95, clip_range=0.2, seed=seed,
+                policy_kwargs={"net_arch": [64, 64, 64]}, device="cpu", verbose=0)
+    model.learn(total_timesteps=10**10, callback=Stop())
+    return tracker
+
+
+RUNNERS = {"ours": run_ours, "rsl_rl": run_rsl_rl, "sb3": run_sb3}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threshold", type=float, default=350.0)
+    ap.add_argument("--budget-min", type=float, default=8.0, help="per run; a miss counts at the budget")
+    ap.add_argument("--only", nargs="+", choices=sorted(RUNNERS), default=list(RUNNERS))
+    ap.add_argument("--out", default="benchmarks/results/train_speed.json")
+    args = ap.parse_args()
+    budget = args.budget_min * 60
+    times: dict[str, list[float]] = {k: [] for k in args.only}
+    missed: dict[str, int] = {k: 0 for k in args.only}
+    curves = {}
+    torch.set_num_threads(2)
+    for seed in range(args.seeds):
+        for name in args.only:  # interleaved: each seed runs every learner before the next seed
+            tr = RUNNERS[name](seed, args.threshold, budget)
+            t = tr.reached_at if tr.reached_at is not None else budget
+            missed[name] += tr.reached_at is None
+            times[name].append(t)
+            curves[f"{name}/{seed}"] = tr.curve[:: max(1, len(tr.curve) // 200)]
+            last = tr.curve[-1][1] if tr.curve else float("nan")
+            print(f"{name:7s} seed {seed}: {'reached' if tr.reached_at else 'MISSED'} {args.threshold:g} "
+                  f"after {t:7.1f} s (last mean return {last:.1f})", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in args.only:
+        print(f"{k:7s} median time to {args.threshold:g}: {med[k]:.1f} s  (missed {missed[k]}/{args.seeds})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(), "threshold": args.threshold,
+                               "budget_s": budget, "times": times, "missed": missed, "curves": curves}, indent=1))
+    parts = []
+    for peer in ("rsl_rl", "sb3"):
+        if peer in med and "ours" in med:
+            bound = ">" if missed[peer] else ""
+            parts.append(f"ratio_vs_{peer}={bound}{med[peer] / med['ours']:.2f}")
+    print("train_speed " + " ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

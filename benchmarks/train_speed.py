@@ -25,7 +25,7 @@ import json
 import statistics
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +156,7 @@ def main() -> None:
         print(f"{k:7s} median time to {args.threshold:g}: {med[k]:.1f} s  (missed {missed[k]}/{args.seeds})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(), "threshold": args.threshold,
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "threshold": args.threshold,
                                "budget_s": budget, "times": times, "missed": missed, "curves": curves}, indent=1))
     parts = []
     for peer in ("rsl_rl", "sb3"):

@@ -126,7 +126,8 @@ def run_train(cfg: DictConfig) -> Path:
         ppo_cfg = OmegaConf.to_object(cfg.algorithm)
         assert isinstance(policy_cfg, PolicyConfig) and isinstance(ppo_cfg, PPOConfig)
         runner = PretrainRunner(envs, policy_cfg, ppo_cfg, cfg.output_dir, logger, config=plain, ctx=ctx,
-                                checkpoint_every=cfg.checkpoint_every, seed=cfg.sim.seed)
+                                checkpoint_every=cfg.checkpoint_every, seed=cfg.sim.seed,
+                                video_every=cfg.logger.video_every)
         if cfg.resume:
             runner.resume(cfg.resume)
             print(f"[train] resumed from {cfg.resume} at iteration {runner.iteration}", flush=True)

@@ -113,7 +113,7 @@ class PretrainRunner:
 
     def __init__(self, envs: list[BatchedEnv], policy_cfg: PolicyConfig, ppo_cfg: PPOConfig, output_dir: str | Path,
                  logger: RunLogger, config: dict[str, Any] | None = None, ctx: DistributedContext | None = None,
-                 checkpoint_every: int = 50, seed: int = 0):
+                 checkpoint_every: int = 50, seed: int = 0, video_every: int = 0, video_steps: int = 150):
         self.envs = {e.profile.name: e for e in envs}
         self.ctx = ctx or DistributedContext()
         torch.manual_seed(seed + self.ctx.rank)
@@ -124,6 +124,8 @@ class PretrainRunner:
         self.output_dir = Path(output_dir)
         self.logger, self.config = logger, config or {}
         self.checkpoint_every = checkpoint_every
+        self.video_every, self.video_steps = video_every, video_steps
+        self._video_envs: dict[str, BatchedEnv] = {}
         self.iteration = 0
         self.trunk_version = 0
         self.history: list[dict[str, float]] = []
@@ -213,7 +215,26 @@ class PretrainRunner:
                     print(self._progress_line(metrics, end, eta), flush=True)
                 if self.iteration % self.checkpoint_every == 0 or self.iteration == end:
                     self.save()
+                if self.video_every and self.iteration % self.video_every == 0:
+                    self.log_videos()
         return self.history
+
+    def log_videos(self) -> None:
+        """Render a short deterministic rollout per hardware type; one warning and no more tries if GL fails."""
+        from sim.render import RenderUnavailable, record_rollout
+
+        for name, env in self.envs.items():
+            if name not in self._video_envs:
+                self._video_envs[name] = BatchedEnv(env.task, env.robot, 1, seed=env.seed + 999)
+            venv = self._video_envs[name]
+            try:
+                frames = record_rollout(venv, lambda obs, n=name: self.policy.action_mean(n, obs),
+                                        min(self.video_steps, venv.max_episode_length))
+            except RenderUnavailable as exc:
+                print(f"[train] warning: no rollout videos: {exc}", flush=True)
+                self.video_every = 0
+                return
+            self.logger.log_video(f"{name}/rollout", frames, fps=int(venv.profile.control_hz), step=self.iteration)
 
     def _check_finite(self, losses: dict[str, float]) -> None:
         bad = [k for k, v in losses.items() if not math.isfinite(v)]

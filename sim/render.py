@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import mujoco
 import numpy as np
+import torch
 
 from sim.env import BatchedEnv
 
@@ -46,3 +49,30 @@ class EnvRenderer:
     def close(self) -> None:
         """Free the GL context."""
         self._renderer.close()
+
+
+def record_rollout(env: BatchedEnv, act: Callable[[torch.Tensor], torch.Tensor], steps: int, env_id: int = 0,
+                   width: int = 320, height: int = 240) -> np.ndarray:
+    """Step ``env`` with ``act(obs)`` for ``steps`` steps, rendering world ``env_id``: (T, H, W, 3) uint8."""
+    renderer = EnvRenderer(env, width=width, height=height)
+    try:
+        obs, _ = env.reset()
+        frames = [renderer.frame(env_id)]
+        with torch.no_grad():
+            for _ in range(steps - 1):
+                obs, *_ = env.step(act(obs))
+                frames.append(renderer.frame(env_id))
+    finally:
+        renderer.close()
+    return np.stack(frames)
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: int) -> Path:
+    """Encode (T, H, W, 3) uint8 frames as an animated GIF."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path

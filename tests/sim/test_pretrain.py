@@ -95,3 +95,35 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     assert "2 ranks hold identical weights: True" in res.stdout
     _, manifest = load_checkpoint(tmp_path / "out" / "checkpoints" / "latest")
     assert manifest["trunk_version"] == 2
+
+
+@pytest.mark.timeout(300)
+def test_seeded_training_is_reproducible_on_cpu(tmp_path):
+    def run():
+        env = sim.make_env("cartpole_swingup", "cartpole", 32, seed=5)
+        r = PretrainRunner([env], SMALL, PPOConfig(num_steps_per_env=8), tmp_path, NullLogger(),
+                           checkpoint_every=1000, seed=5)
+        r.learn(3)
+        return r.policy.state_dict()
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.timeout(300)
+def test_rollout_videos_reach_an_offline_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    from sim.tracking import WandbLogger
+
+    logger = WandbLogger("fleet-test", "train", {})
+    env = sim.make_env("cartpole_swingup", "cartpole", 16, seed=0)
+    r = PretrainRunner([env], SMALL, PPOConfig(num_steps_per_env=4), tmp_path / "out", logger,
+                       checkpoint_every=1000, video_every=1, video_steps=12)
+    r.learn(1)
+    logger.close()
+    gifs = list(tmp_path.rglob("cartpole_rollout_1.gif"))
+    assert gifs and gifs[0].read_bytes()[:6] == b"GIF89a"
+    from PIL import Image
+
+    assert Image.open(gifs[0]).n_frames == 12

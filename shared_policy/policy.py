@@ -83,6 +83,14 @@ class FleetPolicy(nn.Module):
         self.stems[hardware].normalizer.update(obs)
         self.critic_stems[hardware].normalizer.update(critic_obs)
 
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(actor, critic) parameters of every hardware type; a shared trunk counts with the actor."""
+        actor = [*self.trunk.parameters(), *self.stems.parameters(), *self.heads.parameters()]
+        critic = [*self.critic_stems.parameters(), *self.value_heads.parameters()]
+        if self.critic_trunk is not None:
+            critic += list(self.critic_trunk.parameters())
+        return actor, critic
+
     def actor_parameters(self, hardware: str) -> list[nn.Parameter]:
         """Parameters the actor of ``hardware`` uses (trunk + its stem and head)."""
         return [*self.trunk.parameters(), *self.stems[hardware].parameters(), *self.heads[hardware].parameters()]

@@ -96,7 +96,10 @@ class PPO:
                 loss.backward()
                 if self.grad_hook is not None:
                     self.grad_hook(policy)
-                nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                # actor and critic clipped apart (as rsl_rl does): a large value gradient must not
+                # shrink the policy's step by a factor that changes every minibatch
+                for group in policy.parameter_groups():
+                    nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
                 self.optimizer.step()
                 stats["kl"] += kl_mean
                 updates += 1

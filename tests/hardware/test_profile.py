@@ -106,7 +106,9 @@ def test_pd_action_map_scales_around_default_and_clamps_to_range():
     assert cmd[0] == pytest.approx([j.default_pos for j in profile.joints])
     cmd = amap.to_command(np.full((1, 7), 100.0))
     assert (cmd[0] <= [j.range[1] for j in profile.joints]).all()
-    assert cmd[0, 3] == pytest.approx(min(-2.0 + 0.25 * 5.0, -0.0698))
+    scale, clip = profile.actuator.action_scale, profile.actuator.action_clip
+    assert cmd[0, 3] == pytest.approx(min(-2.0 + scale * clip, -0.0698))
+    assert amap.to_command(np.full((1, 7), 0.1))[0, 0] == pytest.approx(0.1 * scale)
 
 
 def test_torque_action_map_clips_to_unit_command():

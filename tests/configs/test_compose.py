@@ -68,3 +68,17 @@ def test_unknown_hardware_option_lists_what_exists(hydra_dir):
 def test_multirun_sweep_composes_each_job(hydra_dir):
     for task in ("reach", "locomotion"):
         assert compose("train", overrides=[f"task={task}"]).task.name == task
+
+
+@pytest.mark.parametrize("group", ["policy", "algorithm", "logger"])
+def test_every_option_of_the_training_groups_composes_onto_its_schema(hydra_dir, group):
+    options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        cfg = compose("train", overrides=[f"{group}={option}", "output_dir=/tmp/x"])
+        OmegaConf.to_object(cfg[group])  # typed: a wrong key or type would have failed composition
+
+
+def test_wrong_policy_value_is_refused_naming_the_key(hydra_dir):
+    with pytest.raises(ConfigCompositionException, match="policy.latent_dim"):
+        compose("train", overrides=["policy.latent_dim=wide"])

@@ -7,7 +7,7 @@ what the critic sees as privileged observation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -100,10 +100,6 @@ class PhysicsParams:
                 self.com_offset[:, 1], self.com_offset[:, 2], self.damping_scale - 1, self.armature_scale - 1,
                 self.motor_strength - 1, self.kp_scale - 1, self.kd_scale - 1, self.latency_steps]
         return np.stack(cols, axis=1).astype(np.float32)
-
-    def rows(self, ids: np.ndarray) -> PhysicsParams:
-        """The parameters of robots ``ids``."""
-        return PhysicsParams(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})
 
 
 def nominal_params(n: int) -> PhysicsParams:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -266,8 +265,3 @@ class PretrainRunner:
         rets = " ".join(f"{n} {r:.1f}" for n, r in self._last_return.items()) or "-"
         return (f"[train] it {self.iteration}/{end} | {m['steps_per_s']:,.0f} steps/s | return {rets} | "
                 f"kl {m['kl']:.4f} lr {m['learning_rate']:.1e} | ETA {eta / 60:.1f} min")
-
-
-def policy_config_dict(cfg: PolicyConfig) -> dict[str, Any]:
-    """A plain dict of a policy config (for manifests)."""
-    return asdict(cfg)

@@ -6,6 +6,7 @@ reward and episode boundaries from its driver's state as the simulator does from
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -34,7 +35,7 @@ class TaskConfig:
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
 
 
-class Task:
+class Task(ABC):
     """Base class: subclasses set ``name``, ``families``, ``config_cls`` and ``reward_terms``."""
 
     name: ClassVar[str]
@@ -76,6 +77,7 @@ class Task:
 
     def sample_goals(self, rng: np.random.Generator, inputs: TaskInputs, ids: np.ndarray) -> None:
         """Draw new commands / targets for robots ``ids`` (at reset and every goal period)."""
+        return  # tasks without goals (cart-pole, Ant) draw nothing
 
     @property
     def goal_period_steps(self) -> int:
@@ -83,10 +85,10 @@ class Task:
         return 0
 
     # -- per step ------------------------------------------------------------------------------------
+    @abstractmethod
     def reward_terms_of(self, state: RobotState, inputs: TaskInputs, action: np.ndarray,
                         prev_action: np.ndarray) -> dict[str, np.ndarray]:
         """Unscaled reward terms, (B,) each."""
-        raise NotImplementedError
 
     def reward(self, state: RobotState, inputs: TaskInputs, action: np.ndarray,
                prev_action: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

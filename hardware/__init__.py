@@ -1,6 +1,7 @@
 """What a robot is: hardware profiles, their MuJoCo models, and the observation/action/task contract
 shared by the simulator and the robot agent."""
 
+from hardware import gl_backend  # noqa: F401  (first: sets MUJOCO_GL before mujoco loads)
 from hardware.action import ActionMap
 from hardware.models import RobotModel, build_model
 from hardware.observation import ObservationLayout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hardware import gl_backend  # noqa: F401  (first: sets MUJOCO_GL before mujoco loads)
 from hardware.profile import HardwareProfile, load_profile
 from hardware.tasks import task_class
 from sim.config import task_config

@@ -21,7 +21,6 @@ class EnvRenderer:
     """Renders worlds of a :class:`BatchedEnv` with their own sampled physics parameters."""
 
     def __init__(self, env: BatchedEnv, width: int = 320, height: int = 240, camera: str | int = -1):
-        os.environ.setdefault("MUJOCO_GL", "egl")
         self.env = env
         self.camera = camera
         self._model = env.backend.world_model(0)

@@ -1,9 +1,8 @@
-"""Shared test settings: W&B never touches the network, rendering uses EGL."""
+"""Shared test settings: W&B never touches the network. (MuJoCo's GL back-end is the package's own choice.)"""
 
 import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 # Every shipped (task, hardware) pair: the matrix the sim tests run over.
 TASK_HARDWARE = [

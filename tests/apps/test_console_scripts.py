@@ -10,8 +10,14 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+def user_env(**extra):
+    """A user's shell: no MUJOCO_GL (the package must choose), no display."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
+    return {**env, **extra}
+
+
 def run(script, *args, cwd):
-    env = {**os.environ, "WANDB_MODE": "disabled", "MUJOCO_GL": "egl"}
+    env = user_env(WANDB_MODE="disabled")
     return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=240, stdin=subprocess.DEVNULL)
 
@@ -22,7 +28,18 @@ def test_demo_runs_a_rollout_prints_throughput_and_writes_frames(tmp_path):
               cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "env steps/s" in res.stdout
+    assert "rendering failed" not in res.stdout
     assert (tmp_path / "demo" / "cartpole.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(120)
+def test_rendering_works_in_a_fresh_interpreter_without_mujoco_gl(tmp_path):
+    code = ("import sim; from sim.render import EnvRenderer; "
+            "r = EnvRenderer(sim.make_env('cartpole_swingup', 'cartpole', 1)); print(r.frame(0).std() > 5); r.close()")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=user_env(), capture_output=True, text=True,
+                         timeout=100, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "True"
 
 
 @pytest.mark.timeout(300)
@@ -30,7 +47,7 @@ def test_demo_logs_an_offline_wandb_run_without_network(tmp_path):
     env_mode = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
     res = subprocess.run([str(BIN / "fleet-demo"), "steps=10", "sim.num_envs=4", "render=false",
                           "hardware=[cartpole]", f"output_dir={tmp_path}/d"],
-                         cwd=tmp_path, env={**os.environ, **env_mode}, capture_output=True, text=True, timeout=240,
+                         cwd=tmp_path, env=user_env(**env_mode), capture_output=True, text=True, timeout=240,
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr
     assert list((tmp_path / "wandb").glob("offline-run-*"))

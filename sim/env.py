@@ -64,6 +64,7 @@ class BatchedEnv:
         self._noise_std = self.obs_layout.noise_std(self.cfg.obs_noise_std) * rand.obs_noise
         self._has_noise = bool(rand.enabled and self._noise_std.any())
         self._params = sample_params(self.rng, rand, n)
+        self._params_priv = self._params.privileged()
         self._max_latency = int(rand.latency_steps[1]) if rand.enabled else 0
         self._action_hist = np.zeros((self._max_latency + 1, n, a))
         self._hist_pos = 0
@@ -237,7 +238,7 @@ class BatchedEnv:
         fresh = sample_params(self.rng, rand, n)
         for name, value in vars(fresh).items():
             getattr(self._params, name)[ids] = value
-        self._params_priv = self._params.privileged()
+        self._params_priv[ids] = fresh.privileged()  # only the reset rows changed
         self.backend.apply_params(ids, fresh)
         r, c = self.robot, self.cfg
         qpos = np.repeat(r.init_qpos[None], n, axis=0)

@@ -23,9 +23,9 @@ import torch
 
 import sim
 from shared_policy.config import PolicyConfig, PPOConfig
+from shared_policy.tracking import NullLogger
 from sim.evaluation import evaluate
 from sim.pretrain import PretrainRunner
-from sim.tracking import NullLogger
 
 TASK = "reach"
 

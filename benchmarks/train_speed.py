@@ -67,8 +67,8 @@ class ReturnTracker:
 
 def run_ours(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
     from shared_policy.config import PolicyConfig, PPOConfig
+    from shared_policy.tracking import NullLogger
     from sim.pretrain import PretrainRunner
-    from sim.tracking import NullLogger
 
     torch.manual_seed(seed)
     env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed)

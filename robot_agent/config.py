@@ -2,23 +2,99 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from hardware.safety import SafetyConfig
+from hardware.tasks.config import register_task_schemas
+from shared_policy.adapter_learner import AdapterLearnerConfig
+
+
+@dataclass
+class DriverConfig:
+    """Which driver (by registered name) and its own options (e.g. the stand-in's reality gap)."""
+
+    name: str = "mujoco_standin"
+    options: dict[str, Any] = field(default_factory=lambda: {"realtime": True, "seed": 0})
+
+
+@dataclass
+class SpoolConfig:
+    """The local experience spool: where, how big, and what to do when full."""
+
+    dir: str = ""  # default: <state_dir>/spool
+    quota_mb: float = 1024.0
+    when_full: str = "refuse"  # refuse new episodes | drop_oldest unsent chunks
+    segment_mb: float = 8.0
+    chunk_steps: int = 250  # a chunk is written at least this often, and at every episode end
+
+
+@dataclass
+class AdapterTrainingConfig(AdapterLearnerConfig):
+    """On-robot adapter learning (PPO on the adapter only), in its own process."""
+
+    enabled: bool = True
+    explore: bool = True  # sample actions from the policy's distribution (needed to learn)
+
+
+@dataclass
+class AgentLoggerConfig:
+    """W&B (offline unless WANDB_MODE says otherwise) or none."""
+
+    backend: str = "wandb"
+    project: str = "fleet-learning"
+    run_name: str = ""
 
 
 @dataclass
 class AgentConfig:
-    """Which robot this is, what it runs, and where it spools and uplinks."""
+    """One robot unit: what it is, what it runs, where it keeps its state."""
 
     robot_id: str = "unit-0"
     hardware: str = "cartpole"
-    task: str = "cartpole_swingup"
-    driver: str = "mujoco_standin"
-    spool_dir: str = "spool"
-    hub_endpoint: str = "tcp://127.0.0.1:5555"
+    task: Any = None  # the task group (configs/task/*.yaml), validated against the task's schema
+    checkpoint: str = "???"  # the pretrained policy to start from
+    trunk_dir: str = ""  # watched for new trunk versions (hot-swapped between episodes); "" = none
+    state_dir: str = "agent_state"  # adapter, status.json, e-stop file, spool (default)
+    driver: DriverConfig = field(default_factory=DriverConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    adapter: AdapterTrainingConfig = field(default_factory=AdapterTrainingConfig)
+    logger: AgentLoggerConfig = field(default_factory=AgentLoggerConfig)
+    max_episodes: int = 0  # 0 = run until stopped
+    max_steps: int = 0  # 0 = no limit
+    shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
+    status_every_s: float = 10.0  # status line on the terminal and to W&B
+    seed: int = 0
+    hub_endpoint: str = "tcp://127.0.0.1:5555"  # used once the hub uplink lands
+
+    def validate(self) -> None:
+        """Range checks beyond the schema's types; raise ValueError naming the key."""
+        self.safety.validate()
+        checks = {
+            "spool.when_full": self.spool.when_full in ("refuse", "drop_oldest"),
+            "spool.quota_mb": self.spool.quota_mb > 0, "spool.segment_mb": self.spool.segment_mb > 0,
+            "spool.chunk_steps": self.spool.chunk_steps >= 1,
+            "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
+            "adapter.learning_rate": self.adapter.learning_rate > 0,
+            "shutdown_timeout_s": self.shutdown_timeout_s > 0, "status_every_s": self.status_every_s > 0,
+            "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{key}: invalid value {eval_key(self, key)!r}")
+
+
+def eval_key(cfg: object, dotted: str) -> object:
+    """The value at a dotted key of a nested dataclass."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def register_configs() -> None:
-    """Register the agent schema with Hydra's ConfigStore."""
+    """Register the agent schema (and the task schemas its task group uses) with Hydra's ConfigStore."""
     ConfigStore.instance().store(name="agent_schema", node=AgentConfig)
+    register_task_schemas()

@@ -15,10 +15,10 @@ from configs import CONFIG_DIR
 from hardware.profile import HardwareProfile, ProfileError, profile_from_config
 from hardware.tasks import TaskConfigError, task_class
 from shared_policy.checkpoint import CheckpointError
+from shared_policy.tracking import open_logger
 from sim.app_config import register_configs
 from sim.config import task_config_from
 from sim.env import BatchedEnv, make_batched_env
-from sim.tracking import open_logger
 
 register_configs()
 
@@ -112,8 +112,8 @@ def _guarded(fn, cfg: DictConfig) -> None:
 def run_train(cfg: DictConfig) -> Path:
     """PPO pretraining over every selected hardware type; returns the final checkpoint directory."""
     from shared_policy.config import PolicyConfig, PPOConfig
+    from shared_policy.tracking import NullLogger
     from sim.pretrain import DistributedContext, PretrainRunner
-    from sim.tracking import NullLogger
 
     ctx = DistributedContext()
     try:

@@ -15,11 +15,11 @@ import torch
 from hardware.action import ActionMap
 from hardware.models import RobotModel, build_model
 from hardware.observation import ObservationLayout
+from hardware.physics import MuJoCoBatchBackend
 from hardware.profile import HardwareProfile
 from hardware.randomization import PhysicsParams, sample_params
-from hardware.state import RobotState, quat_rotate_inverse
+from hardware.state import RobotState
 from hardware.tasks import Task, TaskConfig
-from sim.backend import MuJoCoBatchBackend
 
 
 class ActionError(ValueError):
@@ -72,9 +72,7 @@ class BatchedEnv:
         self._push_dofs = robot.push_dofs
         act = robot.actuator_ids
         self._ctrl_all = bool(len(act) == robot.model.nu and (act == np.arange(robot.model.nu)).all())
-        self._qidx = _as_slice(robot.joint_qpos_adr)
-        self._vidx = _as_slice(robot.joint_dof_adr)
-        self._arm_base = robot.model.body("base").pos.copy() if robot.ee_site >= 0 else None
+        self._with_torque = "torques" in task.scales
         self.num_divergences = 0
         self._noise = np.zeros((self.num_envs, self.num_obs), dtype=np.float32)
         self._check_obs = True  # scan observations for NaN only when physics may have produced some
@@ -196,22 +194,7 @@ class BatchedEnv:
             self.backend.qvel[np.ix_(due, self._push_dofs)] += kick
 
     def _read_state(self) -> RobotState:
-        b, r = self.backend, self.robot
-        qpos, qvel = b.qpos, b.qvel
-        s = RobotState(joint_pos=qpos[:, self._qidx], joint_vel=qvel[:, self._vidx])
-        if r.free_joint:
-            bq, bd = r.base_qpos_adr, r.base_dof_adr
-            s.base_pos = qpos[:, bq:bq + 3]
-            s.base_quat = qpos[:, bq + 3:bq + 7]
-            s.base_lin_vel = quat_rotate_inverse(s.base_quat, qvel[:, bd:bd + 3])
-            s.base_ang_vel = qvel[:, bd + 3:bd + 6]
-        if r.ee_site >= 0:
-            s.ee_pos = b.site_xpos[:, r.ee_site] - self._arm_base
-        if len(r.foot_sensor_adr):
-            s.foot_contact = (b.sensordata[:, r.foot_sensor_adr] > 1.0).astype(np.float64)
-        if "torques" in self.task.scales:
-            s.joint_torque = b.actuator_force[:, r.actuator_ids]
-        return s
+        return self.backend.state(with_torque=self._with_torque)
 
     def _compute_obs(self) -> None:
         # fresh buffers every step: tensors handed out earlier keep their values without a copy
@@ -284,13 +267,6 @@ class BatchedEnv:
         # x is never written again after it is handed out (see _compute_obs), so no copy is needed
         t = torch.from_numpy(x)
         return t if self._cpu else t.to(self.device)
-
-
-def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
-    """A slice when the addresses are contiguous (views instead of gathers on the hot path)."""
-    if len(idx) and (np.diff(idx) == 1).all():
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
 
 
 def make_batched_env(task: Task, profile: HardwareProfile, num_envs: int, seed: int = 0, device: str = "cpu",

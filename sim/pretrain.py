@@ -20,8 +20,8 @@ from shared_policy.checkpoint import load_checkpoint, load_training_state, save_
 from shared_policy.config import PolicyConfig, PPOConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
 from shared_policy.ppo import PPO
+from shared_policy.tracking import RunLogger
 from sim.env import BatchedEnv
-from sim.tracking import RunLogger
 
 
 class TrainingDiverged(RuntimeError):

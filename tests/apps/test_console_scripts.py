@@ -75,11 +75,23 @@ def test_wrong_hardware_value_exits_non_zero_naming_the_key(tmp_path):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("script", ["fleet-hub", "robot-agent"])
-def test_unbuilt_apps_validate_config_and_say_so(tmp_path, script):
-    res = run(script, cwd=tmp_path)
+def test_unbuilt_hub_validates_config_and_says_so(tmp_path):
+    res = run("fleet-hub", cwd=tmp_path)
     assert res.returncode == 3
     assert "config OK" in res.stderr and "not built yet" in res.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "set checkpoint="),
+    (("checkpoint=/no/such/dir",), "is not a checkpoint"),
+    (("checkpoint=/no/such/dir", "safety.watchdog_periods=-1"), "safety.watchdog_periods"),
+    (("checkpoint=/no/such/dir", "spool.when_full=overwrite"), "spool.when_full"),
+])
+def test_robot_agent_refuses_to_start_and_says_why(tmp_path, args, message):
+    res = run("robot-agent", *args, "logger.backend=none", cwd=tmp_path)
+    assert res.returncode == 2
+    assert message in res.stderr
 
 
 TINY = ["sim.num_envs=16", "policy=small", "logger=none", "algorithm.num_steps_per_env=8"]

@@ -10,9 +10,9 @@ import torch
 import sim
 from shared_policy.checkpoint import load_checkpoint, load_training_state
 from shared_policy.config import PolicyConfig, PPOConfig
+from shared_policy.tracking import NullLogger
 from sim.evaluation import evaluate
 from sim.pretrain import PretrainRunner, TrainingDiverged
-from sim.tracking import NullLogger
 
 SMALL = PolicyConfig(latent_dim=64, trunk_hidden=[64], stem_hidden=[64], critic_hidden=[64])
 
@@ -114,7 +114,7 @@ def test_seeded_training_is_reproducible_on_cpu(tmp_path):
 def test_rollout_videos_reach_an_offline_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    from sim.tracking import WandbLogger
+    from shared_policy.tracking import WandbLogger
 
     logger = WandbLogger("fleet-test", "train", {})
     env = sim.make_env("cartpole_swingup", "cartpole", 16, seed=0)

@@ -1,7 +1,9 @@
-"""The stepping backend: N MuJoCo worlds of one robot model stepped in one native, GIL-free call.
+"""MuJoCo physics of N worlds of one robot model, stepped in one native, GIL-free call.
 
-The env talks to the backend only through this class's methods and bound arrays, so a GPU backend
-(MuJoCo Warp, MJX) can replace it without touching tasks or learners.
+The simulator's batched env and the stand-in robot driver (a batch of one unit) both run their
+physics through this class, so a unit's parameters, its state read-out and the sim's are one code
+path. The env talks to it only through its methods and bound arrays, so a GPU backend (MuJoCo Warp,
+MJX) can replace it without touching tasks or learners.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from mujoco import batch as mjbatch
 from hardware.models import RobotModel
 from hardware.profile import ActuatorMode
 from hardware.randomization import PhysicsParams
+from hardware.state import RobotState, quat_rotate_inverse
 
 # randomised parameter -> the MjModel fields it writes
 _FIELDS_OF = {
@@ -59,6 +62,9 @@ class MuJoCoBatchBackend:
         self.fields = sorted({f for p in randomized for f in table[p]})
         self._nominal = {name: getattr(self.model, name).copy() for name in self.fields}
         self._expanded = {name: self.batch.expand(name) for name in self.fields}
+        self._qidx = _as_slice(robot.joint_qpos_adr)
+        self._vidx = _as_slice(robot.joint_dof_adr)
+        self._arm_base = self.model.body("base").pos.copy() if robot.ee_site >= 0 else None
 
     def step(self, nsubsteps: int) -> None:
         """Advance every world by ``nsubsteps`` physics steps."""
@@ -109,6 +115,24 @@ class MuJoCoBatchBackend:
         if _SETCONST_FIELDS.intersection(self.fields):
             self.batch.set_const(ids)
 
+    def state(self, with_torque: bool = False) -> RobotState:
+        """Every world's :class:`RobotState` (views of the live arrays where the layout allows)."""
+        r, qpos, qvel = self.robot, self.qpos, self.qvel
+        s = RobotState(joint_pos=qpos[:, self._qidx], joint_vel=qvel[:, self._vidx])
+        if r.free_joint:
+            bq, bd = r.base_qpos_adr, r.base_dof_adr
+            s.base_pos = qpos[:, bq:bq + 3]
+            s.base_quat = qpos[:, bq + 3:bq + 7]
+            s.base_lin_vel = quat_rotate_inverse(s.base_quat, qvel[:, bd:bd + 3])
+            s.base_ang_vel = qvel[:, bd + 3:bd + 6]
+        if r.ee_site >= 0:
+            s.ee_pos = self.site_xpos[:, r.ee_site] - self._arm_base
+        if len(r.foot_sensor_adr):
+            s.foot_contact = (self.sensordata[:, r.foot_sensor_adr] > 1.0).astype(np.float64)
+        if with_torque:
+            s.joint_torque = self.actuator_force[:, r.actuator_ids]
+        return s
+
     def unstable(self) -> np.ndarray:
         """(N,) bool: worlds whose state is no longer finite, or which MuJoCo flagged as diverging."""
         # MuJoCo resets a diverging world to qpos0 itself and counts a warning: read and clear the counts
@@ -129,3 +153,10 @@ class MuJoCoBatchBackend:
         data = self.batch.get_data(env_id)
         mujoco.mj_forward(model, data)
         return data
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice when the addresses are contiguous (views instead of gathers on the hot path)."""
+    if len(idx) and (np.diff(idx) == 1).all():
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx

@@ -1,0 +1,468 @@
+"""The robot agent: the control loop on one robot computer, and everything it keeps running around it.
+
+Per control period: read the driver's state -> build the observation with the simulator's own code
+(:class:`hardware.observation.ObservationLayout`) -> policy (trunk + stem/head + this unit's adapter) ->
+safety layer -> driver. Rewards and episode ends come from the task shared with sim. Every transition
+goes, with its behaviour log-probability and the trunk and adapter versions that produced it, to the
+spool (by a writer thread) and to the adapter trainer (its own process). Nothing in the loop waits on
+a disk, a network or a learner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hardware.action import ActionMap
+from hardware.driver import DriverError, make_driver
+from hardware.observation import ObservationLayout
+from hardware.profile import load_profile
+from hardware.randomization import PhysicsParams
+from hardware.safety import SafeDriver, SafetyConfig
+from hardware.state import RobotState, TaskInputs
+from hardware.tasks import TaskConfig, task_class
+from robot_agent.config import AgentConfig
+from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
+from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError
+from robot_agent.trainer import AdapterTrainerProcess
+from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
+from shared_policy.checkpoint import CheckpointError
+from shared_policy.config import AdapterConfig
+from shared_policy.tracking import NullLogger, RunLogger
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILE, STATUS_FILE, ESTOP_FILE, TRUNK_FILE = "adapter.safetensors", "status.json", "ESTOP", "trunk.json"
+
+
+class AgentStartupError(RuntimeError):
+    """The agent refuses to start: a mismatched driver or policy, an unreadable checkpoint, a bad config."""
+
+
+class LoopTiming:
+    """Per-period timings of the control loop (the most recent 200,000 periods) and deadline misses."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.inference = deque(maxlen=200_000)  # s, policy forward pass
+        self.compute = deque(maxlen=200_000)  # s, wake-up to command sent
+        self.lag = deque(maxlen=200_000)  # s, wake-up after the scheduled tick (jitter)
+        self.periods = 0
+        self.misses = 0
+
+    def summary(self) -> dict[str, float]:
+        """Percentiles in milliseconds, rate and miss fraction."""
+        out: dict[str, float] = {"periods": self.periods, "deadline_misses": self.misses,
+                                 "miss_rate": self.misses / max(self.periods, 1)}
+        for name, q in (("inference", self.inference), ("compute", self.compute), ("jitter", self.lag)):
+            if q:
+                a = np.fromiter(q, dtype=np.float64) * 1e3
+                out.update({f"{name}_p50_ms": float(np.percentile(a, 50)), f"{name}_p99_ms": float(np.percentile(a, 99)),
+                            f"{name}_p999_ms": float(np.percentile(a, 99.9)), f"{name}_max_ms": float(a.max())})
+        return out
+
+
+class EpisodeRecorder:
+    """Collects one episode's transitions and cuts them into chunks of at most ``chunk_steps``."""
+
+    def __init__(self, chunk_steps: int):
+        self.chunk_steps = chunk_steps
+        self.rows: dict[str, list] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        """Start an empty chunk."""
+        self.rows = {k: [] for k in ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs",
+                                     "trunk_version", "adapter_version", "stamp")}
+
+    def add(self, **row: Any) -> None:
+        """One transition."""
+        for k, v in row.items():
+            self.rows[k].append(v)
+
+    def __len__(self) -> int:
+        return len(self.rows["rewards"])
+
+    def cut(self, final_critic_obs: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays of the chunk so far (critic_obs gets the bootstrap row), then start a new one."""
+        r = self.rows
+        arrays = {
+            "obs": np.asarray(r["obs"], dtype=np.float32),
+            "critic_obs": np.asarray([*r["critic_obs"], final_critic_obs], dtype=np.float32),
+            "actions": np.asarray(r["actions"], dtype=np.float32),
+            "log_probs": np.asarray(r["log_probs"], dtype=np.float32),
+            "rewards": np.asarray(r["rewards"], dtype=np.float32),
+            "dones": np.asarray(r["dones"], dtype=np.float32),
+            "time_outs": np.asarray(r["time_outs"], dtype=np.float32),
+            "trunk_version": np.asarray(r["trunk_version"], dtype=np.int64),
+            "adapter_version": np.asarray(r["adapter_version"], dtype=np.int64),
+            "stamp": np.asarray(r["stamp"], dtype=np.float64),
+        }
+        self.clear()
+        return arrays
+
+
+class RobotAgent:
+    """Runs one robot unit: control loop, spool, adapter training, trunk hot-swap, status, shutdown."""
+
+    def __init__(self, cfg: AgentConfig, task_cfg: TaskConfig, logger: RunLogger | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.logger = logger or NullLogger()
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.profile = load_profile(cfg.hardware)
+        self.task = task_class(task_cfg.name)(task_cfg, self.profile)
+        self.spec = robot_spec(self.profile, task_cfg.privileged_observation)
+        try:
+            self.driver = make_driver(cfg.driver.name, self.profile, **dict(cfg.driver.options))
+        except (DriverError, ValueError, TypeError) as exc:
+            raise AgentStartupError(f"driver '{cfg.driver.name}': {exc}") from exc
+        self._check_driver()
+        checkpoint = self._trunk_to_start_from()
+        try:
+            policy, manifest = load_verified(checkpoint, self.spec)
+        except CheckpointError as exc:
+            raise AgentStartupError(f"policy {checkpoint} refused for hardware '{self.profile.name}': {exc}") from exc
+        self.checkpoint = Path(checkpoint)
+        trunk_version = int(manifest["trunk_version"])
+        adapter, adapter_version = self._adapter_to_start_from(policy)
+        self.runtime = PolicyRuntime(policy, self.profile.name, trunk_version, adapter, adapter_version)
+        self.obs_layout = ObservationLayout(self.profile, self.profile.observation)
+        self.priv_layout = ObservationLayout(self.profile, task_cfg.privileged_observation)
+        self.action_map = ActionMap(self.profile)
+        safety = SafetyConfig(**{**asdict(cfg.safety)})
+        safety.estop_file = safety.estop_file or str(self.state_dir / ESTOP_FILE)
+        self.safe = SafeDriver(self.driver, safety)
+        self.spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
+                           cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
+        self.trainer = (AdapterTrainerProcess(self.checkpoint, self.profile.name, cfg.adapter,
+                                              self.state_dir / ADAPTER_FILE, adapter_version, trunk_version)
+                        if cfg.adapter.enabled else None)
+        self.watcher = TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None
+        self.timing = LoopTiming(1.0 / self.profile.control_hz)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.torch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.episodes = 0
+        self.steps = 0
+        self.episode_returns: deque[float] = deque(maxlen=20)
+        self.refused_episodes = 0
+        self.lost_chunks = 0
+        self.adapter_updates = 0
+        self.trunk_swaps = 0
+        self._pending_adapter: tuple[Adapter, int] | None = None
+        self._writes: queue.Queue = queue.Queue()
+        self._writer = threading.Thread(target=self._write_chunks, name="spool-writer", daemon=True)
+        self._stop_at: float | None = None  # set by request_stop: finish the episode by then
+        self._abort = threading.Event()
+        self._last_status = 0.0
+        self._t_start = time.monotonic()
+        self._chunk_bytes = 0
+
+    # -- start-up checks -----------------------------------------------------------------------------
+    def _check_driver(self) -> None:
+        claimed = robot_spec(self.driver.profile, self.task.cfg.privileged_observation)
+        for key in ("num_obs", "num_actions", "obs_layout", "action_names"):
+            if getattr(claimed, key) != getattr(self.spec, key):
+                raise AgentStartupError(
+                    f"driver '{self.cfg.driver.name}' claims hardware '{self.driver.profile.name}' whose {key} "
+                    f"{getattr(claimed, key)} does not match the agent's hardware '{self.profile.name}' "
+                    f"({getattr(self.spec, key)}): refusing to start")
+
+    def _trunk_to_start_from(self) -> str:
+        """The last trunk this unit swapped to (if it still verifies), else the configured checkpoint."""
+        saved = self.state_dir / TRUNK_FILE
+        if saved.is_file():
+            try:
+                path = json.loads(saved.read_text())["path"]
+                load_verified(path, self.spec)
+                return path
+            except (CheckpointError, OSError, ValueError, KeyError) as exc:
+                log.warning("last trunk in %s is unusable (%s); starting from %s", saved, exc, self.cfg.checkpoint)
+        return self.cfg.checkpoint
+
+    def _adapter_to_start_from(self, policy: torch.nn.Module) -> tuple[Adapter | None, int]:
+        if not self.cfg.adapter.enabled:
+            return None, 0
+        path = self.state_dir / ADAPTER_FILE
+        if path.is_file():
+            try:
+                adapter, meta = load_adapter(path, policy, self.profile.name)
+                log.info("continuing from adapter v%s (%s)", meta["version"], path)
+                return adapter.eval(), int(meta["version"])
+            except AdapterFileError as exc:
+                raise AgentStartupError(f"saved adapter refused: {exc} (move it away to start a fresh one)") from exc
+        a = self.cfg.adapter
+        return Adapter(policy, self.profile.name, AdapterConfig(a.rank, a.alpha)).eval(), 0
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: finish the current episode within ``shutdown_timeout_s``; second call: abort now."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.cfg.shutdown_timeout_s
+            log.warning("stop requested: finishing the episode (at most %.1f s)", self.cfg.shutdown_timeout_s)
+        else:
+            self._abort.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop_at is not None
+
+    def run(self) -> dict[str, Any]:
+        """Run episodes until stopped or a configured limit; always shuts down cleanly. Returns the status."""
+        torch.set_num_threads(1)  # one small forward pass: threads only add wake-up latency
+        self.driver.connect()
+        self.runtime.act(np.zeros(self.obs_layout.size, np.float32), False)  # warm up before the first deadline
+        if getattr(self.driver, "realtime", True):  # a simulated clock has no wall-clock deadline to watch
+            self.safe.start_watchdog()
+        self._writer.start()
+        if self.trainer is not None:
+            self.trainer.start()
+        if self.watcher is not None:
+            self.watcher.start()
+        try:
+            while not self.stopping and not self._limits_reached():
+                self._between_episodes()
+                if self.stopping:
+                    break
+                if not self._spool_has_room():
+                    self._hold(1.0)
+                    continue
+                self._run_episode()
+        finally:
+            self.shutdown()
+        return self.status()
+
+    def shutdown(self) -> None:
+        """Damp the robot, flush the spool, stop the learner and watchers, write the final status."""
+        self.safe.stop()
+        self._writes.put(None)
+        if self._writer.is_alive():
+            self._writer.join(timeout=30.0)
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.trainer is not None:
+            self.trainer.stop(timeout=max(1.0, self.cfg.shutdown_timeout_s))
+            self._collect_adapter_updates()
+        self._write_status(final=True)
+        self.logger.close()
+
+    def _limits_reached(self) -> bool:
+        c = self.cfg
+        return bool((c.max_episodes and self.episodes >= c.max_episodes) or (c.max_steps and self.steps >= c.max_steps))
+
+    def _between_episodes(self) -> None:
+        if self.watcher is not None:
+            ready = self.watcher.take()
+            if ready is not None:
+                policy, manifest, path = ready
+                self.runtime.swap_trunk(policy, int(manifest["trunk_version"]))
+                self.trunk_swaps += 1
+                (self.state_dir / TRUNK_FILE).write_text(json.dumps({"path": str(path.resolve()),
+                                                                     "trunk_version": self.runtime.trunk_version}))
+                if self.trainer is not None:
+                    self.trainer.new_trunk(path)
+                log.info("now running trunk v%d", self.runtime.trunk_version)
+        self._collect_adapter_updates()
+        if self._pending_adapter is not None:
+            self.runtime.swap_adapter(*self._pending_adapter)
+            self._pending_adapter = None
+
+    def _collect_adapter_updates(self) -> None:
+        if self.trainer is None:
+            return
+        for msg in self.trainer.updates():
+            if "version" not in msg:
+                continue
+            try:
+                adapter, meta = load_adapter(self.state_dir / ADAPTER_FILE, self.runtime.policy, self.profile.name)
+            except AdapterFileError as exc:
+                log.error("adapter v%s refused: %s", msg["version"], exc)
+                continue
+            self._pending_adapter = (adapter, int(meta["version"]))
+            self.adapter_updates += 1
+            self.logger.log({f"adapter/{k}": v for k, v in msg["stats"].items()}, step=self.steps)
+
+    def _spool_has_room(self) -> bool:
+        if self.cfg.spool.when_full == DROP_OLDEST:
+            return True
+        steps = self.task.max_episode_length
+        need = max(self._chunk_bytes, 1) * -(-steps // self.cfg.spool.chunk_steps)
+        if self.spool.has_room(need):
+            return True
+        if self.refused_episodes == 0:
+            log.error("spool full (%d chunks wait for the hub): no new episodes until there is room", self.spool.depth)
+        self.refused_episodes += 1
+        return False
+
+    def _hold(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.stopping:
+            ts = self.driver.read_state()
+            self.safe.send(self.safe.layer.hold(ts.state), ts.state)
+            self._sleep(1.0 / self.profile.control_hz)
+            self._maybe_status()
+
+    # -- the control loop ----------------------------------------------------------------------------
+    def _critic_obs(self, obs: np.ndarray, state: RobotState, inputs: TaskInputs) -> np.ndarray:
+        # the robot cannot measure the physics the sim critic saw: those columns enter as nominal (0)
+        extra = self.priv_layout.build(state, inputs)[0] if self.priv_layout.size else np.zeros(0, np.float32)
+        return np.concatenate([obs, extra, np.zeros(PhysicsParams.NUM_PRIVILEGED, np.float32)])
+
+    def _run_episode(self) -> None:
+        task, rt, timing = self.task, self.runtime, self.timing
+        period = timing.period
+        realtime = bool(getattr(self.driver, "realtime", True))
+        self.driver.home()
+        self.safe.layer.reset()
+        self.safe.arm()
+        inputs = task.make_inputs(1)
+        task.sample_goals(self.rng, inputs, np.array([0]))
+        state = self.driver.read_state().state
+        obs = self.obs_layout.build(state, inputs)[0]
+        critic = self._critic_obs(obs, state, inputs)
+        rec = EpisodeRecorder(self.cfg.spool.chunk_steps)
+        ep_len, ep_return = 0, 0.0
+        explore = self.cfg.adapter.explore and self.cfg.adapter.enabled
+        goal_period = task.goal_period_steps
+        tick = time.monotonic()
+        while True:
+            wake = time.monotonic()
+            t0 = time.perf_counter()
+            action, logp = rt.act(obs, explore, self.torch_gen)
+            t1 = time.perf_counter()
+            self.safe.send(self.action_map.to_command(action[None])[0], state)
+            sent = time.monotonic()
+            timing.inference.append(t1 - t0)
+            timing.compute.append(sent - wake)
+            timing.periods += 1
+            if realtime:
+                timing.lag.append(max(0.0, wake - tick))
+                if sent > tick + period:
+                    timing.misses += 1
+                tick += period
+                if tick < time.monotonic():  # fell behind: re-anchor instead of bursting to catch up
+                    tick = time.monotonic()
+                self._sleep_until(tick)
+            ts = self.driver.read_state()
+            new_state = ts.state
+            act2 = action[None]
+            rew, _ = task.reward(new_state, inputs, act2, inputs.last_action)
+            inputs.last_action = act2
+            ep_len += 1
+            self.steps += 1
+            terminated = bool(task.terminated(new_state, inputs)[0])
+            time_out = ep_len >= task.max_episode_length and not terminated
+            aborted = self._abort.is_set() or (self._stop_at is not None and time.monotonic() > self._stop_at)
+            done = terminated or time_out or aborted
+            ep_return += float(rew[0])
+            rec.add(obs=obs, critic_obs=critic, actions=action, log_probs=logp, rewards=float(rew[0]),
+                    dones=float(done), time_outs=float(time_out or (aborted and not terminated)),
+                    trunk_version=rt.trunk_version, adapter_version=rt.adapter_version, stamp=ts.stamp)
+            if goal_period and ep_len % goal_period == 0 and not done:
+                task.sample_goals(self.rng, inputs, np.array([0]))
+            state = new_state
+            obs = self.obs_layout.build(state, inputs)[0]
+            critic = self._critic_obs(obs, state, inputs)
+            if done or len(rec) >= self.cfg.spool.chunk_steps:
+                self._emit(rec.cut(critic), episode_end=done)
+            self._maybe_status()
+            if done:
+                break
+        self.safe.disarm()
+        if aborted and not (terminated or time_out):
+            log.warning("episode %d aborted after %d steps for shutdown: robot damped", self.episodes, ep_len)
+        self.episodes += 1
+        self.episode_returns.append(ep_return)
+        self.logger.log({"episode/return": ep_return, "episode/length": ep_len}, step=self.steps)
+
+    def _emit(self, arrays: dict[str, np.ndarray], episode_end: bool) -> None:
+        header = {"robot_id": self.cfg.robot_id, "hardware": self.profile.name, "task": self.task.name,
+                  "episode": self.episodes, "steps": len(arrays["rewards"]), "episode_end": episode_end,
+                  "trunk_version": int(arrays["trunk_version"][0]), "adapter_version": int(arrays["adapter_version"][0])}
+        self._writes.put((header, arrays))
+
+    def _write_chunks(self) -> None:
+        """Writer thread: spool first (durable), then the learner."""
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            header, arrays = item
+            try:
+                self.spool.append(header, arrays)
+                self._chunk_bytes = max(self._chunk_bytes, sum(a.nbytes for a in arrays.values()) + 512)
+            except SpoolFullError as exc:
+                self.lost_chunks += 1
+                log.error("%s: chunk of episode %d not stored", exc, header["episode"])
+            except OSError as exc:
+                self.lost_chunks += 1
+                log.error("spool write failed: %s", exc)
+            if self.trainer is not None and self.trainer.alive:
+                self.trainer.submit({k: arrays[k] for k in ("obs", "critic_obs", "actions", "log_probs", "rewards",
+                                                             "dones", "time_outs")})
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _sleep_until(self, t: float) -> None:
+        self._sleep(t - time.monotonic())
+
+    # -- status --------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Everything an operator asks about: rate, timing, versions, spool, safety, episodes."""
+        elapsed = max(time.monotonic() - self._t_start, 1e-9)
+        return {
+            "robot_id": self.cfg.robot_id, "hardware": self.profile.name, "pid": os.getpid(),
+            "time": time.time(), "uptime_s": elapsed, "rate_hz": self.timing.periods / elapsed,
+            "episodes": self.episodes, "steps": self.steps,
+            "mean_return_last_20": float(np.mean(self.episode_returns)) if self.episode_returns else None,
+            **self.timing.summary(),
+            "trunk_version": self.runtime.trunk_version, "trunk_swaps": self.trunk_swaps,
+            "trunks_refused": len(self.watcher.refused) if self.watcher else 0,
+            "adapter_version": self.runtime.adapter_version, "adapter_updates": self.adapter_updates,
+            "spool_depth": self.spool.depth, "spool_bytes": self.spool.bytes, "spool_dropped": self.spool.dropped,
+            "spool_refused_chunks": self.spool.refused, "lost_chunks": self.lost_chunks,
+            "refused_episodes": self.refused_episodes,
+            "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged,
+        }
+
+    def _maybe_status(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status >= self.cfg.status_every_s:
+            self._last_status = now
+            self._write_status()
+
+    def _write_status(self, final: bool = False) -> None:
+        s = self.status()
+        s["final"] = final
+        tmp = self.state_dir / f".{STATUS_FILE}.tmp"
+        tmp.write_text(json.dumps(s, indent=1))
+        os.replace(tmp, self.state_dir / STATUS_FILE)
+        print(status_line(s), flush=True)
+        self.logger.log({k: float(v) for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                        step=self.steps)
+
+
+def status_line(s: dict[str, Any]) -> str:
+    """One terminal line from a status dict."""
+    ret = s.get("mean_return_last_20")
+    safety = sum(s.get("safety", {}).values())
+    return (f"[agent {s['robot_id']}] {s['rate_hz']:.1f} Hz | misses {s['deadline_misses']} "
+            f"({100 * s['miss_rate']:.2f}%) | inference p99 {s.get('inference_p99_ms', float('nan')):.2f} ms | "
+            f"ep {s['episodes']} return {ret if ret is None else round(ret, 1)} | trunk v{s['trunk_version']} | "
+            f"adapter v{s['adapter_version']} ({s['adapter_updates']} updates) | spool {s['spool_depth']} chunks | "
+            f"safety {safety}{' | E-STOP' if s['estop'] else ''}")

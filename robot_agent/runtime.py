@@ -1,0 +1,135 @@
+"""The policy as the control loop runs it, and the background loader of new trunk versions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hardware.observation import ObservationLayout
+from hardware.profile import HardwareProfile
+from hardware.randomization import PhysicsParams
+from shared_policy.adapter import Adapter, MergedActor
+from shared_policy.checkpoint import CheckpointError, load_checkpoint
+from shared_policy.policy import FleetPolicy, HardwareSpec
+
+log = logging.getLogger(__name__)
+
+
+def robot_spec(profile: HardwareProfile, privileged_terms: list[str]) -> HardwareSpec:
+    """The layout a policy must have to drive ``profile``: what a checkpoint is checked against."""
+    obs = ObservationLayout(profile, profile.observation)
+    extra = ObservationLayout(profile, privileged_terms)
+    return HardwareSpec(profile.name, obs.size, profile.num_actions,
+                        obs.size + extra.size + PhysicsParams.NUM_PRIVILEGED, tuple(obs.signature()),
+                        tuple(j.name for j in profile.actuated_joints))
+
+
+def load_verified(path: str | Path, spec: HardwareSpec) -> tuple[FleetPolicy, dict[str, Any]]:
+    """Load a checkpoint, refusing it unless every checksum and this hardware's layout match."""
+    policy, manifest = load_checkpoint(path, expected={spec.name: spec})
+    policy.eval()
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    return policy, manifest
+
+
+class PolicyRuntime:
+    """Trunk + this hardware's stem and head + this unit's adapter: one observation in, one action out."""
+
+    def __init__(self, policy: FleetPolicy, hardware: str, trunk_version: int, adapter: Adapter | None = None,
+                 adapter_version: int = 0):
+        self.hardware = hardware
+        self.policy, self.trunk_version = policy, trunk_version
+        self.adapter, self.adapter_version = adapter, adapter_version
+        self.actor = MergedActor(policy, hardware, adapter)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, explore: bool, generator: torch.Generator | None = None
+            ) -> tuple[np.ndarray, float]:
+        """(action (A,), log-probability of it under the current policy) for one observation (O,)."""
+        actor = self.actor  # one read: a swap between the lines below cannot mix two actors
+        mean = actor(torch.from_numpy(obs.reshape(1, -1)))
+        a = mean + actor.std * torch.randn(mean.shape, generator=generator) if explore else mean
+        return a[0].numpy().astype(np.float64), float(actor.log_prob(a, mean)[0])
+
+    def swap_adapter(self, adapter: Adapter, version: int) -> None:
+        """Use a newer adapter from the next step on (its weights are folded into a fresh actor first)."""
+        actor = MergedActor(self.policy, self.hardware, adapter)
+        self.adapter, self.adapter_version, self.actor = adapter, version, actor
+
+    def swap_trunk(self, policy: FleetPolicy, trunk_version: int) -> None:
+        """Use a newer verified policy; the unit's adapter carries over (its layers have the same shapes)."""
+        actor = MergedActor(policy, self.hardware, self.adapter)
+        self.policy, self.trunk_version, self.actor = policy, trunk_version, actor
+
+
+class TrunkWatcher:
+    """Polls a directory for new trunk checkpoints, verifies them off the control thread, offers the newest.
+
+    A checkpoint directory whose name starts with ``.`` is still being written and is skipped. A
+    corrupted or mismatched one is refused once, logged, and never retried.
+    """
+
+    def __init__(self, directory: str | Path, spec: HardwareSpec, current_version: int, poll_s: float = 1.0):
+        self.dir = Path(directory)
+        self.spec, self.poll_s = spec, poll_s
+        self.current_version = current_version
+        self.refused: dict[str, str] = {}  # path -> why
+        self._seen: set[str] = set()
+        self._ready: tuple[FleetPolicy, dict[str, Any], Path] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trunk-watcher", daemon=True)
+
+    def start(self) -> None:
+        """Start polling."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+    def take(self) -> tuple[FleetPolicy, dict[str, Any], Path] | None:
+        """The newest verified trunk not yet taken, if any (call between episodes)."""
+        with self._lock:
+            ready, self._ready = self._ready, None
+        if ready is not None:
+            self.current_version = int(ready[1]["trunk_version"])
+        return ready
+
+    def poll_once(self) -> None:
+        """Look at the directory once (the thread calls this every ``poll_s``)."""
+        if not self.dir.is_dir():
+            return
+        for path in sorted(p for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            key = str(path.resolve())
+            if key in self._seen or not (path / "manifest.json").exists():
+                continue
+            self._seen.add(key)
+            try:
+                policy, manifest = load_verified(path, self.spec)
+            except (CheckpointError, OSError, ValueError, KeyError) as exc:
+                self.refused[key] = str(exc)
+                log.error("trunk %s refused, keeping trunk v%d: %s", path.name, self.current_version, exc)
+                continue
+            version = int(manifest["trunk_version"])
+            with self._lock:
+                best = self._ready[1]["trunk_version"] if self._ready else self.current_version
+                if version > best:
+                    self._ready = (policy, manifest, path)
+                    log.info("trunk v%d verified (%s); it takes over at the next episode", version, path.name)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # a watcher that dies would silently stop updates: log and go on
+                log.exception("trunk watcher: poll failed")
+            self._stop.wait(self.poll_s)

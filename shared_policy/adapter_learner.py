@@ -1,0 +1,169 @@
+"""The on-robot learner: PPO on one unit's adapter, with the trunk, stem and head frozen.
+
+It learns from the unit's own transitions as the robot agent recorded them (behaviour log-probs
+included, so data from a slightly older adapter is corrected by the clipped importance ratio). The
+value function is this learner's own copy of the pretrained critic, fine-tuned on the unit's returns;
+the physics parameters the critic saw in sim are unknown on a robot and enter as zeros (nominal).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared_policy.adapter import Adapter
+from shared_policy.config import AdapterConfig
+from shared_policy.policy import FleetPolicy
+from shared_policy.ppo import gaussian_kl
+from shared_policy.storage import compute_gae
+
+# what one recorded segment of experience holds (arrays, leading dimension T; critic_obs has T + 1 rows)
+SEGMENT_KEYS = ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs")
+
+
+@dataclass
+class AdapterLearnerConfig:
+    """PPO settings for adapter learning on a robot (small data: more epochs, a gentle step)."""
+
+    rank: int = 4
+    alpha: float = 1.0
+    steps_per_update: int = 2000
+    epochs: int = 8
+    minibatches: int = 4
+    clip_param: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-3
+    critic_warmup_epochs: int = 20  # fit the value function on the first batch before any policy step
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    desired_kl: float = 0.01
+
+
+class AdapterLearner:
+    """Collects segments, and every ``steps_per_update`` steps runs PPO on the adapter only."""
+
+    def __init__(self, policy: FleetPolicy, hardware: str, cfg: AdapterLearnerConfig | None = None,
+                 adapter: Adapter | None = None):
+        self.cfg = cfg = cfg or AdapterLearnerConfig()
+        self.hardware = hardware
+        self.policy = copy.deepcopy(policy)  # the critic copy is trained; the actor is only read
+        for p in self.policy.actor_parameters(hardware):
+            p.requires_grad_(False)
+        self.adapter = adapter if adapter is not None else Adapter(self.policy, hardware,
+                                                                   AdapterConfig(cfg.rank, cfg.alpha))
+        self.critic_params = [*self.policy.critic_stems[hardware].parameters(),
+                              *self.policy.value_heads[hardware].parameters()]
+        if self.policy.critic_trunk is not None:
+            self.critic_params += list(self.policy.critic_trunk.parameters())
+        self.lr = cfg.learning_rate
+        self.actor_opt = torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
+        self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_learning_rate)
+        self.segments: list[dict[str, np.ndarray]] = []
+        self.updates = 0
+
+    @property
+    def buffered_steps(self) -> int:
+        """Transitions waiting for the next update."""
+        return sum(len(s["rewards"]) for s in self.segments)
+
+    def add(self, segment: dict[str, np.ndarray]) -> None:
+        """Queue one recorded segment (see ``SEGMENT_KEYS``); refuses wrong shapes and non-finite values."""
+        missing = [k for k in SEGMENT_KEYS if k not in segment]
+        if missing:
+            raise ValueError(f"segment lacks {missing}")
+        t = len(segment["rewards"])
+        if t == 0 or len(segment["critic_obs"]) != t + 1 or any(len(segment[k]) != t for k in SEGMENT_KEYS
+                                                                 if k != "critic_obs"):
+            raise ValueError(f"segment arrays disagree in length (rewards: {t}, critic_obs must have {t + 1})")
+        if not all(np.isfinite(segment[k]).all() for k in SEGMENT_KEYS):
+            raise ValueError("segment holds NaN or inf")
+        self.segments.append({k: np.asarray(segment[k]) for k in SEGMENT_KEYS})
+
+    def ready(self) -> bool:
+        """Whether enough steps are buffered for an update."""
+        return self.buffered_steps >= self.cfg.steps_per_update
+
+    def update(self) -> dict[str, float]:
+        """PPO epochs over the buffered steps; clears the buffer; returns losses and KL."""
+        cfg, hw, pol = self.cfg, self.hardware, self.policy
+        batch = self._batch()
+        if self.updates == 0:
+            for _ in range(cfg.critic_warmup_epochs):
+                self._critic_epoch(batch)
+            batch = self._batch()  # advantages from the fitted critic
+        n = len(batch["rewards"])
+        stats = {"loss/policy": 0.0, "loss/value": 0.0, "kl": 0.0}
+        steps = 0
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n)
+            size = max(1, n // cfg.minibatches)
+            for m in range(cfg.minibatches):
+                idx = perm[m * size:(m + 1) * size]
+                dist = pol.distribution(hw, batch["obs"][idx], self.adapter)
+                logp = dist.log_prob(batch["actions"][idx]).sum(-1)
+                ratio = torch.exp(logp - batch["log_probs"][idx])
+                adv = batch["advantages"][idx]
+                surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
+                loss = surrogate.mean() - cfg.entropy_coef * dist.entropy().sum(-1).mean()
+                with torch.no_grad():
+                    kl = gaussian_kl(batch["mu"][idx], batch["sigma"][idx], dist.mean, dist.stddev).mean().item()
+                self.lr = min(max(self.lr / 1.5 if kl > 2 * cfg.desired_kl else
+                                  self.lr * 1.5 if kl < cfg.desired_kl / 2 else self.lr, 1e-5), 1e-2)
+                for g in self.actor_opt.param_groups:
+                    g["lr"] = self.lr
+                self.actor_opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.adapter.parameters(), cfg.max_grad_norm)
+                self.actor_opt.step()
+                stats["loss/policy"] += surrogate.mean().item()
+                stats["kl"] += kl
+                steps += 1
+            stats["loss/value"] += self._critic_epoch(batch) / cfg.epochs
+        self.segments.clear()
+        self.updates += 1
+        out = {k: (v / steps if k != "loss/value" else v) for k, v in stats.items()}
+        return {**out, "learning_rate": self.lr, "steps": float(n)}
+
+    def _critic_epoch(self, batch: dict[str, torch.Tensor]) -> float:
+        n, hw = len(batch["rewards"]), self.hardware
+        perm = torch.randperm(n)
+        size = max(1, n // self.cfg.minibatches)
+        total = 0.0
+        for m in range(self.cfg.minibatches):
+            idx = perm[m * size:(m + 1) * size]
+            loss = (self.policy.value(hw, batch["critic_obs"][idx]) - batch["returns"][idx]).pow(2).mean()
+            self.critic_opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.critic_params, self.cfg.max_grad_norm)
+            self.critic_opt.step()
+            total += loss.item() / self.cfg.minibatches
+        return total
+
+    @torch.no_grad()
+    def _batch(self) -> dict[str, torch.Tensor]:
+        """Flatten the segments with GAE advantages (normalised) from the current critic."""
+        cfg, hw, pol = self.cfg, self.hardware, self.policy
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "critic_obs", "actions", "log_probs",
+                                                              "advantages", "returns", "rewards")}
+        for s in self.segments:
+            t = {k: torch.as_tensor(s[k], dtype=torch.float32) for k in SEGMENT_KEYS}
+            values = pol.value(hw, t["critic_obs"])
+            adv, ret = compute_gae(t["rewards"][:, None], values[:-1, None], t["dones"][:, None],
+                                   t["time_outs"][:, None], values[-1:], cfg.gamma, cfg.lam)
+            for k in ("obs", "actions", "log_probs", "rewards"):
+                parts[k].append(t[k])
+            parts["critic_obs"].append(t["critic_obs"][:-1])
+            parts["advantages"].append(adv[:, 0])
+            parts["returns"].append(ret[:, 0])
+        batch = {k: torch.cat(v) for k, v in parts.items()}
+        adv = batch["advantages"]
+        batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
+        dist = pol.distribution(hw, batch["obs"], self.adapter)
+        batch["mu"], batch["sigma"] = dist.mean, dist.stddev
+        return batch

@@ -1,0 +1,80 @@
+"""The MuJoCo stand-in robot: found by name, its own physics per unit, latency, offsets, nothing privileged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hardware.driver import DriverError, driver_class, make_driver
+from hardware.profile import load_profile
+from hardware.randomization import RandomizationError
+from hardware.standin import MuJoCoStandInDriver
+
+
+def _roll(driver, commands):
+    driver.connect()
+    out = []
+    for c in commands:
+        driver.send_command(c)
+        out.append(driver.read_state().state.joint_pos[0].copy())
+    return np.array(out)
+
+
+def test_driver_is_found_by_name_and_unknown_names_are_listed():
+    assert driver_class("mujoco_standin") is MuJoCoStandInDriver
+    with pytest.raises(DriverError, match="unknown driver 'acme'.*mujoco_standin"):
+        driver_class("acme")
+
+
+def test_units_with_different_gaps_move_differently_under_the_same_commands():
+    profile = load_profile("arm2_planar")
+    cmds = [np.array([0.8, -0.5])] * 40
+    gap = {"home_noise": 0.0}
+    nominal = _roll(make_driver("mujoco_standin", profile, gap=gap), cmds)
+    weak = _roll(make_driver("mujoco_standin", profile, gap={**gap, "physics": {
+        "motor_strength": [0.4, 0.4], "mass_scale": [1.6, 1.6]}}), cmds)
+    same = _roll(make_driver("mujoco_standin", profile, gap=gap), cmds)
+    np.testing.assert_array_equal(nominal, same)  # deterministic for a seed
+    assert np.abs(nominal - weak).max() > 0.05
+
+
+def test_actuator_latency_delays_the_command_by_whole_periods():
+    profile = load_profile("cartpole")
+    gap = {"home_noise": 0.0, "physics": {"latency_steps": [2, 2]}}
+    pos = _roll(MuJoCoStandInDriver(profile, gap=gap), [np.array([1.0])] * 4)[:, 0]
+    assert abs(pos[0]) < 1e-6 and abs(pos[1]) < 1e-6  # nothing moves for two periods
+    assert pos[3] > pos[2] > 1e-4
+
+
+def test_joint_offsets_show_in_readings_and_targets_follow_the_reading_frame():
+    profile = load_profile("arm2_planar")
+    d = MuJoCoStandInDriver(profile, gap={"home_noise": 0.0, "joint_offset": 0.1}, seed=3)
+    d.connect()
+    reading = d.read_state().state.joint_pos[0]
+    assert np.all(np.abs(reading) > 0) and np.all(np.abs(reading) <= 0.1)
+    for _ in range(100):  # hold the pose as the encoders report it: the arm stays where it is
+        d.send_command(reading.copy())
+    np.testing.assert_allclose(d.read_state().state.joint_pos[0], reading, atol=0.02)
+
+
+def test_readings_carry_no_physics_parameters():
+    d = MuJoCoStandInDriver(load_profile("go2_like"), gap={"physics": {"friction": [0.3, 0.3]}})
+    d.connect()
+    ts = d.read_state()
+    assert set(vars(ts.state)) == {"joint_pos", "joint_vel", "base_quat", "base_ang_vel", "base_lin_vel", "base_pos",
+                                   "ee_pos", "foot_contact", "joint_torque"}
+    assert d.true_params.friction[0] == pytest.approx(0.3)  # kept for benchmarks' oracles only
+
+
+def test_wrong_gap_key_is_named():
+    with pytest.raises(RandomizationError, match="gap.*frictoin"):
+        MuJoCoStandInDriver(load_profile("cartpole"), gap={"physics": {"frictoin": [1, 1]}})
+    with pytest.raises(RandomizationError, match="gap.period_jitter"):
+        MuJoCoStandInDriver(load_profile("cartpole"), gap={"period_jitter": 0.9})
+
+
+def test_wrong_command_shape_is_refused():
+    d = MuJoCoStandInDriver(load_profile("arm2_planar"))
+    d.connect()
+    with pytest.raises(DriverError, match="shape"):
+        d.send_command(np.zeros(3))

@@ -1,0 +1,127 @@
+"""The robot agent in-process on a stand-in robot: refusals, recording, trunk hot-swap, restarts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hardware.driver import BUILTIN_DRIVERS
+from hardware.profile import load_profile
+from hardware.standin import MuJoCoStandInDriver
+from hardware.tasks.config import task_config
+from robot_agent.agent import ADAPTER_FILE, STATUS_FILE, AgentStartupError, RobotAgent
+from robot_agent.spool import Spool
+from shared_policy.adapter import Adapter, save_adapter
+from shared_policy.checkpoint import load_checkpoint, save_checkpoint
+
+from .conftest import pretrain
+
+TASK = "cartpole_swingup"
+
+
+class WrongProfileDriver(MuJoCoStandInDriver):
+    """A driver for another robot than the one the agent is configured for."""
+
+    def __init__(self, profile, **options):
+        super().__init__(load_profile("arm2_planar"), **options)
+
+
+def _agent(cfg) -> RobotAgent:
+    return RobotAgent(cfg, task_config(TASK, {"episode_length_s": 2.0}))
+
+
+@pytest.mark.timeout(120)
+def test_agent_refuses_a_driver_whose_profile_does_not_match(agent_cfg, monkeypatch):
+    monkeypatch.setitem(BUILTIN_DRIVERS, "wrong_robot", f"{__name__}:WrongProfileDriver")
+    agent_cfg.driver.name = "wrong_robot"
+    with pytest.raises(AgentStartupError, match="does not match.*refusing to start"):
+        _agent(agent_cfg)
+
+
+@pytest.mark.timeout(300)
+def test_agent_refuses_a_policy_trained_for_other_hardware(agent_cfg, tmp_path):
+    agent_cfg.checkpoint = str(pretrain(tmp_path / "arm", "arm2_planar", "reach", iterations=1))
+    with pytest.raises(AgentStartupError, match="no hardware type 'cartpole'"):
+        _agent(agent_cfg)
+
+
+@pytest.mark.timeout(120)
+def test_agent_refuses_a_corrupted_checkpoint(agent_cfg, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(agent_cfg.checkpoint, bad)
+    with open(bad / "trunk.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    agent_cfg.checkpoint = str(bad)
+    with pytest.raises(AgentStartupError, match="corrupted"):
+        _agent(agent_cfg)
+
+
+@pytest.mark.timeout(120)
+def test_every_transition_is_spooled_with_log_prob_and_versions(agent_cfg):
+    agent_cfg.spool.chunk_steps = 40
+    agent = _agent(agent_cfg)
+    status = agent.run()
+    assert status["episodes"] == 2 and status["steps"] == 200  # 2 s at 50 Hz, twice (cart-pole never fails)
+    spool = Spool(Path(agent_cfg.state_dir) / "spool")
+    chunks = [spool.read(r) for r in spool.pending()]
+    assert sum(c.header["steps"] for c in chunks) == 200 and len(chunks) == 6  # 40+40+20 per episode
+    last = chunks[2]
+    assert last.header["episode_end"] and last.arrays["dones"][-1] == 1.0 and last.arrays["time_outs"][-1] == 1.0
+    c = chunks[0]
+    assert c.arrays["critic_obs"].shape[0] == c.arrays["obs"].shape[0] + 1
+    assert np.isfinite(c.arrays["log_probs"]).all() and (c.arrays["trunk_version"] == agent.runtime.trunk_version).all()
+    saved = json.loads((Path(agent_cfg.state_dir) / STATUS_FILE).read_text())
+    assert saved["final"] and saved["steps"] == 200 and saved["spool_depth"] == 6
+
+
+@pytest.mark.timeout(120)
+def test_observations_match_the_simulators_layout(agent_cfg):
+    agent_cfg.max_episodes = 1
+    agent = _agent(agent_cfg)
+    agent.run()
+    chunk = Spool(Path(agent_cfg.state_dir) / "spool").read(Spool(Path(agent_cfg.state_dir) / "spool").pending()[0])
+    obs = chunk.arrays["obs"]
+    assert obs.shape[1] == agent.runtime.policy.spec("cartpole").num_obs
+    # cart-pole layout: slider pos, cos/sin of the hinge, then velocities; the pole starts hanging down
+    assert obs[0, 1] == pytest.approx(-1.0, abs=0.01)
+
+
+@pytest.mark.timeout(120)
+def test_new_trunk_is_swapped_in_and_a_corrupted_one_refused(agent_cfg, tmp_path):
+    trunks = tmp_path / "trunks"
+    policy, manifest = load_checkpoint(agent_cfg.checkpoint)
+    old = int(manifest["trunk_version"])
+    save_checkpoint(trunks / "v0100", policy, trunk_version=old + 100)
+    bad = save_checkpoint(trunks / "v0200", policy, trunk_version=old + 200)
+    (bad / "hardware" / "cartpole.safetensors").write_bytes(b"not weights")
+    agent_cfg.trunk_dir = str(trunks)
+    agent = _agent(agent_cfg)
+    agent.watcher.poll_once()  # what the watcher thread does every second
+    status = agent.run()
+    assert status["trunk_version"] == old + 100 and status["trunk_swaps"] == 1 and status["trunks_refused"] == 1
+    assert "corrupted" in next(iter(agent.watcher.refused.values()))
+    spool = Spool(Path(agent_cfg.state_dir) / "spool")
+    versions = {int(spool.read(r).arrays["trunk_version"][0]) for r in spool.pending()}
+    assert versions == {old + 100}  # the swap happened before the first episode
+    # a restart starts from the trunk the unit last swapped to
+    agent_cfg.max_episodes = 1
+    assert _agent(agent_cfg).runtime.trunk_version == old + 100
+
+
+@pytest.mark.timeout(120)
+def test_agent_continues_from_its_saved_adapter(agent_cfg):
+    agent_cfg.adapter.enabled = True
+    policy, _ = load_checkpoint(agent_cfg.checkpoint)
+    adapter = Adapter(policy, "cartpole")
+    with torch.no_grad():
+        adapter.head_delta.up.fill_(0.1)
+    save_adapter(Path(agent_cfg.state_dir) / ADAPTER_FILE, adapter, version=7, trunk_version=2)
+    agent = _agent(agent_cfg)
+    assert agent.runtime.adapter_version == 7
+    assert float(agent.runtime.adapter.head_delta.up[0, 0].detach()) == pytest.approx(0.1)

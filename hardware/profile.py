@@ -138,11 +138,13 @@ def profile_from_config(cfg: DictConfig | dict[str, Any], where: str = "hardware
 
 
 def load_profile(name: str | HardwareProfile) -> HardwareProfile:
-    """Load a shipped profile by name (or pass a profile through)."""
+    """Load a shipped profile by name, or a profile YAML file by path (or pass a profile through)."""
     if isinstance(name, HardwareProfile):
         return name
-    path = PROFILE_DIR / f"{name}.yaml"
+    path = Path(name).expanduser() if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
+        if path.parent != PROFILE_DIR:
+            raise ProfileError(f"hardware profile file {path} does not exist")
         raise ProfileError(f"unknown hardware type '{name}'; available: {', '.join(available_profiles())}")
     try:
         raw = OmegaConf.load(path)

@@ -34,7 +34,7 @@ class SafetyConfig:
     """Limits beyond the profile's own, and the watchdog and e-stop settings."""
 
     # PD: a position target may move at most this many times (max_velocity x period) per period
-    pd_target_rate: float = 2.0
+    pd_target_rate: float = 5.0  # a guard against glitches, not a limit on normal motion
     # torque: the normalised command may change at most this much per period
     torque_rate: float = 1.0
     watchdog_periods: float = 2.0
@@ -247,7 +247,8 @@ class SafeDriver:
 
     def _watch(self) -> None:
         limit = self.cfg.watchdog_periods * self.period
-        while not self._stop.wait(self.period / 4):
+        # twice per period (at most every ms): a stale command is caught within 2.5 periods
+        while not self._stop.wait(max(self.period / 2, 1e-3)):
             with self._lock:
                 engaged_now = not self.estop.engaged and self.estop.poll()
                 stale = self._armed and time.monotonic() - self._last_command > limit

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -149,14 +150,14 @@ class RobotAgent:
                            cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
         self.trainer = (AdapterTrainerProcess(self.checkpoint, self.profile.name, cfg.adapter,
                                               self.state_dir / ADAPTER_FILE, adapter_version, trunk_version)
-                        if cfg.adapter.enabled else None)
+                        if cfg.adapter.enabled and cfg.adapter.learn else None)
         self.watcher = TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
         self.rng = np.random.default_rng(cfg.seed)
         self.torch_gen = torch.Generator().manual_seed(cfg.seed)
         self.episodes = 0
         self.steps = 0
-        self.episode_returns: deque[float] = deque(maxlen=20)
+        self.episode_returns: deque[float] = deque(maxlen=1000)
         self.refused_episodes = 0
         self.lost_chunks = 0
         self.adapter_updates = 0
@@ -223,6 +224,9 @@ class RobotAgent:
     def run(self) -> dict[str, Any]:
         """Run episodes until stopped or a configured limit; always shuts down cleanly. Returns the status."""
         torch.set_num_threads(1)  # one small forward pass: threads only add wake-up latency
+        # The control thread must get the GIL back within a fraction of a period from the spool writer and
+        # the watchdog; CPython's default hand-over interval (5 ms) is longer than a 500 Hz period.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.1 / self.profile.control_hz))
         self.driver.connect()
         self.runtime.act(np.zeros(self.obs_layout.size, np.float32), False)  # warm up before the first deadline
         if getattr(self.driver, "realtime", True):  # a simulated clock has no wall-clock deadline to watch
@@ -276,9 +280,18 @@ class RobotAgent:
                     self.trainer.new_trunk(path)
                 log.info("now running trunk v%d", self.runtime.trunk_version)
         self._collect_adapter_updates()
+        if self.trainer is not None and self.cfg.adapter.wait_for_learner:
+            self._wait_for_learner()
         if self._pending_adapter is not None:
             self.runtime.swap_adapter(*self._pending_adapter)
             self._pending_adapter = None
+
+    def _wait_for_learner(self, timeout: float = 120.0) -> None:
+        self._writes.join()  # every recorded chunk has gone to the spool and the learner
+        end = time.monotonic() + timeout
+        while self.trainer.consumed < self.trainer.submitted and self.trainer.alive and time.monotonic() < end:
+            time.sleep(0.005)
+            self._collect_adapter_updates()
 
     def _collect_adapter_updates(self) -> None:
         if self.trainer is None:
@@ -335,7 +348,7 @@ class RobotAgent:
         critic = self._critic_obs(obs, state, inputs)
         rec = EpisodeRecorder(self.cfg.spool.chunk_steps)
         ep_len, ep_return = 0, 0.0
-        explore = self.cfg.adapter.explore and self.cfg.adapter.enabled
+        explore = self.cfg.adapter.explore and self.trainer is not None
         goal_period = task.goal_period_steps
         tick = time.monotonic()
         while True:
@@ -399,6 +412,7 @@ class RobotAgent:
         while True:
             item = self._writes.get()
             if item is None:
+                self._writes.task_done()
                 return
             header, arrays = item
             try:
@@ -413,6 +427,7 @@ class RobotAgent:
             if self.trainer is not None and self.trainer.alive:
                 self.trainer.submit({k: arrays[k] for k in ("obs", "critic_obs", "actions", "log_probs", "rewards",
                                                              "dones", "time_outs")})
+            self._writes.task_done()
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -429,7 +444,7 @@ class RobotAgent:
             "robot_id": self.cfg.robot_id, "hardware": self.profile.name, "pid": os.getpid(),
             "time": time.time(), "uptime_s": elapsed, "rate_hz": self.timing.periods / elapsed,
             "episodes": self.episodes, "steps": self.steps,
-            "mean_return_last_20": float(np.mean(self.episode_returns)) if self.episode_returns else None,
+            "mean_return_last_20": float(np.mean(list(self.episode_returns)[-20:])) if self.episode_returns else None,
             **self.timing.summary(),
             "trunk_version": self.runtime.trunk_version, "trunk_swaps": self.trunk_swaps,
             "trunks_refused": len(self.watcher.refused) if self.watcher else 0,

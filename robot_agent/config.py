@@ -35,8 +35,12 @@ class SpoolConfig:
 class AdapterTrainingConfig(AdapterLearnerConfig):
     """On-robot adapter learning (PPO on the adapter only), in its own process."""
 
-    enabled: bool = True
+    enabled: bool = True  # run this unit's adapter (loaded from state_dir, or a fresh one)
+    learn: bool = True  # train it on this unit's experience
     explore: bool = True  # sample actions from the policy's distribution (needed to learn)
+    # Simulated clocks only (a stand-in with realtime=false outruns any learner): at each episode end,
+    # wait until the learner has consumed everything sent, as it keeps up on a real-time robot.
+    wait_for_learner: bool = False
 
 
 @dataclass

@@ -52,13 +52,14 @@ def _train_main(checkpoint: str, hardware: str, cfg: AdapterLearnerConfig, adapt
         try:
             learner.add(payload)
         except ValueError as exc:
-            outbox.put({"error": f"segment refused: {exc}"})
+            outbox.put({"error": f"segment refused: {exc}", "consumed": 1})
             continue
         if learner.ready():
             stats = learner.update()
             version += 1
             save_adapter(adapter_path, learner.adapter, version, trunk_version)
             outbox.put({"version": version, "stats": stats})
+        outbox.put({"consumed": 1})
 
 
 class AdapterTrainerProcess:
@@ -72,6 +73,8 @@ class AdapterTrainerProcess:
             target=_train_main, name="adapter-trainer", daemon=True,
             args=(str(checkpoint), hardware, cfg, str(adapter_path), version, trunk_version, self.inbox, self.outbox))
         self.errors = 0
+        self.submitted = 0  # segments sent
+        self.consumed = 0  # segments the process has learned from (or refused)
 
     def start(self) -> None:
         """Spawn the process."""
@@ -85,6 +88,7 @@ class AdapterTrainerProcess:
     def submit(self, segment: dict[str, np.ndarray]) -> None:
         """Queue a recorded segment for learning."""
         self.inbox.put((SEGMENT, segment))
+        self.submitted += 1
 
     def new_trunk(self, path: str | Path) -> None:
         """Learn on top of a new trunk from now on."""
@@ -101,7 +105,9 @@ class AdapterTrainerProcess:
             if "error" in msg:
                 self.errors += 1
                 log.error("adapter trainer: %s", msg["error"])
-            out.append(msg)
+            self.consumed += msg.get("consumed", 0)
+            if "version" in msg:
+                out.append(msg)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the process to finish (an update in progress completes and is saved), then join it."""

@@ -70,6 +70,7 @@ class Adapter(nn.Module):
         self.trunk_deltas = deltas(policy.trunk)
         self.stem_deltas = deltas(policy.stems[hardware].net)
         self.head_delta = LowRankDelta(policy.cfg.latent_dim, spec.num_actions, cfg.rank, cfg.alpha)
+        self.head_bias = nn.Parameter(torch.zeros(spec.num_actions))  # a unit's constant offsets (calibration, sag)
         self.log_std_delta = nn.Parameter(torch.zeros(spec.num_actions))
 
     def action_mean(self, policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,7 @@ class Adapter(nn.Module):
         stem = policy.stems[self.hardware]
         latent = _run(stem.net, stem.normalizer(obs), self.stem_deltas)
         latent = _run(policy.trunk, latent, self.trunk_deltas)
-        return policy.heads[self.hardware](latent) + self.head_delta(latent)
+        return policy.heads[self.hardware](latent) + self.head_delta(latent) + self.head_bias
 
     def num_parameters(self) -> int:
         """Trainable parameter count of this adapter."""
@@ -104,6 +105,7 @@ class MergedActor(nn.Module):
                          (self.head.mean, adapter.head_delta)]
                 for layer, delta in pairs:
                     layer.weight += delta.scale * (delta.up @ delta.down)
+                self.head.mean.bias += adapter.head_bias
         self.register_buffer("log_std", log_std)
         self.register_buffer("std", log_std.exp())
         self.requires_grad_(False)

@@ -128,3 +128,14 @@ def test_quaternion_helpers_match_mujoco():
         mujoco.mju_rotVecQuat(ref[i], v[i], conj)
     assert np.allclose(quat_rotate_inverse(q, v), ref)
     assert np.allclose(projected_gravity(q), quat_rotate_inverse(q, np.tile([0.0, 0.0, -1.0], (6, 1))))
+
+
+def test_a_profile_file_outside_the_package_loads_by_path(tmp_path):
+    raw = OmegaConf.load(PROFILE_DIR / "cartpole.yaml")
+    raw.name, raw.control_hz, raw.physics_hz = "cartpole_500hz", 500, 1000
+    path = tmp_path / "cartpole_500hz.yaml"
+    OmegaConf.save(raw, path)
+    p = load_profile(str(path))
+    assert (p.name, p.control_hz, p.decimation) == ("cartpole_500hz", 500, 2)
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(str(tmp_path / "nope.yaml"))

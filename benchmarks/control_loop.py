@@ -1,0 +1,111 @@
+"""Control-loop timing of the robot agent at 50 Hz and 500 Hz, with adapter training running beside it.
+
+The real agent drives a real-time stand-in (its physics paced by the wall clock in its own thread)
+through the safety layer, with the default policy size, while its adapter trainer process learns
+from the unit's experience (an update every ``--steps-per-update`` steps). The robot type is given as
+a profile; the 500 Hz run uses the same robot with its controller at 500 Hz (a profile file written
+next to the results). Per rate: deadline misses (command sent later than one period after its tick),
+inference p50/p99 (the policy's forward pass), and the wake-up jitter percentiles.
+
+    python benchmarks/control_loop.py --seconds 60
+
+Last line, e.g. ``control_loop miss_rate_50hz=0.0000 miss_rate_500hz=0.0004 inference_p99_ms=0.31``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+import sim
+from hardware.profile import PROFILE_DIR
+from hardware.tasks.config import task_config
+from robot_agent.agent import RobotAgent
+from robot_agent.config import AgentConfig
+from shared_policy.config import PolicyConfig, PPOConfig
+from shared_policy.tracking import NullLogger
+from sim.pretrain import PretrainRunner
+
+TASKS = {"go2_like": "locomotion", "cartpole": "cartpole_swingup", "arm7": "reach"}
+
+
+def profile_at(hw: str, rate: int, workdir: Path) -> str:
+    """A profile file of ``hw`` with its controller at ``rate`` Hz (physics at a whole multiple)."""
+    raw = OmegaConf.load(PROFILE_DIR / f"{hw}.yaml")
+    if rate == raw.control_hz:
+        return hw
+    raw.name = f"{hw}_{rate}hz"
+    raw.physics_hz = rate * max(1, int(round(raw.physics_hz / raw.control_hz / (rate / raw.control_hz))))
+    raw.control_hz = rate
+    path = workdir / f"{raw.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(raw, path)
+    return str(path)
+
+
+def tiny_checkpoint(hardware: str, task: str, out: Path) -> Path:
+    """A default-size policy for this layout (two PPO iterations: timing does not depend on training)."""
+    env = sim.make_env(task, hardware, 16)
+    runner = PretrainRunner([env], PolicyConfig(), PPOConfig(num_steps_per_env=8), out, NullLogger(),
+                            checkpoint_every=10**6)
+    runner.learn(2, log_every=10**6)
+    return runner.save()
+
+
+def measure(hardware: str, task: str, checkpoint: Path, seconds: float, steps_per_update: int,
+            state_dir: Path) -> dict[str, Any]:
+    """Run the agent in real time for ``seconds``; returns its final status."""
+    cfg = AgentConfig(hardware=hardware, checkpoint=str(checkpoint), state_dir=str(state_dir), status_every_s=10.0)
+    cfg.driver.options = {"realtime": True, "seed": 0}
+    cfg.adapter.steps_per_update = steps_per_update
+    cfg.logger.backend = "none"
+    agent = RobotAgent(cfg, task_config(task))
+    rate = agent.profile.control_hz
+    cfg.max_steps = int(seconds * rate)
+    t0 = time.perf_counter()
+    status = agent.run()
+    status["wall_s"] = time.perf_counter() - t0
+    status["control_hz"] = rate
+    return status
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hardware", default="go2_like", choices=sorted(TASKS))
+    ap.add_argument("--rates", type=int, nargs="+", default=[50, 500])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--steps-per-update", type=int, default=1000)
+    ap.add_argument("--workdir", default="/tmp/control_loop_bench")
+    ap.add_argument("--out", default="benchmarks/results/control_loop.json")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    task = TASKS[args.hardware]
+    results: dict[int, dict[str, Any]] = {}
+    for rate in args.rates:
+        hw = profile_at(args.hardware, rate, work)
+        ckpt = tiny_checkpoint(hw, task, work / f"policy-{rate}")
+        st = measure(hw, task, ckpt, args.seconds, args.steps_per_update, work / f"state-{rate}-{time.time_ns()}")
+        results[rate] = st
+        print(f"{rate:4d} Hz: {st['periods']} periods in {st['wall_s']:.1f} s ({st['rate_hz']:.1f} Hz achieved) | "
+              f"misses {st['deadline_misses']} ({100 * st['miss_rate']:.3f}%) | inference p50 "
+              f"{st['inference_p50_ms']:.3f} p99 {st['inference_p99_ms']:.3f} ms | loop compute p99 "
+              f"{st['compute_p99_ms']:.3f} ms | jitter p50 {st['jitter_p50_ms']:.3f} p99 {st['jitter_p99_ms']:.3f} "
+              f"p99.9 {st['jitter_p999_ms']:.3f} max {st['jitter_max_ms']:.3f} ms | adapter updates "
+              f"{st['adapter_updates']} | safety {sum(st['safety'].values())}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "args": vars(args),
+                               "results": {str(k): v for k, v in results.items()}}, indent=2))
+    parts = " ".join(f"miss_rate_{r}hz={results[r]['miss_rate']:.4f}" for r in args.rates)
+    worst = max(results[r]["inference_p99_ms"] for r in args.rates)
+    print(f"control_loop {parts} inference_p99_ms={worst:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The on-robot adapter learner and the merged inference actor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shared_policy.adapter import Adapter, AdapterFileError, MergedActor, load_adapter, save_adapter
+from shared_policy.adapter_learner import AdapterLearner, AdapterLearnerConfig
+
+HW = "arm2"
+
+
+def _segment(policy, n: int, rng: np.random.Generator, reward_of, adapter=None) -> dict[str, np.ndarray]:
+    """Transitions of the (adapted) policy's own behaviour, rewarded by ``reward_of(actions)``."""
+    spec = policy.spec(HW)
+    obs = rng.normal(size=(n, spec.num_obs)).astype(np.float32)
+    with torch.no_grad():
+        dist = policy.distribution(HW, torch.from_numpy(obs), adapter)
+        actions = dist.sample()
+        logp = dist.log_prob(actions).sum(-1)
+    dones = np.zeros(n, np.float32)
+    dones[-1] = 1.0
+    return {"obs": obs, "critic_obs": rng.normal(size=(n + 1, spec.num_critic_obs)).astype(np.float32),
+            "actions": actions.numpy(), "log_probs": logp.numpy(), "rewards": reward_of(actions.numpy()),
+            "dones": dones, "time_outs": dones.copy()}
+
+
+def test_learner_moves_the_adapter_toward_reward_and_leaves_the_actor_bit_identical(policy):
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    learner = AdapterLearner(policy, HW, AdapterLearnerConfig(steps_per_update=512, critic_warmup_epochs=2))
+    rng = np.random.default_rng(0)
+    target = np.array([0.8, -0.8], np.float32)  # the unit rewards this constant action
+
+    def reward(a):
+        return -np.square(a - target).sum(1).astype(np.float32)
+
+    def mean_action():
+        with torch.no_grad():
+            return policy.action_mean(HW, torch.zeros(1, 12), learner.adapter)[0].numpy()
+
+    start = np.square(mean_action() - target).sum()
+    for _ in range(6):
+        while not learner.ready():
+            learner.add(_segment(learner.policy, 128, rng, reward, learner.adapter))
+        stats = learner.update()
+    assert np.isfinite(list(stats.values())).all()
+    assert np.square(mean_action() - target).sum() < 0.5 * start
+    for k, v in policy.state_dict().items():  # the caller's policy: nothing changed
+        assert torch.equal(v, before[k]), k
+    for p_learn, p_orig in zip(learner.policy.actor_parameters(HW), policy.actor_parameters(HW), strict=True):
+        assert torch.equal(p_learn, p_orig)  # the learner's copy of the actor: frozen
+
+
+def test_learner_refuses_malformed_segments(policy):
+    learner = AdapterLearner(policy, HW)
+    seg = _segment(policy, 16, np.random.default_rng(0), lambda a: np.zeros(len(a), np.float32))
+    with pytest.raises(ValueError, match="critic_obs"):
+        learner.add({**seg, "critic_obs": seg["critic_obs"][:-1]})
+    with pytest.raises(ValueError, match="NaN"):
+        learner.add({**seg, "rewards": np.full(16, np.nan, np.float32)})
+    with pytest.raises(ValueError, match="lacks"):
+        learner.add({k: v for k, v in seg.items() if k != "log_probs"})
+    assert learner.buffered_steps == 0
+
+
+def test_merged_actor_computes_the_adapted_actor(policy):
+    adapter = Adapter(policy, HW)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    obs = torch.randn(64, 12)
+    merged = MergedActor(policy, HW, adapter)
+    torch.testing.assert_close(merged(obs), policy.action_mean(HW, obs, adapter), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged.log_std, policy.log_std(HW, adapter))
+
+
+def test_adapter_file_round_trip_and_corruption_refused(policy, tmp_path):
+    adapter = Adapter(policy, HW)
+    with torch.no_grad():
+        adapter.head_bias.fill_(0.25)
+    path = save_adapter(tmp_path / "adapter.safetensors", adapter, version=3, trunk_version=9)
+    loaded, meta = load_adapter(path, policy, HW)
+    assert meta["version"] == "3" and meta["trunk_version"] == "9"
+    assert torch.equal(loaded.head_bias, adapter.head_bias)
+    with pytest.raises(AdapterFileError, match="arm7"):
+        load_adapter(path, policy, "arm7")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(AdapterFileError, match="corrupted"):
+        load_adapter(path, policy, HW)

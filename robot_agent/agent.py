@@ -149,7 +149,8 @@ class RobotAgent:
         self.spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
                            cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
         self.trainer = (AdapterTrainerProcess(self.checkpoint, self.profile.name, cfg.adapter,
-                                              self.state_dir / ADAPTER_FILE, adapter_version, trunk_version)
+                                              self.state_dir / ADAPTER_FILE, adapter_version, trunk_version,
+                                              seed=cfg.seed + adapter_version)
                         if cfg.adapter.enabled and cfg.adapter.learn else None)
         self.watcher = TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
@@ -260,6 +261,9 @@ class RobotAgent:
         if self.trainer is not None:
             self.trainer.stop(timeout=max(1.0, self.cfg.shutdown_timeout_s))
             self._collect_adapter_updates()
+            if self._pending_adapter is not None:  # the status reports the adapter a restart will load
+                self.runtime.swap_adapter(*self._pending_adapter)
+                self._pending_adapter = None
         self._write_status(final=True)
         self.logger.close()
 

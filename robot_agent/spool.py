@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from shared_policy.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"FLSP"
@@ -98,14 +100,6 @@ def _scan(path: Path) -> tuple[list[ChunkRef], int]:
         refs.append(ChunkRef(str(header["chunk_id"]), path, off, end - off, header))
         off = end
     return refs, off
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -194,7 +188,7 @@ class Spool:
             n = 1
         seg = self.dir / f"seg-{n:08d}.spool"
         seg.touch()
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self._chunks[seg] = []
         return seg
 

@@ -23,7 +23,7 @@ SEGMENT, TRUNK, STOP = "segment", "trunk", "stop"
 
 
 def _train_main(checkpoint: str, hardware: str, cfg: AdapterLearnerConfig, adapter_path: str, version: int,
-                trunk_version: int, inbox: Any, outbox: Any) -> None:
+                trunk_version: int, seed: int, inbox: Any, outbox: Any) -> None:
     import torch
 
     from shared_policy.adapter import load_adapter, save_adapter
@@ -31,6 +31,7 @@ def _train_main(checkpoint: str, hardware: str, cfg: AdapterLearnerConfig, adapt
     from shared_policy.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)  # one core for learning, the other stays with the control loop
+    torch.manual_seed(seed)
     policy, _ = load_checkpoint(checkpoint)
     adapter = load_adapter(adapter_path, policy, hardware)[0] if Path(adapter_path).is_file() else None
     learner = AdapterLearner(policy, hardware, cfg, adapter)
@@ -66,12 +67,13 @@ class AdapterTrainerProcess:
     """Owns the training process and its two queues."""
 
     def __init__(self, checkpoint: str | Path, hardware: str, cfg: AdapterLearnerConfig, adapter_path: str | Path,
-                 version: int, trunk_version: int):
+                 version: int, trunk_version: int, seed: int = 0):
         ctx = mp.get_context("spawn")  # no fork of a process with threads and torch state
         self.inbox, self.outbox = ctx.Queue(), ctx.Queue()
         self.process = ctx.Process(
             target=_train_main, name="adapter-trainer", daemon=True,
-            args=(str(checkpoint), hardware, cfg, str(adapter_path), version, trunk_version, self.inbox, self.outbox))
+            args=(str(checkpoint), hardware, cfg, str(adapter_path), version, trunk_version, seed, self.inbox,
+                  self.outbox))
         self.errors = 0
         self.submitted = 0  # segments sent
         self.consumed = 0  # segments the process has learned from (or refused)

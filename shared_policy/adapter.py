@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from shared_policy.config import AdapterConfig
+from shared_policy.durable import fsync_dir
 
 
 class LowRankDelta(nn.Module):
@@ -145,11 +146,7 @@ def save_adapter(path: str | Path, adapter: Adapter, version: int, trunk_version
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
     return path
 
 

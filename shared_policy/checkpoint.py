@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shared_policy.config import PolicyConfig
+from shared_policy.durable import fsync_dir
 from shared_policy.policy import FleetPolicy, HardwareSpec
 
 FORMAT_VERSION = 1
@@ -47,14 +48,6 @@ def sha256(path: Path) -> str:
 
 def _prefixed(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: str | Path, policy: FleetPolicy, trunk_version: int, config: dict[str, Any] | None = None,
@@ -107,7 +100,7 @@ def save_checkpoint(path: str | Path, policy: FleetPolicy, trunk_version: int, c
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
         tmp.rename(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -242,6 +242,9 @@ class RobotAgent:
                 self._between_episodes()
                 if self.stopping:
                     break
+                if self.safe.estop.poll():
+                    self._wait_while_estopped()
+                    continue
                 if not self._spool_has_room():
                     self._hold(1.0)
                     continue
@@ -324,6 +327,16 @@ class RobotAgent:
         self.refused_episodes += 1
         return False
 
+    def _wait_while_estopped(self) -> None:
+        """Keep the robot damped and record nothing until the e-stop is cleared (or a stop is asked)."""
+        log.error("e-stop engaged (%s): robot damped, no episodes until it is cleared", self.safe.estop.reason)
+        while self.safe.estop.poll() and not self.stopping:
+            self.driver.damp()
+            self._sleep(1.0 / self.profile.control_hz)
+            self._maybe_status()
+        if not self.safe.estop.engaged:
+            log.warning("e-stop cleared: resuming episodes")
+
     def _hold(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.stopping:
@@ -382,7 +395,8 @@ class RobotAgent:
             self.steps += 1
             terminated = bool(task.terminated(new_state, inputs)[0])
             time_out = ep_len >= task.max_episode_length and not terminated
-            aborted = self._abort.is_set() or (self._stop_at is not None and time.monotonic() > self._stop_at)
+            aborted = (self._abort.is_set() or self.safe.estop.engaged
+                       or (self._stop_at is not None and time.monotonic() > self._stop_at))
             done = terminated or time_out or aborted
             ep_return += float(rew[0])
             rec.add(obs=obs, critic_obs=critic, actions=action, log_probs=logp, rewards=float(rew[0]),
@@ -400,7 +414,8 @@ class RobotAgent:
                 break
         self.safe.disarm()
         if aborted and not (terminated or time_out):
-            log.warning("episode %d aborted after %d steps for shutdown: robot damped", self.episodes, ep_len)
+            why = "e-stop" if self.safe.estop.engaged else "shutdown"
+            log.warning("episode %d aborted after %d steps (%s): robot damped", self.episodes, ep_len, why)
         self.episodes += 1
         self.episode_returns.append(ep_return)
         self.logger.log({"episode/return": ep_return, "episode/length": ep_len}, step=self.steps)

@@ -125,3 +125,28 @@ def test_agent_continues_from_its_saved_adapter(agent_cfg):
     agent = _agent(agent_cfg)
     assert agent.runtime.adapter_version == 7
     assert float(agent.runtime.adapter.head_delta.up[0, 0].detach()) == pytest.approx(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_estop_holds_off_episodes_until_cleared(agent_cfg):
+    import threading
+    import time
+
+    agent_cfg.max_episodes = 1
+    agent = _agent(agent_cfg)
+    flag = Path(agent_cfg.state_dir) / "ESTOP"
+    flag.touch()
+    seen: list[int] = []
+
+    def operator():
+        time.sleep(1.0)
+        seen.append(agent.steps)
+        flag.unlink()
+        flag.with_name("ESTOP.clear").touch()
+
+    t = threading.Thread(target=operator)
+    t.start()
+    status = agent.run()
+    t.join()
+    assert seen == [0]  # nothing ran while the e-stop was engaged
+    assert status["episodes"] == 1 and status["steps"] == 100 and not status["estop"]

@@ -318,6 +318,7 @@ class RobotAgent:
     def _spool_has_room(self) -> bool:
         if self.cfg.spool.when_full == DROP_OLDEST:
             return True
+        self._writes.join()  # judge the room after the last episode's chunks are on disk
         steps = self.task.max_episode_length
         need = max(self._chunk_bytes, 1) * -(-steps // self.cfg.spool.chunk_steps)
         if self.spool.has_room(need):
@@ -435,8 +436,10 @@ class RobotAgent:
                 return
             header, arrays = item
             try:
+                before = self.spool.bytes
                 self.spool.append(header, arrays)
-                self._chunk_bytes = max(self._chunk_bytes, sum(a.nbytes for a in arrays.values()) + 512)
+                # the largest record so far, as written: what the next episode's room is judged by
+                self._chunk_bytes = max(self._chunk_bytes, self.spool.bytes - before)
             except SpoolFullError as exc:
                 self.lost_chunks += 1
                 log.error("%s: chunk of episode %d not stored", exc, header["episode"])

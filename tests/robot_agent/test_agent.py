@@ -150,3 +150,30 @@ def test_estop_holds_off_episodes_until_cleared(agent_cfg):
     t.join()
     assert seen == [0]  # nothing ran while the e-stop was engaged
     assert status["episodes"] == 1 and status["steps"] == 100 and not status["estop"]
+
+
+@pytest.mark.timeout(120)
+def test_full_spool_refuses_new_episodes_and_keeps_what_it_has(agent_cfg):
+    import threading
+
+    agent_cfg.max_episodes = 0
+    agent_cfg.spool.quota_mb = 0.05  # room for about two 100-step episodes of cart-pole chunks
+    agent = _agent(agent_cfg)
+    stopper = threading.Timer(3.0, agent.request_stop)
+    stopper.start()
+    status = agent.run()
+    stopper.cancel()
+    assert status["refused_episodes"] > 0 and status["lost_chunks"] == 0
+    assert 0 < status["spool_bytes"] <= 0.05 * 2**20
+    spool = Spool(Path(agent_cfg.state_dir) / "spool")
+    assert sum(spool.read(r).header["steps"] for r in spool.pending()) == status["steps"]
+
+
+@pytest.mark.timeout(120)
+def test_drop_oldest_spool_keeps_running_and_counts_drops(agent_cfg):
+    agent_cfg.max_episodes = 8
+    agent_cfg.spool.quota_mb = 0.05
+    agent_cfg.spool.segment_mb = 0.01
+    agent_cfg.spool.when_full = "drop_oldest"
+    status = _agent(agent_cfg).run()
+    assert status["episodes"] == 8 and status["spool_dropped"] > 0 and status["spool_bytes"] <= 0.05 * 2**20

@@ -102,7 +102,7 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("mean episode return")
     ax2 = ax.twinx()
     ax2.plot(mins, [p["success"] for p in curve], color="tab:orange", alpha=0.6, label="success")
-    ax2.set_ylabel("success (standing, tracking within 0.25 m/s at episode end)")
+    ax2.set_ylabel("success rate (episode end)")
     ax2.set_ylim(0, 1)
     ax.set_title(title)
     fig.tight_layout()

@@ -129,10 +129,10 @@ class MuJoCoStandInDriver(RobotDriver):
 
     def read_state(self) -> TimedState:
         """The latest reading: what the unit's (offset, noisy, biased) sensors report."""
-        with self._lock:
-            if self._reading is None:
-                raise DriverError("stand-in: read_state() before connect()")
-            return self._reading
+        reading = self._reading  # replaced whole each period: no lock, so the physics never blocks a reader
+        if reading is None:
+            raise DriverError("stand-in: read_state() before connect()")
+        return reading
 
     def send_command(self, command: np.ndarray) -> None:
         """Queue the command; without real time, advance one control period now."""
@@ -140,16 +140,15 @@ class MuJoCoStandInDriver(RobotDriver):
         if command.shape != self._neutral.shape:
             raise DriverError(f"stand-in {self.profile.name}: command shape {command.shape}, "
                               f"expected {self._neutral.shape}")
-        with self._lock:
-            self._command = command.copy()
-            self._damping = False
+        # plain reference assignments (atomic): the control thread never waits for a physics step
+        self._command = command.copy()
+        self._damping = False
         if not self.realtime:
             self._advance()
 
     def damp(self) -> None:
         """Zero stiffness, velocity damping only; persists until the next command."""
-        with self._lock:
-            self._damping = True
+        self._damping = True
         if not self.realtime:
             self._advance()
 

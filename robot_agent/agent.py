@@ -155,7 +155,7 @@ class RobotAgent:
         self.watcher = TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
         self.rng = np.random.default_rng(cfg.seed)
-        self.torch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.action_rng = np.random.default_rng(cfg.seed + 1)  # exploration noise, apart from the goals
         self.episodes = 0
         self.steps = 0
         self.episode_returns: deque[float] = deque(maxlen=1000)
@@ -353,6 +353,8 @@ class RobotAgent:
         return np.concatenate([obs, extra, np.zeros(PhysicsParams.NUM_PRIVILEGED, np.float32)])
 
     def _run_episode(self) -> None:
+        """One episode. Per tick k: read s_k -> reward and end of transition k-1 -> obs_k -> act -> safety ->
+        driver; recording and status come after the command is out."""
         task, rt, timing = self.task, self.runtime, self.timing
         period = timing.period
         realtime = bool(getattr(self.driver, "realtime", True))
@@ -361,58 +363,64 @@ class RobotAgent:
         self.safe.arm()
         inputs = task.make_inputs(1)
         task.sample_goals(self.rng, inputs, np.array([0]))
-        state = self.driver.read_state().state
-        obs = self.obs_layout.build(state, inputs)[0]
-        critic = self._critic_obs(obs, state, inputs)
         rec = EpisodeRecorder(self.cfg.spool.chunk_steps)
         ep_len, ep_return = 0, 0.0
         explore = self.cfg.adapter.explore and self.trainer is not None
         goal_period = task.goal_period_steps
+        prev: dict[str, Any] | None = None  # obs, critic obs, action, log-prob and versions of step k-1
+        terminated = time_out = aborted = False
         tick = time.monotonic()
         while True:
-            wake = time.monotonic()
-            t0 = time.perf_counter()
-            action, logp = rt.act(obs, explore, self.torch_gen)
-            t1 = time.perf_counter()
-            self.safe.send(self.action_map.to_command(action[None])[0], state)
-            sent = time.monotonic()
-            timing.inference.append(t1 - t0)
-            timing.compute.append(sent - wake)
-            timing.periods += 1
             if realtime:
-                timing.lag.append(max(0.0, wake - tick))
-                if sent > tick + period:
-                    timing.misses += 1
-                tick += period
-                if tick < time.monotonic():  # fell behind: re-anchor instead of bursting to catch up
-                    tick = time.monotonic()
                 self._sleep_until(tick)
+                woke = time.monotonic()
+                timing.lag.append(max(0.0, woke - tick))
+            else:
+                woke = time.monotonic()
             ts = self.driver.read_state()
-            new_state = ts.state
-            act2 = action[None]
-            rew, _ = task.reward(new_state, inputs, act2, inputs.last_action)
-            inputs.last_action = act2
-            ep_len += 1
-            self.steps += 1
-            terminated = bool(task.terminated(new_state, inputs)[0])
-            time_out = ep_len >= task.max_episode_length and not terminated
-            aborted = (self._abort.is_set() or self.safe.estop.engaged
-                       or (self._stop_at is not None and time.monotonic() > self._stop_at))
+            state = ts.state
+            if prev is not None:  # the transition k-1 -> k ends here
+                rew, _ = task.reward(state, inputs, prev["act2"], inputs.last_action)
+                inputs.last_action = prev["act2"]
+                ep_len += 1
+                self.steps += 1
+                terminated = bool(task.terminated(state, inputs)[0])
+                time_out = ep_len >= task.max_episode_length and not terminated
+                aborted = (self._abort.is_set() or self.safe.estop.engaged
+                           or (self._stop_at is not None and time.monotonic() > self._stop_at))
+                prev["reward"] = float(rew[0])
+                if goal_period and ep_len % goal_period == 0:
+                    task.sample_goals(self.rng, inputs, np.array([0]))
             done = terminated or time_out or aborted
-            ep_return += float(rew[0])
-            rec.add(obs=obs, critic_obs=critic, actions=action, log_probs=logp, rewards=float(rew[0]),
-                    dones=float(done), time_outs=float(time_out or (aborted and not terminated)),
-                    trunk_version=rt.trunk_version, adapter_version=rt.adapter_version, stamp=ts.stamp)
-            if goal_period and ep_len % goal_period == 0 and not done:
-                task.sample_goals(self.rng, inputs, np.array([0]))
-            state = new_state
             obs = self.obs_layout.build(state, inputs)[0]
+            if not done:
+                t0 = time.perf_counter()
+                action, logp = rt.act(obs, explore, self.action_rng)
+                t1 = time.perf_counter()
+                self.safe.send(self.action_map.to_command(action[None])[0], state)
+                sent = time.monotonic()
+                timing.inference.append(t1 - t0)
+                timing.compute.append(sent - woke)
+                timing.periods += 1
+                if realtime and sent > tick + period:
+                    timing.misses += 1
             critic = self._critic_obs(obs, state, inputs)
-            if done or len(rec) >= self.cfg.spool.chunk_steps:
-                self._emit(rec.cut(critic), episode_end=done)
-            self._maybe_status()
+            if prev is not None:
+                ep_return += prev["reward"]
+                rec.add(obs=prev["obs"], critic_obs=prev["critic"], actions=prev["act2"][0], log_probs=prev["logp"],
+                        rewards=prev["reward"], dones=float(done),
+                        time_outs=float(time_out or (aborted and not terminated)),
+                        trunk_version=prev["trunk"], adapter_version=prev["adapter"], stamp=ts.stamp)
+                if done or len(rec) >= self.cfg.spool.chunk_steps:
+                    self._emit(rec.cut(critic), episode_end=done)
             if done:
                 break
+            prev = {"obs": obs, "critic": critic, "act2": action[None], "logp": logp, "trunk": rt.trunk_version,
+                    "adapter": rt.adapter_version}
+            self._maybe_status()
+            tick += period
+            if realtime and tick < time.monotonic() - period:  # fell a period behind: re-anchor, no burst
+                tick = time.monotonic()
         self.safe.disarm()
         if aborted and not (terminated or time_out):
             why = "e-stop" if self.safe.estop.engaged else "shutdown"

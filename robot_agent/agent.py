@@ -387,7 +387,8 @@ class RobotAgent:
                 terminated = bool(task.terminated(state, inputs)[0])
                 time_out = ep_len >= task.max_episode_length and not terminated
                 aborted = (self._abort.is_set() or self.safe.estop.engaged
-                           or (self._stop_at is not None and time.monotonic() > self._stop_at))
+                           or (self._stop_at is not None and time.monotonic() > self._stop_at)
+                           or bool(self.cfg.max_steps and self.steps >= self.cfg.max_steps))
                 prev["reward"] = float(rew[0])
                 if goal_period and ep_len % goal_period == 0:
                     task.sample_goals(self.rng, inputs, np.array([0]))
@@ -423,7 +424,7 @@ class RobotAgent:
                 tick = time.monotonic()
         self.safe.disarm()
         if aborted and not (terminated or time_out):
-            why = "e-stop" if self.safe.estop.engaged else "shutdown"
+            why = "e-stop" if self.safe.estop.engaged else "step limit" if self._limits_reached() else "shutdown"
             log.warning("episode %d aborted after %d steps (%s): robot damped", self.episodes, ep_len, why)
         self.episodes += 1
         self.episode_returns.append(ep_return)

@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 
 from hardware.safety import SafetyConfig
 from hardware.tasks.config import register_task_schemas
-from shared_policy.adapter_learner import AdapterLearnerConfig
+from shared_policy.config import AdapterLearnerConfig
 
 
 @dataclass

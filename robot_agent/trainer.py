@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shared_policy.adapter_learner import AdapterLearnerConfig
+from shared_policy.config import AdapterLearnerConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,40 +9,19 @@ the physics parameters the critic saw in sim are unknown on a robot and enter as
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from shared_policy.adapter import Adapter
-from shared_policy.config import AdapterConfig
+from shared_policy.config import AdapterConfig, AdapterLearnerConfig
 from shared_policy.policy import FleetPolicy
-from shared_policy.ppo import gaussian_kl
+from shared_policy.ppo import adapt_learning_rate, gaussian_kl
 from shared_policy.storage import compute_gae
 
 # what one recorded segment of experience holds (arrays, leading dimension T; critic_obs has T + 1 rows)
 SEGMENT_KEYS = ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs")
-
-
-@dataclass
-class AdapterLearnerConfig:
-    """PPO settings for adapter learning on a robot (small data: more epochs, a gentle step)."""
-
-    rank: int = 4
-    alpha: float = 1.0
-    steps_per_update: int = 2000
-    epochs: int = 8
-    minibatches: int = 4
-    clip_param: float = 0.2
-    gamma: float = 0.99
-    lam: float = 0.95
-    learning_rate: float = 1e-3
-    critic_learning_rate: float = 1e-3
-    critic_warmup_epochs: int = 20  # fit the value function on the first batch before any policy step
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    desired_kl: float = 0.01
 
 
 class AdapterLearner:
@@ -113,8 +92,7 @@ class AdapterLearner:
                 loss = surrogate.mean() - cfg.entropy_coef * dist.entropy().sum(-1).mean()
                 with torch.no_grad():
                     kl = gaussian_kl(batch["mu"][idx], batch["sigma"][idx], dist.mean, dist.stddev).mean().item()
-                self.lr = min(max(self.lr / 1.5 if kl > 2 * cfg.desired_kl else
-                                  self.lr * 1.5 if kl < cfg.desired_kl / 2 else self.lr, 1e-5), 1e-2)
+                self.lr = adapt_learning_rate(self.lr, kl, cfg)
                 for g in self.actor_opt.param_groups:
                     g["lr"] = self.lr
                 self.actor_opt.zero_grad()

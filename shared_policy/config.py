@@ -46,3 +46,25 @@ class PPOConfig:
     lr_min: float = 1e-5
     lr_max: float = 1e-2
     use_clipped_value_loss: bool = True
+
+
+@dataclass
+class AdapterLearnerConfig:
+    """PPO settings for adapter learning on a robot (small data: more epochs, a gentle step)."""
+
+    rank: int = 4
+    alpha: float = 1.0
+    steps_per_update: int = 2000
+    epochs: int = 8
+    minibatches: int = 4
+    clip_param: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-3
+    critic_warmup_epochs: int = 20  # fit the value function on the first batch before any policy step
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    desired_kl: float = 0.01
+    lr_min: float = 1e-5
+    lr_max: float = 1e-2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shared_policy.config import PPOConfig
+from shared_policy.config import AdapterLearnerConfig, PPOConfig
 from shared_policy.policy import FleetPolicy
 from shared_policy.storage import RolloutStorage
 
@@ -16,7 +16,7 @@ def gaussian_kl(mu_old: torch.Tensor, sigma_old: torch.Tensor, mu: torch.Tensor,
                      - 0.5, dim=-1)
 
 
-def adapt_learning_rate(lr: float, kl: float, cfg: PPOConfig) -> float:
+def adapt_learning_rate(lr: float, kl: float, cfg: PPOConfig | AdapterLearnerConfig) -> float:
     """rsl_rl's KL-adaptive rule: / 1.5 above 2x the target KL, x 1.5 below half of it, within bounds."""
     if kl > 2.0 * cfg.desired_kl:
         return max(cfg.lr_min, lr / 1.5)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from shared_policy.adapter import Adapter, AdapterFileError, MergedActor, load_adapter, save_adapter
-from shared_policy.adapter_learner import AdapterLearner, AdapterLearnerConfig
+from shared_policy.adapter_learner import AdapterLearner
+from shared_policy.config import AdapterLearnerConfig
 
 HW = "arm2"
 

@@ -438,6 +438,8 @@ class RobotAgent:
 
     def _write_chunks(self) -> None:
         """Writer thread: spool first (durable), then the learner."""
+        # below the control thread's priority: encoding and fsync may wait, a control period may not
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             item = self._writes.get()
             if item is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def _train_main(checkpoint: str, hardware: str, cfg: AdapterLearnerConfig, adapt
     from shared_policy.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)  # one core for learning, the other stays with the control loop
+    os.nice(10)  # learning yields the CPU to the control loop whenever both want it
     torch.manual_seed(seed)
     policy, _ = load_checkpoint(checkpoint)
     adapter = load_adapter(adapter_path, policy, hardware)[0] if Path(adapter_path).is_file() else None

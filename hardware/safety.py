@@ -208,7 +208,10 @@ class SafeDriver:
         with self._lock:
             self._last_command = time.monotonic()
             self._tripped = False
-            if self.estop.poll():
+            # with the watchdog running, it polls the e-stop file every millisecond or so; a stat() per
+            # command would cost the control loop tens of microseconds for nothing
+            engaged = self.estop.engaged if self._watchdog is not None else self.estop.poll()
+            if engaged:
                 self.layer.counts[ESTOP] += 1
                 self.driver.damp()
                 return None

@@ -10,6 +10,7 @@ a disk, a network or a learner.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -379,8 +380,9 @@ class RobotAgent:
                 woke = time.monotonic()
             ts = self.driver.read_state()
             state = ts.state
-            if prev is not None:  # the transition k-1 -> k ends here
-                rew, _ = task.reward(state, inputs, prev["act2"], inputs.last_action)
+            reward_inputs = inputs
+            if prev is not None:  # the transition k-1 -> k ends here; its reward is computed after the command
+                prev["last_action"] = inputs.last_action
                 inputs.last_action = prev["act2"]
                 ep_len += 1
                 self.steps += 1
@@ -389,8 +391,8 @@ class RobotAgent:
                 aborted = (self._abort.is_set() or self.safe.estop.engaged
                            or (self._stop_at is not None and time.monotonic() > self._stop_at)
                            or bool(self.cfg.max_steps and self.steps >= self.cfg.max_steps))
-                prev["reward"] = float(rew[0])
                 if goal_period and ep_len % goal_period == 0:
+                    reward_inputs = copy.deepcopy(inputs)  # the reward still reads the goal of step k-1
                     task.sample_goals(self.rng, inputs, np.array([0]))
             done = terminated or time_out or aborted
             obs = self.obs_layout.build(state, inputs)[0]
@@ -407,9 +409,10 @@ class RobotAgent:
                     timing.misses += 1
             critic = self._critic_obs(obs, state, inputs)
             if prev is not None:
-                ep_return += prev["reward"]
+                rew, _ = task.reward(state, reward_inputs, prev["act2"], prev["last_action"])
+                ep_return += float(rew[0])
                 rec.add(obs=prev["obs"], critic_obs=prev["critic"], actions=prev["act2"][0], log_probs=prev["logp"],
-                        rewards=prev["reward"], dones=float(done),
+                        rewards=float(rew[0]), dones=float(done),
                         time_outs=float(time_out or (aborted and not terminated)),
                         trunk_version=prev["trunk"], adapter_version=prev["adapter"], stamp=ts.stamp)
                 if done or len(rec) >= self.cfg.spool.chunk_steps:

@@ -35,8 +35,10 @@ from hardware.safety import SafeDriver, SafetyConfig
 from hardware.state import RobotState, TaskInputs
 from hardware.tasks import TaskConfig, task_class
 from robot_agent.config import AgentConfig
+from robot_agent.recorder import EpisodeRecorder
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
 from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError
+from robot_agent.status import LoopTiming, status_line
 from robot_agent.trainer import AdapterTrainerProcess
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
 from shared_policy.checkpoint import CheckpointError
@@ -50,69 +52,6 @@ ADAPTER_FILE, STATUS_FILE, ESTOP_FILE, TRUNK_FILE = "adapter.safetensors", "stat
 
 class AgentStartupError(RuntimeError):
     """The agent refuses to start: a mismatched driver or policy, an unreadable checkpoint, a bad config."""
-
-
-class LoopTiming:
-    """Per-period timings of the control loop (the most recent 200,000 periods) and deadline misses."""
-
-    def __init__(self, period: float):
-        self.period = period
-        self.inference = deque(maxlen=200_000)  # s, policy forward pass
-        self.compute = deque(maxlen=200_000)  # s, wake-up to command sent
-        self.lag = deque(maxlen=200_000)  # s, wake-up after the scheduled tick (jitter)
-        self.periods = 0
-        self.misses = 0
-
-    def summary(self) -> dict[str, float]:
-        """Percentiles in milliseconds, rate and miss fraction."""
-        out: dict[str, float] = {"periods": self.periods, "deadline_misses": self.misses,
-                                 "miss_rate": self.misses / max(self.periods, 1)}
-        for name, q in (("inference", self.inference), ("compute", self.compute), ("jitter", self.lag)):
-            if q:
-                a = np.fromiter(q, dtype=np.float64) * 1e3
-                out.update({f"{name}_p50_ms": float(np.percentile(a, 50)), f"{name}_p99_ms": float(np.percentile(a, 99)),
-                            f"{name}_p999_ms": float(np.percentile(a, 99.9)), f"{name}_max_ms": float(a.max())})
-        return out
-
-
-class EpisodeRecorder:
-    """Collects one episode's transitions and cuts them into chunks of at most ``chunk_steps``."""
-
-    def __init__(self, chunk_steps: int):
-        self.chunk_steps = chunk_steps
-        self.rows: dict[str, list] = {}
-        self.clear()
-
-    def clear(self) -> None:
-        """Start an empty chunk."""
-        self.rows = {k: [] for k in ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs",
-                                     "trunk_version", "adapter_version", "stamp")}
-
-    def add(self, **row: Any) -> None:
-        """One transition."""
-        for k, v in row.items():
-            self.rows[k].append(v)
-
-    def __len__(self) -> int:
-        return len(self.rows["rewards"])
-
-    def cut(self, final_critic_obs: np.ndarray) -> dict[str, np.ndarray]:
-        """The arrays of the chunk so far (critic_obs gets the bootstrap row), then start a new one."""
-        r = self.rows
-        arrays = {
-            "obs": np.asarray(r["obs"], dtype=np.float32),
-            "critic_obs": np.asarray([*r["critic_obs"], final_critic_obs], dtype=np.float32),
-            "actions": np.asarray(r["actions"], dtype=np.float32),
-            "log_probs": np.asarray(r["log_probs"], dtype=np.float32),
-            "rewards": np.asarray(r["rewards"], dtype=np.float32),
-            "dones": np.asarray(r["dones"], dtype=np.float32),
-            "time_outs": np.asarray(r["time_outs"], dtype=np.float32),
-            "trunk_version": np.asarray(r["trunk_version"], dtype=np.int64),
-            "adapter_version": np.asarray(r["adapter_version"], dtype=np.int64),
-            "stamp": np.asarray(r["stamp"], dtype=np.float64),
-        }
-        self.clear()
-        return arrays
 
 
 class RobotAgent:
@@ -506,14 +445,3 @@ class RobotAgent:
         print(status_line(s), flush=True)
         self.logger.log({k: float(v) for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                         step=self.steps)
-
-
-def status_line(s: dict[str, Any]) -> str:
-    """One terminal line from a status dict."""
-    ret = s.get("mean_return_last_20")
-    safety = sum(s.get("safety", {}).values())
-    return (f"[agent {s['robot_id']}] {s['rate_hz']:.1f} Hz | misses {s['deadline_misses']} "
-            f"({100 * s['miss_rate']:.2f}%) | inference p99 {s.get('inference_p99_ms', float('nan')):.2f} ms | "
-            f"ep {s['episodes']} return {ret if ret is None else round(ret, 1)} | trunk v{s['trunk_version']} | "
-            f"adapter v{s['adapter_version']} ({s['adapter_updates']} updates) | spool {s['spool_depth']} chunks | "
-            f"safety {safety}{' | E-STOP' if s['estop'] else ''}")

@@ -62,7 +62,8 @@ def run_agent(cfg: DictConfig) -> int:
 
 def control_command(command: str, args: list[str]) -> int:
     """status / estop / clear-estop against a state directory."""
-    from robot_agent.agent import ESTOP_FILE, STATUS_FILE, status_line
+    from robot_agent.agent import ESTOP_FILE, STATUS_FILE
+    from robot_agent.status import status_line
 
     state_dir = Path(args[0] if args else "agent_state")
     if command == "status":

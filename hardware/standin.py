@@ -6,8 +6,10 @@ what a real unit adds: joint calibration offsets, sensor noise and bias, and jit
 period. Its physics runs through the same :class:`hardware.physics.MuJoCoBatchBackend` (a batch of
 one) as the simulator, so the stand-in differs from sim only by its parameters.
 
-``realtime=True``: a thread advances the physics one control period at a time on the wall clock,
-whether or not a command arrived (as a real robot does). ``realtime=False``: each
+``realtime=True``: the physics advances one control period at a time on the wall clock, whether or
+not a command arrived (as a real robot does), in its own process by default (``process=True``, see
+:mod:`hardware.standin_link`: a unit's physics must not compete with the agent for its interpreter
+lock, as real hardware does not) or in a thread of the caller. ``realtime=False``: each
 :meth:`send_command` advances one period at once, as fast as the CPU allows (tests, evaluation).
 The agent sees only :class:`TimedState`; the true parameters stay in :attr:`true_params`, for
 benchmarks to build an oracle from, never for the agent.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ from hardware.models import build_model
 from hardware.physics import MuJoCoBatchBackend
 from hardware.profile import ActuatorMode, HardwareProfile
 from hardware.randomization import RandomizationConfig, RandomizationError, sample_params
+from hardware.standin_link import StateLayout, UnitProcess, serve_unit, state_layout
 from hardware.state import RobotState
 
 
@@ -75,10 +79,12 @@ class MuJoCoStandInDriver(RobotDriver):
     """One simulated robot unit with its own reality gap, behind the driver protocol."""
 
     def __init__(self, profile: HardwareProfile, gap: RealityGapConfig | dict[str, Any] | None = None,
-                 seed: int = 0, realtime: bool = False):
+                 seed: int = 0, realtime: bool = False, process: bool = True):
         self.profile = profile
         self.gap = reality_gap(gap)
         self.realtime = realtime
+        self.process = process
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.robot = build_model(profile)
         self._backend = MuJoCoBatchBackend(self.robot, 1, nthread=1, randomized=self.gap.physics.randomized())
@@ -102,21 +108,49 @@ class MuJoCoStandInDriver(RobotDriver):
         self._lock = threading.RLock()
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
+        self._remote: UnitProcess | None = None
         self._reading: TimedState | None = None
-        self.periods = 0  # control periods the physics advanced
-        self.faults = 0  # physics divergences (the unit was re-homed)
+        self._periods = 0  # control periods the physics advanced
+        self._faults = 0  # physics divergences (the unit was re-homed)
+
+    @property
+    def periods(self) -> int:
+        """Control periods the unit's physics has advanced."""
+        return self._remote.counter("periods") if self._remote is not None else self._periods
+
+    @property
+    def faults(self) -> int:
+        """Physics divergences (each re-homed the unit)."""
+        return self._remote.counter("faults") if self._remote is not None else self._faults
 
     # -- protocol ------------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Home the unit; in real time, start its physics clock."""
+        """Home the unit; in real time, start its physics clock (in its own process by default)."""
+        if self.realtime and self.process:
+            if self._remote is None:
+                self._reading = self._read()  # only to lay out the shared reading
+                layout = state_layout(self._reading.state)
+                try:
+                    self._remote = UnitProcess(_unit_process_main, (self.profile, self.gap, self.seed), layout,
+                                               len(self._neutral))
+                except RuntimeError as exc:
+                    raise DriverError(f"stand-in {self.profile.name}: {exc}") from exc
+            return
         self.home()
         if self.realtime and self._thread is None:
             self._running.set()
-            self._thread = threading.Thread(target=self._clock, name="standin-physics", daemon=True)
+            self._thread = threading.Thread(target=self.run_clock, args=(self._running.is_set,),
+                                            name="standin-physics", daemon=True)
             self._thread.start()
 
     def home(self) -> None:
         """Default pose plus a little noise, zero velocity, commands pipeline flushed."""
+        if self._remote is not None:
+            try:
+                self._remote.home()
+            except RuntimeError as exc:
+                raise DriverError(f"stand-in {self.profile.name}: {exc}") from exc
+            return
         r, n = self.robot, self.gap.home_noise
         qpos = r.init_qpos.copy()
         qpos[r.joint_qpos_adr] += self.rng.uniform(-n, n, len(r.joint_qpos_adr))
@@ -129,6 +163,8 @@ class MuJoCoStandInDriver(RobotDriver):
 
     def read_state(self) -> TimedState:
         """The latest reading: what the unit's (offset, noisy, biased) sensors report."""
+        if self._remote is not None:
+            return TimedState(*self._remote.block.latest())
         reading = self._reading  # replaced whole each period: no lock, so the physics never blocks a reader
         if reading is None:
             raise DriverError("stand-in: read_state() before connect()")
@@ -140,40 +176,56 @@ class MuJoCoStandInDriver(RobotDriver):
         if command.shape != self._neutral.shape:
             raise DriverError(f"stand-in {self.profile.name}: command shape {command.shape}, "
                               f"expected {self._neutral.shape}")
-        # plain reference assignments (atomic): the control thread never waits for a physics step
-        self._command = command.copy()
-        self._damping = False
-        if not self.realtime:
-            self._advance()
+        self.apply(command, damping=False)
 
     def damp(self) -> None:
         """Zero stiffness, velocity damping only; persists until the next command."""
-        self._damping = True
+        self.apply(self._command, damping=True)
+
+    def apply(self, command: np.ndarray, damping: bool) -> None:
+        """Take a (checked) command or damping mode; without real time, advance one control period now."""
+        if self._remote is not None:
+            self._remote.command(command, damping)
+            self._command = command
+            return
+        # plain reference assignments (atomic): the control thread never waits for a physics step
+        self._command = command.copy()
+        self._damping = damping
         if not self.realtime:
             self._advance()
 
     @property
     def damping(self) -> bool:
         """Whether the unit is in damping mode."""
-        return self._damping
+        return self._remote.damping if self._remote is not None else self._damping
 
     def stop(self) -> None:
-        """Damp, stop the physics clock."""
+        """Damp, stop the physics clock (thread or process)."""
         self.damp()
         self._running.clear()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+        if self._remote is not None:
+            self._periods, self._faults = self.periods, self.faults
+            self._remote.stop()
+            self._remote = None
 
     # -- physics -------------------------------------------------------------------------------------
-    def _clock(self) -> None:
+    def run_clock(self, keep_going: Callable[[], bool], after_period: Callable[[], None] | None = None) -> None:
+        """Advance one control period per period of the wall clock while ``keep_going()`` (asked after
+        each wait, so that it may also hand in the newest command); ``after_period`` publishes."""
         next_t = time.monotonic()
-        while self._running.is_set():
+        while True:
             next_t += self._period
             delay = next_t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if not keep_going():
+                return
             self._advance()
+            if after_period is not None:
+                after_period()
 
     def _advance(self) -> None:
         """One control period: the command from ``latency`` periods ago, a jittered number of substeps."""
@@ -191,10 +243,10 @@ class MuJoCoStandInDriver(RobotDriver):
                 b.ctrl[0, ids] = self._to_true(applied)
                 b.step(n)
             if b.unstable()[0]:  # MuJoCo reset the diverged world: put the unit back home
-                self.faults += 1
+                self._faults += 1
                 self.home()
             self._sim_time += n * self._physics_dt
-            self.periods += 1
+            self._periods += 1
             self._reading = self._read()
 
     def _to_true(self, command: np.ndarray) -> np.ndarray:
@@ -230,3 +282,10 @@ class MuJoCoStandInDriver(RobotDriver):
             out.foot_contact = s.foot_contact.copy()
         stamp = time.monotonic() if self.realtime else self._sim_time
         return TimedState(stamp, out)
+
+
+def _unit_process_main(profile: HardwareProfile, gap: RealityGapConfig, seed: int, block_name: str,
+                       layout: StateLayout, num_actions: int, conn: Any) -> None:
+    """Child process: the same unit (same seed, so the same true physics) on its own wall clock."""
+    unit = MuJoCoStandInDriver(profile, gap, seed, realtime=True, process=False)
+    serve_unit(unit, block_name, layout, num_actions, conn)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +84,72 @@ def test_wrong_command_shape_is_refused():
     d.connect()
     with pytest.raises(DriverError, match="shape"):
         d.send_command(np.zeros(3))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_a_real_time_unit_runs_its_physics_in_its_own_process_and_follows_commands():
+    d = MuJoCoStandInDriver(load_profile("arm2_planar"), gap={"home_noise": 0.0}, realtime=True)
+    d.connect()
+    try:
+        child = d._remote.proc.pid
+        assert child != os.getpid() and _pid_alive(child)
+        t0 = d.read_state().stamp
+        for _ in range(40):
+            d.send_command(np.array([0.8, -0.5]))
+            time.sleep(d._period)
+        ts = d.read_state()
+        assert ts.stamp > t0 and abs(ts.stamp - time.monotonic()) < 0.5  # one monotonic clock for both
+        np.testing.assert_allclose(ts.state.joint_pos[0], [0.8, -0.5], atol=0.05)
+        assert d.periods >= 30 and not d.damping
+        d.damp()
+        assert d.damping
+        d.home()  # blocking: the home pose is what the next read shows
+        np.testing.assert_allclose(d.read_state().state.joint_pos[0], [0.0, 0.0], atol=1e-9)
+    finally:
+        d.stop()
+    assert not _pid_alive(child) or _zombie(child)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a zombie (exited, not yet reaped): as good as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(60)
+def test_unit_process_exits_when_its_owner_is_killed(tmp_path):
+    script = (
+        "import time\n"
+        "from hardware.profile import load_profile\n"
+        "from hardware.standin import MuJoCoStandInDriver\n"
+        "if __name__ == '__main__':\n"
+        "    d = MuJoCoStandInDriver(load_profile('cartpole'), realtime=True)\n"
+        "    d.connect()\n"
+        "    print(d._remote.proc.pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    path = tmp_path / "owner.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    owner = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        child = int(owner.stdout.readline())
+        assert _pid_alive(child)
+        owner.kill()
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _pid_alive(child) and not _zombie(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(child) or _zombie(child)
+    finally:
+        owner.kill()

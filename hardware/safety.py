@@ -4,7 +4,9 @@
 limits its rate of change, and replaces NaN/inf commands with a hold. :class:`SafeDriver` wraps a
 driver with that filter, a watchdog thread that puts the robot in damping mode when no fresh command
 arrives within ``watchdog_periods`` control periods, and an e-stop that latches until cleared. Every
-intervention is counted and logged (the first of each kind, then every 100th).
+intervention is counted and logged: the first of each kind at once, then at most one summary per kind
+every ``report_every_s``. Logging never runs between a tick and its command: the layer queues its
+notices and :meth:`SafeDriver.report` writes them once the command is out.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class SafetyLayer:
                          else np.full(len(joints), self.cfg.torque_rate))
         self.counts: Counter[str] = Counter()
         self._last: np.ndarray | None = None
+        # kind -> (message, count when last reported, time last reported); notices wait for report()
+        self._reported: dict[str, tuple[str, int, float]] = {}
+        self._pending: dict[str, str] = {}
+        self.report_every_s = 10.0
 
     def reset(self) -> None:
         """Forget the last command (a new episode starts from the home pose)."""
@@ -133,9 +139,25 @@ class SafetyLayer:
 
     def _count(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
-        n = self.counts[kind]
-        if n == 1 or n % 100 == 0:
-            log.warning("safety: %s (%s #%d)", message, kind, n)
+        self._pending[kind] = message
+
+    def report(self, now: float | None = None) -> None:
+        """Log queued interventions: a kind's first at once, then one summary per ``report_every_s``."""
+        if not self._pending:
+            return
+        now = time.monotonic() if now is None else now
+        for kind, message in list(self._pending.items()):
+            n = self.counts[kind]
+            last = self._reported.get(kind)
+            if last is None:
+                log.warning("safety: %s (%s #%d)", message, kind, n)
+            elif now - last[2] >= self.report_every_s:
+                log.warning("safety: %s (%s: %d more in the last %.0f s, %d in all)", message, kind, n - last[1],
+                            now - last[2], n)
+            else:
+                continue
+            self._reported[kind] = (message, n, now)
+            del self._pending[kind]
 
 
 class EStop:
@@ -202,6 +224,10 @@ class SafeDriver:
     def counts(self) -> Counter[str]:
         """Interventions so far, by kind."""
         return self.layer.counts
+
+    def report(self) -> None:
+        """Log the safety layer's queued notices (call it after the command is out, not before)."""
+        self.layer.report()
 
     def send(self, command: np.ndarray, state: RobotState) -> np.ndarray | None:
         """Filter and send ``command``; damping instead while the e-stop is engaged. Returns what was sent."""

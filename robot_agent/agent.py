@@ -37,6 +37,7 @@ from hardware.tasks import TaskConfig, task_class
 from robot_agent.config import AgentConfig
 from robot_agent.recorder import EpisodeRecorder
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
+from robot_agent.scheduling import NORMAL, enter_realtime, leave_realtime
 from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError
 from robot_agent.status import LoopTiming, status_line
 from robot_agent.trainer import AdapterTrainerProcess
@@ -110,6 +111,7 @@ class RobotAgent:
         self._abort = threading.Event()
         self._last_status = 0.0
         self._t_start = time.monotonic()
+        self.scheduling = NORMAL  # the control thread's scheduling policy, once run() starts
         self._chunk_bytes = 0
 
     # -- start-up checks -----------------------------------------------------------------------------
@@ -177,6 +179,8 @@ class RobotAgent:
             self.trainer.start()
         if self.watcher is not None:
             self.watcher.start()
+        # last, so that nothing started above inherits it
+        self.scheduling = enter_realtime(self.cfg.control_priority)
         try:
             while not self.stopping and not self._limits_reached():
                 self._between_episodes()
@@ -196,6 +200,7 @@ class RobotAgent:
     def shutdown(self) -> None:
         """Damp the robot, flush the spool, stop the learner and watchers, write the final status."""
         self.safe.stop()
+        leave_realtime()
         self._writes.put(None)
         if self._writer.is_alive():
             self._writer.join(timeout=30.0)
@@ -360,6 +365,7 @@ class RobotAgent:
                 break
             prev = {"obs": obs, "critic": critic, "act2": action[None], "logp": logp, "trunk": rt.trunk_version,
                     "adapter": rt.adapter_version}
+            self.safe.report()  # logging waits until the command is out
             self._maybe_status()
             tick += period
             if realtime and tick < time.monotonic() - period:  # fell a period behind: re-anchor, no burst
@@ -427,7 +433,7 @@ class RobotAgent:
             "spool_depth": self.spool.depth, "spool_bytes": self.spool.bytes, "spool_dropped": self.spool.dropped,
             "spool_refused_chunks": self.spool.refused, "lost_chunks": self.lost_chunks,
             "refused_episodes": self.refused_episodes,
-            "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged,
+            "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged, "scheduling": self.scheduling,
         }
 
     def _maybe_status(self) -> None:

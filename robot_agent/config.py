@@ -71,6 +71,9 @@ class AgentConfig:
     max_steps: int = 0  # 0 = no limit
     shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
     status_every_s: float = 10.0  # status line on the terminal and to W&B
+    # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
+    # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
+    control_priority: int = 0
     seed: int = 0
     hub_endpoint: str = "tcp://127.0.0.1:5555"  # used once the hub uplink lands
 
@@ -85,6 +88,7 @@ class AgentConfig:
             "adapter.learning_rate": self.adapter.learning_rate > 0,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,
+            "control_priority": 0 <= self.control_priority <= 99,
         }
         for key, ok in checks.items():
             if not ok:

@@ -136,3 +136,28 @@ def test_estop_by_call_and_clear_request_file(tmp_path):
     assert safe.send(np.zeros(2), driver.read_state().state) is None
     (tmp_path / "ESTOP.clear").touch()  # what `robot-agent clear-estop` writes
     assert safe.send(np.zeros(2), driver.read_state().state) is not None
+
+
+def test_interventions_are_logged_after_the_command_first_then_as_periodic_summaries(caplog):
+    layer = SafetyLayer(load_profile(ARM))
+    state = _state([0.0, 0.0])
+
+    def clamp(times):
+        for _ in range(times):
+            layer.reset()  # no rate limit: only the range clamp (and what follows from it) acts
+            layer.filter(np.array([10.0, 0.0]), state)
+
+    def lines():
+        return [r.getMessage() for r in caplog.records if POSITION_LIMIT in r.getMessage()]
+
+    with caplog.at_level("WARNING", logger="hardware.safety"):
+        clamp(50)
+        assert caplog.records == []  # nothing is written on the command path
+        layer.report(now=100.0)
+        assert len(lines()) == 1 and "#50" in lines()[0]
+        clamp(30)
+        layer.report(now=101.0)  # within report_every_s: no second line
+        assert len(lines()) == 1
+        layer.report(now=100.0 + layer.report_every_s)
+        assert len(lines()) == 2 and "30 more" in lines()[1] and "80 in all" in lines()[1]
+    assert layer.counts[POSITION_LIMIT] == 80

@@ -73,7 +73,8 @@ def run_ours(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
     torch.manual_seed(seed)
     env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed)
     tracker = ReturnTracker(env, threshold)
-    policy = PolicyConfig(latent_dim=64, trunk_hidden=[64], stem_hidden=[64], critic_hidden=[64])
+    # stem obs->64, trunk 64->64->64: three hidden layers of 64, as the peers' [64, 64, 64]
+    policy = PolicyConfig(latent_dim=64, trunk_hidden=[64], stem_hidden=[], critic_hidden=[64])
     runner = PretrainRunner([env], policy, PPOConfig(), Path(f"/tmp/train_speed/ours{seed}"), NullLogger(),
                             checkpoint_every=10**9, seed=seed)
     while tracker.reached_at is None and tracker.elapsed() < budget_s:

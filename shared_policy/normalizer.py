@@ -27,12 +27,12 @@ class RunningNormalizer(nn.Module):
         n = x.shape[0]
         if n == 0:
             return
-        batch_mean = x.mean(0)
-        batch_var = x.var(0, unbiased=False)
-        total = self.count + n
+        # called every env step: one fused reduction and Python scalars keep it to a handful of ops
+        batch_var, batch_mean = torch.var_mean(x, dim=0, unbiased=False)
+        count = float(self.count)
+        total = count + n
         delta = batch_mean - self.mean
-        self.mean += delta * (n / total).to(self.mean.dtype)
-        m2 = self.var * self.count.to(self.var.dtype) + batch_var * n + delta.pow(2) * (self.count * n / total).to(
-            self.var.dtype)
-        self.var.copy_(m2 / total.to(self.var.dtype))
-        self.count.copy_(total)
+        self.mean.add_(delta, alpha=n / total)
+        m2 = self.var * count + batch_var * n + delta.pow(2) * (count * n / total)
+        self.var.copy_(m2 / total)
+        self.count.fill_(total)

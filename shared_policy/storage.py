@@ -30,6 +30,8 @@ class RolloutStorage:
     """T steps x N worlds of one hardware type's transitions."""
 
     FIELDS = ("obs", "critic_obs", "actions", "log_probs", "values", "mu", "sigma", "rewards", "dones", "time_outs")
+    # what an update reads, gathered from one (T*N, columns) table: one index per minibatch, not nine
+    TRAIN_FIELDS = ("obs", "critic_obs", "actions", "log_probs", "values", "mu", "sigma", "advantages", "returns")
 
     def __init__(self, steps: int, num_envs: int, num_obs: int, num_critic_obs: int, num_actions: int,
                  device: torch.device | str = "cpu"):
@@ -41,6 +43,15 @@ class RolloutStorage:
         self.dones, self.time_outs = z(), z()
         self.advantages, self.returns = z(), z()
         self.step = 0
+        widths = {"obs": num_obs, "critic_obs": num_critic_obs, "actions": num_actions, "mu": num_actions,
+                  "sigma": num_actions}
+        self._columns: dict[str, slice | int] = {}
+        col = 0
+        for name in self.TRAIN_FIELDS:
+            w = widths.get(name)
+            self._columns[name] = col if w is None else slice(col, col + w)  # an int gives a (B,) column
+            col += 1 if w is None else w
+        self._table: torch.Tensor | None = None
 
     def add(self, **transition: torch.Tensor) -> None:
         """Record one step for every world."""
@@ -53,6 +64,7 @@ class RolloutStorage:
     def clear(self) -> None:
         """Start a new rollout."""
         self.step = 0
+        self._table = None
 
     def compute_returns(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
         """Fill advantages and returns, then normalise the advantages."""
@@ -60,10 +72,12 @@ class RolloutStorage:
                                                     last_values, gamma, lam)
         a = self.advantages
         self.advantages = (a - a.mean()) / (a.std() + 1e-8)
+        self._table = None
 
     def minibatch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Flattened transitions at indices ``idx`` into T*N."""
-        out = {name: getattr(self, name).flatten(0, 1)[idx] for name in self.FIELDS}
-        out["advantages"] = self.advantages.flatten()[idx]
-        out["returns"] = self.returns.flatten()[idx]
-        return out
+        """The update's fields of the transitions at indices ``idx`` into T*N."""
+        if self._table is None:
+            n = self.steps * self.num_envs
+            self._table = torch.cat([getattr(self, f).reshape(n, -1) for f in self.TRAIN_FIELDS], dim=1)
+        rows = self._table[idx]
+        return {name: rows[:, col] for name, col in self._columns.items()}

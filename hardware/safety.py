@@ -68,6 +68,11 @@ class SafetyLayer:
         period = 1.0 / profile.control_hz
         self.max_step = (self.cfg.pd_target_rate * self.max_vel * period if self.mode == ActuatorMode.pd
                          else np.full(len(joints), self.cfg.torque_rate))
+        self.has_gain = self.kp > 0
+        self._any_gain = bool(self.has_gain.any())
+        self._safe_kp = np.where(self.has_gain, self.kp, 1.0)
+        # every joint actuated (the usual case): a basic slice instead of a fancy-index copy per tick
+        self._joints = slice(None) if len(self._actuated) == len(profile.joints) else self._actuated
         self.counts: Counter[str] = Counter()
         self._last: np.ndarray | None = None
         # kind -> (message, count when last reported, time last reported); notices wait for report()
@@ -93,10 +98,12 @@ class SafetyLayer:
             cmd = self.hold(state)
             self._last = cmd
             return cmd
-        q, qd = state.joint_pos[0, self._actuated], state.joint_vel[0, self._actuated]
+        q, qd = state.joint_pos[0, self._joints], state.joint_vel[0, self._joints]
+        # per tick on the control thread: bare ufuncs (np.clip and np.array_equal cost several times more)
         if self._last is not None:
-            step = np.clip(cmd - self._last, -self.max_step, self.max_step)
-            if not np.array_equal(step, cmd - self._last):
+            delta = cmd - self._last
+            step = np.minimum(np.maximum(delta, -self.max_step), self.max_step)
+            if (step != delta).any():
                 self._count(RATE_LIMIT, "command rate limited")
                 cmd = self._last + step
         if self.mode == ActuatorMode.pd:
@@ -107,8 +114,8 @@ class SafetyLayer:
         return cmd
 
     def _limit_pd(self, cmd: np.ndarray, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
-        clipped = np.clip(cmd, self.low, self.high)
-        if not np.array_equal(clipped, cmd):
+        clipped = np.minimum(np.maximum(cmd, self.low), self.high)
+        if (clipped != cmd).any():
             self._count(POSITION_LIMIT, "position target clamped to the joint range")
         cmd = clipped
         over = np.abs(qd) > self.max_vel
@@ -116,14 +123,13 @@ class SafetyLayer:
         if pushing.any():  # over speed: no target further along the direction of motion
             self._count(VELOCITY_LIMIT, "joint over its velocity limit: target held at the joint")
             cmd = np.where(pushing, q, cmd)
-        has_gain = self.kp > 0
-        if has_gain.any():  # the torque the PD loop would apply, kept within the motor's limit
+        if self._any_gain:  # the torque the PD loop would apply, kept within the motor's limit
             tau = self.kp * (cmd - q) - self.kd * qd
-            tau_ok = np.clip(tau, -self.max_torque, self.max_torque)
-            fix = has_gain & (tau_ok != tau)
+            tau_ok = np.minimum(np.maximum(tau, -self.max_torque), self.max_torque)
+            fix = self.has_gain & (tau_ok != tau)
             if fix.any():
                 self._count(TORQUE_LIMIT, "position target pulled in to stay within the torque limit")
-                cmd = np.where(fix, q + (tau_ok + self.kd * qd) / np.where(has_gain, self.kp, 1.0), cmd)
+                cmd = np.where(fix, q + (tau_ok + self.kd * qd) / self._safe_kp, cmd)
         return cmd
 
     def _limit_torque(self, cmd: np.ndarray, qd: np.ndarray) -> np.ndarray:
@@ -278,13 +284,20 @@ class SafeDriver:
         limit = self.cfg.watchdog_periods * self.period
         # twice per period (at most every ms): a stale command is caught within 2.5 periods
         while not self._stop.wait(max(self.period / 2, 1e-3)):
+            # the file check and the staleness test run outside the lock: a watchdog descheduled while
+            # holding it would stall the control thread's next send for a whole scheduler slice
+            engaged_now = not self.estop.engaged and self.estop.poll()
+            if not engaged_now and not (self._stale(limit) and not self._tripped):
+                continue
             with self._lock:
-                engaged_now = not self.estop.engaged and self.estop.poll()
-                stale = self._armed and time.monotonic() - self._last_command > limit
-                if (stale and not self._tripped) or engaged_now:
-                    if stale and not self._tripped:
-                        self.layer.counts[WATCHDOG] += 1
-                        log.warning("safety: no command for %.1f ms: damping (watchdog #%d)",
-                                    1e3 * (time.monotonic() - self._last_command), self.layer.counts[WATCHDOG])
-                        self._tripped = True
+                stale = self._stale(limit)  # again under the lock: a command may have just arrived
+                if stale and not self._tripped:
+                    self.layer.counts[WATCHDOG] += 1
+                    log.warning("safety: no command for %.1f ms: damping (watchdog #%d)",
+                                1e3 * (time.monotonic() - self._last_command), self.layer.counts[WATCHDOG])
+                    self._tripped = True
+                if stale or engaged_now:
                     self.driver.damp()
+
+    def _stale(self, limit: float) -> bool:
+        return self._armed and time.monotonic() - self._last_command > limit

@@ -4,8 +4,9 @@ A real robot's hardware runs beside its computer, not inside the agent's Python 
 whose physics runs in a thread of the agent shares the agent's interpreter lock, so at 500 Hz it
 steals exactly the time a control loop cannot spare. :class:`UnitProcess` moves the unit's physics
 clock into a child process; the agent and the unit exchange only the latest reading and the latest
-command, each in a seqlock-protected slot of one shared-memory block (a reader never blocks the
-writer, and never sees a half-written slot).
+command, each in a double-buffered, sequence-checked slot of one shared-memory block: a reader
+never waits for the writer (a writer descheduled mid-copy leaves the previous value readable) and
+never sees a half-written value.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import numpy as np
 
 from hardware.state import RobotState
 
-# int64 header slots
-_READ_SEQ, _CMD_SEQ, _HOME_REQ, _HOME_DONE, _STOP, _PERIODS, _FAULTS = range(7)
-_HEADER = 8
+# int64 header: three words per slot (two buffer sequence numbers, the latest write), then counters
+_READ, _CMD = 0, 3
+_HOME_REQ, _HOME_DONE, _STOP, _PERIODS, _FAULTS = range(6, 11)
+_HEADER = 16
 StateLayout = list[tuple[str, tuple[int, ...]]]
 
 
@@ -35,26 +37,41 @@ def state_layout(state: RobotState) -> StateLayout:
 
 
 class _Slot:
-    """A float64 region guarded by a sequence counter: odd while the (single) writer is inside."""
+    """One value, double-buffered: write k goes to buffer k % 2, whose sequence word reads 2k-1 during
+    the copy and 2k after it; then ``latest`` becomes k. A reader copies buffer ``latest % 2`` and keeps
+    the copy if that buffer's word still says 2k. It never waits on the (single) writer: a write in
+    progress is always to the other buffer, unless the writer lapped the reader, and then it retries."""
 
-    def __init__(self, header: np.ndarray, seq: int, data: np.ndarray):
-        self.header, self.seq, self.data = header, seq, data
+    def __init__(self, header: np.ndarray, base: int, data: np.ndarray):
+        self.header, self.base = header, base
+        self.buffers = (data[0], data[1])
+
+    @property
+    def writes(self) -> int:
+        """How many values have been written."""
+        return int(self.header[self.base + 2])
 
     def write(self, values: np.ndarray) -> None:
-        self.header[self.seq] += 1
-        self.data[:] = values
-        self.header[self.seq] += 1
+        """Store the next value (one writer at a time)."""
+        h, b = self.header, self.base
+        k = int(h[b + 2]) + 1
+        i = k % 2
+        h[b + i] = 2 * k - 1
+        self.buffers[i][:] = values
+        h[b + i] = 2 * k
+        h[b + 2] = k
 
     def read(self) -> tuple[np.ndarray, int]:
-        """A consistent copy of the data and the sequence number it was written under."""
+        """A consistent copy of the latest value and its write number (0: nothing written yet)."""
+        h, b = self.header, self.base
         while True:
-            before = int(self.header[self.seq])
-            if before & 1:
-                time.sleep(0)  # the writer is mid-copy: it finishes within microseconds
+            k = int(h[b + 2])
+            i = k % 2
+            if int(h[b + i]) != 2 * k:  # lapped between reading ``latest`` and its buffer: look again
                 continue
-            out = self.data.copy()
-            if int(self.header[self.seq]) == before:
-                return out, before
+            out = self.buffers[i].copy()
+            if int(h[b + i]) == 2 * k:
+                return out, k
 
 
 class SharedUnitBlock:
@@ -71,8 +88,9 @@ class SharedUnitBlock:
             self._fields.append((n, slice(start, start + size), shape))
             start += size
         self.state_size = start - 1
-        # reading: stamp + state; command: damping flag + command
-        floats = 1 + self.state_size + 1 + num_actions
+        # reading: stamp + state; command: damping flag + command; two buffers each
+        reading, command = 1 + self.state_size, 1 + num_actions
+        floats = 2 * (reading + command)
         size = 8 * (_HEADER + floats)
         self.shm = SharedMemory(name=name, create=name is None, size=size)
         self.owner = name is None
@@ -81,8 +99,8 @@ class SharedUnitBlock:
         if self.owner:
             self.header[:] = 0
             body[:] = 0.0
-        self.reading = _Slot(self.header, _READ_SEQ, body[:1 + self.state_size])
-        self.command = _Slot(self.header, _CMD_SEQ, body[1 + self.state_size:])
+        self.reading = _Slot(self.header, _READ, body[:2 * reading].reshape(2, reading))
+        self.command = _Slot(self.header, _CMD, body[2 * reading:].reshape(2, command))
 
     @property
     def name(self) -> str:
@@ -201,7 +219,7 @@ def serve_unit(unit: Any, block_name: str, layout: StateLayout, num_actions: int
             unit.home()
             published()  # the home pose is readable before home() returns to the agent
             h[_HOME_DONE] = homes_done
-        if int(h[_CMD_SEQ]) != cmd_seq:
+        if block.command.writes != cmd_seq:
             cmd, cmd_seq = block.command.read()
             unit.apply(cmd[1:], damping=bool(cmd[0] > 0.5))
         return True

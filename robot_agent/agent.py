@@ -169,7 +169,7 @@ class RobotAgent:
         torch.set_num_threads(1)  # one small forward pass: threads only add wake-up latency
         # The control thread must get the GIL back within a fraction of a period from the spool writer and
         # the watchdog; CPython's default hand-over interval (5 ms) is longer than a 500 Hz period.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.1 / self.profile.control_hz))
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.05 / self.profile.control_hz))
         self.driver.connect()
         self.runtime.act(np.zeros(self.obs_layout.size, np.float32), False)  # warm up before the first deadline
         if getattr(self.driver, "realtime", True):  # a simulated clock has no wall-clock deadline to watch
@@ -386,8 +386,9 @@ class RobotAgent:
 
     def _write_chunks(self) -> None:
         """Writer thread: spool first (durable), then the learner."""
-        # below the control thread's priority: encoding and fsync may wait, a control period may not
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        # Not niced: this thread shares the control thread's GIL, and a low-priority GIL holder that gets
+        # descheduled mid-encode stalls the control thread behind it (priority inversion). It only runs
+        # while the control thread sleeps or waits, and fsync releases the GIL.
         while True:
             item = self._writes.get()
             if item is None:

@@ -1,12 +1,20 @@
 """Cart-pole swing-up: wall-clock time to a return threshold, ours vs rsl_rl vs Stable-Baselines3.
 
-All three train on the very same batched environment (ours directly, rsl-rl-lib's OnPolicyRunner through
-``RslRlVecEnv``, SB3's PPO through a VecEnv view of the Gymnasium adapter), so the env cost is equal and
-what differs is the learner. One tracker wraps the env's ``step`` and records every finished episode's
-return with its wall-clock time; the time to threshold is the first moment the mean of the last 256
-finished episodes reaches the threshold. Same PPO settings everywhere: 256 worlds x 24 steps per update,
-5 epochs, 4 minibatches, lr 1e-3 (KL-adaptive where the learner has it), entropy 0.01, gamma 0.99,
-lambda 0.95, clip 0.2, comparable MLP sizes.
+Every learner trains on our cartpole env with the same PPO settings, so what differs is the learner and
+how it meets the env:
+
+- ours: ``PretrainRunner`` on the batched env;
+- rsl_rl: rsl-rl-lib's ``OnPolicyRunner`` on the same batched env through ``RslRlVecEnv``;
+- sb3: Stable-Baselines3's PPO as its users run it on a Gymnasium env (the issue's peer): SB3's own
+  ``DummyVecEnv`` over 256 copies of our single-world Gymnasium view (``sim.gym_vector.GymEnv``);
+- sb3_batched: SB3's PPO on a VecEnv written for this benchmark over our whole batch
+  (``benchmarks/sb3_vec_env.py``), which no SB3 user has: it shows how much of SB3's time is its env path.
+
+One tracker wraps the env's ``step`` and records every finished episode's return with its wall-clock time;
+the time to threshold is the first moment the mean of the last 256 finished episodes reaches the
+threshold. Same PPO settings everywhere: 256 worlds x 24 steps per update, 5 epochs, 4 minibatches,
+lr 1e-3 (KL-adaptive where the learner has it), entropy 0.01, gamma 0.99, lambda 0.95, clip 0.2,
+comparable MLP sizes.
 
 Threshold: an episode is 500 steps (10 s) with reward <= 1 per step. A swing-up costs ~1.5-2 s of low
 reward before the pole is up; a policy that swings up and then balances centred scores ~400. 350 means
@@ -14,8 +22,9 @@ reward before the pole is up; a policy that swings up and then balances centred 
 
     python benchmarks/train_speed.py --seeds 3 --budget-min 8
 
-Last line, e.g. ``train_speed ratio_vs_rsl_rl=1.35 ratio_vs_sb3=4.2`` (time of peer / time of ours; a
-peer that misses the budget counts at the budget, so its ratio is a lower bound, marked with '>').
+Last line, e.g. ``train_speed ratio_vs_rsl_rl=1.35 ratio_vs_sb3=4.2 ratio_vs_sb3_batched=1.1`` (time of
+peer / time of ours; a peer that misses the budget counts at the budget, so its ratio is a lower bound,
+marked with '>').
 """
 
 from __future__ import annotations
@@ -37,7 +46,10 @@ TASK, HARDWARE, NUM_ENVS = "cartpole_swingup", "cartpole", 256
 
 
 class ReturnTracker:
-    """Wraps an env's step: remembers finished-episode returns and when the threshold was first met."""
+    """Wraps envs' step: remembers finished-episode returns and when the threshold was first met.
+
+    Several envs (SB3's DummyVecEnv over single-world views) share one tracker and one window.
+    """
 
     def __init__(self, env, threshold: float, window: int = 256):
         self.threshold, self.window = threshold, window
@@ -45,6 +57,11 @@ class ReturnTracker:
         self.t0 = time.perf_counter()
         self.reached_at: float | None = None
         self.curve: list[tuple[float, float]] = []
+        for e in env if isinstance(env, list) else [env]:
+            self._wrap(e)
+
+    def _wrap(self, env) -> None:
+        threshold = self.threshold
         inner = env.step
 
         def step(actions):
@@ -107,26 +124,48 @@ def run_rsl_rl(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
 
 
 def run_sb3(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from benchmarks.sb3_vec_env import SB3VecEnv
+    """SB3 on a VecEnv written for this benchmark over our whole batch (kinder to SB3 than its usual path)."""
+    from sb3_vec_env import SB3VecEnv  # beside this script
 
     env = sim.make_env(TASK, HARDWARE, NUM_ENVS, seed=seed, keep_final_obs=True)
     tracker = ReturnTracker(env, threshold)
+    _sb3_learn(_sb3_ppo(SB3VecEnv(env), seed), tracker, budget_s)
+    return tracker
+
+
+def _sb3_ppo(venv, seed: int):
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", venv, n_steps=24, batch_size=NUM_ENVS * 24 // 4, n_epochs=5,
+               learning_rate=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.95, clip_range=0.2, seed=seed,
+               policy_kwargs={"net_arch": [64, 64, 64]}, device="cpu", verbose=0)
+
+
+def _sb3_learn(model, tracker: ReturnTracker, budget_s: float) -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
 
     class Stop(BaseCallback):
         def _on_step(self) -> bool:
             return tracker.reached_at is None and tracker.elapsed() < budget_s
 
-    model = PPO("MlpPolicy", SB3VecEnv(env), n_steps=24, batch_size=NUM_ENVS * 24 // 4, n_epochs=5,
-                learning_rate=1e-3, ent_coef=0.01, gamma=0.99, gae_lambda=0.95, clip_range=0.2, seed=seed,
-                policy_kwargs={"net_arch": [64, 64, 64]}, device="cpu", verbose=0)
     model.learn(total_timesteps=10**10, callback=Stop())
+
+
+def run_sb3_gym(seed: int, threshold: float, budget_s: float) -> ReturnTracker:
+    """SB3 as its users run it on a Gymnasium env: its own DummyVecEnv over our single-world Gymnasium view."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sim.gym_vector import GymEnv
+
+    worlds = [sim.make_env(TASK, HARDWARE, 1, seed=seed * NUM_ENVS + i, nthread=1, keep_final_obs=True)
+              for i in range(NUM_ENVS)]
+    tracker = ReturnTracker(worlds, threshold)
+    venv = DummyVecEnv([lambda w=w: GymEnv(w) for w in worlds])
+    _sb3_learn(_sb3_ppo(venv, seed), tracker, budget_s)
     return tracker
 
 
-RUNNERS = {"ours": run_ours, "rsl_rl": run_rsl_rl, "sb3": run_sb3}
+RUNNERS = {"ours": run_ours, "rsl_rl": run_rsl_rl, "sb3": run_sb3_gym, "sb3_batched": run_sb3}
 
 
 def main() -> None:
@@ -160,7 +199,7 @@ def main() -> None:
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "threshold": args.threshold,
                                "budget_s": budget, "times": times, "missed": missed, "curves": curves}, indent=1))
     parts = []
-    for peer in ("rsl_rl", "sb3"):
+    for peer in ("rsl_rl", "sb3", "sb3_batched"):
         if peer in med and "ours" in med:
             bound = ">" if missed[peer] else ""
             parts.append(f"ratio_vs_{peer}={bound}{med[peer] / med['ours']:.2f}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.profile import HardwareProfile, ProfileError
-from hardware.state import RobotState, TaskInputs
+from hardware.state import RobotState, TaskInputs, as_slice
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,10 @@ class ProfileConstants:
 
     profile: HardwareProfile
     default_pos: np.ndarray  # (J,)
-    continuous: np.ndarray  # (J,) int indices of continuous joints
-    limited: np.ndarray  # (J,) int indices of the others
+    continuous: np.ndarray | slice  # indices of continuous joints (a slice where contiguous)
+    limited: np.ndarray | slice  # indices of the others
     limited_default: np.ndarray  # default_pos of the limited joints
+    num_continuous: int
 
     @classmethod
     def of(cls, p: HardwareProfile) -> ProfileConstants:
@@ -31,17 +32,23 @@ class ProfileConstants:
         cont = np.array([j.continuous for j in p.joints])
         default = np.array([j.default_pos for j in p.joints])
         lim = np.flatnonzero(~cont)
-        return cls(p, default, np.flatnonzero(cont), lim, default[lim])
+        return cls(p, default, as_slice(np.flatnonzero(cont)), as_slice(lim), default[lim], int(cont.sum()))
 
 
 @dataclass(frozen=True)
 class ObservationTerm:
-    """One named slice of the observation vector."""
+    """One named slice of the observation vector.
+
+    ``fill``, where a term has one, writes the same values as ``value`` straight into the output slice:
+    the batched env builds every world's observation at every step, and a temporary array per term
+    costs more than the arithmetic.
+    """
 
     name: str
     size: Callable[[HardwareProfile], int]
     value: Callable[[RobotState, TaskInputs, ProfileConstants], np.ndarray]
     doc: str
+    fill: Callable[[RobotState, TaskInputs, ProfileConstants, np.ndarray], None] | None = None
 
 
 def _need(x: np.ndarray | None, term: str) -> np.ndarray:
@@ -50,14 +57,23 @@ def _need(x: np.ndarray | None, term: str) -> np.ndarray:
     return x
 
 
-def _joint_pos_encoded(s: RobotState, _: TaskInputs, c: ProfileConstants) -> np.ndarray:
-    nl, nc = len(c.limited), len(c.continuous)
-    out = np.empty((s.batch_size, nl + 2 * nc))
-    np.subtract(s.joint_pos[:, c.limited], c.limited_default, out=out[:, :nl])
+def _fill_joint_pos_encoded(s: RobotState, _: TaskInputs, c: ProfileConstants, out: np.ndarray) -> None:
+    nc = c.num_continuous
+    nl = len(c.limited_default)
+    np.subtract(s.joint_pos[:, c.limited], c.limited_default, out=out[:, :nl], casting="same_kind")
     ang = s.joint_pos[:, c.continuous]
-    np.cos(ang, out=out[:, nl:nl + nc])
-    np.sin(ang, out=out[:, nl + nc:])
+    np.cos(ang, out=out[:, nl:nl + nc], casting="same_kind")
+    np.sin(ang, out=out[:, nl + nc:], casting="same_kind")
+
+
+def _joint_pos_encoded(s: RobotState, t: TaskInputs, c: ProfileConstants) -> np.ndarray:
+    out = np.empty((s.batch_size, len(c.limited_default) + 2 * c.num_continuous))
+    _fill_joint_pos_encoded(s, t, c, out)
     return out
+
+
+def _fill_joint_pos_rel(s: RobotState, _: TaskInputs, c: ProfileConstants, out: np.ndarray) -> None:
+    np.subtract(s.joint_pos, c.default_pos, out=out, casting="same_kind")
 
 
 def _ee_to_target(s: RobotState, t: TaskInputs, _: ProfileConstants) -> np.ndarray:
@@ -72,9 +88,11 @@ TERMS: dict[str, ObservationTerm] = {
     t.name: t
     for t in [
         ObservationTerm("joint_pos_rel", lambda p: p.num_joints,
-                        lambda s, t, c: s.joint_pos - c.default_pos, "joint positions minus the default pose"),
+                        lambda s, t, c: s.joint_pos - c.default_pos, "joint positions minus the default pose",
+                        _fill_joint_pos_rel),
         ObservationTerm("joint_pos_encoded", lambda p: p.num_joints + sum(j.continuous for j in p.joints),
-                        _joint_pos_encoded, "limited joints minus default; continuous joints as cos, sin"),
+                        _joint_pos_encoded, "limited joints minus default; continuous joints as cos, sin",
+                        _fill_joint_pos_encoded),
         ObservationTerm("joint_vel", lambda p: p.num_joints, lambda s, t, c: s.joint_vel, "joint velocities"),
         ObservationTerm("base_ang_vel", lambda p: 3, lambda s, t, c: _need(s.base_ang_vel, "base_ang_vel"),
                         "gyro, body frame"),
@@ -115,6 +133,7 @@ class ObservationLayout:
             self.slices[name] = slice(start, start + n)
             start += n
         self.size = start
+        self._resolved = [(TERMS[name], (slice(None), self.slices[name])) for name in self.terms]
 
     def signature(self) -> list[tuple[str, int]]:
         """(term, size) pairs: what a checkpoint manifest records and a robot checks against."""
@@ -124,8 +143,12 @@ class ObservationLayout:
         """Fill ``out`` (B, size) float32 with the observation; allocates when ``out`` is None."""
         if out is None:
             out = np.empty((state.batch_size, self.size), dtype=np.float32)
-        for name in self.terms:
-            out[:, self.slices[name]] = TERMS[name].value(state, inputs, self.constants)
+        c = self.constants
+        for term, where in self._resolved:
+            if term.fill is not None:
+                term.fill(state, inputs, c, out[where])
+            else:
+                out[where] = term.value(state, inputs, c)
         return out
 
     def noise_std(self, per_term: dict[str, float]) -> np.ndarray:

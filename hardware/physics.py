@@ -15,7 +15,7 @@ from mujoco import batch as mjbatch
 from hardware.models import RobotModel
 from hardware.profile import ActuatorMode
 from hardware.randomization import PhysicsParams
-from hardware.state import RobotState, quat_rotate_inverse
+from hardware.state import RobotState, as_slice, quat_rotate_inverse
 
 # randomised parameter -> the MjModel fields it writes
 _FIELDS_OF = {
@@ -54,16 +54,17 @@ class MuJoCoBatchBackend:
         self.sensordata = self.batch.bind("sensordata") if self.model.nsensordata else None
         self.site_xpos = self.batch.bind("site_xpos") if self.model.nsite else None
         self.actuator_force = self.batch.bind("actuator_force")
-        self._no_divergence = np.zeros(num_envs, dtype=bool)
-        self._no_divergence.flags.writeable = False
+        # what unstable() returns when no world diverged (the common case): callers may test identity
+        self.none_diverged = np.zeros(num_envs, dtype=bool)
+        self.none_diverged.flags.writeable = False
         # Only the model fields a randomised parameter touches get per-world copies: a shared field
         # keeps the batch on the model's own memory.
         table = _FIELDS_OF if robot.profile.actuator.mode == ActuatorMode.pd else _TORQUE_FIELDS_OF
         self.fields = sorted({f for p in randomized for f in table[p]})
         self._nominal = {name: getattr(self.model, name).copy() for name in self.fields}
         self._expanded = {name: self.batch.expand(name) for name in self.fields}
-        self._qidx = _as_slice(robot.joint_qpos_adr)
-        self._vidx = _as_slice(robot.joint_dof_adr)
+        self._qidx = as_slice(robot.joint_qpos_adr)
+        self._vidx = as_slice(robot.joint_dof_adr)
         self._arm_base = self.model.body("base").pos.copy() if robot.ee_site >= 0 else None
 
     def step(self, nsubsteps: int) -> None:
@@ -139,7 +140,7 @@ class MuJoCoBatchBackend:
         # (MuJoCo checks qpos/qvel/qacc for NaN, inf and huge values at every substep.)
         warn = self.batch.warning
         if not np.count_nonzero(warn):  # the common case, one pass over a small contiguous array
-            return self._no_divergence
+            return self.none_diverged
         bad = warn[:, _DIVERGENCE_WARNINGS, 1].any(axis=1)
         warn[bad] = 0
         return bad
@@ -153,10 +154,3 @@ class MuJoCoBatchBackend:
         data = self.batch.get_data(env_id)
         mujoco.mj_forward(model, data)
         return data
-
-
-def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
-    """A slice when the addresses are contiguous (views instead of gathers on the hot path)."""
-    if len(idx) and (np.diff(idx) == 1).all():
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx

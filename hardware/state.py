@@ -72,3 +72,10 @@ def projected_gravity(q: np.ndarray) -> np.ndarray:
     out[:, 1] = -2.0 * (y * z + w * x)
     out[:, 2] = -(1.0 - 2.0 * (x * x + y * y))
     return out
+
+
+def as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice when the indices are contiguous (views instead of gathers on the hot path), else ``idx``."""
+    if len(idx) and (np.diff(idx) == 1).all():
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx

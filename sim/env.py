@@ -61,18 +61,24 @@ class BatchedEnv:
         self._ep_return = np.zeros(n)
         self._obs = np.zeros((n, self.num_obs), dtype=np.float32)
         self._priv = np.zeros((n, self.num_privileged_obs), dtype=np.float32)
+        # Sensor noise is uniform with the configured std (half-width std * sqrt(3)), as legged_gym draws it:
+        # numpy's uniform generator is ~5x cheaper than its normal one, 190 us a step on the quadruped.
         self._noise_std = self.obs_layout.noise_std(self.cfg.obs_noise_std) * rand.obs_noise
+        self._noise_width = (2.0 * np.sqrt(3.0) * self._noise_std).astype(np.float32)
+        self._noise_low = (-0.5 * self._noise_width).astype(np.float32)
         self._has_noise = bool(rand.enabled and self._noise_std.any())
         self._params = sample_params(self.rng, rand, n)
         self._params_priv = self._params.privileged()
         self._max_latency = int(rand.latency_steps[1]) if rand.enabled else 0
         self._action_hist = np.zeros((self._max_latency + 1, n, a))
+        self._delay_rows = np.zeros((self._max_latency + 1, n), dtype=np.intp)
         self._hist_pos = 0
         self._push_every = int(round(rand.push_interval_s / self.dt)) if rand.enabled else 0
         self._push_dofs = robot.push_dofs
         act = robot.actuator_ids
         self._ctrl_all = bool(len(act) == robot.model.nu and (act == np.arange(robot.model.nu)).all())
         self._with_torque = "torques" in task.scales
+        self._can_fail = task.can_fail
         self.num_divergences = 0
         self._noise = np.zeros((self.num_envs, self.num_obs), dtype=np.float32)
         self._check_obs = True  # scan observations for NaN only when physics may have produced some
@@ -113,15 +119,23 @@ class BatchedEnv:
             self._push()
         self.backend.step(self.decimation)
         diverged = self.backend.unstable()
-        self._check_obs = bool(diverged.any())
+        self._check_obs = diverged is not self.backend.none_diverged
         self.state = state = self._read_state()
         self._ep_len += 1
         prev = self.inputs.last_action
         rew, terms = self.task.reward(state, self.inputs, act, prev)
         self.inputs.last_action = act.astype(np.float64)  # a copy: ``act`` may view the caller's tensor
-        terminated = self.task.terminated(state, self.inputs) | diverged
         time_out = self._ep_len >= self.max_episode_length
-        done = terminated | time_out
+        if self._can_fail:
+            terminated = self.task.terminated(state, self.inputs)
+            if self._check_obs:
+                terminated = terminated | diverged
+            done = terminated | time_out
+            time_outs = time_out & ~terminated
+        elif self._check_obs:
+            done, time_outs = diverged | time_out, time_out & ~diverged
+        else:  # a task that cannot fail and no diverged world: only the clock ends episodes
+            done, time_outs = time_out, time_out.copy()
         if self._check_obs:
             rew = np.where(diverged, 0.0, rew)
         self._ep_return += rew
@@ -142,9 +156,9 @@ class BatchedEnv:
             self._reset_ids(ids)
             self.state = self._read_state()
         self._compute_obs()
-        extras["time_outs"] = self._to_torch(time_out & ~terminated)
+        extras["time_outs"] = self._to_torch(time_outs)
         extras["observations"] = {"critic": self._to_torch(self._priv)}
-        extras["divergences"] = int(diverged.sum())
+        extras["divergences"] = int(diverged.sum()) if self._check_obs else 0
         self.extras = extras
         return self._to_torch(self._obs), self._to_torch(rew.astype(np.float32)), self._to_torch(done), extras
 
@@ -183,8 +197,8 @@ class BatchedEnv:
         h = self._max_latency + 1
         self._hist_pos = (self._hist_pos + 1) % h
         self._action_hist[self._hist_pos] = act
-        src = (self._hist_pos - self._params.latency_steps) % h
-        return self._action_hist[src, self._arange]
+        # rows of the flattened (h * N, A) history each world reads at this slot (kept by _reset_ids)
+        return self._action_hist.reshape(-1, self.num_actions).take(self._delay_rows[self._hist_pos], axis=0)
 
     def _push(self) -> None:
         due = np.flatnonzero((self._ep_len > 0) & (self._ep_len % self._push_every == 0))
@@ -208,11 +222,13 @@ class BatchedEnv:
         self._priv[:, n_obs + n_priv:] = self._params_priv
         if self._check_obs and not np.isfinite(self._priv).all():
             np.nan_to_num(self._priv, copy=False, nan=0.0, posinf=1e3, neginf=-1e3)
-        np.copyto(self._obs, self._priv[:, :n_obs])
-        if self._has_noise:
-            self.rng.standard_normal(dtype=np.float32, out=self._noise)
-            self._noise *= self._noise_std
-            self._obs += self._noise
+        if self._has_noise:  # obs = clean + low + width * U[0, 1)
+            np.add(self._priv[:, :n_obs], self._noise_low, out=self._obs)
+            noise = self.rng.random(dtype=np.float32, out=self._noise)
+            noise *= self._noise_width
+            self._obs += noise
+        else:
+            np.copyto(self._obs, self._priv[:, :n_obs])
 
     def _reset_ids(self, ids: np.ndarray) -> None:
         """Re-sample physics and goals of worlds ``ids`` and put them in a noisy default pose."""
@@ -238,6 +254,8 @@ class BatchedEnv:
         self.backend.ctrl[ids] = 0.0
         self.backend.ctrl[np.ix_(ids, r.actuator_ids)] = self.action_map.neutral(n)
         self._action_hist[:, ids] = 0.0
+        h = self._max_latency + 1
+        self._delay_rows[:, ids] = (np.arange(h)[:, None] - self._params.latency_steps[ids]) % h * self.num_envs + ids
         self.inputs.last_action[ids] = 0.0
         self.task.sample_goals(self.rng, self.inputs, ids)
         self._ep_len[ids] = 0

@@ -92,15 +92,24 @@ class Task(ABC):
 
     def reward(self, state: RobotState, inputs: TaskInputs, action: np.ndarray,
                prev_action: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Scaled total reward (B,) and the scaled terms."""
+        """Scaled total reward (B,) and the scaled terms; callers must not write into either."""
         terms = self.reward_terms_of(state, inputs, action, prev_action)
-        scaled = {name: self.scales[name] * value for name, value in terms.items() if self.scales[name]}
-        total = sum(scaled.values()) if scaled else np.zeros(state.batch_size)
-        return np.asarray(total, dtype=np.float64), scaled
+        scaled = {name: value if self.scales[name] == 1.0 else self.scales[name] * value
+                  for name, value in terms.items() if self.scales[name]}
+        if len(scaled) == 1:  # the total is the one term's array itself (read-only by contract)
+            return np.asarray(next(iter(scaled.values())), dtype=np.float64), scaled
+        if not scaled:
+            return np.zeros(state.batch_size), scaled
+        return np.asarray(sum(scaled.values()), dtype=np.float64), scaled
 
     def terminated(self, state: RobotState, inputs: TaskInputs) -> np.ndarray:
-        """(B,) bool: the episode ended by failure (not by time)."""
+        """(B,) bool: the episode ended by failure (not by time). Tasks that can fail override it."""
         return np.zeros(state.batch_size, dtype=bool)
+
+    @property
+    def can_fail(self) -> bool:
+        """Whether :meth:`terminated` can ever be true (an env skips it on every step when not)."""
+        return type(self).terminated is not Task.terminated
 
     def success(self, state: RobotState, inputs: TaskInputs) -> np.ndarray:
         """(B,) bool: whether the task counts as solved at this state (read at episode end)."""

@@ -189,3 +189,17 @@ def test_locomotion_commands_are_redrawn_each_period():
     for _ in range(5):
         env.step(torch.zeros(4, 12))
     assert not np.allclose(first, env.inputs.command)
+
+
+def test_observation_noise_has_the_configured_std_per_term():
+    # the critic's copy is noise-free, so policy obs minus critic obs is exactly the sensor noise
+    env = sim.make_env("cartpole_swingup", "cartpole", num_envs=512, seed=0)
+    noise = []
+    for a in random_actions(env, 20):
+        obs, _, _, extras = env.step(a)
+        noise.append((obs - extras["observations"]["critic"][:, :env.num_obs]).numpy())
+    noise = np.concatenate(noise)
+    want = env.obs_layout.noise_std(env.cfg.obs_noise_std)
+    assert want.any()
+    np.testing.assert_allclose(noise.std(axis=0), want, rtol=0.05)
+    np.testing.assert_allclose(noise.mean(axis=0), 0.0, atol=0.05 * want.max())

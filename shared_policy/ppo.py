@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from shared_policy.config import AdapterLearnerConfig, PPOConfig
 from shared_policy.policy import FleetPolicy
 from shared_policy.storage import RolloutStorage
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def gaussian_kl(mu_old: torch.Tensor, sigma_old: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -45,6 +49,7 @@ class PPO:
         self.policy, self.cfg, self.device = policy, cfg, device
         self.learning_rate = cfg.learning_rate
         self.optimizer = make_adam(policy.parameters(), cfg.learning_rate)
+        self._clip_groups = policy.parameter_groups()  # fixed for the policy's life: not rebuilt per minibatch
         self.storage = {
             hw: RolloutStorage(cfg.num_steps_per_env, n, s.num_obs, s.num_critic_obs, s.num_actions, device)
             for hw, n in num_envs.items() for s in [policy.spec(hw)]
@@ -56,11 +61,16 @@ class PPO:
     @torch.no_grad()
     def act(self, hardware: str, obs: torch.Tensor, critic_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Sample actions; returns them and the transition fields to record."""
-        dist = self.policy.distribution(hardware, obs)
-        actions = dist.sample()
-        return actions, {"obs": obs, "critic_obs": critic_obs, "actions": actions,
-                         "log_probs": dist.log_prob(actions).sum(-1), "values": self.policy.value(hardware, critic_obs),
-                         "mu": dist.mean, "sigma": dist.stddev}
+        # The Gaussian written out (a = mu + sigma * eps, log p = -eps^2 / 2 - log sigma - log sqrt(2 pi)):
+        # this runs every env step, where a torch.distributions object costs more than its arithmetic.
+        mu = self.policy.action_mean(hardware, obs)
+        log_std = self.policy.log_std(hardware)
+        sigma = log_std.exp().expand_as(mu)
+        eps = torch.randn_like(mu)
+        actions = torch.addcmul(mu, sigma, eps)
+        log_probs = eps.square().sum(-1).mul_(-0.5).sub_(log_std.sum() + _HALF_LOG_2PI * mu.shape[-1])
+        return actions, {"obs": obs, "critic_obs": critic_obs, "actions": actions, "log_probs": log_probs,
+                         "values": self.policy.value(hardware, critic_obs), "mu": mu, "sigma": sigma}
 
     def update(self) -> dict[str, float]:
         """Epochs x minibatches over all hardware types' rollouts; returns mean losses and KL."""
@@ -78,10 +88,14 @@ class PPO:
                     chunk = sizes[hw] // cfg.num_mini_batches
                     b = store.minibatch(perms[hw][m * chunk:(m + 1) * chunk])
                     weight = sizes[hw] / total
-                    dist = policy.distribution(hw, b["obs"])
-                    log_prob = dist.log_prob(b["actions"]).sum(-1)
+                    mu = policy.action_mean(hw, b["obs"])
+                    log_std = policy.log_std(hw)
+                    sigma = log_std.exp()
+                    # the diagonal Gaussian's log-density, written out as in act()
+                    z = (b["actions"] - mu) / sigma
+                    log_prob = z.square().sum(-1).mul(-0.5) - (log_std.sum() + _HALF_LOG_2PI * mu.shape[-1])
                     with torch.no_grad():
-                        kl_mean += weight * gaussian_kl(b["mu"], b["sigma"], dist.mean, dist.stddev).mean().item()
+                        kl_mean += weight * gaussian_kl(b["mu"], b["sigma"], mu, sigma).mean().item()
                     ratio = torch.exp(log_prob - b["log_probs"])
                     adv = b["advantages"]
                     surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
@@ -91,7 +105,7 @@ class PPO:
                         value_loss = torch.max((value - b["returns"]).pow(2), (clipped - b["returns"]).pow(2))
                     else:
                         value_loss = (value - b["returns"]).pow(2)
-                    entropy = dist.entropy().sum(-1).mean()
+                    entropy = (log_std + 0.5 + _HALF_LOG_2PI).sum()  # a state-independent std: the same everywhere
                     hw_loss = surrogate.mean() + cfg.value_loss_coef * value_loss.mean() - cfg.entropy_coef * entropy
                     loss = loss + weight * hw_loss
                     stats["loss/policy"] += weight * surrogate.mean().item()
@@ -108,7 +122,7 @@ class PPO:
                     self.grad_hook(policy)
                 # actor and critic clipped apart (as rsl_rl does): a large value gradient must not
                 # shrink the policy's step by a factor that changes every minibatch
-                for group in policy.parameter_groups():
+                for group in self._clip_groups:
                     nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
                 self.optimizer.step()
                 stats["kl"] += kl_mean

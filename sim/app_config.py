@@ -61,6 +61,7 @@ class TrainConfig(SimAppConfig):
     checkpoint_every: int = 50
     resume: str = ""  # a checkpoint directory to continue from
     output_dir: str = "outputs/train"
+    rollout_threads: int = 1  # torch threads while collecting on CPU (0: leave torch's setting)
 
 
 @dataclass

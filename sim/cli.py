@@ -127,7 +127,7 @@ def run_train(cfg: DictConfig) -> Path:
         assert isinstance(policy_cfg, PolicyConfig) and isinstance(ppo_cfg, PPOConfig)
         runner = PretrainRunner(envs, policy_cfg, ppo_cfg, cfg.output_dir, logger, config=plain, ctx=ctx,
                                 checkpoint_every=cfg.checkpoint_every, seed=cfg.sim.seed,
-                                video_every=cfg.logger.video_every)
+                                video_every=cfg.logger.video_every, rollout_threads=cfg.rollout_threads)
         if cfg.resume:
             runner.resume(cfg.resume)
             print(f"[train] resumed from {cfg.resume} at iteration {runner.iteration}", flush=True)

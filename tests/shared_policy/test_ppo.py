@@ -78,3 +78,16 @@ def test_ppo_learns_a_one_step_bandit_for_two_hardware_types(policy):
     after = error()
     for hw in targets:
         assert after[hw] < 0.3 * before[hw], (hw, before, after)
+
+
+def test_act_records_the_log_prob_and_moments_of_the_policys_gaussian(policy):
+    with torch.no_grad():
+        policy.heads["arm7"].log_std.copy_(torch.linspace(-1.0, 0.5, 7))
+    ppo = PPO(policy, PPOConfig(), {"arm7": 32})
+    obs = torch.randn(32, policy.spec("arm7").num_obs)
+    a, tr = ppo.act("arm7", obs, torch.randn(32, policy.spec("arm7").num_critic_obs))
+    dist = policy.distribution("arm7", obs)
+    assert torch.allclose(tr["log_probs"], dist.log_prob(a).sum(-1), atol=1e-5)
+    assert torch.allclose(tr["mu"], dist.mean) and torch.allclose(tr["sigma"], dist.stddev)
+    z = ((a - dist.mean) / dist.stddev).flatten()  # the samples really come from that Gaussian
+    assert abs(z.mean().item()) < 0.2 and abs(z.std().item() - 1.0) < 0.15

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware.profile import Family
+from hardware.profile import Family, HardwareProfile
 from hardware.state import RobotState, TaskInputs
 from hardware.tasks.base import Task, TaskConfig, TaskConfigError
 
@@ -29,7 +29,7 @@ class CartpoleTask(Task):
     reward_terms = ("smooth",)
     cfg: CartpoleConfig
 
-    def __init__(self, cfg: CartpoleConfig, profile):
+    def __init__(self, cfg: CartpoleConfig, profile: HardwareProfile):
         super().__init__(cfg, profile)
         # tolerance_gaussian(v, m) = exp(k v^2) with k = ln(0.1) / m^2
         self._k_centered = np.log(0.1) / cfg.centered_margin ** 2

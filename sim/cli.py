@@ -115,10 +115,10 @@ def run_train(cfg: DictConfig) -> Path:
     from shared_policy.tracking import NullLogger
     from sim.pretrain import DistributedContext, PretrainRunner
 
-    ctx = DistributedContext()
+    ctx = DistributedContext(cfg.sim.device)
     try:
-        # each rank steps its own worlds: different seeds, same policy
-        rank_cfg = OmegaConf.merge(cfg, {"sim": {"seed": cfg.sim.seed + 1000 * ctx.rank}})
+        # each rank steps its own worlds: different seeds, same policy; on CUDA, each on its own GPU
+        rank_cfg = OmegaConf.merge(cfg, {"sim": {"seed": cfg.sim.seed + 1000 * ctx.rank, "device": str(ctx.device)}})
         envs = envs_from_config(rank_cfg)
         plain = OmegaConf.to_container(cfg, resolve=True)
         logger = open_logger(cfg.logger, job="train", config=plain) if ctx.is_main else NullLogger()
@@ -159,7 +159,8 @@ def run_eval(cfg: DictConfig) -> None:
     if not cfg.checkpoint:
         raise ValueError("checkpoint: set checkpoint=<checkpoint directory>")
     for env in envs_from_config(cfg):
-        policy, manifest = load_checkpoint(cfg.checkpoint, expected={env.profile.name: hardware_spec(env)})
+        policy, manifest = load_checkpoint(cfg.checkpoint, expected={env.profile.name: hardware_spec(env)},
+                                           device=str(env.device))
         result = evaluate(policy, env, cfg.episodes)
         print(f"[eval] {cfg.task.name} on {env.profile.name} (trunk v{manifest['trunk_version']}): "
               f"{result.summary()}", flush=True)

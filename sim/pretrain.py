@@ -35,14 +35,23 @@ def hardware_spec(env: BatchedEnv) -> HardwareSpec:
 
 
 class DistributedContext:
-    """Rank and world size under torchrun (WORLD_SIZE > 1), else a single process."""
+    """Rank and world size under torchrun (WORLD_SIZE > 1), else a single process.
 
-    def __init__(self) -> None:
+    ``device`` is where training runs: ranks training on CUDA talk through NCCL, each on the GPU of its
+    LOCAL_RANK; ranks on CPU through gloo (also on a machine that has GPUs).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = self.world_size > 1
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.enabled and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
 
     @property
     def is_main(self) -> bool:
@@ -87,7 +96,7 @@ class DistributedContext:
         """The mean of a scalar over ranks."""
         if not self.enabled:
             return x
-        t = torch.tensor([x], dtype=torch.float64)
+        t = torch.tensor([x], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
@@ -116,13 +125,17 @@ class PretrainRunner:
                  rollout_threads: int = 1):
         if rollout_threads < 0:
             raise ValueError(f"rollout_threads must be >= 0 (0: leave torch's setting), got {rollout_threads}")
+        devices = {e.device for e in envs}
+        if len(devices) != 1:
+            raise ValueError(f"the envs of one run must share a device, got {sorted(map(str, devices))}")
+        self.device = devices.pop()  # the policy, its rollouts and its update live where the envs' tensors do
         self.envs = {e.profile.name: e for e in envs}
         self.rollout_threads = rollout_threads
-        self.ctx = ctx or DistributedContext()
+        self.ctx = ctx or DistributedContext(self.device)
         torch.manual_seed(seed + self.ctx.rank)
-        self.policy = FleetPolicy(policy_cfg, {n: hardware_spec(e) for n, e in self.envs.items()})
+        self.policy = FleetPolicy(policy_cfg, {n: hardware_spec(e) for n, e in self.envs.items()}).to(self.device)
         self.ctx.broadcast_parameters(self.policy)
-        self.ppo = PPO(self.policy, ppo_cfg, {n: e.num_envs for n, e in self.envs.items()},
+        self.ppo = PPO(self.policy, ppo_cfg, {n: e.num_envs for n, e in self.envs.items()}, device=self.device,
                        grad_hook=self.ctx.average_gradients, mean_over_ranks=self.ctx.mean)
         self.output_dir = Path(output_dir)
         self.logger, self.config = logger, config or {}
@@ -173,7 +186,7 @@ class PretrainRunner:
         # thread costs more in wake-ups than it saves (22% of the cart-pole rollout); the update's
         # minibatches keep every thread.
         threads = torch.get_num_threads()
-        if self.rollout_threads > 0 and next(self.policy.parameters()).device.type == "cpu":
+        if self.rollout_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(min(self.rollout_threads, threads))
         try:
             self._collect()
@@ -240,7 +253,7 @@ class PretrainRunner:
 
         for name, env in self.envs.items():
             if name not in self._video_envs:
-                self._video_envs[name] = BatchedEnv(env.task, env.robot, 1, seed=env.seed + 999)
+                self._video_envs[name] = BatchedEnv(env.task, env.robot, 1, seed=env.seed + 999, device=str(env.device))
             venv = self._video_envs[name]
             try:
                 frames = record_rollout(venv, lambda obs, n=name: self.policy.action_mean(n, obs),
@@ -265,7 +278,8 @@ class PretrainRunner:
         for name in self.envs:
             # every rank reduces the same tensors every iteration, with or without finished episodes
             local = torch.tensor([sum(self._ep_returns[name]), sum(self._ep_success[name]),
-                                  sum(self._ep_lengths[name]), len(self._ep_returns[name])], dtype=torch.float64)
+                                  sum(self._ep_lengths[name]), len(self._ep_returns[name])], dtype=torch.float64,
+                                 device=self.ctx.device)
             total = self.ctx.sum(local)
             if total[3] > 0:
                 m[f"{name}/return"] = float(total[0] / total[3])

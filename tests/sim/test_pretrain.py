@@ -127,3 +127,14 @@ def test_rollout_videos_reach_an_offline_wandb_run(tmp_path, monkeypatch):
     from PIL import Image
 
     assert Image.open(gifs[0]).n_frames == 12
+
+
+def test_policy_and_rollout_storage_live_on_the_envs_device_and_mixed_devices_are_refused(tmp_path):
+    env = sim.make_env("cartpole_swingup", "cartpole", 8, seed=0)
+    r = runner(tmp_path, [env])
+    assert r.device == env.device
+    assert {p.device for p in r.policy.parameters()} == {env.device}
+    assert r.ppo.storage["cartpole"].obs.device == env.device
+    other = sim.make_env("cartpole_swingup", "cartpole_long", 8, seed=0, device="cpu:0")
+    with pytest.raises(ValueError, match="share a device"):
+        runner(tmp_path / "mixed", [env, other])

@@ -14,6 +14,15 @@ from shared_policy.storage import RolloutStorage
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def standard_log_prob(z: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log-density (B,) of a diagonal Gaussian at the point whose standardised offset is ``z`` (B, A).
+
+    Written out because it runs every env step and every minibatch, where a ``torch.distributions``
+    object costs more than its arithmetic.
+    """
+    return z.square().sum(-1).mul(-0.5) - (log_std.sum() + _HALF_LOG_2PI * z.shape[-1])
+
+
 def gaussian_kl(mu_old: torch.Tensor, sigma_old: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """KL(old || new) of diagonal Gaussians, summed over actions: (B,)."""
     return torch.sum(torch.log(sigma / sigma_old) + (sigma_old.pow(2) + (mu_old - mu).pow(2)) / (2 * sigma.pow(2))
@@ -61,14 +70,12 @@ class PPO:
     @torch.no_grad()
     def act(self, hardware: str, obs: torch.Tensor, critic_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Sample actions; returns them and the transition fields to record."""
-        # The Gaussian written out (a = mu + sigma * eps, log p = -eps^2 / 2 - log sigma - log sqrt(2 pi)):
-        # this runs every env step, where a torch.distributions object costs more than its arithmetic.
         mu = self.policy.action_mean(hardware, obs)
         log_std = self.policy.log_std(hardware)
         sigma = log_std.exp().expand_as(mu)
         eps = torch.randn_like(mu)
         actions = torch.addcmul(mu, sigma, eps)
-        log_probs = eps.square().sum(-1).mul_(-0.5).sub_(log_std.sum() + _HALF_LOG_2PI * mu.shape[-1])
+        log_probs = standard_log_prob(eps, log_std)  # a = mu + sigma * eps: eps is its standardised offset
         return actions, {"obs": obs, "critic_obs": critic_obs, "actions": actions, "log_probs": log_probs,
                          "values": self.policy.value(hardware, critic_obs), "mu": mu, "sigma": sigma}
 
@@ -91,9 +98,7 @@ class PPO:
                     mu = policy.action_mean(hw, b["obs"])
                     log_std = policy.log_std(hw)
                     sigma = log_std.exp()
-                    # the diagonal Gaussian's log-density, written out as in act()
-                    z = (b["actions"] - mu) / sigma
-                    log_prob = z.square().sum(-1).mul(-0.5) - (log_std.sum() + _HALF_LOG_2PI * mu.shape[-1])
+                    log_prob = standard_log_prob((b["actions"] - mu) / sigma, log_std)
                     with torch.no_grad():
                         kl_mean += weight * gaussian_kl(b["mu"], b["sigma"], mu, sigma).mean().item()
                     ratio = torch.exp(log_prob - b["log_probs"])

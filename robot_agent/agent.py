@@ -219,6 +219,8 @@ class RobotAgent:
         if self.watcher is not None:
             self.watcher.stop()
         if self.trainer is not None:
+            if self.cfg.adapter.wait_for_learner and self.trainer.alive:
+                self._wait_for_learner()  # a simulated clock's last steps count too, however loaded the machine
             self.trainer.stop(timeout=max(1.0, self.cfg.shutdown_timeout_s))
             self._collect_adapter_updates()
             if self._pending_adapter is not None:  # the status reports the adapter a restart will load

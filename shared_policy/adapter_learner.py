@@ -1,7 +1,7 @@
 """The on-robot learner: PPO on one unit's adapter, with the trunk, stem and head frozen.
 
-It learns from the unit's own transitions as the robot agent recorded them (behaviour log-probs
-included, so data from a slightly older adapter is corrected by the clipped importance ratio). The
+It learns from the unit's own transitions as the robot agent recorded them, behaviour log-probs
+included: steps that an older adapter took are weighted by their truncated importance ratio. The
 value function is this learner's own copy of the pretrained critic, fine-tuned on the unit's returns;
 the physics parameters the critic saw in sim are unknown on a robot and enter as zeros (nominal).
 """
@@ -86,8 +86,8 @@ class AdapterLearner:
                 idx = perm[m * size:(m + 1) * size]
                 dist = pol.distribution(hw, batch["obs"][idx], self.adapter)
                 logp = dist.log_prob(batch["actions"][idx]).sum(-1)
-                ratio = torch.exp(logp - batch["log_probs"][idx])
-                adv = batch["advantages"][idx]
+                ratio = torch.exp(logp - batch["prox_log_probs"][idx])
+                adv = batch["advantages"][idx] * batch["weights"][idx]
                 surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
                 loss = surrogate.mean() - cfg.entropy_coef * dist.entropy().sum(-1).mean()
                 with torch.no_grad():
@@ -106,7 +106,8 @@ class AdapterLearner:
         self.segments.clear()
         self.updates += 1
         out = {k: (v / steps if k != "loss/value" else v) for k, v in stats.items()}
-        return {**out, "learning_rate": self.lr, "steps": float(n)}
+        return {**out, "learning_rate": self.lr, "steps": float(n),
+                "behaviour_weight": float(batch["weights"].mean())}
 
     def _critic_epoch(self, batch: dict[str, torch.Tensor]) -> float:
         n, hw = len(batch["rewards"]), self.hardware
@@ -144,4 +145,10 @@ class AdapterLearner:
         batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
         dist = pol.distribution(hw, batch["obs"], self.adapter)
         batch["mu"], batch["sigma"] = dist.mean, dist.stddev
+        # Decoupled PPO (Hilton et al. 2021): the ratio is clipped around the adapter as this update starts, and
+        # each step is weighted by its importance ratio to the adapter that acted, truncated at 1. On a
+        # real-time robot the agent keeps acting with the previous version while an update runs, so some
+        # steps come from an adapter one version older; on fresh steps the weight is 1.
+        batch["prox_log_probs"] = dist.log_prob(batch["actions"]).sum(-1)
+        batch["weights"] = torch.exp(batch["prox_log_probs"] - batch["log_probs"]).clamp(max=1.0)
         return batch

@@ -47,3 +47,17 @@ def test_adapter_learning_improves_return_on_a_gapped_unit_and_leaves_the_policy
     a, b = np.mean(zero_shot.episode_returns), np.mean(adapted.episode_returns)
     assert b > a + 3.0, (a, b)  # same unit, same targets, deterministic actions
     assert read_manifest(checkpoint)["files"] == digests  # trunk, stems, heads: the files are untouched
+
+
+@pytest.mark.timeout(300)
+def test_simulated_clock_run_keeps_the_learners_last_update_however_slow_it_is(cartpole_checkpoint, tmp_path):
+    cfg = AgentConfig(checkpoint=str(cartpole_checkpoint), state_dir=str(tmp_path / "unit"), max_steps=1000,
+                      status_every_s=1e9, shutdown_timeout_s=0.1)
+    cfg.driver.options = {"realtime": False, "seed": 1}
+    cfg.adapter.wait_for_learner = True
+    cfg.adapter.steps_per_update = 500
+    cfg.adapter.epochs = 200  # an update (~1-4 s) far slower than the shutdown timeout (1 s at least)
+    cfg.logger.backend = "none"
+    agent = RobotAgent(cfg, task_config("cartpole_swingup", {"episode_length_s": 5.0}))
+    agent.run()
+    assert agent.adapter_updates == 2 and agent.runtime.adapter_version == 2

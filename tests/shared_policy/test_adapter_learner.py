@@ -92,3 +92,22 @@ def test_adapter_file_round_trip_and_corruption_refused(policy, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(AdapterFileError, match="corrupted"):
         load_adapter(path, policy, HW)
+
+
+def test_steps_of_an_older_adapter_are_down_weighted_and_fresh_steps_weigh_one(policy):
+    learner = AdapterLearner(policy, HW, AdapterLearnerConfig(steps_per_update=256))
+    rng = np.random.default_rng(0)
+    older = Adapter(policy, HW)
+    with torch.no_grad():
+        older.head_bias.fill_(0.5)  # the version that acted while the learner moved on
+
+    def zero(a):
+        return np.zeros(len(a), np.float32)
+
+    learner.add(_segment(learner.policy, 128, rng, zero, learner.adapter))  # the current adapter's own steps
+    learner.add(_segment(learner.policy, 128, rng, zero, older))
+    batch = learner._batch()
+    fresh, stale = batch["weights"][:128], batch["weights"][128:]
+    torch.testing.assert_close(fresh, torch.ones(128), atol=1e-5, rtol=0)
+    assert stale.max() <= 1.0 and stale.mean() < 0.9
+    assert 0.0 < learner.update()["behaviour_weight"] < 1.0

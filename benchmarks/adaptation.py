@@ -40,7 +40,7 @@ from hardware.standin import MuJoCoStandInDriver, reality_gap
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
 from robot_agent.config import AgentConfig
-from shared_policy.config import PolicyConfig, PPOConfig
+from shared_policy.config import AdapterLearnerConfig, PolicyConfig, PPOConfig
 from shared_policy.tracking import NullLogger
 from sim.pretrain import PretrainRunner
 
@@ -96,7 +96,8 @@ def oracle(hw: str, task: str, start: Path, randomization: dict, iterations: int
 
 
 def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, *,
-              adapter: bool, learn: bool, episodes: int = 0, steps: int = 0, steps_per_update: int = 2000) -> RobotAgent:
+              adapter: bool, learn: bool, episodes: int = 0, steps: int = 0,
+              steps_per_update: int = AdapterLearnerConfig.steps_per_update) -> RobotAgent:
     """The real robot agent on the unit, on a simulated clock (realtime=false)."""
     cfg = AgentConfig(robot_id=f"{hw}-{unit_seed}", hardware=hw, checkpoint=str(checkpoint),
                       state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=1234,
@@ -133,8 +134,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", nargs="+", default=["cartpole", "cartpole_long"], choices=sorted(SETUPS))
     ap.add_argument("--units", type=int, default=10, help="stand-in units per type")
+    ap.add_argument("--first-unit", type=int, default=100, help="unit seeds are first-unit, first-unit + 1, ...")
     ap.add_argument("--steps", type=int, default=20_000, help="on-robot control steps for adapter learning")
-    ap.add_argument("--steps-per-update", type=int, default=2000)
+    ap.add_argument("--steps-per-update", type=int, default=AdapterLearnerConfig.steps_per_update)
     ap.add_argument("--eval-episodes", type=int, default=30, help="episodes per measured return")
     ap.add_argument("--pretrain-iterations", type=int, default=150)
     ap.add_argument("--oracle-iterations", type=int, default=60)
@@ -152,7 +154,7 @@ def main() -> None:
         base = pretrain(hw, task, args.pretrain_iterations, args.num_envs, work / f"pretrained-{hw}")
         print(f"[{hw}] pretrained policy: {base}", flush=True)
         for u in range(args.units):
-            seed = 100 + u
+            seed = args.first_unit + u
             udir = work / f"{hw}-unit{seed}"
             t0 = time.perf_counter()
             eps = args.eval_episodes

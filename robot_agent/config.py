@@ -85,6 +85,7 @@ class AgentConfig:
             "spool.quota_mb": self.spool.quota_mb > 0, "spool.segment_mb": self.spool.segment_mb > 0,
             "spool.chunk_steps": self.spool.chunk_steps >= 1,
             "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
+            "adapter.replay_updates": self.adapter.replay_updates >= 1,
             "adapter.learning_rate": self.adapter.learning_rate > 0,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,

@@ -44,6 +44,7 @@ class AdapterLearner:
         self.actor_opt = torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_learning_rate)
         self.segments: list[dict[str, np.ndarray]] = []
+        self.replayed: list[dict[str, np.ndarray]] = []  # segments of earlier updates that are learned from again
         self.updates = 0
 
     @property
@@ -103,11 +104,19 @@ class AdapterLearner:
                 stats["kl"] += kl
                 steps += 1
             stats["loss/value"] += self._critic_epoch(batch) / cfg.epochs
-        self.segments.clear()
+        self._keep_for_replay()
         self.updates += 1
         out = {k: (v / steps if k != "loss/value" else v) for k, v in stats.items()}
         return {**out, "learning_rate": self.lr, "steps": float(n),
                 "behaviour_weight": float(batch["weights"].mean())}
+
+    def _keep_for_replay(self) -> None:
+        """Move this update's segments into the replay window of the last ``replay_updates - 1`` updates."""
+        self.replayed += self.segments
+        self.segments = []
+        keep = (self.cfg.replay_updates - 1) * self.cfg.steps_per_update
+        while self.replayed and sum(len(s["rewards"]) for s in self.replayed) > keep:
+            self.replayed.pop(0)
 
     def _critic_epoch(self, batch: dict[str, torch.Tensor]) -> float:
         n, hw = len(batch["rewards"]), self.hardware
@@ -130,7 +139,7 @@ class AdapterLearner:
         cfg, hw, pol = self.cfg, self.hardware, self.policy
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "critic_obs", "actions", "log_probs",
                                                               "advantages", "returns", "rewards")}
-        for s in self.segments:
+        for s in [*self.replayed, *self.segments]:
             t = {k: torch.as_tensor(s[k], dtype=torch.float32) for k in SEGMENT_KEYS}
             values = pol.value(hw, t["critic_obs"])
             adv, ret = compute_gae(t["rewards"][:, None], values[:-1, None], t["dones"][:, None],

@@ -54,7 +54,10 @@ class AdapterLearnerConfig:
 
     rank: int = 4
     alpha: float = 1.0
-    steps_per_update: int = 2000
+    # An update every 1000 steps over the last 2000 (a sliding window): on the adaptation benchmark's 20
+    # tuning units this recovered 0.66 of the gap against 0.50 for an update every 2000 over its own 2000.
+    steps_per_update: int = 1000
+    replay_updates: int = 2  # each update learns from the steps of this many updates, its own included
     epochs: int = 8
     minibatches: int = 4
     clip_param: float = 0.2

@@ -111,3 +111,19 @@ def test_steps_of_an_older_adapter_are_down_weighted_and_fresh_steps_weigh_one(p
     torch.testing.assert_close(fresh, torch.ones(128), atol=1e-5, rtol=0)
     assert stale.max() <= 1.0 and stale.mean() < 0.9
     assert 0.0 < learner.update()["behaviour_weight"] < 1.0
+
+
+def test_replay_window_learns_from_the_last_updates_steps_and_drops_older_ones(policy):
+    cfg = AdapterLearnerConfig(steps_per_update=256, replay_updates=2, epochs=1, critic_warmup_epochs=1)
+    learner = AdapterLearner(policy, HW, cfg)
+    rng = np.random.default_rng(0)
+
+    def zero(a):
+        return np.zeros(len(a), np.float32)
+
+    sizes = []
+    for _ in range(3):
+        learner.add(_segment(learner.policy, 256, rng, zero, learner.adapter))
+        sizes.append(learner.update()["steps"])
+    assert sizes == [256.0, 512.0, 512.0]  # the first update has nothing to replay; the oldest steps leave
+    assert learner.buffered_steps == 0 and sum(len(s["rewards"]) for s in learner.replayed) == 256

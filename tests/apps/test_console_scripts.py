@@ -88,6 +88,7 @@ def test_unbuilt_hub_validates_config_and_says_so(tmp_path):
     (("checkpoint=/no/such/dir", "safety.watchdog_periods=-1"), "safety.watchdog_periods"),
     (("checkpoint=/no/such/dir", "spool.when_full=overwrite"), "spool.when_full"),
     (("checkpoint=/no/such/dir", "control_priority=120"), "control_priority"),
+    (("checkpoint=/no/such/dir", "adapter.replay_updates=0"), "adapter.replay_updates"),
 ])
 def test_robot_agent_refuses_to_start_and_says_why(tmp_path, args, message):
     res = run("robot-agent", *args, "logger.backend=none", cwd=tmp_path)

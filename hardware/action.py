@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardware.compiled import kernel
 from hardware.profile import ActuatorMode, HardwareProfile
 
 
@@ -33,18 +34,32 @@ class ActionMap:
         else:
             self._lo = np.full(len(joints), max(self.scale * -self.clip, -1.0))
             self._hi = np.full(len(joints), min(self.scale * self.clip, 1.0))
+        self._offset = self.default if self._pd else np.zeros(len(joints))
 
     def to_command(self, actions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Actuator commands for ``actions``; writes into ``out`` (e.g. MuJoCo's ctrl rows) when given."""
         if out is None:
             out = np.empty(np.shape(actions))
-        # minimum/maximum ufuncs: np.clip's Python wrapper costs more than the math at these sizes
-        np.multiply(actions, self.scale, out=out)
-        if self._pd:
-            out += self.default
-        np.maximum(out, self._lo, out=out)
-        return np.minimum(out, self._hi, out=out)
+        _scale_and_clip(actions, self.scale, self._offset, self._lo, self._hi, out)
+        return out
 
     def neutral(self, batch: int) -> np.ndarray:
         """The command that holds the default pose (PD) or applies no torque."""
         return self.to_command(np.zeros((batch, len(self.default))))
+
+
+@kernel
+def _scale_and_clip(actions: np.ndarray, scale: float, offset: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    out: np.ndarray) -> None:
+    """out = clip(offset + scale * actions, lo, hi), per robot and joint; NaN stays NaN, as with np.clip, so
+    that the safety layer sees it rather than a command at a joint limit."""
+    if actions.shape != out.shape or actions.shape[1] != len(offset):
+        raise ValueError("actions do not have the shape (batch, profile's num_actions)")
+    for i in range(actions.shape[0]):
+        for j in range(actions.shape[1]):
+            v = offset[j] + scale * actions[i, j]
+            if v < lo[j]:
+                v = lo[j]
+            elif v > hi[j]:
+                v = hi[j]
+            out[i, j] = v

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hardware.compiled import copy_into, kernel, wrapped_angle32
 from hardware.profile import HardwareProfile, ProfileError
-from hardware.state import RobotState, TaskInputs, as_slice
+from hardware.state import RobotState, TaskInputs
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,8 @@ class ProfileConstants:
 
     profile: HardwareProfile
     default_pos: np.ndarray  # (J,)
-    continuous: np.ndarray | slice  # indices of continuous joints (a slice where contiguous)
-    limited: np.ndarray | slice  # indices of the others
+    continuous: np.ndarray  # indices of continuous joints
+    limited: np.ndarray  # indices of the others
     limited_default: np.ndarray  # default_pos of the limited joints
     num_continuous: int
 
@@ -32,7 +33,7 @@ class ProfileConstants:
         cont = np.array([j.continuous for j in p.joints])
         default = np.array([j.default_pos for j in p.joints])
         lim = np.flatnonzero(~cont)
-        return cls(p, default, as_slice(np.flatnonzero(cont)), as_slice(lim), default[lim], int(cont.sum()))
+        return cls(p, default, np.flatnonzero(cont), lim, default[lim], int(cont.sum()))
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,23 @@ def _need(x: np.ndarray | None, term: str) -> np.ndarray:
 
 
 def _fill_joint_pos_encoded(s: RobotState, _: TaskInputs, c: ProfileConstants, out: np.ndarray) -> None:
-    nc = c.num_continuous
-    nl = len(c.limited_default)
-    np.subtract(s.joint_pos[:, c.limited], c.limited_default, out=out[:, :nl], casting="same_kind")
-    ang = s.joint_pos[:, c.continuous]
-    np.cos(ang, out=out[:, nl:nl + nc], casting="same_kind")
-    np.sin(ang, out=out[:, nl + nc:], casting="same_kind")
+    _encode_joint_pos(s.joint_pos, c.limited, c.limited_default, c.continuous, out)
+
+
+@kernel
+def _encode_joint_pos(joint_pos: np.ndarray, limited: np.ndarray, limited_default: np.ndarray,
+                      continuous: np.ndarray, out: np.ndarray) -> None:
+    """Per robot: the limited joints minus their default, then cos of every continuous joint, then sin."""
+    nl, nc = len(limited), len(continuous)
+    if joint_pos.shape[1] != nl + nc or out.shape[0] != joint_pos.shape[0] or out.shape[1] != nl + 2 * nc:
+        raise ValueError("joint_pos does not have the profile's number of joints")
+    for i in range(joint_pos.shape[0]):
+        for k in range(nl):
+            out[i, k] = joint_pos[i, limited[k]] - limited_default[k]
+        for k in range(nc):
+            angle = wrapped_angle32(joint_pos[i, continuous[k]])
+            out[i, nl + k] = np.cos(angle)
+            out[i, nl + nc + k] = np.sin(angle)
 
 
 def _joint_pos_encoded(s: RobotState, t: TaskInputs, c: ProfileConstants) -> np.ndarray:
@@ -148,7 +160,7 @@ class ObservationLayout:
             if term.fill is not None:
                 term.fill(state, inputs, c, out[where])
             else:
-                out[where] = term.value(state, inputs, c)
+                copy_into(term.value(state, inputs, c), out[where])
         return out
 
     def noise_std(self, per_term: dict[str, float]) -> np.ndarray:

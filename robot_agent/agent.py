@@ -172,7 +172,7 @@ class RobotAgent:
         # the watchdog; CPython's default hand-over interval (5 ms) is longer than a 500 Hz period.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.05 / self.profile.control_hz))
         self.driver.connect()
-        self.runtime.act(np.zeros(self.obs_layout.size, np.float32), False)  # warm up before the first deadline
+        self._warm_up()
         if getattr(self.driver, "realtime", True):  # a simulated clock has no wall-clock deadline to watch
             self.safe.start_watchdog()
         self._writer.start()
@@ -304,6 +304,19 @@ class RobotAgent:
             self.safe.send(self.safe.layer.hold(ts.state), ts.state)
             self._sleep(1.0 / self.profile.control_hz)
             self._maybe_status()
+
+    def _warm_up(self) -> None:
+        """Run one tick's computations on a real reading before the first deadline: the policy's first call and
+        the compiled observation, reward and action kernels' first load (or compilation) take milliseconds."""
+        state = self.driver.read_state().state
+        inputs = self.task.make_inputs(1)
+        self.task.sample_goals(np.random.default_rng(0), inputs, np.array([0]))  # leaves the agent's stream alone
+        obs = self.obs_layout.build(state, inputs)[0]
+        action = self.runtime.act(obs, False)[0][None]
+        self.action_map.to_command(action)
+        self.task.reward(state, inputs, action, inputs.last_action)
+        self.task.terminated(state, inputs)
+        self._critic_obs(obs, state, inputs)
 
     # -- the control loop ----------------------------------------------------------------------------
     def _critic_obs(self, obs: np.ndarray, state: RobotState, inputs: TaskInputs) -> np.ndarray:

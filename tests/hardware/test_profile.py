@@ -116,6 +116,28 @@ def test_torque_action_map_clips_to_unit_command():
     assert amap.to_command(np.array([[3.0], [-0.5]]))[:, 0] == pytest.approx([1.0, -0.5])
 
 
+def test_nan_action_stays_nan_in_the_command_for_the_safety_layer_to_refuse():
+    cmd = ActionMap(load_profile("arm7")).to_command(np.array([[np.nan] + [0.0] * 6]))
+    assert np.isnan(cmd[0, 0]) and np.isfinite(cmd[0, 1:]).all()
+
+
+def test_action_map_refuses_actions_of_the_wrong_width():
+    with pytest.raises(ValueError, match="num_actions"):
+        ActionMap(load_profile("arm7")).to_command(np.zeros((1, 6)))
+
+
+def test_observation_layout_refuses_a_state_with_the_wrong_number_of_joints():
+    from hardware.state import RobotState, TaskInputs
+
+    profile = load_profile("cartpole")
+    layout = ObservationLayout(profile, profile.observation)
+    inputs = TaskInputs(last_action=np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="number of joints"):
+        layout.build(RobotState(joint_pos=np.zeros((1, 3)), joint_vel=np.zeros((1, 2))), inputs)
+    with pytest.raises(ValueError, match="shape"):
+        layout.build(RobotState(joint_pos=np.zeros((1, 2)), joint_vel=np.zeros((1, 3))), inputs)
+
+
 def test_quaternion_helpers_match_mujoco():
     rng = np.random.default_rng(0)
     q = rng.normal(size=(6, 4))

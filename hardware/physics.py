@@ -40,7 +40,7 @@ class MuJoCoBatchBackend:
     """Owns a :class:`mujoco.batch.Batch` and the live (N, ...) views of its state and outputs."""
 
     def __init__(self, robot: RobotModel, num_envs: int, nthread: int = 0,
-                 randomized: frozenset[str] = frozenset()):
+                 randomized: frozenset[str] = frozenset(), exact_reset: bool = True):
         self.robot = robot
         self.model = robot.model
         self.num_envs = num_envs
@@ -54,6 +54,16 @@ class MuJoCoBatchBackend:
         self.sensordata = self.batch.bind("sensordata") if self.model.nsensordata else None
         self.site_xpos = self.batch.bind("site_xpos") if self.model.nsite else None
         self.actuator_force = self.batch.bind("actuator_force")
+        # exact_reset=False: a reset writes the state row of a freshly reset world. MuJoCo's own reset clears a
+        # whole MjData per world (~2 us each, 1 ms for 256 cart-poles) only to have qpos and qvel overwritten;
+        # what differs is outputs that the forward pass below does not compute (actuator forces), which read
+        # another world's values until the next step. The batched env reads those only after a step; a
+        # driver's first reading after homing must show zero torque, so it keeps MuJoCo's reset.
+        self._exact_reset = exact_reset
+        self.batch.reset([0], stage=int(mujoco.mjtStage.mjSTAGE_NONE))
+        self._reset_row = self.batch.state[0].copy()
+        # site positions and touch sensors are worth a forward pass at reset only when the state reads them
+        self._reads_derived = bool(exact_reset or robot.ee_site >= 0 or len(robot.foot_sensor_adr))
         # what unstable() returns when no world diverged (the common case): callers may test identity
         self.none_diverged = np.zeros(num_envs, dtype=bool)
         self.none_diverged.flags.writeable = False
@@ -66,17 +76,27 @@ class MuJoCoBatchBackend:
         self._qidx = as_slice(robot.joint_qpos_adr)
         self._vidx = as_slice(robot.joint_dof_adr)
         self._arm_base = self.model.body("base").pos.copy() if robot.ee_site >= 0 else None
+        # A state made only of views of the live arrays (cart-pole) is built once: it always shows the present.
+        views_only = (robot.ee_site < 0 and not robot.free_joint and not len(robot.foot_sensor_adr)
+                      and isinstance(self._qidx, slice) and isinstance(self._vidx, slice))
+        self._live_state = (RobotState(joint_pos=self.qpos[:, self._qidx], joint_vel=self.qvel[:, self._vidx])
+                            if views_only else None)
 
     def step(self, nsubsteps: int) -> None:
         """Advance every world by ``nsubsteps`` physics steps."""
         self.batch.step(nstep=nsubsteps)
 
     def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        """Reset worlds ``ids`` (sorted) to the given state and compute their outputs."""
-        self.batch.reset(ids, stage=int(mujoco.mjtStage.mjSTAGE_NONE))
+        """Reset worlds ``ids`` (sorted) to the given state and compute the outputs :meth:`state` reads."""
+        if self._exact_reset:
+            self.batch.reset(ids, stage=int(mujoco.mjtStage.mjSTAGE_NONE))
+        else:
+            self.batch.state[ids] = self._reset_row
+            self.batch.warning[ids] = 0
         self.qpos[ids] = qpos
         self.qvel[ids] = qvel
-        self.batch.forward(ids, stage=int(mujoco.mjtStage.mjSTAGE_VEL))
+        if self._reads_derived:
+            self.batch.forward(ids, stage=int(mujoco.mjtStage.mjSTAGE_VEL))
 
     def apply_params(self, ids: np.ndarray, params: PhysicsParams) -> None:
         """Write per-world physical parameters for worlds ``ids`` and refresh their derived constants."""
@@ -118,6 +138,8 @@ class MuJoCoBatchBackend:
 
     def state(self, with_torque: bool = False) -> RobotState:
         """Every world's :class:`RobotState` (views of the live arrays where the layout allows)."""
+        if self._live_state is not None and not with_torque:
+            return self._live_state
         r, qpos, qvel = self.robot, self.qpos, self.qvel
         s = RobotState(joint_pos=qpos[:, self._qidx], joint_vel=qvel[:, self._vidx])
         if r.free_joint:

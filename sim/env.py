@@ -43,7 +43,8 @@ class BatchedEnv:
         self.rng = np.random.default_rng(seed)
         rand = self.cfg.randomization
         p = self.profile
-        self.backend = MuJoCoBatchBackend(robot, self.num_envs, nthread, randomized=rand.randomized())
+        self.backend = MuJoCoBatchBackend(robot, self.num_envs, nthread, randomized=rand.randomized(),
+                                          exact_reset=False)
         self.decimation = p.decimation
         self.action_map = ActionMap(p)
         self.obs_layout = ObservationLayout(p, p.observation)
@@ -72,7 +73,6 @@ class BatchedEnv:
         self._params_priv = self._params.privileged()
         self._max_latency = int(rand.latency_steps[1]) if rand.enabled else 0
         self._action_hist = np.zeros((self._max_latency + 1, n, a))
-        self._delay_rows = np.zeros((self._max_latency + 1, n), dtype=np.intp)
         self._hist_pos = 0
         self._push_every = int(round(rand.push_interval_s / self.dt)) if rand.enabled else 0
         self._push_dofs = robot.push_dofs
@@ -191,11 +191,10 @@ class BatchedEnv:
     def _delay(self, act: np.ndarray) -> np.ndarray:
         if not self._max_latency:
             return act
-        h = self._max_latency + 1
-        self._hist_pos = (self._hist_pos + 1) % h
-        self._action_hist[self._hist_pos] = act
-        # rows of the flattened (h * N, A) history each world reads at this slot (kept by _reset_ids)
-        return self._action_hist.reshape(-1, self.num_actions).take(self._delay_rows[self._hist_pos], axis=0)
+        self._hist_pos = (self._hist_pos + 1) % (self._max_latency + 1)
+        applied = np.empty(act.shape)  # allocated here: an array made inside a kernel costs ~1 us to hand back
+        _delay_actions(self._action_hist, self._hist_pos, act, self._params.latency_steps, applied)
+        return applied
 
     def _push(self) -> None:
         due = np.flatnonzero((self._ep_len > 0) & (self._ep_len % self._push_every == 0))
@@ -246,8 +245,6 @@ class BatchedEnv:
         self.backend.ctrl[ids] = 0.0
         self.backend.ctrl[np.ix_(ids, r.actuator_ids)] = self.action_map.neutral(n)
         self._action_hist[:, ids] = 0.0
-        h = self._max_latency + 1
-        self._delay_rows[:, ids] = (np.arange(h)[:, None] - self._params.latency_steps[ids]) % h * self.num_envs + ids
         self.inputs.last_action[ids] = 0.0
         self.task.sample_goals(self.rng, self.inputs, ids)
         self._ep_len[ids] = 0
@@ -312,6 +309,19 @@ def _finish_observations(priv: np.ndarray, n_obs: int, params: np.ndarray, check
             for j in range(n_obs):
                 obs[i, j] = priv[i, j]
     noise_state[0] = state
+
+
+@kernel
+def _delay_actions(history: np.ndarray, pos: int, actions: np.ndarray, latency: np.ndarray,
+                   applied: np.ndarray) -> None:
+    """Store ``actions`` at ring slot ``pos`` of ``history`` (slots, N, A); write what each world applies now,
+    the action of ``latency[i]`` control steps ago, into ``applied``."""
+    slots, n, a = history.shape
+    for i in range(n):
+        src = (pos - latency[i]) % slots
+        for j in range(a):
+            history[pos, i, j] = actions[i, j]
+            applied[i, j] = history[src, i, j]
 
 
 @kernel

@@ -61,6 +61,9 @@ class Task(ABC):
         if unknown:
             raise TaskConfigError(f"task.reward_scales: unknown terms {unknown}; known: {list(self.reward_terms)}")
         self.scales = {k: float(cfg.reward_scales.get(k, 0.0)) for k in self.reward_terms}
+        # the common single-term task (cart-pole) skips the scaling and summing below on every step
+        active = [k for k, v in self.scales.items() if v]
+        self._only_term = active[0] if len(active) == 1 and self.scales[active[0]] == 1.0 else None
 
     def validate(self) -> None:
         """Range checks beyond the schema's types; raise :class:`TaskConfigError` naming the key."""
@@ -94,6 +97,9 @@ class Task(ABC):
                prev_action: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Scaled total reward (B,) and the scaled terms; callers must not write into either."""
         terms = self.reward_terms_of(state, inputs, action, prev_action)
+        if self._only_term is not None and len(terms) == 1:
+            value = terms[self._only_term]
+            return (value if value.dtype == np.float64 else value.astype(np.float64)), terms
         scaled = {name: value if self.scales[name] == 1.0 else self.scales[name] * value
                   for name, value in terms.items() if self.scales[name]}
         if len(scaled) == 1:  # the total is the one term's array itself (read-only by contract)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,10 +98,10 @@ def oracle(hw: str, task: str, start: Path, randomization: dict, iterations: int
 
 def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, *,
               adapter: bool, learn: bool, episodes: int = 0, steps: int = 0,
-              steps_per_update: int = AdapterLearnerConfig.steps_per_update) -> RobotAgent:
+              steps_per_update: int = AdapterLearnerConfig.steps_per_update, agent_seed: int = 1234) -> RobotAgent:
     """The real robot agent on the unit, on a simulated clock (realtime=false)."""
     cfg = AgentConfig(robot_id=f"{hw}-{unit_seed}", hardware=hw, checkpoint=str(checkpoint),
-                      state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=1234,
+                      state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=agent_seed,
                       status_every_s=1e9)
     cfg.driver.options = {"realtime": False, "seed": unit_seed, "gap": gap}
     cfg.adapter.enabled, cfg.adapter.learn, cfg.adapter.explore = adapter, learn, learn
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--pretrain-iterations", type=int, default=150)
     ap.add_argument("--oracle-iterations", type=int, default=60)
     ap.add_argument("--num-envs", type=int, default=256)
+    ap.add_argument("--learn-seed", type=int, default=1234,
+                    help="the learning agent's seed (exploration noise, learner shuffles): another draw of (b)")
     ap.add_argument("--workdir", default="/tmp/adaptation_bench")
     ap.add_argument("--out", default="benchmarks/results/adaptation.json")
     args = ap.parse_args()
@@ -156,11 +159,15 @@ def main() -> None:
         for u in range(args.units):
             seed = args.first_unit + u
             udir = work / f"{hw}-unit{seed}"
+            # A robot agent continues from the adapter saved in its state directory (as a restarted robot
+            # should): a rerun in the same workdir would otherwise keep learning from the last run's adapter.
+            shutil.rmtree(udir, ignore_errors=True)
             t0 = time.perf_counter()
             eps = args.eval_episodes
             a = evaluate(hw, task, base, seed, gap_dict, udir / "zero_shot", adapter=False, episodes=eps)
             learner = run_agent(hw, task, base, seed, gap_dict, udir / "adapted", adapter=True, learn=True,
-                                steps=args.steps, steps_per_update=args.steps_per_update)
+                                steps=args.steps, steps_per_update=args.steps_per_update,
+                                agent_seed=args.learn_seed)
             b = evaluate(hw, task, base, seed, gap_dict, udir / "adapted", adapter=True, episodes=eps)
             rand = unit_randomization(hw, gap_dict, seed)
             oracle_ck = oracle(hw, task, base, rand, args.oracle_iterations, args.num_envs, udir / "oracle")

@@ -21,16 +21,15 @@ Last line, e.g. ``control_loop miss_rate_50hz=0.0000 miss_rate_500hz=0.0004 infe
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from result_record import write_result  # beside this script
 
 import sim
 from hardware.profile import PROFILE_DIR
@@ -170,14 +169,11 @@ def main() -> None:
                   f"{st['jitter_max_ms']:.3f} ms | adapter updates {st['adapter_updates']} | safety "
                   f"{sum(st['safety'].values())} | host steal {st['host_steal_s']:.2f} s | floor: bare loop misses "
                   f"{st['floor']['misses']} ({100 * st['floor']['miss_rate']:.3f}%)", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "args": vars(args), "results": results},
-                              indent=2))
     parts = " ".join(f"miss_rate_{k}={v['miss_rate']:.4f} floor_{k}={v['floor']['miss_rate']:.4f}"
                      for k, v in results.items())
     worst = max(v["inference_p99_ms"] for v in results.values())
-    print(f"control_loop {parts} inference_p99_ms={worst:.3f}")
+    write_result(args.out, f"control_loop {parts} inference_p99_ms={worst:.3f}",
+                 {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ Last line, e.g. ``locomotion tracking_error=0.21 no_fall_rate=0.97 minutes=55.0`
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from result_record import write_result  # beside this script
 
 import sim
 from shared_policy.config import PolicyConfig, PPOConfig
@@ -131,13 +130,11 @@ def main() -> None:
               f"vx {r['mae_vx']:.3f} vy {r['mae_vy']:.3f} yaw {r['mae_yaw']:.3f} rad/s) | "
               f"no fall {r['no_fall_rate']:.3f} of {r['episodes']} episodes of 20 s")
     plot_curve(curve, Path(args.plot), f"{TASK}, {args.hardware}, {args.num_envs} worlds")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "args": vars(args), "minutes": trained_min,
-                               "iterations": runner.iteration, "rows": rows, "curve": curve}, indent=2))
     r = rows["randomized"]
-    print(f"locomotion tracking_error={r['tracking_error_xy']:.3f} no_fall_rate={r['no_fall_rate']:.3f} "
-          f"minutes={trained_min:.1f}")
+    write_result(args.out, f"locomotion tracking_error={r['tracking_error_xy']:.3f} "
+                 f"no_fall_rate={r['no_fall_rate']:.3f} minutes={trained_min:.1f}",
+                 {"args": vars(args), "minutes": trained_min, "iterations": runner.iteration, "rows": rows,
+                  "curve": curve})
 
 
 if __name__ == "__main__":

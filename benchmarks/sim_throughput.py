@@ -22,18 +22,16 @@ The last line sums up, e.g. ``sim_throughput ratio_vs_limit=0.93 ratio_vs_envpoo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import torch
 from mujoco import batch as mjbatch
+from result_record import write_result  # beside this script
 
 import sim
 from hardware.randomization import NONNEGATIVE_FIELDS, RANGE_FIELDS
@@ -204,12 +202,8 @@ def main() -> None:
         "ratio_vs_gym_async": next(r["ratio_vs_gym_async"] for r in rows if "ratio_vs_gym_async" in r),
         "limit_vs_gym_async": next(r["limit_vs_gym_async"] for r in rows if "limit_vs_gym_async" in r),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "machine": platform.platform(),
-                               "cores": os.cpu_count(), "rows": rows, "summary": summary}, indent=2))
-    log(f"results -> {out}")
-    print("sim_throughput " + " ".join(f"{k}={v:.2f}" for k, v in summary.items()))
+    write_result(args.out, "sim_throughput " + " ".join(f"{k}={v:.2f}" for k, v in summary.items()),
+                 {"args": vars(args), "rows": rows, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""One result file per benchmark run: the figures, the summary line, and which code produced them.
+
+Every benchmark script ends with :func:`write_result`: it writes ``benchmarks/results/<name>.json`` with the
+date, the commit (and whether the work tree had uncommitted changes to the measured code), the exact command,
+the machine, and the summary line the script prints last. ``benchmarks/summary.py`` reads these files back,
+so BENCHMARKS.md's summary table is what the scripts printed, and it says which results were measured on
+code that has changed since.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# what a benchmark measures: a change under any of these since its commit makes its result stale
+MEASURED_PATHS = ("hardware", "sim", "shared_policy", "robot_agent", "configs", "pyproject.toml")
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def code_revision() -> dict[str, Any]:
+    """The commit the work tree is at, and whether the measured code differs from it."""
+    commit = _git("rev-parse", "HEAD")
+    script = os.path.relpath(sys.argv[0], ROOT)
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS, script)) if commit else None
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -> Path:
+    """Write one run's result file and print its summary line (the script's last line). Returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **code_revision(),
+        "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
+        "summary_line": summary_line,
+        **payload,
+    }
+    out.write_text(json.dumps(record, indent=1))
+    print(summary_line, flush=True)
+    return out

@@ -1,0 +1,30 @@
+"""Intervals over training seeds (or units): what a benchmark's headline figure is quoted with."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# two-sided 95% Student t critical values by sample size (n - 1 degrees of freedom)
+_T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26, 11: 2.23, 12: 2.20,
+        13: 2.18, 14: 2.16, 15: 2.14, 16: 2.13, 17: 2.12, 18: 2.11, 19: 2.10, 20: 2.09, 25: 2.06, 30: 2.05}
+
+
+def t_interval(x: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (nan half-width below two samples)."""
+    a = np.asarray(x, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()) if len(a) else float("nan"), float("nan")
+    t95 = _T95.get(len(a)) or next((v for k, v in sorted(_T95.items()) if k >= len(a)), 1.96)
+    return float(a.mean()), float(t95 * a.std(ddof=1) / math.sqrt(len(a)))
+
+
+def ratio_interval(num: list[float], den: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(num) / mean(den) and its 95% percentile-bootstrap interval, resampling each side's seeds."""
+    a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    rng = np.random.default_rng(seed)
+    ra = a[rng.integers(0, len(a), (draws, len(a)))].mean(axis=1)
+    rb = b[rng.integers(0, len(b), (draws, len(b)))].mean(axis=1)
+    lo, hi = np.percentile(ra / rb, [2.5, 97.5])
+    return float(a.mean() / b.mean()), float(lo), float(hi)

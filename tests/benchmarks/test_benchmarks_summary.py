@@ -1,0 +1,38 @@
+"""BENCHMARKS.md's summary table is what the benchmark scripts recorded, not what someone typed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ROW = re.compile(r"^\| `(?P<file>[^`]+\.json)` \| `(?P<line>[^`]*)` \| (?P<date>[^|]+) \| (?P<commit>[^|]+) \|")
+
+
+def _doc_rows() -> dict[str, tuple[str, str]]:
+    rows = {}
+    for text in (ROOT / "BENCHMARKS.md").read_text().splitlines():
+        m = ROW.match(text)
+        if m:
+            rows[m["file"]] = (m["line"], m["commit"].strip())
+    return rows
+
+
+def test_every_result_file_has_its_recorded_summary_line_in_benchmarks_md():
+    doc = _doc_rows()
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert results, "no result files under benchmarks/results"
+    for path in results:
+        rec = json.loads(path.read_text())
+        line = rec.get("summary_line", "(no summary line recorded)")
+        assert path.name in doc, f"BENCHMARKS.md's summary table has no row for {path.name}: run benchmarks/summary.py"
+        assert doc[path.name][0] == line, (
+            f"BENCHMARKS.md quotes {doc[path.name][0]!r} for {path.name}, but the script recorded {line!r}")
+        assert doc[path.name][1] == (rec.get("commit") or "?")[:7], f"{path.name}: commit differs from the record"
+
+
+def test_benchmarks_md_quotes_no_summary_row_without_a_result_file():
+    names = {p.name for p in (ROOT / "benchmarks" / "results").glob("*.json")}
+    stray = set(_doc_rows()) - names
+    assert not stray, f"BENCHMARKS.md quotes results that no file records: {sorted(stray)}"

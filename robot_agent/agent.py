@@ -39,7 +39,7 @@ from robot_agent.config import AgentConfig
 from robot_agent.recorder import EpisodeRecorder
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
 from robot_agent.scheduling import NORMAL, enter_realtime, leave_realtime
-from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError
+from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError, SpoolLockedError
 from robot_agent.status import LoopTiming, status_line
 from robot_agent.trainer import AdapterTrainerProcess
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
@@ -65,6 +65,11 @@ class RobotAgent:
         self.logger = logger or NullLogger()
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:  # first: a second agent on this directory is refused before it touches the robot
+            self.spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
+                               cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
+        except SpoolLockedError as exc:
+            raise AgentStartupError(str(exc)) from exc
         self.profile = load_profile(cfg.hardware)
         self.task = task_class(task_cfg.name)(task_cfg, self.profile)
         self.spec = robot_spec(self.profile, task_cfg.privileged_observation)
@@ -88,8 +93,6 @@ class RobotAgent:
         safety = SafetyConfig(**{**asdict(cfg.safety)})
         safety.estop_file = safety.estop_file or str(self.state_dir / ESTOP_FILE)
         self.safe = SafeDriver(self.driver, safety)
-        self.spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
-                           cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
         self.trainer = (AdapterTrainerProcess(self.checkpoint, self.profile.name, cfg.adapter,
                                               self.state_dir / ADAPTER_FILE, adapter_version, trunk_version,
                                               seed=cfg.seed + adapter_version)
@@ -216,6 +219,7 @@ class RobotAgent:
         self._writes.put(None)
         if self._writer.is_alive():
             self._writer.join(timeout=30.0)
+        self.spool.close()  # releases its lock: the next agent may open it
         if self.watcher is not None:
             self.watcher.stop()
         if self.trainer is not None:
@@ -336,6 +340,7 @@ class RobotAgent:
         inputs = task.make_inputs(1)
         task.sample_goals(self.rng, inputs, np.array([0]))
         rec = EpisodeRecorder(self.cfg.spool.chunk_steps)
+        self.episode_number = self.spool.next_episode()  # durable: never restarts with the process
         ep_len, ep_return = 0, 0.0
         explore = self.cfg.adapter.explore and self.trainer is not None
         goal_period = task.goal_period_steps
@@ -411,7 +416,7 @@ class RobotAgent:
 
     def _emit(self, arrays: dict[str, np.ndarray], episode_end: bool) -> None:
         header = {"robot_id": self.cfg.robot_id, "hardware": self.profile.name, "task": self.task.name,
-                  "episode": self.episodes, "steps": len(arrays["rewards"]), "episode_end": episode_end,
+                  "episode": self.episode_number, "steps": len(arrays["rewards"]), "episode_end": episode_end,
                   "trunk_version": int(arrays["trunk_version"][0]), "adapter_version": int(arrays["adapter_version"][0])}
         self._writes.put((header, arrays))
 

@@ -2,108 +2,102 @@
 
 Layout of a spool directory::
 
-    seg-00000001.spool   records appended in order; a new segment every ``segment_bytes``
-    acks.log             one acknowledged chunk id per line (the hub uplink writes it)
+    seg-<first seq>.spool   records appended in order, a new segment every ``segment_bytes``; named by the
+                            sequence number of its first record, so a name is never reused (older spools
+                            named them seg-<n>: segments are read in numeric order either way)
+    acks.log                ids of acknowledged chunks still on disk, one a line; rewritten atomically
+                            whenever segments are deleted, so it stays as small as the spool
+    ids.json                the spool epoch and the persisted counters (``spool_ids``)
+    spool.lock              flock'ed by the one process that has the spool open; holds its pid
 
-A record is ``MAGIC | u32 header length | u64 payload length | header JSON | payload | sha256`` where
-the digest covers header and payload, and the payload is an ``.npz`` archive of the chunk's arrays
-(an open format: numpy reads it anywhere). Each append is written and fsynced before it counts, so
-after ``kill -9`` or a power cut every complete record is found again; a torn tail (a record cut
-short, or one whose digest does not match) is cut off at open and counted. A segment is deleted once
-every chunk in it is acknowledged, or, under ``when_full=drop_oldest``, to make room.
+A record (format in ``spool_segment``) is ``MAGIC | u32 header length | u64 payload length | header JSON |
+npz payload | sha256(header JSON + payload)``; the spool adds ``chunk_id``, ``seq`` and ``spool_epoch`` to
+each header.
+
+Chunk ids are ``<robot_id>-<spool epoch>-<seq>``, e.g. ``unit-0-3f9c2a7d1b0e4c55-0000000042``: the epoch is 16
+random hex digits made once, when the spool directory is created; the sequence number (10 digits) is persisted
+and never handed out twice, not after a crash and not after every segment was acked and deleted. So an id is
+unique across restarts, re-installs and robots that share a name by mistake, and the hub can store by it.
+
+Durability: an append is written and fsynced before it counts, and a failed write or fsync cuts the segment
+back to where the record began, so no half record is left to cost good ones. At open, a bad record (flipped
+bits anywhere, its length fields included) costs only itself: the scan resyncs at the next valid record and
+counts and logs what it skipped; only the bytes after a segment's last valid record (a torn write) are cut
+off. A segment is deleted once every chunk in it is acknowledged, or, under ``when_full=drop_oldest``, to make
+room. One process at a time has a spool open (a lock); within it, every method is thread-safe.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
+import errno
+import fcntl
 import logging
 import os
-import struct
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from shared_policy.durable import fsync_dir
+from robot_agent.spool_ids import EPISODE, IDS_FILE, SEQ, SpoolIds
+from robot_agent.spool_segment import (
+    Chunk,
+    ChunkRef,
+    SpoolError,
+    cut_segment,
+    decode_record,
+    encode_record,
+    scan_segment,
+    verify_record,
+    write_at,
+)
+from shared_policy.durable import fsync_dir, write_atomic
+
+__all__ = ["DROP_OLDEST", "REFUSE", "Chunk", "ChunkRef", "Spool", "SpoolError", "SpoolFullError",
+           "SpoolLockedError", "SpoolWriteError", "encode_record"]
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"FLSP"
-_PREFIX = struct.Struct("<4sIQ")
-_DIGEST = 32
 REFUSE, DROP_OLDEST = "refuse", "drop_oldest"
+LOCK_FILE, ACKS_FILE = "spool.lock", "acks.log"
 
 
 class SpoolFullError(RuntimeError):
     """The spool is at its quota and its policy is to refuse new data."""
 
 
-class SpoolError(RuntimeError):
-    """A spool record could not be read back (missing, or failed its checksum)."""
+class SpoolLockedError(RuntimeError):
+    """Another process has this spool directory open."""
 
 
-@dataclass
-class ChunkRef:
-    """Where one complete chunk lies."""
-
-    chunk_id: str
-    segment: Path
-    offset: int
-    size: int
-    header: dict[str, Any]
+class SpoolWriteError(OSError):
+    """A chunk could not be written (ENOSPC, EIO, EFBIG, ...); the spool was left as it was before it."""
 
 
-@dataclass
-class Chunk:
-    """A chunk's header (ids, versions, counts) and its arrays."""
-
-    header: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def chunk_id(self) -> str:
-        """The chunk's unique id."""
-        return str(self.header["chunk_id"])
+def _segment_number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
 
 
-def encode_record(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    """One record's bytes."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    payload = buf.getvalue()
-    head = json.dumps(header, sort_keys=True).encode()
-    digest = hashlib.sha256(head + payload).digest()
-    return _PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload + digest
-
-
-def _scan(path: Path) -> tuple[list[ChunkRef], int]:
-    """Complete records of a segment and the offset where the good data ends."""
-    refs: list[ChunkRef] = []
-    data = path.read_bytes()
-    off = 0
-    while off + _PREFIX.size <= len(data):
-        magic, hlen, plen = _PREFIX.unpack_from(data, off)
-        end = off + _PREFIX.size + hlen + plen + _DIGEST
-        if magic != MAGIC or end > len(data):
-            break
-        body = data[off + _PREFIX.size:end - _DIGEST]
-        if hashlib.sha256(body).digest() != data[end - _DIGEST:end]:
-            break
-        try:
-            header = json.loads(body[:hlen])
-        except ValueError:
-            break
-        refs.append(ChunkRef(str(header["chunk_id"]), path, off, end - off, header))
-        off = end
-    return refs, off
+def _take_lock(directory: Path) -> IO[str]:
+    """Hold ``directory``'s lock for as long as the returned file stays open, or raise SpoolLockedError."""
+    f = open(directory / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise SpoolLockedError(f"spool {directory} is in use by another process (pid {holder}): refusing to "
+                               "open it; stop that agent, or give this one its own state_dir / spool.dir") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 class Spool:
-    """Append chunks durably, list the unacknowledged ones, drop or refuse at the quota."""
+    """Append chunks durably, list the unacknowledged ones, drop or refuse at the quota. Holds its directory's
+    lock until ``close`` (or the end of a ``with`` block)."""
 
     def __init__(self, directory: str | Path, quota_bytes: int = 1 << 30, when_full: str = REFUSE,
                  segment_bytes: int = 8 << 20, fsync: bool = True):
@@ -117,136 +111,251 @@ class Spool:
         self.segment_bytes, self.fsync = int(segment_bytes), fsync
         self.dropped = 0  # unsent chunks deleted to make room
         self.refused = 0  # chunks not written because the spool was full
+        self.write_errors = 0  # appends that failed to write (and were cut back)
         self.torn_bytes = 0  # bytes cut off torn tails at open
+        self.skipped_bytes = self.skipped_records = 0  # bad records between valid ones, found at open
         self._lock = threading.Lock()
-        self._acked = self._read_acks()
-        self._chunks: dict[Path, list[ChunkRef]] = {}
-        for seg in sorted(self.dir.glob("seg-*.spool")):
-            refs, good = _scan(seg)
+        self._lock_file: IO[str] | None = _take_lock(self.dir)  # before anything is read or cut
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        self._segs: dict[Path, list[ChunkRef]] = {}  # in numeric order: the last one is appended to
+        self._sizes: dict[Path, int] = {}
+        self._where: dict[str, Path] = {}  # every chunk id on disk
+        self._bytes = 0
+        for seg in sorted(self.dir.glob("seg-*.spool"), key=_segment_number):
+            scan = scan_segment(seg)
             size = seg.stat().st_size
-            if good < size:  # a torn tail: the write that was in flight when the process died
-                self.torn_bytes += size - good
+            if scan.skipped_bytes:
+                self.skipped_bytes += scan.skipped_bytes
+                self.skipped_records += scan.skipped_records
+                log.warning("spool: %s: skipped %d bad record(s), %d bytes, between valid ones (kept %d chunks)",
+                            seg.name, scan.skipped_records, scan.skipped_bytes, len(scan.refs))
+            if scan.end < size:  # a torn write: the one in flight when the process died
+                self.torn_bytes += size - scan.end
                 log.warning("spool: %s: cut a torn tail of %d bytes after %d complete chunks",
-                            seg.name, size - good, len(refs))
-                with open(seg, "r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
-            self._chunks[seg] = refs
-        self._seq = 1 + max((int(r.header.get("seq", 0)) for refs in self._chunks.values() for r in refs),
-                            default=0)
+                            seg.name, size - scan.end, len(scan.refs))
+                cut_segment(seg, scan.end, self.fsync)
+            self._segs[seg], self._sizes[seg] = [], scan.end
+            self._bytes += scan.end
+            for ref in scan.refs:
+                if ref.chunk_id in self._where:
+                    log.warning("spool: %s: chunk id %s seen before: kept the first", seg.name, ref.chunk_id)
+                    continue
+                self._segs[seg].append(ref)
+                self._where[ref.chunk_id] = seg
+        logged, clean = self._read_acks()
+        self._acked = logged & self._where.keys()
+        self._depth = len(self._where) - len(self._acked)
+        self._acks_stale = not clean or len(self._acked) < len(logged)
+        seq_floor = 1 + max((int(r.header.get("seq", 0)) for refs in self._segs.values() for r in refs), default=0)
+        self._ids = SpoolIds(self.dir, seq_floor, self.fsync)
         self._drop_fully_acked()
+
+    @property
+    def epoch(self) -> str:
+        """This spool's random id, made once at its creation; part of every chunk id."""
+        return self._ids.epoch
 
     # -- writing -------------------------------------------------------------------------------------
     def append(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
-        """Write one chunk durably; returns its id. ``header`` gets ``chunk_id`` and ``seq`` added."""
+        """Write one chunk durably; returns its id. ``header`` gets ``chunk_id``, ``seq`` and ``spool_epoch``."""
         with self._lock:
-            seq = self._seq
-            header = {**header, "seq": seq}
-            header.setdefault("chunk_id", f"{header.get('robot_id', 'robot')}-{seq:010d}")
+            self._check_open()
+            try:
+                seq = self._ids.take(SEQ)
+            except OSError as exc:
+                raise self._write_error(exc, f"reserving sequence numbers in {IDS_FILE}") from exc
+            chunk_id = f"{header.get('robot_id', 'robot')}-{self._ids.epoch}-{seq:010d}"
+            header = {**header, "chunk_id": chunk_id, "seq": seq, "spool_epoch": self._ids.epoch}
             record = encode_record(header, arrays)
             if not self._make_room(len(record)):
                 self.refused += 1
                 raise SpoolFullError(f"spool {self.dir} is at its quota ({self.quota_bytes} bytes) and "
-                                     f"refuses new chunks; {self.depth} chunks wait for the hub")
-            seg = self._segment_for(len(record))
-            with open(seg, "ab") as f:
-                offset = f.tell()
-                f.write(record)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-            self._chunks[seg].append(ChunkRef(header["chunk_id"], seg, offset, len(record), header))
-            self._seq += 1
-            return header["chunk_id"]
+                                     f"refuses new chunks; {self._depth} chunks wait for the hub")
+            seg = self._segment_for(len(record), seq)
+            offset = self._sizes[seg]
+            try:
+                write_at(seg, offset, record, self.fsync)
+            except OSError as exc:
+                try:  # leave no half record behind: the next open would have to skip or cut it
+                    cut_segment(seg, offset, self.fsync)
+                    cut = f"{seg.name} cut back to {offset} bytes"
+                except OSError as cut_exc:  # the next append overwrites it from the same offset
+                    cut = f"cutting {seg.name} back failed too ({cut_exc})"
+                raise self._write_error(exc, f"writing chunk {chunk_id}", cut) from exc
+            self._segs[seg].append(ChunkRef(chunk_id, seg, offset, len(record), header))
+            self._where[chunk_id] = seg
+            self._sizes[seg] += len(record)
+            self._bytes += len(record)
+            self._depth += 1
+            return chunk_id
+
+    def next_episode(self) -> int:
+        """A new episode number: increasing, never handed out twice by this spool (persisted in blocks)."""
+        self._check_open()  # not under the spool's lock: the control thread must not wait for a chunk's fsync
+        try:
+            return self._ids.take(EPISODE)
+        except OSError as exc:
+            raise self._write_error(exc, f"reserving episode numbers in {IDS_FILE}") from exc
 
     def has_room(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more fit under the quota without dropping anything."""
-        return self.bytes + nbytes <= self.quota_bytes
+        return self._bytes + nbytes <= self.quota_bytes
+
+    def _write_error(self, exc: OSError, what: str, then: str = "nothing written") -> SpoolWriteError:
+        self.write_errors += 1
+        err = SpoolWriteError(exc.errno or errno.EIO, f"spool {self.dir}: {what} failed ({exc.strerror or exc}); {then}")
+        log.error("%s", err)
+        return err
 
     def _make_room(self, nbytes: int) -> bool:
-        if self.bytes + nbytes <= self.quota_bytes:
+        if self._bytes + nbytes <= self.quota_bytes:
             return True
         if self.when_full == REFUSE:
             return False
-        for seg in sorted(self._chunks):
-            if self.bytes + nbytes <= self.quota_bytes:
+        for seg in list(self._segs):
+            if self._bytes + nbytes <= self.quota_bytes:
                 break
-            lost = sum(1 for r in self._chunks[seg] if r.chunk_id not in self._acked)
+            lost = sum(1 for r in self._segs[seg] if r.chunk_id not in self._acked)
             self.dropped += lost
             log.warning("spool: full: dropped %s with %d unsent chunks (%d dropped so far)", seg.name, lost,
                         self.dropped)
             self._delete(seg)
-        return self.bytes + nbytes <= self.quota_bytes
+        self._compact_acks()
+        return self._bytes + nbytes <= self.quota_bytes
 
-    def _segment_for(self, nbytes: int) -> Path:
-        if self._chunks:
-            last = max(self._chunks)
-            if last.stat().st_size + nbytes <= self.segment_bytes or not self._chunks[last]:
+    def _segment_for(self, nbytes: int, seq: int) -> Path:
+        if self._segs:
+            last = next(reversed(self._segs))
+            if self._sizes[last] + nbytes <= self.segment_bytes or not self._segs[last]:
                 return last
-            n = int(last.stem.split("-")[1]) + 1
-        else:
-            n = 1
-        seg = self.dir / f"seg-{n:08d}.spool"
+        seg = self.dir / f"seg-{seq:012d}.spool"
         seg.touch()
-        fsync_dir(self.dir)
-        self._chunks[seg] = []
+        if self.fsync:
+            fsync_dir(self.dir)
+        self._segs[seg], self._sizes[seg] = [], 0
         return seg
 
     # -- reading and acknowledging -------------------------------------------------------------------
     def pending(self) -> list[ChunkRef]:
         """Complete, unacknowledged chunks, oldest first."""
         with self._lock:
-            return [r for seg in sorted(self._chunks) for r in self._chunks[seg] if r.chunk_id not in self._acked]
+            return [r for refs in self._segs.values() for r in refs if r.chunk_id not in self._acked]
+
+    def read_record_bytes(self, ref: ChunkRef) -> bytes:
+        """The exact bytes of ``ref``'s record (what the uplink sends), checked: SpoolError if they fail their
+        checks or are gone (acknowledged or dropped since ``pending``)."""
+        try:
+            with open(ref.segment, "rb") as f:
+                f.seek(ref.offset)
+                data = f.read(ref.size)
+            verify_record(data, ref.chunk_id)
+        except FileNotFoundError:
+            raise SpoolError(f"chunk {ref.chunk_id}: its segment {ref.segment.name} is gone") from None
+        except SpoolError as exc:
+            raise SpoolError(f"chunk {ref.chunk_id} in {ref.segment.name} at {ref.offset}: {exc}") from None
+        return data
 
     def read(self, ref: ChunkRef) -> Chunk:
         """Load one chunk, checking its digest."""
-        with open(ref.segment, "rb") as f:
-            f.seek(ref.offset)
-            data = f.read(ref.size)
-        magic, hlen, plen = _PREFIX.unpack_from(data, 0) if len(data) >= _PREFIX.size else (b"", 0, 0)
-        body = data[_PREFIX.size:len(data) - _DIGEST]
-        if magic != MAGIC or len(data) != ref.size or hashlib.sha256(body).digest() != data[-_DIGEST:]:
-            raise SpoolError(f"chunk {ref.chunk_id} in {ref.segment.name} at {ref.offset} failed its checksum")
-        with np.load(io.BytesIO(body[hlen:hlen + plen])) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return Chunk(json.loads(body[:hlen]), arrays)
+        return decode_record(self.read_record_bytes(ref))
 
-    def ack(self, chunk_ids: list[str]) -> None:
-        """Mark chunks as stored by the hub; segments with nothing left to send are deleted."""
+    def ack(self, chunk_ids: list[str]) -> int:
+        """Mark chunks as stored by the hub; segments with nothing left to send are deleted. Ids not on disk
+        (already acked, dropped) are ignored. Returns how many chunks were newly acknowledged."""
         with self._lock:
-            new = [c for c in chunk_ids if c not in self._acked]
+            self._check_open()
+            new = [c for c in dict.fromkeys(chunk_ids) if c in self._where and c not in self._acked]
             if new:
-                with open(self.dir / "acks.log", "a") as f:
+                with open(self.dir / ACKS_FILE, "a") as f:
                     f.write("".join(f"{c}\n" for c in new))
                     f.flush()
                     if self.fsync:
                         os.fsync(f.fileno())
                 self._acked.update(new)
-            self._drop_fully_acked()
+                self._depth -= len(new)
+                self._drop_fully_acked()
+            return len(new)
 
     @property
     def depth(self) -> int:
-        """Chunks waiting for the hub."""
-        return sum(1 for refs in self._chunks.values() for r in refs if r.chunk_id not in self._acked)
+        """Chunks waiting for the hub (O(1); any thread reads it without waiting for a write in flight)."""
+        return self._depth
 
     @property
     def bytes(self) -> int:
-        """Bytes on disk in segments."""
-        return sum(r.size for refs in self._chunks.values() for r in refs)
+        """Bytes on disk in segments, bad records included (O(1), like ``depth``)."""
+        return self._bytes
 
-    def _read_acks(self) -> set[str]:
-        path = self.dir / "acks.log"
+    def counters(self) -> dict[str, int]:
+        """What the spool counted: chunks dropped and refused, write errors, bytes and records lost at open."""
+        return {"dropped": self.dropped, "refused": self.refused, "write_errors": self.write_errors,
+                "torn_bytes": self.torn_bytes, "skipped_bytes": self.skipped_bytes,
+                "skipped_records": self.skipped_records}
+
+    def _read_acks(self) -> tuple[set[str], bool]:
+        """The logged ids, and whether the log ends cleanly (a torn last line is dropped, and the log rewritten
+        so that the next ack does not continue it)."""
+        path = self.dir / ACKS_FILE
         if not path.exists():
-            return set()
+            return set(), True
         lines = path.read_text().split("\n")
-        return {line for line in lines[:-1] if line}  # the last piece is "" or a torn line
+        return {line for line in lines[:-1] if line}, lines[-1] == ""
 
     def _drop_fully_acked(self) -> None:
-        segs = sorted(self._chunks)
-        for seg in segs[:-1]:  # never the segment being appended to
-            if all(r.chunk_id in self._acked for r in self._chunks[seg]):
+        for seg in list(self._segs):
+            if all(r.chunk_id in self._acked for r in self._segs[seg]):
                 self._delete(seg)
+        self._compact_acks()
 
     def _delete(self, seg: Path) -> None:
-        self._acked.difference_update(r.chunk_id for r in self._chunks.pop(seg))
+        for r in self._segs.pop(seg):
+            del self._where[r.chunk_id]
+            if r.chunk_id in self._acked:
+                self._acked.discard(r.chunk_id)
+            else:
+                self._depth -= 1
+        self._bytes -= self._sizes.pop(seg)
         seg.unlink(missing_ok=True)
+        self._acks_stale = True
+
+    def _compact_acks(self) -> None:
+        # The segment is unlinked before its ids leave the log: a crash in between leaves stale ids, which the
+        # next open ignores, never a segment whose acked chunks would be sent again.
+        if not self._acks_stale:
+            return
+        try:
+            write_atomic(self.dir / ACKS_FILE, "".join(f"{c}\n" for c in self._acked).encode(), fsync=self.fsync)
+            self._acks_stale = False
+        except OSError as exc:  # the log is only longer than it needs to be: try again at the next deletion
+            log.warning("spool: compacting %s failed: %s", ACKS_FILE, exc)
+
+    # -- life ----------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._lock_file is None:
+            raise SpoolError(f"spool {self.dir} is closed")
+
+    def close(self) -> None:
+        """Release the directory's lock; later appends and acks raise. Waits up to 10 s for a write in flight."""
+        got = self._lock.acquire(timeout=10.0)
+        if not got:
+            log.warning("spool: a write is still in flight after 10 s; releasing the lock anyway")
+        try:
+            if self._lock_file is not None:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+                self._lock_file.close()
+                self._lock_file = None
+        finally:
+            if got:
+                self._lock.release()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -85,7 +85,8 @@ def test_observations_match_the_simulators_layout(agent_cfg):
     agent_cfg.max_episodes = 1
     agent = _agent(agent_cfg)
     agent.run()
-    chunk = Spool(Path(agent_cfg.state_dir) / "spool").read(Spool(Path(agent_cfg.state_dir) / "spool").pending()[0])
+    with Spool(Path(agent_cfg.state_dir) / "spool") as spool:  # one open at a time: the spool is locked
+        chunk = spool.read(spool.pending()[0])
     obs = chunk.arrays["obs"]
     assert obs.shape[1] == agent.runtime.policy.spec("cartpole").num_obs
     # cart-pole layout: slider pos, cos/sin of the hinge, then velocities; the pole starts hanging down
@@ -108,6 +109,7 @@ def test_new_trunk_is_swapped_in_and_a_corrupted_one_refused(agent_cfg, tmp_path
     assert "corrupted" in next(iter(agent.watcher.refused.values()))
     spool = Spool(Path(agent_cfg.state_dir) / "spool")
     versions = {int(spool.read(r).arrays["trunk_version"][0]) for r in spool.pending()}
+    spool.close()  # the restarted agent below opens it
     assert versions == {old + 100}  # the swap happened before the first episode
     # a restart starts from the trunk the unit last swapped to
     agent_cfg.max_episodes = 1

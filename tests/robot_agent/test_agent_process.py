@@ -40,9 +40,9 @@ def _wait_for(pred, timeout: float, proc: subprocess.Popen) -> None:
 
 def _chunk_ids(spool_dir: Path) -> set[str]:
     # read the segments without opening a Spool (which would cut a torn tail the test wants to see cut later)
-    from robot_agent.spool import _scan
+    from robot_agent.spool_segment import scan_segment
 
-    return {r.chunk_id for seg in sorted(spool_dir.glob("seg-*.spool")) for r in _scan(seg)[0]}
+    return {r.chunk_id for seg in sorted(spool_dir.glob("seg-*.spool")) for r in scan_segment(seg).refs}
 
 
 def _children(pid: int) -> list[int]:
@@ -71,6 +71,7 @@ def test_spool_after_kill_9_keeps_every_complete_chunk_and_drops_the_torn_tail(t
         f.write(record[:-7])
     spool = Spool(spool_dir)
     assert {r.chunk_id for r in spool.pending()} == after_kill and spool.torn_bytes == len(record) - 7
+    spool.close()  # the restarted agent below opens it
     deadline = time.monotonic() + 15
     while trainer and any(Path(f"/proc/{p}").exists() for p in trainer) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -25,7 +25,7 @@ from hardware.profile import ProfileError
 from hardware.randomization import RandomizationError
 from hardware.tasks import TaskConfigError, task_class
 from hardware.tasks.config import task_config_from
-from robot_agent.config import AgentConfig, register_configs
+from robot_agent.config import AgentConfig, register_configs, selected_profile
 
 register_configs()
 EXIT_OK, EXIT_REFUSED = 0, 2
@@ -43,8 +43,10 @@ def run_agent(cfg: DictConfig) -> int:
         return EXIT_REFUSED
     try:
         task_cfg = task_config_from(task_class(cfg.task.name).config_cls, cfg.task)
+        profile = selected_profile(cfg.hardware)
         agent_cfg = OmegaConf.to_object(cfg)
         assert isinstance(agent_cfg, AgentConfig)
+        agent_cfg.hardware = profile
         logger = open_logger(cfg.logger, job=f"agent-{cfg.robot_id}", config=OmegaConf.to_container(cfg, resolve=True))
         agent = RobotAgent(agent_cfg, task_cfg, logger)
     except (AgentStartupError, ProfileError, TaskConfigError, RandomizationError, ValueError) as exc:

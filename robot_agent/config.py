@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
+from hardware.profile import HardwareProfile, ProfileError, load_profile, profile_from_config
 from hardware.safety import SafetyConfig
 from hardware.tasks.config import register_task_schemas
 from shared_policy.config import AdapterLearnerConfig
@@ -57,7 +59,10 @@ class AgentConfig:
     """One robot unit: what it is, what it runs, where it keeps its state."""
 
     robot_id: str = "unit-0"
-    hardware: str = "cartpole"
+    # A shipped profile's name, a profile YAML path, or a HardwareProfile (anything load_profile takes).
+    # robot-agent composes the hardware config group here ({type: profile}); run_agent turns it into the
+    # HardwareProfile with `selected_profile`, so command-line overrides of the profile take effect.
+    hardware: Any = "cartpole"
     task: Any = None  # the task group (configs/task/*.yaml), validated against the task's schema
     checkpoint: str = "???"  # the pretrained policy to start from
     trunk_dir: str = ""  # watched for new trunk versions (hot-swapped between episodes); "" = none
@@ -94,6 +99,17 @@ class AgentConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: invalid value {eval_key(self, key)!r}")
+
+
+def selected_profile(hardware: Any) -> HardwareProfile:
+    """The one hardware profile the agent drives: a composed hardware group node, or a name or YAML path."""
+    if isinstance(hardware, (str, HardwareProfile)):
+        return load_profile(hardware)
+    if isinstance(hardware, (dict, DictConfig)) and len(hardware) == 1:
+        ((name, node),) = hardware.items()
+        return profile_from_config(node, where=f"hardware.{name}")
+    chosen = list(hardware) if isinstance(hardware, (dict, DictConfig)) else hardware
+    raise ProfileError(f"hardware: the agent drives exactly one hardware type (hardware=<type>); got {chosen}")
 
 
 def eval_key(cfg: object, dotted: str) -> object:

@@ -1,0 +1,46 @@
+"""The agent's config as robot-agent composes it: hardware=<type> selects one profile, as in the README."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from configs import CONFIG_DIR
+from hardware.profile import ProfileError, load_profile
+from robot_agent.config import register_configs, selected_profile
+
+register_configs()
+
+
+@pytest.fixture()
+def hydra_dir():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        yield
+
+
+def test_hardware_override_selects_the_profile_the_agent_drives(hydra_dir):
+    cfg = compose("agent", overrides=["hardware=cartpole_long", "task=cartpole_swingup"])
+    assert selected_profile(cfg.hardware) == load_profile("cartpole_long")
+
+
+def test_default_hardware_is_cartpole(hydra_dir):
+    assert selected_profile(compose("agent").hardware).name == "cartpole"
+
+
+def test_an_override_of_the_profile_reaches_the_profile_the_agent_drives(hydra_dir):
+    cfg = compose("agent", overrides=["hardware=cartpole", "hardware.cartpole.actuator.action_scale=0.5"])
+    assert selected_profile(cfg.hardware).actuator.action_scale == 0.5
+
+
+def test_several_hardware_types_are_refused_naming_the_key(hydra_dir):
+    cfg = compose("agent", overrides=["hardware=[cartpole,cartpole_long]"])
+    with pytest.raises(ProfileError, match=r"^hardware: .*exactly one.*'cartpole', 'cartpole_long'"):
+        selected_profile(cfg.hardware)
+
+
+def test_a_wrong_profile_value_is_refused_naming_the_key(hydra_dir):
+    cfg = compose("agent", overrides=["hardware.cartpole.control_hz=fast"])
+    with pytest.raises(ProfileError, match=r"(?s)hardware\.cartpole.*control_hz"):
+        selected_profile(cfg.hardware)
+
+
+def test_a_name_still_selects_a_shipped_profile():
+    assert selected_profile("go2_like") == load_profile("go2_like")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hardware.profile import profile_hash, profile_json
 from shared_policy.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from shared_policy.config import PolicyConfig, PPOConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
@@ -31,7 +32,8 @@ class TrainingDiverged(RuntimeError):
 def hardware_spec(env: BatchedEnv) -> HardwareSpec:
     """The policy-facing description of an env's hardware type."""
     return HardwareSpec(env.profile.name, env.num_obs, env.num_actions, env.num_privileged_obs,
-                        tuple(env.obs_layout.signature()), tuple(j.name for j in env.profile.actuated_joints))
+                        tuple(env.obs_layout.signature()), tuple(j.name for j in env.profile.actuated_joints),
+                        profile_hash(env.profile), profile_json(env.profile))
 
 
 class DistributedContext:

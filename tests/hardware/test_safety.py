@@ -189,16 +189,19 @@ def test_nan_joint_reading_gives_a_finite_hold_and_no_nan_survives_into_the_next
 
     profile = load_profile(hardware)
     layer = SafetyLayer(profile)
-    neutral = np.array([j.default_pos if profile.actuator.mode == "pd" else 0.0 for j in profile.actuated_joints])
-    before = layer.filter(neutral, _home_state(profile))
-    held = layer.filter(neutral, _home_state(profile, (field, joint)))
+    pd = profile.actuator.mode == "pd"
+    # within every limit: 0.1 rad off the default pose, or half torque
+    cmd = np.array([j.default_pos + 0.1 if pd else 0.5 for j in profile.actuated_joints])
+    before = layer.filter(cmd, _home_state(profile))
+    np.testing.assert_array_equal(before, cmd)
+    held = layer.filter(cmd, _home_state(profile, (field, joint)))
     assert np.isfinite(held).all()
     # PD: the last command is held (no target exists at a NaN position); torque: no torque
-    np.testing.assert_array_equal(held, before if profile.actuator.mode == "pd" else 0.0)
+    np.testing.assert_array_equal(held, before if pd else 0.0)
     assert layer.counts[NONFINITE_READING] == 1
-    after = layer.filter(neutral, _home_state(profile))  # the reading recovers: so does the command
+    after = layer.filter(cmd, _home_state(profile))  # the reading recovers: so does the command
     assert np.isfinite(after).all() and np.isfinite(layer.filter_state.last).all()
-    np.testing.assert_allclose(after, before)
+    np.testing.assert_allclose(after, cmd)
     assert layer.counts[NONFINITE_READING] == 1
 
 
@@ -224,7 +227,7 @@ def test_every_command_is_finite_whatever_the_command_and_reading(hardware):
             if rng.random() < 0.2:
                 arr[rng.integers(len(arr))] = bad[rng.integers(len(bad))]
         assert np.isfinite(layer.filter(cmd, state)).all()
-        assert np.isfinite(layer.filter_state.last).all()
+    assert np.isfinite(layer.filter_state.last).all()
 
 
 def test_torque_toward_a_joint_limit_fades_to_zero_across_the_soft_band():

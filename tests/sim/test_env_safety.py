@@ -60,3 +60,21 @@ def test_a_reset_world_starts_its_rate_limit_from_its_new_reading():
     want = layer.filter(cmd, RobotState(state.joint_pos[1:2], state.joint_vel[1:2]))
     env.step(torch.full((2, 12), -8.0))
     np.testing.assert_allclose(env.backend.ctrl[1], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.timeout(120)
+def test_training_logs_the_share_of_world_steps_the_safety_filter_changed(tmp_path):
+    from shared_policy.config import PolicyConfig, PPOConfig
+    from shared_policy.tracking import NullLogger
+    from sim.pretrain import PretrainRunner
+
+    env = sim.make_env("locomotion", "go2_like", 16, seed=0)
+    runner = PretrainRunner([env], PolicyConfig(latent_dim=32, trunk_hidden=[32], stem_hidden=[32],
+                                                critic_hidden=[32]),
+                            PPOConfig(num_steps_per_env=8), tmp_path, NullLogger(), checkpoint_every=1000)
+    before = env.safety.counts.copy()
+    m = runner.learn(1, log_every=1000)[-1]
+    changed = env.safety.counts - before
+    for kind, n in zip(KINDS, changed.tolist(), strict=True):
+        assert m[f"go2_like/safety/{kind}"] == pytest.approx(n / (16 * 8)), kind
+    assert m["go2_like/safety/rate_limit"] > 0  # an untrained policy's targets jump

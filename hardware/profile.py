@@ -8,8 +8,10 @@ figures its MuJoCo model is generated from. Sim and robot agent both load it thr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,23 @@ class ActuatorSpec:
 
 
 @dataclass
+class LimitSpec:
+    """Command limits the safety filter enforces, in sim and on the robot alike: part of the contract (and hash).
+
+    Defaults derive the PD rate limit from each joint: a position target moves at most
+    ``min(pd_target_rate x max_velocity x period, pd_range_fraction x range)`` per control period, i.e.
+    no faster than the joint itself can follow, and never a large part of its range in one period.
+    """
+
+    pd_target_rate: float = 1.0
+    pd_range_fraction: float = 0.25
+    torque_rate: float = 1.0  # torque mode: the normalised command changes at most this much per period
+    # torque mode: the middle ``soft_range`` of each joint's range gets full torque; beyond it the torque
+    # toward the nearer limit fades linearly to zero at the limit (legged_gym's soft_dof_pos_limit)
+    soft_range: float = 0.9
+
+
+@dataclass
 class HardwareProfile:
     """Everything the sim and a robot agent must agree on for one hardware type."""
 
@@ -80,6 +99,7 @@ class HardwareProfile:
     control_hz: float = 50.0
     physics_hz: float = 200.0
     actuator: ActuatorSpec = field(default_factory=ActuatorSpec)
+    limits: LimitSpec = field(default_factory=LimitSpec)
     joints: list[JointSpec] = field(default_factory=list)
     sensors: list[str] = field(default_factory=list)
     # Ordered observation terms (see hardware.observation.TERMS); task terms included.
@@ -181,8 +201,50 @@ def validate_profile(p: HardwareProfile) -> None:
             raise bad(f"joints[{i}] ({j.name}).kp must be positive for a PD actuator")
     if p.actuator.action_scale <= 0:
         raise bad("actuator.action_scale must be positive")
+    for key in ("pd_target_rate", "pd_range_fraction", "torque_rate"):
+        if not getattr(p.limits, key) > 0:
+            raise bad(f"limits.{key} must be positive, got {getattr(p.limits, key)}")
+    if not 0 < p.limits.soft_range <= 1:
+        raise bad(f"limits.soft_range must be in (0, 1], got {p.limits.soft_range}")
     unknown = [t for t in p.observation if t not in TERMS]
     if unknown:
         raise bad(f"unknown observation terms {unknown}; known: {sorted(TERMS)}")
     if p.family == Family.mjcf_file and not p.mjcf_file:
         raise bad("family mjcf_file needs mjcf_file set")
+
+
+# Free text: two profiles that differ only here drive a robot the same way.
+_NOT_HASHED = ("description",)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)  # YAML's 50 and 50.0 are the same rate
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    raise TypeError(f"no canonical form for {type(value).__name__}")
+
+
+def canonical_profile(profile: HardwareProfile) -> dict[str, Any]:
+    """Every field of ``profile`` that shapes what a robot does (gains, limits, action scale, rates, layout,
+    physics), as plain JSON values: numbers as floats, enums as their values."""
+    d = asdict(profile)
+    for key in _NOT_HASHED:
+        d.pop(key)
+    return _canonical(d)
+
+
+def profile_json(profile: HardwareProfile) -> str:
+    """The canonical profile as compact JSON with sorted keys: the text :func:`profile_hash` digests."""
+    return json.dumps(canonical_profile(profile), sort_keys=True, separators=(",", ":"))
+
+
+def profile_hash(profile: HardwareProfile) -> str:
+    """sha256 (hex) of the canonical profile: equal exactly when two profiles drive a robot the same way."""
+    return hashlib.sha256(profile_json(profile).encode()).hexdigest()

@@ -1,12 +1,15 @@
 """The safety layer between every policy and every driver.
 
-:class:`SafetyLayer` filters each command against the profile's limits (position, velocity, torque),
-limits its rate of change, and replaces NaN/inf commands with a hold. :class:`SafeDriver` wraps a
-driver with that filter, a watchdog thread that puts the robot in damping mode when no fresh command
-arrives within ``watchdog_periods`` control periods, and an e-stop that latches until cleared. Every
-intervention is counted and logged: the first of each kind at once, then at most one summary per kind
-every ``report_every_s``. Logging never runs between a tick and its command: the layer queues its
-notices and :meth:`SafeDriver.report` writes them once the command is out.
+:class:`SafetyLayer` runs the safety filter of :mod:`hardware.safety_filter` (the same compiled code the
+simulator runs over its N worlds) on the robot's batch of one: position, velocity and torque limits, a
+rate limit and soft position limits from the profile, NaN/inf commands and readings replaced by a hold,
+and a last check that every command is finite. :class:`SafeDriver` wraps a driver with that filter,
+damps the robot when a reading is non-finite or stale (its stamp has not advanced for ``stale_periods``
+periods: a dead driver process), a watchdog thread that damps it when no fresh command arrives within
+``watchdog_periods`` control periods, and an e-stop that latches until cleared. Every intervention is
+counted and logged: the first of each kind at once, then at most one summary per kind every
+``report_every_s``. Logging never runs between a tick and its command: the layer queues its notices and
+:meth:`SafeDriver.report` writes them once the command is out.
 """
 
 from __future__ import annotations
@@ -20,130 +23,107 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.driver import RobotDriver
-from hardware.profile import ActuatorMode, HardwareProfile
+from hardware.driver import RobotDriver, TimedState
+from hardware.profile import HardwareProfile
+from hardware.safety_filter import (
+    KINDS,
+    NONFINITE,
+    NONFINITE_READING,
+    POSITION_LIMIT,
+    RATE_LIMIT,
+    TORQUE_LIMIT,
+    VELOCITY_LIMIT,
+    SafetyFilter,
+)
 from hardware.state import RobotState
 
 log = logging.getLogger(__name__)
 
-# intervention kinds (the keys of SafetyLayer.counts)
-POSITION_LIMIT, VELOCITY_LIMIT, TORQUE_LIMIT = "position_limit", "velocity_limit", "torque_limit"
-RATE_LIMIT, NONFINITE, WATCHDOG, ESTOP = "rate_limit", "nonfinite", "watchdog", "estop"
+# intervention kinds (the keys of SafetyLayer.counts): the filter's, then the robot's own
+STALE_READING, WATCHDOG, ESTOP = "stale_reading", "watchdog", "estop"
+__all__ = ["ESTOP", "KINDS", "NONFINITE", "NONFINITE_READING", "POSITION_LIMIT", "RATE_LIMIT", "STALE_READING",
+           "TORQUE_LIMIT", "VELOCITY_LIMIT", "WATCHDOG", "EStop", "SafeDriver", "SafetyConfig", "SafetyLayer"]
+
+_MESSAGES = {
+    POSITION_LIMIT: "command held inside the joint range (PD target clamped, or torque toward a limit faded out)",
+    VELOCITY_LIMIT: "joint over its velocity limit: no command along its motion",
+    TORQUE_LIMIT: "command limited to the motor's torque",
+    RATE_LIMIT: "command rate limited",
+    NONFINITE: "command is not finite: holding",
+    NONFINITE_READING: "joint reading is not finite: holding (damping behind a SafeDriver)",
+}
 
 
 @dataclass
 class SafetyConfig:
-    """Limits beyond the profile's own, and the watchdog and e-stop settings."""
+    """The robot's own safety settings: watchdog, stale readings, e-stop. (The command limits are the
+    profile's ``limits``, shared with sim.)"""
 
-    # PD: a position target may move at most this many times (max_velocity x period) per period
-    pd_target_rate: float = 5.0  # a guard against glitches, not a limit on normal motion
-    # torque: the normalised command may change at most this much per period
-    torque_rate: float = 1.0
     watchdog_periods: float = 2.0
+    # a reading whose stamp has not advanced for this many periods in a row damps the robot
+    stale_periods: int = 3
     estop_file: str = ""  # e-stop while this file exists (and until cleared after it is gone)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad key."""
-        for name in ("pd_target_rate", "torque_rate", "watchdog_periods"):
-            if getattr(self, name) <= 0:
+        for name in ("watchdog_periods", "stale_periods"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"safety.{name}: must be > 0, got {getattr(self, name)}")
 
 
 class SafetyLayer:
-    """Stateless limits plus the last command (for the rate limit); counts what it changed."""
+    """The safety filter for one robot, its counts by kind, and the log of what it changed."""
 
     def __init__(self, profile: HardwareProfile, cfg: SafetyConfig | None = None):
         self.cfg = cfg or SafetyConfig()
         self.cfg.validate()
         self.profile = profile
-        self.mode = profile.actuator.mode
-        joints = profile.actuated_joints
-        self._actuated = np.array([i for i, j in enumerate(profile.joints) if j.actuated])
-        self.low = np.array([-np.inf if j.continuous else j.range[0] for j in joints])
-        self.high = np.array([np.inf if j.continuous else j.range[1] for j in joints])
-        self.max_vel = np.array([j.max_velocity for j in joints])
-        self.max_torque = np.array([j.max_torque for j in joints])
-        self.kp = np.array([j.kp for j in joints])
-        self.kd = np.array([j.kd for j in joints])
-        period = 1.0 / profile.control_hz
-        self.max_step = (self.cfg.pd_target_rate * self.max_vel * period if self.mode == ActuatorMode.pd
-                         else np.full(len(joints), self.cfg.torque_rate))
-        self.has_gain = self.kp > 0
-        self._any_gain = bool(self.has_gain.any())
-        self._safe_kp = np.where(self.has_gain, self.kp, 1.0)
-        # every joint actuated (the usual case): a basic slice instead of a fancy-index copy per tick
-        self._joints = slice(None) if len(self._actuated) == len(profile.joints) else self._actuated
+        self.filter_state = SafetyFilter(profile, 1)
+        self.num_actions = profile.num_actions
+        self.max_step = self.filter_state.max_step
         self.counts: Counter[str] = Counter()
-        self._last: np.ndarray | None = None
         # kind -> (message, count when last reported, time last reported); notices wait for report()
         self._reported: dict[str, tuple[str, int, float]] = {}
         self._pending: dict[str, str] = {}
         self.report_every_s = 10.0
 
     def reset(self) -> None:
-        """Forget the last command (a new episode starts from the home pose)."""
-        self._last = None
+        """A new episode: the next command is rate limited from the hold at the next reading."""
+        self.filter_state.reset()
+
+    @property
+    def reading_ok(self) -> bool:
+        """Whether the last reading :meth:`filter` saw was finite."""
+        return bool(self.filter_state.reading_ok[0])
 
     def hold(self, state: RobotState) -> np.ndarray:
-        """The command that holds the robot where it is: its position (PD) or zero torque."""
-        if self.mode == ActuatorMode.pd:
-            return np.clip(state.joint_pos[0, self._actuated], self.low, self.high)
-        return np.zeros(len(self.max_vel))
+        """The command that holds the robot: PD, its position (its last command when the reading is not
+        finite); torque, zero."""
+        f = self.filter_state
+        if not f.pd:
+            return np.zeros(self.num_actions)
+        q = state.joint_pos[0, f.joints]
+        if np.isfinite(q).all():
+            return np.minimum(np.maximum(q, f.limits[0]), f.limits[1])
+        return f.last[0].copy()
 
     def filter(self, command: np.ndarray, state: RobotState) -> np.ndarray:
-        """The command the driver may receive for ``command`` at ``state``."""
-        cmd = np.asarray(command, dtype=np.float64).copy()
-        if cmd.shape != self.max_vel.shape or not np.isfinite(cmd).all():
-            self._count(NONFINITE, f"command {cmd.tolist()} is not {len(self.max_vel)} finite numbers: holding")
-            cmd = self.hold(state)
-            self._last = cmd
-            return cmd
-        q, qd = state.joint_pos[0, self._joints], state.joint_vel[0, self._joints]
-        # per tick on the control thread: bare ufuncs (np.clip and np.array_equal cost several times more)
-        if self._last is not None:
-            delta = cmd - self._last
-            step = np.minimum(np.maximum(delta, -self.max_step), self.max_step)
-            if (step != delta).any():
-                self._count(RATE_LIMIT, "command rate limited")
-                cmd = self._last + step
-        if self.mode == ActuatorMode.pd:
-            cmd = self._limit_pd(cmd, q, qd)
-        else:
-            cmd = self._limit_torque(cmd, qd)
-        self._last = cmd
-        return cmd
+        """The command the driver may receive for ``command`` at ``state``: always finite."""
+        cmd = np.asarray(command, dtype=np.float64)
+        shape = cmd.shape
+        if shape != (self.num_actions,):
+            cmd = np.full(self.num_actions, np.nan)  # the filter holds and counts it
+        out = self.filter_state.apply(cmd.reshape(1, -1), state)
+        step = self.filter_state.step_counts
+        if step.any():
+            for k in np.flatnonzero(step):
+                self.count(KINDS[k], _MESSAGES[KINDS[k]])
+            if shape != cmd.shape:
+                self._pending[NONFINITE] = f"command of shape {shape} is not {self.num_actions} numbers: holding"
+        return out[0]
 
-    def _limit_pd(self, cmd: np.ndarray, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
-        clipped = np.minimum(np.maximum(cmd, self.low), self.high)
-        if (clipped != cmd).any():
-            self._count(POSITION_LIMIT, "position target clamped to the joint range")
-        cmd = clipped
-        over = np.abs(qd) > self.max_vel
-        pushing = over & (np.sign(cmd - q) == np.sign(qd))
-        if pushing.any():  # over speed: no target further along the direction of motion
-            self._count(VELOCITY_LIMIT, "joint over its velocity limit: target held at the joint")
-            cmd = np.where(pushing, q, cmd)
-        if self._any_gain:  # the torque the PD loop would apply, kept within the motor's limit
-            tau = self.kp * (cmd - q) - self.kd * qd
-            tau_ok = np.minimum(np.maximum(tau, -self.max_torque), self.max_torque)
-            fix = self.has_gain & (tau_ok != tau)
-            if fix.any():
-                self._count(TORQUE_LIMIT, "position target pulled in to stay within the torque limit")
-                cmd = np.where(fix, q + (tau_ok + self.kd * qd) / self._safe_kp, cmd)
-        return cmd
-
-    def _limit_torque(self, cmd: np.ndarray, qd: np.ndarray) -> np.ndarray:
-        clipped = np.clip(cmd, -1.0, 1.0)  # 1.0 = the profile's max_torque
-        if not np.array_equal(clipped, cmd):
-            self._count(TORQUE_LIMIT, "torque command clamped to the motor limit")
-        cmd = clipped
-        pushing = (np.abs(qd) > self.max_vel) & (np.sign(cmd) == np.sign(qd))
-        if pushing.any():
-            self._count(VELOCITY_LIMIT, "joint over its velocity limit: no torque along the motion")
-            cmd = np.where(pushing, 0.0, cmd)
-        return cmd
-
-    def _count(self, kind: str, message: str) -> None:
+    def count(self, kind: str, message: str) -> None:
+        """Count one intervention of ``kind``; ``message`` is logged at the next :meth:`report`."""
         self.counts[kind] += 1
         self._pending[kind] = message
 
@@ -220,6 +200,8 @@ class SafeDriver:
         self.estop = EStop(self.cfg.estop_file or None)
         self.period = 1.0 / driver.profile.control_hz
         self._last_command = time.monotonic()
+        self._stamp = -np.inf  # the newest reading stamp seen, and for how many sends it has not advanced
+        self._unchanged = 0
         self._tripped = False
         self._armed = False
         self._lock = threading.Lock()
@@ -235,8 +217,11 @@ class SafeDriver:
         """Log the safety layer's queued notices (call it after the command is out, not before)."""
         self.layer.report()
 
-    def send(self, command: np.ndarray, state: RobotState) -> np.ndarray | None:
-        """Filter and send ``command``; damping instead while the e-stop is engaged. Returns what was sent."""
+    def send(self, command: np.ndarray, reading: TimedState | RobotState) -> np.ndarray | None:
+        """Filter and send ``command`` for the driver's ``reading``; returns what was sent, or None when the
+        robot was damped instead: e-stop engaged, a non-finite reading, or a stale one (its stamp has not
+        advanced for ``stale_periods`` sends; pass the driver's :class:`TimedState` for that check)."""
+        state = reading.state if isinstance(reading, TimedState) else reading
         with self._lock:
             self._last_command = time.monotonic()
             self._tripped = False
@@ -245,16 +230,37 @@ class SafeDriver:
             engaged = self.estop.engaged if self._watchdog is not None else self.estop.poll()
             if engaged:
                 self.layer.counts[ESTOP] += 1
-                self.driver.damp()
+                self._damp()
+                return None
+            if isinstance(reading, TimedState) and self._stamp_stale(reading.stamp):
+                self.layer.count(STALE_READING, f"driver reading not renewed for {self.cfg.stale_periods} periods "
+                                                f"(stamp {reading.stamp:.3f}): damping")
+                self._damp()
                 return None
             safe = self.layer.filter(command, state)
+            if not self.layer.reading_ok:  # counted by the layer; damping needs no reading, a hold would
+                self._damp()
+                return None
             self.driver.send_command(safe)
             return safe
+
+    def _stamp_stale(self, stamp: float) -> bool:
+        if stamp > self._stamp:
+            self._stamp, self._unchanged = stamp, 0
+        else:
+            self._unchanged += 1
+        return self._unchanged >= self.cfg.stale_periods
+
+    def _damp(self) -> None:
+        self.driver.damp()
+        # the robot moves while damped: the next command is rate limited from where it is then
+        self.layer.reset()
 
     def arm(self) -> None:
         """Expect a command every period from now on (an episode starts)."""
         with self._lock:
             self._last_command = time.monotonic()
+            self._unchanged = 0  # homing may leave the stamp where it was; staleness counts from here
             self._armed = True
 
     def disarm(self) -> None:
@@ -297,7 +303,7 @@ class SafeDriver:
                                 1e3 * (time.monotonic() - self._last_command), self.layer.counts[WATCHDOG])
                     self._tripped = True
                 if stale or engaged_now:
-                    self.driver.damp()
+                    self._damp()
 
     def _stale(self, limit: float) -> bool:
         return self._armed and time.monotonic() - self._last_command > limit

@@ -37,7 +37,7 @@ from hardware.state import RobotState, TaskInputs
 from hardware.tasks import TaskConfig, task_class
 from robot_agent.config import AgentConfig
 from robot_agent.recorder import EpisodeRecorder
-from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
+from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
 from robot_agent.scheduling import NORMAL, enter_realtime, leave_realtime
 from robot_agent.spool import DROP_OLDEST, Spool, SpoolFullError, SpoolLockedError
 from robot_agent.status import LoopTiming, status_line
@@ -121,12 +121,11 @@ class RobotAgent:
     # -- start-up checks -----------------------------------------------------------------------------
     def _check_driver(self) -> None:
         claimed = robot_spec(self.driver.profile, self.task.cfg.privileged_observation)
-        for key in ("num_obs", "num_actions", "obs_layout", "action_names"):
-            if getattr(claimed, key) != getattr(self.spec, key):
-                raise AgentStartupError(
-                    f"driver '{self.cfg.driver.name}' claims hardware '{self.driver.profile.name}' whose {key} "
-                    f"{getattr(claimed, key)} does not match the agent's hardware '{self.profile.name}' "
-                    f"({getattr(self.spec, key)}): refusing to start")
+        diff = spec_differences(claimed, self.spec)  # layout and the whole profile (by hash, fields named)
+        if diff:
+            raise AgentStartupError(
+                f"driver '{self.cfg.driver.name}' claims hardware '{self.driver.profile.name}' that does not match "
+                f"the agent's hardware '{self.profile.name}' ({'; '.join(diff)}): refusing to start")
 
     def _trunk_to_start_from(self) -> str:
         """The last trunk this unit swapped to (if it still verifies), else the configured checkpoint."""
@@ -305,7 +304,7 @@ class RobotAgent:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.stopping:
             ts = self.driver.read_state()
-            self.safe.send(self.safe.layer.hold(ts.state), ts.state)
+            self.safe.send(self.safe.layer.hold(ts.state), ts)
             self._sleep(1.0 / self.profile.control_hz)
             self._maybe_status()
 
@@ -376,7 +375,7 @@ class RobotAgent:
                 t0 = time.perf_counter()
                 action, logp = rt.act(obs, explore, self.action_rng)
                 t1 = time.perf_counter()
-                self.safe.send(self.action_map.to_command(action[None])[0], state)
+                self.safe.send(self.action_map.to_command(action[None])[0], ts)  # ts: its stamp is checked
                 sent = time.monotonic()
                 timing.inference.add(t1 - t0)
                 timing.compute.add(sent - woke)

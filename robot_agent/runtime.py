@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -12,26 +13,37 @@ import numpy as np
 import torch
 
 from hardware.observation import ObservationLayout
-from hardware.profile import HardwareProfile
+from hardware.profile import HardwareProfile, profile_hash, profile_json
 from hardware.randomization import PhysicsParams
 from shared_policy.adapter import Adapter, MergedActor
-from shared_policy.checkpoint import CheckpointError, load_checkpoint
+from shared_policy.checkpoint import CheckpointError, load_checkpoint, profile_differences
 from shared_policy.policy import FleetPolicy, HardwareSpec
 
 log = logging.getLogger(__name__)
 
 
 def robot_spec(profile: HardwareProfile, privileged_terms: list[str]) -> HardwareSpec:
-    """The layout a policy must have to drive ``profile``: what a checkpoint is checked against."""
+    """The layout and profile a policy must have to drive ``profile``: what a checkpoint is checked against."""
     obs = ObservationLayout(profile, profile.observation)
     extra = ObservationLayout(profile, privileged_terms)
     return HardwareSpec(profile.name, obs.size, profile.num_actions,
                         obs.size + extra.size + PhysicsParams.NUM_PRIVILEGED, tuple(obs.signature()),
-                        tuple(j.name for j in profile.actuated_joints))
+                        tuple(j.name for j in profile.actuated_joints), profile_hash(profile), profile_json(profile))
+
+
+def spec_differences(claimed: HardwareSpec, expected: HardwareSpec) -> list[str]:
+    """Why hardware ``claimed`` (a driver's) cannot stand in for ``expected``: its layout, then every profile
+    field that differs (gains, limits, action scale, rates...); empty when they match."""
+    out = [f"{key} {getattr(claimed, key)} vs {getattr(expected, key)}"
+           for key in ("num_obs", "num_actions", "obs_layout", "action_names")
+           if getattr(claimed, key) != getattr(expected, key)]
+    if claimed.profile_hash != expected.profile_hash:
+        out += profile_differences(json.loads(claimed.profile), json.loads(expected.profile), "driver", "agent")
+    return out
 
 
 def load_verified(path: str | Path, spec: HardwareSpec) -> tuple[FleetPolicy, dict[str, Any]]:
-    """Load a checkpoint, refusing it unless every checksum and this hardware's layout match."""
+    """Load a checkpoint, refusing it unless every checksum, this hardware's layout and its profile match."""
     policy, manifest = load_checkpoint(path, expected={spec.name: spec})
     policy.eval()
     for p in policy.parameters():

@@ -8,13 +8,19 @@
     <dir>/training_state.pt             optimizer, learning rate, iteration (for resuming; tensors only)
 
 A checkpoint loads only if every file's checksum matches and, when the caller says what it expects,
-every hardware layout matches too. Writes go to a temporary directory renamed into place.
+every hardware layout and hardware profile matches too. Writes go to a temporary directory renamed into place.
+
+Each hardware entry of the manifest records the hash of the profile it was trained on (gains, limits,
+action scale, rates: see ``hardware.profile.profile_hash``) and the profile itself, so that a mismatch
+names the fields that differ. A manifest written before profile hashes loads with a warning: its layout
+is still checked, and refusing it would strand every robot running it until it is retrained.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,6 +37,8 @@ from shared_policy.policy import FleetPolicy, HardwareSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -83,7 +91,9 @@ def save_checkpoint(path: str | Path, policy: FleetPolicy, trunk_version: int, c
             "files": digests,
             "policy": asdict(policy.cfg),
             "hardware": {hw: {"num_obs": s.num_obs, "num_actions": s.num_actions, "num_critic_obs": s.num_critic_obs,
-                              "obs_layout": [list(t) for t in s.obs_layout], "action_names": list(s.action_names)}
+                              "obs_layout": [list(t) for t in s.obs_layout], "action_names": list(s.action_names),
+                              **({"profile_hash": s.profile_hash, "profile": json.loads(s.profile)}
+                                 if s.profile_hash else {})}
                          for hw, s in policy.specs.items()},
             "adapters": {unit: {"hardware": a.hardware, "rank": a.cfg.rank, "alpha": a.cfg.alpha}
                          for unit, a in (adapters or {}).items()},
@@ -135,12 +145,34 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def specs_from_manifest(manifest: dict[str, Any]) -> dict[str, HardwareSpec]:
     """The hardware specs a checkpoint was trained with."""
     return {hw: HardwareSpec(hw, h["num_obs"], h["num_actions"], h["num_critic_obs"],
-                             tuple(tuple(t) for t in h["obs_layout"]), tuple(h["action_names"]))
+                             tuple(tuple(t) for t in h["obs_layout"]), tuple(h["action_names"]),
+                             h.get("profile_hash", ""),
+                             json.dumps(h["profile"], sort_keys=True, separators=(",", ":")) if "profile" in h else "")
             for hw, h in manifest["hardware"].items()}
 
 
-def check_layouts(manifest: dict[str, Any], expected: dict[str, HardwareSpec]) -> None:
-    """Refuse a checkpoint whose layouts differ from ``expected`` for any hardware type the caller needs."""
+def profile_differences(have: Any, want: Any, have_name: str = "have", want_name: str = "want",
+                        where: str = "") -> list[str]:
+    """Where two canonical profiles (JSON values) differ, one line per field with both values; joints are
+    named by their ``name``."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        out = []
+        for key in sorted(set(have) | set(want)):
+            path = f"{where}.{key}" if where else str(key)
+            out += profile_differences(have.get(key), want.get(key), have_name, want_name, path)
+        return out
+    if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
+        out = []
+        for i, (a, b) in enumerate(zip(have, want, strict=True)):
+            label = a["name"] if isinstance(a, dict) and isinstance(b, dict) and a.get("name") == b.get("name") else i
+            out += profile_differences(a, b, have_name, want_name, f"{where}[{label}]")
+        return out
+    return [] if have == want else [f"{where}: {have_name} {have!r}, {want_name} {want!r}"]
+
+
+def check_layouts(manifest: dict[str, Any], expected: dict[str, HardwareSpec], path: str | Path = "") -> None:
+    """Refuse a checkpoint whose layouts or hardware profiles differ from ``expected`` for any hardware type
+    the caller needs (a manifest without profile hashes is checked by layout only, with a warning)."""
     have = specs_from_manifest(manifest)
     for hw, want in expected.items():
         if hw not in have:
@@ -150,6 +182,15 @@ def check_layouts(manifest: dict[str, Any], expected: dict[str, HardwareSpec]) -
             if getattr(want, key) and getattr(got, key) != getattr(want, key):
                 raise CheckpointError(f"checkpoint layout mismatch for '{hw}'.{key}: checkpoint has "
                                       f"{getattr(got, key)}, expected {getattr(want, key)}")
+        if not want.profile_hash:
+            continue
+        if not got.profile_hash:
+            log.warning("checkpoint %s records no hardware profile for '%s' (written before profile hashes): its "
+                        "layout matches, but its gains, limits, action scale and rates cannot be checked", path, hw)
+        elif got.profile_hash != want.profile_hash:
+            diff = profile_differences(json.loads(got.profile), json.loads(want.profile), "checkpoint", "expected")
+            raise CheckpointError(f"checkpoint hardware profile mismatch for '{hw}' (hash {got.profile_hash[:12]}, "
+                                  f"expected {want.profile_hash[:12]}): {'; '.join(diff) or 'fields equal'}")
 
 
 def load_checkpoint(path: str | Path, expected: dict[str, HardwareSpec] | None = None,
@@ -158,7 +199,7 @@ def load_checkpoint(path: str | Path, expected: dict[str, HardwareSpec] | None =
     path = Path(path)
     manifest = read_manifest(path)
     if expected:
-        check_layouts(manifest, expected)
+        check_layouts(manifest, expected, path)
     policy = FleetPolicy(PolicyConfig(**manifest["policy"]), specs_from_manifest(manifest))
     state: dict[str, torch.Tensor] = {}
     for rel in manifest["files"]:

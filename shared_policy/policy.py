@@ -14,7 +14,8 @@ from shared_policy.modules import Head, Stem, ValueHead, mlp
 
 @dataclass(frozen=True)
 class HardwareSpec:
-    """What the policy must know of a hardware type: its names and vector layouts."""
+    """What the policy must know of a hardware type: its names and vector layouts, and the hardware profile
+    it was trained on (its hash and canonical JSON; empty when unknown)."""
 
     name: str
     num_obs: int
@@ -22,6 +23,8 @@ class HardwareSpec:
     num_critic_obs: int
     obs_layout: tuple[tuple[str, int], ...] = ()
     action_names: tuple[str, ...] = ()
+    profile_hash: str = ""
+    profile: str = ""
 
 
 class FleetPolicy(nn.Module):

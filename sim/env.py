@@ -1,7 +1,9 @@
 """Batched MuJoCo environments with an Isaac Gym / rsl_rl-style interface.
 
 One env = one task x one hardware type x N worlds. Physics runs in one native multi-threaded call;
-observations, rewards, resets and domain randomisation are vectorised numpy over the N worlds.
+observations, rewards, resets and domain randomisation are vectorised numpy over the N worlds. Every
+command passes the robot's own safety filter (:mod:`hardware.safety_filter`, batched), so a policy trains
+under the limits a robot enforces; ``extras["safety"]`` counts, per kind, the worlds it changed each step.
 Tensors go in and out on ``device``; finished worlds reset themselves inside :meth:`BatchedEnv.step`.
 """
 
@@ -13,12 +15,13 @@ import numpy as np
 import torch
 
 from hardware.action import ActionMap
-from hardware.compiled import kernel
+from hardware.compiled import copy_into, kernel
 from hardware.models import RobotModel, build_model
 from hardware.observation import ObservationLayout
 from hardware.physics import MuJoCoBatchBackend
 from hardware.profile import HardwareProfile
 from hardware.randomization import PhysicsParams, sample_params
+from hardware.safety_filter import SafetyFilter
 from hardware.state import RobotState
 from hardware.tasks import Task, TaskConfig
 
@@ -72,7 +75,11 @@ class BatchedEnv:
         self._params = sample_params(self.rng, rand, n)
         self._params_priv = self._params.privileged()
         self._max_latency = int(rand.latency_steps[1]) if rand.enabled else 0
-        self._action_hist = np.zeros((self._max_latency + 1, n, a))
+        # the safety filter acts on the command as it leaves the controller; actuator latency comes after it
+        self.safety = SafetyFilter(p, n)
+        self._command = np.empty((n, a))
+        self._neutral = self.action_map.neutral(1)[0]
+        self._action_hist = np.zeros((self._max_latency + 1, n, a))  # the last commands, a ring per world
         self._hist_pos = 0
         self._push_every = int(round(rand.push_interval_s / self.dt)) if rand.enabled else 0
         self._push_dofs = robot.push_dofs
@@ -114,11 +121,7 @@ class BatchedEnv:
     def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Apply actions (N, num_actions); returns obs, rewards (N,), dones (N,), extras."""
         act = self._check_actions(actions)
-        applied = self._delay(act)
-        if self._ctrl_all:
-            self.action_map.to_command(applied, out=self.backend.ctrl)
-        else:
-            self.backend.ctrl[:, self.robot.actuator_ids] = self.action_map.to_command(applied)
+        self._command_actuators(act)
         if self._push_every:
             self._push()
         self.backend.step(self.decimation)
@@ -153,6 +156,7 @@ class BatchedEnv:
         extras["time_outs"] = self._to_torch(time_outs)
         extras["observations"] = {"critic": self._to_torch(self._priv)}
         extras["divergences"] = int(diverged.sum()) if self._check_obs else 0
+        extras["safety"] = self.safety.counts_by_kind(self.safety.step_counts)
         self.extras = extras
         return self._to_torch(self._obs), self._to_torch(rew32), self._to_torch(done), extras
 
@@ -188,12 +192,25 @@ class BatchedEnv:
                               f"{' ...' if len(bad) > 8 else ''}; nothing was stepped")
         return a
 
-    def _delay(self, act: np.ndarray) -> np.ndarray:
+    def _command_actuators(self, act: np.ndarray) -> None:
+        """Action -> command -> the robot's safety filter, at the state the policy saw -> actuator latency -> ctrl."""
+        direct = self._ctrl_all and not self._max_latency
+        cmd = self.action_map.to_command(act, out=self._command)
+        safe = self.safety.apply(cmd, self.state, out=self.backend.ctrl if direct else cmd)
+        if direct:
+            return
+        applied = self._delay(safe)
+        if self._ctrl_all:
+            copy_into(applied, self.backend.ctrl)
+        else:
+            self.backend.ctrl[:, self.robot.actuator_ids] = applied
+
+    def _delay(self, cmd: np.ndarray) -> np.ndarray:
         if not self._max_latency:
-            return act
+            return cmd
         self._hist_pos = (self._hist_pos + 1) % (self._max_latency + 1)
-        applied = np.empty(act.shape)  # allocated here: an array made inside a kernel costs ~1 us to hand back
-        _delay_actions(self._action_hist, self._hist_pos, act, self._params.latency_steps, applied)
+        applied = np.empty(cmd.shape)  # allocated here: an array made inside a kernel costs ~1 us to hand back
+        _delay_actions(self._action_hist, self._hist_pos, cmd, self._params.latency_steps, applied)
         return applied
 
     def _push(self) -> None:
@@ -244,7 +261,8 @@ class BatchedEnv:
         self.backend.reset(ids, qpos, qvel)
         self.backend.ctrl[ids] = 0.0
         self.backend.ctrl[np.ix_(ids, r.actuator_ids)] = self.action_map.neutral(n)
-        self._action_hist[:, ids] = 0.0
+        self._action_hist[:, ids] = self._neutral
+        self.safety.reset(ids)
         self.inputs.last_action[ids] = 0.0
         self.task.sample_goals(self.rng, self.inputs, ids)
         self._ep_len[ids] = 0

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hardware.profile import profile_hash, profile_json
 from shared_policy.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from shared_policy.config import PolicyConfig, PPOConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
@@ -31,7 +32,8 @@ class TrainingDiverged(RuntimeError):
 def hardware_spec(env: BatchedEnv) -> HardwareSpec:
     """The policy-facing description of an env's hardware type."""
     return HardwareSpec(env.profile.name, env.num_obs, env.num_actions, env.num_privileged_obs,
-                        tuple(env.obs_layout.signature()), tuple(j.name for j in env.profile.actuated_joints))
+                        tuple(env.obs_layout.signature()), tuple(j.name for j in env.profile.actuated_joints),
+                        profile_hash(env.profile), profile_json(env.profile))
 
 
 class DistributedContext:
@@ -148,6 +150,8 @@ class PretrainRunner:
         self._ep_returns = {n: [] for n in self.envs}
         self._ep_success = {n: [] for n in self.envs}
         self._ep_lengths = {n: [] for n in self.envs}
+        # the safety filter's counts at the last log: each iteration logs the share of world-steps it changed
+        self._safety_seen = {n: e.safety.counts.copy() for n, e in self.envs.items()}
         self._last_return: dict[str, float] = {}
         # spread episode starts so that worlds do not all finish on the same step
         gen = torch.Generator().manual_seed(seed + self.ctx.rank)
@@ -286,6 +290,14 @@ class PretrainRunner:
                 m[f"{name}/success"] = float(total[1] / total[3])
                 m[f"{name}/episode_length"] = float(total[2] / total[3])
             self._ep_returns[name], self._ep_success[name], self._ep_lengths[name] = [], [], []
+            env = self.envs[name]
+            counts = env.safety.counts.copy()
+            changed = self.ctx.sum(torch.as_tensor(counts - self._safety_seen[name], dtype=torch.float64,
+                                                   device=self.ctx.device))
+            self._safety_seen[name] = counts
+            world_steps = env.num_envs * self.ppo.cfg.num_steps_per_env * self.ctx.world_size
+            for kind, n in zip(env.safety.counts_by_kind(), changed.tolist(), strict=True):
+                m[f"{name}/safety/{kind}"] = n / world_steps
         return m
 
     def _progress_line(self, m: dict[str, float], end: int, eta: float) -> str:

@@ -161,3 +161,36 @@ def test_a_profile_file_outside_the_package_loads_by_path(tmp_path):
     assert (p.name, p.control_hz, p.decimation) == ("cartpole_500hz", 500, 2)
     with pytest.raises(ProfileError, match="does not exist"):
         load_profile(str(tmp_path / "nope.yaml"))
+
+
+def test_profile_hash_covers_every_field_that_drives_the_robot_and_nothing_else():
+    import dataclasses
+
+    from hardware.profile import LimitSpec, profile_hash
+
+    go2 = load_profile("go2_like")
+    assert profile_hash(go2) == profile_hash(load_profile("go2_like"))
+    joints = [dataclasses.replace(j) for j in go2.joints]
+    joints[4] = dataclasses.replace(joints[4], kp=41.0)
+    changed = [
+        dataclasses.replace(go2, joints=joints),
+        dataclasses.replace(go2, actuator=dataclasses.replace(go2.actuator, action_scale=0.3)),
+        dataclasses.replace(go2, limits=LimitSpec(pd_target_rate=2.0)),
+        dataclasses.replace(go2, control_hz=100.0, physics_hz=400.0),
+        dataclasses.replace(go2, params={**go2.params, "trunk_mass": 7.0}),
+    ]
+    hashes = {profile_hash(p) for p in changed}
+    assert profile_hash(go2) not in hashes and len(hashes) == len(changed)
+    assert profile_hash(dataclasses.replace(go2, description="renamed")) == profile_hash(go2)
+    raw = OmegaConf.load(PROFILE_DIR / "go2_like.yaml")
+    raw.control_hz = 50  # YAML's int and float spellings of one rate are one profile
+    same = profile_from_config(raw)
+    raw.control_hz = 50.0
+    assert profile_hash(same) == profile_hash(profile_from_config(raw))
+
+
+def test_bad_limit_value_is_named():
+    raw = OmegaConf.load(PROFILE_DIR / "cartpole.yaml")
+    raw.limits = {"soft_range": 1.5}
+    with pytest.raises(ProfileError, match="limits.soft_range"):
+        profile_from_config(raw)

@@ -86,3 +86,39 @@ def test_onnx_export_agrees_with_torch(tmp_path, policy, hardware):
     onnx_out = session.run(None, {"obs": obs.numpy()})[0]
     torch_out = policy.action_mean(hardware, obs).detach().numpy()
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5)
+
+
+def _with_profile(spec, profile: dict, digest: str):
+    import dataclasses
+
+    return dataclasses.replace(spec, profile_hash=digest, profile=json.dumps(profile, sort_keys=True))
+
+
+ARM2_PROFILE = {"name": "arm2", "actuator": {"mode": "pd", "action_scale": 0.5},
+                "joints": [{"name": "shoulder", "kp": 40.0, "kd": 2.0}, {"name": "elbow", "kp": 25.0, "kd": 1.0}]}
+
+
+def test_checkpoint_of_another_hardware_profile_is_refused_naming_the_fields(tmp_path):
+    from shared_policy.config import PolicyConfig
+    from shared_policy.policy import FleetPolicy
+
+    trained = {**SPECS, "arm2": _with_profile(SPECS["arm2"], ARM2_PROFILE, "a" * 64)}
+    policy = FleetPolicy(PolicyConfig(latent_dim=32, trunk_hidden=[32], stem_hidden=[32], critic_hidden=[32]), trained)
+    save_checkpoint(tmp_path / "ck", policy, trunk_version=1)
+    _, manifest = load_checkpoint(tmp_path / "ck", expected={"arm2": trained["arm2"]})
+    assert manifest["hardware"]["arm2"]["profile_hash"] == "a" * 64
+    assert manifest["hardware"]["arm2"]["profile"] == ARM2_PROFILE
+    robot = json.loads(json.dumps(ARM2_PROFILE))
+    robot["joints"][1]["kp"] = 30.0
+    robot["actuator"]["action_scale"] = 0.25
+    with pytest.raises(CheckpointError, match=r"profile mismatch for 'arm2'.*actuator.action_scale: checkpoint 0.5, "
+                                              r"expected 0.25; joints\[elbow\].kp: checkpoint 25.0, expected 30.0"):
+        load_checkpoint(tmp_path / "ck", expected={"arm2": _with_profile(SPECS["arm2"], robot, "b" * 64)})
+
+
+def test_checkpoint_from_before_profile_hashes_loads_by_layout_with_a_warning(tmp_path, policy, caplog):
+    save_checkpoint(tmp_path / "ck", policy, trunk_version=1)  # SPECS carry no profile: an old manifest
+    assert "profile_hash" not in json.loads((tmp_path / "ck" / "manifest.json").read_text())["hardware"]["arm2"]
+    with caplog.at_level("WARNING", logger="shared_policy.checkpoint"):
+        load_checkpoint(tmp_path / "ck", expected={"arm2": _with_profile(SPECS["arm2"], ARM2_PROFILE, "a" * 64)})
+    assert any("no hardware profile for 'arm2'" in r.getMessage() for r in caplog.records)

@@ -6,15 +6,24 @@
     robot-agent clear-estop [STATE_DIR]   release it
 
 Signals: SIGTERM/SIGINT finish the episode (abort it after ``shutdown_timeout_s``, or at a second
-signal), flush the spool and exit 0; SIGUSR1 engages the e-stop.
+signal), then flush the spool and stop every part within ``stop_timeout_s``, and exit 0; SIGUSR1
+engages the e-stop. Exit codes: 0 stopped as asked, 2 refused to start, 3 stopped on a fault (the
+spool writer died twice: nothing could be stored), which a service manager restarts.
+
+``robot-agent status`` exits 0 only while the agent runs and every part of it is alive; 1 when there
+is no status, the agent is not running, a part of it is dead or it stopped on a fault.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import signal
 import sys
+import time
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 
 import hydra
@@ -28,16 +37,37 @@ from hardware.tasks.config import task_config_from
 from robot_agent.config import AgentConfig, register_configs, selected_profile
 
 register_configs()
-EXIT_OK, EXIT_REFUSED = 0, 2
+EXIT_OK, EXIT_REFUSED, EXIT_FAULT = 0, 2, 3
 COMMANDS = ("status", "estop", "clear-estop")
+
+
+def log_from_a_thread() -> QueueListener:
+    """Route every log record through a queue to a listener thread that writes it: a thread that logs (the
+    control thread included) only formats the record and puts it on the queue, and never writes stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    listener = QueueListener(records, handler)
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(records)]
+    root.setLevel(logging.INFO)
+    listener.start()
+    return listener
 
 
 def run_agent(cfg: DictConfig) -> int:
     """Build and run the agent from a composed config; returns the process exit code."""
+    listener = log_from_a_thread()
+    try:
+        return _run_agent(cfg)
+    finally:
+        listener.stop()
+
+
+def _run_agent(cfg: DictConfig) -> int:
     from robot_agent.agent import ESTOP_FILE, AgentStartupError, RobotAgent
     from shared_policy.tracking import open_logger
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if OmegaConf.is_missing(cfg, "checkpoint"):
         print("robot-agent: refusing to start: no policy given; set checkpoint=<checkpoint dir>", file=sys.stderr)
         return EXIT_REFUSED
@@ -58,14 +88,14 @@ def run_agent(cfg: DictConfig) -> int:
     print(f"[agent {cfg.robot_id}] {agent.profile.name} at {agent.profile.control_hz:g} Hz, trunk "
           f"v{agent.runtime.trunk_version}, adapter v{agent.runtime.adapter_version}; state in {agent.state_dir} "
           f"(e-stop: touch {agent.state_dir / ESTOP_FILE})", flush=True)
-    agent.run()
-    return EXIT_OK
+    status = agent.run()
+    return EXIT_FAULT if status["fault"] else EXIT_OK
 
 
 def control_command(command: str, args: list[str]) -> int:
     """status / estop / clear-estop against a state directory."""
     from robot_agent.agent import ESTOP_FILE, STATUS_FILE
-    from robot_agent.status import status_line
+    from robot_agent.status import status_line, unhealthy
 
     state_dir = Path(args[0] if args else "agent_state")
     if command == "status":
@@ -76,7 +106,15 @@ def control_command(command: str, args: list[str]) -> int:
         s = json.loads(path.read_text())
         print(status_line(s))
         print(json.dumps(s, indent=1))
-        return 0
+        problems = unhealthy(s)
+        if s.get("final"):
+            problems.append("the agent has stopped")
+        elif not _process_exists(int(s.get("pid", 0))):
+            problems.append(f"the agent (pid {s.get('pid')}) is gone without a final status: it was killed or "
+                            f"crashed {time.time() - float(s.get('time', 0)):.0f} s after this status")
+        for p in problems:
+            print(f"robot-agent status: {p}", file=sys.stderr)
+        return 1 if problems else 0
     estop = state_dir / ESTOP_FILE
     if command == "estop":
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +125,18 @@ def control_command(command: str, args: list[str]) -> int:
     estop.with_name(ESTOP_FILE + ".clear").touch()
     print(f"e-stop clear requested ({state_dir})")
     return 0
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="agent")

@@ -75,6 +75,9 @@ class AgentConfig:
     max_episodes: int = 0  # 0 = run until stopped
     max_steps: int = 0  # 0 = no limit
     shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
+    # then flushing the spool and stopping the learner, watcher, driver and reporter share this much; the
+    # sum of the two (plus a couple of seconds) must stay under the service's TimeoutStopSec
+    stop_timeout_s: float = 8.0
     status_every_s: float = 10.0  # status line on the terminal and to W&B
     # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
@@ -92,13 +95,21 @@ class AgentConfig:
             "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
             "adapter.replay_updates": self.adapter.replay_updates >= 1,
             "adapter.learning_rate": self.adapter.learning_rate > 0,
-            "shutdown_timeout_s": self.shutdown_timeout_s > 0, "status_every_s": self.status_every_s > 0,
+            "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
+            "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,
             "control_priority": 0 <= self.control_priority <= 99,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: invalid value {eval_key(self, key)!r}")
+        a = self.adapter
+        if a.enabled and a.learn and not a.explore:
+            # the learner weighs each step by its recorded log-probability: that of the mean action under
+            # deterministic control is not the probability of the action taken by a sampling policy
+            raise ValueError("adapter.learn=true needs adapter.explore=true (the recorded log-probabilities must "
+                             "be those of the actions the policy sampled); set adapter.explore=true or "
+                             "adapter.learn=false")
 
 
 def selected_profile(hardware: Any) -> HardwareProfile:

@@ -1,36 +1,117 @@
-"""One episode's transitions, cut into the chunks the spool stores and the adapter learner reads."""
+"""The robot's transitions, assembled by the step contract the simulator uses, and cut into chunks.
+
+Per control tick the loop calls :meth:`TransitionRecorder.observe` before its command (it ends the
+transition that led to this reading: failure, time-out, cut short; re-draws goals) and
+:meth:`TransitionRecorder.record` after it (the transition's reward, its row, and a chunk to the sink
+when one is full or the episode is over). Rewards, episode ends and goal re-draws come from
+:class:`hardware.step.StepContract` with a batch of one, so a robot's transition is what the simulator
+would have produced from the same states and actions.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from hardware.observation import ObservationLayout
+from hardware.randomization import PhysicsParams
+from hardware.state import RobotState
+from hardware.step import StepContract, StepResult
+from hardware.tasks.base import Task
+from robot_agent.sink import ExperienceSink
 
-class EpisodeRecorder:
-    """Collects one episode's transitions and cuts them into chunks of at most ``chunk_steps``."""
+ROW_KEYS = ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs", "stamp")
+ROBOT = np.array([0])  # the batch of one
 
-    def __init__(self, chunk_steps: int):
-        self.chunk_steps = chunk_steps
-        self.rows: dict[str, list] = {}
-        self.clear()
 
-    def clear(self) -> None:
-        """Start an empty chunk."""
-        self.rows = {k: [] for k in ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs",
-                                     "trunk_version", "adapter_version", "stamp")}
+@dataclass
+class EpisodeSummary:
+    """How one episode went."""
 
-    def add(self, **row: Any) -> None:
-        """One transition."""
-        for k, v in row.items():
-            self.rows[k].append(v)
+    number: int
+    length: int
+    episode_return: float
+    cut_short: bool  # ended by the agent (e-stop, shutdown, step limit), not by the task
 
-    def __len__(self) -> int:
-        return len(self.rows["rewards"])
 
-    def cut(self, final_critic_obs: np.ndarray) -> dict[str, np.ndarray]:
-        """The arrays of the chunk so far (critic_obs gets the bootstrap row), then start a new one."""
-        r = self.rows
+class TransitionRecorder:
+    """Builds one robot's transitions with the shared step contract and hands them to a sink in chunks.
+
+    A chunk holds at most ``chunk_steps`` transitions and ends at every episode end; its ``critic_obs``
+    has one row more than its transitions: the critic observation at the reading after the last one,
+    which a learner bootstraps a time-out (or a chunk cut mid-episode) from.
+    """
+
+    def __init__(self, task: Task, obs_layout: ObservationLayout, priv_layout: ObservationLayout, sink: ExperienceSink,
+                 chunk_steps: int, rng: np.random.Generator, header: dict[str, Any]):
+        self.task, self.obs_layout, self.priv_layout = task, obs_layout, priv_layout
+        self.sink, self.chunk_steps, self.rng, self.header = sink, chunk_steps, rng, header
+        self.contract = StepContract(task, 1)
+        self.steps = 0  # transitions recorded, over all episodes
+        self.inputs = task.make_inputs(1)
+        self.episode, self.versions = 0, (0, 0)
+        self._cut = np.zeros(1, dtype=bool)
+        # the robot cannot measure the physics the sim critic saw: those columns enter as nominal (0)
+        self._no_physics = np.zeros(PhysicsParams.NUM_PRIVILEGED, np.float32)
+        self._rows: dict[str, list] = {k: [] for k in ROW_KEYS}
+        self._step: StepResult | None = None  # the transition that ended at the latest reading
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None  # obs, critic, action, log-prob
+
+    def begin(self, episode: int, trunk_version: int, adapter_version: int) -> None:
+        """A new episode from the home pose: fresh goals, no transitions yet."""
+        self.inputs = self.task.make_inputs(1)
+        self.contract.begin_episodes(self.rng, self.inputs, ROBOT)
+        self.episode, self.versions = episode, (trunk_version, adapter_version)
+        self._rows = {k: [] for k in ROW_KEYS}
+        self._step = self._last = None
+
+    def observe(self, state: RobotState, cut_short: bool) -> tuple[np.ndarray, bool]:
+        """Before the command: end the transition that led to ``state`` (cut short if asked) and build the
+        policy's observation at it; returns (observation, whether the episode ended here)."""
+        done = False
+        if self._last is not None:
+            self._cut[0] = cut_short
+            self._step = self.contract.step(state, self.inputs, self._last[2], self.rng, truncated=self._cut,
+                                            defer_reward=True)
+            self.steps += 1
+            done = bool(self._step.done[0])
+        return self.obs_layout.build(state, self.inputs)[0], done
+
+    def record(self, stamp: float, state: RobotState, obs: np.ndarray, action: np.ndarray | None,
+               log_prob: float = 0.0) -> None:
+        """After the command (``action``, or None once the episode ended): the reward and row of the transition
+        that ended at this reading, and a chunk to the sink when it is full or the episode is over."""
+        extra = self.priv_layout.build(state, self.inputs)[0] if self.priv_layout.size else np.zeros(0, np.float32)
+        critic = np.concatenate([obs, extra, self._no_physics])
+        step = self._step
+        if step is not None and self._last is not None:
+            last_obs, last_critic, last_action, last_logp = self._last
+            rows = self._rows
+            done = bool(step.done[0])
+            rows["obs"].append(last_obs)
+            rows["critic_obs"].append(last_critic)
+            rows["actions"].append(last_action[0])
+            rows["log_probs"].append(last_logp)
+            rows["rewards"].append(float(step.reward[0]))
+            rows["dones"].append(float(done))
+            rows["time_outs"].append(float(step.time_out[0]))
+            rows["stamp"].append(stamp)
+            if done or len(rows["rewards"]) >= self.chunk_steps:
+                self._emit(critic, done)
+        self._last = None if action is None else (obs, critic, action[None], log_prob)
+
+    def summary(self) -> EpisodeSummary:
+        """The episode so far (call at its end)."""
+        length = int(self.contract.episode_length[0])
+        cut = self._step is not None and bool(self._step.time_out[0]) and length < self.contract.max_episode_length
+        return EpisodeSummary(self.episode, length, float(self.contract.episode_return[0]), cut)
+
+    def _emit(self, final_critic_obs: np.ndarray, episode_end: bool) -> None:
+        r = self._rows
+        n = len(r["rewards"])
+        trunk, adapter = self.versions
         arrays = {
             "obs": np.asarray(r["obs"], dtype=np.float32),
             "critic_obs": np.asarray([*r["critic_obs"], final_critic_obs], dtype=np.float32),
@@ -39,9 +120,11 @@ class EpisodeRecorder:
             "rewards": np.asarray(r["rewards"], dtype=np.float32),
             "dones": np.asarray(r["dones"], dtype=np.float32),
             "time_outs": np.asarray(r["time_outs"], dtype=np.float32),
-            "trunk_version": np.asarray(r["trunk_version"], dtype=np.int64),
-            "adapter_version": np.asarray(r["adapter_version"], dtype=np.int64),
+            "trunk_version": np.full(n, trunk, dtype=np.int64),
+            "adapter_version": np.full(n, adapter, dtype=np.int64),
             "stamp": np.asarray(r["stamp"], dtype=np.float64),
         }
-        self.clear()
-        return arrays
+        header = {**self.header, "episode": self.episode, "steps": n, "episode_end": episode_end,
+                  "trunk_version": trunk, "adapter_version": adapter}
+        self._rows = {k: [] for k in ROW_KEYS}
+        self.sink.put(header, arrays)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +152,21 @@ class TrunkWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trunk-watcher", daemon=True)
 
+    name = "trunk_watcher"
+
     def start(self) -> None:
         """Start polling."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop polling."""
+    def health(self) -> str:
+        """``running`` or ``stopped``."""
+        return "running" if self._thread.is_alive() else "stopped"
+
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop polling (a checkpoint being verified finishes first, if ``deadline`` allows)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=5.0 if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def take(self) -> tuple[FleetPolicy, dict[str, Any], Path] | None:
         """The newest verified trunk not yet taken, if any (call between episodes)."""

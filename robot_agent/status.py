@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 
@@ -69,6 +70,15 @@ class LoopTiming:
         self.periods = 0
         self.misses = 0
 
+    def command_sent(self, tick: float, woke: float, inference_s: float, realtime: bool) -> None:
+        """The command of the period scheduled at ``tick`` is out (now); the loop woke at ``woke``."""
+        sent = time.monotonic()
+        self.inference.add(inference_s)
+        self.compute.add(sent - woke)
+        self.periods += 1
+        if realtime and sent > tick + self.period:
+            self.misses += 1
+
     def skipped(self, ticks: int) -> None:
         """``ticks`` periods passed with no command: each is a miss."""
         self.periods += ticks
@@ -86,12 +96,19 @@ class LoopTiming:
         return out
 
 
+def unhealthy(s: dict[str, Any]) -> list[str]:
+    """What is wrong according to a status dict: a fault, and every service that is dead."""
+    out = [f"FAULT: {s['fault']}"] if s.get("fault") else []
+    return out + [f"{name} {health}" for name, health in s.get("services", {}).items() if health.startswith("dead")]
+
+
 def status_line(s: dict[str, Any]) -> str:
     """One terminal line from a status dict."""
     ret = s.get("mean_return_last_20")
     safety = sum(s.get("safety", {}).values())
+    problems = "".join(f" | {p}" for p in unhealthy(s))
     return (f"[agent {s['robot_id']}] {s['rate_hz']:.1f} Hz | misses {s['deadline_misses']} "
             f"({100 * s['miss_rate']:.2f}%) | inference p99 {s.get('inference_p99_ms', float('nan')):.2f} ms | "
             f"ep {s['episodes']} return {ret if ret is None else round(ret, 1)} | trunk v{s['trunk_version']} | "
             f"adapter v{s['adapter_version']} ({s['adapter_updates']} updates) | spool {s['spool_depth']} chunks | "
-            f"safety {safety}{' | E-STOP' if s['estop'] else ''}")
+            f"safety {safety}{' | E-STOP' if s['estop'] else ''}{problems}")

@@ -23,6 +23,7 @@ from hardware.profile import HardwareProfile
 from hardware.randomization import PhysicsParams, sample_params
 from hardware.safety_filter import SafetyFilter
 from hardware.state import RobotState
+from hardware.step import StepContract
 from hardware.tasks import Task, TaskConfig
 
 
@@ -63,7 +64,6 @@ class BatchedEnv:
         self.inputs = task.make_inputs(n)
         self.episode_length_buf = torch.zeros(n, dtype=torch.long)
         self._ep_len = self.episode_length_buf.numpy()  # shares memory: rsl_rl may write the tensor
-        self._ep_return = np.zeros(n)
         self._obs = np.zeros((n, self.num_obs), dtype=np.float32)
         self._priv = np.zeros((n, self.num_privileged_obs), dtype=np.float32)
         # Sensor noise is uniform with the configured std (half-width std * sqrt(3)), as legged_gym draws it:
@@ -86,7 +86,7 @@ class BatchedEnv:
         act = robot.actuator_ids
         self._ctrl_all = bool(len(act) == robot.model.nu and (act == np.arange(robot.model.nu)).all())
         self._with_torque = "torques" in task.scales
-        self._can_fail = task.can_fail
+        self.step_contract = StepContract(task, n, episode_length=self._ep_len)
         self.num_divergences = 0
         # Sensor noise comes from a splitmix64 stream inside the observation kernel, seeded from ``rng``: numpy's
         # generator plus scaling cost ~5 us a step on cart-pole, as much as the rest of the observation.
@@ -128,23 +128,13 @@ class BatchedEnv:
         diverged = self.backend.unstable()
         self._check_obs = diverged is not self.backend.none_diverged
         self.state = state = self._read_state()
-        prev = self.inputs.last_action
-        rew, terms = self.task.reward(state, self.inputs, act, prev)
-        self.inputs.last_action = act.astype(np.float64)  # a copy: ``act`` may view the caller's tensor
-        terminated = self.task.terminated(state, self.inputs) if self._can_fail else self.backend.none_diverged
-        n = self.num_envs
-        done, time_outs, rew32 = np.empty(n, dtype=bool), np.empty(n, dtype=bool), np.empty(n, dtype=np.float32)
-        num_done = _advance_episodes(self._ep_len, self._ep_return, rew, self.max_episode_length, terminated,
-                                     diverged, done, time_outs, rew32)
-        period = self.task.goal_period_steps
-        if period:
-            regoal = np.flatnonzero((self._ep_len % period == 0) & ~done)
-            if len(regoal):
-                self.task.sample_goals(self.rng, self.inputs, regoal)
+        # reward, failure, time-out and goal re-draws: the contract the robot agent's batch of one follows too
+        result = self.step_contract.step(state, self.inputs, act, self.rng, diverged=diverged)
+        done, time_outs, rew32 = result.done, result.time_out, result.reward
         extras: dict[str, Any] = {}
-        if num_done:
+        if result.num_done:
             ids = np.flatnonzero(done)
-            extras["episode"] = self._episode_stats(ids, state, terms, diverged)
+            extras["episode"] = self._episode_stats(ids, state, diverged)
             if self.keep_final_obs:
                 self._compute_obs()
                 extras["final_observation"] = self._to_torch(self._obs)
@@ -263,28 +253,25 @@ class BatchedEnv:
         self.backend.ctrl[np.ix_(ids, r.actuator_ids)] = self.action_map.neutral(n)
         self._action_hist[:, ids] = self._neutral
         self.safety.reset(ids)
-        self.inputs.last_action[ids] = 0.0
-        self.task.sample_goals(self.rng, self.inputs, ids)
-        self._ep_len[ids] = 0
-        self._ep_return[ids] = 0.0
+        self.step_contract.begin_episodes(self.rng, self.inputs, ids)
 
     def _clamp_to_limits(self, qpos: np.ndarray) -> None:
         for j, adr in zip(self.profile.joints, self.robot.joint_qpos_adr, strict=True):
             if not j.continuous and j.range[0] <= j.default_pos <= j.range[1]:
                 np.clip(qpos[:, adr], j.range[0], j.range[1], out=qpos[:, adr])
 
-    def _episode_stats(self, ids: np.ndarray, state: RobotState, terms: dict[str, np.ndarray],
-                       diverged: np.ndarray) -> dict[str, Any]:
+    def _episode_stats(self, ids: np.ndarray, state: RobotState, diverged: np.ndarray) -> dict[str, Any]:
         success = self.task.success(state, self.inputs)[ids]
+        returns = self.step_contract.episode_return
         return {
-            "return": float(self._ep_return[ids].mean()),
+            "return": float(returns[ids].mean()),
             "length": float(self._ep_len[ids].mean()),
             "success": float(success.mean()),
             "count": len(ids),
             "diverged": int(diverged[ids].sum()),
             # per finished world, in the order of ``ids``
             "ids": ids,
-            "returns": self._ep_return[ids].copy(),
+            "returns": returns[ids].copy(),
             "successes": success.astype(np.float64),
         }
 
@@ -340,28 +327,6 @@ def _delay_actions(history: np.ndarray, pos: int, actions: np.ndarray, latency: 
         for j in range(a):
             history[pos, i, j] = actions[i, j]
             applied[i, j] = history[src, i, j]
-
-
-@kernel
-def _advance_episodes(ep_len: np.ndarray, ep_return: np.ndarray, reward: np.ndarray, max_len: int,
-                      terminated: np.ndarray, diverged: np.ndarray, done: np.ndarray, time_outs: np.ndarray,
-                      reward32: np.ndarray) -> int:
-    """One step of every world's episode bookkeeping; returns how many episodes ended.
-
-    A diverged world ends its episode by failure and earns nothing for the step; an episode that reaches
-    ``max_len`` steps without failing is a time-out (bootstrapped by learners, unlike a failure).
-    """
-    num_done = 0
-    for i in range(ep_len.shape[0]):
-        ep_len[i] += 1
-        failed = terminated[i] or diverged[i]
-        r = 0.0 if diverged[i] else reward[i]
-        reward32[i] = r
-        ep_return[i] += r
-        time_outs[i] = ep_len[i] >= max_len and not failed
-        done[i] = failed or time_outs[i]
-        num_done += done[i]
-    return num_done
 
 
 @kernel

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hardware.driver import BUILTIN_DRIVERS
+from hardware.observation import ObservationLayout
 from hardware.profile import load_profile
 from hardware.standin import MuJoCoStandInDriver
 from hardware.tasks.config import task_config
@@ -179,3 +180,27 @@ def test_drop_oldest_spool_keeps_running_and_counts_drops(agent_cfg):
     agent_cfg.spool.when_full = "drop_oldest"
     status = _agent(agent_cfg).run()
     assert status["episodes"] == 8 and status["spool_dropped"] > 0 and status["spool_bytes"] <= 0.05 * 2**20
+
+
+def test_learning_without_exploring_is_refused_naming_the_keys(agent_cfg):
+    agent_cfg.adapter.enabled = agent_cfg.adapter.learn = True
+    agent_cfg.adapter.explore = False
+    with pytest.raises(ValueError, match=r"adapter\.learn=true needs adapter\.explore=true"):
+        _agent(agent_cfg)
+
+
+@pytest.mark.timeout(300)
+def test_the_bootstrap_row_keeps_the_goal_the_last_reward_was_earned_under(agent_cfg, tmp_path):
+    # a quadruped whose 0.4 s episode ends (by time) on a command period's boundary, as 20 s and 10 s do
+    agent_cfg.hardware = "go2_like"
+    agent_cfg.checkpoint = str(pretrain(tmp_path / "go2", "go2_like", "locomotion", iterations=1))
+    agent_cfg.max_episodes = 1
+    agent = RobotAgent(agent_cfg, task_config("locomotion", {"episode_length_s": 0.4, "command_period_s": 0.2}))
+    agent.run()
+    spool = Spool(Path(agent_cfg.state_dir) / "spool")
+    chunks = [spool.read(r) for r in spool.pending()]
+    last = chunks[-1].arrays
+    assert chunks[-1].header["episode_end"] and last["time_outs"][-1] == 1.0
+    command = ObservationLayout(agent.profile, agent.profile.observation).slices["command"]
+    assert not np.array_equal(chunks[0].arrays["obs"][0, command], last["obs"][-1, command])  # re-drawn once
+    np.testing.assert_array_equal(last["critic_obs"][-1, command], last["obs"][-1, command])

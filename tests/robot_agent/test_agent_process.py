@@ -12,9 +12,18 @@ from pathlib import Path
 
 import pytest
 
+import robot_agent
+from robot_agent.config import AgentConfig
 from robot_agent.spool import Spool, encode_record
 
 BIN = Path(sys.executable).parent
+UNIT_FILE = Path(robot_agent.__file__).parent / "deploy" / "robot-agent.service"
+
+
+def _unit_stop_timeout_s() -> float:
+    """The systemd unit's TimeoutStopSec: how long the agent has from SIGTERM until SIGKILL."""
+    return next(float(line.split("=", 1)[1]) for line in UNIT_FILE.read_text().splitlines()
+                if line.startswith("TimeoutStopSec="))
 
 
 def _start(tmp_path: Path, checkpoint: Path, *overrides: str) -> subprocess.Popen:
@@ -64,6 +73,9 @@ def test_spool_after_kill_9_keeps_every_complete_chunk_and_drops_the_torn_tail(t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     after_kill = _chunk_ids(spool_dir)
+    res = subprocess.run([str(BIN / "robot-agent"), "status", str(tmp_path / "state")], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1 and "is gone without a final status" in res.stderr, res.stderr
     assert before <= after_kill  # nothing complete was lost (chunks written after `before` may add)
     seg = sorted(spool_dir.glob("seg-*.spool"))[-1]
     record = encode_record({"robot_id": "unit-0", "chunk_id": "torn", "seq": 10**6}, {})
@@ -118,3 +130,51 @@ def test_status_and_estop_commands(tmp_path):
     res = subprocess.run([str(BIN / "robot-agent"), "clear-estop", str(state)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and not (state / "ESTOP").exists() and (state / "ESTOP.clear").exists()
+
+
+def test_the_default_shutdown_budget_fits_the_units_stop_timeout():
+    cfg = AgentConfig()
+    # the episode's end, then the flush and every part's stop; the rest: the driver's stop and the exit
+    assert cfg.shutdown_timeout_s + cfg.stop_timeout_s + 2.0 <= _unit_stop_timeout_s()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_exits_0_within_the_units_stop_timeout_with_a_killed_and_then_a_wedged_trainer(
+        tmp_path, cartpole_checkpoint):
+    proc = _start(tmp_path, cartpole_checkpoint)  # real time, learning, the default shutdown budget
+    status = tmp_path / "state" / "status.json"
+
+    def current() -> dict:
+        try:
+            return json.loads(status.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    wedged = 0
+    try:
+        _wait_for(lambda: current().get("steps", 0) > 10 and current()["services"]["adapter_trainer"] == "running",
+                  120, proc)
+        first = current()["trainer_pid"]
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: current()["services"]["adapter_trainer"] == "running (restarted after: killed by signal 9)",
+                  120, proc)
+        res = subprocess.run([str(BIN / "robot-agent"), "status", str(tmp_path / "state")], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "restarted after: killed by signal 9" in res.stdout
+        wedged = current()["trainer_pid"]
+        os.kill(wedged, signal.SIGSTOP)  # alive, but it will never read a queue or answer SIGTERM again
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(_unit_stop_timeout_s())  # systemd would SIGKILL it after this
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if wedged and Path(f"/proc/{wedged}").exists():
+            os.kill(wedged, signal.SIGKILL)
+    out = proc.stdout.read()
+    assert rc == 0, out[-3000:]
+    final = current()
+    assert final["final"] and final["steps"] % 50 == 0  # whole 1 s episodes
+    assert final["services"]["adapter_trainer"] == "stopped (restarted after: killed by signal 9)"
+    assert not Path(f"/proc/{wedged}").exists(), "the wedged trainer outlived the agent"
+    spool = Spool(tmp_path / "state" / "spool")
+    assert sum(spool.read(r).header["steps"] for r in spool.pending()) == final["steps"]

@@ -1,0 +1,154 @@
+"""Building a robot unit's parts from its config, with every start-up check; nothing is started here.
+
+:class:`AgentBuilder` refuses a driver that claims other hardware, a checkpoint that does not verify
+for this hardware, and a saved adapter that does not fit; it returns :class:`AgentParts`, which the
+agent then runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from hardware.action import ActionMap
+from hardware.driver import DriverError, RobotDriver, make_driver
+from hardware.observation import ObservationLayout
+from hardware.profile import HardwareProfile, load_profile
+from hardware.safety import SafeDriver, SafetyConfig
+from hardware.tasks import TaskConfig, task_class
+from hardware.tasks.base import Task
+from robot_agent.config import AgentConfig
+from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
+from robot_agent.spool import Spool, SpoolLockedError
+from robot_agent.trainer_link import TrainerLink
+from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
+from shared_policy.checkpoint import CheckpointError
+from shared_policy.config import AdapterConfig
+from shared_policy.policy import HardwareSpec
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILE, STATUS_FILE, ESTOP_FILE, TRUNK_FILE = "adapter.safetensors", "status.json", "ESTOP", "trunk.json"
+
+
+class AgentStartupError(RuntimeError):
+    """The agent refuses to start: a mismatched driver or policy, an unreadable checkpoint, a bad config."""
+
+
+@dataclass
+class AgentParts:
+    """One robot unit's parts, built and checked."""
+
+    cfg: AgentConfig
+    state_dir: Path
+    profile: HardwareProfile
+    task: Task
+    spec: HardwareSpec
+    driver: RobotDriver
+    safe: SafeDriver  # the only way anything commands the driver
+    checkpoint: Path  # the trunk the unit runs
+    runtime: PolicyRuntime
+    obs_layout: ObservationLayout
+    priv_layout: ObservationLayout
+    action_map: ActionMap
+    spool: Spool
+    trainer: TrainerLink | None  # None: no on-robot learning
+    watcher: TrunkWatcher | None  # None: no trunk_dir to watch
+
+
+class AgentBuilder:
+    """Builds :class:`AgentParts` from a validated config, refusing what does not fit together."""
+
+    def __init__(self, cfg: AgentConfig, task_cfg: TaskConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.profile = load_profile(cfg.hardware)
+        self.task = task_class(task_cfg.name)(task_cfg, self.profile)
+        self.spec = robot_spec(self.profile, task_cfg.privileged_observation)
+        self.driver: RobotDriver | None = None
+
+    def build(self) -> AgentParts:
+        """Every part, checked against the hardware; raises :class:`AgentStartupError` on a mismatch."""
+        cfg = self.cfg
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:  # first: a second agent on this directory is refused before it touches the robot
+            spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
+                          cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
+        except SpoolLockedError as exc:
+            raise AgentStartupError(str(exc)) from exc
+        try:
+            return self._build(spool)
+        except BaseException:
+            spool.close()  # a refused start leaves the directory to the next try
+            raise
+
+    def _build(self, spool: Spool) -> AgentParts:
+        cfg, profile = self.cfg, self.profile
+        try:
+            self.driver = make_driver(cfg.driver.name, profile, **dict(cfg.driver.options))
+        except (DriverError, ValueError, TypeError) as exc:
+            raise AgentStartupError(f"driver '{cfg.driver.name}': {exc}") from exc
+        self._check_driver()
+        checkpoint = self._trunk_to_start_from()
+        try:
+            policy, manifest = load_verified(checkpoint, self.spec)
+        except CheckpointError as exc:
+            raise AgentStartupError(f"policy {checkpoint} refused for hardware '{profile.name}': {exc}") from exc
+        trunk_version = int(manifest["trunk_version"])
+        adapter, adapter_version = self._adapter_to_start_from(policy)
+        safety = SafetyConfig(**asdict(cfg.safety))
+        safety.estop_file = safety.estop_file or str(self.state_dir / ESTOP_FILE)
+        a = cfg.adapter
+        trainer = (TrainerLink(checkpoint, profile.name, a, self.state_dir / ADAPTER_FILE, adapter_version,
+                               trunk_version, seed=cfg.seed) if a.enabled and a.learn else None)
+        return AgentParts(
+            cfg=cfg, state_dir=self.state_dir, profile=profile, task=self.task, spec=self.spec, driver=self.driver,
+            safe=SafeDriver(self.driver, safety), checkpoint=Path(checkpoint),
+            runtime=PolicyRuntime(policy, profile.name, trunk_version, adapter, adapter_version),
+            obs_layout=ObservationLayout(profile, profile.observation),
+            priv_layout=ObservationLayout(profile, self.task.cfg.privileged_observation),
+            action_map=ActionMap(profile),
+            spool=spool,
+            trainer=trainer,
+            watcher=TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None,
+        )
+
+    # -- start-up checks -----------------------------------------------------------------------------
+    def _check_driver(self) -> None:
+        claimed = robot_spec(self.driver.profile, self.task.cfg.privileged_observation)
+        diff = spec_differences(claimed, self.spec)  # layout and the whole profile (by hash, fields named)
+        if diff:
+            raise AgentStartupError(
+                f"driver '{self.cfg.driver.name}' claims hardware '{self.driver.profile.name}' that does not match "
+                f"the agent's hardware '{self.profile.name}' ({'; '.join(diff)}): refusing to start")
+
+    def _trunk_to_start_from(self) -> str:
+        """The last trunk this unit swapped to (if it still verifies), else the configured checkpoint."""
+        saved = self.state_dir / TRUNK_FILE
+        if saved.is_file():
+            try:
+                path = json.loads(saved.read_text())["path"]
+                load_verified(path, self.spec)
+                return path
+            except (CheckpointError, OSError, ValueError, KeyError) as exc:
+                log.warning("last trunk in %s is unusable (%s); starting from %s", saved, exc, self.cfg.checkpoint)
+        return self.cfg.checkpoint
+
+    def _adapter_to_start_from(self, policy: torch.nn.Module) -> tuple[Adapter | None, int]:
+        if not self.cfg.adapter.enabled:
+            return None, 0
+        path = self.state_dir / ADAPTER_FILE
+        if path.is_file():
+            try:
+                adapter, meta = load_adapter(path, policy, self.profile.name)
+                log.info("continuing from adapter v%s (%s)", meta["version"], path)
+                return adapter.eval(), int(meta["version"])
+            except AdapterFileError as exc:
+                raise AgentStartupError(f"saved adapter refused: {exc} (move it away to start a fresh one)") from exc
+        a = self.cfg.adapter
+        return Adapter(policy, self.profile.name, AdapterConfig(a.rank, a.alpha)).eval(), 0

@@ -30,6 +30,7 @@ from shared_policy.durable import fsync_dir
 STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
 SCHEMA_VERSION = 1
 STORE_FILE = "experience.sqlite"  # the store's file name inside the hub's storage_dir
+WAL_CHECKPOINT_PAGES = 8192
 
 # Names end up in file paths (Parquet partitions) and in chunk ids: letters, digits, '_', '.', '-'.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -176,6 +177,10 @@ class ExperienceStore:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {version} is newer than this code's {SCHEMA_VERSION}")
             self._w.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            # checkpoint the WAL into the database every 32 MiB instead of every 4 MiB: fewer fsyncs of the
+            # database file in the commit path (64 KiB chunks span 16 pages); keep the WAL file itself small
+            self._w.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._w.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096 * 2}")
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
             self._w.close()
             raise StoreCorruptError(f"{self.path}: not a readable SQLite store ({exc}). Restore a backup or "

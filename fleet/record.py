@@ -1,0 +1,142 @@
+"""The experience record: one chunk's bytes, the same on the robot's disk, on the wire and in the hub's store.
+
+A record is::
+
+    MAGIC "FLSP" | u32 header length | u64 payload length | header JSON | payload | sha256(header JSON + payload)
+
+little-endian, the header a JSON object that holds at least ``chunk_id``, the payload an ``.npz`` archive of the
+chunk's arrays (an open format: numpy reads it anywhere). A record is valid when its magic is there, its lengths
+land inside the data, its header parses to an object with a ``chunk_id`` and the digest matches; a length field
+that is off moves the header and the digest, so it fails one of those checks. These exact bytes travel from the
+robot's disk to the hub's, and every hop checks them with ``verify_record``.
+
+The arrays of a chunk of T transitions (``robot_agent.recorder``): ``obs`` [T, O], ``critic_obs`` [T + 1, C]
+(the last row is the state after the last transition, for bootstrapping), ``actions`` [T, A], ``log_probs``,
+``rewards``, ``dones``, ``time_outs`` [T] (float32), ``trunk_version``, ``adapter_version`` [T] (int64) and
+``stamp`` [T] (float64, the driver's monotonic clock). ``check_chunk`` holds a decoded chunk to that.
+
+Only numpy here: the robot agent imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"FLSP"
+PREFIX = struct.Struct("<4sIQ")
+DIGEST = 32
+
+# name -> (dtype kind the chunk must have, rows relative to T)
+TRANSITION_ARRAYS: dict[str, tuple[str, int]] = {
+    "obs": ("f", 0), "critic_obs": ("f", 1), "actions": ("f", 0), "log_probs": ("f", 0), "rewards": ("f", 0),
+    "dones": ("f", 0), "time_outs": ("f", 0), "trunk_version": ("i", 0), "adapter_version": ("i", 0),
+    "stamp": ("f", 0),
+}
+_VECTORS = ("obs", "critic_obs", "actions")
+_FINITE = ("obs", "critic_obs", "actions", "log_probs", "rewards")
+
+
+class RecordError(RuntimeError):
+    """A record failed its checks (magic, lengths, header, sha256) or its chunk is not a valid one."""
+
+
+@dataclass
+class Chunk:
+    """A chunk's header (ids, versions, counts) and its arrays."""
+
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def chunk_id(self) -> str:
+        """The chunk's unique id."""
+        return str(self.header["chunk_id"])
+
+
+def encode_record(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """One record's bytes."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    payload = buf.getvalue()
+    head = json.dumps(header, sort_keys=True).encode()
+    digest = hashlib.sha256(head + payload).digest()
+    return PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload + digest
+
+
+def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any], int] | None:
+    """The header and end offset of the valid record at ``offset`` in ``data``, or None if there is none."""
+    view = memoryview(data)
+    if offset + PREFIX.size + DIGEST > len(view):
+        return None
+    magic, hlen, plen = PREFIX.unpack_from(view, offset)
+    start = offset + PREFIX.size
+    end = start + hlen + plen + DIGEST
+    if magic != MAGIC or end > len(view):
+        return None
+    try:  # the cheap check first: a garbled header fails here without hashing the payload
+        header = json.loads(bytes(view[start:start + hlen]))
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or "chunk_id" not in header:
+        return None
+    if hashlib.sha256(view[start:end - DIGEST]).digest() != view[end - DIGEST:end]:
+        return None
+    return header, end
+
+
+def verify_record(data: bytes | memoryview, chunk_id: str | None = None) -> dict[str, Any]:
+    """The header of ``data`` if it is exactly one valid record (of ``chunk_id``, if given); else RecordError."""
+    parsed = parse_record(data, 0)
+    if parsed is None or parsed[1] != len(data):
+        raise RecordError(f"record of {len(data)} bytes failed its checks (magic, lengths, header or sha256)")
+    if chunk_id is not None and parsed[0]["chunk_id"] != chunk_id:
+        raise RecordError(f"record holds chunk {parsed[0]['chunk_id']}, not {chunk_id}")
+    return parsed[0]
+
+
+def record_digest(data: bytes | memoryview) -> bytes:
+    """The sha256 a record ends with (call after ``verify_record``): two records are the same iff it is."""
+    return bytes(data[-DIGEST:])
+
+
+def decode_record(data: bytes | memoryview) -> Chunk:
+    """A chunk from one record's bytes, checked first."""
+    header = verify_record(data)
+    _, hlen, plen = PREFIX.unpack_from(data, 0)
+    start = PREFIX.size + hlen
+    try:
+        with np.load(io.BytesIO(bytes(data[start:start + plen])), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # noqa: BLE001 - a valid digest over a payload that no npz reader takes
+        raise RecordError(f"chunk {header['chunk_id']}: payload is not an npz archive ({exc})") from None
+    return Chunk(header, arrays)
+
+
+def check_chunk(chunk: Chunk) -> int:
+    """The number of transitions T of a decoded chunk; RecordError naming the array if any name, dtype,
+    shape or value (NaN, inf) is not what a robot agent records."""
+    arrays, cid = chunk.arrays, chunk.chunk_id
+    missing = sorted(set(TRANSITION_ARRAYS) - set(arrays))
+    if missing:
+        raise RecordError(f"chunk {cid}: arrays {missing} missing")
+    n = arrays["rewards"].shape[0] if arrays["rewards"].ndim == 1 else -1
+    if n < 1:
+        raise RecordError(f"chunk {cid}: rewards must be a non-empty vector, got shape {arrays['rewards'].shape}")
+    if chunk.header.get("steps") != n:
+        raise RecordError(f"chunk {cid}: header steps {chunk.header.get('steps')!r} but {n} transitions")
+    for name, (kind, extra) in TRANSITION_ARRAYS.items():
+        a = arrays[name]
+        ndim = 2 if name in _VECTORS else 1
+        if a.dtype.kind != kind or a.ndim != ndim or a.shape[0] != n + extra or (ndim == 2 and a.shape[1] < 1):
+            raise RecordError(f"chunk {cid}: {name} has dtype {a.dtype} shape {a.shape}, expected kind "
+                              f"{kind!r} with {ndim} dims and {n + extra} rows")
+        if name in _FINITE and not np.isfinite(a).all():
+            raise RecordError(f"chunk {cid}: {name} holds NaN or inf")
+    return n

@@ -1,0 +1,391 @@
+"""The hub's experience store: every chunk's record bytes, once, durable before the hub acks it.
+
+SQLite (stdlib) in WAL mode with ``synchronous=FULL``: a commit returns only after the write-ahead log is
+fsynced, so a chunk in a committed group survives ``kill -9`` and a power cut. A commit group is ONE
+transaction (group commit: one fsync for many chunks), which is what makes it fast (docs/storage.md).
+
+Table ``chunks``: the record bytes as a BLOB (exactly the bytes the robot's spool holds, digest included)
+plus columns to select by (robot, spool epoch, sequence, hardware, task, episode, steps, trunk and adapter
+versions, received time). ``chunk_id`` is the unique key: a resend of a stored chunk is a ``duplicate`` and
+is stored once; the same id with other bytes is refused. ``rowid`` is an explicit ``INTEGER PRIMARY KEY
+AUTOINCREMENT``: the order rows were committed in, never reused and stable under VACUUM (an implicit rowid is
+not), so readers tail the store with ``read_since`` and persist how far they got.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.record import RecordError, parse_record, record_digest, verify_record
+from shared_policy.durable import fsync_dir
+
+STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
+SCHEMA_VERSION = 1
+STORE_FILE = "experience.sqlite"  # the store's file name inside the hub's storage_dir
+WAL_CHECKPOINT_PAGES = 8192
+
+# Names end up in file paths (Parquet partitions) and in chunk ids: letters, digits, '_', '.', '-'.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CHUNK_ID = re.compile(r"(?P<robot>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})-(?P<epoch>[0-9a-f]{16})-(?P<seq>[0-9]{10})")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    chunk_id TEXT NOT NULL UNIQUE,
+    robot_id TEXT NOT NULL,
+    spool_epoch TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hardware TEXT NOT NULL,
+    task TEXT NOT NULL,
+    episode INTEGER NOT NULL,
+    steps INTEGER NOT NULL,
+    trunk_version INTEGER NOT NULL,
+    adapter_version INTEGER NOT NULL,
+    received REAL NOT NULL,
+    nbytes INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    record BLOB NOT NULL  -- last: reading the other columns never touches its overflow pages
+);
+CREATE INDEX IF NOT EXISTS chunks_by_robot ON chunks (robot_id, spool_epoch, episode, seq);
+CREATE INDEX IF NOT EXISTS chunks_by_hardware ON chunks (hardware, received);
+"""
+_COLUMNS = ("chunk_id", "robot_id", "spool_epoch", "seq", "hardware", "task", "episode", "steps", "trunk_version",
+            "adapter_version", "received", "nbytes", "digest", "record")
+_INSERT = f"INSERT OR IGNORE INTO chunks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_META = ("rowid", "chunk_id", "robot_id", "spool_epoch", "seq", "hardware", "task", "episode", "steps",
+         "trunk_version", "adapter_version", "received", "nbytes")
+
+
+class StoreError(RuntimeError):
+    """The store could not commit a group (disk full, I/O error) or is closed: nothing of the group is stored."""
+
+
+class StoreCorruptError(StoreError):
+    """The store's file is not a sound SQLite database (failed ``PRAGMA quick_check`` at open)."""
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What happened to one record of a ``put_many`` group."""
+
+    chunk_id: str | None  # None when the record is too broken to name its chunk
+    status: str  # STORED | DUPLICATE | REJECTED
+    reason: str = ""  # why it was rejected
+    rowid: int | None = None  # where it is stored (also for a duplicate)
+
+    @property
+    def durable(self) -> bool:
+        """True when the chunk is on disk: the hub may ack it."""
+        return self.status in (STORED, DUPLICATE)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One stored chunk as readers see it: its columns and its record bytes."""
+
+    rowid: int
+    chunk_id: str
+    robot_id: str
+    spool_epoch: str
+    seq: int
+    hardware: str
+    task: str
+    episode: int
+    steps: int
+    trunk_version: int
+    adapter_version: int
+    received: float
+    nbytes: int
+    record: bytes
+
+
+@dataclass(frozen=True)
+class RobotCounts:
+    """What one robot has stored."""
+
+    chunks: int
+    steps: int
+    bytes: int
+
+
+def _int_field(header: dict[str, Any], key: str, minimum: int) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise RecordError(f"header {key}: {value!r} is not an integer >= {minimum}")
+    return value
+
+
+def _name_field(header: dict[str, Any], key: str) -> str:
+    value = header.get(key)
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise RecordError(f"header {key}: {value!r} is not a name of letters, digits, '_', '.', '-' (<= 64)")
+    return value
+
+
+def record_row(record: bytes, received: float) -> tuple:
+    """The ``chunks`` row of one record (column order ``_COLUMNS``); RecordError saying what is wrong."""
+    header = verify_record(record)
+    cid = header["chunk_id"]
+    m = CHUNK_ID.fullmatch(cid) if isinstance(cid, str) else None
+    if m is None:
+        raise RecordError(f"chunk id {cid!r} is not <robot_id>-<16 hex spool epoch>-<10 digit seq>")
+    robot = _name_field(header, "robot_id")
+    if robot != m["robot"]:
+        raise RecordError(f"chunk {cid} names robot {m['robot']!r} but its header says {robot!r}")
+    seq, epoch = int(m["seq"]), m["epoch"]
+    if header.get("seq", seq) != seq or header.get("spool_epoch", epoch) != epoch:
+        raise RecordError(f"chunk {cid}: header seq/spool_epoch {header.get('seq')!r}/{header.get('spool_epoch')!r} "
+                          "differ from its id")
+    data = bytes(record)
+    return (cid, robot, epoch, seq, _name_field(header, "hardware"), _name_field(header, "task"),
+            _int_field(header, "episode", 0), _int_field(header, "steps", 1), _int_field(header, "trunk_version", 0),
+            _int_field(header, "adapter_version", 0), received, len(data), record_digest(data), data)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # autocommit (isolation_level=None): transactions are the explicit BEGIN/COMMIT of a group
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+
+
+class ExperienceStore:
+    """Durable, exactly-once storage of chunk records (module docstring). Thread-safe: one writer
+    connection for commit groups and one reader connection, so readers never wait for a group's fsync."""
+
+    def __init__(self, path: str | Path, check: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        self._w = _connect(self.path)
+        try:
+            self._w.execute("PRAGMA synchronous=FULL")  # per connection: every commit fsyncs the WAL
+            if check and not created:
+                found = [r[0] for r in self._w.execute("PRAGMA quick_check").fetchall()]
+                if found != ["ok"]:
+                    raise StoreCorruptError(f"{self.path}: PRAGMA quick_check failed: {'; '.join(found[:5])}. "
+                                            f"Restore a backup or salvage it (docs/storage.md, recovery)")
+            if self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+                raise StoreError(f"{self.path}: SQLite refused WAL mode")
+            version = self._w.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: store schema {version} is newer than this code's {SCHEMA_VERSION}")
+            self._w.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            # checkpoint the WAL into the database every 32 MiB instead of every 4 MiB: fewer fsyncs of the
+            # database file in the commit path (64 KiB chunks span 16 pages); keep the WAL file itself small
+            self._w.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._w.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096 * 2}")
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            self._w.close()
+            raise StoreCorruptError(f"{self.path}: not a readable SQLite store ({exc}). Restore a backup or "
+                                    "salvage it (docs/storage.md, recovery)") from exc
+        except StoreError:
+            self._w.close()
+            raise
+        if created:
+            fsync_dir(self.path.parent)  # the new file's directory entry, before anything is acked from it
+        self._r = _connect(self.path)
+        self._r.execute("PRAGMA query_only=1")
+        self._wlock, self._rlock = threading.Lock(), threading.Lock()
+        self._closed = False
+
+    # -- writing -------------------------------------------------------------------------------------
+    def put_many(self, records: list[bytes]) -> list[StoreResult]:
+        """Store a group of records in ONE transaction. Each is checked first (digest, id, header): a bad one
+        is ``rejected`` with its reason and costs only itself. When this returns, every ``stored`` and
+        ``duplicate`` record is durable. StoreError if the group could not be committed: then none is."""
+        now = time.time()
+        results: list[StoreResult | None] = [None] * len(records)
+        rows: list[tuple[int, tuple]] = []
+        for i, rec in enumerate(records):
+            try:
+                rows.append((i, record_row(rec, now)))
+            except RecordError as exc:  # name the chunk only when its digest holds: else the name is noise
+                parsed = parse_record(rec, 0)
+                results[i] = StoreResult(str(parsed[0]["chunk_id"]) if parsed else None, REJECTED, str(exc))
+        with self._wlock:
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            if rows:
+                self._commit(rows, results)
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def _commit(self, rows: list[tuple[int, tuple]], results: list[StoreResult | None]) -> None:
+        conn = self._w
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for i, row in rows:
+                cur = conn.execute(_INSERT, row)
+                cid = row[0]
+                if cur.rowcount == 1:
+                    results[i] = StoreResult(cid, STORED, rowid=cur.lastrowid)
+                    continue
+                rowid, digest = conn.execute("SELECT rowid, digest FROM chunks WHERE chunk_id = ?", (cid,)).fetchone()
+                if digest == row[12]:
+                    results[i] = StoreResult(cid, DUPLICATE, rowid=rowid)
+                else:  # ids are unique forever: other bytes under a stored id are never the same chunk
+                    results[i] = StoreResult(cid, REJECTED, f"chunk {cid} is already stored with other bytes")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction left to roll back
+            raise StoreError(f"store {self.path}: group of {len(rows)} not committed: {exc}") from exc
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._rlock:
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            return self._r.execute(sql, args).fetchall()
+
+    def get(self, chunk_id: str) -> bytes:
+        """The stored record bytes of ``chunk_id``, checked; KeyError if it is not stored."""
+        rows = self._read("SELECT record FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        if not rows:
+            raise KeyError(chunk_id)
+        try:  # the page checks of SQLite do not cover a BLOB's bytes: its own digest does
+            verify_record(rows[0][0], chunk_id)
+        except RecordError as exc:
+            raise StoreCorruptError(f"{self.path}: stored chunk {chunk_id} fails its digest ({exc})") from None
+        return rows[0][0]
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return bool(self._read("SELECT 1 FROM chunks WHERE chunk_id = ?", (chunk_id,)))
+
+    def read_since(self, rowid: int, limit: int = 256) -> list[StoredChunk]:
+        """Up to ``limit`` chunks stored after ``rowid``, in commit order (start with 0; pass the last one's
+        ``rowid`` next time). Only committed rows are seen, so a tailing reader never skips one."""
+        rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                          (rowid, limit))
+        return [StoredChunk(*r) for r in rows]
+
+    def last_rowid(self) -> int:
+        """The newest committed row (0 when empty)."""
+        return self._read("SELECT COALESCE(MAX(rowid), 0) FROM chunks")[0][0]
+
+    def backlog(self, rowid: int) -> tuple[int, float | None]:
+        """(chunks stored after ``rowid``, received time of the first of them or None): how far a reader
+        at ``rowid`` is behind."""
+        n = self._read("SELECT COUNT(*) FROM chunks WHERE rowid > ?", (rowid,))[0][0]
+        first = self._read("SELECT received FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT 1", (rowid,))
+        return n, (first[0][0] if first else None)
+
+    def steps_before(self, robot_id: str, spool_epoch: str, episode: int, seq: int) -> int:
+        """Steps of the same episode stored in chunks with a lower sequence number: where a chunk starts
+        within its episode when its header does not say."""
+        return self._read("SELECT COALESCE(SUM(steps), 0) FROM chunks WHERE robot_id = ? AND spool_epoch = ? "
+                          "AND episode = ? AND seq < ?", (robot_id, spool_epoch, episode, seq))[0][0]
+
+    def counts(self) -> dict[str, RobotCounts]:
+        """Chunks, transitions and bytes stored per robot."""
+        rows = self._read("SELECT robot_id, COUNT(*), SUM(steps), SUM(nbytes) FROM chunks GROUP BY robot_id")
+        return {r[0]: RobotCounts(r[1], r[2], r[3]) for r in rows}
+
+    def close(self) -> None:
+        """Close both connections (a commit in progress finishes first)."""
+        with self._wlock, self._rlock:
+            if not self._closed:
+                self._closed = True
+                self._r.close()
+                self._w.close()
+
+    def __enter__(self) -> ExperienceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GroupWriter:
+    """Commits records to a store in groups on its own thread, so the caller (the hub's socket loop) never
+    waits on an fsync: ``submit`` returns a Future that resolves to the record's StoreResult after the
+    commit of its group (or fails with StoreError, then the record is not stored and must not be acked).
+
+    A group is whatever is queued when the previous commit ends, topped up for at most ``max_wait_s`` after
+    its first record, up to ``max_group`` records: under load, groups grow by themselves while an fsync runs.
+    Memory is bounded by the caller's credit; ``pending`` / ``pending_bytes`` say what waits.
+    """
+
+    def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001):
+        if max_group < 1:
+            raise ValueError(f"max_group: {max_group!r} must be >= 1")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s: {max_wait_s!r} must be >= 0")
+        self.store, self.max_group, self.max_wait_s = store, max_group, max_wait_s
+        self._queue: queue.SimpleQueue[tuple[bytes, Future] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.pending = self.pending_bytes = 0
+        self.groups = self.committed = self.largest_group = 0  # commit groups, records through them, largest
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="store-group-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: bytes) -> Future:
+        """Queue one record; the Future's result is its StoreResult, set after its group's commit."""
+        fut: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise StoreError("group writer is closed")
+            self.pending += 1
+            self.pending_bytes += len(record)
+            self._queue.put((record, fut))
+        return fut
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit what is queued, then stop the thread (the store stays open: its owner closes it)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _next_group(self) -> tuple[list[tuple[bytes, Future]], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group, deadline = [first], time.monotonic() + self.max_wait_s
+        while len(group) < self.max_group:
+            wait = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return group, True
+            group.append(item)
+        return group, False
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            group, done = self._next_group()
+            if not group:
+                continue
+            try:
+                results: list[StoreResult] | None = self.store.put_many([rec for rec, _ in group])
+                error = None
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
+                results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            with self._lock:
+                self.pending -= len(group)
+                self.pending_bytes -= sum(len(rec) for rec, _ in group)
+                self.groups += 1
+                self.largest_group = max(self.largest_group, len(group))
+                self.committed += len(group) if error is None else 0
+            for k, (_, fut) in enumerate(group):
+                try:
+                    if results is not None:
+                        fut.set_result(results[k])
+                    else:
+                        fut.set_exception(error)
+                except InvalidStateError:
+                    pass  # the caller cancelled its wait; the record's fate is unchanged

@@ -1,0 +1,47 @@
+"""Chunks as a robot agent makes them: arrays through the agent's own EpisodeRecorder, the header its
+``_emit`` writes plus the ids its spool adds, encoded with the one record format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fleet.record import encode_record
+from robot_agent.recorder import EpisodeRecorder
+
+DIMS = {"cartpole": (5, 7, 1), "go1_like": (45, 52, 12)}  # hardware -> (obs, critic_obs, action) sizes
+TASKS = {"cartpole": "cartpole_swingup", "go1_like": "locomotion"}
+
+
+def agent_arrays(rng: np.random.Generator, steps: int, hardware: str = "cartpole", versions: tuple[int, int] = (0, 0),
+                 episode_end: bool = False) -> dict[str, np.ndarray]:
+    """One chunk's arrays, recorded transition by transition as the agent's control loop does."""
+    obs_dim, critic_dim, act_dim = DIMS[hardware]
+    rec = EpisodeRecorder(chunk_steps=steps)
+    for t in range(steps):
+        last = episode_end and t == steps - 1
+        rec.add(obs=rng.standard_normal(obs_dim).astype(np.float32),
+                critic_obs=rng.standard_normal(critic_dim).astype(np.float32),
+                actions=rng.standard_normal(act_dim), log_probs=float(rng.normal(-1.0, 0.3)),
+                rewards=float(rng.random()), dones=float(last), time_outs=float(last and t % 2 == 0),
+                trunk_version=versions[0], adapter_version=versions[1], stamp=1000.0 + 0.02 * t)
+    return rec.cut(rng.standard_normal(critic_dim).astype(np.float32))
+
+
+def agent_header(robot_id: str, epoch: str, seq: int, episode: int, arrays: dict[str, np.ndarray],
+                 hardware: str = "cartpole", task: str = "cartpole_swingup", episode_end: bool = False) -> dict[str, Any]:
+    """The header ``Agent._emit`` writes, with the ``chunk_id``, ``seq`` and ``spool_epoch`` its spool adds."""
+    return {"robot_id": robot_id, "hardware": hardware, "task": task, "episode": episode,
+            "steps": len(arrays["rewards"]), "episode_end": episode_end,
+            "trunk_version": int(arrays["trunk_version"][0]), "adapter_version": int(arrays["adapter_version"][0]),
+            "chunk_id": f"{robot_id}-{epoch}-{seq:010d}", "seq": seq, "spool_epoch": epoch}
+
+
+def agent_record(rng: np.random.Generator, robot_id: str, seq: int, epoch: str = "0123456789abcdef", episode: int = 0,
+                 steps: int = 20, hardware: str = "cartpole", versions: tuple[int, int] = (0, 0),
+                 episode_end: bool = False) -> bytes:
+    """The spool record bytes of one synthetic chunk."""
+    arrays = agent_arrays(rng, steps, hardware, versions, episode_end)
+    return encode_record(agent_header(robot_id, epoch, seq, episode, arrays, hardware, TASKS[hardware], episode_end),
+                         arrays)

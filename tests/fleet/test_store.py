@@ -1,0 +1,273 @@
+"""The hub's experience store: group commit, exactly-once by chunk id, bad records cost only themselves,
+acked chunks survive kill -9 of the writing process, a corrupt file is refused at open."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleet.record import encode_record, verify_record
+from fleet.store import (
+    DUPLICATE,
+    REJECTED,
+    STORED,
+    ExperienceStore,
+    GroupWriter,
+    RobotCounts,
+    StoreCorruptError,
+    StoreError,
+)
+from tests.fleet.chunks import agent_arrays, agent_header, agent_record
+from tests.fleet.store_stream import chunk_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCH = "0123456789abcdef"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _with_header(rng, **changes) -> bytes:
+    arrays = agent_arrays(rng, 5)
+    header = {**agent_header("unit-1", EPOCH, 900, 0, arrays), **changes}
+    return encode_record({k: v for k, v in header.items() if v is not None}, arrays)
+
+
+def test_group_commit_stores_each_chunk_once_and_acks_resends_as_duplicates(tmp_path, rng):
+    recs = [agent_record(rng, "unit-0", seq) for seq in range(4)]
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        first = store.put_many([recs[0], recs[1], recs[0]])  # a resend inside the same group
+        again = store.put_many([recs[1], recs[2], recs[3]])
+        assert [r.status for r in first] == [STORED, STORED, DUPLICATE]
+        assert [r.status for r in again] == [DUPLICATE, STORED, STORED]
+        assert first[2].rowid == first[0].rowid and again[0].rowid == first[1].rowid
+        assert all(r.durable for r in first + again)
+        assert [store.get(f"unit-0-{EPOCH}-{s:010d}") for s in range(4)] == recs  # the very bytes
+        assert store.counts() == {"unit-0": RobotCounts(4, 80, sum(map(len, recs)))}
+        with pytest.raises(KeyError):
+            store.get(f"unit-0-{EPOCH}-{9:010d}")
+
+
+def test_bad_records_are_rejected_with_a_reason_and_cost_only_themselves(tmp_path, rng):
+    good = [agent_record(rng, "unit-0", seq) for seq in range(3)]
+    flipped = bytearray(agent_record(rng, "unit-0", 10))
+    flipped[len(flipped) // 2] ^= 0x10
+    bad = {
+        "flipped bit": (bytes(flipped), "sha256"),
+        "truncated": (good[0][:-7], "failed its checks"),
+        "random bytes": (rng.bytes(300), "failed its checks"),
+        "empty": (b"", "failed its checks"),
+        "robot mismatch": (_with_header(rng, robot_id="unit-2"), "unit-2"),
+        "bad id": (_with_header(rng, chunk_id="unit-1-xyz-1"), "not <robot_id>"),
+        "id seq mismatch": (_with_header(rng, seq=5), "seq"),
+        "path in hardware": (_with_header(rng, hardware="../../etc"), "hardware"),
+        "no task": (_with_header(rng, task=None), "task"),
+        "steps as bool": (_with_header(rng, steps=True), "steps"),
+        "negative episode": (_with_header(rng, episode=-1), "episode"),
+    }
+    group = [good[0], *[rec for rec, _ in bad.values()], good[1], good[2]]
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        results = store.put_many(group)
+        assert [r.status for r in results] == [STORED] + [REJECTED] * len(bad) + [STORED, STORED]
+        for (name, (_, why)), res in zip(bad.items(), results[1:-2], strict=True):
+            assert why in res.reason, f"{name}: {res.reason}"
+        assert results[5].chunk_id == f"unit-1-{EPOCH}-{900:010d}"  # digest held: the reject names its chunk
+        assert results[1].chunk_id is None  # digest failed: no name to trust
+        assert store.counts()["unit-0"].chunks == 3 and "unit-1" not in store.counts()
+
+
+def test_same_id_with_other_bytes_is_refused_and_the_stored_bytes_kept(tmp_path):
+    a = agent_record(np.random.default_rng(1), "unit-0", 7)
+    b = agent_record(np.random.default_rng(2), "unit-0", 7)
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        store.put_many([a])
+        (res,) = store.put_many([b])
+        assert res.status == REJECTED and "other bytes" in res.reason and not res.durable
+        assert store.get(res.chunk_id) == a
+
+
+def test_failed_commit_stores_none_of_its_group_and_the_store_goes_on(tmp_path, rng):
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        store.put_many([agent_record(rng, "unit-0", 0)])
+        pages = store._w.execute("PRAGMA page_count").fetchone()[0]
+        store._w.execute(f"PRAGMA max_page_count={pages + 3}")  # SQLite's own 'database or disk is full'
+        big = [agent_record(rng, "unit-0", seq, steps=200) for seq in range(1, 9)]
+        with pytest.raises(StoreError, match="not committed"):
+            store.put_many(big)
+        assert store.counts()["unit-0"].chunks == 1 and all(f"unit-0-{EPOCH}-{s:010d}" not in store for s in range(1, 9))
+        store._w.execute("PRAGMA max_page_count=1073741823")
+        assert [r.status for r in store.put_many(big)] == [STORED] * 8
+
+
+def test_reader_tailing_by_rowid_sees_every_committed_chunk_once_in_order(tmp_path):
+    path = tmp_path / "s.sqlite"
+    recs = [chunk_bytes("unit-0", EPOCH, seq) for seq in range(120)]
+    with ExperienceStore(path) as store:
+        def write():
+            for k in range(0, len(recs), 7):
+                store.put_many(recs[k:k + 7] + recs[max(0, k - 3):k])  # resends ride along
+        writer = threading.Thread(target=write)
+        writer.start()
+        reader = ExperienceStore(path)  # another connection, as a learner process has
+        seen, last, deadline = [], 0, time.monotonic() + 60
+        while len(seen) < len(recs) and time.monotonic() < deadline:
+            for row in reader.read_since(last, limit=10):
+                assert row.rowid > last
+                seen.append(row.chunk_id)
+                last = row.rowid
+                assert verify_record(row.record, row.chunk_id)["steps"] == row.steps
+        writer.join(timeout=60)
+        reader.close()
+    assert seen == [verify_record(r)["chunk_id"] for r in recs]
+
+
+def test_corrupt_store_file_is_refused_at_open_with_a_clear_error(tmp_path, rng):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database " * 400)
+    with pytest.raises(StoreCorruptError, match="junk.sqlite.*not a readable SQLite store"):
+        ExperienceStore(junk)
+    path = tmp_path / "s.sqlite"
+    with ExperienceStore(path) as store:
+        store.put_many([agent_record(rng, "unit-0", seq, steps=60) for seq in range(40)])
+        store._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = 4096
+    data = bytearray(path.read_bytes())
+    # every b-tree page header (leaf 0x0d, interior 0x05, index 0x0a/0x02) after page 1 gets a wrong cell count
+    hit = 0
+    for off in range(page, len(data), page):
+        if data[off] in (0x02, 0x05, 0x0A, 0x0D):
+            data[off + 3:off + 5] = b"\xff\xf0"
+            hit += 1
+    assert hit
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match="s.sqlite"):
+        ExperienceStore(path)
+
+
+def test_stored_bytes_that_no_longer_match_their_digest_are_an_error_not_data(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    rec = agent_record(rng, "unit-0", 0)
+    with ExperienceStore(path) as store:
+        (res,) = store.put_many([rec])
+        rotted = bytearray(rec)
+        rotted[100] ^= 1
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE chunks SET record = ? WHERE chunk_id = ?", (bytes(rotted), res.chunk_id))
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreCorruptError, match=res.chunk_id):
+            store.get(res.chunk_id)
+
+
+def test_group_writer_resolves_each_future_after_its_group_is_committed(tmp_path):
+    path = tmp_path / "s.sqlite"
+    recs = [chunk_bytes("unit-0", EPOCH, seq) for seq in range(200)]
+    with ExperienceStore(path) as store, ExperienceStore(path) as other:
+        writer = GroupWriter(store, max_group=8, max_wait_s=0.01)
+        futs: queue.SimpleQueue = queue.SimpleQueue()
+
+        def submit(part):
+            for rec in part:
+                futs.put(writer.submit(rec))
+        threads = [threading.Thread(target=submit, args=(recs[k::4],)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for _ in recs:
+            res = futs.get(timeout=5).result(timeout=60)
+            assert res.status == STORED
+            assert other.get(res.chunk_id)  # another connection sees only committed rows
+        writer.close()
+        assert writer.committed == len(recs) and writer.largest_group <= 8
+        assert writer.groups >= len(recs) // 8 and writer.pending == writer.pending_bytes == 0
+
+
+def test_group_writer_fails_the_futures_of_a_failed_group_and_keeps_going(tmp_path, rng):
+    store = ExperienceStore(tmp_path / "s.sqlite")
+    writer = GroupWriter(store, max_group=4, max_wait_s=0.0)
+    store.close()  # every commit now fails
+    fut = writer.submit(agent_record(rng, "unit-0", 0))
+    with pytest.raises(StoreError, match="closed"):
+        fut.result(timeout=30)
+    writer.store = ExperienceStore(tmp_path / "s.sqlite")
+    assert writer.submit(agent_record(rng, "unit-0", 1)).result(timeout=30).status == STORED
+    writer.close()
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit(agent_record(rng, "unit-0", 2))
+    assert f"unit-0-{EPOCH}-{0:010d}" not in writer.store
+    writer.store.close()
+
+
+def _stream(db: Path, first_seq: int, mode: str, acks_before_kill: int, rng) -> tuple[dict[str, str], int]:
+    """Run store_stream.py, kill -9 it mid-stream once it has acked enough; its acks and its last sequence."""
+    errors = db.with_name(f"stream-{first_seq}.err")
+    with open(errors, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests/fleet/store_stream.py"), str(db), "unit-0",
+                                 EPOCH, str(first_seq), mode], stdout=subprocess.PIPE, stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
+    acked: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while len(acked) < acks_before_kill and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            _, cid, status = line.decode().split()
+            acked[cid] = status
+        assert len(acked) >= acks_before_kill, f"stream acked {len(acked)}: {errors.read_text()[-2000:]}"
+        time.sleep(float(rng.uniform(0, 0.05)))  # land the kill anywhere in the stream, mostly mid-commit
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    while (line := lines.get(timeout=30)) is not None:
+        if line.endswith(b"\n"):  # an ack line cut by the kill was never complete: not an ack
+            _, cid, status = line.decode().split()
+            acked[cid] = status
+    assert proc.returncode == -signal.SIGKILL
+    return acked, max(int(c.rsplit("-", 1)[1]) for c in acked)
+
+
+@pytest.mark.timeout(400)
+def test_every_acked_chunk_survives_kill_9_of_the_writing_process(tmp_path):
+    db, rng = tmp_path / "experience.sqlite", np.random.default_rng(3)
+    acked: dict[str, str] = {}
+    first = 0
+    for run, mode in enumerate(["put_many", "writer", "put_many", "writer", "put_many"]):
+        got, last = _stream(db, first, mode, acks_before_kill=150 + 50 * run, rng=rng)
+        acked.update(got)
+        first = max(0, last - 20)  # the next run resends what was acked and what may have been stored unacked
+    assert "duplicate" in acked.values()
+    with ExperienceStore(db) as store:  # quick_check at open: nothing torn
+        for cid in acked:
+            seq = int(cid.rsplit("-", 1)[1])
+            assert store.get(cid) == chunk_bytes("unit-0", EPOCH, seq), cid
+        rows, last = [], 0
+        while batch := store.read_since(last, limit=500):
+            rows += batch
+            last = batch[-1].rowid
+        ids = [r.chunk_id for r in rows]
+        assert len(ids) == len(set(ids)) == store.counts()["unit-0"].chunks  # stored once each
+        assert all(verify_record(r.record, r.chunk_id) for r in rows)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+    print(json.dumps({"acked": len(acked), "stored": len(ids)}))

@@ -1,11 +1,55 @@
-"""Structured config (Hydra schema) of the hub daemon."""
+"""Structured config (Hydra schema) of the hub daemon, and of the link settings hub and robot share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+
+SECURITY_MODES = ("curve", "plaintext")
+
+
+@dataclass
+class SecurityConfig:
+    """CURVE with an allow-list of robot keys (the default), or plain text for a lab network only."""
+
+    mode: str = "curve"  # curve | plaintext (no encryption, no authentication: identity is HELLO's robot id)
+    keys_dir: str = "fleet_keys"  # hub: the directory of `fleet-keys init`; robot: the one `enrol` wrote
+    allowlist_reload_ms: int = 500  # hub: how often the allow-list file is checked for changes (revocations)
+
+    def validate(self, prefix: str = "security") -> None:
+        """Raise ValueError naming the key of a wrong value."""
+        if self.mode not in SECURITY_MODES:
+            raise ValueError(f"{prefix}.mode: {self.mode!r} is not one of {list(SECURITY_MODES)}")
+        if self.mode == "curve" and not self.keys_dir:
+            raise ValueError(f"{prefix}.keys_dir: required when {prefix}.mode is curve")
+        if self.allowlist_reload_ms < 0:
+            raise ValueError(f"{prefix}.allowlist_reload_ms: {self.allowlist_reload_ms} is negative")
+
+
+@dataclass
+class SocketConfig:
+    """ZeroMQ socket options (fleet/sockets.py applies them; docs/protocol.md says why each)."""
+
+    linger_ms: int = 100  # unsent messages at close wait at most this long
+    sndhwm: int = 1000  # messages queued per peer before sends say 'full'
+    rcvhwm: int = 1000  # messages queued per peer before the socket stops reading that peer
+    io_timeout_ms: int = 1000  # SNDTIMEO / RCVTIMEO: the backstop deadline of any blocking call
+    reconnect_ivl_ms: int = 100  # robot: first reconnect delay ...
+    reconnect_ivl_max_ms: int = 10_000  # ... doubling up to this
+    zmtp_heartbeat_ms: int = 5000  # ZMTP-level pings that find a dead TCP peer (0 = off); timeout 3x
+
+    def validate(self, prefix: str = "socket") -> None:
+        """Raise ValueError naming the key of a wrong value."""
+        for key in ("linger_ms", "sndhwm", "rcvhwm", "io_timeout_ms", "zmtp_heartbeat_ms"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{prefix}.{key}: {getattr(self, key)} is negative")
+        if self.io_timeout_ms == 0:
+            raise ValueError(f"{prefix}.io_timeout_ms: must be > 0 (every blocking call has a deadline)")
+        if not 0 < self.reconnect_ivl_ms <= self.reconnect_ivl_max_ms:
+            raise ValueError(f"{prefix}.reconnect_ivl_ms / reconnect_ivl_max_ms: need 0 < "
+                             f"{self.reconnect_ivl_ms} <= {self.reconnect_ivl_max_ms}")
 
 
 @dataclass
@@ -15,6 +59,8 @@ class HubConfig:
     bind: str = "tcp://127.0.0.1:5555"
     storage_dir: str = "fleet_data"  # the experience store: <storage_dir>/experience.sqlite
     max_frame_bytes: int = 16 * 1024 * 1024
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    socket: SocketConfig = field(default_factory=SocketConfig)
     # Group commit: a commit group closes at this many chunks, or this long after its first chunk
     # (0 = take what queued during the previous fsync, wait no longer).
     store_group_chunks: int = 32
@@ -39,6 +85,18 @@ class HubConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: invalid value {getattr(self, key)!r}")
+        self.security.validate()
+        self.socket.validate()
+
+
+@dataclass
+class UplinkConfig:
+    """A robot's link to the hub (the agent's uplink embeds it)."""
+
+    endpoint: str = "tcp://127.0.0.1:5555"
+    max_frame_bytes: int = 16 * 1024 * 1024
+    security: SecurityConfig = field(default_factory=lambda: SecurityConfig(keys_dir="robot_keys"))
+    socket: SocketConfig = field(default_factory=SocketConfig)
 
 
 def register_configs() -> None:

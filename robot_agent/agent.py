@@ -327,7 +327,7 @@ class RobotAgent:
             "spool_refused_chunks": self.spool.refused, "spool_counters": self.spool.counters(), "spool_backlog": self.writer.backlog,
             "lost_chunks": self.writer.lost_chunks, "refused_episodes": self.refused_episodes,
             "services": {s.name: s.health() for s in self.services if s is not self.reporter},
-            "fault": self.fault, "trainer_pid": self.trainer.process.process.pid if self.trainer else None,
+            "damped_episodes": self.loop.damped_episodes, "fault": self.fault, "trainer_pid": self.trainer.process.process.pid if self.trainer else None,
             "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged, "scheduling": self.scheduling,
         }
 

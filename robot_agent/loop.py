@@ -32,6 +32,8 @@ class ControlLoop:
         self.cut_short = cut_short  # (steps so far) -> whether to end the episode now (e-stop, shutdown, limit)
         self.explore, self.action_rng = explore, action_rng
         self.realtime = bool(getattr(driver, "realtime", True))  # a simulated clock has no deadline to keep
+        self.damped_episodes = 0  # episodes ended because the safety layer damped the robot (bad or stale reading)
+        self._damped = False
 
     def run_episode(self, number: int) -> EpisodeSummary:
         """One episode from the home pose until the task ends it or ``cut_short`` does; the robot is damped after."""
@@ -40,6 +42,7 @@ class ControlLoop:
         self.safe.arm()
         rt = self.runtime
         self.recorder.begin(number, rt.trunk_version, rt.adapter_version)
+        self._damped = False
         period = self.timing.period
         tick = time.monotonic()
         while not self.tick(tick):
@@ -57,14 +60,18 @@ class ControlLoop:
         """One control period scheduled at ``tick``; returns whether the episode ended at this reading."""
         woke = self._wait_until(tick)
         ts = self.driver.read_state()
-        obs, done = self.recorder.observe(ts.state, self.cut_short(self.recorder.steps + 1))
+        # a robot the safety layer damped (a non-finite or stale reading, the e-stop) did not act: the episode
+        # ends at this reading, so no later transition records an action the robot never took
+        obs, done = self.recorder.observe(ts.state, self._damped or self.cut_short(self.recorder.steps + 1))
         if done:
             self.recorder.record(ts.stamp, ts.state, obs, None)
             return True
         t0 = time.perf_counter()
         action, log_prob = self.runtime.act(obs, self.explore, self.action_rng)
         t1 = time.perf_counter()
-        self.safe.send(self.action_map.to_command(action[None])[0], ts)  # ts: its stamp is checked
+        if self.safe.send(self.action_map.to_command(action[None])[0], ts) is None:  # ts: its stamp is checked
+            self._damped = True
+            self.damped_episodes += 1
         self.timing.command_sent(tick, woke, t1 - t0, self.realtime)
         self.recorder.record(ts.stamp, ts.state, obs, action, log_prob)  # the command is out: no deadline waits
         return False

@@ -1,0 +1,52 @@
+"""A reading the safety layer cannot act on ends the episode: no later step records an action the robot never took."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hardware.driver import BUILTIN_DRIVERS
+from hardware.standin import MuJoCoStandInDriver
+from hardware.tasks.config import task_config
+from robot_agent.agent import RobotAgent
+from robot_agent.spool import Spool
+
+NAN_AT_READ = 40  # the stand-in's encoder fails at this reading of each episode
+
+
+class NanEncoderStandIn(MuJoCoStandInDriver):
+    """A stand-in unit whose first joint encoder reads NaN once, ``NAN_AT_READ`` readings into each episode."""
+
+    def home(self):
+        self.reads_since_home = 0
+        return super().home()
+
+    def read_state(self):
+        ts = super().read_state()
+        self.reads_since_home = getattr(self, "reads_since_home", 0) + 1
+        if self.reads_since_home == NAN_AT_READ:
+            ts.state.joint_pos[0, 0] = np.nan
+        return ts
+
+    def send_command(self, command):
+        assert np.isfinite(command).all(), command
+        return super().send_command(command)
+
+
+@pytest.mark.timeout(120)
+def test_a_nan_reading_damps_the_robot_and_ends_the_episode(agent_cfg, monkeypatch):
+    monkeypatch.setitem(BUILTIN_DRIVERS, "nan_encoder", f"{__name__}:NanEncoderStandIn")
+    agent_cfg.driver.name = "nan_encoder"
+    agent_cfg.max_episodes = 2
+    status = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 2.0})).run()
+    assert status["damped_episodes"] == 2
+    assert status["safety"].get("nonfinite_reading", 0) == 2
+    with Spool(f"{agent_cfg.state_dir}/spool") as spool:
+        chunks = [spool.read(ref) for ref in spool.pending()]
+    lengths = {}
+    for c in chunks:
+        lengths[c.header["episode"]] = lengths.get(c.header["episode"], 0) + c.header["steps"]
+    # each episode ends at the reading after the damped one, not at its 100-step time limit
+    assert sorted(lengths.values()) == [NAN_AT_READ, NAN_AT_READ], lengths
+    last = [c for c in chunks if c.header.get("episode_end")]
+    assert len(last) == 2 and all(c.arrays["time_outs"][-1] == 1.0 for c in last)

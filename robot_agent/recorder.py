@@ -109,22 +109,28 @@ class TransitionRecorder:
         return EpisodeSummary(self.episode, length, float(self.contract.episode_return[0]), cut)
 
     def _emit(self, final_critic_obs: np.ndarray, episode_end: bool) -> None:
-        r = self._rows
-        n = len(r["rewards"])
         trunk, adapter = self.versions
-        arrays = {
-            "obs": np.asarray(r["obs"], dtype=np.float32),
-            "critic_obs": np.asarray([*r["critic_obs"], final_critic_obs], dtype=np.float32),
-            "actions": np.asarray(r["actions"], dtype=np.float32),
-            "log_probs": np.asarray(r["log_probs"], dtype=np.float32),
-            "rewards": np.asarray(r["rewards"], dtype=np.float32),
-            "dones": np.asarray(r["dones"], dtype=np.float32),
-            "time_outs": np.asarray(r["time_outs"], dtype=np.float32),
-            "trunk_version": np.full(n, trunk, dtype=np.int64),
-            "adapter_version": np.full(n, adapter, dtype=np.int64),
-            "stamp": np.asarray(r["stamp"], dtype=np.float64),
-        }
-        header = {**self.header, "episode": self.episode, "steps": n, "episode_end": episode_end,
+        arrays = chunk_arrays(self._rows, final_critic_obs, trunk, adapter)
+        header = {**self.header, "episode": self.episode, "steps": len(arrays["rewards"]), "episode_end": episode_end,
                   "trunk_version": trunk, "adapter_version": adapter}
         self._rows = {k: [] for k in ROW_KEYS}
         self.sink.put(header, arrays)
+
+
+def chunk_arrays(rows: dict[str, list], final_critic_obs: np.ndarray, trunk_version: int,
+                 adapter_version: int) -> dict[str, np.ndarray]:
+    """One chunk's arrays from its transition rows (``ROW_KEYS``): the names, dtypes and shapes every
+    reader of the record (adapter learner, hub, Parquet tier, fleet learner) relies on."""
+    n = len(rows["rewards"])
+    return {
+        "obs": np.asarray(rows["obs"], dtype=np.float32),
+        "critic_obs": np.asarray([*rows["critic_obs"], final_critic_obs], dtype=np.float32),
+        "actions": np.asarray(rows["actions"], dtype=np.float32),
+        "log_probs": np.asarray(rows["log_probs"], dtype=np.float32),
+        "rewards": np.asarray(rows["rewards"], dtype=np.float32),
+        "dones": np.asarray(rows["dones"], dtype=np.float32),
+        "time_outs": np.asarray(rows["time_outs"], dtype=np.float32),
+        "trunk_version": np.full(n, trunk_version, dtype=np.int64),
+        "adapter_version": np.full(n, adapter_version, dtype=np.int64),
+        "stamp": np.asarray(rows["stamp"], dtype=np.float64),
+    }

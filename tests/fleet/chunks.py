@@ -1,5 +1,5 @@
-"""Chunks as a robot agent makes them: arrays through the agent's own EpisodeRecorder, the header its
-``_emit`` writes plus the ids its spool adds, encoded with the one record format."""
+"""Chunks as a robot agent makes them: arrays through the agent's own ``chunk_arrays``, the header its
+recorder writes plus the ids its spool adds, encoded with the one record format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fleet.record import encode_record
-from robot_agent.recorder import EpisodeRecorder
+from robot_agent.recorder import ROW_KEYS, chunk_arrays
 
 DIMS = {"cartpole": (5, 7, 1), "go1_like": (45, 52, 12)}  # hardware -> (obs, critic_obs, action) sizes
 TASKS = {"cartpole": "cartpole_swingup", "go1_like": "locomotion"}
@@ -18,15 +18,17 @@ def agent_arrays(rng: np.random.Generator, steps: int, hardware: str = "cartpole
                  episode_end: bool = False) -> dict[str, np.ndarray]:
     """One chunk's arrays, recorded transition by transition as the agent's control loop does."""
     obs_dim, critic_dim, act_dim = DIMS[hardware]
-    rec = EpisodeRecorder(chunk_steps=steps)
+    rows: dict[str, list] = {k: [] for k in ROW_KEYS}
     for t in range(steps):
         last = episode_end and t == steps - 1
-        rec.add(obs=rng.standard_normal(obs_dim).astype(np.float32),
-                critic_obs=rng.standard_normal(critic_dim).astype(np.float32),
-                actions=rng.standard_normal(act_dim), log_probs=float(rng.normal(-1.0, 0.3)),
-                rewards=float(rng.random()), dones=float(last), time_outs=float(last and t % 2 == 0),
-                trunk_version=versions[0], adapter_version=versions[1], stamp=1000.0 + 0.02 * t)
-    return rec.cut(rng.standard_normal(critic_dim).astype(np.float32))
+        row = {"obs": rng.standard_normal(obs_dim).astype(np.float32),
+               "critic_obs": rng.standard_normal(critic_dim).astype(np.float32),
+               "actions": rng.standard_normal(act_dim), "log_probs": float(rng.normal(-1.0, 0.3)),
+               "rewards": float(rng.random()), "dones": float(last), "time_outs": float(last and t % 2 == 0),
+               "stamp": 1000.0 + 0.02 * t}
+        for k in ROW_KEYS:
+            rows[k].append(row[k])
+    return chunk_arrays(rows, rng.standard_normal(critic_dim).astype(np.float32), *versions)
 
 
 def agent_header(robot_id: str, epoch: str, seq: int, episode: int, arrays: dict[str, np.ndarray],

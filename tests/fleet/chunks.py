@@ -1,5 +1,6 @@
-"""Chunks as a robot agent makes them: arrays through the agent's own EpisodeRecorder, the header its
-``_emit`` writes plus the ids its spool adds, encoded with the one record format."""
+"""Chunks shaped as a robot agent records them (``robot_agent.recorder.TransitionRecorder._emit``: the same
+array names, dtypes and shapes, and the header it writes plus the ids its spool adds), with random values, encoded
+with the one record format. ``test_record`` checks the real recorder's chunks against the same contract."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from fleet.record import encode_record
-from robot_agent.recorder import EpisodeRecorder
 
 DIMS = {"cartpole": (5, 7, 1), "go1_like": (45, 52, 12)}  # hardware -> (obs, critic_obs, action) sizes
 TASKS = {"cartpole": "cartpole_swingup", "go1_like": "locomotion"}
@@ -16,17 +16,22 @@ TASKS = {"cartpole": "cartpole_swingup", "go1_like": "locomotion"}
 
 def agent_arrays(rng: np.random.Generator, steps: int, hardware: str = "cartpole", versions: tuple[int, int] = (0, 0),
                  episode_end: bool = False) -> dict[str, np.ndarray]:
-    """One chunk's arrays, recorded transition by transition as the agent's control loop does."""
+    """One chunk's arrays: ``steps`` transitions, critic_obs with the bootstrap row after the last one."""
     obs_dim, critic_dim, act_dim = DIMS[hardware]
-    rec = EpisodeRecorder(chunk_steps=steps)
-    for t in range(steps):
-        last = episode_end and t == steps - 1
-        rec.add(obs=rng.standard_normal(obs_dim).astype(np.float32),
-                critic_obs=rng.standard_normal(critic_dim).astype(np.float32),
-                actions=rng.standard_normal(act_dim), log_probs=float(rng.normal(-1.0, 0.3)),
-                rewards=float(rng.random()), dones=float(last), time_outs=float(last and t % 2 == 0),
-                trunk_version=versions[0], adapter_version=versions[1], stamp=1000.0 + 0.02 * t)
-    return rec.cut(rng.standard_normal(critic_dim).astype(np.float32))
+    ends = np.zeros(steps, np.float32)
+    ends[-1] = float(episode_end)
+    return {
+        "obs": rng.standard_normal((steps, obs_dim)).astype(np.float32),
+        "critic_obs": rng.standard_normal((steps + 1, critic_dim)).astype(np.float32),
+        "actions": rng.standard_normal((steps, act_dim)).astype(np.float32),
+        "log_probs": rng.normal(-1.0, 0.3, steps).astype(np.float32),
+        "rewards": rng.random(steps).astype(np.float32),
+        "dones": ends,
+        "time_outs": ends * float(rng.random() < 0.5),
+        "trunk_version": np.full(steps, versions[0], np.int64),
+        "adapter_version": np.full(steps, versions[1], np.int64),
+        "stamp": 1000.0 + 0.02 * np.arange(steps, dtype=np.float64),
+    }
 
 
 def agent_header(robot_id: str, epoch: str, seq: int, episode: int, arrays: dict[str, np.ndarray],

@@ -3,6 +3,7 @@ incrementally, without duplicates or gaps after a crash, with its freshness stat
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -22,7 +23,10 @@ import fleet.parquet_export as parquet_export
 from fleet.parquet_export import MANIFEST, ParquetExporter
 from fleet.record import encode_record
 from fleet.store import ExperienceStore
+from robot_agent.recorder import TransitionRecorder
+from robot_agent.spool import Spool
 from tests.fleet.chunks import TASKS, agent_arrays, agent_header
+from tests.robot_agent.test_recorder import ChunkList  # an experience sink that keeps the chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ("robot_id, hardware, task, chunk_id, episode, step, trunk_version, adapter_version, log_prob, reward, "
@@ -91,6 +95,49 @@ def test_duckdb_and_pandas_read_back_every_transition_sent_row_for_row(tmp_path)
     assert list(df["hardware"].astype(str)) == [row[1] for row in expected]
     assert np.array_equal(np.stack(df[df["hardware"] == "go1_like"]["obs"].to_numpy()),
                           np.array([row[12] for row in expected if row[1] == "go1_like"], np.float32))
+
+
+@pytest.mark.timeout(300)
+def test_chunks_of_the_real_recorder_through_the_spool_come_back_as_episode_ordered_rows(tmp_path):
+    import sim  # MuJoCo plays the robot: its states drive the agent's own recorder
+
+    env = sim.make_env("cartpole_swingup", "cartpole", 1, seed=0, nthread=1, episode_length_s=0.4,
+                       randomization={"enabled": False})
+    sink, rng = ChunkList(), np.random.default_rng(1)
+    rec = TransitionRecorder(env.task, env.obs_layout, env.priv_layout, sink, chunk_steps=7,
+                             rng=np.random.default_rng(0),
+                             header={"robot_id": "unit-7", "hardware": "cartpole", "task": "cartpole_swingup"})
+    for ep in range(2):
+        rec.begin(ep, trunk_version=3, adapter_version=ep)
+        for k in range(10_000):
+            state = copy.deepcopy(env.state)
+            obs, done = rec.observe(state, cut_short=False)
+            if done:
+                rec.record(0.02 * k, state, obs, None)
+                break
+            action = rng.uniform(-1, 1, env.num_actions)
+            rec.record(0.02 * k, state, obs, action, log_prob=float(-k))
+            env.step(action[None])
+    assert len(sink.chunks) > 2 and sink.chunks[-1][0]["episode_end"]
+    with Spool(tmp_path / "spool") as spool:  # the robot's disk, then its exact bytes to the hub
+        for header, arrays in sink.chunks:
+            spool.append(header, arrays)
+        records = [spool.read_record_bytes(ref) for ref in spool.pending()]
+    out = tmp_path / "parquet"
+    with _store(tmp_path, records) as store:
+        ParquetExporter(store, out).catch_up()
+        assert json.loads((out / MANIFEST).read_text())["skipped_chunks"] == 0
+    got = duckdb.sql(f"select episode, step, obs, log_prob, trunk_version, adapter_version, done, "
+                     f"bootstrap_critic_obs is not null from '{out}/**/*.parquet' order by episode, step").fetchall()
+    for ep in range(2):
+        chunks = [a for h, a in sink.chunks if h["episode"] == ep]
+        rows = [g for g in got if g[0] == ep]
+        obs = np.concatenate([a["obs"] for a in chunks])
+        assert [r[1] for r in rows] == list(range(len(obs)))  # steps 0.. across the episode's chunks
+        assert np.array_equal(np.array([r[2] for r in rows], np.float32), obs)
+        assert [r[3] for r in rows] == [float(-k) for k in range(len(obs))]
+        assert {(r[4], r[5]) for r in rows} == {(3, ep)} and rows[-1][6] and not any(r[6] for r in rows[:-1])
+        assert sum(r[7] for r in rows) == len(chunks)  # one bootstrap state per chunk
 
 
 def test_manifest_states_how_fresh_the_parquet_tier_is_and_lag_counts_what_is_behind(tmp_path):

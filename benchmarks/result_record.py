@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # what a benchmark measures: a change under any of these since its commit makes its result stale
-MEASURED_PATHS = ("hardware", "sim", "shared_policy", "robot_agent", "configs", "pyproject.toml")
+MEASURED_PATHS = ("hardware", "sim", "shared_policy", "robot_agent", "fleet", "configs", "pyproject.toml")
 
 
 def _git(*args: str) -> str:

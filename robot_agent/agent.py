@@ -35,6 +35,7 @@ from hardware.randomization import PhysicsParams
 from hardware.safety import SafeDriver, SafetyConfig
 from hardware.state import RobotState, TaskInputs
 from hardware.tasks import TaskConfig, task_class
+from robot_agent.adapter_guard import GuardedAdapters
 from robot_agent.config import AgentConfig
 from robot_agent.recorder import EpisodeRecorder
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec
@@ -94,6 +95,9 @@ class RobotAgent:
                                               self.state_dir / ADAPTER_FILE, adapter_version, trunk_version,
                                               seed=cfg.seed + adapter_version)
                         if cfg.adapter.enabled and cfg.adapter.learn else None)
+        # which update each episode runs, and which are kept (robot_agent/adapter_guard.py)
+        self.adapters = (GuardedAdapters.from_config((adapter, adapter_version), self.trainer, cfg.adapter)
+                         if self.trainer is not None else None)
         self.watcher = TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
         self.rng = np.random.default_rng(cfg.seed)
@@ -105,7 +109,6 @@ class RobotAgent:
         self.lost_chunks = 0
         self.adapter_updates = 0
         self.trunk_swaps = 0
-        self._pending_adapter: tuple[Adapter, int] | None = None
         self._writes: queue.Queue = queue.Queue()
         self._writer = threading.Thread(target=self._write_chunks, name="spool-writer", daemon=True)
         self._stop_at: float | None = None  # set by request_stop: finish the episode by then
@@ -221,11 +224,11 @@ class RobotAgent:
         if self.trainer is not None:
             if self.cfg.adapter.wait_for_learner and self.trainer.alive:
                 self._wait_for_learner()  # a simulated clock's last steps count too, however loaded the machine
+            self.adapters.next_adapter(self.runtime.adapter_version)  # the last verdict reaches the learner
             self.trainer.stop(timeout=max(1.0, self.cfg.shutdown_timeout_s))
             self._collect_adapter_updates()
-            if self._pending_adapter is not None:  # the status reports the adapter a restart will load
-                self.runtime.swap_adapter(*self._pending_adapter)
-                self._pending_adapter = None
+            if self.adapters.kept[1] != self.runtime.adapter_version:  # the status reports what a restart loads
+                self.runtime.swap_adapter(*self.adapters.kept)
         self._write_status(final=True)
         self.logger.close()
 
@@ -248,9 +251,9 @@ class RobotAgent:
         self._collect_adapter_updates()
         if self.trainer is not None and self.cfg.adapter.wait_for_learner:
             self._wait_for_learner()
-        if self._pending_adapter is not None:
-            self.runtime.swap_adapter(*self._pending_adapter)
-            self._pending_adapter = None
+        nxt = self.adapters.next_adapter(self.runtime.adapter_version) if self.adapters is not None else None
+        if nxt is not None:  # the next update on trial, the kept version back, or (unguarded) the newest
+            self.runtime.swap_adapter(*nxt)
 
     def _wait_for_learner(self, timeout: float = 120.0) -> None:
         self._writes.join()  # every recorded chunk has gone to the spool and the learner
@@ -266,11 +269,11 @@ class RobotAgent:
             if "version" not in msg:
                 continue
             try:
-                adapter, meta = load_adapter(self.state_dir / ADAPTER_FILE, self.runtime.policy, self.profile.name)
+                adapter, meta = load_adapter(msg["path"], self.runtime.policy, self.profile.name)
             except AdapterFileError as exc:
                 log.error("adapter v%s refused: %s", msg["version"], exc)
                 continue
-            self._pending_adapter = (adapter, int(meta["version"]))
+            self.adapters.offer(adapter, int(meta["version"]))
             self.adapter_updates += 1
             self.logger.log({f"adapter/{k}": v for k, v in msg["stats"].items()}, step=self.steps)
 
@@ -407,6 +410,8 @@ class RobotAgent:
             log.warning("episode %d aborted after %d steps (%s): robot damped", self.episodes, ep_len, why)
         self.episodes += 1
         self.episode_returns.append(ep_return)
+        if self.adapters is not None:  # an aborted episode's return is cut short: it does not count
+            self.adapters.episode_done(rt.adapter_version, rt.trunk_version, ep_return, terminated or time_out)
         self.logger.log({"episode/return": ep_return, "episode/length": ep_len}, step=self.steps)
 
     def _emit(self, arrays: dict[str, np.ndarray], episode_end: bool) -> None:
@@ -462,6 +467,7 @@ class RobotAgent:
             "trunk_version": self.runtime.trunk_version, "trunk_swaps": self.trunk_swaps,
             "trunks_refused": len(self.watcher.refused) if self.watcher else 0,
             "adapter_version": self.runtime.adapter_version, "adapter_updates": self.adapter_updates,
+            **(self.adapters.status() if self.adapters is not None else {}),
             "spool_depth": self.spool.depth, "spool_bytes": self.spool.bytes, "spool_dropped": self.spool.dropped,
             "spool_refused_chunks": self.spool.refused, "lost_chunks": self.lost_chunks,
             "refused_episodes": self.refused_episodes,

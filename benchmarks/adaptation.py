@@ -35,6 +35,7 @@ steps=20000``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -78,8 +79,7 @@ SETUPS: dict[str, dict[str, Any]] = {
 }
 QUICK = {"types": ["cartpole"], "units": 1, "steps": 2000, "eval_episodes": 3, "pretrain_iterations": 10,
          "oracle_max_iterations": 10, "oracle_eval_every": 5, "oracle_eval_episodes": 16, "num_envs": 64,
-         "guard_episodes": 2, "workdir": "/tmp/adaptation_bench_quick",
-         "out": "/tmp/adaptation_bench_quick/adaptation.json"}
+         "guard_episodes": 2, "workdir": "/tmp/adaptation_bench_quick"}
 
 
 def pretrain(hw: str, task: str, iterations: int, num_envs: int, out: Path, seed: int = 0) -> Path:
@@ -96,7 +96,8 @@ def pretrain(hw: str, task: str, iterations: int, num_envs: int, out: Path, seed
 def oracle(hw: str, task: str, start: Path, gap: dict, unit_seed: int, out: Path, args: argparse.Namespace
            ) -> tuple[Path, dict[str, Any]]:
     """The pretrained policy fine-tuned on a replica of the unit until its return plateaus (cached in ``out``)."""
-    key = {"start": str(start.resolve()), "gap": gap, "unit_seed": unit_seed, "num_envs": args.num_envs,
+    # the start's manifest holds its files' digests: a retrained pretrained policy is another start
+    key = {"start": hashlib.sha256((start / "manifest.json").read_bytes()).hexdigest(), "gap": gap, "unit_seed": unit_seed, "num_envs": args.num_envs,
            **{k: getattr(args, k) for k in ("oracle_max_iterations", "oracle_eval_every", "oracle_patience",
                                               "oracle_eval_episodes")}}
     record, best_path = out / "oracle.json", out / "checkpoints" / "best"
@@ -253,12 +254,14 @@ def main() -> None:
                     help="the learning agent's seed (exploration noise, learner shuffles): another draw of (b)")
     ap.add_argument("--quick", action="store_true", help=f"a smoke run of the whole pipeline: {QUICK}")
     ap.add_argument("--workdir", default="/tmp/adaptation_bench")
-    ap.add_argument("--out", default="", help="default: benchmarks/results/adaptation[_no_guard].json")
+    ap.add_argument("--out", default="",
+                    help="default: benchmarks/results/adaptation[_no_guard].json (--quick: in the workdir)")
     args = ap.parse_args()
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
-    args.out = args.out or f"benchmarks/results/adaptation{'_no_guard' if args.no_guard else ''}.json"
+    name = f"adaptation{'_no_guard' if args.no_guard else ''}.json"
+    args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / name)
     work = Path(args.workdir)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()

@@ -222,9 +222,9 @@ class RobotAgent:
         if self.watcher is not None:
             self.watcher.stop()
         if self.trainer is not None:
+            self.adapters.next_adapter(self.runtime.adapter_version)  # the last verdict goes to the learner
             if self.cfg.adapter.wait_for_learner and self.trainer.alive:
-                self._wait_for_learner()  # a simulated clock's last steps count too, however loaded the machine
-            self.adapters.next_adapter(self.runtime.adapter_version)  # the last verdict reaches the learner
+                self._wait_for_learner()  # a simulated clock's last steps and verdict count, however loaded the machine
             self.trainer.stop(timeout=max(1.0, self.cfg.shutdown_timeout_s))
             self._collect_adapter_updates()
             if self.adapters.kept[1] != self.runtime.adapter_version:  # the status reports what a restart loads

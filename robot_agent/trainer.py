@@ -130,10 +130,10 @@ class AdapterTraining:
             return []
         if kind == KEEP:
             self.versions.keep(payload)
-            return []
+            return [{"consumed": 1}]
         if kind == ROLL_BACK:
             self.learner.restore(self.versions.roll_back(payload))
-            return []
+            return [{"consumed": 1}]
         try:
             self.learner.add(payload)
         except ValueError as exc:
@@ -155,11 +155,11 @@ def _train_main(checkpoint: str, hardware: str, cfg: AdapterTrainingConfig, adap
     training = AdapterTraining(policy, hardware, cfg, Path(adapter_path), version, trunk_version)
     parent = mp.parent_process()
     while True:
+        if parent is not None and not parent.is_alive():  # the agent was killed: do not linger on its backlog
+            return
         try:
             kind, payload = inbox.get(timeout=1.0)
         except queue.Empty:
-            if parent is not None and not parent.is_alive():  # the agent was killed: do not linger
-                return
             continue
         if kind == STOP:
             break
@@ -180,8 +180,14 @@ class AdapterTrainerProcess:
                   self.outbox))
         self.errors = 0
         self.rollbacks = 0  # verdicts sent that roll back: updates the process reported before them are stale
-        self.submitted = 0  # segments sent
-        self.consumed = 0  # segments the process has learned from (or refused)
+        self._segments = 0  # sent, counted by the spool writer thread
+        self._verdicts = 0  # sent, counted by the control thread (one counter per thread: += is not atomic)
+        self.consumed = 0  # segments the process has learned from (or refused), verdicts it has acted on
+
+    @property
+    def submitted(self) -> int:
+        """Segments and verdicts sent to the process."""
+        return self._segments + self._verdicts
 
     def start(self) -> None:
         """Spawn the process."""
@@ -195,7 +201,7 @@ class AdapterTrainerProcess:
     def submit(self, segment: dict[str, np.ndarray]) -> None:
         """Queue a recorded segment for learning."""
         self.inbox.put((SEGMENT, segment))
-        self.submitted += 1
+        self._segments += 1
 
     def new_trunk(self, path: str | Path) -> None:
         """Learn on top of a new trunk from now on."""
@@ -204,12 +210,14 @@ class AdapterTrainerProcess:
     def keep(self, version: int) -> None:
         """The guard kept ``version``: the process writes it to the adapter file a restart loads."""
         self.inbox.put((KEEP, int(version)))
+        self._verdicts += 1
 
     def roll_back(self, version: int) -> None:
         """The guard rejected ``version``: the process learns on from the kept version, and the updates it
         built on the rejected one are never reported."""
         self.inbox.put((ROLL_BACK, int(version)))
         self.rollbacks += 1
+        self._verdicts += 1
 
     def updates(self) -> list[dict[str, Any]]:
         """Reports since the last call (new adapter versions with their stats and file, or errors); an update

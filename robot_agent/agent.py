@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from hardware.tasks import TaskConfig
+from robot_agent.adapter_guard import GuardedAdapters
 from robot_agent.config import AgentConfig
 from robot_agent.loop import ControlLoop
 from robot_agent.parts import (  # noqa: F401  (re-exported: the agent's files and errors)
@@ -53,7 +54,7 @@ from robot_agent.service import Service, seconds_left
 from robot_agent.sink import SpoolWriter
 from robot_agent.spool import DROP_OLDEST
 from robot_agent.status import LoopTiming
-from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
+from shared_policy.adapter import AdapterFileError, load_adapter
 from shared_policy.tracking import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ class RobotAgent:
         self.adapter_updates = 0
         self.trunk_swaps = 0
         self.fault = ""  # why the agent stopped on its own, if it did
-        self._pending_adapter: tuple[Adapter, int] | None = None
+        # which adapter update each episode runs, and which are kept (robot_agent/adapter_guard.py)
+        self.adapters = (GuardedAdapters.from_config((self.runtime.adapter, self.runtime.adapter_version), self.trainer,
+                                                     cfg.adapter) if self.trainer is not None else None)
         self._stop_at: float | None = None  # set by request_stop: finish the episode by then
         self._abort = threading.Event()
         self._t_start = time.monotonic()
@@ -161,6 +164,9 @@ class RobotAgent:
             gc.enable()
         self.episodes += 1
         self.episode_returns.append(summary.episode_return)
+        if self.adapters is not None:  # an episode the agent cut short has a truncated return: it does not count
+            self.adapters.episode_done(self.runtime.adapter_version, self.runtime.trunk_version,
+                                       summary.episode_return, not summary.cut_short)
         self.reporter.log({"episode/return": summary.episode_return, "episode/length": summary.length},
                           step=self.steps)
         if summary.cut_short:
@@ -194,14 +200,14 @@ class RobotAgent:
         if self.watcher is not None:
             self.watcher.stop(deadline - 3.0)
         if self.trainer is not None:
+            self.adapters.next_adapter(self.runtime.adapter_version)  # the last verdict goes to the learner
             if self.cfg.adapter.wait_for_learner and not self.stopping:  # a simulated clock's last steps count too
                 self._wait_for_learner(time.monotonic() + LEARNER_WAIT_S)
                 deadline = max(deadline, time.monotonic() + 3.0)
             self.trainer.stop(deadline - 1.0)
             self._collect_adapter_updates()
-            if self._pending_adapter is not None:  # the status reports the adapter a restart will load
-                self.runtime.swap_adapter(*self._pending_adapter)
-                self._pending_adapter = None
+            if self.adapters.kept[1] != self.runtime.adapter_version:  # the status reports what a restart loads
+                self.runtime.swap_adapter(*self.adapters.kept)
         for service in self.extra_services:
             service.stop(deadline - 1.0)
         self.reporter.stop(deadline)
@@ -213,9 +219,9 @@ class RobotAgent:
         self._collect_adapter_updates()
         if self.trainer is not None and self.cfg.adapter.wait_for_learner:
             self._wait_for_learner(time.monotonic() + LEARNER_WAIT_S)
-        if self._pending_adapter is not None:
-            self.runtime.swap_adapter(*self._pending_adapter)
-            self._pending_adapter = None
+        nxt = self.adapters.next_adapter(self.runtime.adapter_version) if self.adapters is not None else None
+        if nxt is not None:  # the next update on trial, the kept version back, or (unguarded) the newest
+            self.runtime.swap_adapter(*nxt)
 
     def _check_services(self) -> None:
         """A dead spool writer is restarted once, then stops the agent; a dead trainer is restarted once."""
@@ -257,11 +263,11 @@ class RobotAgent:
             if "version" not in msg:
                 continue
             try:
-                adapter, meta = load_adapter(self.state_dir / ADAPTER_FILE, self.runtime.policy, self.profile.name)
+                adapter, meta = load_adapter(msg["path"], self.runtime.policy, self.profile.name)
             except AdapterFileError as exc:
                 log.error("adapter v%s refused: %s", msg["version"], exc)
                 continue
-            self._pending_adapter = (adapter, int(meta["version"]))
+            self.adapters.offer(adapter, int(meta["version"]))
             self.adapter_updates += 1
             self.reporter.log({f"adapter/{k}": v for k, v in msg["stats"].items()}, step=self.steps)
 
@@ -323,6 +329,7 @@ class RobotAgent:
             "trunk_version": self.runtime.trunk_version, "trunk_swaps": self.trunk_swaps,
             "trunks_refused": len(self.watcher.refused) if self.watcher else 0,
             "adapter_version": self.runtime.adapter_version, "adapter_updates": self.adapter_updates,
+            **(self.adapters.status() if self.adapters is not None else {}),
             "spool_depth": self.spool.depth, "spool_bytes": self.spool.bytes, "spool_dropped": self.spool.dropped,
             "spool_refused_chunks": self.spool.refused, "spool_counters": self.spool.counters(), "spool_backlog": self.writer.backlog,
             "lost_chunks": self.writer.lost_chunks, "refused_episodes": self.refused_episodes,

@@ -43,6 +43,12 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     # Simulated clocks only (a stand-in with realtime=false outruns any learner): at each episode end,
     # wait until the learner has consumed everything sent, as it keeps up on a real-time robot.
     wait_for_learner: bool = False
+    # Keep an update only when its first guard_episodes complete episodes do not measure worse than the last
+    # guard_episodes of the last kept version (by more than guard_tolerance Welch standard errors of the
+    # difference); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
+    guard: bool = True
+    guard_episodes: int = 8
+    guard_tolerance: float = 2.5
 
 
 @dataclass
@@ -95,6 +101,8 @@ class AgentConfig:
             "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
             "adapter.replay_updates": self.adapter.replay_updates >= 1,
             "adapter.learning_rate": self.adapter.learning_rate > 0,
+            "adapter.guard_episodes": self.adapter.guard_episodes >= 2,
+            "adapter.guard_tolerance": self.adapter.guard_tolerance >= 0,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
             "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,

@@ -95,6 +95,14 @@ class TrainerLink:
         self.checkpoint, self.trunk_version = str(path), version
         self.process.new_trunk(path)
 
+    def keep(self, version: int) -> None:
+        """The guard kept adapter ``version``: the trainer writes it where a restart loads it."""
+        self.process.keep(version)
+
+    def roll_back(self, version: int) -> None:
+        """The guard rolled ``version`` back: the trainer learns on from the last kept adapter."""
+        self.process.roll_back(version)
+
     def updates(self) -> list[dict[str, Any]]:
         """New adapter versions reported since the last call."""
         unread, self._unread = self._unread, []

@@ -110,6 +110,20 @@ class AdapterLearner:
         return {**out, "learning_rate": self.lr, "steps": float(n),
                 "behaviour_weight": float(batch["weights"].mean())}
 
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the adapter's weights as they are now: what one adapter version is."""
+        return {k: v.detach().clone() for k, v in self.adapter.state_dict().items()}
+
+    def restore(self, weights: dict[str, torch.Tensor]) -> None:
+        """Go back to an earlier version's weights (a rejected update is discarded).
+
+        The adapter's weights are replaced in place and the actor optimiser's moments cleared (they carry the
+        rejected steps' direction); the critic, the learning rate and the experience collected stay: those
+        steps are real transitions with the behaviour log-probabilities that produced them.
+        """
+        self.adapter.load_state_dict(weights)
+        self.actor_opt = torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
+
     def _keep_for_replay(self) -> None:
         """Move this update's segments into the replay window of the last ``replay_updates - 1`` updates."""
         self.replayed += self.segments

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hardware.tasks.config import task_config
-from robot_agent.agent import RobotAgent
+from robot_agent.agent import ADAPTER_FILE, RobotAgent
 from robot_agent.config import AgentConfig
 from shared_policy.checkpoint import read_manifest
 
@@ -21,7 +21,7 @@ LR = 3e-3
 GAP = {"physics": {"motor_strength": [0.4, 0.4], "kp_scale": [0.5, 0.5], "latency_steps": [1, 1]}}
 
 
-def _run(checkpoint: Path, state_dir: Path, *, learn: bool, steps: int = 0, episodes: int = 0) -> RobotAgent:
+def _cfg(checkpoint: Path, state_dir: Path, *, learn: bool, steps: int = 0, episodes: int = 0) -> AgentConfig:
     cfg = AgentConfig(hardware="arm2_planar", checkpoint=str(checkpoint), state_dir=str(state_dir), seed=1234,
                       max_steps=steps, max_episodes=episodes, status_every_s=1e9)
     cfg.driver.options = {"realtime": False, "seed": 5, "gap": GAP}
@@ -29,15 +29,30 @@ def _run(checkpoint: Path, state_dir: Path, *, learn: bool, steps: int = 0, epis
     cfg.adapter.wait_for_learner = True
     cfg.adapter.steps_per_update = 1000
     cfg.adapter.learning_rate = LR
+    cfg.adapter.guard = False  # this pins the learner: every update runs, the last one is what a restart loads
     cfg.logger.backend = "none"
+    return cfg
+
+
+def _run(checkpoint: Path, state_dir: Path, *, learn: bool, steps: int = 0, episodes: int = 0,
+         **adapter: object) -> RobotAgent:
+    cfg = _cfg(checkpoint, state_dir, learn=learn, steps=steps, episodes=episodes)
+    for key, value in adapter.items():
+        setattr(cfg.adapter, key, value)
     agent = RobotAgent(cfg, task_config("reach"))
     agent.run()
     return agent
 
 
-@pytest.mark.timeout(600)
-def test_adapter_learning_improves_return_on_a_gapped_unit_and_leaves_the_policy_untouched(tmp_path):
-    checkpoint = pretrain(tmp_path / "pretrained", "arm2_planar", "reach", iterations=30)
+@pytest.fixture(scope="module")
+def reach_checkpoint(tmp_path_factory) -> Path:
+    return pretrain(tmp_path_factory.mktemp("pretrained"), "arm2_planar", "reach", iterations=30)
+
+
+@pytest.mark.timeout(900)
+def test_adapter_learning_improves_return_on_a_gapped_unit_and_leaves_the_policy_untouched(reach_checkpoint,
+                                                                                          tmp_path):
+    checkpoint = reach_checkpoint
     digests = read_manifest(checkpoint)["files"]
     zero_shot = _run(checkpoint, tmp_path / "zero_shot", learn=False, episodes=8)
     learner = _run(checkpoint, tmp_path / "unit", learn=True, steps=6000)
@@ -55,9 +70,29 @@ def test_simulated_clock_run_keeps_the_learners_last_update_however_slow_it_is(c
                       status_every_s=1e9, shutdown_timeout_s=0.1)
     cfg.driver.options = {"realtime": False, "seed": 1}
     cfg.adapter.wait_for_learner = True
+    cfg.adapter.guard = False  # every update is kept as it arrives: the last one must arrive
     cfg.adapter.steps_per_update = 500
     cfg.adapter.epochs = 200  # an update (~1-4 s) far slower than the shutdown timeout (1 s at least)
     cfg.logger.backend = "none"
     agent = RobotAgent(cfg, task_config("cartpole_swingup", {"episode_length_s": 5.0}))
     agent.run()
     assert agent.adapter_updates == 2 and agent.runtime.adapter_version == 2
+
+
+@pytest.mark.timeout(900)
+def test_destructive_adapter_update_is_rolled_back_in_the_agent_the_learner_and_on_disk(reach_checkpoint, tmp_path):
+    # A learner that wrecks the adapter at every update: 100x the default step, which the KL rule may not shrink.
+    # Its updates reach the agent through the trainer process's real path, and each goes on trial.
+    state = tmp_path / "unit"
+    agent = _run(reach_checkpoint, state, learn=True, episodes=12, steps_per_update=400, guard=True,
+                 guard_episodes=4, learning_rate=0.1, lr_max=0.1, desired_kl=1e6)
+    s = agent.status()
+    assert s["adapter_updates"] >= 2  # the learner did offer updates...
+    # ...yet the unit ends on the version it started with, and nothing was written where a restart looks
+    assert agent.runtime.adapter_version == 0
+    assert not (state / ADAPTER_FILE).exists()
+    assert s["adapter_rolled_back"] >= 1 and s["adapter_kept"] == 0  # every update measured worse
+    assert not s["adapter_last_verdict"]["kept"] and s["adapter_kept_version"] == 0
+    assert agent.trainer.rollbacks == s["adapter_rolled_back"]  # each verdict went to the learner
+    restarted = _run(reach_checkpoint, state, learn=False, episodes=1)
+    assert restarted.runtime.adapter_version == 0  # a restart starts from the fleet policy's behaviour

@@ -1,0 +1,176 @@
+"""The adapter guard's decision on its own: which updates it keeps, rolls back, and runs next."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_agent.adapter_guard import AdapterGuard, GuardedAdapters
+
+M = 8
+
+
+def _trial(guard: AdapterGuard, baseline: np.ndarray, candidate: np.ndarray, version: int):
+    """Feed the kept version's episodes, offer ``version``, feed its episodes; returns the verdict."""
+    for r in baseline:
+        assert guard.record(guard.kept_version, float(r)) is None
+    guard.offer(version)
+    assert guard.version_to_run() == version
+    verdict = None
+    for r in candidate:
+        assert verdict is None
+        verdict = guard.record(version, float(r))
+    return verdict
+
+
+def _cartpole_like(rng: np.random.Generator, n: int, mean: float = 330.0) -> np.ndarray:
+    """Two-peaked swing-up returns: most episodes balance (~mean +- 40), one in six fails the swing (~60)."""
+    fails = rng.random(n) < 1 / 6
+    return np.where(fails, rng.normal(60.0, 30.0, n), rng.normal(mean, 40.0, n))
+
+
+def test_clearly_worse_update_is_rolled_back_and_the_kept_version_runs_again():
+    rng = np.random.default_rng(0)
+    g = AdapterGuard(kept_version=3, episodes=M)
+    v = _trial(g, rng.normal(300, 50, M), rng.normal(120, 50, M), version=4)
+    assert v is not None and not v.kept and v.version == 4 and v.baseline_version == 3
+    assert (g.kept, g.rolled_back, g.kept_version) == (0, 1, 3)
+    assert g.version_to_run() == 3  # no candidate left: the kept version runs
+
+
+@pytest.mark.parametrize("shift", [0.0, 40.0])
+def test_equal_or_better_update_is_kept_and_becomes_the_baseline(shift):
+    rng = np.random.default_rng(1)
+    base = rng.normal(300, 50, M)
+    g = AdapterGuard(kept_version=0, episodes=M)
+    v = _trial(g, base, base + shift, version=1)  # the very same returns (or higher): never worse
+    assert v is not None and v.kept
+    assert (g.kept, g.rolled_back, g.kept_version) == (1, 0, 1)
+    # the next candidate is compared with version 1's trial episodes: no new baseline episodes needed
+    g.offer(2)
+    assert g.version_to_run() == 2
+
+
+@pytest.mark.parametrize("returns", ["normal", "cartpole_like"])
+def test_noise_alone_rarely_rolls_back_and_a_real_drop_is_caught(returns):
+    def draw(rng, n, drop=0.0):
+        if returns == "normal":
+            return rng.normal(300.0 - drop, 80.0, n)
+        return _cartpole_like(rng, n, 330.0 - drop)
+
+    def rollback_rate(drop: float) -> float:
+        rolled = 0
+        for seed in range(2000):
+            rng = np.random.default_rng(seed)
+            g = AdapterGuard(kept_version=0, episodes=M, tolerance=2.5)
+            rolled += not _trial(g, draw(rng, M), draw(rng, M, drop), version=1).kept
+        return rolled / 2000
+
+    assert rollback_rate(0.0) < 0.04  # equal distributions: ~1.5% (normal), ~2-3% (two-peaked)
+    assert rollback_rate(250.0) > 0.9  # a collapse to a failed swing-up is caught
+
+
+def test_updates_offered_during_a_trial_wait_and_only_the_newest_is_tried():
+    g = AdapterGuard(kept_version=0, episodes=2)
+    g.offer(1)
+    assert g.version_to_run() == 0  # the kept version first needs its 2 episodes
+    g.offer(2)  # replaces 1, which never ran
+    g.record(0, 100.0)
+    g.record(0, 110.0)
+    assert g.version_to_run() == 2
+    g.record(2, 105.0)
+    g.offer(3)
+    g.offer(4)  # replaces 3 as the one waiting
+    g.offer(4)  # a repeated report changes nothing
+    assert g.version_to_run() == 2  # the trial in progress finishes first
+    assert g.record(2, 108.0).kept
+    assert g.version_to_run() == 4 and g.skipped == 2
+
+
+def test_a_rolled_back_update_takes_the_updates_built_on_it_along():
+    g = AdapterGuard(kept_version=0, episodes=2)
+    g.offer(1)
+    for r in (100.0, 102.0):
+        g.record(0, r)
+    g.record(1, 10.0)
+    g.offer(2)  # built on 1
+    assert not g.record(1, 12.0).kept
+    assert g.version_to_run() == 0 and g.candidate is None and g.waiting is None
+    g.offer(2)  # a stale report of it changes nothing either
+    assert g.version_to_run() == 0
+
+
+def test_returns_under_another_trunk_are_not_compared():
+    g = AdapterGuard(kept_version=0, episodes=2)
+    g.offer(1)
+    g.record(0, 100.0, trunk_version=1)
+    g.record(0, 100.0, trunk_version=1)
+    g.record(1, 10.0, trunk_version=1)
+    # a new trunk: neither side's episodes count any more; the kept version runs until it has 2 again
+    assert g.record(1, 10.0, trunk_version=2) is None
+    assert g.version_to_run() == 0
+
+
+@pytest.mark.parametrize("key, kwargs", [("guard_episodes", {"episodes": 1}),
+                                         ("guard_tolerance", {"tolerance": -1.0})])
+def test_bad_settings_are_refused_naming_the_key(key, kwargs):
+    with pytest.raises(ValueError, match=key):
+        AdapterGuard(0, **kwargs)
+
+
+class RecordingTrainer:
+    """Collects the verdicts the agent sends (the trainer process receives the same two calls)."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, int]] = []
+
+    def keep(self, version: int) -> None:
+        self.sent.append(("keep", version))
+
+    def roll_back(self, version: int) -> None:
+        self.sent.append(("roll_back", version))
+
+
+def test_verdicts_reach_the_trainer_between_episodes_and_aborted_episodes_do_not_count():
+    trainer = RecordingTrainer()
+    kept, bad = object(), object()
+    adapters = GuardedAdapters((kept, 0), trainer, AdapterGuard(0, episodes=2))
+    adapters.offer(bad, 1)
+    running = 0
+    for ret in (100.0, 100.0):
+        adapters.episode_done(running, 0, ret, complete=True)
+    swap = adapters.next_adapter(running)
+    assert swap == (bad, 1)
+    running = 1
+    adapters.episode_done(running, 0, -500.0, complete=False)  # aborted: cut short, not counted
+    adapters.episode_done(running, 0, 0.0, complete=True)
+    assert adapters.status()["adapter_on_trial"] == 1
+    adapters.episode_done(running, 0, 1.0, complete=True)
+    assert trainer.sent == []  # decided, but the trial's last segments go out before the verdict
+    assert adapters.next_adapter(running) == (kept, 0)
+    assert trainer.sent == [("roll_back", 1)]
+    s = adapters.status()
+    assert (s["adapter_kept"], s["adapter_rolled_back"], s["adapter_kept_version"]) == (0, 1, 0)
+    assert adapters.kept == (kept, 0)
+
+
+def test_without_the_guard_every_update_is_kept_as_it_arrives():
+    trainer = RecordingTrainer()
+    adapters = GuardedAdapters((object(), 0), trainer, None)
+    newest = object()
+    adapters.offer(object(), 1)
+    adapters.offer(newest, 2)
+    assert adapters.next_adapter(0) == (newest, 2) and adapters.kept == (newest, 2)
+    assert trainer.sent == []  # the trainer kept them itself
+    assert adapters.status()["adapter_kept"] == 2
+
+
+def test_a_non_finite_return_rolls_the_version_on_trial_back_at_once():
+    g = AdapterGuard(kept_version=0, episodes=3)
+    g.offer(1)
+    assert g.record(1, float("nan")) is None  # not on trial yet (the baseline is not complete): not counted
+    for r in (10.0, 11.0, 12.0):
+        g.record(0, r)
+    assert g.record(0, float("inf")) is None  # the kept version cannot be rolled back: not counted either
+    v = g.record(1, float("nan"))
+    assert v is not None and not v.kept and g.rolled_back == 1 and g.version_to_run() == 0

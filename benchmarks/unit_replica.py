@@ -64,7 +64,22 @@ class UnitReplicaEnv(BatchedEnv):
         if self.profile.actuator.mode == ActuatorMode.pd:
             actuated = [i for i, j in enumerate(self.profile.joints) if j.actuated]
             self.action_map = CalibratedActionMap(self.profile, self.joint_offset[actuated])
+            self._neutral = self.action_map.neutral(1)[0]  # what the latency ring holds after a reset
             self.reset()  # the first reset held the neutral pose without the offsets
+
+    def _command_actuators(self, act: np.ndarray) -> None:
+        """As on the unit: the agent's safety layer filters the command in the encoder frame (against the
+        readings, offsets included), then the motor servos to the true angle (the calibration comes after it)."""
+        if not isinstance(self.action_map, CalibratedActionMap):
+            super()._command_actuators(act)
+            return
+        cmd = ActionMap.to_command(self.action_map, act)
+        safe = self.safety.apply(cmd, self.state, out=cmd) - self.action_map.calibration
+        applied = self._delay(safe)
+        if self._ctrl_all:
+            self.backend.ctrl[:] = applied
+        else:
+            self.backend.ctrl[:, self.robot.actuator_ids] = applied
 
     def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """One control period of every copy, with the unit's period jitter."""

@@ -157,9 +157,10 @@ class RobotAgent:
         return self.status()
 
     def _run_episode(self) -> None:
+        number = self._episode_number()  # may reserve a block of numbers on disk: before the episode starts
         gc.disable()
         try:
-            summary = self.loop.run_episode(self._episode_number())
+            summary = self.loop.run_episode(number)
         finally:
             gc.enable()
         self.episodes += 1

@@ -95,6 +95,11 @@ class TrainerLink:
         self.checkpoint, self.trunk_version = str(path), version
         self.process.new_trunk(path)
 
+    @property
+    def rollbacks(self) -> int:
+        """Rollback verdicts sent to the current process."""
+        return self.process.rollbacks
+
     def keep(self, version: int) -> None:
         """The guard kept adapter ``version``: the trainer writes it where a restart loads it."""
         self.process.keep(version)

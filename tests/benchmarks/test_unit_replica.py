@@ -8,6 +8,7 @@ import pytest
 from benchmarks.unit_replica import make_unit_replica
 from hardware.action import ActionMap
 from hardware.profile import load_profile
+from hardware.safety import SafetyLayer
 from hardware.standin import MuJoCoStandInDriver
 
 PHYSICS = {"motor_strength": [0.5, 0.7], "mass_scale": [1.0, 1.4], "damping_scale": [1.0, 3.0],
@@ -24,10 +25,12 @@ def test_replica_reads_what_the_unit_reads_for_the_same_commands(task, hardware)
     env.reset()
     assert env.physics_params.latency_steps[0] == unit.true_params.latency_steps[0]
     action_map = ActionMap(unit.profile)
+    layer = SafetyLayer(unit.profile)  # the sim filters every command as the agent's safety layer does
+    reading = unit.read_state().state
     rng = np.random.default_rng(0)
     for _ in range(60):
         a = rng.uniform(-1.0, 1.0, (1, env.num_actions))
-        unit.send_command(action_map.to_command(a)[0])
+        unit.send_command(layer.filter(action_map.to_command(a)[0], reading))
         env.step(a)
         reading = unit.read_state().state
         np.testing.assert_allclose(env.state.joint_pos, reading.joint_pos, atol=1e-9)

@@ -127,16 +127,16 @@ def test_the_control_thread_opens_no_file_and_writes_no_line_inside_an_episode(a
             if in_episode.is_set() and record.thread == control:
                 seen.append(f"logged {record.getMessage()!r}")
 
-    run_episode = agent._run_episode
+    run_episode = agent.loop.run_episode  # the episode itself: from homing to the robot damped after it
 
-    def marked_episode():
+    def marked_episode(number):
         in_episode.set()
         try:
-            run_episode()
+            return run_episode(number)
         finally:
             in_episode.clear()
 
-    agent._run_episode = marked_episode
+    agent.loop.run_episode = marked_episode
     handler = Records()
     logging.getLogger().addHandler(handler)
     sys.addaudithook(audit)  # stays for the process: it does nothing once the flag is down

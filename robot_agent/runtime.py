@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 from hardware.observation import ObservationLayout
 from hardware.profile import HardwareProfile, profile_hash, profile_json
 from hardware.randomization import PhysicsParams
-from shared_policy.adapter import Adapter, MergedActor
+from shared_policy.actor import NumpyActor, actor_layers
+from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint, profile_differences
 from shared_policy.policy import FleetPolicy, HardwareSpec
 
@@ -52,55 +52,6 @@ def load_verified(path: str | Path, spec: HardwareSpec) -> tuple[FleetPolicy, di
     return policy, manifest
 
 
-def _elu(x: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
-
-
-def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-NUMPY_ACTIVATIONS = {"elu": _elu, "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "silu": _silu}
-
-
-class NumpyActor:
-    """A :class:`MergedActor` as plain numpy matrix-vector products, for one observation at a time.
-
-    On a robot's small CPU a single observation through torch's dispatcher costs 0.3 ms warm and over
-    1 ms after the thread slept a period; the same arithmetic in numpy costs a fraction of that.
-    """
-
-    def __init__(self, actor: MergedActor, activation: str):
-        if activation not in NUMPY_ACTIVATIONS:
-            raise ValueError(f"no numpy activation for '{activation}'")
-        act = NUMPY_ACTIVATIONS[activation]
-        norm = actor.stem.normalizer
-        self.mean = norm.mean.numpy().astype(np.float32)
-        self.inv_std = (1.0 / torch.sqrt(norm.var + norm.eps)).numpy().astype(np.float32)
-        self.clip = float(norm.clip)
-        self.steps: list = []
-        for module in [*actor.stem.net, *actor.trunk, actor.head.mean]:
-            if isinstance(module, torch.nn.Linear):
-                w, b = module.weight.detach().numpy().copy(), module.bias.detach().numpy().copy()
-                self.steps.append(lambda x, w=w, b=b: w @ x + b)
-            else:
-                self.steps.append(act)
-        self.std = actor.std.numpy().astype(np.float32)
-        self._logp_const = float(-(actor.log_std.sum().item()) - 0.5 * math.log(2 * math.pi) * len(self.std))
-
-    def mean_action(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic action (A,) for one observation (O,)."""
-        x = np.minimum(np.maximum((obs - self.mean) * self.inv_std, -self.clip), self.clip)
-        for step in self.steps:
-            x = step(x)
-        return x
-
-    def log_prob(self, action: np.ndarray, mean: np.ndarray) -> float:
-        """Log-density of ``action`` under the Gaussian around ``mean``."""
-        z = (action - mean) / self.std
-        return float(-0.5 * np.dot(z, z) + self._logp_const)
-
-
 class PolicyRuntime:
     """Trunk + this hardware's stem and head + this unit's adapter: one observation in, one action out."""
 
@@ -112,16 +63,14 @@ class PolicyRuntime:
         self.actor = self._build(policy, adapter)
 
     def _build(self, policy: FleetPolicy, adapter: Adapter | None) -> NumpyActor:
-        return NumpyActor(MergedActor(policy, self.hardware, adapter), policy.cfg.activation)
+        with torch.no_grad():
+            return NumpyActor(actor_layers(policy, self.hardware, adapter))
 
     def act(self, obs: np.ndarray, explore: bool, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
         """(action (A,), log-probability of it under the current policy) for one observation (O,)."""
-        actor = self.actor  # one read: a swap between the lines below cannot mix two actors
-        mean = actor.mean_action(obs)
-        if not explore:
-            return mean.astype(np.float64), actor.log_prob(mean, mean)
-        a = mean + actor.std * (rng or np.random.default_rng()).standard_normal(mean.shape, dtype=np.float32)
-        return a.astype(np.float64), actor.log_prob(a, mean)
+        # one read of self.actor: a swap during the call cannot mix two actors
+        action, log_prob = self.actor.act(obs, explore, rng)
+        return action.astype(np.float64), log_prob
 
     def swap_adapter(self, adapter: Adapter, version: int) -> None:
         """Use a newer adapter from the next step on (its weights are folded into a fresh actor first)."""

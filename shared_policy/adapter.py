@@ -6,14 +6,11 @@ policy's behaviour and drifts only as far as its own experience pushes it.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import math
 import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -23,7 +20,7 @@ from shared_policy.durable import fsync_dir
 
 
 class LowRankDelta(nn.Module):
-    """x -> scale * (x A^T) B^T, with B zero at start."""
+    """A rank-r change ``scale * up @ down`` of one frozen Linear layer's weight, with ``up`` zero at start."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
         super().__init__()
@@ -31,29 +28,17 @@ class LowRankDelta(nn.Module):
         self.up = nn.Parameter(torch.zeros(out_features, rank))
         self.scale = alpha / rank
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The delta added to the frozen layer's output."""
-        return F.linear(F.linear(x, self.down), self.up) * self.scale
-
-
-def _linears(seq: nn.Module) -> list[nn.Linear]:
-    return [m for m in seq.modules() if isinstance(m, nn.Linear)]
-
-
-def _run(seq: nn.Sequential, x: torch.Tensor, deltas: nn.ModuleList) -> torch.Tensor:
-    """Run ``seq`` adding delta k to the output of its k-th Linear layer."""
-    k = 0
-    for layer in seq:
-        if isinstance(layer, nn.Linear):
-            x = layer(x) + deltas[k](x)
-            k += 1
-        else:
-            x = layer(x)
-    return x
+    def weight_delta(self) -> torch.Tensor:
+        """The (out, in) matrix added to the frozen layer's weight."""
+        return (self.up @ self.down) * self.scale
 
 
 class Adapter(nn.Module):
-    """One robot unit's adaptation of one hardware type's actor."""
+    """One robot unit's adaptation of one hardware type's actor.
+
+    Run it with ``policy.action_mean(hardware, obs, adapter)``: :func:`shared_policy.actor.actor_layers`
+    folds its deltas into the actor's weights.
+    """
 
     def __init__(self, policy: nn.Module, hardware: str, cfg: AdapterConfig | None = None):
         super().__init__()
@@ -66,7 +51,7 @@ class Adapter(nn.Module):
 
         def deltas(seq: nn.Module) -> nn.ModuleList:
             return nn.ModuleList(LowRankDelta(m.in_features, m.out_features, cfg.rank, cfg.alpha)
-                                 for m in _linears(seq))
+                                 for m in seq.modules() if isinstance(m, nn.Linear))
 
         self.trunk_deltas = deltas(policy.trunk)
         self.stem_deltas = deltas(policy.stems[hardware].net)
@@ -74,52 +59,13 @@ class Adapter(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(spec.num_actions))  # a unit's constant offsets (calibration, sag)
         self.log_std_delta = nn.Parameter(torch.zeros(spec.num_actions))
 
-    def action_mean(self, policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
-        """The adapted actor's mean action; the policy's own weights are only read."""
-        stem = policy.stems[self.hardware]
-        latent = _run(stem.net, stem.normalizer(obs), self.stem_deltas)
-        latent = _run(policy.trunk, latent, self.trunk_deltas)
-        return policy.heads[self.hardware](latent) + self.head_delta(latent) + self.head_bias
+    def weight_deltas(self) -> list[torch.Tensor]:
+        """The change of each of the actor's Linear weights, in the order obs -> action (stem, trunk, head)."""
+        return [d.weight_delta() for d in (*self.stem_deltas, *self.trunk_deltas, self.head_delta)]
 
     def num_parameters(self) -> int:
         """Trainable parameter count of this adapter."""
         return sum(p.numel() for p in self.parameters())
-
-
-class MergedActor(nn.Module):
-    """One hardware type's actor with a unit's adapter folded into its weights: the inference fast path.
-
-    W + scale * up @ down per layer gives the adapted actor's exact function with the frozen actor's
-    op count (about 3x fewer kernel launches than running the deltas beside each layer).
-    """
-
-    def __init__(self, policy: nn.Module, hardware: str, adapter: Adapter | None = None):
-        super().__init__()
-        self.stem = copy.deepcopy(policy.stems[hardware])
-        self.trunk = copy.deepcopy(policy.trunk)
-        self.head = copy.deepcopy(policy.heads[hardware])
-        log_std = policy.log_std(hardware, adapter).detach().clone()
-        with torch.no_grad():
-            if adapter is not None:
-                pairs = [*zip(_linears(self.stem.net), adapter.stem_deltas, strict=True),
-                         *zip(_linears(self.trunk), adapter.trunk_deltas, strict=True),
-                         (self.head.mean, adapter.head_delta)]
-                for layer, delta in pairs:
-                    layer.weight += delta.scale * (delta.up @ delta.down)
-                self.head.mean.bias += adapter.head_bias
-        self.register_buffer("log_std", log_std)
-        self.register_buffer("std", log_std.exp())
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean action (B, A)."""
-        return self.head(self.trunk(self.stem(obs)))
-
-    def log_prob(self, actions: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """Log-density (B,) of ``actions`` under the Gaussian around ``mean``."""
-        z = (actions - mean) / self.std
-        return (-0.5 * z * z - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 class AdapterFileError(RuntimeError):

@@ -16,8 +16,9 @@ from torch import nn
 
 from shared_policy.adapter import Adapter
 from shared_policy.config import AdapterConfig, AdapterLearnerConfig
+from shared_policy.gaussian import entropy, gaussian_kl, log_prob
 from shared_policy.policy import FleetPolicy
-from shared_policy.ppo import adapt_learning_rate, gaussian_kl
+from shared_policy.ppo import adapt_learning_rate
 from shared_policy.storage import compute_gae
 
 # what one recorded segment of experience holds (arrays, leading dimension T; critic_obs has T + 1 rows)
@@ -85,14 +86,15 @@ class AdapterLearner:
             size = max(1, n // cfg.minibatches)
             for m in range(cfg.minibatches):
                 idx = perm[m * size:(m + 1) * size]
-                dist = pol.distribution(hw, batch["obs"][idx], self.adapter)
-                logp = dist.log_prob(batch["actions"][idx]).sum(-1)
-                ratio = torch.exp(logp - batch["prox_log_probs"][idx])
+                mu = pol.action_mean(hw, batch["obs"][idx], self.adapter)
+                log_std = pol.log_std(hw, self.adapter)
+                sigma = log_std.exp()
+                ratio = torch.exp(log_prob(batch["actions"][idx], mu, sigma, log_std) - batch["prox_log_probs"][idx])
                 adv = batch["advantages"][idx] * batch["weights"][idx]
                 surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
-                loss = surrogate.mean() - cfg.entropy_coef * dist.entropy().sum(-1).mean()
+                loss = surrogate.mean() - cfg.entropy_coef * entropy(log_std)
                 with torch.no_grad():
-                    kl = gaussian_kl(batch["mu"][idx], batch["sigma"][idx], dist.mean, dist.stddev).mean().item()
+                    kl = gaussian_kl(batch["mu"][idx], batch["sigma"][idx], mu, sigma).mean().item()
                 self.lr = adapt_learning_rate(self.lr, kl, cfg)
                 for g in self.actor_opt.param_groups:
                     g["lr"] = self.lr
@@ -166,12 +168,12 @@ class AdapterLearner:
         batch = {k: torch.cat(v) for k, v in parts.items()}
         adv = batch["advantages"]
         batch["advantages"] = (adv - adv.mean()) / (adv.std() + 1e-8)
-        dist = pol.distribution(hw, batch["obs"], self.adapter)
-        batch["mu"], batch["sigma"] = dist.mean, dist.stddev
+        mu, log_std = pol.action_mean(hw, batch["obs"], self.adapter), pol.log_std(hw, self.adapter)
+        batch["mu"], batch["sigma"] = mu, log_std.exp().expand_as(mu)
         # Decoupled PPO (Hilton et al. 2021): the ratio is clipped around the adapter as this update starts, and
         # each step is weighted by its importance ratio to the adapter that acted, truncated at 1. On a
         # real-time robot the agent keeps acting with the previous version while an update runs, so some
         # steps come from an adapter one version older; on fresh steps the weight is 1.
-        batch["prox_log_probs"] = dist.log_prob(batch["actions"]).sum(-1)
+        batch["prox_log_probs"] = log_prob(batch["actions"], mu, batch["sigma"], log_std)
         batch["weights"] = torch.exp(batch["prox_log_probs"] - batch["log_probs"]).clamp(max=1.0)
         return batch

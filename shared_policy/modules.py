@@ -36,7 +36,10 @@ class Stem(nn.Module):
 
 
 class Head(nn.Module):
-    """Latent -> this hardware type's action mean; a state-independent log std per action."""
+    """Latent -> this hardware type's action mean; a state-independent log std per action.
+
+    Holds the parameters only: :func:`shared_policy.actor.run_actor` is the actor's one forward pass.
+    """
 
     def __init__(self, latent: int, num_actions: int, init_std: float):
         super().__init__()
@@ -44,10 +47,6 @@ class Head(nn.Module):
         nn.init.orthogonal_(self.mean.weight, gain=0.01)
         nn.init.zeros_(self.mean.bias)
         self.log_std = nn.Parameter(torch.full((num_actions,), float(torch.log(torch.tensor(init_std)))))
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        """Action mean."""
-        return self.mean(latent)
 
 
 class ValueHead(nn.Module):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Normal
 
+from shared_policy.actor import actor_layers, run_actor
 from shared_policy.config import PolicyConfig
 from shared_policy.modules import Head, Stem, ValueHead, mlp
 
@@ -56,22 +56,13 @@ class FleetPolicy(nn.Module):
 
     # -- actor ---------------------------------------------------------------------------------------
     def action_mean(self, hardware: str, obs: torch.Tensor, adapter: nn.Module | None = None) -> torch.Tensor:
-        """Deterministic action (B, A); ``adapter`` (a unit's :class:`Adapter`) adds its deltas."""
-        self.spec(hardware)
-        if adapter is not None:
-            return adapter.action_mean(self, obs)
-        return self.heads[hardware](self.trunk(self.stems[hardware](obs)))
+        """Deterministic action (B, A); ``adapter`` (a unit's :class:`Adapter`) folded into the weights."""
+        return run_actor(actor_layers(self, hardware, adapter), obs)
 
     def log_std(self, hardware: str, adapter: nn.Module | None = None) -> torch.Tensor:
         """Per-action log standard deviation."""
         base = self.heads[hardware].log_std
         return base if adapter is None else base + adapter.log_std_delta
-
-    def distribution(self, hardware: str, obs: torch.Tensor, adapter: nn.Module | None = None) -> Normal:
-        """The Gaussian action distribution at ``obs``."""
-        mean = self.action_mean(hardware, obs, adapter)
-        # no argument validation: the runner checks for NaN itself and reports it as divergence
-        return Normal(mean, self.log_std(hardware, adapter).exp().expand_as(mean), validate_args=False)
 
     # -- critic --------------------------------------------------------------------------------------
     def value(self, hardware: str, critic_obs: torch.Tensor) -> torch.Tensor:

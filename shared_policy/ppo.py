@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from shared_policy.config import AdapterLearnerConfig, PPOConfig
+from shared_policy.gaussian import entropy, gaussian_kl, log_prob, standard_log_prob
 from shared_policy.policy import FleetPolicy
 from shared_policy.storage import RolloutStorage
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def standard_log_prob(z: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log-density (B,) of a diagonal Gaussian at the point whose standardised offset is ``z`` (B, A).
-
-    Written out because it runs every env step and every minibatch, where a ``torch.distributions``
-    object costs more than its arithmetic.
-    """
-    return z.square().sum(-1).mul(-0.5) - (log_std.sum() + _HALF_LOG_2PI * z.shape[-1])
-
-
-def gaussian_kl(mu_old: torch.Tensor, sigma_old: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(old || new) of diagonal Gaussians, summed over actions: (B,)."""
-    return torch.sum(torch.log(sigma / sigma_old) + (sigma_old.pow(2) + (mu_old - mu).pow(2)) / (2 * sigma.pow(2))
-                     - 0.5, dim=-1)
 
 
 def adapt_learning_rate(lr: float, kl: float, cfg: PPOConfig | AdapterLearnerConfig) -> float:
@@ -98,10 +80,10 @@ class PPO:
                     mu = policy.action_mean(hw, b["obs"])
                     log_std = policy.log_std(hw)
                     sigma = log_std.exp()
-                    log_prob = standard_log_prob((b["actions"] - mu) / sigma, log_std)
+                    logp = log_prob(b["actions"], mu, sigma, log_std)
                     with torch.no_grad():
                         kl_mean += weight * gaussian_kl(b["mu"], b["sigma"], mu, sigma).mean().item()
-                    ratio = torch.exp(log_prob - b["log_probs"])
+                    ratio = torch.exp(logp - b["log_probs"])
                     adv = b["advantages"]
                     surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param))
                     value = policy.value(hw, b["critic_obs"])
@@ -110,12 +92,12 @@ class PPO:
                         value_loss = torch.max((value - b["returns"]).pow(2), (clipped - b["returns"]).pow(2))
                     else:
                         value_loss = (value - b["returns"]).pow(2)
-                    entropy = (log_std + 0.5 + _HALF_LOG_2PI).sum()  # a state-independent std: the same everywhere
-                    hw_loss = surrogate.mean() + cfg.value_loss_coef * value_loss.mean() - cfg.entropy_coef * entropy
+                    ent = entropy(log_std)
+                    hw_loss = surrogate.mean() + cfg.value_loss_coef * value_loss.mean() - cfg.entropy_coef * ent
                     loss = loss + weight * hw_loss
                     stats["loss/policy"] += weight * surrogate.mean().item()
                     stats["loss/value"] += weight * value_loss.mean().item()
-                    stats["loss/entropy"] += weight * entropy.item()
+                    stats["loss/entropy"] += weight * ent.item()
                 if cfg.schedule == "adaptive":
                     kl_mean = self.mean_over_ranks(kl_mean)
                     self.learning_rate = adapt_learning_rate(self.learning_rate, kl_mean, cfg)

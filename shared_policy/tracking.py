@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 
 class RunLogger(Protocol):
     """What apps log through."""
@@ -15,8 +13,8 @@ class RunLogger(Protocol):
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Record scalar metrics."""
 
-    def log_video(self, key: str, frames: np.ndarray, fps: int, step: int | None = None) -> None:
-        """Record a (T, H, W, 3) uint8 rollout video."""
+    def log_video(self, key: str, gif: Path, step: int | None = None) -> None:
+        """Record a rollout video from an encoded GIF file."""
 
     def close(self) -> None:
         """Flush and end the run."""
@@ -28,7 +26,7 @@ class NullLogger:
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Drop the metrics."""
 
-    def log_video(self, key: str, frames: np.ndarray, fps: int, step: int | None = None) -> None:
+    def log_video(self, key: str, gif: Path, step: int | None = None) -> None:
         """Drop the video."""
 
     def close(self) -> None:
@@ -50,13 +48,9 @@ class WandbLogger:
         """Record scalar metrics on the run."""
         self.run.log(metrics, step=step)
 
-    def log_video(self, key: str, frames: np.ndarray, fps: int, step: int | None = None) -> None:
-        """Encode the frames as a GIF in the run's directory and log it as a wandb.Video."""
-        from sim.render import write_gif
-
-        name = key.replace("/", "_") + f"_{step or 0}.gif"
-        path = write_gif(Path(self.run.dir) / "media_src" / name, frames, fps)
-        self.run.log({key: self._wandb.Video(str(path), fps=fps, format="gif")}, step=step)
+    def log_video(self, key: str, gif: Path, step: int | None = None) -> None:
+        """Log a GIF file as a wandb.Video (wandb copies it into the run)."""
+        self.run.log({key: self._wandb.Video(str(gif), format="gif")}, step=step)
 
     def close(self) -> None:
         """Finish the run (offline runs stay under ./wandb for `wandb sync`)."""

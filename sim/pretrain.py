@@ -253,7 +253,7 @@ class PretrainRunner:
 
     def log_videos(self) -> None:
         """Render a short deterministic rollout per hardware type; one warning and no more tries if GL fails."""
-        from sim.render import RenderUnavailable, record_rollout
+        from sim.render import RenderUnavailable, record_rollout, write_gif
 
         for name, env in self.envs.items():
             if name not in self._video_envs:
@@ -266,7 +266,9 @@ class PretrainRunner:
                 print(f"[train] warning: no rollout videos: {exc}", flush=True)
                 self.video_every = 0
                 return
-            self.logger.log_video(f"{name}/rollout", frames, fps=int(venv.profile.control_hz), step=self.iteration)
+            gif = write_gif(self.output_dir / "videos" / f"{name}_rollout_{self.iteration}.gif", frames,
+                            fps=int(venv.profile.control_hz))
+            self.logger.log_video(f"{name}/rollout", gif, step=self.iteration)
 
     def _check_finite(self, losses: dict[str, float]) -> None:
         bad = [k for k, v in losses.items() if not math.isfinite(v)]

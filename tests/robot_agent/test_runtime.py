@@ -8,6 +8,7 @@ import torch
 from robot_agent.runtime import PolicyRuntime
 from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import load_checkpoint
+from tests.shared_policy.conftest import reference_normal
 
 
 def test_numpy_inference_matches_the_adapted_torch_policy(cartpole_checkpoint):
@@ -21,7 +22,7 @@ def test_numpy_inference_matches_the_adapted_torch_policy(cartpole_checkpoint):
     for _ in range(20):
         obs = rng.normal(size=policy.spec("cartpole").num_obs).astype(np.float32)
         with torch.no_grad():
-            dist = policy.distribution("cartpole", torch.from_numpy(obs[None]), adapter)
+            dist = reference_normal(policy, "cartpole", torch.from_numpy(obs[None]), adapter)
         mean, logp_mean = rt.act(obs, explore=False)
         np.testing.assert_allclose(mean, dist.mean[0].numpy(), atol=1e-5)
         action, logp = rt.act(obs, explore=True, rng=rng)

@@ -28,7 +28,8 @@ def policy() -> FleetPolicy:
 def _segment(policy: FleetPolicy, rng: np.random.Generator, n: int = 100) -> dict[str, np.ndarray]:
     obs = rng.normal(size=(n, SPEC.num_obs)).astype(np.float32)
     with torch.no_grad():
-        dist = policy.distribution(HW, torch.from_numpy(obs))
+        mean = policy.action_mean(HW, torch.from_numpy(obs))
+        dist = torch.distributions.Normal(mean, policy.log_std(HW).exp().expand_as(mean))  # the behaviour policy
         actions = dist.sample()
     dones = np.zeros(n, np.float32)
     dones[-1] = 1.0

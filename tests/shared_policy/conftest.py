@@ -1,4 +1,5 @@
 import pytest
+from torch.distributions import Normal
 
 from shared_policy.config import PolicyConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
@@ -14,3 +15,9 @@ SPECS = {
 @pytest.fixture()
 def policy():
     return FleetPolicy(PolicyConfig(latent_dim=32, trunk_hidden=[32], stem_hidden=[32], critic_hidden=[32]), SPECS)
+
+
+def reference_normal(policy: FleetPolicy, hardware: str, obs, adapter=None) -> Normal:
+    """torch.distributions' Gaussian of the (adapted) actor at ``obs``: an independent check of our own density."""
+    mean = policy.action_mean(hardware, obs, adapter)
+    return Normal(mean, policy.log_std(hardware, adapter).exp().expand_as(mean))

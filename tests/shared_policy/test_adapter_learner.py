@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from shared_policy.adapter import Adapter, AdapterFileError, MergedActor, load_adapter, save_adapter
+from shared_policy.actor import MergedActor
+from shared_policy.adapter import Adapter, AdapterFileError, load_adapter, save_adapter
 from shared_policy.adapter_learner import AdapterLearner
 from shared_policy.config import AdapterLearnerConfig
+from tests.shared_policy.conftest import reference_normal
 
 HW = "arm2"
 
@@ -18,7 +20,7 @@ def _segment(policy, n: int, rng: np.random.Generator, reward_of, adapter=None) 
     spec = policy.spec(HW)
     obs = rng.normal(size=(n, spec.num_obs)).astype(np.float32)
     with torch.no_grad():
-        dist = policy.distribution(HW, torch.from_numpy(obs), adapter)
+        dist = reference_normal(policy, HW, torch.from_numpy(obs), adapter)
         actions = dist.sample()
         logp = dist.log_prob(actions).sum(-1)
     dones = np.zeros(n, np.float32)

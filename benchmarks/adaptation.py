@@ -50,7 +50,6 @@ import numpy as np
 import sim
 from benchmarks.unit_replica import make_unit_replica, pinned_randomization
 from hardware.profile import load_profile
-from hardware.standin import MuJoCoStandInDriver, reality_gap
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
 from robot_agent.config import AdapterTrainingConfig, AgentConfig
@@ -58,6 +57,7 @@ from shared_policy.config import AdapterLearnerConfig, PolicyConfig, PPOConfig
 from shared_policy.tracking import NullLogger
 from sim.evaluation import evaluate as evaluate_in_sim
 from sim.pretrain import PretrainRunner
+from sim.standin import MuJoCoStandInDriver, reality_gap
 
 # Per hardware type: its task and the reality gap its units are drawn from. Ranges marked "outside" lie
 # beyond the task's training randomisation (configs/task/*.yaml).

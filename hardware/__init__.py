@@ -1,9 +1,11 @@
-"""What a robot is: hardware profiles, their MuJoCo models, and the observation/action/task contract
-shared by the simulator and the robot agent."""
+"""What a robot is: hardware profiles and the observation/action/task contract shared by the simulator and
+the robot agent, the safety filter both apply, and the driver protocol.
 
-from hardware import gl_backend  # noqa: F401  (first: sets MUJOCO_GL before mujoco loads)
+Nothing here loads MuJoCo or chooses a GL back-end: a robot computer with a real driver imports this
+package and needs neither. MuJoCo models, physics and the stand-in robot live in :mod:`sim`.
+"""
+
 from hardware.action import ActionMap
-from hardware.models import RobotModel, build_model
 from hardware.observation import ObservationLayout
 from hardware.profile import (
     ActuatorMode,
@@ -20,6 +22,6 @@ from hardware.state import RobotState, TaskInputs
 
 __all__ = [
     "ActionMap", "ActuatorMode", "Family", "HardwareProfile", "JointSpec", "ObservationLayout", "PhysicsParams",
-    "ProfileError", "RandomizationConfig", "RandomizationError", "RobotModel", "RobotState", "TaskInputs",
-    "available_profiles", "build_model", "load_profile", "profile_from_config", "sample_params",
+    "ProfileError", "RandomizationConfig", "RandomizationError", "RobotState", "TaskInputs",
+    "available_profiles", "load_profile", "profile_from_config", "sample_params",
 ]

@@ -1,29 +1,20 @@
-"""The robot driver protocol and the registry that finds drivers by name.
+"""The robot driver protocol: the one small interface every robot (and the MuJoCo stand-in) implements.
 
 A driver is the only code that talks to a robot's hardware. It claims a hardware profile, and the
-robot agent checks that claim against the policy's layout before it sends a single command. Drivers
-register under the ``fleet.drivers`` entry-point group, so a vendor's package adds one with a line in
-its own ``pyproject.toml``:
-
-    [project.entry-points."fleet.drivers"]
-    acme_arm = "acme_fleet.driver:AcmeArmDriver"
+robot agent checks that claim against the policy's layout before it sends a single command. The agent
+finds drivers by name (:mod:`robot_agent.drivers`): a vendor's package registers one under the
+``fleet.drivers`` entry-point group, or names it ``module:Class``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any
 
 import numpy as np
 
 from hardware.profile import HardwareProfile
 from hardware.state import RobotState
-
-ENTRY_POINT_GROUP = "fleet.drivers"
-# Drivers this package ships, found even when the package is run from a checkout without being installed.
-BUILTIN_DRIVERS = {"mujoco_standin": "hardware.standin:MuJoCoStandInDriver"}
 
 
 class DriverError(RuntimeError):
@@ -70,25 +61,3 @@ class RobotDriver(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Damp, then close the link (idempotent)."""
-
-
-def driver_class(name: str) -> type[RobotDriver]:
-    """The driver class registered as ``name`` (entry points first, then the built-ins)."""
-    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    if name in found:
-        cls = found[name].load()
-    elif name in BUILTIN_DRIVERS:
-        module, _, attr = BUILTIN_DRIVERS[name].partition(":")
-        cls = getattr(__import__(module, fromlist=[attr]), attr)
-    else:
-        known = sorted({*found, *BUILTIN_DRIVERS})
-        raise DriverError(f"unknown driver '{name}'; registered drivers: {', '.join(known)} "
-                          f"(entry-point group '{ENTRY_POINT_GROUP}')")
-    if not (isinstance(cls, type) and issubclass(cls, RobotDriver)):
-        raise DriverError(f"driver '{name}' ({cls!r}) is not a hardware.driver.RobotDriver")
-    return cls
-
-
-def make_driver(name: str, profile: HardwareProfile, **options: Any) -> RobotDriver:
-    """Instantiate the driver ``name`` for ``profile`` with its own options."""
-    return driver_class(name)(profile, **options)

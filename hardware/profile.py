@@ -24,7 +24,7 @@ PROFILE_DIR: Path = CONFIG_DIR / "hardware"
 
 
 class Family(StrEnum):
-    """Robot families; each has one MJCF generator in ``hardware.models``."""
+    """Robot families; each has one MJCF generator in ``sim.models``."""
 
     # lower-case member names: OmegaConf matches YAML values against member names
     cartpole = "cartpole"

@@ -6,8 +6,8 @@ robot enforces. Per world and control period, against the reading the policy act
 
 1. A reading with a NaN/inf joint position or velocity: the command is not looked at. PD: the last
    command is held (a target at a NaN position does not exist; the last target is finite and was safe a
-   period ago); torque: zero torque. (The robot's :class:`hardware.safety.SafeDriver` puts the driver in
-   its damping mode instead, which needs no reading.)
+   period ago); torque: zero torque. (The robot agent's :class:`robot_agent.safe_driver.SafeDriver` puts
+   the driver in its damping mode instead, which needs no reading.)
 2. A NaN/inf command: hold, i.e. a PD target at the measured position or zero torque.
 3. Rate: the command moves at most ``max_step`` from the last one (the first after a reset starts from
    the hold at the first reading).

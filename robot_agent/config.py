@@ -9,14 +9,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from hardware.profile import HardwareProfile, ProfileError, load_profile, profile_from_config
-from hardware.safety import SafetyConfig
 from hardware.tasks.config import register_task_schemas
+from robot_agent.safe_driver import SafetyConfig
 from shared_policy.config import AdapterLearnerConfig
 
 
 @dataclass
 class DriverConfig:
-    """Which driver (by registered name) and its own options (e.g. the stand-in's reality gap)."""
+    """Which driver (a registered name, or ``module:Class``) and its own options (e.g. the stand-in's reality gap)."""
 
     name: str = "mujoco_standin"
     options: dict[str, Any] = field(default_factory=lambda: {"realtime": True, "seed": 0})

@@ -15,9 +15,9 @@ import numpy as np
 
 from hardware.action import ActionMap
 from hardware.driver import RobotDriver
-from hardware.safety import SafeDriver
 from robot_agent.recorder import EpisodeSummary, TransitionRecorder
 from robot_agent.runtime import PolicyRuntime
+from robot_agent.safe_driver import SafeDriver
 from robot_agent.status import LoopTiming
 
 

@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 
 from hardware.action import ActionMap
-from hardware.driver import DriverError, RobotDriver, make_driver
+from hardware.driver import DriverError, RobotDriver
 from hardware.observation import ObservationLayout
 from hardware.profile import HardwareProfile, load_profile
-from hardware.safety import SafeDriver, SafetyConfig
 from hardware.tasks import TaskConfig, task_class
 from hardware.tasks.base import Task
 from robot_agent.config import AgentConfig
+from robot_agent.drivers import make_driver
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
+from robot_agent.safe_driver import SafeDriver, SafetyConfig
 from robot_agent.spool import Spool, SpoolLockedError
 from robot_agent.trainer_link import TrainerLink
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter

@@ -1,12 +1,19 @@
-"""Batched, domain-randomised MuJoCo simulation with an Isaac Gym / rsl_rl-style API."""
+"""Batched, domain-randomised MuJoCo simulation with an Isaac Gym / rsl_rl-style API.
+
+Everything that needs MuJoCo lives here: the models generated from hardware profiles (:mod:`sim.models`),
+the batched physics (:mod:`sim.physics`), the environments, rendering, and the MuJoCo stand-in robot
+(:mod:`sim.standin`, a driver of the :mod:`hardware.driver` protocol). The GL back-end is chosen here,
+before any of them loads mujoco; :mod:`hardware` needs neither.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hardware import gl_backend  # noqa: F401  (first: sets MUJOCO_GL before mujoco loads)
+# hardware loads no MuJoCo, so gl_backend below still runs before the first mujoco import
 from hardware.profile import HardwareProfile, load_profile
 from hardware.tasks import task_class
+from sim import gl_backend  # noqa: F401  (before any sim module: sets MUJOCO_GL before mujoco loads)
 from sim.config import task_config
 from sim.env import ActionError, BatchedEnv, make_batched_env
 

@@ -16,15 +16,15 @@ import torch
 
 from hardware.action import ActionMap
 from hardware.compiled import copy_into, kernel
-from hardware.models import RobotModel, build_model
 from hardware.observation import ObservationLayout
-from hardware.physics import MuJoCoBatchBackend
 from hardware.profile import HardwareProfile
 from hardware.randomization import PhysicsParams, sample_params
 from hardware.safety_filter import SafetyFilter
 from hardware.state import RobotState
 from hardware.step import StepContract
 from hardware.tasks import Task, TaskConfig
+from sim.models import RobotModel, build_model
+from sim.physics import MuJoCoBatchBackend
 
 
 class ActionError(ValueError):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hardware import ActionMap, ObservationLayout, ProfileError, available_profiles, build_model, load_profile
+from hardware import ActionMap, ObservationLayout, ProfileError, available_profiles, load_profile
 from hardware.profile import PROFILE_DIR, profile_from_config
 from hardware.state import projected_gravity, quat_rotate_inverse
 
@@ -21,31 +21,6 @@ def test_arm_types_differ_in_joint_count_and_quadrupeds_in_physics():
     go2, go1 = load_profile("go2_like"), load_profile("go1_like")
     assert go2.params["trunk_mass"] != go1.params["trunk_mass"]
     assert go2.joints[2].max_torque != go1.joints[2].max_torque
-
-
-@pytest.mark.parametrize("name", available_profiles())
-def test_every_profile_builds_a_model_whose_joints_and_motors_match(name):
-    profile = load_profile(name)
-    robot = build_model(profile)
-    m = robot.model
-    assert len(robot.actuator_ids) == profile.num_actions == m.nu
-    for j, adr in zip(profile.joints, robot.joint_qpos_adr, strict=True):
-        assert m.jnt_qposadr[m.joint(j.name).id] == adr
-    assert m.opt.timestep == pytest.approx(1.0 / profile.physics_hz)
-    # the default pose is a valid, finite state
-    d = mujoco.MjData(m)
-    d.qpos[:] = robot.init_qpos
-    mujoco.mj_forward(m, d)
-    assert np.isfinite(d.qacc).all()
-
-
-def test_pd_joint_limits_and_torque_limits_reach_the_model():
-    robot = build_model(load_profile("arm7"))
-    j4 = robot.profile.joints[3]
-    act = robot.model.actuator(j4.name)
-    assert list(act.ctrlrange) == pytest.approx(j4.range)
-    assert list(act.forcerange) == pytest.approx([-j4.max_torque, j4.max_torque])
-    assert act.gainprm[0] == pytest.approx(j4.kp)
 
 
 def test_unknown_hardware_name_lists_the_available_ones():

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from hardware.driver import BUILTIN_DRIVERS
 from hardware.observation import ObservationLayout
 from hardware.profile import load_profile
-from hardware.standin import MuJoCoStandInDriver
 from hardware.tasks.config import task_config
 from robot_agent.agent import ADAPTER_FILE, STATUS_FILE, AgentStartupError, RobotAgent
 from robot_agent.spool import Spool
 from shared_policy.adapter import Adapter, save_adapter
 from shared_policy.checkpoint import load_checkpoint, save_checkpoint
+from sim.standin import MuJoCoStandInDriver
 
 from .conftest import pretrain
 
@@ -37,9 +36,8 @@ def _agent(cfg) -> RobotAgent:
 
 
 @pytest.mark.timeout(120)
-def test_agent_refuses_a_driver_whose_profile_does_not_match(agent_cfg, monkeypatch):
-    monkeypatch.setitem(BUILTIN_DRIVERS, "wrong_robot", f"{__name__}:WrongProfileDriver")
-    agent_cfg.driver.name = "wrong_robot"
+def test_agent_refuses_a_driver_whose_profile_does_not_match(agent_cfg):
+    agent_cfg.driver.name = f"{__name__}:WrongProfileDriver"  # a driver named module:Class, as a vendor may
     with pytest.raises(AgentStartupError, match="does not match.*refusing to start"):
         _agent(agent_cfg)
 

@@ -6,13 +6,12 @@ import dataclasses
 
 import pytest
 
-from hardware.driver import BUILTIN_DRIVERS
 from hardware.profile import LimitSpec, load_profile
-from hardware.standin import MuJoCoStandInDriver
 from hardware.tasks.config import task_config
 from robot_agent.agent import AgentStartupError, RobotAgent
 from robot_agent.runtime import load_verified, robot_spec
 from shared_policy.checkpoint import CheckpointError
+from sim.standin import MuJoCoStandInDriver
 
 
 def _cartpole(**slider) -> object:
@@ -28,9 +27,8 @@ class OtherGainDriver(MuJoCoStandInDriver):
 
 
 @pytest.mark.timeout(120)
-def test_agent_refuses_a_driver_whose_profile_differs_in_a_gain_naming_the_fields(agent_cfg, monkeypatch):
-    monkeypatch.setitem(BUILTIN_DRIVERS, "other_gain", f"{__name__}:OtherGainDriver")
-    agent_cfg.driver.name = "other_gain"
+def test_agent_refuses_a_driver_whose_profile_differs_in_a_gain_naming_the_fields(agent_cfg):
+    agent_cfg.driver.name = f"{__name__}:OtherGainDriver"  # a driver named module:Class, as a vendor may
     with pytest.raises(AgentStartupError, match=r"joints\[slider\].kp: driver 5.0, agent 0.0; "
                                                 r"joints\[slider\].max_torque: driver 12.0, agent 10.0.*refusing"):
         RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 2.0}))

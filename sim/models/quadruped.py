@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from hardware.models.common import ROBOT_GEOM, actuators, floor, header, joint_attrs
 from hardware.profile import HardwareProfile, ProfileError
+from sim.models.common import ROBOT_GEOM, actuators, floor, header, joint_attrs
 
 LEGS = ("FR", "FL", "RR", "RL")
 # (x sign, y sign) of each hip from the trunk centre

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from hardware.standin_link import SharedUnitBlock
+from sim.standin_link import SharedUnitBlock
 
 LAYOUT = [("joint_pos", (1, 12)), ("joint_vel", (1, 12))]
 

@@ -3,12 +3,12 @@
 Each unit draws its own true physics (masses, friction, motor strength, PD gains, damping, latency)
 from a "reality gap" configuration that may lie outside the ranges the policy was trained on, plus
 what a real unit adds: joint calibration offsets, sensor noise and bias, and jitter in the control
-period. Its physics runs through the same :class:`hardware.physics.MuJoCoBatchBackend` (a batch of
+period. Its physics runs through the same :class:`sim.physics.MuJoCoBatchBackend` (a batch of
 one) as the simulator, so the stand-in differs from sim only by its parameters.
 
 ``realtime=True``: the physics advances one control period at a time on the wall clock, whether or
 not a command arrived (as a real robot does), in its own process by default (``process=True``, see
-:mod:`hardware.standin_link`: a unit's physics must not compete with the agent for its interpreter
+:mod:`sim.standin_link`: a unit's physics must not compete with the agent for its interpreter
 lock, as real hardware does not) or in a thread of the caller. ``realtime=False``: each
 :meth:`send_command` advances one period at once, as fast as the CPU allows (tests, evaluation).
 The agent sees only :class:`TimedState`; the true parameters stay in :attr:`true_params`, for
@@ -30,12 +30,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hardware.action import ActionMap
 from hardware.driver import DriverError, RobotDriver, TimedState
-from hardware.models import build_model
-from hardware.physics import MuJoCoBatchBackend
 from hardware.profile import ActuatorMode, HardwareProfile
 from hardware.randomization import RandomizationConfig, RandomizationError, sample_params
-from hardware.standin_link import StateLayout, UnitProcess, serve_unit, state_layout
 from hardware.state import RobotState
+from sim.models import build_model
+from sim.physics import MuJoCoBatchBackend
+from sim.standin_link import StateLayout, UnitProcess, serve_unit, state_layout
 
 
 @dataclass

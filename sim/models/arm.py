@@ -6,8 +6,8 @@ policy's PD targets act against inertia, not against the arm's weight.
 
 from __future__ import annotations
 
-from hardware.models.common import actuators, floor, header, joint_attrs
 from hardware.profile import HardwareProfile, ProfileError
+from sim.models.common import actuators, floor, header, joint_attrs
 
 # Franka Emika Panda kinematics (published modified-DH figures, m) as per-link frames:
 # (position of the link frame in its parent, quaternion wxyz of the same).

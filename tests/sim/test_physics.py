@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from hardware import build_model, load_profile
-from hardware.physics import MuJoCoBatchBackend
+from hardware import load_profile
+from sim.models import build_model
+from sim.physics import MuJoCoBatchBackend
 
 
 @pytest.mark.parametrize("hardware", ["go2_like", "arm3_planar", "cartpole"])

@@ -14,10 +14,10 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from hardware.models.arm import arm_mjcf
-from hardware.models.cartpole import cartpole_mjcf
-from hardware.models.quadruped import LEGS, quadruped_mjcf
 from hardware.profile import Family, HardwareProfile, ProfileError
+from sim.models.arm import arm_mjcf
+from sim.models.cartpole import cartpole_mjcf
+from sim.models.quadruped import LEGS, quadruped_mjcf
 
 GENERATORS: dict[Family, Callable[[HardwareProfile], str]] = {
     Family.cartpole: cartpole_mjcf,

@@ -12,10 +12,10 @@ import mujoco
 import numpy as np
 from mujoco import batch as mjbatch
 
-from hardware.models import RobotModel
 from hardware.profile import ActuatorMode
 from hardware.randomization import PhysicsParams
 from hardware.state import RobotState, as_slice, quat_rotate_inverse
+from sim.models import RobotModel
 
 # randomised parameter -> the MjModel fields it writes
 _FIELDS_OF = {

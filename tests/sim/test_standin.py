@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware.driver import DriverError, driver_class, make_driver
+from hardware.driver import DriverError
 from hardware.profile import load_profile
 from hardware.randomization import RandomizationError
-from hardware.standin import MuJoCoStandInDriver
+from sim.standin import MuJoCoStandInDriver
 
 
 def _roll(driver, commands):
@@ -26,20 +26,14 @@ def _roll(driver, commands):
     return np.array(out)
 
 
-def test_driver_is_found_by_name_and_unknown_names_are_listed():
-    assert driver_class("mujoco_standin") is MuJoCoStandInDriver
-    with pytest.raises(DriverError, match="unknown driver 'acme'.*mujoco_standin"):
-        driver_class("acme")
-
-
 def test_units_with_different_gaps_move_differently_under_the_same_commands():
     profile = load_profile("arm2_planar")
     cmds = [np.array([0.8, -0.5])] * 40
     gap = {"home_noise": 0.0}
-    nominal = _roll(make_driver("mujoco_standin", profile, gap=gap), cmds)
-    weak = _roll(make_driver("mujoco_standin", profile, gap={**gap, "physics": {
+    nominal = _roll(MuJoCoStandInDriver(profile, gap=gap), cmds)
+    weak = _roll(MuJoCoStandInDriver(profile, gap={**gap, "physics": {
         "motor_strength": [0.4, 0.4], "mass_scale": [1.6, 1.6]}}), cmds)
-    same = _roll(make_driver("mujoco_standin", profile, gap=gap), cmds)
+    same = _roll(MuJoCoStandInDriver(profile, gap=gap), cmds)
     np.testing.assert_array_equal(nominal, same)  # deterministic for a seed
     assert np.abs(nominal - weak).max() > 0.05
 
@@ -131,7 +125,7 @@ def test_unit_process_exits_when_its_owner_is_killed(tmp_path):
     script = (
         "import time\n"
         "from hardware.profile import load_profile\n"
-        "from hardware.standin import MuJoCoStandInDriver\n"
+        "from sim.standin import MuJoCoStandInDriver\n"
         "if __name__ == '__main__':\n"
         "    d = MuJoCoStandInDriver(load_profile('cartpole'), realtime=True)\n"
         "    d.connect()\n"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hardware.models.common import actuators, floor, header, joint_attrs
 from hardware.profile import HardwareProfile
+from sim.models.common import actuators, floor, header, joint_attrs
 
 
 def cartpole_mjcf(p: HardwareProfile) -> str:

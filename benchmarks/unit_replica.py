@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from hardware.action import ActionMap
-from hardware.models import build_model
 from hardware.profile import ActuatorMode, HardwareProfile, load_profile
 from hardware.randomization import RANGE_FIELDS
-from hardware.standin import MuJoCoStandInDriver, RealityGapConfig
 from hardware.state import RobotState
 from hardware.tasks import task_class
 from hardware.tasks.config import task_config
 from sim.env import BatchedEnv
+from sim.models import build_model
+from sim.standin import MuJoCoStandInDriver, RealityGapConfig
 
 
 class CalibratedActionMap(ActionMap):

@@ -9,7 +9,7 @@ from benchmarks.unit_replica import make_unit_replica
 from hardware.action import ActionMap
 from hardware.profile import load_profile
 from hardware.safety import SafetyLayer
-from hardware.standin import MuJoCoStandInDriver
+from sim.standin import MuJoCoStandInDriver
 
 PHYSICS = {"motor_strength": [0.5, 0.7], "mass_scale": [1.0, 1.4], "damping_scale": [1.0, 3.0],
            "latency_steps": [1, 3]}

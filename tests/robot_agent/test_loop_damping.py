@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hardware.driver import BUILTIN_DRIVERS
-from hardware.standin import MuJoCoStandInDriver
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
 from robot_agent.spool import Spool
+from sim.standin import MuJoCoStandInDriver
 
 NAN_AT_READ = 40  # the stand-in's encoder fails at this reading of each episode
 
@@ -34,9 +33,8 @@ class NanEncoderStandIn(MuJoCoStandInDriver):
 
 
 @pytest.mark.timeout(120)
-def test_a_nan_reading_damps_the_robot_and_ends_the_episode(agent_cfg, monkeypatch):
-    monkeypatch.setitem(BUILTIN_DRIVERS, "nan_encoder", f"{__name__}:NanEncoderStandIn")
-    agent_cfg.driver.name = "nan_encoder"
+def test_a_nan_reading_damps_the_robot_and_ends_the_episode(agent_cfg):
+    agent_cfg.driver.name = f"{__name__}:NanEncoderStandIn"
     agent_cfg.max_episodes = 2
     status = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 2.0})).run()
     assert status["damped_episodes"] == 2

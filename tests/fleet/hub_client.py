@@ -145,10 +145,14 @@ def start_hub_process(tmp: Path, port: int, *overrides: str, keys: Path | None =
             f"hydra.run.dir={tmp / 'hydra'}", *security, *overrides]
     proc = subprocess.Popen(args, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    line = proc.stdout.readline()  # the start line comes once the socket is bound
-    if "listening on" not in line:
+    seen = []
+    for _ in range(100):  # log lines, then the start line once the socket is bound
+        seen.append(proc.stdout.readline())
+        if "listening on" in seen[-1] or not seen[-1]:
+            break
+    if "listening on" not in seen[-1]:
         proc.kill()
-        raise AssertionError(f"fleet-hub did not start: {line}{proc.stdout.read()[-3000:]}")
+        raise AssertionError(f"fleet-hub did not start: {''.join(seen)}{proc.stdout.read()[-3000:]}")
     _drain_output(proc)
     return proc
 

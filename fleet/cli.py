@@ -52,7 +52,11 @@ def run_hub(cfg: DictConfig) -> int:
         hub_cfg.validate()
         security = _security_line(hub_cfg)
         hub = HubServer(hub_cfg)
-    except (ValueError, KeyFileError, StoreError, zmq.ZMQError, OSError) as exc:
+    except KeyFileError as exc:
+        print(f"fleet-hub: refusing to start: security.keys_dir: {exc} (make the hub's keys with `fleet-keys init "
+              f"{cfg.security.keys_dir}`, or set security.keys_dir)", file=sys.stderr)
+        return EXIT_REFUSED
+    except (ValueError, StoreError, zmq.ZMQError, OSError) as exc:
         print(f"fleet-hub: refusing to start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     signal.signal(signal.SIGTERM, lambda *_: hub.request_stop())

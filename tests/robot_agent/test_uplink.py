@@ -314,3 +314,38 @@ def _stored_rows(storage: Path) -> list[tuple[str, int, int]]:
         return list(con.execute("SELECT chunk_id, seq, steps FROM chunks"))
     finally:
         con.close()
+
+
+# --- inside the agent -------------------------------------------------------------------------------------
+
+
+def _robot_agent(cfg):
+    from hardware.tasks.config import task_config
+    from robot_agent.agent import RobotAgent
+
+    return RobotAgent(cfg, task_config("cartpole_swingup", {"episode_length_s": 1.0}))
+
+
+@pytest.mark.timeout(180)
+def test_with_the_hub_down_the_agent_keeps_controlling_and_spooling(agent_cfg):
+    agent_cfg.spool.chunk_steps = 20
+    agent_cfg.max_episodes = 4
+    agent_cfg.uplink = uplink_cfg(f"tcp://127.0.0.1:{free_port()}", hello_timeout_s=0.2)
+    agent = _robot_agent(agent_cfg)
+    status = agent.run()
+    assert status["episodes"] == 4 and not status["fault"]
+    up = status["uplink"]
+    assert up["enabled"] and not up["connected"] and up["acked"] == 0 and "no connection" in up["last_error"]
+    assert status["services"]["uplink"] in ("running", "stopped")
+    with Spool(agent_cfg.state_dir + "/spool") as spool:
+        assert sum(spool.read(r).header["steps"] for r in spool.pending()) == status["steps"]
+
+
+def test_an_uplink_without_its_key_files_refuses_the_agents_start_naming_the_key(agent_cfg, tmp_path):
+    from robot_agent.agent import AgentStartupError
+
+    agent_cfg.uplink = uplink_cfg("tcp://127.0.0.1:5555", keys_dir=tmp_path / "no_keys")
+    with pytest.raises(AgentStartupError, match="uplink.security.keys_dir"):
+        _robot_agent(agent_cfg)
+    with Spool(agent_cfg.state_dir + "/spool"):  # the refused start left the spool unlocked
+        pass

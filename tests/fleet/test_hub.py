@@ -99,7 +99,8 @@ def test_a_chunk_is_acked_stored_once_and_its_resend_is_acked_as_duplicate(plain
 
 @pytest.mark.timeout(60)
 def test_no_ack_ever_precedes_its_chunk_being_in_the_sqlite_file(plain_hub, robots, tmp_path):
-    hub = plain_hub(store_group_chunks=8, store_group_wait_ms=5.0)
+    # a commit group stays open 300 ms for more chunks: an ack sent before its commit would find nothing on disk
+    hub = plain_hub(store_group_chunks=1000, store_group_wait_ms=300.0)
     robot = robots(hub.endpoint, "unit-0")
     robot.welcome()
     sent = [cid("unit-0", s) for s in range(1, 81)]

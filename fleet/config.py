@@ -75,6 +75,7 @@ class HubConfig:
     dead_after_heartbeats: int = 5  # a robot silent for this many heartbeat intervals is dead (its session ends)
     registry_every_s: float = 1.0  # <storage_dir>/registry.json (what `fleet-hub status` prints) this often
     stop_timeout_s: float = 10.0  # SIGTERM: commit and ack what is queued within this, then exit
+    run_for_s: float = 0.0  # stop by itself after this long, as at SIGTERM (0 = until signalled): smoke tests
 
     def parquet_path(self) -> Path:
         """The Parquet tier's directory."""
@@ -93,6 +94,7 @@ class HubConfig:
             "dead_after_heartbeats": self.dead_after_heartbeats >= 1,
             "registry_every_s": self.registry_every_s > 0,
             "stop_timeout_s": self.stop_timeout_s > 0,
+            "run_for_s": self.run_for_s >= 0,
         }
         for key, ok in checks.items():
             if not ok:

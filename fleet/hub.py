@@ -104,8 +104,9 @@ class HubServer:
 
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
+        until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
         try:
-            self._serve(self._stop.is_set)
+            self._serve(lambda: self._stop.is_set() or time.monotonic() >= until)
             self._stopping = True
             end = time.monotonic() + self.cfg.stop_timeout_s
             self._serve(lambda: not any(s.in_flight for s in self.sessions.values()) or time.monotonic() > end)

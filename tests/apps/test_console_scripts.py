@@ -82,6 +82,16 @@ def test_hub_without_keys_refuses_to_start_and_says_how_to_make_them(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_hub_with_keys_starts_says_how_it_listens_and_stops_by_itself_after_run_for_s(tmp_path):
+    assert run("fleet-keys", "init", "keys", cwd=tmp_path).returncode == 0
+    res = run("fleet-hub", "security.keys_dir=keys", "storage_dir=data", "bind=tcp://127.0.0.1:*", "run_for_s=1",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "listening on tcp://127.0.0.1:" in res.stdout and "CURVE (keys keys, 0 robots enrolled)" in res.stdout
+    assert "fleet-hub: stopped" in res.stdout and (tmp_path / "data" / "experience.sqlite").is_file()
+
+
+@pytest.mark.timeout(120)
 def test_hub_status_without_a_registry_exits_1_and_says_why(tmp_path):
     res = run("fleet-hub", "status", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert res.returncode == 1

@@ -145,8 +145,11 @@ class HubServer:
         self.write_registry()
         self._close_sockets()
         self.store.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if self.writer.pending == 0:  # else a commit still running would write to a closed (or reused) fd
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        else:
+            log.error("%d chunks were still committing at exit: not acked, so robots resend them", self.writer.pending)
 
     def _close_sockets(self) -> None:
         if self.sock is not None:

@@ -74,8 +74,8 @@ class SendWindow:
         """Chunks known to wait for a first send (the spool may hold more not yet listed)."""
         return len(self._queue)
 
-    def _refill(self, now: float) -> None:
-        if self._queue or now < self._next_refill:
+    def _refill(self, now: float, force: bool = False) -> None:
+        if self._queue or (now < self._next_refill and not force):
             return
         self._next_refill = now + REFILL_EVERY_S
         for ref in self.spool.pending():
@@ -174,6 +174,6 @@ class SendWindow:
         return len(outs)
 
     def empty(self, now: float) -> bool:
-        """Nothing in flight and nothing left in the spool to send."""
-        self._refill(now)
+        """Nothing in flight and nothing left in the spool to send (asks the spool now, whenever it last did)."""
+        self._refill(now, force=True)
         return not self.in_flight and not any(r.chunk_id in self._known for r in self._queue)

@@ -349,3 +349,17 @@ def test_an_uplink_without_its_key_files_refuses_the_agents_start_naming_the_key
         _robot_agent(agent_cfg)
     with Spool(agent_cfg.state_dir + "/spool"):  # the refused start left the spool unlocked
         pass
+
+
+def test_the_window_is_not_empty_while_the_spool_holds_a_chunk_it_has_not_listed_yet(spool):
+    from robot_agent.uplink_window import SendWindow
+
+    window = SendWindow(spool, max_in_flight=8, resend_s=10.0, retry_s=0.5)
+    window.credit = 1 << 20
+    assert window.next_chunk(100.0) is None and window.empty(100.0)  # it just asked the spool: nothing
+    fill(spool, 1)  # the spool writer's last chunk, flushed at shutdown right after that
+    assert not window.empty(100.0)  # so the drain at stop does not end before it is sent
+    out = window.next_chunk(100.0)
+    assert out is not None and window.in_flight_bytes == out.ref.size
+    spool.ack(window.acked([out.ref.chunk_id]))
+    assert window.empty(100.0) and spool.depth == 0

@@ -10,9 +10,10 @@ The parts and what runs where:
   services, and waits while the e-stop is engaged or the spool is full.
 - services (:class:`robot_agent.service.Service`, each stopped by a deadline): the spool writer
   (spool, then the adapter learner), the status reporter (``status.json``, the status line, W&B, the
-  safety layer's notices), the trunk watcher, the adapter trainer process, and any service passed in:
-  the place for the fleet uplink, which drains the spool to the hub (acknowledging there) and drops the
-  trunks the hub announces into ``trunk_dir`` for the watcher to verify.
+  safety layer's notices), the trunk watcher, the adapter trainer process, the fleet uplink
+  (:class:`robot_agent.uplink.HubUplink`, when ``uplink.enabled``: drains the spool to the hub and acks
+  there, so it stops before the spool closes), and any service passed in. (Dropping the trunks the hub
+  announces into ``trunk_dir`` for the watcher is the uplink's later work.)
 
 A spool writer or trainer that dies is restarted once; a writer that dies again stops the agent (no
 episode may run whose experience cannot be stored) with a fault in its final status, while a trainer
@@ -85,9 +86,10 @@ class RobotAgent:
         self.reporter = StatusReporter(self.status, self.state_dir / STATUS_FILE, logger or NullLogger(),
                                        cfg.status_every_s, notices=self.safe.report)
         self.extra_services = list(services)
+        self.uplink = parts.uplink  # stopped before the spool closes: it acks there
         self.services: list[Service] = [self.writer, *([self.watcher] if self.watcher else []),
                                         *([self.trainer] if self.trainer else []), *self.extra_services,
-                                        self.reporter]
+                                        *([self.uplink] if self.uplink else []), self.reporter]
         self.episodes = 0
         self.episode_returns: deque[float] = deque(maxlen=1000)
         self.refused_episodes = 0
@@ -197,6 +199,8 @@ class RobotAgent:
         deadline = time.monotonic() + self.cfg.stop_timeout_s
         # the writer feeds the learner: it flushes first, and leaves the others the seconds they may need
         self.writer.stop(deadline - 4.0)
+        if self.uplink is not None:  # after the writer: its drain sends the last chunks too
+            self.uplink.stop(deadline - 3.0)
         self.spool.close()  # releases its lock: the next agent may open the directory
         if self.watcher is not None:
             self.watcher.stop(deadline - 3.0)
@@ -337,6 +341,7 @@ class RobotAgent:
             "services": {s.name: s.health() for s in self.services if s is not self.reporter},
             "damped_episodes": self.loop.damped_episodes, "fault": self.fault, "trainer_pid": self.trainer.process.process.pid if self.trainer else None,
             "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged, "scheduling": self.scheduling,
+            "uplink": self.uplink.status() if self.uplink is not None else {"enabled": False},
         }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from fleet.config import UplinkConfig
 from hardware.profile import HardwareProfile, ProfileError, load_profile, profile_from_config
 from hardware.tasks.config import register_task_schemas
 from robot_agent.safe_driver import SafetyConfig
@@ -61,6 +62,37 @@ class AgentLoggerConfig:
 
 
 @dataclass
+class AgentUplinkConfig(UplinkConfig):
+    """The agent's link to the fleet hub (robot_agent/uplink.py): endpoint, keys and socket options as every
+    robot link has them, and how this agent sends, resends and reconnects. Off unless ``enabled``."""
+
+    enabled: bool = False
+    max_in_flight: int = 256  # chunks sent and not yet answered, whatever the hub's byte credit allows
+    resend_s: float = 10.0  # a chunk unanswered this long is sent again (the hub stores it once)
+    retry_s: float = 0.5  # a chunk nacked NO_CREDIT / STORAGE_FAILED / SHUTTING_DOWN waits this long
+    hello_timeout_s: float = 5.0  # no WELCOME within this: the attempt failed (hub down, key refused)
+    backoff_min_s: float = 0.2  # reconnect delay after a failed attempt: doubling from this ...
+    backoff_max_s: float = 30.0  # ... up to this, each drawn between half and all of it (jitter)
+    missed_heartbeats: int = 5  # the hub silent this many of its heartbeat intervals: reconnect
+    drain_on_stop_s: float = 2.0  # at shutdown, while connected, keep sending and collecting acks this long
+
+    def validate(self, prefix: str = "uplink") -> None:
+        """Raise ValueError naming the key of a wrong value."""
+        checks = {
+            "endpoint": self.endpoint.startswith(("tcp://", "ipc://", "inproc://")),
+            "max_frame_bytes": self.max_frame_bytes > 0, "max_in_flight": self.max_in_flight >= 1,
+            "resend_s": self.resend_s > 0, "retry_s": self.retry_s >= 0, "hello_timeout_s": self.hello_timeout_s > 0,
+            "backoff_min_s": 0 < self.backoff_min_s <= self.backoff_max_s,
+            "missed_heartbeats": self.missed_heartbeats >= 1, "drain_on_stop_s": self.drain_on_stop_s >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{prefix}.{key}: invalid value {getattr(self, key)!r}")
+        self.security.validate(f"{prefix}.security")
+        self.socket.validate(f"{prefix}.socket")
+
+
+@dataclass
 class AgentConfig:
     """One robot unit: what it is, what it runs, where it keeps its state."""
 
@@ -89,11 +121,13 @@ class AgentConfig:
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
     control_priority: int = 0
     seed: int = 0
-    hub_endpoint: str = "tcp://127.0.0.1:5555"  # used once the hub uplink lands
+    uplink: AgentUplinkConfig = field(default_factory=AgentUplinkConfig)  # streams the spool to the fleet hub
 
     def validate(self) -> None:
         """Range checks beyond the schema's types; raise ValueError naming the key."""
         self.safety.validate()
+        if self.uplink.enabled:
+            self.uplink.validate()
         checks = {
             "spool.when_full": self.spool.when_full in ("refuse", "drop_oldest"),
             "spool.quota_mb": self.spool.quota_mb > 0, "spool.segment_mb": self.spool.segment_mb > 0,

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
+from fleet.keys import KeyFileError
 from hardware.action import ActionMap
 from hardware.driver import DriverError, RobotDriver
 from hardware.observation import ObservationLayout
-from hardware.profile import HardwareProfile, load_profile
+from hardware.profile import HardwareProfile, load_profile, profile_hash
 from hardware.tasks import TaskConfig, task_class
 from hardware.tasks.base import Task
 from robot_agent.config import AgentConfig
@@ -26,6 +27,7 @@ from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robo
 from robot_agent.safe_driver import SafeDriver, SafetyConfig
 from robot_agent.spool import Spool, SpoolLockedError
 from robot_agent.trainer_link import TrainerLink
+from robot_agent.uplink import HubUplink
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
 from shared_policy.checkpoint import CheckpointError
 from shared_policy.config import AdapterConfig
@@ -59,6 +61,7 @@ class AgentParts:
     spool: Spool
     trainer: TrainerLink | None  # None: no on-robot learning
     watcher: TrunkWatcher | None  # None: no trunk_dir to watch
+    uplink: HubUplink | None = None  # None: uplink.enabled is false (the spool keeps everything)
 
 
 class AgentBuilder:
@@ -107,17 +110,27 @@ class AgentBuilder:
         a = cfg.adapter
         trainer = (TrainerLink(checkpoint, profile.name, a, self.state_dir / ADAPTER_FILE, adapter_version,
                                trunk_version, seed=cfg.seed) if a.enabled and a.learn else None)
+        runtime = PolicyRuntime(policy, profile.name, trunk_version, adapter, adapter_version)
         return AgentParts(
             cfg=cfg, state_dir=self.state_dir, profile=profile, task=self.task, spec=self.spec, driver=self.driver,
             safe=SafeDriver(self.driver, safety), checkpoint=Path(checkpoint),
-            runtime=PolicyRuntime(policy, profile.name, trunk_version, adapter, adapter_version),
+            runtime=runtime,
             obs_layout=ObservationLayout(profile, profile.observation),
             priv_layout=ObservationLayout(profile, self.task.cfg.privileged_observation),
             action_map=ActionMap(profile),
             spool=spool,
             trainer=trainer,
             watcher=TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None,
+            uplink=self._uplink(spool, runtime) if cfg.uplink.enabled else None,
         )
+
+    def _uplink(self, spool: Spool, runtime: PolicyRuntime) -> HubUplink:
+        cfg = self.cfg
+        try:
+            return HubUplink(cfg.uplink, spool, cfg.robot_id, self.profile.name, profile_hash(self.profile),
+                             versions=lambda: (runtime.trunk_version, runtime.adapter_version), seed=cfg.seed)
+        except KeyFileError as exc:
+            raise AgentStartupError(f"uplink.security.keys_dir: {exc}") from exc
 
     # -- start-up checks -----------------------------------------------------------------------------
     def _check_driver(self) -> None:

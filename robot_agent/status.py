@@ -107,8 +107,11 @@ def status_line(s: dict[str, Any]) -> str:
     ret = s.get("mean_return_last_20")
     safety = sum(s.get("safety", {}).values())
     problems = "".join(f" | {p}" for p in unhealthy(s))
+    up = s.get("uplink") or {}
+    hub = (f" | hub {'up' if up['connected'] else 'DOWN'} ({up['in_flight']} in flight, {up['acked']} acked)"
+           if up.get("enabled") else "")
     return (f"[agent {s['robot_id']}] {s['rate_hz']:.1f} Hz | misses {s['deadline_misses']} "
             f"({100 * s['miss_rate']:.2f}%) | inference p99 {s.get('inference_p99_ms', float('nan')):.2f} ms | "
             f"ep {s['episodes']} return {ret if ret is None else round(ret, 1)} | trunk v{s['trunk_version']} | "
             f"adapter v{s['adapter_version']} ({s['adapter_updates']} updates) | spool {s['spool_depth']} chunks | "
-            f"safety {safety}{' | E-STOP' if s['estop'] else ''}{problems}")
+            f"safety {safety}{hub}{' | E-STOP' if s['estop'] else ''}{problems}")

@@ -75,10 +75,27 @@ def test_wrong_hardware_value_exits_non_zero_naming_the_key(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_unbuilt_hub_validates_config_and_says_so(tmp_path):
-    res = run("fleet-hub", cwd=tmp_path)
-    assert res.returncode == 3
-    assert "config OK" in res.stderr and "not built yet" in res.stderr
+def test_hub_without_keys_refuses_to_start_and_says_how_to_make_them(tmp_path):
+    res = run("fleet-hub", f"storage_dir={tmp_path}/data", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "security.keys_dir" in res.stderr and "fleet-keys init fleet_keys" in res.stderr
+
+
+@pytest.mark.timeout(120)
+def test_hub_with_keys_starts_says_how_it_listens_and_stops_by_itself_after_run_for_s(tmp_path):
+    assert run("fleet-keys", "init", "keys", cwd=tmp_path).returncode == 0
+    res = run("fleet-hub", "security.keys_dir=keys", "storage_dir=data", "bind=tcp://127.0.0.1:*", "run_for_s=1",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "listening on tcp://127.0.0.1:" in res.stdout and "CURVE (keys keys, 0 robots enrolled)" in res.stdout
+    assert "fleet-hub: stopped" in res.stdout and (tmp_path / "data" / "experience.sqlite").is_file()
+
+
+@pytest.mark.timeout(120)
+def test_hub_status_without_a_registry_exits_1_and_says_why(tmp_path):
+    res = run("fleet-hub", "status", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert res.returncode == 1
+    assert "no registry" in res.stderr
 
 
 @pytest.mark.timeout(120)

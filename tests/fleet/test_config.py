@@ -31,7 +31,10 @@ def test_storage_settings_compose_with_their_defaults_and_overrides():
 @pytest.mark.parametrize("override,key", [("store_group_chunks=0", "store_group_chunks"),
                                           ("store_group_wait_ms=-1", "store_group_wait_ms"),
                                           ("parquet_file_mb=0", "parquet_file_mb"),
-                                          ("parquet_roll_s=-5", "parquet_roll_s")])
+                                          ("parquet_roll_s=-5", "parquet_roll_s"),
+                                          ("credit_bytes=0", "credit_bytes"), ("heartbeat_ms=5", "heartbeat_ms"),
+                                          ("dead_after_heartbeats=0", "dead_after_heartbeats"),
+                                          ("registry_every_s=0", "registry_every_s")])
 def test_wrong_storage_value_is_refused_naming_its_key(override, key):
     with pytest.raises(ValueError, match=f"^{key}: invalid value"):
         _hub(override).validate()

@@ -44,3 +44,17 @@ def test_a_wrong_profile_value_is_refused_naming_the_key(hydra_dir):
 
 def test_a_name_still_selects_a_shipped_profile():
     assert selected_profile("go2_like") == load_profile("go2_like")
+
+
+def test_uplink_overrides_compose_into_the_agents_uplink_config(hydra_dir):
+    from omegaconf import OmegaConf
+
+    from robot_agent.config import AgentUplinkConfig
+
+    cfg = compose("agent", overrides=["checkpoint=/c", "uplink.enabled=true", "uplink.endpoint=tcp://127.0.0.1:7000",
+                                      "uplink.security.keys_dir=/etc/robot_keys", "uplink.resend_s=3"])
+    up = OmegaConf.to_object(cfg).uplink
+    assert isinstance(up, AgentUplinkConfig) and up.enabled and up.endpoint == "tcp://127.0.0.1:7000"
+    assert up.security.mode == "curve" and up.security.keys_dir == "/etc/robot_keys" and up.resend_s == 3
+    up.validate()
+    assert not OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c"])).uplink.enabled  # off by default

@@ -1,0 +1,387 @@
+"""The hub's ingest loop: one ROUTER socket, every robot's chunks into the store, acks only after the fsync.
+
+One thread runs :meth:`HubServer.run`: it polls the socket and a wake-up pipe (never blocking without a
+deadline), decodes and checks each message, binds it to its robot (CURVE key, per message), queues chunks to the
+store's :class:`~fleet.store.GroupWriter` within each robot's byte credit, and acks a chunk only when the commit
+of its group has returned (the writer's thread fsyncs; its futures wake this loop through the pipe). It also
+heartbeats every robot, declares silent ones dead, and writes the fleet registry. The conversation is in
+docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from fleet.config import HubConfig
+from fleet.hub_session import RobotSession, now_us
+from fleet.keys import HubSecurity
+from fleet.protocol import (
+    PROTOCOL_VERSION,
+    UPLINK,
+    Ack,
+    AdapterUpload,
+    Chunk,
+    Error,
+    ErrorCode,
+    Heartbeat,
+    Hello,
+    Limits,
+    Message,
+    Nack,
+    ProtocolError,
+    TrunkFetch,
+    Welcome,
+    decode,
+)
+from fleet.record import RecordError, verify_record
+from fleet.registry import CUT, DEAD, REGISTRY_FILE, FleetRegistry
+from fleet.sockets import Delivery, hub_socket, route_frames
+from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
+
+log = logging.getLogger(__name__)
+
+RECV_BATCH = 256  # messages taken per poll before acks and timers get their turn
+MAX_POLL_MS = 100  # the loop looks at its stop flag at least this often
+UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that never said who it is
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+class HubServer:
+    """The hub: ROUTER loop, per-robot sessions, store writer and registry (module docstring). Construct, then
+    ``run()`` in one thread; ``request_stop()`` from any thread (a signal handler) ends it gracefully."""
+
+    def __init__(self, cfg: HubConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.limits = Limits.for_frames(cfg.max_frame_bytes)
+        self.storage = Path(cfg.storage_dir)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.store = ExperienceStore(self.storage / STORE_FILE)  # first: a corrupt store stops the start unbound
+        self.ctx = zmq.Context()
+        self.security: HubSecurity | None = None
+        self.sock: zmq.Socket | None = None
+        try:
+            self.security = HubSecurity(self.ctx, cfg.security)
+            self.sock = hub_socket(self.ctx, cfg, self.security)
+        except BaseException:
+            self._close_sockets()
+            self.store.close()
+            raise
+        self.endpoint = self.sock.last_endpoint.decode()
+        self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000)
+        self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
+                                       "storage": str(self.storage.resolve()), "running": True})
+        self.registry_path = self.storage / REGISTRY_FILE
+        self.sessions: dict[str, RobotSession] = {}
+        self.by_route: dict[bytes, str] = {}  # live connection -> its robot
+        self.refused: Counter[str] = Counter()  # messages refused, by code
+        self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
+        self._written: deque[tuple[str, str, Future]] = deque()  # commits done, for the loop to answer
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = threading.Event()
+        self._stopping = False
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- life ------------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """End ``run``: new chunks are refused SHUTTING_DOWN, queued ones committed and acked, then it returns."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until ``request_stop``; always closes the socket, the writer and the store."""
+        until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
+        try:
+            self._serve(lambda: self._stop.is_set() or time.monotonic() >= until)
+            self._stopping = True
+            end = time.monotonic() + self.cfg.stop_timeout_s
+            self._serve(lambda: not any(s.in_flight for s in self.sessions.values()) or time.monotonic() > end)
+        finally:
+            self._close(self.cfg.stop_timeout_s)
+
+    def _serve(self, done: Any) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        beat_s, every_s = self.cfg.heartbeat_ms / 1000, self.cfg.registry_every_s
+        next_beat = next_registry = time.monotonic()
+        while not done():
+            wait = min(next_beat, next_registry) - time.monotonic()
+            events = dict(poller.poll(max(0, min(MAX_POLL_MS, int(wait * 1000) + 1))))
+            if self.sock in events:
+                self._receive_batch()
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 1 << 16)
+                except BlockingIOError:
+                    pass
+            self._answer_commits()
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat(now)
+                next_beat = now + beat_s
+            if now >= next_registry:
+                self.write_registry()
+                next_registry = now + every_s
+
+    def _close(self, timeout: float) -> None:
+        self.writer.close(timeout)
+        self._answer_commits()  # what committed while the writer closed is acked before the socket goes
+        self.registry.hub["running"] = False
+        self.write_registry()
+        self._close_sockets()
+        self.store.close()
+        if self.writer.pending == 0:  # else a commit still running would write to a closed (or reused) fd
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        else:
+            log.error("%d chunks were still committing at exit: not acked, so robots resend them", self.writer.pending)
+
+    def _close_sockets(self) -> None:
+        if self.sock is not None:
+            self.sock.close(self.cfg.socket.linger_ms)
+        if self.security is not None:
+            self.security.close()
+        self.ctx.term()
+
+    def write_registry(self) -> None:
+        """Write ``registry.json`` now (the loop does it every ``registry_every_s``)."""
+        for robot, s in self.sessions.items():
+            rec = self.registry.record(robot)
+            rec.credit, rec.in_flight_bytes = s.highest_credit, s.in_flight_bytes
+            rec.peak_in_flight_bytes = s.peak_in_flight_bytes
+        w = self.writer
+        self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
+                                 largest_group=w.largest_group, refused=dict(self.refused),
+                                 acks_dropped=self.acks_dropped, stopping=self._stopping)
+        try:
+            self.registry.write(self.registry_path)
+        except OSError as exc:  # a status file must not stop ingest
+            log.warning("could not write %s: %s", self.registry_path, exc)
+
+    # -- receiving -------------------------------------------------------------------------------------------
+    def _receive_batch(self) -> None:
+        for _ in range(RECV_BATCH):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) >= 2:  # a ROUTER prefixes the routing id
+                self._handle(frames[0].bytes, frames[1:])
+
+    def _handle(self, route: bytes, body: list[zmq.Frame]) -> None:
+        try:  # the key first: a revoked robot is refused before its payload is hashed
+            ident = self.security.senders.identity_of(body[0])
+        except ProtocolError as exc:
+            self._cut(route, exc)
+            return
+        try:
+            msg = decode(body, self.limits, UPLINK)
+            robot = self.security.check_sender(msg.robot_id, body[0])
+            bound = self.by_route.get(route)
+            if bound is not None and bound != robot:  # plain text: a connection is the robot its HELLO named
+                raise ProtocolError(ErrorCode.IDENTITY_MISMATCH, f"this connection is robot {bound!r}'s, not "
+                                    f"{robot!r}'s")
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.UNKNOWN_KEY:  # revoked between the two looks
+                self._cut(route, exc)
+            else:
+                self._refuse(route, ident, exc)
+            return
+        if isinstance(msg, Hello):
+            self._hello(route, msg)
+            return
+        session = self.sessions.get(robot)
+        if session is None or session.routing_id != route:
+            self._refuse(route, robot, ProtocolError(ErrorCode.HELLO_REQUIRED, f"{msg.TYPE} before HELLO on this "
+                                                     "connection: send HELLO, then resend what is unacked"))
+            return
+        session.last_heard = time.monotonic()
+        self.registry.record(robot).last_seen = time.time()
+        if isinstance(msg, Chunk):
+            self._chunk(session, msg)
+        elif isinstance(msg, Heartbeat):
+            self.registry.heartbeat(msg, session.heard_heartbeat(msg, now_us()), time.time())
+        elif isinstance(msg, TrunkFetch):  # trunk distribution is not served yet: the hub holds no trunk
+            self._reply_error(session, ErrorCode.UNKNOWN_TRUNK, f"trunk v{msg.trunk_version}: this hub holds no "
+                              "trunk (its WELCOME said trunk_version 0)")
+        elif isinstance(msg, AdapterUpload):
+            self._reply_error(session, ErrorCode.UNEXPECTED_TYPE, "adapter_upload is not served by this hub yet")
+        elif isinstance(msg, Error):
+            self._note(robot, f"robot-error-{msg.code}", "robot %s says %s: %s", robot, msg.code, msg.text)
+
+    def _hello(self, route: bytes, msg: Hello) -> None:
+        robot = msg.robot_id
+        session = self.sessions.get(robot)
+        if session is None:
+            session = self.sessions[robot] = RobotSession(robot)
+        if session.routing_id is not None and session.routing_id != route:
+            self.by_route.pop(session.routing_id, None)  # a reconnect: the old connection is over
+        self.by_route[route] = robot
+        session.connect(route, self.cfg.credit_bytes, time.monotonic())
+        self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
+        log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
+                 msg.spool_depth)
+        self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
+                                    trunk_version=0, heartbeat_ms=self.cfg.heartbeat_ms,
+                                    max_message_bytes=self.limits.max_message_bytes))
+
+    def _chunk(self, session: RobotSession, msg: Chunk) -> None:
+        cid, size = msg.chunk_id, msg.size
+        if cid in session.in_flight:  # a resend of a chunk still in the store's queue: its ack is coming
+            return
+        code, text = None, ""
+        if self._stopping:
+            code, text = ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting"
+        elif not session.may_take(size):
+            code, text = ErrorCode.NO_CREDIT, (f"{session.in_flight_bytes} bytes in flight + {size} exceed the "
+                                               f"credit of {session.highest_credit}")
+        else:
+            try:  # the record's own digest, and that it is this chunk of this robot
+                header = verify_record(msg.payload, cid)
+                if header.get("robot_id") != session.robot_id:
+                    code, text = ErrorCode.IDENTITY_MISMATCH, f"record of robot {header.get('robot_id')!r:.70}"
+            except RecordError as exc:
+                code, text = ErrorCode.BAD_RECORD, str(exc)
+        if code is None:
+            try:
+                fut = self.writer.submit(msg.payload)
+            except StoreError as exc:
+                code, text = ErrorCode.STORAGE_FAILED, str(exc)
+            else:
+                session.take(cid, size)
+                fut.add_done_callback(partial(self._committed, session.robot_id, cid))
+                return
+        self._nack(session, cid, code, text)
+
+    # -- answering -------------------------------------------------------------------------------------------
+    def _committed(self, robot: str, chunk_id: str, fut: Future) -> None:
+        """Runs on the writer's thread: hand the result to the loop and wake it."""
+        self._written.append((robot, chunk_id, fut))
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
+
+    def _answer_commits(self) -> None:
+        acks: dict[str, tuple[list[str], list[str]]] = {}
+        now = time.time()
+        while self._written:
+            robot, cid, fut = self._written.popleft()
+            session = self.sessions[robot]
+            size = session.in_flight.get(cid, 0)
+            session.release(cid)
+            rec = self.registry.record(robot)
+            try:
+                result = fut.result()
+            except StoreError as exc:
+                self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(exc))
+                continue
+            stored, dup = acks.setdefault(robot, ([], []))
+            if result.status == STORED:
+                stored.append(cid)
+                rec.chunks_in += 1
+                rec.bytes_in += size
+                rec.last_chunk_at = now
+            elif result.status == DUPLICATE:
+                dup.append(cid)
+                rec.duplicates += 1
+            else:
+                self._nack(session, cid, ErrorCode.BAD_RECORD, result.reason)
+        n = self.limits.max_ids
+        for robot, (stored, dup) in acks.items():
+            session = self.sessions[robot]
+            for i in range(0, max(len(stored), len(dup)), n):
+                ack = Ack(robot_id=robot, seq=session.next_seq(), stored=stored[i:i + n], duplicate=dup[i:i + n])
+                if self._send(session, ack) == Delivery.FULL:
+                    self.acks_dropped += 1
+
+    def _nack(self, session: RobotSession, chunk_id: str, code: ErrorCode, text: str) -> None:
+        self.registry.record(session.robot_id).nacks += 1
+        self.refused[code] += 1
+        self._note(session.robot_id, code, "robot %s: chunk %s refused %s: %s", session.robot_id, chunk_id, code, text)
+        self._send(session, Nack(robot_id=session.robot_id, seq=session.next_seq(), chunk_id=chunk_id, reason=code,
+                                 text=_printable(text, self.limits.max_text)))
+
+    def _reply_error(self, session: RobotSession, code: ErrorCode, text: str) -> None:
+        self.registry.record(session.robot_id).errors += 1
+        self.refused[code] += 1
+        self._send(session, Error(robot_id=session.robot_id, seq=session.next_seq(), code=code,
+                                  text=_printable(text, self.limits.max_text)))
+
+    def _refuse(self, route: bytes, ident: str | None, exc: ProtocolError) -> None:
+        """Answer a refused message on its connection: NACK a chunk of a welcomed robot, else ERROR."""
+        robot = self.by_route.get(route) or ident
+        session = self.sessions.get(robot) if robot else None
+        if session is not None and session.routing_id == route:
+            if exc.chunk_id is not None:
+                self._nack(session, exc.chunk_id, exc.code, exc.text)
+            else:
+                self._reply_error(session, exc.code, exc.text)
+            return
+        self.refused[exc.code] += 1
+        if robot is not None:
+            self.registry.record(robot).errors += 1
+        self._note(robot or UNKNOWN_ROBOT, exc.code, "refused a message from %s: %s", robot or "an unnamed peer", exc)
+        err = Error(robot_id=robot or UNKNOWN_ROBOT, seq=0, code=exc.code, text=_printable(exc.text, self.limits.max_text))
+        route_frames(self.sock, route, err.encode())
+
+    def _cut(self, route: bytes, exc: ProtocolError) -> None:
+        """An unknown or revoked key: nothing goes back, and a connection it had is over."""
+        self.refused[exc.code] += 1
+        robot = self.by_route.pop(route, None)
+        if robot is not None:
+            self.sessions[robot].disconnect()
+            self.registry.record(robot).state = CUT
+            log.warning("robot %s cut off: %s", robot, exc.text)
+
+    def _send(self, session: RobotSession, msg: Message) -> Delivery | None:
+        if session.routing_id is None:
+            return None  # disconnected: it resends what it misses after it reconnects
+        delivery = route_frames(self.sock, session.routing_id, msg.encode())
+        if delivery == Delivery.GONE:
+            self.by_route.pop(session.routing_id, None)
+            session.disconnect()
+        return delivery
+
+    def _note(self, robot: str, what: str, fmt: str, *args: Any) -> None:
+        """Log the first of a kind per robot as a warning, the rest at debug (a fuzzing peer floods nothing)."""
+        key = (robot, str(what))
+        if key in self._warned or len(self._warned) > 10_000:
+            log.debug(fmt, *args)
+        else:
+            self._warned.add(key)
+            log.warning(fmt, *args)
+
+    # -- timers ----------------------------------------------------------------------------------------------
+    def _beat(self, now: float) -> None:
+        """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead."""
+        limit = self.cfg.dead_after_heartbeats * self.cfg.heartbeat_ms / 1000
+        t = now_us()
+        for session in self.sessions.values():
+            if not session.connected:
+                continue
+            if now - session.last_heard > limit:
+                self.by_route.pop(session.routing_id, None)
+                session.disconnect()
+                self.registry.record(session.robot_id).state = DEAD
+                log.warning("robot %s is dead: silent for %.1f s", session.robot_id, now - session.last_heard)
+                continue
+            echo, delay = session.echo(t)
+            self._send(session, Heartbeat(robot_id=session.robot_id, seq=session.next_seq(), t_us=t, echo_us=echo,
+                                          echo_delay_us=delay, spool_depth=0, spool_bytes=0, trunk_version=0,
+                                          adapter_version=0))

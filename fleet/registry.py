@@ -1,0 +1,152 @@
+"""The fleet registry: what the hub knows about each robot, written to ``<storage_dir>/registry.json``.
+
+The hub's socket loop owns it (no locks: one thread writes it) and updates it as messages arrive; every
+``registry_every_s`` it writes a snapshot atomically (temp file + rename, no fsync: it is a status report, rebuilt
+from live traffic after a restart), which ``fleet-hub status DIR`` prints as a table. Counters start at zero
+when the hub starts; the store holds the durable totals (``ExperienceStore.counts``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.protocol import Heartbeat, Hello
+
+REGISTRY_FILE = "registry.json"
+ALIVE, DEAD, CUT = "alive", "dead", "cut"  # cut: its key was revoked (or it broke identity) while connected
+
+
+@dataclass
+class RobotRecord:
+    """One robot as the hub sees it. Times are Unix seconds (hub clock); 0 = never."""
+
+    robot_id: str
+    state: str = ALIVE
+    hardware: str = ""
+    profile_hash: str = ""
+    agent_version: str = ""
+    protocol: int = 0  # the protocol version of its HELLO
+    trunk_version: int = 0
+    adapter_version: int = 0
+    connections: int = 0  # HELLOs accepted: each reconnect counts
+    connected_since: float = 0.0
+    last_seen: float = 0.0  # any message
+    last_heartbeat: float = 0.0
+    rtt_ms: float | None = None  # from its echo of the hub's heartbeat
+    spool_depth: int = 0  # chunks waiting on the robot, as it last reported
+    spool_bytes: int = 0
+    chunks_in: int = 0  # stored for the first time
+    bytes_in: int = 0
+    duplicates: int = 0  # resends of stored chunks (acked again, stored once)
+    nacks: int = 0
+    errors: int = 0  # messages refused with an ERROR (malformed, unknown type, identity, ...)
+    last_chunk_at: float = 0.0  # when its newest chunk was received
+    credit: int = 0
+    in_flight_bytes: int = 0  # chunk bytes queued to the store and not yet acked
+    peak_in_flight_bytes: int = 0  # the most ever queued at once (at most its credit, or one larger chunk)
+
+
+class FleetRegistry:
+    """Robot id -> RobotRecord, updated by the hub loop; ``snapshot`` / ``write`` for ``fleet-hub status``."""
+
+    def __init__(self, hub: dict[str, Any] | None = None):
+        self.robots: dict[str, RobotRecord] = {}
+        self.hub = dict(hub or {})  # bind, security, storage, pid: printed above the table
+
+    def record(self, robot_id: str) -> RobotRecord:
+        """The record of ``robot_id`` (made on first use)."""
+        rec = self.robots.get(robot_id)
+        if rec is None:
+            rec = self.robots[robot_id] = RobotRecord(robot_id)
+        return rec
+
+    def hello(self, msg: Hello, protocol: int, credit: int, now: float) -> None:
+        """A robot (re)connected with this HELLO."""
+        rec = self.record(msg.robot_id)
+        rec.state, rec.hardware, rec.profile_hash, rec.agent_version = ALIVE, msg.hardware, msg.profile_hash, \
+            msg.agent_version
+        rec.protocol, rec.credit = protocol, credit
+        rec.connections += 1
+        rec.connected_since = rec.last_seen = now
+        self._robot_state(rec, msg)
+
+    def heartbeat(self, msg: Heartbeat, rtt_s: float | None, now: float) -> None:
+        """A robot's heartbeat: its spool and versions, and the RTT its echo gave."""
+        rec = self.record(msg.robot_id)
+        rec.last_heartbeat = now
+        if rtt_s is not None:
+            rec.rtt_ms = round(rtt_s * 1e3, 3)
+        self._robot_state(rec, msg)
+
+    @staticmethod
+    def _robot_state(rec: RobotRecord, msg: Hello | Heartbeat) -> None:
+        rec.spool_depth, rec.spool_bytes = msg.spool_depth, msg.spool_bytes
+        rec.trunk_version, rec.adapter_version = msg.trunk_version, msg.adapter_version
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The registry as plain data: the hub's fields and, per robot, its record plus ``lag_s`` (seconds since
+        its newest chunk arrived, None before the first) and ``silent_s`` (since its last message)."""
+        now = time.time() if now is None else now
+        robots = {}
+        for rid, rec in sorted(self.robots.items()):
+            d = asdict(rec)
+            d["lag_s"] = round(now - rec.last_chunk_at, 3) if rec.last_chunk_at else None
+            d["silent_s"] = round(now - rec.last_seen, 3) if rec.last_seen else None
+            robots[rid] = d
+        return {"time": now, "hub": self.hub, "robots": robots}
+
+    def write(self, path: Path, now: float | None = None) -> None:
+        """Replace ``path`` with the snapshot, atomically (a reader sees the old file or the new one)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.snapshot(now), indent=1))
+        os.replace(tmp, path)
+
+
+def load_registry(path: Path) -> dict[str, Any]:
+    """A registry snapshot from its file; ValueError saying why it cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no registry (is a hub running with this storage_dir?)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable registry ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("robots"), dict):
+        raise ValueError(f"{path}: not a fleet registry")
+    return data
+
+
+_COLUMNS = (  # header, key, format
+    ("ROBOT", "robot_id", "{}"), ("STATE", "state", "{}"), ("HARDWARE", "hardware", "{}"),
+    ("TRUNK", "trunk_version", "v{}"), ("ADAPTER", "adapter_version", "v{}"), ("RTT_MS", "rtt_ms", "{:.1f}"),
+    ("SILENT_S", "silent_s", "{:.1f}"), ("SPOOL", "spool_depth", "{}"), ("CHUNKS_IN", "chunks_in", "{}"),
+    ("MB_IN", "bytes_in", "{:.1f}"), ("DUP", "duplicates", "{}"), ("NACK", "nacks", "{}"), ("ERR", "errors", "{}"),
+    ("IN_FLIGHT_KB", "in_flight_bytes", "{:.0f}"), ("LAG_S", "lag_s", "{:.1f}"),
+)
+
+
+def _cell(key: str, fmt: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "bytes_in":
+        value = value / 2**20
+    elif key == "in_flight_bytes":
+        value = value / 2**10
+    return fmt.format(value)
+
+
+def format_table(snapshot: dict[str, Any]) -> str:
+    """The registry as an aligned text table, one robot a line, under a line about the hub."""
+    hub = snapshot.get("hub", {})
+    age = time.time() - float(snapshot.get("time", 0))
+    head = (f"hub pid {hub.get('pid', '?')} on {hub.get('bind', '?')} ({hub.get('security', '?')}), storage "
+            f"{hub.get('storage', '?')}; registry written {age:.1f} s ago; {len(snapshot['robots'])} robots")
+    rows = [[h for h, _, _ in _COLUMNS]]
+    rows += [[_cell(k, f, r.get(k)) for _, k, f in _COLUMNS] for r in snapshot["robots"].values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join([head, *lines])

@@ -1,0 +1,439 @@
+"""The hub over real sockets on 127.0.0.1: the protocol round trip, acks only after the commit, dedupe, credit,
+heartbeats and dead robots, refusals, CURVE identity end to end, and a fuzz run against a real fleet-hub process."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+
+import msgpack
+import numpy as np
+import pytest
+
+from fleet.keys import enrol, init_hub, revoke
+from fleet.protocol import Chunk, ErrorCode, Heartbeat, Welcome
+from fleet.registry import format_table, load_registry
+from tests.fleet.chunks import agent_record
+from tests.fleet.hub_client import (
+    BIN,
+    BareRobot,
+    ThreadHub,
+    free_port,
+    hub_config,
+    kill_group,
+    rss_kb,
+    start_hub_process,
+    stored_ids,
+    wait_until,
+)
+from tests.fleet.test_protocol import _mutant
+
+EPOCH = "0123456789abcdef"
+
+
+def cid(robot: str, seq: int) -> str:
+    return f"{robot}-{EPOCH}-{seq:010d}"
+
+
+def record(robot: str, seq: int, steps: int = 20) -> bytes:
+    return agent_record(np.random.default_rng(seq), robot, seq, EPOCH, episode=seq // 10, steps=steps)
+
+
+@pytest.fixture
+def plain_hub(tmp_path):
+    hubs = []
+
+    def make(**kw):
+        hubs.append(ThreadHub(hub_config(tmp_path / "hub", **kw)))
+        return hubs[-1]
+
+    yield make
+    for h in hubs:
+        h.stop()
+
+
+@pytest.fixture
+def robots():
+    made = []
+
+    def make(endpoint, robot_id, keys_dir=None):
+        made.append(BareRobot(endpoint, robot_id, keys_dir))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    keys = tmp_path / "keys"
+    init_hub(keys)
+    for robot in ("unit-0", "unit-1", "unit"):
+        enrol(keys, robot)
+    return keys
+
+
+# --- the round trip ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_is_acked_stored_once_and_its_resend_is_acked_as_duplicate(plain_hub, robots, tmp_path):
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    welcome = robot.welcome()
+    assert welcome.credit == hub.cfg.credit_bytes and welcome.heartbeat_ms == hub.cfg.heartbeat_ms
+    assert welcome.trunk_version == 0
+    rec = record("unit-0", 1)
+    assert robot.send(robot.chunk(cid("unit-0", 1), rec))
+    assert robot.recv_type("ack").stored == [cid("unit-0", 1)]
+    assert robot.send(robot.chunk(cid("unit-0", 1), rec))
+    ack = robot.recv_type("ack")
+    assert ack.stored == [] and ack.duplicate == [cid("unit-0", 1)]
+    assert stored_ids(tmp_path / "hub") == [cid("unit-0", 1)]
+    assert hub.server.store.get(cid("unit-0", 1)) == rec  # the very bytes the robot sent
+
+
+@pytest.mark.timeout(60)
+def test_no_ack_ever_precedes_its_chunk_being_in_the_sqlite_file(plain_hub, robots, tmp_path):
+    # a commit group stays open 300 ms for more chunks: an ack sent before its commit would find nothing on disk
+    hub = plain_hub(store_group_chunks=1000, store_group_wait_ms=300.0)
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    sent = [cid("unit-0", s) for s in range(1, 81)]
+    for s in range(1, 81):
+        assert robot.send(robot.chunk(cid("unit-0", s), record("unit-0", s)))
+    acked: list[str] = []
+    while len(acked) < len(sent):
+        ack = robot.recv_type("ack")
+        assert ack is not None, f"only {len(acked)} of {len(sent)} acked"
+        on_disk = set(stored_ids(tmp_path / "hub"))  # another connection, right after the ack arrived
+        assert set(ack.stored) <= on_disk
+        acked += ack.stored
+    assert sorted(acked) == sent
+    assert hub.server.writer.groups < len(sent)  # group commit: fewer fsyncs than chunks
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_record_is_nacked_and_costs_only_itself(plain_hub, robots, tmp_path):
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    good, bad = record("unit-0", 1), bytearray(record("unit-0", 2))
+    bad[len(bad) // 2] ^= 0x40  # the record's own digest fails; the wire digest is computed over these bytes
+    assert robot.send(robot.chunk(cid("unit-0", 2), bytes(bad)))
+    assert robot.send(robot.chunk(cid("unit-0", 1), good))
+    nack = robot.recv_type("nack")
+    assert nack.chunk_id == cid("unit-0", 2) and nack.reason == ErrorCode.BAD_RECORD
+    assert robot.recv_type("ack").stored == [cid("unit-0", 1)]
+    # a valid record of another chunk under this chunk's id is not this chunk
+    assert robot.send(robot.chunk(cid("unit-0", 3), record("unit-0", 4)))
+    assert robot.recv_type("nack").reason == ErrorCode.BAD_RECORD
+    assert stored_ids(tmp_path / "hub") == [cid("unit-0", 1)]
+    assert hub.server.registry.record("unit-0").nacks == 2
+
+
+# --- refusals ---------------------------------------------------------------------------------------------
+
+
+def raw(header: dict, *data: bytes) -> list[bytes]:
+    return [msgpack.packb(header), *data]
+
+
+@pytest.mark.timeout(60)
+def test_refusals_say_why_hello_required_version_unknown_and_unexpected_type(plain_hub, robots):
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    err = robot.recv_type("error")
+    assert err.code == ErrorCode.HELLO_REQUIRED
+    hello = {"v": 2, "type": "hello", "robot_id": "unit-0", "seq": 1, "future_field": 1}
+    assert robot.send(raw(hello))
+    err = robot.recv_type("error")
+    assert err.code == ErrorCode.VERSION_UNSUPPORTED and "v2" in err.text and "v1" in err.text
+    robot.welcome()
+    assert robot.send(raw({"v": 1, "type": "teleport", "robot_id": "unit-0", "seq": 3}))
+    assert robot.recv_type("error").code == ErrorCode.UNKNOWN_TYPE
+    welcome_up = Welcome(robot_id="unit-0", seq=4, credit=1, trunk_version=0, heartbeat_ms=100, max_message_bytes=1)
+    assert robot.send(welcome_up.encode())
+    assert robot.recv_type("error").code == ErrorCode.UNEXPECTED_TYPE
+    assert robot.send(raw({"v": 1, "type": "trunk_fetch", "robot_id": "unit-0", "seq": 5, "trunk_version": 1,
+                           "offset": 0, "length": 10}))
+    assert robot.recv_type("error").code == ErrorCode.UNKNOWN_TRUNK
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    assert robot.recv_type("ack").stored == [cid("unit-0", 1)]  # refusals cost the connection nothing
+
+
+@pytest.mark.timeout(60)
+def test_plaintext_binds_a_connection_to_the_robot_its_hello_named(plain_hub, robots, tmp_path):
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    as_other = robot.chunk(cid("unit-1", 1), record("unit-1", 1), robot_id="unit-1")
+    assert robot.send(as_other)
+    err = robot.recv_type("error")
+    assert err.code == ErrorCode.IDENTITY_MISMATCH and "unit-0" in err.text
+    assert stored_ids(tmp_path / "hub") == []
+
+
+# --- credit -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_a_robot_ignoring_credit_gets_no_credit_and_the_hub_never_queues_more_than_the_credit(plain_hub, robots,
+                                                                                            tmp_path):
+    recs = {s: record("unit-0", s) for s in range(1, 31)}
+    credit = 3 * max(len(r) for r in recs.values())
+    # a slow store: each commit group waits 200 ms for more chunks, so the robot's flood finds chunks in flight
+    hub = plain_hub(credit_bytes=credit, store_group_chunks=1000, store_group_wait_ms=200.0)
+    robot = robots(hub.endpoint, "unit-0")
+    assert robot.welcome().credit == credit
+    for s, rec in recs.items():
+        assert robot.send(robot.chunk(cid("unit-0", s), rec))
+    acked, no_credit = set(), set()
+    while len(acked) + len(no_credit) < len(recs):
+        msg = robot.recv()
+        assert msg is not None
+        if msg.TYPE == "ack":
+            acked |= set(msg.stored)
+        elif msg.TYPE == "nack":
+            assert msg.reason == ErrorCode.NO_CREDIT
+            no_credit.add(msg.chunk_id)
+    assert no_credit and acked
+    session = hub.server.sessions["unit-0"]
+    assert session.peak_in_flight_bytes <= credit
+    # the robot resends what was refused, now within its credit (one at a time): all of it is stored
+    for c in sorted(no_credit):
+        assert robot.send(robot.chunk(c, recs[int(c.rsplit("-", 1)[1])]))
+        assert c in robot.recv_type("ack").stored
+    assert sorted(stored_ids(tmp_path / "hub")) == sorted(cid("unit-0", s) for s in recs)
+    assert session.in_flight_bytes == 0 and session.peak_in_flight_bytes <= credit
+
+
+# --- heartbeats and dead robots ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_give_rtt_and_spool_depth_and_a_silent_robot_is_declared_dead(plain_hub, robots, tmp_path):
+    hub = plain_hub(heartbeat_ms=50, dead_after_heartbeats=4, registry_every_s=0.05)
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    beat = robot.recv_type("heartbeat", skip=())
+    assert isinstance(beat, Heartbeat) and beat.t_us > 0
+    assert robot.send(robot.heartbeat(echo_us=beat.t_us, echo_delay_us=0, spool_depth=7))
+    beat2 = robot.recv_type("heartbeat", skip=())
+    assert beat2.echo_us > 0  # the hub echoes the robot's clock back
+    registry = tmp_path / "hub" / "registry.json"
+
+    def robot_entry():
+        return load_registry(registry)["robots"].get("unit-0") if registry.exists() else None
+
+    assert wait_until(lambda: (robot_entry() or {}).get("rtt_ms") is not None)
+    entry = robot_entry()
+    assert entry["spool_depth"] == 7 and entry["rtt_ms"] >= 0 and entry["state"] == "alive"
+    # silence: no heartbeat, no message at all
+    assert wait_until(lambda: robot_entry()["state"] == "dead", 20)
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    assert robot.recv_type("error").code == ErrorCode.HELLO_REQUIRED
+    robot.welcome()  # and a fresh HELLO brings it back
+    assert wait_until(lambda: robot_entry()["state"] == "alive")
+
+
+# --- CURVE identity end to end ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_curve_an_enrolled_robot_streams_an_unknown_key_gets_nothing_and_a_revoked_key_is_cut(tmp_path, keys,
+                                                                                          robots, caplog):
+    from fleet.keys import HUB_PUBLIC, ROBOT_PUBLIC, ROBOT_SECRET, write_key_pair
+
+    hub = ThreadHub(hub_config(tmp_path / "hub", keys))
+    try:
+        robot = robots(hub.endpoint, "unit-0", keys / "robots" / "unit-0")
+        robot.welcome()
+        assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+        assert robot.recv_type("ack").stored == [cid("unit-0", 1)]
+        stranger = tmp_path / "stranger"
+        write_key_pair(stranger, ROBOT_PUBLIC, ROBOT_SECRET)
+        (stranger / HUB_PUBLIC).write_bytes((keys / HUB_PUBLIC).read_bytes())
+        intruder = robots(hub.endpoint, "unit-1", stranger)
+        intruder.send(intruder.hello(), 500)
+        assert intruder.recv(1000) is None  # no handshake, no WELCOME, no error: nothing
+        assert revoke(keys, "unit-0")
+        assert robot.send(robot.chunk(cid("unit-0", 2), record("unit-0", 2)))
+        assert robot.send(robot.hello())
+        assert wait_until(lambda: hub.server.registry.record("unit-0").state == "cut")
+        while robot.recv(200) is not None:  # what the hub sent before the cut (a heartbeat)
+            pass
+        assert robot.send(robot.hello())
+        assert robot.recv(2500) is None  # its open connection gets nothing back any more, not even heartbeats
+        assert stored_ids(tmp_path / "hub") == [cid("unit-0", 1)]
+        again = robots(hub.endpoint, "unit-0", keys / "robots" / "unit-0")  # and a new connection is refused
+        again.send(again.hello(), 500)
+        assert again.recv(1000) is None
+        other = robots(hub.endpoint, "unit-1", keys / "robots" / "unit-1")
+        other.welcome()  # the hub serves everyone else throughout
+    finally:
+        hub.stop()
+
+
+@pytest.mark.timeout(60)
+def test_curve_a_robot_sending_as_another_is_refused_and_nothing_is_stored(tmp_path, keys, robots):
+    hub = ThreadHub(hub_config(tmp_path / "hub", keys))
+    try:
+        robot = robots(hub.endpoint, "unit-1", keys / "robots" / "unit-1")
+        assert robot.send(robot.hello("unit-0"))  # HELLO naming another robot
+        err = robot.recv_type("error")
+        assert err.code == ErrorCode.IDENTITY_MISMATCH and "unit-1" in err.text
+        robot.welcome()
+        victim = record("unit-0", 1)
+        assert robot.send(robot.chunk(cid("unit-0", 1), victim, robot_id="unit-0"))  # header names the victim
+        assert robot.recv_type("error").code == ErrorCode.IDENTITY_MISMATCH
+        assert robot.send(robot.chunk(cid("unit-0", 1), victim))  # the victim's chunk id under its own name
+        nack = robot.recv_type("nack")
+        assert nack.reason == ErrorCode.IDENTITY_MISMATCH
+        # robot "unit" shares the prefix of "unit-0": a record made up as unit-0's under an id starting "unit-"
+        liar = robots(hub.endpoint, "unit", keys / "robots" / "unit")
+        liar.welcome()
+        assert liar.send(liar.chunk(cid("unit-0", 5), record("unit-0", 5)))
+        nack = liar.recv_type("nack")
+        assert nack.reason == ErrorCode.IDENTITY_MISMATCH and "unit-0" in nack.text
+        assert stored_ids(tmp_path / "hub") == []
+    finally:
+        hub.stop()
+
+
+# --- a real fleet-hub process -----------------------------------------------------------------------------
+
+
+def _fuzz_messages(rng: random.Random, n: int) -> list[list[bytes]]:
+    """Random and mutated messages, plus the nasty kinds by name."""
+    good = Chunk.of("unit-0", 1, cid("unit-0", 99), record("unit-0", 99))
+    other = Chunk.of("unit-1", 1, cid("unit-1", 7), record("unit-1", 7))
+    header = msgpack.unpackb(good.encode()[0])
+    named = [
+        [good.encode()[0]],  # truncated multipart: the data frame missing
+        [msgpack.packb({**header, "sha256": "0" * 64}), good.payload],  # bad digest
+        [msgpack.packb({**header, "size": header["size"] + 1}), good.payload],  # size mismatch
+        [msgpack.packb({**header, "v": 9}), good.payload],  # newer protocol
+        [msgpack.packb({**header, "seq": float("nan")}), good.payload],  # NaN where an integer goes
+        [msgpack.packb({**header, "schema": 7}), good.payload],  # unknown record format
+        [msgpack.packb({**header, "size": [1, 2]}), good.payload],  # wrong shape
+        [msgpack.packb({**header, "chunk_id": b"\xff\x00"}), good.payload],  # wrong dtype
+        other.encode(),  # a valid chunk of another robot, replayed
+        [msgpack.packb({**header, "robot_id": "unit-1"}), good.payload],  # header renamed to another robot
+        [b"\x00" * 70_000],  # header over its size limit
+        [],
+    ]
+    out = []
+    for i in range(n):
+        out.append(named[i % len(named)] if i % 5 == 0 else _mutant(rng))
+    return [m for m in out if m]
+
+
+@pytest.mark.timeout(240)
+def test_fuzz_thousands_of_malformed_messages_then_the_hub_still_serves_a_good_robot(tmp_path, keys, robots):
+    port = free_port()
+    proc = start_hub_process(tmp_path, port, "max_frame_bytes=1048576", keys=keys)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    try:
+        fuzzer = robots(endpoint, "unit-0", keys / "robots" / "unit-0")
+        fuzzer.welcome()  # a welcomed robot, so chunk-shaped garbage reaches the chunk path too
+        baseline = rss_kb(proc.pid)
+        rng = random.Random(20261202)
+        messages = _fuzz_messages(rng, 4000)
+        for frames in messages:
+            assert fuzzer.send(frames)
+        oversize = robots(endpoint, "unit-0", keys / "robots" / "unit-0")
+        oversize.send(Chunk.of("unit-0", 1, cid("unit-0", 1), b"x" * (2 << 20)).encode())  # over MAXMSGSIZE
+        good = robots(endpoint, "unit-1", keys / "robots" / "unit-1")
+        good.welcome()
+        for s in range(1, 21):
+            assert good.send(good.chunk(cid("unit-1", s), record("unit-1", s)))
+        acked = set()
+        while len(acked) < 20:
+            ack = good.recv_type("ack", timeout_ms=20_000, skip=("heartbeat", "credit"))
+            assert ack is not None, f"{len(acked)} of 20 acked after the fuzz"
+            acked |= set(ack.stored)
+        assert proc.poll() is None
+        grown_mb = (rss_kb(proc.pid) - baseline) / 1024
+        assert grown_mb < 64, f"hub memory grew {grown_mb:.0f} MB over the fuzz"
+        stored = set(stored_ids(tmp_path / "hub"))
+        assert {cid("unit-1", s) for s in range(1, 21)} <= stored
+        assert not any(c.startswith("unit-1-") and c not in acked for c in stored)  # nothing of unit-1's forged
+        assert cid("unit-1", 7) in stored  # ... only its own chunk 7, sent by itself
+        refused = wait_until(lambda: load_registry(tmp_path / "hub" / "registry.json")["hub"]["refused"], 10)
+        assert sum(refused.values()) > 1000
+        assert {"MALFORMED", "BAD_DIGEST", "VERSION_UNSUPPORTED", "IDENTITY_MISMATCH", "FRAME_COUNT"} <= set(refused)
+    finally:
+        kill_group(proc)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_the_hub_process_gracefully_and_status_prints_the_registry(tmp_path, robots):
+    port = free_port()
+    proc = start_hub_process(tmp_path, port, "registry_every_s=0.1")
+    try:
+        robot = robots(f"tcp://127.0.0.1:{port}", "unit-0")
+        robot.welcome()
+        for s in range(1, 11):
+            assert robot.send(robot.chunk(cid("unit-0", s), record("unit-0", s)))
+        acked = set()
+        while len(acked) < 10:
+            acked |= set(robot.recv_type("ack").stored)
+
+        def status():
+            return subprocess.run([str(BIN / "fleet-hub"), "status", str(tmp_path / "hub")], capture_output=True,
+                                  text=True, timeout=60)
+
+        res = wait_until(lambda: (r := status()).returncode == 0 and "unit-0" in r.stdout and r, 30)
+        assert res, status().stderr
+        head, row = res.stdout.splitlines()[1:3]
+        assert head.split()[:3] == ["ROBOT", "STATE", "HARDWARE"] and row.split()[:3] == ["unit-0", "alive", "cartpole"]
+        assert row.split()[head.split().index("CHUNKS_IN")] == "10"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "stopped" in "".join(proc.output)
+        res = status()
+        assert res.returncode == 1 and "stopped" in res.stderr and "unit-0" in res.stdout
+        assert sorted(stored_ids(tmp_path / "hub")) == sorted(acked)
+    finally:
+        kill_group(proc)
+
+
+def test_status_table_lists_each_robot_with_its_numbers():
+    snap = {"time": 0, "hub": {"pid": 1, "bind": "tcp://x:1", "security": "curve", "storage": "/d"},
+            "robots": {"unit-0": {"robot_id": "unit-0", "state": "dead", "hardware": "go1_like", "trunk_version": 3,
+                                  "adapter_version": 2, "rtt_ms": 1.25, "silent_s": 12.0, "spool_depth": 40,
+                                  "chunks_in": 5, "bytes_in": 3 * 2**20, "duplicates": 1, "nacks": 0, "errors": 0,
+                                  "in_flight_bytes": 0, "lag_s": None}}}
+    lines = format_table(snap).splitlines()
+    assert lines[1].split()[0] == "ROBOT"
+    assert lines[2].split() == ["unit-0", "dead", "go1_like", "v3", "v2", "1.2", "12.0", "40", "5", "3.0", "1", "0",
+                                "0", "0", "-"]
+
+
+def test_registry_file_is_replaced_atomically_and_is_json(tmp_path):
+    from fleet.registry import FleetRegistry
+
+    reg = FleetRegistry({"pid": 1})
+    reg.record("unit-0").chunks_in = 3
+    path = tmp_path / "registry.json"
+    stop = threading.Event()
+    seen = []
+
+    def reader():
+        while not stop.is_set():
+            if path.exists():
+                seen.append(json.loads(path.read_text())["robots"]["unit-0"]["chunks_in"])
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for _ in range(300):
+        reg.write(path)
+    stop.set()
+    t.join()
+    assert seen and set(seen) == {3}

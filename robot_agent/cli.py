@@ -10,8 +10,9 @@ signal), then flush the spool and stop every part within ``stop_timeout_s``, and
 engages the e-stop. Exit codes: 0 stopped as asked, 2 refused to start, 3 stopped on a fault (the
 spool writer died twice: nothing could be stored), which a service manager restarts.
 
-``robot-agent status`` exits 0 only while the agent runs and every part of it is alive; 1 when there
-is no status, the agent is not running, a part of it is dead or it stopped on a fault.
+``robot-agent status`` exits 0 while the agent runs with every part alive, or after it stopped as asked
+(its final status); 1 when there is no status, a part of it is dead, it stopped on a fault, or it is gone
+without a final status (killed or crashed).
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def control_command(command: str, args: list[str]) -> int:
         print(status_line(s))
         print(json.dumps(s, indent=1))
         problems = unhealthy(s)
-        if s.get("final"):
-            problems.append("the agent has stopped")
+        if s.get("final"):  # stopped as asked: its last status stands (a fault is among the problems)
+            print("robot-agent status: the agent has stopped; this is its final status", file=sys.stderr)
         elif not _process_exists(int(s.get("pid", 0))):
             problems.append(f"the agent (pid {s.get('pid')}) is gone without a final status: it was killed or "
                             f"crashed {time.time() - float(s.get('time', 0)):.0f} s after this status")

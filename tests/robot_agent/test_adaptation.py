@@ -81,11 +81,11 @@ def test_simulated_clock_run_keeps_the_learners_last_update_however_slow_it_is(c
 
 @pytest.mark.timeout(900)
 def test_destructive_adapter_update_is_rolled_back_in_the_agent_the_learner_and_on_disk(reach_checkpoint, tmp_path):
-    # A learner that wrecks the adapter at every update: 100x the default step, which the KL rule may not shrink.
+    # A learner that wrecks the adapter at every update: 1000x the default step, which the KL rule may not shrink.
     # Its updates reach the agent through the trainer process's real path, and each goes on trial.
     state = tmp_path / "unit"
     agent = _run(reach_checkpoint, state, learn=True, episodes=12, steps_per_update=400, guard=True,
-                 guard_episodes=4, learning_rate=0.1, lr_max=0.1, desired_kl=1e6)
+                 guard_episodes=4, learning_rate=1.0, lr_max=1.0, desired_kl=1e6)
     s = agent.status()
     assert s["adapter_updates"] >= 2  # the learner did offer updates...
     # ...yet the unit ends on the version it started with, and nothing was written where a restart looks

@@ -47,6 +47,9 @@ class Budget:
 AGENT = ("robot-agent checkpoint=outputs/<date>/<time>/checkpoints/latest hardware=cartpole task=cartpole_swingup "
          "robot_id=unit-7 state_dir=/var/lib/robot-agent trunk_dir=/var/lib/robot-agent/trunks")
 REACH = "fleet-train task=reach 'hardware=[arm2_planar,arm3_planar,arm7]' iterations=300"
+KEYS_INIT, KEYS_ENROL = "fleet-keys init fleet_keys", "fleet-keys enrol fleet_keys unit-7"
+UPLINK_AGENT = ("robot-agent checkpoint=<dir> hardware=cartpole robot_id=unit-7 state_dir=unit-7 uplink.enabled=true "
+                "uplink.endpoint=tcp://127.0.0.1:5555 uplink.security.keys_dir=fleet_keys/robots/unit-7")
 VAR_LIB = {"/var/lib/robot-agent": "{state}"}  # a robot's path; CI cannot (and must not) write there
 
 # Every README command (continuations joined, comment dropped) -> how this test runs it.
@@ -81,6 +84,15 @@ COMMANDS: dict[str, Budget] = {
     "robot-agent estop /var/lib/robot-agent": Budget(replace=VAR_LIB, needs=(AGENT,), expect=("e-stop engaged",)),
     "robot-agent clear-estop /var/lib/robot-agent": Budget(replace=VAR_LIB, needs=(AGENT,),
                                                            expect=("e-stop clear requested",)),
+    KEYS_INIT: Budget(expect=("hub key pair:",)),
+    KEYS_ENROL: Budget(needs=(KEYS_INIT,), expect=("enrolled unit-7",)),
+    # the daemon runs until signalled: here it stops by itself, on a port of its own
+    "fleet-hub storage_dir=fleet_data security.keys_dir=fleet_keys":
+        Budget(append="run_for_s=2 bind='tcp://127.0.0.1:*'", needs=(KEYS_ENROL,),
+               expect=("fleet-hub: listening on", "1 robots enrolled", "fleet-hub: stopped")),
+    # with no hub up the agent keeps controlling and spooling (the uplink retries with backoff)
+    UPLINK_AGENT: Budget(replace={"<dir>": "{cartpole_checkpoint}"}, append="max_steps=50", needs=(KEYS_ENROL,),
+                         expect=("[agent unit-7] cartpole at 50 Hz",)),
 }
 
 

@@ -31,6 +31,12 @@ class RobotState:
         """Number of robots in the batch."""
         return int(self.joint_pos.shape[0])
 
+    def is_finite(self) -> bool:
+        """Whether every measured value is finite (a NaN or inf reading must not become an observation)."""
+        return all(np.isfinite(v).all() for v in (self.joint_pos, self.joint_vel, self.base_quat, self.base_ang_vel,
+                                                     self.base_lin_vel, self.base_pos, self.ee_pos, self.foot_contact,
+                                                     self.joint_torque) if v is not None)
+
     @functools.cached_property
     def gravity(self) -> np.ndarray:
         """Projected gravity (B, 3), computed once per state: observations, rewards and terminations share it."""

@@ -61,7 +61,8 @@ from shared_policy.tracking import NullLogger, RunLogger
 log = logging.getLogger(__name__)
 
 LEARNER_WAIT_S = 120.0  # simulated clocks: the longest an episode end waits for the learner to catch up
-WRITER_IDLE_WAIT_S = 10.0  # before judging the spool's room, the longest to wait for queued chunks
+WRITER_IDLE_WAIT_S = 10.0
+WRITE_FAILURES_FAULT = 3  # chunks in a row the spool could not store (ENOSPC, EIO): the disk is not coming back  # before judging the spool's room, the longest to wait for queued chunks
 
 
 class RobotAgent:
@@ -154,6 +155,10 @@ class RobotAgent:
                     self._hold(1.0)
                 else:
                     self._run_episode()
+        except BaseException as exc:  # a crash (a driver error, a bug) is a fault in the final status, not a stop
+            if not isinstance(exc, KeyboardInterrupt):
+                self.fault = self.fault or f"crashed: {type(exc).__name__}: {exc}"
+            raise
         finally:
             self.shutdown()
         return self.status()
@@ -193,15 +198,15 @@ class RobotAgent:
 
     def shutdown(self) -> None:
         """Damp the robot, flush the spool, stop every service by one deadline, write the final status."""
+        deadline = time.monotonic() + self.cfg.stop_timeout_s  # every wait below, the robot's release included
         self.safe.stop()  # the robot first: damped and released
         leave_realtime()
         gc.unfreeze()  # a process that runs agents one after another (tests) gets its heap back
-        deadline = time.monotonic() + self.cfg.stop_timeout_s
         # the writer feeds the learner: it flushes first, and leaves the others the seconds they may need
         self.writer.stop(deadline - 4.0)
         if self.uplink is not None:  # after the writer: its drain sends the last chunks too
             self.uplink.stop(deadline - 3.0)
-        self.spool.close()  # releases its lock: the next agent may open the directory
+        self.spool.close(seconds_left(deadline - 3.0, floor=0.1))  # releases its lock for the next agent
         if self.watcher is not None:
             self.watcher.stop(deadline - 3.0)
         if self.trainer is not None:
@@ -216,6 +221,8 @@ class RobotAgent:
         for service in self.extra_services:
             service.stop(deadline - 1.0)
         self.reporter.stop(deadline)
+        if self.parts.state_lock is not None:
+            self.parts.state_lock.close()  # the state directory is free for the next agent
 
     # -- between episodes (robot damped, no deadline) ------------------------------------------------
     def _between_episodes(self) -> None:
@@ -237,6 +244,10 @@ class RobotAgent:
             else:
                 self.fault = f"spool writer died again ({self.writer.error}): no experience can be stored"
                 log.error("%s: stopping the agent", self.fault)
+        if not self.fault and self.writer.failed_in_a_row >= WRITE_FAILURES_FAULT:
+            self.fault = (f"the spool cannot be written ({self.writer.last_write_error}): "
+                          f"{self.writer.failed_in_a_row} chunks in a row lost")
+            log.error("%s: stopping the agent (no episode may run whose experience cannot be stored)", self.fault)
         if self.trainer is not None:
             self.trainer.check()
 

@@ -34,6 +34,7 @@ class ControlLoop:
         self.realtime = bool(getattr(driver, "realtime", True))  # a simulated clock has no deadline to keep
         self.damped_episodes = 0  # episodes ended because the safety layer damped the robot (bad or stale reading)
         self._damped = False
+        self._zero_command = np.zeros(len(action_map.default))
 
     def run_episode(self, number: int) -> EpisodeSummary:
         """One episode from the home pose until the task ends it or ``cut_short`` does; the robot is damped after."""
@@ -60,6 +61,11 @@ class ControlLoop:
         """One control period scheduled at ``tick``; returns whether the episode ended at this reading."""
         woke = self._wait_until(tick)
         ts = self.driver.read_state()
+        if not ts.state.is_finite():  # the safety layer damps and counts it; no NaN becomes a transition
+            self.safe.send(self._zero_command, ts)
+            self.recorder.abort()
+            self.damped_episodes += 1
+            return True
         # a robot the safety layer damped (a non-finite or stale reading, the e-stop) did not act: the episode
         # ends at this reading, so no later transition records an action the robot never took
         obs, done = self.recorder.observe(ts.state, self._damped or self.cut_short(self.recorder.steps + 1))

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -25,7 +26,7 @@ from robot_agent.config import AgentConfig
 from robot_agent.drivers import make_driver
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
 from robot_agent.safe_driver import SafeDriver, SafetyConfig
-from robot_agent.spool import Spool, SpoolLockedError
+from robot_agent.spool import Spool, SpoolLockedError, take_directory_lock
 from robot_agent.trainer_link import TrainerLink
 from robot_agent.uplink import HubUplink
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
@@ -61,6 +62,7 @@ class AgentParts:
     spool: Spool
     trainer: TrainerLink | None  # None: no on-robot learning
     watcher: TrunkWatcher | None  # None: no trunk_dir to watch
+    state_lock: IO[str] | None = None  # held (flock) while the agent owns its state directory
     uplink: HubUplink | None = None  # None: uplink.enabled is false (the spool keeps everything)
 
 
@@ -80,16 +82,25 @@ class AgentBuilder:
         """Every part, checked against the hardware; raises :class:`AgentStartupError` on a mismatch."""
         cfg = self.cfg
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        try:  # first: a second agent on this directory is refused before it touches the robot
+        # first: a second agent on this state directory (or spool) is refused before it touches the robot
+        try:
+            state_lock = take_directory_lock(self.state_dir)
+        except SpoolLockedError as exc:
+            raise AgentStartupError(f"state_dir {exc}") from exc
+        try:
             spool = Spool(cfg.spool.dir or self.state_dir / "spool", int(cfg.spool.quota_mb * 2**20),
                           cfg.spool.when_full, int(cfg.spool.segment_mb * 2**20))
         except SpoolLockedError as exc:
+            state_lock.close()
             raise AgentStartupError(str(exc)) from exc
         try:
-            return self._build(spool)
+            parts = self._build(spool)
         except BaseException:
-            spool.close()  # a refused start leaves the directory to the next try
+            spool.close()  # a refused start leaves the directories to the next try
+            state_lock.close()
             raise
+        parts.state_lock = state_lock
+        return parts
 
     def _build(self, spool: Spool) -> AgentParts:
         cfg, profile = self.cfg, self.profile

@@ -66,6 +66,17 @@ class TransitionRecorder:
         self.episode, self.versions = episode, (trunk_version, adapter_version)
         self._rows = {k: [] for k in ROW_KEYS}
         self._step = self._last = None
+        self._aborted = False
+
+    def abort(self) -> None:
+        """End the episode at the last reading the robot acted on, before an unusable one (non-finite): the
+        transition in flight is dropped (its end state is unknown), the last recorded one is cut there and
+        bootstraps from the critic observation at that reading."""
+        self._aborted = True
+        if self._last is not None and self._rows["rewards"]:
+            self._rows["dones"][-1] = self._rows["time_outs"][-1] = 1.0
+            self._emit(self._last[1], True)
+        self._last = None
 
     def observe(self, state: RobotState, cut_short: bool) -> tuple[np.ndarray, bool]:
         """Before the command: end the transition that led to ``state`` (cut short if asked) and build the
@@ -105,7 +116,8 @@ class TransitionRecorder:
     def summary(self) -> EpisodeSummary:
         """The episode so far (call at its end)."""
         length = int(self.contract.episode_length[0])
-        cut = self._step is not None and bool(self._step.time_out[0]) and length < self.contract.max_episode_length
+        cut = self._aborted or (self._step is not None and bool(self._step.time_out[0])
+                                and length < self.contract.max_episode_length)
         return EpisodeSummary(self.episode, length, float(self.contract.episode_return[0]), cut)
 
     def _emit(self, final_critic_obs: np.ndarray, episode_end: bool) -> None:

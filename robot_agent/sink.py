@@ -48,6 +48,8 @@ class SpoolWriter:
         self.spool = spool
         self.after_write = after_write
         self.lost_chunks = 0
+        self.failed_in_a_row = 0  # write errors since the last chunk that was stored: a disk that stays broken
+        self.last_write_error = ""
         self.chunk_bytes = 0  # the largest record written so far: what the next episode's room is judged by
         self.error = ""  # why the thread died, if it did
         self.restarts = 0
@@ -144,11 +146,14 @@ class SpoolWriter:
             before = self.spool.bytes
             self.spool.append(header, arrays)
             self.chunk_bytes = max(self.chunk_bytes, self.spool.bytes - before)
+            self.failed_in_a_row = 0
         except SpoolFullError as exc:
             self.lost_chunks += 1
             log.error("%s: chunk of episode %s not stored", exc, header.get("episode"))
         except OSError as exc:
             self.lost_chunks += 1
+            self.failed_in_a_row += 1
+            self.last_write_error = str(exc)
             log.error("spool write failed: %s", exc)
         if self.after_write is not None:
             try:

@@ -78,7 +78,7 @@ def _segment_number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def _take_lock(directory: Path) -> IO[str]:
+def take_directory_lock(directory: Path) -> IO[str]:
     """Hold ``directory``'s lock for as long as the returned file stays open, or raise SpoolLockedError."""
     f = open(directory / LOCK_FILE, "a+")
     try:
@@ -87,7 +87,7 @@ def _take_lock(directory: Path) -> IO[str]:
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
-        raise SpoolLockedError(f"spool {directory} is in use by another process (pid {holder}): refusing to "
+        raise SpoolLockedError(f"{directory} is in use by another process (pid {holder}): refusing to "
                                "open it; stop that agent, or give this one its own state_dir / spool.dir") from None
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
@@ -115,7 +115,7 @@ class Spool:
         self.torn_bytes = 0  # bytes cut off torn tails at open
         self.skipped_bytes = self.skipped_records = 0  # bad records between valid ones, found at open
         self._lock = threading.Lock()
-        self._lock_file: IO[str] | None = _take_lock(self.dir)  # before anything is read or cut
+        self._lock_file: IO[str] | None = take_directory_lock(self.dir)  # before anything is read or cut
         try:
             self._open()
         except BaseException:
@@ -340,11 +340,12 @@ class Spool:
         if self._lock_file is None:
             raise SpoolError(f"spool {self.dir} is closed")
 
-    def close(self) -> None:
-        """Release the directory's lock; later appends and acks raise. Waits up to 10 s for a write in flight."""
-        got = self._lock.acquire(timeout=10.0)
+    def close(self, timeout: float = 10.0) -> None:
+        """Release the directory's lock; later appends and acks raise. Waits up to ``timeout`` s for a write in
+        flight (a write that finishes later fails: the lock file is closed)."""
+        got = self._lock.acquire(timeout=max(timeout, 0.0))
         if not got:
-            log.warning("spool: a write is still in flight after 10 s; releasing the lock anyway")
+            log.warning("spool: a write is still in flight after %.1f s; releasing the lock anyway", timeout)
         try:
             if self._lock_file is not None:
                 fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)

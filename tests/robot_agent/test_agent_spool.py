@@ -25,6 +25,15 @@ def test_second_agent_on_the_same_state_dir_is_refused_until_the_first_stops(age
 
 
 @pytest.mark.timeout(120)
+def test_second_agent_on_the_same_state_dir_with_its_own_spool_dir_is_refused(agent_cfg, tmp_path):
+    first = _agent(agent_cfg)
+    agent_cfg.spool.dir = str(tmp_path / "elsewhere")  # status, adapter and e-stop files would still be shared
+    with pytest.raises(AgentStartupError, match="state_dir .* in use by another process"):
+        _agent(agent_cfg)
+    first.run()
+
+
+@pytest.mark.timeout(120)
 def test_episode_numbers_go_on_after_a_restart(agent_cfg):
     _agent(agent_cfg).run()
     _agent(agent_cfg).run()

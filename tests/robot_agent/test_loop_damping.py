@@ -44,7 +44,46 @@ def test_a_nan_reading_damps_the_robot_and_ends_the_episode(agent_cfg):
     lengths = {}
     for c in chunks:
         lengths[c.header["episode"]] = lengths.get(c.header["episode"], 0) + c.header["steps"]
-    # each episode ends at the reading after the damped one, not at its 100-step time limit
-    assert sorted(lengths.values()) == [NAN_AT_READ, NAN_AT_READ], lengths
+    # each episode ends at the last reading the robot acted on, not at its 100-step time limit: the transition
+    # into the NaN reading is dropped (its end state is unknown), and nothing recorded holds a NaN
+    assert sorted(lengths.values()) == [NAN_AT_READ - 2, NAN_AT_READ - 2], lengths
+    assert all(np.isfinite(a).all() for c in chunks for a in c.arrays.values())
     last = [c for c in chunks if c.header.get("episode_end")]
-    assert len(last) == 2 and all(c.arrays["time_outs"][-1] == 1.0 for c in last)
+    assert len(last) == 2 and all(c.arrays["time_outs"][-1] == 1.0 and c.arrays["dones"][-1] == 1.0 for c in last)
+    assert np.isfinite(status["mean_return_last_20"])
+
+
+@pytest.mark.timeout(120)
+def test_a_spool_that_keeps_failing_to_write_stops_the_agent_with_a_fault(agent_cfg, monkeypatch):
+    import errno
+
+    from robot_agent.spool import Spool as SpoolClass
+
+    def disk_full(self, header, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SpoolClass, "append", disk_full)  # the device fills up as the agent starts
+    agent_cfg.max_episodes = 10
+    agent_cfg.spool.chunk_steps = 10
+    status = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 2.0})).run()
+    assert "cannot be written" in status["fault"] and "No space left" in status["fault"]
+    assert status["episodes"] == 1  # no second episode ran whose experience could not be stored
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_is_a_fault_in_the_final_status_not_a_clean_stop(agent_cfg):
+    agent_cfg.driver.name = f"{__name__}:CrashingStandIn"
+    agent = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 2.0}))
+    with pytest.raises(RuntimeError, match="unit lost"):
+        agent.run()
+    assert agent.status()["fault"].startswith("crashed: RuntimeError: unit lost")
+
+
+class CrashingStandIn(MuJoCoStandInDriver):
+    """A stand-in whose link dies at its second homing."""
+
+    def home(self):
+        self.homed = getattr(self, "homed", 0) + 1
+        if self.homed > 1:
+            raise RuntimeError("unit lost")
+        return super().home()

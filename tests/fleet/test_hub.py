@@ -423,17 +423,23 @@ def test_registry_file_is_replaced_atomically_and_is_json(tmp_path):
     reg.record("unit-0").chunks_in = 3
     path = tmp_path / "registry.json"
     stop = threading.Event()
-    seen = []
+    seen, errors = [], []
 
     def reader():
         while not stop.is_set():
-            if path.exists():
-                seen.append(json.loads(path.read_text())["robots"]["unit-0"]["chunks_in"])
+            try:
+                if path.exists():
+                    seen.append(json.loads(path.read_text())["robots"]["unit-0"]["chunks_in"])
+            except Exception as exc:  # a torn or half-written file: the test must see it, not a dead thread
+                errors.append(repr(exc))
+                return
 
-    t = threading.Thread(target=reader)
+    t = threading.Thread(target=reader, daemon=True)
     t.start()
-    for _ in range(300):
-        reg.write(path)
-    stop.set()
-    t.join()
-    assert seen and set(seen) == {3}
+    try:
+        for _ in range(300):
+            reg.write(path)
+    finally:
+        stop.set()
+        t.join(10.0)
+    assert not errors and seen and set(seen) == {3}, errors

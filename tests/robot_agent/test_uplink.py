@@ -103,16 +103,20 @@ def test_the_uplink_keeps_within_the_hubs_credit(tmp_path, spool, uplinks):
     try:
         up = uplinks(uplink_cfg(hub.endpoint), spool, "unit-0", "cartpole", "ab" * 8)
         peak = [0]
+        done = threading.Event()
 
         def watch():
-            while spool.depth:
+            while spool.depth and not done.is_set():
                 peak[0] = max(peak[0], up.window.in_flight_bytes)
                 time.sleep(0.001)
 
-        watcher = threading.Thread(target=watch)
+        watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        assert wait_until(lambda: spool.depth == 0, 60)
-        watcher.join()
+        try:
+            assert wait_until(lambda: spool.depth == 0, 60)
+        finally:
+            done.set()  # a failed drain must not leave the watcher spinning
+            watcher.join(5.0)
         assert sorted(stored_ids(tmp_path / "hub")) == sorted(ids)
         assert up.status()["nacked"] == 0  # it never sent beyond its credit, so the hub never refused one
         assert 0 < peak[0] <= credit

@@ -39,15 +39,14 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import sim
+from benchmarks.result_record import write_result
 from benchmarks.unit_replica import make_unit_replica, pinned_randomization
 from hardware.profile import load_profile
 from hardware.tasks.config import task_config
@@ -224,14 +223,6 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     return row
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", nargs="+", default=["cartpole", "cartpole_long"], choices=sorted(SETUPS))
@@ -281,15 +272,11 @@ def main() -> None:
               f"{s['pooled']:.2f} | returns zero-shot {s['zero_shot']:.1f}, adapted {s['adapted']:.1f}, oracle "
               f"{s['oracle']:.1f} | worst change {s['worst_change']:+.1f} ({s['worst_unit']}; {s['units_worse']} "
               f"units worse) | guard {guard}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(), "commit": _commit(), "args": vars(args),
-                               "setups": SETUPS, "rows": rows, "summary": summary,
-                               "minutes": (time.perf_counter() - t_start) / 60}, indent=2))
     s = summary["all"]
-    print(f"adaptation gap_recovered={s['mean']:.2f} worst_change={s['worst_change']:.1f} guard={guard} "
-          f"units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
-
+    line = (f"adaptation gap_recovered={s['mean']:.2f} worst_change={s['worst_change']:.1f} guard={guard} "
+            f"units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
+    write_result(args.out, line, {"args": vars(args), "setups": SETUPS, "rows": rows, "summary": summary,
+                                  "minutes": (time.perf_counter() - t_start) / 60})
 
 if __name__ == "__main__":
     main()

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from result_record import write_result  # beside this script
+from unit_replica import make_unit_replica, pinned_randomization  # beside this script
 
 import sim
-from benchmarks.result_record import write_result
-from benchmarks.unit_replica import make_unit_replica, pinned_randomization
 from hardware.profile import load_profile
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent

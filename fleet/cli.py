@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from configs import CONFIG_DIR
 from fleet.config import HubConfig, register_configs
+from fleet.process_liveness import process_exists
 
 register_configs()
 EXIT_OK, EXIT_REFUSED = 0, 2
@@ -87,23 +88,11 @@ def status_command(args: list[str]) -> int:
     if not hub.get("running", False):
         print("fleet-hub status: the hub has stopped (this is its final registry)", file=sys.stderr)
         return 1
-    if age > STALE_AFTER_S or not _process_exists(int(hub.get("pid", 0))):
+    if age > STALE_AFTER_S or not process_exists(int(hub.get("pid", 0))):
         print(f"fleet-hub status: the hub (pid {hub.get('pid')}) is gone: registry last written {age:.0f} s ago",
               file=sys.stderr)
         return 1
     return 0
-
-
-def _process_exists(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="hub")

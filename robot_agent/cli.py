@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import signal
 import sys
@@ -31,6 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from configs import CONFIG_DIR
+from fleet.process_liveness import process_exists
 from hardware.profile import ProfileError
 from hardware.randomization import RandomizationError
 from hardware.tasks import TaskConfigError, task_class
@@ -110,7 +110,7 @@ def control_command(command: str, args: list[str]) -> int:
         problems = unhealthy(s)
         if s.get("final"):  # stopped as asked: its last status stands (a fault is among the problems)
             print("robot-agent status: the agent has stopped; this is its final status", file=sys.stderr)
-        elif not _process_exists(int(s.get("pid", 0))):
+        elif not process_exists(int(s.get("pid", 0))):
             problems.append(f"the agent (pid {s.get('pid')}) is gone without a final status: it was killed or "
                             f"crashed {time.time() - float(s.get('time', 0)):.0f} s after this status")
         for p in problems:
@@ -126,18 +126,6 @@ def control_command(command: str, args: list[str]) -> int:
     estop.with_name(ESTOP_FILE + ".clear").touch()
     print(f"e-stop clear requested ({state_dir})")
     return 0
-
-
-def _process_exists(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="agent")

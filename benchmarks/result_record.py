@@ -39,13 +39,18 @@ def code_revision() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": dirty}
 
 
+# Taken when the script starts (it imports this module first thing): a long run must record the code it
+# imported, not whatever HEAD has moved to by the time it finishes.
+REVISION_AT_START = code_revision()
+
+
 def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -> Path:
     """Write one run's result file and print its summary line (the script's last line). Returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        **code_revision(),
+        **REVISION_AT_START,
         "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
         "summary_line": summary_line,

@@ -177,6 +177,14 @@ def _filter_commands(cmd: np.ndarray, q: np.ndarray, qd: np.ndarray, joints: np.
                     elif tau < -max_tau:
                         c = qj + (-max_tau + kd * vj) / kp
                         torqued = True
+                    # A fast joint near a limit can need a torque-capped target beyond the range: the range
+                    # wins, since the motor saturates at its own limit and still brakes at full torque.
+                    if c < low:
+                        c = low
+                        clamped = True
+                    elif c > high:
+                        c = high
+                        clamped = True
             else:
                 if c > 1.0:  # 1.0 = the profile's max_torque
                     c = 1.0

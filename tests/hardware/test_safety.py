@@ -48,6 +48,15 @@ def test_pd_target_is_pulled_in_to_respect_the_torque_limit():
     assert out[1] == 0.0 and layer.counts[TORQUE_LIMIT] == 1
 
 
+def test_torque_capped_target_stays_inside_the_joint_range():
+    # shoulder at -2.55 rad moving at -6 rad/s toward its -2.6 limit: the 8 Nm cap alone would put the target at
+    # -2.65, past the range; the range wins and the motor brakes at its own saturation
+    layer = SafetyLayer(_profile(ARM, **WIDE_RATE))
+    out = layer.filter(np.array([-2.5, 0.0]), _state([-2.55, 0.0], qd=[-6.0, 0.0]))
+    assert out[0] == pytest.approx(-2.6)
+    assert layer.counts[POSITION_LIMIT] == 1 and layer.counts[TORQUE_LIMIT] == 1
+
+
 def test_rate_limit_bounds_the_change_between_periods():
     profile = _profile(ARM, pd_target_rate=1.0)
     layer = SafetyLayer(profile)

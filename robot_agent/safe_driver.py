@@ -39,10 +39,12 @@ class SafetyConfig:
     # a reading whose stamp has not advanced for this many periods in a row damps the robot
     stale_periods: int = 3
     estop_file: str = ""  # e-stop while this file exists (and until cleared after it is gone)
+    # a driver whose stop() hangs (a wedged bus) must not hold the agent's shutdown past its deadline
+    release_timeout_s: float = 2.0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad key."""
-        for name in ("watchdog_periods", "stale_periods"):
+        for name in ("watchdog_periods", "stale_periods", "release_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"safety.{name}: must be > 0, got {getattr(self, name)}")
 
@@ -179,14 +181,32 @@ class SafeDriver:
             self._watchdog = threading.Thread(target=self._watch, name="safety-watchdog", daemon=True)
             self._watchdog.start()
 
-    def stop(self) -> None:
-        """Stop the watchdog, damp and release the driver."""
+    def stop(self) -> bool:
+        """Stop the watchdog, damp and release the driver. Returns False (and logs an error) when the
+        driver's ``stop()`` did not return within ``release_timeout_s``: the shutdown goes on without it."""
         self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(timeout=2.0)
             self._watchdog = None
-        with self._lock:
-            self.driver.stop()
+        released = threading.Event()
+        failure: list[BaseException] = []
+
+        def release() -> None:
+            try:
+                with self._lock:
+                    self.driver.stop()
+            except BaseException as exc:  # handed to the caller below, as a direct call would
+                failure.append(exc)
+            released.set()
+
+        threading.Thread(target=release, name="driver-release", daemon=True).start()
+        if released.wait(self.cfg.release_timeout_s):
+            if failure:
+                raise failure[0]
+            return True
+        log.error("the driver's stop() did not return within %.1f s (safety.release_timeout_s): the agent shuts "
+                  "down without it; check that the robot is powered down", self.cfg.release_timeout_s)
+        return False
 
     def _watch(self) -> None:
         limit = self.cfg.watchdog_periods * self.period

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -121,3 +122,36 @@ def test_a_killed_standin_process_damps_the_robot_within_stale_periods():
         assert driver.damping  # what the unit's command slot says now
     finally:
         safe.stop()
+
+
+class _WedgedStandIn(MuJoCoStandInDriver):
+    """The stand-in with a bus that hangs on release, as a real robot's can."""
+
+    def stop(self) -> None:
+        threading.Event().wait()  # never returns
+
+
+@pytest.mark.timeout(30)
+def test_a_driver_whose_stop_hangs_does_not_hold_the_shutdown(caplog):
+    driver = _WedgedStandIn(load_profile(ARM), realtime=False)
+    driver.connect()
+    safe = SafeDriver(driver, SafetyConfig(release_timeout_s=0.5))
+    safe.start_watchdog()
+    with caplog.at_level("ERROR"):
+        assert safe.stop() is False
+    assert "release_timeout_s" in caplog.text
+
+
+def test_a_driver_that_releases_returns_true_and_its_errors_still_reach_the_caller():
+    driver = MuJoCoStandInDriver(load_profile(ARM), realtime=False)
+    driver.connect()
+    assert SafeDriver(driver).stop() is True
+
+    class _Failing(MuJoCoStandInDriver):
+        def stop(self) -> None:
+            raise RuntimeError("bus error on release")
+
+    failing = _Failing(load_profile(ARM), realtime=False)
+    failing.connect()
+    with pytest.raises(RuntimeError, match="bus error"):
+        SafeDriver(failing).stop()

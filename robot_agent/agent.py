@@ -81,6 +81,7 @@ class RobotAgent:
             self.task, parts.obs_layout, parts.priv_layout, self.writer, cfg.spool.chunk_steps,
             np.random.default_rng(cfg.seed),
             header={"robot_id": cfg.robot_id, "hardware": self.profile.name, "task": self.task.name})
+        self._episode_bytes = self.recorder.episode_bytes(self.task.max_episode_length)
         self.loop = ControlLoop(self.driver, self.safe, self.runtime, parts.action_map, self.recorder, self.timing,
                                 self._cut_short, explore=cfg.adapter.explore and self.trainer is not None,
                                 action_rng=np.random.default_rng(cfg.seed + 1))  # exploration noise, apart from goals
@@ -293,7 +294,9 @@ class RobotAgent:
         if not self.writer.wait_idle(WRITER_IDLE_WAIT_S):  # judge the room once the last chunks are on disk
             return False
         steps = self.task.max_episode_length
-        need = max(self.writer.chunk_bytes, 1) * -(-steps // self.cfg.spool.chunk_steps)
+        # an episode's encoded size even before its first chunk is on disk (going by written chunks alone,
+        # 1 byte each until then, let a first episode start with no room for it)
+        need = max(max(self.writer.chunk_bytes, 1) * -(-steps // self.cfg.spool.chunk_steps), self._episode_bytes)
         if self.spool.has_room(need):
             return True
         if self.refused_episodes == 0:

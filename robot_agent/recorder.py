@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fleet.record import encode_record
 from hardware.observation import ObservationLayout
 from hardware.randomization import PhysicsParams
 from hardware.state import RobotState
@@ -112,6 +113,23 @@ class TransitionRecorder:
             if done or len(rows["rewards"]) >= self.chunk_steps:
                 self._emit(critic, done)
         self._last = None if action is None else (obs, critic, action[None], log_prob)
+
+    def episode_bytes(self, steps: int) -> int:
+        """The spool bytes an episode of ``steps`` transitions takes (its full chunks and the last, shorter
+        one): what an episode's room is judged by before any chunk was written."""
+        full, rest = divmod(steps, self.chunk_steps)
+        return full * self._chunk_bytes(self.chunk_steps) + (self._chunk_bytes(rest) if rest else 0)
+
+    def _chunk_bytes(self, n: int) -> int:
+        profile = self.obs_layout.profile
+        critic = self.obs_layout.size + self.priv_layout.size + len(self._no_physics)
+        rows = {"obs": np.zeros((n, self.obs_layout.size)), "critic_obs": np.zeros((n, critic)),
+                "actions": np.zeros((n, profile.num_actions)), "log_probs": np.zeros(n), "rewards": np.zeros(n),
+                "dones": np.zeros(n), "time_outs": np.zeros(n), "stamp": np.zeros(n)}
+        # the header's numbers at their widest, so that the estimate is not below a real record
+        header = {**self.header, "episode": 1 << 40, "steps": n, "episode_end": False, "trunk_version": 1 << 40,
+                  "adapter_version": 1 << 40, "chunk_id": "x" * 64, "seq": 1 << 40, "spool_epoch": 1 << 40}
+        return len(encode_record(header, chunk_arrays(rows, np.zeros(critic), 0, 0)))
 
     def summary(self) -> EpisodeSummary:
         """The episode so far (call at its end)."""

@@ -202,3 +202,30 @@ def test_the_bootstrap_row_keeps_the_goal_the_last_reward_was_earned_under(agent
     command = ObservationLayout(agent.profile, agent.profile.observation).slices["command"]
     assert not np.array_equal(chunks[0].arrays["obs"][0, command], last["obs"][-1, command])  # re-drawn once
     np.testing.assert_array_equal(last["critic_obs"][-1, command], last["obs"][-1, command])
+
+
+@pytest.mark.timeout(120)
+def test_a_spool_too_small_for_one_episode_refuses_the_first_episode_too(agent_cfg):
+    # before anything was written the room check had no chunk size to go by (it used 1 byte), so a first
+    # episode started with no room and lost its chunks to the quota
+    import threading
+
+    agent_cfg.max_episodes = 0
+    agent_cfg.spool.quota_mb = 0.01  # less than one 100-step episode of cart-pole chunks
+    agent = _agent(agent_cfg)
+    stopper = threading.Timer(2.0, agent.request_stop)
+    stopper.start()
+    status = agent.run()
+    stopper.cancel()
+    assert status["episodes"] == 0 and status["refused_episodes"] > 0
+    assert status["lost_chunks"] == 0 and status["spool_bytes"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_full_chunk_estimate_covers_the_chunks_the_agent_writes(agent_cfg):
+    agent_cfg.max_episodes = 2
+    agent = _agent(agent_cfg)
+    status = agent.run()
+    written = status["spool_bytes"] / 2  # two full-length episodes, none acked
+    estimate = agent.recorder.episode_bytes(agent.task.max_episode_length)
+    assert 0 < written <= estimate <= 1.1 * written

@@ -1,0 +1,88 @@
+"""Adapter rebasing: a unit's adaptation carried over to a new trunk reproduces its old merged policy."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from shared_policy.adapter import Adapter
+from shared_policy.rebase import RebaseConfig, gaussian_kl, rebase_adapter
+
+# The stated tolerance: on held-out observations of the unit, the rebased policy's mean action is within
+# 0.05 of the old merged policy's action std on average (a twentieth of the exploration noise it ran with).
+TOLERANCE_STD = 0.05
+FAST = RebaseConfig(steps=200, batch_size=256)
+
+
+def _adapted_unit(policy, hardware: str, seed: int) -> Adapter:
+    """An adapter that has clearly moved its unit away from the fleet policy (as on-robot training does), on a
+    policy whose action noise has narrowed to a trained one's (std 0.1)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        policy.heads[hardware].log_std.fill_(torch.log(torch.tensor(0.1)).item())
+    adapter = Adapter(policy, hardware)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        adapter.log_std_delta.zero_()
+    return adapter
+
+
+def _next_trunk(policy, seed: int):
+    """The fleet learner's next version: the shared trunk moved, stems and heads kept."""
+    torch.manual_seed(seed)
+    new = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in new.trunk.parameters():
+            p.add_(0.3 * p.abs().mean() * torch.randn_like(p))
+    return new
+
+
+@pytest.mark.parametrize("hardware", ["arm2", "arm7"])
+def test_rebased_adapter_reproduces_the_old_merged_policy_on_the_units_data(policy, hardware):
+    old_adapter = _adapted_unit(policy, hardware, seed=1)
+    new_policy = _next_trunk(policy, seed=2)
+    obs = torch.randn(1500, policy.spec(hardware).num_obs, generator=torch.Generator().manual_seed(3))
+    rebased, report = rebase_adapter(policy, old_adapter, new_policy, hardware, obs, FAST)
+    assert report.naive_mean_gap > 2 * TOLERANCE_STD  # running the old adapter as if nothing changed is wrong
+    assert report.rebased_mean_gap < TOLERANCE_STD
+    assert report.rebased_mean_gap < report.naive_mean_gap / 5
+    # the returned adapter, on the caller's new policy, is what the report measured
+    held = obs[:500]
+    with torch.no_grad():
+        old = policy.action_mean(hardware, held, old_adapter)
+        new = new_policy.action_mean(hardware, held, rebased)
+    std = policy.log_std(hardware, old_adapter).exp()
+    assert ((new - old).abs() / std).mean() < TOLERANCE_STD
+
+
+def test_rebasing_leaves_both_policies_and_the_old_adapter_unchanged(policy):
+    old_adapter = _adapted_unit(policy, "arm2", seed=4)
+    new_policy = _next_trunk(policy, seed=5)
+    before = [copy.deepcopy(m.state_dict()) for m in (policy, new_policy, old_adapter)]
+    rebase_adapter(policy, old_adapter, new_policy, "arm2", torch.randn(300, 12), RebaseConfig(steps=20))
+    for was, module in zip(before, (policy, new_policy, old_adapter), strict=True):
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, was[key]), key
+
+
+def test_bad_observations_are_refused_with_a_clear_error(policy):
+    new_policy = _next_trunk(policy, seed=6)
+    with pytest.raises(ValueError, match=r"\(N, 12\)"):
+        rebase_adapter(policy, None, new_policy, "arm2", torch.randn(100, 11))
+    bad = torch.randn(100, 12)
+    bad[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        rebase_adapter(policy, None, new_policy, "arm2", bad)
+    with pytest.raises(ValueError, match="rebase.steps"):
+        rebase_adapter(policy, None, new_policy, "arm2", torch.randn(100, 12), RebaseConfig(steps=0))
+
+
+def test_gaussian_kl_is_zero_for_equal_policies_and_matches_the_closed_form():
+    mean, log_std = torch.tensor([[0.5, -1.0]]), torch.tensor([0.1, -0.3])
+    assert gaussian_kl(mean, log_std, mean, log_std).item() == pytest.approx(0.0, abs=1e-7)
+    # one dimension: KL(N(0,1) || N(1, 2^2)) = log 2 + (1 + 1) / 8 - 1/2
+    kl = gaussian_kl(torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), torch.log(torch.tensor([2.0])))
+    assert kl.item() == pytest.approx(torch.log(torch.tensor(2.0)).item() + 0.25 - 0.5)

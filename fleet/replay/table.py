@@ -183,6 +183,11 @@ class ReplayTable:
         with self._cond:
             return np.arange(self._first, self._next, dtype=np.int64)
 
+    def items(self) -> list[Any]:
+        """The items in the table, oldest first."""
+        with self._cond:
+            return [self._items[k % self.cfg.max_items] for k in range(self._first, self._next)]
+
     def close(self) -> None:
         """Wake every waiting insert and sample with ReplayClosed; later calls raise it too."""
         with self._cond:

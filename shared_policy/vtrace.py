@@ -49,13 +49,17 @@ class VTraceConfig:
     max_trunk_staleness: int = 4
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, prefix: str = "vtrace") -> None:
+        """Raise ValueError naming the key of a wrong value (call again after a Hydra merge)."""
         checks = {"gamma": 0.0 <= self.gamma <= 1.0, "lam": 0.0 <= self.lam <= 1.0, "rho_bar": self.rho_bar > 0,
                   "c_bar": self.c_bar > 0, "pg_rho_bar": self.pg_rho_bar > 0,
                   "policy_loss": self.policy_loss in LOSSES, "clip_param": 0.0 < self.clip_param < 1.0,
                   "max_trunk_staleness": self.max_trunk_staleness >= 0}
         for key, ok in checks.items():
             if not ok:
-                raise ValueError(f"vtrace.{key}: invalid value {getattr(self, key)!r}")
+                raise ValueError(f"{prefix}.{key}: invalid value {getattr(self, key)!r}")
 
 
 class VTraceReturns(NamedTuple):

@@ -4,6 +4,8 @@ and from its Parquet tier: the same sequences either way, ready for V-trace."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -45,14 +47,18 @@ def fleet_records() -> list[bytes]:
     return [rec for group in zip(*streams, strict=True) for rec in group]
 
 
-def stored(tmp_path, records: list[bytes]) -> ExperienceStore:
-    """A store file written through the hub's group writer; the store stays open, as the hub keeps it."""
+@contextmanager
+def stored(tmp_path, records: list[bytes]) -> Iterator[ExperienceStore]:
+    """A store file written through the hub's group writer, open (as the hub keeps it) until the block ends."""
     store = ExperienceStore(tmp_path / STORE_FILE)
-    writer = GroupWriter(store)
-    results = [f.result(timeout=30) for f in [writer.submit(r) for r in records]]
-    writer.close()
-    assert all(r.status == "stored" for r in results)
-    return store
+    try:
+        writer = GroupWriter(store)
+        results = [f.result(timeout=30) for f in [writer.submit(r) for r in records]]
+        writer.close()
+        assert all(r.status == "stored" for r in results)
+        yield store
+    finally:
+        store.close()
 
 
 def sequences_of(reader) -> list:
@@ -73,8 +79,7 @@ def expected_windows(records: list[bytes]) -> int:
 @pytest.mark.timeout(60)
 def test_store_reader_tails_a_live_store_read_only_from_its_cursor(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records[:9])
-    try:
+    with stored(tmp_path, records[:9]) as store:
         reader = StoreReader(store.path, batch_chunks=4)
         first = [c for _ in range(3) for c in reader.read()]
         assert [(c.robot_id, c.seq) for c in first] == [(decode_record(r).header["robot_id"],
@@ -91,20 +96,15 @@ def test_store_reader_tails_a_live_store_read_only_from_its_cursor(tmp_path):
         for k in ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs", "trunk_version"):
             np.testing.assert_array_equal(c.arrays[k], a[k])
         reader.close()
-    finally:
-        store.close()
 
 
 @pytest.mark.timeout(60)
 def test_store_and_parquet_tier_give_the_same_sequences(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records)
-    try:
+    with stored(tmp_path, records) as store:
         ParquetExporter(store, tmp_path / "parquet", fsync=False).catch_up()
         from_store = sequences_of(StoreReader(store.path))
         from_parquet = sequences_of(ParquetReader(tmp_path / "parquet"))
-    finally:
-        store.close()
     assert len(from_store) == expected_windows(records) == len(from_parquet)
     for s, p in zip(from_store, from_parquet, strict=True):
         assert (s.robot_id, s.hardware, s.episode) == (p.robot_id, p.hardware, p.episode)
@@ -122,8 +122,7 @@ def test_store_and_parquet_tier_give_the_same_sequences(tmp_path):
 @pytest.mark.timeout(60)
 def test_parquet_reader_reads_each_new_file_once(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records[:6])
-    try:
+    with stored(tmp_path, records[:6]) as store:
         exporter = ParquetExporter(store, tmp_path / "parquet", fsync=False)
         exporter.catch_up()
         reader = ParquetReader(tmp_path / "parquet")
@@ -131,8 +130,6 @@ def test_parquet_reader_reads_each_new_file_once(tmp_path):
         store.put_many(records[6:])
         exporter.catch_up()
         assert len(reader.read()) == len(records) - 6
-    finally:
-        store.close()
 
 
 @pytest.mark.timeout(60)
@@ -145,8 +142,7 @@ def test_robot_priorities_become_initial_priorities_and_unusable_chunks_are_skip
     del broken["rewards"]  # a valid record whose chunk no learner can use
     bad = encode_record(agent_header("unit-p", EPOCH, 1, 1, {**broken, "rewards": np.zeros(4)}), broken)
     plain = agent_record(rng, "unit-q", 0, EPOCH, steps=5, episode_end=True)
-    store = stored(tmp_path, [with_prio, bad, plain])
-    try:
+    with stored(tmp_path, [with_prio, bad, plain]) as store:
         cfg = ReplayConfig(sequence_length=T, priority_eps=0.0, alpha=1.0)
         replay = FleetReplay(cfg)
         reader = StoreReader(store.path)
@@ -158,22 +154,17 @@ def test_robot_priorities_become_initial_priorities_and_unusable_chunks_are_skip
         expected = sequence_priority(np.r_[arrays["priorities"], np.zeros(3)], np.r_[np.ones(5), np.zeros(3)], 0.9)
         # unit-p's window gets the robot's priority; unit-q's (none sent) the largest seen so far
         np.testing.assert_allclose(table.priorities(table.keys()), [expected, max(1.0, expected)])
-    finally:
-        store.close()
 
 
 @pytest.mark.timeout(60)
 def test_ranks_feed_disjoint_shards_that_cover_every_robot(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records)
-    try:
+    with stored(tmp_path, records) as store:
         robots = []
         for rank in range(2):
             replay = FleetReplay(ReplayConfig(sequence_length=T))
             ReplayFeeder(StoreReader(store.path), replay, rank=rank, world_size=2).step()
             robots.append({s.robot_id for hw in replay.hardware for s in replay.table(hw).items()})
-    finally:
-        store.close()
     assert robots[0].isdisjoint(robots[1]) and robots[0] | robots[1] == {"unit-a", "unit-b", "unit-c"}
     assert all(robot_shard(r, 2) == rank for rank in range(2) for r in robots[rank])
 
@@ -181,12 +172,9 @@ def test_ranks_feed_disjoint_shards_that_cover_every_robot(tmp_path):
 @pytest.mark.timeout(60)
 def test_a_sampled_batch_feeds_vtrace_as_it_is(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records)
-    try:
+    with stored(tmp_path, records) as store:
         replay = FleetReplay(ReplayConfig(sequence_length=T, min_size=2))
         ReplayFeeder(StoreReader(store.path), replay).step()
-    finally:
-        store.close()
     batch = replay.sample("cartpole", 16, timeout=5.0)
     obs_dim, critic_dim = 5, 7
     assert batch.obs.shape == (T, 16, obs_dim) and batch.critic_obs.shape == (T + 1, 16, critic_dim)
@@ -206,8 +194,7 @@ def test_a_sampled_batch_feeds_vtrace_as_it_is(tmp_path):
 @pytest.mark.timeout(60)
 def test_a_feeder_held_back_by_the_rate_limiter_loses_and_repeats_nothing(tmp_path):
     records = fleet_records()
-    store = stored(tmp_path, records)
-    try:
+    with stored(tmp_path, records) as store:
         # one sample per insert, at most 2 ahead: the feeder stalls until the learner samples
         replay = FleetReplay(ReplayConfig(sequence_length=T, samples_per_insert=1.0, min_size=1, error_buffer=2.0))
         feeder = ReplayFeeder(StoreReader(store.path), replay, insert_timeout_s=0.01)
@@ -219,8 +206,6 @@ def test_a_feeder_held_back_by_the_rate_limiter_loses_and_repeats_nothing(tmp_pa
                 if table.limiter.can_sample(1):
                     table.sample(1, timeout=1.0)
             total += feeder.step()
-    finally:
-        store.close()
     assert total == feeder.inserted == expected_windows(records) and feeder.step() == 0
     items = [s for hw in replay.hardware for s in replay.table(hw).items()]
     firsts = [(s.robot_id, s.episode, float(s.critic_obs[0, 0])) for s in items]

@@ -13,7 +13,8 @@ from fleet.replay.config import ReplayConfig
 from fleet.replay.rate_limiter import RateLimitTimeout
 from fleet.replay.table import ReplayClosed, ReplayTable
 
-WAIT_S = 30.0  # what a call that must be released waits at most; released in practice at once
+WAIT_S = 60.0  # what a blocked call waits at most; a release wakes it at once
+JOIN_S = 20.0  # what the test waits for a released call: less than WAIT_S, so only a wake-up returns in time
 
 
 class Call(threading.Thread):
@@ -33,18 +34,18 @@ class Call(threading.Thread):
 
     def wait_until_blocked(self, table: ReplayTable, what: str) -> None:
         """Return once this call waits inside the table (so what follows releases it, not a late start)."""
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + JOIN_S
         while table.waiting[what] == 0:
             assert self.is_alive() and time.monotonic() < deadline, f"the {what} never blocked: {self.result!r}"
             time.sleep(0.001)
 
     def outcome(self) -> Any:
-        self.join(WAIT_S + 5)
-        assert not self.is_alive(), "the call was never released"
+        self.join(JOIN_S)
+        assert not self.is_alive(), "the call was never woken"
         return self.result
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_sampling_waits_for_the_minimum_size_and_an_insert_releases_it():
     table = ReplayTable(ReplayConfig(min_size=3, max_items=10))
     table.insert("a")
@@ -60,7 +61,7 @@ def test_sampling_waits_for_the_minimum_size_and_an_insert_releases_it():
     assert set(sample.items) <= {"a", "b", "c"} and table.limiter.samples == 2
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_samples_per_insert_blocks_each_side_until_the_other_moves():
     # spi 2, min size 2, error buffer 2: diff = 2 * inserts - samples must stay within [4 - 2, 4 + 2]
     table = ReplayTable(ReplayConfig(samples_per_insert=2.0, min_size=2, error_buffer=2.0, max_items=10))
@@ -89,7 +90,7 @@ def test_samples_per_insert_blocks_each_side_until_the_other_moves():
     assert table.limiter.samples == 8
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_closing_the_table_releases_a_waiting_sample_with_an_error():
     table = ReplayTable(ReplayConfig(min_size=5, max_items=10))
     waiting = Call(table.sample, 1, timeout=WAIT_S)

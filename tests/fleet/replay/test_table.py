@@ -109,6 +109,9 @@ def test_sum_tree_finds_each_slot_by_its_cumulative_range():
     assert tree.total == 6.0 and tree.min == 1.0
     # ranges: slot 0 [0, 1), slot 2 [1, 3), slot 4 [3, 6); the empty slots 1 and 3 are never found
     np.testing.assert_array_equal(tree.find(np.array([0.0, 0.999, 1.0, 2.5, 3.0, 5.999999])), [0, 0, 2, 2, 4, 4])
+    # a point rounded up to the total itself still lands on a slot that holds something, never an empty one
+    tree.set(np.array([4]), np.array([0.0]))
+    assert tree.total == 3.0 and tree.find(np.array([3.0]))[0] == 2
 
 
 def test_config_errors_name_the_key():

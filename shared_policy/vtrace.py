@@ -121,26 +121,32 @@ def vtrace(behaviour_log_probs: torch.Tensor, target_log_probs: torch.Tensor, re
     return VTraceReturns(vs, pg_advantages, advantages, rhos)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the steps where ``mask`` is 1 (0 if there are none)."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` [T, B] over the steps where ``mask`` is 1 (0 if there are none), each sequence's steps
+    scaled by its ``weights`` [B] if given (prioritised replay's importance weights)."""
+    if weights is not None:
+        x = x * weights.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def policy_loss(target_log_probs: torch.Tensor, behaviour_log_probs: torch.Tensor, returns: VTraceReturns,
-                mask: torch.Tensor, cfg: VTraceConfig) -> torch.Tensor:
+                mask: torch.Tensor, cfg: VTraceConfig, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The actor's loss (scalar) over the unmasked steps; gradients flow only into ``target_log_probs``.
 
     ``vtrace``: -pg_advantage * log pi (IMPALA). ``appo``: PPO's clipped surrogate with the ratio taken to the
     behaviour policy, -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A), A the unweighted V-trace advantage.
+    ``weights`` [B]: importance weights of prioritised replay.
     """
     if cfg.policy_loss == "vtrace":
-        return -masked_mean(returns.pg_advantages * target_log_probs, mask)
+        return -masked_mean(returns.pg_advantages * target_log_probs, mask, weights)
     ratio = torch.exp(target_log_probs - behaviour_log_probs.detach())
     adv = returns.advantages
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip_param, 1.0 + cfg.clip_param) * adv)
-    return -masked_mean(surrogate, mask)
+    return -masked_mean(surrogate, mask, weights)
 
 
-def value_loss(values: torch.Tensor, returns: VTraceReturns, mask: torch.Tensor) -> torch.Tensor:
-    """The critic's loss (scalar): half the squared error to the V-trace targets over the unmasked steps."""
-    return 0.5 * masked_mean((returns.vs - values).pow(2), mask)
+def value_loss(values: torch.Tensor, returns: VTraceReturns, mask: torch.Tensor,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The critic's loss (scalar): half the squared error to the V-trace targets over the unmasked steps
+    (each sequence's scaled by its importance weight, if given)."""
+    return 0.5 * masked_mean((returns.vs - values).pow(2), mask, weights)

@@ -157,6 +157,22 @@ def test_appo_clips_the_ratio_to_the_behaviour_policy():
     torch.testing.assert_close(target.grad, torch.tensor([[0.0], [0.0], [-1.1 / 3]], dtype=torch.float64))
 
 
+def test_importance_weights_scale_each_sequences_share_of_the_losses():
+    rewards, values0, next_values, dones, time_outs = random_sequences(6, steps=5, batch=3)
+    logp = torch.zeros_like(rewards)
+    cfg = VTraceConfig()
+    out = vtrace(logp, logp, rewards, values0, next_values, dones, time_outs, cfg)
+    mask = torch.ones_like(rewards)
+    weights = torch.tensor([1.0, 0.5, 0.0])
+    values = values0.clone().requires_grad_(True)
+    value_loss(values, out, mask, weights).backward()
+    # d/dV_tb = w_b (V_tb - vs_tb) / (T B): the third sequence (weight 0) teaches the critic nothing
+    torch.testing.assert_close(values.grad, weights.double() * (values0 - out.vs) / mask.numel())
+    target = logp.clone().requires_grad_(True)
+    policy_loss(target, logp, out, mask, cfg, weights).backward()
+    torch.testing.assert_close(target.grad, -weights.double() * out.pg_advantages / mask.numel())
+
+
 def test_bad_config_values_raise_naming_the_key():
     with pytest.raises(ValueError, match="vtrace.rho_bar"):
         VTraceConfig(rho_bar=0.0)

@@ -36,15 +36,22 @@ def chunk_steps(row: StoredChunk) -> ChunkSteps:
 
 
 class StoreReader:
-    """Reads chunks committed after ``cursor`` from a store file, in commit order."""
+    """Reads chunks committed after ``cursor`` from a store file, in commit order; with ``min_received``,
+    not before the last chunk received earlier than that (a restarted learner skips data the replay's age
+    limit would evict at once; rows commit in about the order the hub receives them)."""
 
-    def __init__(self, path: str | Path, cursor: int = 0, batch_chunks: int = 256):
+    def __init__(self, path: str | Path, cursor: int = 0, batch_chunks: int = 256,
+                 min_received: float | None = None):
         self.path, self.cursor, self.batch_chunks = Path(path), cursor, batch_chunks
         if not self.path.exists():  # mode=ro never creates it, but say which file is missing
             raise FileNotFoundError(f"store {self.path} does not exist")
         self._conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True,
                                      check_same_thread=False, timeout=30.0)
         self._conn.execute("PRAGMA query_only=1")
+        if min_received is not None:
+            old = self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM chunks WHERE received < ?",
+                                     (min_received,)).fetchone()[0]
+            self.cursor = max(cursor, old)
         self.skipped: list[tuple[str, str]] = []  # (chunk id, why) of stored chunks no learner can use
 
     def read(self) -> list[ChunkSteps]:

@@ -4,6 +4,7 @@ and from its Parquet tier: the same sequences either way, ready for V-trace."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -91,6 +92,12 @@ def test_store_reader_tails_a_live_store_read_only_from_its_cursor(tmp_path):
         with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
             reader._conn.execute("DELETE FROM chunks")
         assert store.counts()["unit-a"].chunks == 6  # nothing was removed
+        # a reader started later with an age limit begins after the chunks received before it
+        time.sleep(0.01)  # receive times differ from the next group's (not a timing assert)
+        cut = time.time()
+        store.put_many([agent_record(np.random.default_rng(9), "unit-d", 0, EPOCH, steps=4)])
+        young = StoreReader(store.path, min_received=cut).read()
+        assert [c.robot_id for c in young] == ["unit-d"]
         c = first[0]
         a = decode_record(records[0]).arrays
         for k in ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones", "time_outs", "trunk_version"):

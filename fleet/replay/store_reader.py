@@ -30,8 +30,10 @@ def chunk_steps(row: StoredChunk) -> ChunkSteps:
     prios = np.asarray(a.get("priorities", np.full(n, np.nan)), np.float32)
     if prios.shape != (n,) or not (np.isfinite(prios) & (prios >= 0)).all():
         prios = np.full(n, np.nan, np.float32)
-    arrays = {k: a[k] for k in STEP_ARRAYS if k != "priorities"}
-    arrays.update(priorities=prios, critic_obs=a["critic_obs"])
+    # one dtype per array whatever the robot's numpy wrote (check_chunk holds only the kind): batches stack them
+    arrays = {k: a[k].astype(np.int64 if a[k].dtype.kind == "i" else np.float32, copy=False)
+              for k in (*STEP_ARRAYS, "critic_obs") if k != "priorities"}
+    arrays["priorities"] = prios
     return ChunkSteps(row.robot_id, row.spool_epoch, row.seq, row.hardware, row.episode, row.received, arrays)
 
 

@@ -3,10 +3,14 @@ and from its Parquet tier: the same sequences either way, ready for V-trace."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from fleet.store import STORE_FILE, ExperienceStore, GroupWriter
 from shared_policy.vtrace import VTraceConfig, staleness_mask, vtrace
 from tests.fleet.chunks import agent_arrays, agent_header, agent_record
 
+ROOT = Path(__file__).resolve().parents[3]
 T = 8
 EPOCH = "0123456789abcdef"
 
@@ -217,3 +222,34 @@ def test_a_feeder_held_back_by_the_rate_limiter_loses_and_repeats_nothing(tmp_pa
     items = [s for hw in replay.hardware for s in replay.table(hw).items()]
     firsts = [(s.robot_id, s.episode, float(s.critic_obs[0, 0])) for s in items]
     assert len(set(firsts)) == len(firsts) == expected_windows(records)  # each window once
+
+
+@pytest.mark.timeout(120)
+def test_store_reader_tails_a_store_another_process_is_writing(tmp_path):
+    """The hub in its own process commits groups while the learner's reader tails the file: every committed
+    chunk is read once, in commit order, none half-written."""
+    db = tmp_path / STORE_FILE
+    ExperienceStore(db).close()  # the file exists before the reader opens it read-only
+    with open(tmp_path / "writer.err", "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests/fleet/store_stream.py"), str(db), "unit-0", EPOCH,
+                                 "0", "writer"], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    reader = StoreReader(db, batch_chunks=32)
+    seen: list[tuple[int, int]] = []  # (seq, steps)
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 300:  # reads run while the writer commits
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "writer.err").read_text()
+            got = reader.read()
+            seen += [(c.seq, len(c.arrays["rewards"])) for c in got]
+            if not got:
+                time.sleep(0.01)  # nothing new yet: leave the CPU to the writer
+    finally:
+        proc.kill()
+        proc.wait(30)
+    while chunks := reader.read():  # and what it committed before it died
+        seen += [(c.seq, len(c.arrays["rewards"])) for c in chunks]
+    with ExperienceStore(db) as store:
+        stored_rows = store.read_since(0, 1_000_000)
+    assert [(r.seq, r.steps) for r in stored_rows] == seen and not reader.skipped
+    reader.close()

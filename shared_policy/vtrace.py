@@ -126,7 +126,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | Non
     scaled by its ``weights`` [B] if given (prioritised replay's importance weights)."""
     if weights is not None:
         x = x * weights.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    # where, not a product: a stale step's ratio may overflow to inf, and inf * 0 is NaN
+    return torch.where(mask > 0, x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1.0)
 
 
 def policy_loss(target_log_probs: torch.Tensor, behaviour_log_probs: torch.Tensor, returns: VTraceReturns,

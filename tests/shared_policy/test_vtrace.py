@@ -173,6 +173,21 @@ def test_importance_weights_scale_each_sequences_share_of_the_losses():
     torch.testing.assert_close(target.grad, -weights.double() * out.pg_advantages / mask.numel())
 
 
+@pytest.mark.parametrize("loss", ["vtrace", "appo"])
+def test_a_masked_step_whose_ratio_overflows_changes_nothing(loss):
+    # a very stale step: its target log-prob is far above the behaviour's, exp overflows to inf in float32
+    rewards, values, next_values, dones, time_outs = (x.float() for x in random_sequences(8, steps=4, batch=2))
+    behaviour = torch.zeros(4, 2)
+    target = torch.zeros(4, 2)
+    mask = torch.ones(4, 2)
+    cfg = VTraceConfig(policy_loss=loss)
+    target[3, 1], mask[3, 1] = 200.0, 0.0
+    assert torch.isinf(torch.exp(target - behaviour)).any()
+    out = vtrace(behaviour, target, rewards, values, next_values, dones, time_outs, cfg, mask=mask)
+    assert all(torch.isfinite(x).all() for x in out)
+    assert torch.isfinite(policy_loss(target, behaviour, out, mask, cfg))
+
+
 def test_bad_config_values_raise_naming_the_key():
     with pytest.raises(ValueError, match="vtrace.rho_bar"):
         VTraceConfig(rho_bar=0.0)

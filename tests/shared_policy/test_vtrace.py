@@ -174,7 +174,7 @@ def test_importance_weights_scale_each_sequences_share_of_the_losses():
 
 
 @pytest.mark.parametrize("loss", ["vtrace", "appo"])
-def test_a_masked_step_whose_ratio_overflows_changes_nothing(loss):
+def test_a_masked_step_whose_ratio_overflows_leaves_targets_and_loss_finite(loss):
     # a very stale step: its target log-prob is far above the behaviour's, exp overflows to inf in float32
     rewards, values, next_values, dones, time_outs = (x.float() for x in random_sequences(8, steps=4, batch=2))
     behaviour = torch.zeros(4, 2)

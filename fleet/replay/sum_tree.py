@@ -31,6 +31,13 @@ class SumTree:
         nodes = slots + self._leaves
         self._sum[nodes] = values
         self._min[nodes] = np.where(values > 0, values, np.inf)
+        if nodes.size == 1:  # one insert: plain scalar steps up the tree, no array call per level
+            node, sums, mins = int(nodes[0]) // 2, self._sum, self._min
+            while node >= 1:
+                sums[node] = sums[2 * node] + sums[2 * node + 1]
+                mins[node] = min(mins[2 * node], mins[2 * node + 1])
+                node //= 2
+            return
         nodes = np.unique(nodes // 2)
         while nodes[0] >= 1:
             self._sum[nodes] = self._sum[2 * nodes] + self._sum[2 * nodes + 1]

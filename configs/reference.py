@@ -124,8 +124,9 @@ def config_reference() -> str:
     parts += ["", "## Tasks (`task=<name>`; configs/task/<name>.yaml)", ""]
     for name, task_cls in sorted(TASKS.items()):
         cfg = task_cls.config_cls
+        terms = ", ".join(f"`{t}`" for t in task_cls.reward_terms)
         parts += [f"### `task={name}` (`{cfg.__module__}.{cfg.__name__}`)", "", _doc(cfg), "",
-                  table(cfg, "task."), ""]
+                  f"Reward terms (the keys of `task.reward_scales`): {terms}.", "", table(cfg, "task."), ""]
     parts += [END, ""]
     return "\n".join(parts)
 

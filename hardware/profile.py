@@ -37,7 +37,7 @@ class ActuatorMode(StrEnum):
     """How an action becomes a joint command."""
 
     pd = "pd"  # action -> position target = default_pos + action_scale * action, PD in the motor
-    torque = "torque"  # action in [-1, 1] -> torque = action * max_torque
+    torque = "torque"  # action -> torque = clip(action_scale * action, -1, 1) * max_torque
 
 
 class ProfileError(ValueError):
@@ -48,15 +48,16 @@ class ProfileError(ValueError):
 class JointSpec:
     """One actuated joint: limits, default pose and motor gains."""
 
-    name: str = "???"
+    name: str = "???"  # the joint's name in the model (generated, or the mjcf_file's)
+    # [low, high], rad (m for a slide joint): the joint's limit (none if continuous); PD targets stay inside
     range: list[float] = field(default_factory=lambda: [-3.14159, 3.14159])
-    max_velocity: float = 10.0
-    max_torque: float = 10.0
-    default_pos: float = 0.0
-    kp: float = 0.0
-    kd: float = 0.0
-    damping: float = 0.0
-    armature: float = 0.0
+    max_velocity: float = 10.0  # rad/s (m/s): no command pushes a faster joint further; caps PD target rate
+    max_torque: float = 10.0  # Nm (N), the motor's limit: PD force range, torque full scale, filter's cap
+    default_pos: float = 0.0  # rad (m), home: sim's reset pose, the PD target of action 0, joint_pos_rel's 0
+    kp: float = 0.0  # PD stiffness, Nm/rad (N/m); > 0 for an actuated joint of a pd profile
+    kd: float = 0.0  # PD damping gain, Nm s/rad (N s/m)
+    damping: float = 0.0  # passive joint damping of the generated model, Nm s/rad (N s/m)
+    armature: float = 0.0  # rotor inertia seen at the joint in the generated model, kg m^2 (kg)
     # Continuous joints (a free-spinning pole) are observed as (cos, sin) and have no position limit.
     continuous: bool = False
     # Passive joints (a cart-pole's pole) are measured but have no motor and no action.
@@ -67,9 +68,9 @@ class JointSpec:
 class ActuatorSpec:
     """The actuator model shared by every joint of a profile."""
 
-    mode: ActuatorMode = ActuatorMode.pd
-    action_scale: float = 0.5
-    action_clip: float = 10.0
+    mode: ActuatorMode = ActuatorMode.pd  # pd: targets for a PD servo | torque: normalised torques
+    action_scale: float = 0.5  # pd: rad (m) of target per unit action; torque: fraction of max_torque; > 0
+    action_clip: float = 10.0  # actions are clipped to +-this before scaling (the policy's action bounds)
 
 
 @dataclass
@@ -81,8 +82,8 @@ class LimitSpec:
     no faster than the joint itself can follow, and never a large part of its range in one period.
     """
 
-    pd_target_rate: float = 1.0
-    pd_range_fraction: float = 0.25
+    pd_target_rate: float = 1.0  # pd: per period a target moves at most this x max_velocity x period ...
+    pd_range_fraction: float = 0.25  # pd: ... and at most this fraction of the joint's range
     torque_rate: float = 1.0  # torque mode: the normalised command changes at most this much per period
     # torque mode: the middle ``soft_range`` of each joint's range gets full torque; beyond it the torque
     # toward the nearer limit fades linearly to zero at the limit (legged_gym's soft_dof_pos_limit)
@@ -93,14 +94,19 @@ class LimitSpec:
 class HardwareProfile:
     """Everything the sim and a robot agent must agree on for one hardware type."""
 
-    name: str = "???"
+    name: str = "???"  # the hardware type: names the policy's stem and head and a checkpoint's spec
+    # cartpole | arm | quadruped (each has an MJCF generator) | mjcf_file; each task runs on given families
     family: Family = Family.cartpole
-    description: str = ""
-    control_hz: float = 50.0
+    description: str = ""  # free text; the one key outside the profile hash
+    control_hz: float = 50.0  # policy rate, Hz: one observation and one command per period
+    # MuJoCo's step rate, Hz: a whole multiple of control_hz (physics_hz / control_hz substeps per command);
+    # an mjcf_file's timestep must be 1 / physics_hz
     physics_hz: float = 200.0
     actuator: ActuatorSpec = field(default_factory=ActuatorSpec)
     limits: LimitSpec = field(default_factory=LimitSpec)
+    # every measured joint, in observation order; the actuated ones, in this order, make the action
     joints: list[JointSpec] = field(default_factory=list)
+    # what the unit measures (joint_encoders, imu_gyro...): read by no code, but in the profile hash
     sensors: list[str] = field(default_factory=list)
     # Ordered observation terms (see hardware.observation.TERMS); task terms included.
     observation: list[str] = field(default_factory=list)

@@ -35,19 +35,19 @@ def _zero() -> list[float]:
 class RandomizationConfig:
     """Uniform ranges [low, high], re-sampled per environment at every reset."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: nominal physics in every world, and no observation noise, latency or pushes
     friction: list[float] = field(default_factory=_unit)  # scale on sliding friction
     mass_scale: list[float] = field(default_factory=_unit)  # every link's mass
     base_mass_add: list[float] = field(default_factory=_zero)  # kg on the root body (payload)
     com_offset: list[float] = field(default_factory=_zero)  # m, per axis, root body centre of mass
-    damping_scale: list[float] = field(default_factory=_unit)
-    armature_scale: list[float] = field(default_factory=_unit)
+    damping_scale: list[float] = field(default_factory=_unit)  # scale on joint damping
+    armature_scale: list[float] = field(default_factory=_unit)  # scale on joint armature (rotor inertia)
     motor_strength: list[float] = field(default_factory=_unit)  # scales actuator force output
-    kp_scale: list[float] = field(default_factory=_unit)
-    kd_scale: list[float] = field(default_factory=_unit)
+    kp_scale: list[float] = field(default_factory=_unit)  # scale on PD stiffness (torque mode ignores it)
+    kd_scale: list[float] = field(default_factory=_unit)  # scale on PD damping gain (torque mode ignores it)
     latency_steps: list[int] = field(default_factory=lambda: [0, 0])  # action delay, control steps
     obs_noise: float = 0.0  # multiplier on the task's per-term noise std
-    push_interval_s: float = 0.0  # 0 disables pushes
+    push_interval_s: float = 0.0  # s between random velocity kicks within an episode (0: no pushes)
     push_velocity: float = 0.0  # max velocity kick on the pushable dofs
 
     def randomized(self) -> frozenset[str]:

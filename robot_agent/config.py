@@ -19,7 +19,8 @@ from shared_policy.config import AdapterLearnerConfig
 class DriverConfig:
     """Which driver (a registered name, or ``module:Class``) and its own options (e.g. the stand-in's reality gap)."""
 
-    name: str = "mujoco_standin"
+    name: str = "mujoco_standin"  # a built-in or `fleet.drivers` entry-point name, or module:Class
+    # keyword arguments of the driver class (the stand-in: realtime, seed, gap, process)
     options: dict[str, Any] = field(default_factory=lambda: {"realtime": True, "seed": 0})
 
 
@@ -28,9 +29,9 @@ class SpoolConfig:
     """The local experience spool: where, how big, and what to do when full."""
 
     dir: str = ""  # default: <state_dir>/spool
-    quota_mb: float = 1024.0
+    quota_mb: float = 1024.0  # MiB of chunks the spool may hold on disk; at it, when_full decides
     when_full: str = "refuse"  # refuse new episodes | drop_oldest unsent chunks
-    segment_mb: float = 8.0
+    segment_mb: float = 8.0  # MiB per segment file; a fully acked one is deleted (smaller: space back sooner)
     chunk_steps: int = 250  # a chunk is written at least this often, and at every episode end
 
 
@@ -48,17 +49,17 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     # guard_episodes of the last kept version (by more than guard_tolerance Welch standard errors of the
     # difference); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
     guard: bool = True
-    guard_episodes: int = 8
-    guard_tolerance: float = 2.5
+    guard_episodes: int = 8  # episodes per side (>= 2); more catches smaller drops but tries fewer updates
+    guard_tolerance: float = 2.5  # standard errors (>= 0); 2.5 with 8 episodes rolls back ~1.5% of equal ones
 
 
 @dataclass
 class AgentLoggerConfig:
     """W&B (offline unless WANDB_MODE says otherwise) or none."""
 
-    backend: str = "wandb"
-    project: str = "fleet-learning"
-    run_name: str = ""
+    backend: str = "wandb"  # wandb | none
+    project: str = "fleet-learning"  # the W&B project the agent logs to
+    run_name: str = ""  # the W&B run name ("" = W&B picks one)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class AgentUplinkConfig(UplinkConfig):
     """The agent's link to the fleet hub (robot_agent/uplink.py): endpoint, keys and socket options as every
     robot link has them, and how this agent sends, resends and reconnects. Off unless ``enabled``."""
 
-    enabled: bool = False
+    enabled: bool = False  # stream the spool's chunks to the hub; off, they stay in the spool (to its quota)
     max_in_flight: int = 256  # chunks sent and not yet answered, whatever the hub's byte credit allows
     resend_s: float = 10.0  # a chunk unanswered this long is sent again (the hub stores it once)
     retry_s: float = 0.5  # a chunk nacked NO_CREDIT / STORAGE_FAILED / SHUTTING_DOWN waits this long
@@ -96,7 +97,7 @@ class AgentUplinkConfig(UplinkConfig):
 class AgentConfig:
     """One robot unit: what it is, what it runs, where it keeps its state."""
 
-    robot_id: str = "unit-0"
+    robot_id: str = "unit-0"  # this unit's name in chunk ids, its HELLO to the hub, status and W&B; unique
     # A shipped profile's name, a profile YAML path, or a HardwareProfile (anything load_profile takes).
     # robot-agent composes the hardware config group here ({type: profile}); run_agent turns it into the
     # HardwareProfile with `selected_profile`, so command-line overrides of the profile take effect.
@@ -113,14 +114,14 @@ class AgentConfig:
     max_episodes: int = 0  # 0 = run until stopped
     max_steps: int = 0  # 0 = no limit
     shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
-    # then flushing the spool and stopping the learner, watcher, driver and reporter share this much; the
-    # sum of the two (plus a couple of seconds) must stay under the service's TimeoutStopSec
+    # After the episode, flushing the spool and stopping the learner, watcher, driver and reporter share this
+    # much; shutdown_timeout_s + this (plus a couple of seconds) must stay under the service's TimeoutStopSec.
     stop_timeout_s: float = 8.0
     status_every_s: float = 10.0  # status line on the terminal and to W&B
     # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
     control_priority: int = 0
-    seed: int = 0
+    seed: int = 0  # goal draws, exploration noise (seed + 1), the learner and the uplink's reconnect jitter
     uplink: AgentUplinkConfig = field(default_factory=AgentUplinkConfig)  # streams the spool to the fleet hub
 
     def validate(self) -> None:

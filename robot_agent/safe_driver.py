@@ -35,11 +35,12 @@ class SafetyConfig:
     """The robot's own safety settings: watchdog, stale readings, e-stop. (The command limits are the
     profile's ``limits``, shared with sim.)"""
 
-    watchdog_periods: float = 2.0
+    watchdog_periods: float = 2.0  # no fresh command for this many control periods: damp the robot
     # a reading whose stamp has not advanced for this many periods in a row damps the robot
     stale_periods: int = 3
     estop_file: str = ""  # e-stop while this file exists (and until cleared after it is gone)
-    # a driver whose stop() hangs (a wedged bus) must not hold the agent's shutdown past its deadline
+    # seconds the driver's stop() gets at shutdown, then the agent goes on without it and logs an error:
+    # a driver whose stop() hangs (a wedged bus) must not hold the shutdown past its deadline
     release_timeout_s: float = 2.0
 
     def validate(self) -> None:

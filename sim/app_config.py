@@ -15,19 +15,19 @@ from sim.config import register_task_schemas
 class SimConfig:
     """How many worlds, on which device, with which seed and thread count."""
 
-    num_envs: int = 256
-    seed: int = 0
-    device: str = "cpu"
-    nthread: int = 0  # 0 = all cores
+    num_envs: int = 256  # worlds per hardware type (and torchrun rank); rollout = this x num_steps_per_env
+    seed: int = 0  # seeds the worlds (physics draws, goals, noise) and torch; rank r's worlds: seed + 1000 r
+    device: str = "cpu"  # torch device of observations, actions and policy: cpu | cuda[:N] (physics: CPU)
+    nthread: int = 0  # MuJoCo threads stepping the worlds (0 = all cores)
 
 
 @dataclass
 class LoggerConfig:
     """Experiment tracking: ``wandb`` (offline unless WANDB_MODE says otherwise) or ``none``."""
 
-    backend: str = "wandb"
-    project: str = "fleet-learning"
-    run_name: str = ""
+    backend: str = "wandb"  # wandb | none
+    project: str = "fleet-learning"  # the W&B project runs are logged to
+    run_name: str = ""  # the W&B run name ("" = W&B picks one)
     video_every: int = 0  # iterations between rollout videos (0: none)
 
 
@@ -45,9 +45,9 @@ class DemoConfig(SimAppConfig):
     """fleet-demo: a short random-action rollout per hardware type, with throughput and one frame."""
 
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    steps: int = 600
-    render: bool = True
-    output_dir: str = "outputs/demo"
+    steps: int = 600  # random-action control steps per hardware type, each over all sim.num_envs worlds
+    render: bool = True  # save world 0 as output_dir/<hardware>.png (a warning instead where rendering fails)
+    output_dir: str = "outputs/demo"  # where the frames go (created)
 
 
 @dataclass
@@ -57,10 +57,10 @@ class TrainConfig(SimAppConfig):
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     algorithm: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    iterations: int = 200
-    checkpoint_every: int = 50
+    iterations: int = 200  # PPO iterations (rollout + update) to run; after resume, this many more
+    checkpoint_every: int = 50  # iterations between writes of output_dir/checkpoints/latest (and at the end)
     resume: str = ""  # a checkpoint directory to continue from
-    output_dir: str = "outputs/train"
+    output_dir: str = "outputs/train"  # checkpoints/ and videos/ are written under it
     rollout_threads: int = 1  # torch threads while collecting on CPU (0: leave torch's setting)
 
 
@@ -68,8 +68,8 @@ class TrainConfig(SimAppConfig):
 class EvalConfig(SimAppConfig):
     """fleet-eval: roll out a checkpoint for N episodes."""
 
-    checkpoint: str = ""
-    episodes: int = 64
+    checkpoint: str = ""  # checkpoint directory to evaluate (required), e.g. outputs/train/checkpoints/latest
+    episodes: int = 64  # finished episodes per hardware type, mean action; more narrows the 95% CI
 
 
 def register_configs() -> None:

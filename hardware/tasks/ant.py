@@ -15,6 +15,7 @@ from hardware.tasks.base import Task, TaskConfig
 class AntConfig(TaskConfig):
     """Ant-v5 defaults: healthy z in [0.2, 1.0]."""
 
+    # [low, high], m: a trunk height outside it (or not finite) ends the episode; 'healthy' pays 1 inside
     healthy_z: list[float] = field(default_factory=lambda: [0.2, 1.0])
 
 

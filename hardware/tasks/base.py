@@ -25,13 +25,14 @@ class TaskConfigError(ValueError):
 class TaskConfig:
     """Settings every task has. Task-specific configs subclass it; Hydra validates YAML against them."""
 
-    name: str = "???"
-    episode_length_s: float = 10.0
+    name: str = "???"  # a registered task (hardware.tasks.TASKS); the task=<name> group sets it
+    episode_length_s: float = 10.0  # s; after round(this x control_hz) steps a time-out ends the episode
+    # reward term -> weight; a term left out weighs 0 (off), an unknown one is refused
     reward_scales: dict[str, float] = field(default_factory=dict)
     obs_noise_std: dict[str, float] = field(default_factory=dict)  # per observation term, x randomization.obs_noise
     privileged_observation: list[str] = field(default_factory=list)  # extra terms only the critic sees
     init_joint_noise: float = 0.1  # uniform +- around the default pose at reset
-    init_vel_noise: float = 0.1
+    init_vel_noise: float = 0.1  # uniform +- joint velocity at reset (rad/s, m/s), also a free base's 6 dofs
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
 
 

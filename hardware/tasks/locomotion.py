@@ -15,14 +15,14 @@ from hardware.tasks.base import Task, TaskConfig, TaskConfigError
 class LocomotionConfig(TaskConfig):
     """Command ranges, their re-draw period, and the fall conditions."""
 
-    lin_vel_x: list[float] = field(default_factory=lambda: [-1.0, 1.0])
-    lin_vel_y: list[float] = field(default_factory=lambda: [-0.5, 0.5])
-    yaw_rate: list[float] = field(default_factory=lambda: [-1.0, 1.0])
-    command_period_s: float = 10.0
-    tracking_sigma: float = 0.25
+    lin_vel_x: list[float] = field(default_factory=lambda: [-1.0, 1.0])  # m/s: forward command range (body frame)
+    lin_vel_y: list[float] = field(default_factory=lambda: [-0.5, 0.5])  # m/s: sideways command range (body frame)
+    yaw_rate: list[float] = field(default_factory=lambda: [-1.0, 1.0])  # rad/s: turn command range
+    command_period_s: float = 10.0  # s between uniform re-draws of the commands (and one at every reset)
+    tracking_sigma: float = 0.25  # tracking rewards are exp(-squared error / this): smaller is stricter
     min_base_height: float = 0.15  # below: the trunk is on the ground
     max_tilt_cos: float = 0.5  # gravity's body-z component above -0.5: tilted past 60 degrees
-    base_height_target: float = 0.28
+    base_height_target: float = 0.28  # m: the trunk height the base_height term penalises deviation from
 
 
 class LocomotionTask(Task):

@@ -5,11 +5,14 @@
 
 A result is *current* when none of the code it measures (the packages, configs and its own script) has
 changed between the commit it was measured at and HEAD, and *stale* otherwise: rerun it before quoting it.
+A file added since does not count (the measured code cannot have used it); a Python file whose syntax tree is the same once docstrings are set aside (only comments, docstrings or
+layout changed) has not changed what runs; any other change, in any file, counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 from pathlib import Path
@@ -37,13 +40,44 @@ def freshness(rec: dict[str, Any]) -> str:
         return "unknown (no commit recorded)"
     script = rec.get("command", "").split(" ")[1:2]
     paths = [*MEASURED_PATHS, *script]
-    run = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *paths], cwd=ROOT, capture_output=True)
-    if run.returncode == 0:
-        return "stale (uncommitted changes when measured)" if rec.get("dirty") else "current"
-    if run.returncode == 1:
-        return "stale (measured code changed since)"
-    return "unknown (commit not in this clone)"
+    # files added since cannot have run at the commit: a change that makes old code use one shows elsewhere
+    run = subprocess.run(["git", "diff", "--name-only", "--diff-filter=a", commit, "HEAD", "--", *paths], cwd=ROOT,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        return "unknown (commit not in this clone)"
+    changed = [name for name in run.stdout.split() if not _same_code(commit, name)]
+    if changed:
+        return f"stale (changed since: {', '.join(changed[:2])}{' ...' if len(changed) > 2 else ''})"
+    return "stale (uncommitted changes when measured)" if rec.get("dirty") else "current"
 
+
+def _code(source: str | None) -> str | None:
+    """A Python source's syntax tree without docstrings, as text (None if absent or not Python)."""
+    if source is None:
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def _same_code(commit: str, name: str) -> bool:
+    """Whether ``name`` runs the same at ``commit`` and HEAD (a .py file: the same syntax tree)."""
+    if not name.endswith(".py"):
+        return False
+
+    def show(rev: str) -> str | None:
+        out = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout if out.returncode == 0 else None
+
+    old, new = _code(show(commit)), _code(show("HEAD"))
+    return old is not None and old == new
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

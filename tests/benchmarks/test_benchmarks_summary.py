@@ -36,3 +36,15 @@ def test_benchmarks_md_quotes_no_summary_row_without_a_result_file():
     names = {p.name for p in (ROOT / "benchmarks" / "results").glob("*.json")}
     stray = set(_doc_rows()) - names
     assert not stray, f"BENCHMARKS.md quotes results that no file records: {sorted(stray)}"
+
+
+def test_only_a_change_to_what_runs_makes_a_result_stale():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from summary import _code
+
+    base = 'def f(x):\n    """Twice x."""\n    return 2 * x  # double\n'
+    assert _code(base) == _code('def f(x):\n    """Two times x, reworded."""\n    # a new comment\n    return 2 * x\n')
+    assert _code(base) != _code('def f(x):\n    """Twice x."""\n    return 3 * x\n')
+    assert _code("def f(:\n") is None  # not Python: counts as changed

@@ -1,0 +1,121 @@
+"""The fleet learner's update: each column learned with its unit's adapter, stale data ignored, and learning."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from shared_policy.adapter import Adapter
+from shared_policy.gaussian import log_prob
+from shared_policy.vtrace import VTraceConfig
+from shared_policy.vtrace_learner import FleetLearnerConfig, VTraceLearner
+
+HW = "arm2"
+
+
+@dataclass
+class Batch:
+    """A replay batch's fields (fleet.replay's SequenceBatch carries the same)."""
+
+    hardware: str
+    robot_ids: tuple[str, ...]
+    weights: torch.Tensor
+    obs: torch.Tensor
+    critic_obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    time_outs: torch.Tensor
+    mask: torch.Tensor
+    trunk_version: torch.Tensor
+
+
+def _acted(policy, adapters: dict, robots: tuple[str, ...], t: int = 4, version: int = 0, seed: int = 0) -> Batch:
+    """Sequences each robot acted with its own merged policy (behaviour log-probs as its agent records them);
+    reward: the first action's value, one-step episodes."""
+    gen = torch.Generator().manual_seed(seed)
+    spec = policy.spec(HW)
+    b = len(robots)
+    obs = torch.randn(t, b, spec.num_obs, generator=gen)
+    actions, logp = torch.empty(t, b, spec.num_actions), torch.empty(t, b)
+    with torch.no_grad():
+        for i, robot in enumerate(robots):
+            mean = policy.action_mean(HW, obs[:, i], adapters.get(robot))
+            log_std = policy.log_std(HW, adapters.get(robot))
+            a = mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
+            actions[:, i], logp[:, i] = a, log_prob(a, mean, log_std.exp(), log_std)
+    ones = torch.ones(t, b)
+    return Batch(HW, robots, torch.ones(b), obs, torch.randn(t + 1, b, spec.num_critic_obs, generator=gen), actions,
+                 logp, actions[..., 0].clone(), ones, torch.zeros(t, b), ones.clone(),
+                 torch.full((t, b), version, dtype=torch.int64))
+
+
+def _unit_adapter(policy, seed: int) -> Adapter:
+    torch.manual_seed(seed)
+    adapter = Adapter(policy, HW)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return adapter
+
+
+def test_each_column_is_scored_with_its_own_units_adapter(policy):
+    adapters = {"unit-a": _unit_adapter(policy, 1), "unit-b": _unit_adapter(policy, 2), "unit-c": None}
+    batch = _acted(policy, adapters, ("unit-a", "unit-b", "unit-c", "unit-a"))
+    learner = VTraceLearner(policy)
+    with torch.no_grad():
+        target = learner.target_log_probs(batch, adapters)
+        torch.testing.assert_close(target, batch.log_probs, atol=1e-4, rtol=1e-4)  # on-policy: every ratio is 1
+        bare = learner.target_log_probs(batch, {})  # as if the units ran the bare trunk
+    assert (bare[:, [0, 1, 3]] - batch.log_probs[:, [0, 1, 3]]).abs().mean() > 0.1
+    torch.testing.assert_close(bare[:, 2], batch.log_probs[:, 2], atol=1e-4, rtol=1e-4)
+
+
+def test_an_update_moves_the_trunk_and_leaves_the_adapters_alone(policy):
+    adapters = {"unit-a": _unit_adapter(policy, 3)}
+    before_adapter = copy.deepcopy(adapters["unit-a"].state_dict())
+    before_trunk = [p.detach().clone() for p in policy.trunk.parameters()]
+    result = VTraceLearner(policy).update(_acted(policy, adapters, ("unit-a", "unit-a")), adapters)
+    assert any(not torch.equal(p, q) for p, q in zip(policy.trunk.parameters(), before_trunk, strict=True))
+    for key, value in adapters["unit-a"].state_dict().items():
+        assert torch.equal(value, before_adapter[key]), key
+    assert result.metrics["steps_used"] == 8 and result.metrics["rho_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert result.td_abs.shape == (4, 2) and torch.isfinite(result.td_abs).all()
+
+
+def test_a_batch_older_than_the_staleness_limit_changes_nothing(policy):
+    learner = VTraceLearner(policy, FleetLearnerConfig(vtrace=VTraceConfig(max_trunk_staleness=2)), trunk_version=5)
+    before = copy.deepcopy(policy.state_dict())
+    result = learner.update(_acted(policy, {}, ("u", "v"), version=2), {})  # 3 versions behind
+    assert result.metrics["steps_used"] == 0 and result.metrics["steps_stale"] == 8
+    for key, value in policy.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_the_learner_improves_the_fleets_return(policy):
+    # reward = the first action: a fleet acting with its adapters, the trunk learning from what they did
+    torch.manual_seed(0)
+    adapters = {"unit-a": _unit_adapter(policy, 4), "unit-b": _unit_adapter(policy, 5)}
+    learner = VTraceLearner(policy, FleetLearnerConfig(learning_rate=3e-3))
+    probe = _acted(policy, adapters, ("unit-a", "unit-b") * 8, t=8, seed=99)
+
+    def fleet_mean_action() -> float:
+        with torch.no_grad():
+            return float(sum(policy.action_mean(HW, probe.obs[:, i], adapters[r])[:, 0].mean()
+                             for i, r in enumerate(probe.robot_ids)) / len(probe.robot_ids))
+
+    start = fleet_mean_action()
+    for step in range(60):
+        learner.update(_acted(policy, adapters, ("unit-a", "unit-b") * 4, t=8, seed=step), adapters)
+    assert fleet_mean_action() > start + 0.5
+
+
+def test_bad_learner_settings_name_their_key():
+    with pytest.raises(ValueError, match="learner.learning_rate"):
+        FleetLearnerConfig(learning_rate=0.0).validate()
+    with pytest.raises(ValueError, match="learner.entropy_coef"):
+        FleetLearnerConfig(entropy_coef=-1.0).validate()

@@ -75,21 +75,27 @@ class ParquetExportThread:
 
     # -- the thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = self.every_s
+        backoff, started = self.every_s, time.monotonic()
         store: ExperienceStore | None = None
         try:
             while not self._stop.is_set():
                 try:
                     if store is None:  # its own connections: never the hub's (module docstring)
                         store = ExperienceStore(self.store_path, check=False)
+                    started = time.monotonic()
                     self._export(store)
                     return
                 except Exception as exc:  # noqa: BLE001 - the export must never take ingest down with it
+                    if time.monotonic() - started > MAX_BACKOFF_S:  # it had been working: a new fault
+                        backoff = self.every_s
                     log.exception("Parquet export failed (retrying in %.1f s): %s", backoff, exc)
                     with self._lock:
                         self._status.update(running=False, failures=self._status["failures"] + 1,
                                             last_error=f"{type(exc).__name__}: {exc}"[:500])
                     self._count_backlog(store)
+                    if store is not None:  # reopened at the retry: a broken connection does not linger
+                        store.close()
+                        store = None
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:

@@ -72,6 +72,7 @@ class HubConfig:
     parquet_roll_s: float = 300.0  # ... or when their oldest row is this old (the tier's worst freshness)
     parquet_export: bool = True  # the hub exports to the Parquet tier in a thread of its own (fleet/export_thread.py)
     parquet_every_s: float = 1.0  # how often that thread looks for newly stored chunks when it has caught up
+    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the GIL)
     # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked; the
     # hub's memory for chunks is at most credit x robots (a chunk bigger than the credit moves alone).
     credit_bytes: int = 8 * 1024 * 1024
@@ -96,6 +97,7 @@ class HubConfig:
             "parquet_file_mb": self.parquet_file_mb > 0,
             "parquet_roll_s": self.parquet_roll_s > 0,
             "parquet_every_s": self.parquet_every_s > 0,
+            "parquet_busy_max": 0 < self.parquet_busy_max <= 1,
             "credit_bytes": self.credit_bytes > 0,
             "heartbeat_ms": 10 <= self.heartbeat_ms <= 3_600_000,
             "dead_after_heartbeats": self.dead_after_heartbeats >= 1,

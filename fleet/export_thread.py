@@ -24,6 +24,7 @@ from fleet.store import ExperienceStore
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0  # a broken export retries at least this often
+BATCH_CHUNKS = 32  # chunks read per step: small steps keep its pacing fine-grained
 LAG_EVERY_S = 1.0  # how often a busy exporter counts what it is behind (a COUNT over the backlog)
 
 
@@ -32,9 +33,10 @@ class ParquetExportThread:
     from any thread says how fresh the Parquet tier is."""
 
     def __init__(self, store_path: Path, out_dir: Path, file_bytes: int, roll_s: float, every_s: float,
-                 stop_timeout_s: float):
+                 stop_timeout_s: float, busy_max: float = 1.0):
         self.store_path, self.out_dir = Path(store_path), Path(out_dir)
         self.file_bytes, self.roll_s, self.every_s, self.stop_timeout_s = file_bytes, roll_s, every_s, stop_timeout_s
+        self.busy_max = busy_max  # the share of its time the thread may spend exporting while behind
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._status: dict[str, Any] = {
@@ -48,7 +50,7 @@ class ParquetExportThread:
     def from_config(cls, cfg: HubConfig, store_path: Path) -> ParquetExportThread:
         """The export thread a hub config asks for (not started)."""
         return cls(store_path, cfg.parquet_path(), int(cfg.parquet_file_mb * (1 << 20)), cfg.parquet_roll_s,
-                   cfg.parquet_every_s, cfg.stop_timeout_s)
+                   cfg.parquet_every_s, cfg.stop_timeout_s, cfg.parquet_busy_max)
 
     def start(self) -> None:
         """Start exporting."""
@@ -103,15 +105,19 @@ class ParquetExportThread:
                 store.close()
 
     def _export(self, store: ExperienceStore) -> None:
-        exporter = ParquetExporter(store, self.out_dir, file_bytes=self.file_bytes, roll_s=self.roll_s)
+        exporter = ParquetExporter(store, self.out_dir, file_bytes=self.file_bytes, roll_s=self.roll_s,
+                                   batch_chunks=BATCH_CHUNKS)
         with self._lock:
             self._status["running"] = True
         self._note(exporter, force=True)
         while not self._stop.is_set():
+            cpu = time.thread_time()
             read = exporter.step()
             self._note(exporter, force=read == 0)
             if read == 0:
                 self._stop.wait(self.every_s)
+            elif self.busy_max < 1:  # pace itself: ingest gets the interpreter lock the rest of the time
+                self._stop.wait((time.thread_time() - cpu) * (1 - self.busy_max) / self.busy_max)
         end = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < end and exporter.step():
             pass

@@ -237,6 +237,7 @@ def test_metrics_and_export_settings_compose_with_their_defaults():
 @pytest.mark.parametrize(("override", "key"), [
     ("metrics.prometheus_port=70000", "metrics.prometheus_port"), ("metrics.wandb_every_s=0", "metrics.wandb_every_s"),
     ("metrics.max_robot_series=-1", "metrics.max_robot_series"), ("parquet_every_s=0", "parquet_every_s"),
+    ("parquet_busy_max=0", "parquet_busy_max"), ("parquet_busy_max=1.5", "parquet_busy_max"),
     ("forget_after_s=0", "forget_after_s")])
 def test_wrong_metrics_or_export_value_is_refused_naming_its_key(override, key):
     with pytest.raises(ValueError, match=f"^{key}: "):

@@ -242,3 +242,26 @@ def test_metrics_and_export_settings_compose_with_their_defaults():
 def test_wrong_metrics_or_export_value_is_refused_naming_its_key(override, key):
     with pytest.raises(ValueError, match=f"^{key}: "):
         _hub(override).validate()
+
+
+@pytest.mark.timeout(60)
+def test_a_robot_whose_connection_closed_reads_gone_not_connected_until_its_next_hello(tmp_path, robots):
+    hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=50, dead_after_heartbeats=1000, registry_every_s=0.05,
+                               metrics=MetricsConfig(wandb=False)))
+    registry = tmp_path / "hub" / "registry.json"
+
+    def state() -> str | None:
+        row = load_registry(registry)["robots"].get("unit-0") if registry.exists() else None
+        return row and row["state"]
+
+    try:
+        first = robots(hub.endpoint, "unit-0")
+        first.welcome()
+        assert wait_until(lambda: state() == "alive", 10)
+        first.close()  # no missed-heartbeat verdict yet (1000 intervals): the hub's next heartbeat finds no peer
+        assert wait_until(lambda: state() == "gone", 20), state()
+        assert hub.server.metrics.snapshot["robots"]["unit-0"]["state"] == "gone"
+        robots(hub.endpoint, "unit-0").welcome()
+        assert wait_until(lambda: state() == "alive", 10), state()
+    finally:
+        hub.stop()

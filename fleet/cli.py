@@ -66,9 +66,9 @@ def run_hub(cfg: DictConfig) -> int:
           f"(credit {hub_cfg.credit_bytes} bytes per robot, heartbeat {hub_cfg.heartbeat_ms} ms), pid {os.getpid()}",
           flush=True)
     hub.run()
-    robots = hub.registry.robots.values()
-    print(f"fleet-hub: stopped; this run stored {sum(r.chunks_in for r in robots)} chunks "
-          f"({sum(r.duplicates for r in robots)} duplicates acked again) from {len(robots)} robots", flush=True)
+    totals, robots = hub.registry.totals(), len(hub.registry.robots) + hub.registry.forgotten["robots"]
+    print(f"fleet-hub: stopped; this run stored {totals['chunks_in']} chunks "
+          f"({totals['duplicates']} duplicates acked again) from {robots} robots", flush=True)
     return EXIT_OK
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
+from fleet.metrics_config import MetricsConfig
+
 SECURITY_MODES = ("curve", "plaintext")
 
 
@@ -68,14 +70,19 @@ class HubConfig:
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...
     parquet_roll_s: float = 300.0  # ... or when their oldest row is this old (the tier's worst freshness)
+    parquet_export: bool = True  # the hub exports to the Parquet tier in a thread of its own (fleet/export_thread.py)
+    parquet_every_s: float = 1.0  # how often that thread looks for newly stored chunks when it has caught up
+    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the GIL)
     # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked; the
     # hub's memory for chunks is at most credit x robots (a chunk bigger than the credit moves alone).
     credit_bytes: int = 8 * 1024 * 1024
     heartbeat_ms: int = 1000  # the hub heartbeats each robot this often, and tells robots to do the same
     dead_after_heartbeats: int = 5  # a robot silent for this many heartbeat intervals is dead (its session ends)
+    forget_after_s: float = 3600.0  # a robot gone (dead, cut, disconnected) this long leaves the registry and metrics
     registry_every_s: float = 1.0  # <storage_dir>/registry.json (what `fleet-hub status` prints) this often
     stop_timeout_s: float = 10.0  # SIGTERM: commit and ack what is queued within this, then exit
     run_for_s: float = 0.0  # stop by itself after this long, as at SIGTERM (0 = until signalled): smoke tests
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # Prometheus endpoint and W&B run
 
     def parquet_path(self) -> Path:
         """The Parquet tier's directory."""
@@ -89,9 +96,12 @@ class HubConfig:
             "store_group_wait_ms": self.store_group_wait_ms >= 0,
             "parquet_file_mb": self.parquet_file_mb > 0,
             "parquet_roll_s": self.parquet_roll_s > 0,
+            "parquet_every_s": self.parquet_every_s > 0,
+            "parquet_busy_max": 0 < self.parquet_busy_max <= 1,
             "credit_bytes": self.credit_bytes > 0,
             "heartbeat_ms": 10 <= self.heartbeat_ms <= 3_600_000,
             "dead_after_heartbeats": self.dead_after_heartbeats >= 1,
+            "forget_after_s": self.forget_after_s > 0,
             "registry_every_s": self.registry_every_s > 0,
             "stop_timeout_s": self.stop_timeout_s > 0,
             "run_for_s": self.run_for_s >= 0,
@@ -101,6 +111,7 @@ class HubConfig:
                 raise ValueError(f"{key}: invalid value {getattr(self, key)!r}")
         self.security.validate()
         self.socket.validate()
+        self.metrics.validate()
 
 
 @dataclass

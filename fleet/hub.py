@@ -5,7 +5,9 @@ deadline), decodes and checks each message, binds it to its robot (CURVE key, pe
 store's :class:`~fleet.store.GroupWriter` within each robot's byte credit, and acks a chunk only when the commit
 of its group has returned (the writer's thread fsyncs; its futures wake this loop through the pipe). It also
 heartbeats every robot, declares silent ones dead, and writes the fleet registry. The conversation is in
-docs/protocol.md.
+docs/protocol.md. Beside the loop, and never in its way: the Parquet export thread (fleet/export_thread.py), the
+Prometheus endpoint and the W&B run (fleet/metrics.py, fleet/metrics_wandb.py), which read only the snapshot the
+loop publishes with each registry write (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,11 @@ from typing import Any
 import zmq
 
 from fleet.config import HubConfig
+from fleet.export_thread import ParquetExportThread
 from fleet.hub_session import RobotSession, now_us
 from fleet.keys import HubSecurity
+from fleet.metrics import HubMetrics
+from fleet.metrics_wandb import WandbReporter, wandb_wanted
 from fleet.protocol import (
     PROTOCOL_VERSION,
     UPLINK,
@@ -44,7 +50,7 @@ from fleet.protocol import (
     decode,
 )
 from fleet.record import RecordError, verify_record
-from fleet.registry import CUT, DEAD, REGISTRY_FILE, FleetRegistry
+from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
 
@@ -76,18 +82,25 @@ class HubServer:
         try:
             self.security = HubSecurity(self.ctx, cfg.security)
             self.sock = hub_socket(self.ctx, cfg, self.security)
+            self.metrics = HubMetrics(cfg.metrics)  # a Prometheus port in use refuses the start, naming its key
         except BaseException:
             self._close_sockets()
             self.store.close()
             raise
         self.endpoint = self.sock.last_endpoint.decode()
-        self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000)
+        self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
+                                  on_commit=self.metrics.commits.observe)
         self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
-                                       "storage": str(self.storage.resolve()), "running": True})
+                                       "storage": str(self.storage.resolve()), "running": True,
+                                       "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
+                                       cfg.dead_after_heartbeats, "prometheus": self.metrics.url})
+        self.export = ParquetExportThread.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
+        self.wandb = WandbReporter(cfg.metrics, self.metrics, asdict(cfg)) if wandb_wanted(cfg.metrics) else None
         self.registry_path = self.storage / REGISTRY_FILE
         self.sessions: dict[str, RobotSession] = {}
         self.by_route: dict[bytes, str] = {}  # live connection -> its robot
         self.refused: Counter[str] = Counter()  # messages refused, by code
+        self.nacked: Counter[str] = Counter()  # chunks refused, by reason
         self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
         self._written: deque[tuple[str, str, Future]] = deque()  # commits done, for the loop to answer
         self._wake_r, self._wake_w = os.pipe()
@@ -105,6 +118,9 @@ class HubServer:
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
         until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
+        for outlet in (self.export, self.wandb):
+            if outlet is not None:
+                outlet.start()
         try:
             self._serve(lambda: self._stop.is_set() or time.monotonic() >= until)
             self._stopping = True
@@ -141,8 +157,13 @@ class HubServer:
     def _close(self, timeout: float) -> None:
         self.writer.close(timeout)
         self._answer_commits()  # what committed while the writer closed is acked before the socket goes
+        if self.export is not None:
+            self.export.stop(timeout)  # exports what is stored within the timeout, rolls its open files
         self.registry.hub["running"] = False
         self.write_registry()
+        if self.wandb is not None:
+            self.wandb.stop(timeout)  # logs the final snapshot
+        self.metrics.close()
         self._close_sockets()
         self.store.close()
         if self.writer.pending == 0:  # else a commit still running would write to a closed (or reused) fd
@@ -159,17 +180,26 @@ class HubServer:
         self.ctx.term()
 
     def write_registry(self) -> None:
-        """Write ``registry.json`` now (the loop does it every ``registry_every_s``)."""
+        """Write ``registry.json`` now (the loop does it every ``registry_every_s``) and publish the same snapshot
+        to the metrics outlets."""
+        now = time.time()
+        self._forget_gone(now)
         for robot, s in self.sessions.items():
             rec = self.registry.record(robot)
             rec.credit, rec.in_flight_bytes = s.highest_credit, s.in_flight_bytes
             rec.peak_in_flight_bytes = s.peak_in_flight_bytes
+            if rec.state == ALIVE and not s.connected:
+                rec.state = GONE
         w = self.writer
         self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
-                                 largest_group=w.largest_group, refused=dict(self.refused),
-                                 acks_dropped=self.acks_dropped, stopping=self._stopping)
+                                 largest_group=w.largest_group, refused=dict(self.refused), nacked=dict(self.nacked),
+                                 acks_dropped=self.acks_dropped, stopping=self._stopping,
+                                 commit=self.metrics.commits.summary(buckets=False),
+                                 parquet=self.export.status() if self.export else {"enabled": False})
+        snapshot = self.registry.snapshot(now)
+        self.metrics.publish(snapshot)
         try:
-            self.registry.write(self.registry_path)
+            self.registry.write(self.registry_path, snapshot=snapshot)
         except OSError as exc:  # a status file must not stop ingest
             log.warning("could not write %s: %s", self.registry_path, exc)
 
@@ -313,6 +343,7 @@ class HubServer:
     def _nack(self, session: RobotSession, chunk_id: str, code: ErrorCode, text: str) -> None:
         self.registry.record(session.robot_id).nacks += 1
         self.refused[code] += 1
+        self.nacked[code] += 1
         self._note(session.robot_id, code, "robot %s: chunk %s refused %s: %s", session.robot_id, chunk_id, code, text)
         self._send(session, Nack(robot_id=session.robot_id, seq=session.next_seq(), chunk_id=chunk_id, reason=code,
                                  text=_printable(text, self.limits.max_text)))
@@ -368,6 +399,16 @@ class HubServer:
             log.warning(fmt, *args)
 
     # -- timers ----------------------------------------------------------------------------------------------
+    def _forget_gone(self, now: float) -> None:
+        """Forget robots gone ``forget_after_s`` with nothing in flight: registry, sessions and metrics stay
+        bounded under churn (their counts stay in the registry's ``forgotten`` totals)."""
+        for robot in list(self.registry.robots):
+            s = self.sessions.get(robot)
+            if (s is None or not (s.connected or s.in_flight)) and \
+                    self.registry.gone_for(robot, now) > self.cfg.forget_after_s:
+                self.sessions.pop(robot, None)
+                self.registry.forget(robot)
+
     def _beat(self, now: float) -> None:
         """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead."""
         limit = self.cfg.dead_after_heartbeats * self.cfg.heartbeat_ms / 1000

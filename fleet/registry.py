@@ -2,8 +2,11 @@
 
 The hub's socket loop owns it (no locks: one thread writes it) and updates it as messages arrive; every
 ``registry_every_s`` it writes a snapshot atomically (temp file + rename, no fsync: it is a status report, rebuilt
-from live traffic after a restart), which ``fleet-hub status DIR`` prints as a table. Counters start at zero
-when the hub starts; the store holds the durable totals (``ExperienceStore.counts``).
+from live traffic after a restart), which ``fleet-hub status DIR`` prints as a table; the same snapshot feeds
+the Prometheus endpoint and W&B (fleet/metrics.py). Counters start at zero when the hub starts; the store holds
+the durable totals (``ExperienceStore.counts``). A robot gone for ``forget_after_s`` is forgotten: its record
+leaves (so the registry and the metrics' label sets stay bounded under churn) and its counters move into the
+``forgotten`` totals, so fleet-wide sums never go down.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from fleet.protocol import Heartbeat, Hello
 
 REGISTRY_FILE = "registry.json"
 ALIVE, DEAD, CUT = "alive", "dead", "cut"  # cut: its key was revoked (or it broke identity) while connected
+GONE = "gone"  # its connection vanished (a send found no peer) without missed heartbeats: it reconnects with HELLO
+COUNTERS = ("chunks_in", "bytes_in", "duplicates", "nacks", "errors")  # summed fleet-wide, forgotten robots too
 
 
 @dataclass
@@ -49,6 +54,7 @@ class RobotRecord:
     credit: int = 0
     in_flight_bytes: int = 0  # chunk bytes queued to the store and not yet acked
     peak_in_flight_bytes: int = 0  # the most ever queued at once (at most its credit, or one larger chunk)
+    known_since: float = 0.0  # when the hub first heard of it (any message, refused ones too)
 
 
 class FleetRegistry:
@@ -57,13 +63,31 @@ class FleetRegistry:
     def __init__(self, hub: dict[str, Any] | None = None):
         self.robots: dict[str, RobotRecord] = {}
         self.hub = dict(hub or {})  # bind, security, storage, pid: printed above the table
+        self.forgotten: dict[str, int] = dict.fromkeys(("robots", *COUNTERS), 0)
 
     def record(self, robot_id: str) -> RobotRecord:
         """The record of ``robot_id`` (made on first use)."""
         rec = self.robots.get(robot_id)
         if rec is None:
-            rec = self.robots[robot_id] = RobotRecord(robot_id)
+            rec = self.robots[robot_id] = RobotRecord(robot_id, known_since=time.time())
         return rec
+
+    def forget(self, robot_id: str) -> None:
+        """Drop a robot's record; its counters stay in the ``forgotten`` totals."""
+        rec = self.robots.pop(robot_id, None)
+        if rec is not None:
+            self.forgotten["robots"] += 1
+            for key in COUNTERS:
+                self.forgotten[key] += getattr(rec, key)
+
+    def gone_for(self, robot_id: str, now: float) -> float:
+        """Seconds since the hub last heard from a robot (its last message, else when it was first heard of)."""
+        rec = self.robots[robot_id]
+        return now - max(rec.last_seen, rec.connected_since, rec.known_since)
+
+    def totals(self) -> dict[str, int]:
+        """Fleet-wide sums of the counters since the hub started, forgotten robots included."""
+        return {k: self.forgotten[k] + sum(getattr(r, k) for r in self.robots.values()) for k in COUNTERS}
 
     def hello(self, msg: Hello, protocol: int, credit: int, now: float) -> None:
         """A robot (re)connected with this HELLO."""
@@ -89,21 +113,24 @@ class FleetRegistry:
         rec.trunk_version, rec.adapter_version = msg.trunk_version, msg.adapter_version
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """The registry as plain data: the hub's fields and, per robot, its record plus ``lag_s`` (seconds since
-        its newest chunk arrived, None before the first) and ``silent_s`` (since its last message)."""
+        """The registry as plain data: the hub's fields, the ``forgotten`` totals and, per robot, its record plus
+        ``lag_s`` (seconds since its newest chunk was stored, None before the first: docs/observability.md),
+        ``silent_s`` (since its last message) and ``heartbeat_age_s`` (since its last heartbeat)."""
         now = time.time() if now is None else now
         robots = {}
         for rid, rec in sorted(self.robots.items()):
             d = asdict(rec)
             d["lag_s"] = round(now - rec.last_chunk_at, 3) if rec.last_chunk_at else None
             d["silent_s"] = round(now - rec.last_seen, 3) if rec.last_seen else None
+            d["heartbeat_age_s"] = round(now - rec.last_heartbeat, 3) if rec.last_heartbeat else None
             robots[rid] = d
-        return {"time": now, "hub": self.hub, "robots": robots}
+        return {"time": now, "hub": dict(self.hub), "forgotten": dict(self.forgotten), "robots": robots}
 
-    def write(self, path: Path, now: float | None = None) -> None:
-        """Replace ``path`` with the snapshot, atomically (a reader sees the old file or the new one)."""
+    def write(self, path: Path, now: float | None = None, snapshot: dict[str, Any] | None = None) -> None:
+        """Replace ``path`` with the snapshot (``snapshot`` if given, else one taken now), atomically (a reader
+        sees the old file or the new one)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.snapshot(now), indent=1))
+        tmp.write_text(json.dumps(snapshot if snapshot is not None else self.snapshot(now), indent=1))
         os.replace(tmp, path)
 
 
@@ -126,13 +153,14 @@ _COLUMNS = (  # header, key, format
     ("SILENT_S", "silent_s", "{:.1f}"), ("SPOOL", "spool_depth", "{}"), ("CHUNKS_IN", "chunks_in", "{}"),
     ("MB_IN", "bytes_in", "{:.1f}"), ("DUP", "duplicates", "{}"), ("NACK", "nacks", "{}"), ("ERR", "errors", "{}"),
     ("IN_FLIGHT_KB", "in_flight_bytes", "{:.0f}"), ("LAG_S", "lag_s", "{:.1f}"),
+    ("HB_AGE_S", "heartbeat_age_s", "{:.1f}"), ("SPOOL_MB", "spool_bytes", "{:.1f}"),
 )
 
 
 def _cell(key: str, fmt: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key == "bytes_in":
+    if key in ("bytes_in", "spool_bytes"):
         value = value / 2**20
     elif key == "in_flight_bytes":
         value = value / 2**10
@@ -149,4 +177,30 @@ def format_table(snapshot: dict[str, Any]) -> str:
     rows += [[_cell(k, f, r.get(k)) for _, k, f in _COLUMNS] for r in snapshot["robots"].values()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join([head, *lines])
+    return "\n".join([head, *lines, *_footer(snapshot)])
+
+
+def _footer(snapshot: dict[str, Any]) -> list[str]:
+    """Fleet-wide lines under the table: who is connected or dead, and how fresh the Parquet tier is."""
+    hub, robots = snapshot.get("hub", {}), snapshot["robots"].values()
+    states = [r.get("state") for r in robots]
+    beats, ms = hub.get("dead_after_heartbeats"), hub.get("heartbeat_ms")
+    rule = f" (dead after {beats} missed heartbeats = {beats * ms / 1000:g} s)" if beats and ms else ""
+    forgotten = snapshot.get("forgotten", {}).get("robots", 0)
+    lines = [f"robots: {states.count(ALIVE)} connected, {states.count(DEAD)} dead, {states.count(CUT)} cut, "
+             f"{states.count(GONE)} gone{rule}; {forgotten} forgotten"]
+    commit = hub.get("commit")
+    if commit and commit.get("count"):
+        lines.append(f"store: {commit['count']} commit groups, mean {commit['sum_s'] / commit['count'] * 1e3:.1f} ms, "
+                     f"max {commit['max_s'] * 1e3:.1f} ms; {hub.get('writer_pending', 0)} chunks waiting")
+    pq = hub.get("parquet")
+    if not pq or not pq.get("enabled"):
+        lines.append("parquet: export off (python -m fleet.parquet_export STORE DIR brings it up to date)")
+    else:
+        through = pq.get("complete_through_received")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(through)) if through else "nothing yet"
+        lines.append(f"parquet: complete through {when} (rowid {pq.get('complete_through_rowid', 0)}); "
+                     f"{pq.get('chunks_behind', 0)} chunks / {pq.get('behind_s', 0.0):.1f} s behind; "
+                     f"{pq.get('rows_exported', 0)} rows in {pq.get('files', 0)} files; {pq.get('failures', 0)} failures"
+                     + (f" (last: {pq['last_error']})" if pq.get("last_error") else ""))
+    return lines

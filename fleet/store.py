@@ -19,6 +19,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,15 +312,17 @@ class GroupWriter:
 
     A group is whatever is queued when the previous commit ends, topped up for at most ``max_wait_s`` after
     its first record, up to ``max_group`` records: under load, groups grow by themselves while an fsync runs.
-    Memory is bounded by the caller's credit; ``pending`` / ``pending_bytes`` say what waits.
+    Memory is bounded by the caller's credit; ``pending`` / ``pending_bytes`` say what waits. ``on_commit(records,
+    seconds)``, if given, hears how long each group's commit took (on this thread: keep it cheap).
     """
 
-    def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001):
+    def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001,
+                 on_commit: Callable[[int, float], None] | None = None):
         if max_group < 1:
             raise ValueError(f"max_group: {max_group!r} must be >= 1")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s: {max_wait_s!r} must be >= 0")
-        self.store, self.max_group, self.max_wait_s = store, max_group, max_wait_s
+        self.store, self.max_group, self.max_wait_s, self.on_commit = store, max_group, max_wait_s, on_commit
         self._queue: queue.SimpleQueue[tuple[bytes, Future] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.pending = self.pending_bytes = 0
@@ -370,11 +373,14 @@ class GroupWriter:
             group, done = self._next_group()
             if not group:
                 continue
+            started = time.perf_counter()
             try:
                 results: list[StoreResult] | None = self.store.put_many([rec for rec, _ in group])
                 error = None
             except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
                 results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            if self.on_commit is not None:
+                self.on_commit(len(group), time.perf_counter() - started)
             with self._lock:
                 self.pending -= len(group)
                 self.pending_bytes -= sum(len(rec) for rec, _ in group)

@@ -136,9 +136,11 @@ class BareRobot:
         self.ctx.term()
 
 
-def start_hub_process(tmp: Path, port: int, *overrides: str, keys: Path | None = None) -> subprocess.Popen:
-    """A real ``fleet-hub`` process on 127.0.0.1:``port`` storing in ``tmp/hub``, in its own process group."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def start_hub_process(tmp: Path, port: int, *overrides: str, keys: Path | None = None,
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real ``fleet-hub`` process on 127.0.0.1:``port`` storing in ``tmp/hub``, in its own process group
+    (W&B disabled unless ``env`` says otherwise)."""
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     security = [f"security.keys_dir={keys}", "security.allowlist_reload_ms=0"] if keys else \
         ["security.mode=plaintext"]
     args = [str(BIN / "fleet-hub"), f"bind=tcp://127.0.0.1:{port}", f"storage_dir={tmp / 'hub'}",

@@ -22,6 +22,7 @@ from typing import Any
 
 import zmq
 
+from fleet.adapter_store import AdapterConflictError, AdapterIntake, AdapterStore, check_upload
 from fleet.config import HubConfig
 from fleet.hub_session import RobotSession, now_us
 from fleet.keys import HubSecurity
@@ -47,12 +48,15 @@ from fleet.record import RecordError, verify_record
 from fleet.registry import CUT, DEAD, REGISTRY_FILE, FleetRegistry
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
+from fleet.trunk_service import TrunkService
+from fleet.trunk_store import TrunkStore
 
 log = logging.getLogger(__name__)
 
 RECV_BATCH = 256  # messages taken per poll before acks and timers get their turn
 MAX_POLL_MS = 100  # the loop looks at its stop flag at least this often
 UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that never said who it is
+TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -96,6 +100,11 @@ class HubServer:
         self._stop = threading.Event()
         self._stopping = False
         self._warned: set[tuple[str, str]] = set()
+        # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
+        self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
+        adapter_store = AdapterStore(self.storage / STORE_FILE)
+        self.stored_adapters = {r: (a.adapter_version, a.trunk_version) for r, a in adapter_store.latest().items()}
+        self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -118,9 +127,9 @@ class HubServer:
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         beat_s, every_s = self.cfg.heartbeat_ms / 1000, self.cfg.registry_every_s
-        next_beat = next_registry = time.monotonic()
+        next_beat = next_registry = next_trunk = time.monotonic()
         while not done():
-            wait = min(next_beat, next_registry) - time.monotonic()
+            wait = min(next_beat, next_registry, next_trunk) - time.monotonic()
             events = dict(poller.poll(max(0, min(MAX_POLL_MS, int(wait * 1000) + 1))))
             if self.sock in events:
                 self._receive_batch()
@@ -130,7 +139,11 @@ class HubServer:
                 except BlockingIOError:
                     pass
             self._answer_commits()
+            self._answer_adapters()
             now = time.monotonic()
+            if now >= next_trunk:
+                self._poll_trunk()
+                next_trunk = now + TRUNK_POLL_S
             if now >= next_beat:
                 self._beat(now)
                 next_beat = now + beat_s
@@ -140,7 +153,10 @@ class HubServer:
 
     def _close(self, timeout: float) -> None:
         self.writer.close(timeout)
+        self.adapter_intake.close(timeout)
         self._answer_commits()  # what committed while the writer closed is acked before the socket goes
+        self._answer_adapters()
+        self.trunks.close()
         self.registry.hub["running"] = False
         self.write_registry()
         self._close_sockets()
@@ -167,7 +183,9 @@ class HubServer:
         w = self.writer
         self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
                                  largest_group=w.largest_group, refused=dict(self.refused),
-                                 acks_dropped=self.acks_dropped, stopping=self._stopping)
+                                 acks_dropped=self.acks_dropped, stopping=self._stopping,
+                                 trunk_version=self.trunks.version, trunk_pieces_served=self.trunks.pieces_served,
+                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=self.trunks.refused)
         try:
             self.registry.write(self.registry_path)
         except OSError as exc:  # a status file must not stop ingest
@@ -216,11 +234,10 @@ class HubServer:
             self._chunk(session, msg)
         elif isinstance(msg, Heartbeat):
             self.registry.heartbeat(msg, session.heard_heartbeat(msg, now_us()), time.time())
-        elif isinstance(msg, TrunkFetch):  # trunk distribution is not served yet: the hub holds no trunk
-            self._reply_error(session, ErrorCode.UNKNOWN_TRUNK, f"trunk v{msg.trunk_version}: this hub holds no "
-                              "trunk (its WELCOME said trunk_version 0)")
+        elif isinstance(msg, TrunkFetch):
+            self._trunk_fetch(session, msg)
         elif isinstance(msg, AdapterUpload):
-            self._reply_error(session, ErrorCode.UNEXPECTED_TYPE, "adapter_upload is not served by this hub yet")
+            self._adapter_upload(session, msg)
         elif isinstance(msg, Error):
             self._note(robot, f"robot-error-{msg.code}", "robot %s says %s: %s", robot, msg.code, msg.text)
 
@@ -234,11 +251,14 @@ class HubServer:
         self.by_route[route] = robot
         session.connect(route, self.cfg.credit_bytes, time.monotonic())
         self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
+        rec = self.registry.record(robot)
+        rec.adapter_stored, rec.adapter_stored_trunk = self.stored_adapters.get(robot, (None, None))
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
         self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
-                                    trunk_version=0, heartbeat_ms=self.cfg.heartbeat_ms,
+                                    trunk_version=self.trunks.version, heartbeat_ms=self.cfg.heartbeat_ms,
                                     max_message_bytes=self.limits.max_message_bytes))
+        self._send_notice(session)  # its size and digest: what a robot needs to fetch it
 
     def _chunk(self, session: RobotSession, msg: Chunk) -> None:
         cid, size = msg.chunk_id, msg.size
@@ -383,5 +403,67 @@ class HubServer:
                 continue
             echo, delay = session.echo(t)
             self._send(session, Heartbeat(robot_id=session.robot_id, seq=session.next_seq(), t_us=t, echo_us=echo,
-                                          echo_delay_us=delay, spool_depth=0, spool_bytes=0, trunk_version=0,
-                                          adapter_version=0))
+                                          echo_delay_us=delay, spool_depth=0, spool_bytes=0,
+                                          trunk_version=self.trunks.version, adapter_version=0))
+            if self.registry.record(session.robot_id).trunk_version < self.trunks.version:
+                self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot is behind
+
+    # -- trunks and adapters ---------------------------------------------------------------------------------
+    def _wake_loop(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
+
+    def _poll_trunk(self) -> None:
+        """A newly published trunk, once verified, is announced to every connected robot."""
+        if self.trunks.poll() is None:
+            return
+        for session in self.sessions.values():
+            if session.connected:
+                self._send_notice(session)
+
+    def _send_notice(self, session: RobotSession) -> None:
+        notice = self.trunks.notice(session.robot_id, session.next_seq())
+        if notice is not None:
+            self._send(session, notice)
+
+    def _trunk_fetch(self, session: RobotSession, msg: TrunkFetch) -> None:
+        try:
+            piece = self.trunks.fetch(msg, session.next_seq())
+        except ProtocolError as exc:  # an unknown version or a range outside it: the robot hears why
+            self._note(session.robot_id, exc.code, "robot %s: %s", session.robot_id, exc.text)
+            self._reply_error(session, exc.code, exc.text)
+            return
+        if self._send(session, piece) == Delivery.SENT:
+            self.registry.record(session.robot_id).trunk_bytes_out += piece.size
+
+    def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
+        robot = session.robot_id
+        try:
+            check_upload(msg, self.registry.record(robot).hardware)
+        except AdapterConflictError as exc:
+            self._nack(session, msg.ack_id, ErrorCode.BAD_RECORD, str(exc))
+            return
+        if self._stopping:
+            self._nack(session, msg.ack_id, ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting")
+        elif not self.adapter_intake.submit(robot, self.registry.record(robot).hardware, msg):
+            self._nack(session, msg.ack_id, ErrorCode.NO_CREDIT, "one adapter upload at a time: resend later")
+
+    def _answer_adapters(self) -> None:
+        for robot, msg, result in self.adapter_intake.results():
+            session = self.sessions[robot]
+            if isinstance(result, AdapterConflictError):
+                self._nack(session, msg.ack_id, ErrorCode.BAD_RECORD, str(result))
+            elif isinstance(result, Exception):
+                self._nack(session, msg.ack_id, ErrorCode.STORAGE_FAILED, str(result))
+            else:
+                if self.stored_adapters.get(robot, (0, 0))[0] <= msg.adapter_version:
+                    self.stored_adapters[robot] = (msg.adapter_version, msg.trunk_version)
+                    rec = self.registry.record(robot)
+                    rec.adapter_stored, rec.adapter_stored_trunk = msg.adapter_version, msg.trunk_version
+                log.info("robot %s: adapter v%d (trained on trunk v%d) %s", robot, msg.adapter_version,
+                         msg.trunk_version, result)
+                self._send(session, Ack(robot_id=robot, seq=session.next_seq(),
+                                        stored=[msg.ack_id] if result == STORED else [],
+                                        duplicate=[msg.ack_id] if result == DUPLICATE else []))

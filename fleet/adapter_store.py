@@ -2,9 +2,11 @@
 
 Table ``adapters`` in the experience store's SQLite file (``<storage_dir>/experience.sqlite``, WAL,
 ``synchronous=FULL``: a commit returns after its fsync), one row per (robot, adapter version): the adapter file's
-bytes exactly as the robot saved them (safetensors, with its version, trunk version and hardware in the
-metadata), the trunk version it was trained on, its sha256 and when it arrived. A resend of a stored upload is a
-``duplicate``; the same version with other bytes is refused. The fleet learner reads the newest adapter of each
+bytes exactly as the robot sent them (safetensors, with its version, trunk version and hardware in the
+metadata), the trunk version it was trained on, the file's sha256, its weights' sha256 (from its metadata: the
+file's own bytes differ between two saves of the same weights, as safetensors does not order the metadata) and
+when it arrived. A resend of the same weights under a stored version is a ``duplicate``; other weights under a
+stored version are refused. The fleet learner reads the newest adapter of each
 robot with :meth:`AdapterStore.latest`.
 
 :class:`AdapterIntake` stores uploads on a thread of its own, so the hub loop never waits on an fsync.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import struct
 import threading
@@ -39,11 +42,13 @@ CREATE TABLE IF NOT EXISTS adapters (
     received REAL NOT NULL,
     nbytes INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
+    weights_sha256 TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (robot_id, adapter_version)
 );
 """
-_COLUMNS = "robot_id, adapter_version, trunk_version, hardware, received, nbytes, sha256, data"
+_COLUMNS = "robot_id, adapter_version, trunk_version, hardware, received, nbytes, sha256, weights_sha256, data"
+_WEIGHTS_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class AdapterConflictError(ValueError):
@@ -60,7 +65,8 @@ class StoredAdapter:
     hardware: str
     received: float
     nbytes: int
-    sha256: str
+    sha256: str  # of the file's bytes
+    weights_sha256: str  # of its tensors (shared_policy.adapter's digest, in the file's metadata)
     data: bytes = field(repr=False)
 
 
@@ -83,13 +89,17 @@ def adapter_metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in header["__metadata__"].items()}
 
 
-def check_upload(msg: AdapterUpload, hardware: str) -> None:
-    """Refuse an upload whose file says another version, trunk or hardware than the message and its robot."""
+def check_upload(msg: AdapterUpload, hardware: str) -> str:
+    """The weights' sha256 of an upload's file; AdapterConflictError if the file says another version, trunk or
+    hardware than the message and its robot."""
     meta = adapter_metadata(msg.data)
     want = {"version": str(msg.adapter_version), "trunk_version": str(msg.trunk_version), "hardware": hardware}
     wrong = [f"{k} {meta.get(k)!r:.40} (expected {v!r:.40})" for k, v in want.items() if meta.get(k) != v]
     if wrong:
         raise AdapterConflictError(f"adapter file metadata: {', '.join(wrong)}")
+    if not _WEIGHTS_SHA256.fullmatch(meta.get("sha256", "")):
+        raise AdapterConflictError("adapter file metadata has no sha256 of its weights")
+    return meta["sha256"]
 
 
 class AdapterStore:
@@ -103,24 +113,25 @@ class AdapterStore:
         self._lock = threading.Lock()
 
     def put(self, robot_id: str, hardware: str, msg: AdapterUpload) -> str:
-        """Store one upload durably: STORED or DUPLICATE. AdapterConflictError for other bytes under a stored
-        version, StoreError if the commit failed (nothing is stored then)."""
-        digest = hashlib.sha256(msg.data).hexdigest()
-        row = (robot_id, msg.adapter_version, msg.trunk_version, hardware, time.time(), len(msg.data), digest,
-               bytes(msg.data))
+        """Store one upload durably: STORED or DUPLICATE. AdapterConflictError for a bad file or other weights
+        under a stored version, StoreError if the commit failed (nothing is stored then)."""
+        weights = check_upload(msg, hardware)
+        row = (robot_id, msg.adapter_version, msg.trunk_version, hardware, time.time(), len(msg.data),
+               hashlib.sha256(msg.data).hexdigest(), weights, bytes(msg.data))
         with self._lock:
             try:
-                cur = self._con.execute(f"INSERT OR IGNORE INTO adapters ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+                cur = self._con.execute(f"INSERT OR IGNORE INTO adapters ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                                        row)
                 if cur.rowcount == 1:
                     return STORED
-                (have,) = self._con.execute("SELECT sha256 FROM adapters WHERE robot_id = ? AND adapter_version = ?",
-                                            (robot_id, msg.adapter_version)).fetchone()
+                (have,) = self._con.execute("SELECT weights_sha256 FROM adapters WHERE robot_id = ? AND "
+                                            "adapter_version = ?", (robot_id, msg.adapter_version)).fetchone()
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.path}: adapter v{msg.adapter_version} of {robot_id} not stored: "
                                  f"{exc}") from exc
-        if have != digest:
+        if have != weights:
             raise AdapterConflictError(f"adapter v{msg.adapter_version} of {robot_id} is already stored with other "
-                                       "bytes")
+                                       "weights")
         return DUPLICATE
 
     def _rows(self, sql: str, args: tuple = ()) -> list[StoredAdapter]:

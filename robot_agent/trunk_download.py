@@ -63,6 +63,7 @@ class TrunkDownload:
         self.given_up: dict[int, str] = {}  # version -> why
         self.failures = 0  # digest mismatches of the current target
         self.fetched_bytes = 0  # piece bytes received and written, over every download
+        self.received_bytes = 0  # piece bytes received, duplicates included
         self.refetched = 0  # pieces asked for again after ``timeout_s``
         self.resumed_from = 0  # where the current target's download last (re)started
         self.last_error = ""
@@ -93,8 +94,11 @@ class TrunkDownload:
     def data(self, msg: TrunkData, now: float) -> None:
         """A piece arrived (its own digest already checked by ``decode``)."""
         t = self.target
-        if t is None or msg.trunk_version != t.version or msg.offset not in self._outstanding:
-            return  # an answer to a download given up, or a second answer to a piece asked for again
+        if t is None or msg.trunk_version != t.version:
+            return  # an answer to a download given up
+        self.received_bytes += msg.size
+        if msg.offset not in self._outstanding:
+            return  # a second answer to a piece asked for again
         if msg.sha256 != t.sha256 or msg.total_size != t.size:
             self._fail(f"hub's piece of trunk v{t.version} belongs to another file (sha256 {msg.sha256[:12]}..., "
                        f"{msg.total_size} bytes; the notice said {t.sha256[:12]}..., {t.size} bytes)")
@@ -259,5 +263,6 @@ class TrunkDownload:
         t = self.target
         return {"downloading": t.version if t else None, "bytes": self.written if t else 0,
                 "size": t.size if t else 0, "installed": self.installed, "fetched_bytes": self.fetched_bytes,
+                "received_bytes": self.received_bytes,
                 "resumed_from": self.resumed_from, "refetched": self.refetched, "failures": self.failures,
                 "given_up": sorted(self.given_up), "last_error": self.last_error}

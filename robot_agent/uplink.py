@@ -147,7 +147,7 @@ class HubUplink:
 
     def stop(self, deadline: float) -> None:
         """Stop by ``deadline``: while connected, keep sending and collecting acks for ``drain_on_stop_s`` (or
-        until the spool is empty), then close. What is not acked stays in the spool for the next start."""
+        until the spool is empty and the kept adapter is uploaded), then close. What is not acked stays in the spool for the next start."""
         self._drain_until = min(deadline - 0.2, time.monotonic() + self.cfg.drain_on_stop_s)
         self._stop.set()
         if self._thread.is_alive():
@@ -252,7 +252,7 @@ class HubUplink:
         last_heard = next_beat = time.monotonic()
         while True:
             now = time.monotonic()
-            if self._stop.is_set() and (now >= self._drain_until or self.window.empty(now)):
+            if self._stop.is_set() and (now >= self._drain_until or (self.window.empty(now) and self._adapter is None)):
                 return
             if now - last_heard > silent_limit:
                 raise _Reconnect(f"hub silent for {now - last_heard:.1f} s")

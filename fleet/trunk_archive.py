@@ -18,8 +18,11 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shared_policy.checkpoint import MANIFEST, CheckpointError, read_manifest
 from shared_policy.durable import fsync_dir
+
+# shared_policy.checkpoint (and with it torch) is imported inside the functions: the hub serves archives without
+# ever loading torch, which would cost it hundreds of MB of memory.
+MANIFEST = "manifest.json"  # shared_policy.checkpoint.MANIFEST
 
 
 class TrunkArchiveError(RuntimeError):
@@ -37,6 +40,8 @@ def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int 
     ``out`` durable and names it). ``trunk_version``, if given and different, replaces the manifest's (the
     files' digests do not cover the manifest) and the old one is kept as ``renumbered_from``. Returns the
     manifest that was packed. CheckpointError if the checkpoint is missing or damaged."""
+    from shared_policy.checkpoint import read_manifest
+
     src = Path(checkpoint)
     manifest = read_manifest(src)  # every listed file present and matching its sha256
     if trunk_version is not None and int(manifest["trunk_version"]) != trunk_version:
@@ -68,6 +73,8 @@ def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
 def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
     """Unpack ``archive`` into the new directory ``dest`` and check it as a checkpoint; every file and directory
     is fsynced. Returns the manifest. TrunkArchiveError on a bad archive (``dest`` is then removed)."""
+    from shared_policy.checkpoint import CheckpointError, read_manifest
+
     dest = Path(dest)
     dest.mkdir()
     try:

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fleet.trunk_archive import pack_checkpoint
-from shared_policy.checkpoint import CheckpointError
 from shared_policy.durable import fsync_dir, write_atomic
 
 TRUNKS_DIR, CURRENT_FILE, LOCK_FILE = "trunks", "CURRENT", ".publish.lock"
@@ -131,9 +130,10 @@ class TrunkStore:
         src = Path(checkpoint)
         if not src.is_dir():
             raise TrunkStoreError(f"{src}: no such checkpoint directory")
-        try:
-            from shared_policy.checkpoint import load_checkpoint
+        # imported here, not at the top: the hub imports this module and never loads torch
+        from shared_policy.checkpoint import CheckpointError, load_checkpoint
 
+        try:
             _, manifest = load_checkpoint(src)  # every digest, and the weights fit the manifest's policy
             source_version = int(manifest["trunk_version"])
         except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:

@@ -1,6 +1,6 @@
-"""The agent's uplink and trunks and adapters, over real sockets: a published trunk is downloaded, installed and
+"""The agent's uplink downloading trunks, over real sockets: a published trunk is downloaded, installed and
 hot-swapped by the watcher; a download survives the real hub process killed with SIGKILL half way and resumes
-where it stopped; a trunk that fails its digest is never installed; the newest kept adapter reaches the hub."""
+where it stopped; a trunk that fails its digest is never installed."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import subprocess
 import time
 
 import pytest
-import torch
 
-from fleet.adapter_store import AdapterStore
 from fleet.registry import load_registry
 from fleet.trunk_store import TrunkStore
 from robot_agent.runtime import TrunkWatcher
 from robot_agent.trunk_download import installed_name
 from robot_agent.uplink import HubUplink
-from shared_policy.adapter import Adapter, adapter_bytes
 from shared_policy.checkpoint import load_checkpoint, read_manifest
 from tests.fleet.hub_client import (
     BIN,
@@ -121,30 +118,3 @@ def test_a_trunk_that_fails_its_digest_is_discarded_retried_and_never_installed(
         assert up.status()["trunk"]["fetched_bytes"] == 3 * rec.size
     finally:
         hub.stop()
-
-
-@pytest.mark.timeout(90)
-def test_only_the_newest_kept_adapter_is_uploaded_once_the_hub_is_up_and_it_stays_stored(tmp_path, spool, uplinks):
-    policy, _ = load_checkpoint(small_checkpoint(tmp_path / "ckpt", trunk_version=3))
-    port = free_port()
-    up = uplinks(uplink_cfg(f"tcp://127.0.0.1:{port}"), spool, "unit-0", "cartpole", "ab" * 8)
-    for version in (1, 2):  # kept while the hub is down: only the newest matters
-        adapter = Adapter(policy, "cartpole")
-        with torch.no_grad():
-            adapter.head_bias.fill_(float(version))
-        up.offer_adapter(adapter_bytes(adapter, version, 3), version, 3)
-    time.sleep(0.3)
-    assert not up.connected and up.status()["adapter_pending"] == 2
-    hub = ThreadHub(hub_config(tmp_path / "hub", port=port))
-    try:
-        assert wait_until(lambda: up.status()["adapters_uploaded"] == 1, 30), up.status()
-        assert up.status()["adapter_uploaded_version"] == 2 and up.status()["adapter_pending"] is None
-        assert hub.server.registry.record("unit-0").adapter_stored == 2
-    finally:
-        hub.stop()
-    store = AdapterStore(tmp_path / "hub" / "experience.sqlite")
-    stored = store.latest()["unit-0"]
-    assert (stored.adapter_version, stored.trunk_version, stored.hardware) == (2, 3, "cartpole")
-    with pytest.raises(KeyError):
-        store.get("unit-0", 1)  # superseded before it could be sent: never uploaded
-    store.close()

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.protocol import AdapterUpload
+from fleet.protocol import AdapterUpload, ErrorCode
 from fleet.store import DUPLICATE, STORED, StoreError
 
 log = logging.getLogger(__name__)
@@ -158,35 +158,53 @@ class AdapterStore:
             self._con.close()
 
 
+Refusal = tuple[ErrorCode, str]  # the NACK an upload gets: its reason and text
+
+
 class AdapterIntake:
-    """Stores uploads on its own thread, one per robot at a time; the hub loop collects the outcomes."""
+    """The hub's adapter uploads: checked at once, stored on a thread of its own (one per robot at a time), the
+    outcomes collected by the hub loop, and each robot's newest stored version (for the registry)."""
 
     def __init__(self, store: AdapterStore, wake: Callable[[], None]):
         self.store, self._wake = store, wake
+        self.newest = {r: (a.adapter_version, a.trunk_version) for r, a in store.latest().items()}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="adapter-store")
         self._done: deque[tuple[str, AdapterUpload, str | Exception]] = deque()
         self.busy: set[str] = set()  # robots with an upload being stored (the loop's thread only)
 
-    def submit(self, robot_id: str, hardware: str, msg: AdapterUpload) -> bool:
-        """Queue ``msg`` to be stored; False if this robot already has one being stored (it resends later)."""
+    def submit(self, robot_id: str, hardware: str, msg: AdapterUpload, stopping: bool = False) -> Refusal | None:
+        """Queue ``msg`` to be stored (None), or why it is refused now."""
+        try:
+            check_upload(msg, hardware)
+        except AdapterConflictError as exc:
+            return ErrorCode.BAD_RECORD, str(exc)
+        if stopping:
+            return ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting"
         if robot_id in self.busy:
-            return False
+            return ErrorCode.NO_CREDIT, "one adapter upload at a time: resend later"
         self.busy.add(robot_id)
         fut = self._pool.submit(self.store.put, robot_id, hardware, msg)
         fut.add_done_callback(lambda f: self._finished(robot_id, msg, f))
-        return True
+        return None
 
     def _finished(self, robot_id: str, msg: AdapterUpload, fut: Future) -> None:
         exc = fut.exception()
         self._done.append((robot_id, msg, exc if exc is not None else fut.result()))
         self._wake()
 
-    def results(self) -> list[tuple[str, AdapterUpload, str | Exception]]:
-        """(robot, upload, STORED / DUPLICATE / the exception) of each upload finished since the last call."""
-        out = []
+    def results(self) -> list[tuple[str, AdapterUpload, str | Refusal]]:
+        """(robot, upload, STORED / DUPLICATE / a refusal) of each upload finished since the last call."""
+        out: list[tuple[str, AdapterUpload, str | Refusal]] = []
         while self._done:
-            out.append(self._done.popleft())
-            self.busy.discard(out[-1][0])
+            robot, msg, result = self._done.popleft()
+            self.busy.discard(robot)
+            if isinstance(result, AdapterConflictError):
+                result = (ErrorCode.BAD_RECORD, str(result))
+            elif isinstance(result, Exception):
+                result = (ErrorCode.STORAGE_FAILED, str(result))
+            elif self.newest.get(robot, (0, 0))[0] <= msg.adapter_version:
+                self.newest[robot] = (msg.adapter_version, msg.trunk_version)
+            out.append((robot, msg, result))
         return out
 
     def close(self, timeout: float) -> None:

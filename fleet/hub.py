@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from fleet.adapter_store import AdapterConflictError, AdapterIntake, AdapterStore, check_upload
+from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
 from fleet.hub_session import RobotSession, now_us
 from fleet.keys import HubSecurity
@@ -102,9 +102,7 @@ class HubServer:
         self._warned: set[tuple[str, str]] = set()
         # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
         self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
-        adapter_store = AdapterStore(self.storage / STORE_FILE)
-        self.stored_adapters = {r: (a.adapter_version, a.trunk_version) for r, a in adapter_store.latest().items()}
-        self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
+        self.adapter_intake = AdapterIntake(AdapterStore(self.storage / STORE_FILE), self._wake_loop)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -252,7 +250,7 @@ class HubServer:
         session.connect(route, self.cfg.credit_bytes, time.monotonic())
         self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
         rec = self.registry.record(robot)
-        rec.adapter_stored, rec.adapter_stored_trunk = self.stored_adapters.get(robot, (None, None))
+        rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest.get(robot, (None, None))
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
         self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
@@ -292,10 +290,7 @@ class HubServer:
     def _committed(self, robot: str, chunk_id: str, fut: Future) -> None:
         """Runs on the writer's thread: hand the result to the loop and wake it."""
         self._written.append((robot, chunk_id, fut))
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
+        self._wake_loop()
 
     def _answer_commits(self) -> None:
         acks: dict[str, tuple[list[str], list[str]]] = {}
@@ -410,6 +405,7 @@ class HubServer:
 
     # -- trunks and adapters ---------------------------------------------------------------------------------
     def _wake_loop(self) -> None:
+        """Wake the loop from another thread (a commit or an adapter's store is done)."""
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
@@ -439,31 +435,20 @@ class HubServer:
             self.registry.record(session.robot_id).trunk_bytes_out += piece.size
 
     def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
-        robot = session.robot_id
-        try:
-            check_upload(msg, self.registry.record(robot).hardware)
-        except AdapterConflictError as exc:
-            self._nack(session, msg.ack_id, ErrorCode.BAD_RECORD, str(exc))
-            return
-        if self._stopping:
-            self._nack(session, msg.ack_id, ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting")
-        elif not self.adapter_intake.submit(robot, self.registry.record(robot).hardware, msg):
-            self._nack(session, msg.ack_id, ErrorCode.NO_CREDIT, "one adapter upload at a time: resend later")
+        refusal = self.adapter_intake.submit(session.robot_id, self.registry.record(session.robot_id).hardware, msg,
+                                             self._stopping)
+        if refusal is not None:
+            self._nack(session, msg.ack_id, *refusal)
 
     def _answer_adapters(self) -> None:
+        """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
         for robot, msg, result in self.adapter_intake.results():
             session = self.sessions[robot]
-            if isinstance(result, AdapterConflictError):
-                self._nack(session, msg.ack_id, ErrorCode.BAD_RECORD, str(result))
-            elif isinstance(result, Exception):
-                self._nack(session, msg.ack_id, ErrorCode.STORAGE_FAILED, str(result))
-            else:
-                if self.stored_adapters.get(robot, (0, 0))[0] <= msg.adapter_version:
-                    self.stored_adapters[robot] = (msg.adapter_version, msg.trunk_version)
-                    rec = self.registry.record(robot)
-                    rec.adapter_stored, rec.adapter_stored_trunk = msg.adapter_version, msg.trunk_version
-                log.info("robot %s: adapter v%d (trained on trunk v%d) %s", robot, msg.adapter_version,
-                         msg.trunk_version, result)
-                self._send(session, Ack(robot_id=robot, seq=session.next_seq(),
-                                        stored=[msg.ack_id] if result == STORED else [],
-                                        duplicate=[msg.ack_id] if result == DUPLICATE else []))
+            if isinstance(result, tuple):
+                self._nack(session, msg.ack_id, *result)
+                continue
+            rec = self.registry.record(robot)
+            rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest[robot]
+            log.info("robot %s: adapter v%d (trunk v%d) %s", robot, msg.adapter_version, msg.trunk_version, result)
+            self._send(session, Ack(robot_id=robot, seq=session.next_seq(), stored=[msg.ack_id] * (result == STORED),
+                                    duplicate=[msg.ack_id] * (result == DUPLICATE)))

@@ -74,6 +74,7 @@ class HubServer:
         self.storage = Path(cfg.storage_dir)
         self.storage.mkdir(parents=True, exist_ok=True)
         self.store = ExperienceStore(self.storage / STORE_FILE)  # first: a corrupt store stops the start unbound
+        adapter_store = AdapterStore(self.storage / STORE_FILE)  # robots' adapters: a table of the same file
         self.ctx = zmq.Context()
         self.security: HubSecurity | None = None
         self.sock: zmq.Socket | None = None
@@ -82,6 +83,7 @@ class HubServer:
             self.sock = hub_socket(self.ctx, cfg, self.security)
         except BaseException:
             self._close_sockets()
+            adapter_store.close()
             self.store.close()
             raise
         self.endpoint = self.sock.last_endpoint.decode()
@@ -102,7 +104,7 @@ class HubServer:
         self._warned: set[tuple[str, str]] = set()
         # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
         self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
-        self.adapter_intake = AdapterIntake(AdapterStore(self.storage / STORE_FILE), self._wake_loop)
+        self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -1,21 +1,27 @@
 """The agent's uplink downloading trunks, over real sockets: a published trunk is downloaded, installed and
 hot-swapped by the watcher; a download survives the real hub process killed with SIGKILL half way and resumes
-where it stopped; a trunk that fails its digest is never installed."""
+where it stopped; a trunk that fails its digest is never installed; a running agent swaps to a published trunk
+and its experience on the hub names it."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
 
+from fleet.keys import enrol, init_hub
 from fleet.registry import load_registry
 from fleet.trunk_store import TrunkStore
+from hardware.tasks.config import task_config
+from robot_agent.agent import RobotAgent
 from robot_agent.runtime import TrunkWatcher
 from robot_agent.trunk_download import installed_name
 from robot_agent.uplink import HubUplink
-from shared_policy.checkpoint import load_checkpoint, read_manifest
+from shared_policy.checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from tests.fleet.hub_client import (
     BIN,
     ThreadHub,
@@ -118,3 +124,41 @@ def test_a_trunk_that_fails_its_digest_is_discarded_retried_and_never_installed(
         assert up.status()["trunk"]["fetched_bytes"] == 3 * rec.size
     finally:
         hub.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_running_agent_fetches_a_published_trunk_swaps_to_it_and_its_experience_names_it(agent_cfg, tmp_path):
+    keys = tmp_path / "keys"
+    init_hub(keys)
+    enrol(keys, "unit-0")
+    policy, manifest = load_checkpoint(agent_cfg.checkpoint)
+    newer = int(manifest["trunk_version"]) + 1
+    hub = ThreadHub(hub_config(tmp_path / "hub", keys=keys))  # CURVE, as robots run
+    try:
+        agent_cfg.robot_id, agent_cfg.max_episodes, agent_cfg.trunk_dir = "unit-0", 0, str(tmp_path / "trunks")
+        agent_cfg.uplink = uplink_cfg(hub.endpoint, keys / "robots" / "unit-0")
+        agent = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 1.0}))
+        runner = threading.Thread(target=agent.run, daemon=True)
+        runner.start()
+        try:
+            assert wait_until(lambda: agent.episodes >= 1, 60)
+            TrunkStore(tmp_path / "hub").publish(save_checkpoint(tmp_path / "newer", policy, trunk_version=newer))
+            assert wait_until(lambda: agent.trunk_swaps == 1, 60), agent.status()["uplink"]
+            at_swap = agent.episodes
+            assert wait_until(lambda: agent.episodes >= at_swap + 2, 60)
+        finally:
+            agent.request_stop()
+            runner.join(60)
+        assert not runner.is_alive()
+        assert agent.status()["trunk_version"] == newer
+        assert wait_until(lambda: newer in _stored_trunk_versions(tmp_path / "hub"), 30)  # the hub has its experience
+    finally:
+        hub.stop()
+
+
+def _stored_trunk_versions(storage) -> set[int]:
+    con = sqlite3.connect(f"file:{storage / 'experience.sqlite'}?mode=ro", uri=True, timeout=30)
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT trunk_version FROM chunks")}
+    finally:
+        con.close()

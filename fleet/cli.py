@@ -2,10 +2,13 @@
 
     fleet-hub storage_dir=/data/hub security.keys_dir=/etc/fleet/keys bind=tcp://0.0.0.0:5555
     fleet-hub status [STORAGE_DIR]     the fleet registry as a table (default storage dir: fleet_data)
+    fleet-hub publish CHECKPOINT [STORAGE_DIR]   store a checkpoint as the next trunk version and make it current
 
 SIGTERM / SIGINT: refuse new chunks (SHUTTING_DOWN), commit and ack what is queued (at most
 ``stop_timeout_s``), exit 0. Exit codes: 0 stopped as asked, 2 refused to start (bad config, keys or store).
-``fleet-hub status`` exits 0 while the hub that wrote the registry runs, 1 otherwise.
+``fleet-hub status`` exits 0 while the hub that wrote the registry runs, 1 otherwise. ``fleet-hub publish`` exits 0
+with the version published, 1 if the checkpoint is missing or damaged (nothing is published), 2 on a usage error; a
+running hub announces the new version within about a second, without a restart.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from fleet.process_liveness import process_exists
 
 register_configs()
 EXIT_OK, EXIT_REFUSED = 0, 2
-COMMANDS = ("status",)
+COMMANDS = ("status", "publish")
 STALE_AFTER_S = 10.0  # a registry older than this (and at least 5 write intervals) is from a hub that is gone
 
 
@@ -95,6 +98,26 @@ def status_command(args: list[str]) -> int:
     return 0
 
 
+def publish_command(args: list[str]) -> int:
+    """Store the checkpoint directory ``args[0]`` as the next trunk version of the hub storing in ``args[1]``
+    (default fleet_data) and make it current; prints the version."""
+    from fleet.trunk_store import TrunkStore, TrunkStoreError
+
+    if len(args) not in (1, 2) or args[0].startswith("-"):
+        print("usage: fleet-hub publish CHECKPOINT [STORAGE_DIR]", file=sys.stderr)
+        return 2
+    store = TrunkStore(args[1] if len(args) > 1 else "fleet_data")
+    try:
+        rec = store.publish(args[0])
+    except TrunkStoreError as exc:
+        print(f"fleet-hub publish: refused: {exc}", file=sys.stderr)
+        return 1
+    renumbered = (f" (the checkpoint says trunk_version {rec.source_trunk_version}: renumbered)"
+                  if rec.source_trunk_version != rec.version else "")
+    print(f"published trunk v{rec.version}{renumbered}: {rec.size} bytes, sha256 {rec.sha256}, {rec.path}")
+    return 0
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="hub")
 def _hydra_main(cfg: DictConfig) -> None:
     sys.exit(run_hub(cfg))
@@ -103,7 +126,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 def hub_main() -> None:
     """Console entry point: an operator command, or the hub daemon (a Hydra app)."""
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        sys.exit(status_command(sys.argv[2:]))
+        command = publish_command if sys.argv[1] == "publish" else status_command
+        sys.exit(command(sys.argv[2:]))
     _hydra_main()
 
 

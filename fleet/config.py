@@ -83,6 +83,7 @@ class HubConfig:
     stop_timeout_s: float = 10.0  # SIGTERM: commit and ack what is queued within this, then exit
     run_for_s: float = 0.0  # stop by itself after this long, as at SIGTERM (0 = until signalled): smoke tests
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # Prometheus endpoint and W&B run
+    trunk_piece_bytes: int = 1024 * 1024  # the most trunk bytes one TRUNK_DATA carries (robots ask for less)
 
     def parquet_path(self) -> Path:
         """The Parquet tier's directory."""
@@ -112,6 +113,8 @@ class HubConfig:
         self.security.validate()
         self.socket.validate()
         self.metrics.validate()
+        if not 1 <= self.trunk_piece_bytes <= self.max_frame_bytes:
+            raise ValueError(f"trunk_piece_bytes: {self.trunk_piece_bytes!r} must be in [1, max_frame_bytes]")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 
 import zmq
 
+from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
 from fleet.export_thread import ParquetExportThread
 from fleet.hub_session import RobotSession, now_us
@@ -53,12 +54,15 @@ from fleet.record import RecordError, verify_record
 from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
+from fleet.trunk_service import TrunkService
+from fleet.trunk_store import TrunkStore
 
 log = logging.getLogger(__name__)
 
 RECV_BATCH = 256  # messages taken per poll before acks and timers get their turn
 MAX_POLL_MS = 100  # the loop looks at its stop flag at least this often
 UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that never said who it is
+TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -76,6 +80,7 @@ class HubServer:
         self.storage = Path(cfg.storage_dir)
         self.storage.mkdir(parents=True, exist_ok=True)
         self.store = ExperienceStore(self.storage / STORE_FILE)  # first: a corrupt store stops the start unbound
+        adapter_store = AdapterStore(self.storage / STORE_FILE)  # robots' adapters: a table of the same file
         self.ctx = zmq.Context()
         self.security: HubSecurity | None = None
         self.sock: zmq.Socket | None = None
@@ -85,6 +90,7 @@ class HubServer:
             self.metrics = HubMetrics(cfg.metrics)  # a Prometheus port in use refuses the start, naming its key
         except BaseException:
             self._close_sockets()
+            adapter_store.close()
             self.store.close()
             raise
         self.endpoint = self.sock.last_endpoint.decode()
@@ -109,6 +115,9 @@ class HubServer:
         self._stop = threading.Event()
         self._stopping = False
         self._warned: set[tuple[str, str]] = set()
+        # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
+        self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
+        self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -134,9 +143,9 @@ class HubServer:
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         beat_s, every_s = self.cfg.heartbeat_ms / 1000, self.cfg.registry_every_s
-        next_beat = next_registry = time.monotonic()
+        next_beat = next_registry = next_trunk = time.monotonic()
         while not done():
-            wait = min(next_beat, next_registry) - time.monotonic()
+            wait = min(next_beat, next_registry, next_trunk) - time.monotonic()
             events = dict(poller.poll(max(0, min(MAX_POLL_MS, int(wait * 1000) + 1))))
             if self.sock in events:
                 self._receive_batch()
@@ -146,7 +155,11 @@ class HubServer:
                 except BlockingIOError:
                     pass
             self._answer_commits()
+            self._answer_adapters()
             now = time.monotonic()
+            if now >= next_trunk:
+                self._poll_trunk()
+                next_trunk = now + TRUNK_POLL_S
             if now >= next_beat:
                 self._beat(now)
                 next_beat = now + beat_s
@@ -156,7 +169,10 @@ class HubServer:
 
     def _close(self, timeout: float) -> None:
         self.writer.close(timeout)
+        self.adapter_intake.close(timeout)
         self._answer_commits()  # what committed while the writer closed is acked before the socket goes
+        self._answer_adapters()
+        self.trunks.close()
         if self.export is not None:
             self.export.stop(timeout)  # exports what is stored within the timeout, rolls its open files
         self.registry.hub["running"] = False
@@ -195,7 +211,9 @@ class HubServer:
                                  largest_group=w.largest_group, refused=dict(self.refused), nacked=dict(self.nacked),
                                  acks_dropped=self.acks_dropped, stopping=self._stopping,
                                  commit=self.metrics.commits.summary(buckets=False),
-                                 parquet=self.export.status() if self.export else {"enabled": False})
+                                 parquet=self.export.status() if self.export else {"enabled": False},
+                                 trunk_version=self.trunks.version, trunk_pieces_served=self.trunks.pieces_served,
+                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=self.trunks.refused)
         snapshot = self.registry.snapshot(now)
         self.metrics.publish(snapshot)
         try:
@@ -246,11 +264,10 @@ class HubServer:
             self._chunk(session, msg)
         elif isinstance(msg, Heartbeat):
             self.registry.heartbeat(msg, session.heard_heartbeat(msg, now_us()), time.time())
-        elif isinstance(msg, TrunkFetch):  # trunk distribution is not served yet: the hub holds no trunk
-            self._reply_error(session, ErrorCode.UNKNOWN_TRUNK, f"trunk v{msg.trunk_version}: this hub holds no "
-                              "trunk (its WELCOME said trunk_version 0)")
+        elif isinstance(msg, TrunkFetch):
+            self._trunk_fetch(session, msg)
         elif isinstance(msg, AdapterUpload):
-            self._reply_error(session, ErrorCode.UNEXPECTED_TYPE, "adapter_upload is not served by this hub yet")
+            self._adapter_upload(session, msg)
         elif isinstance(msg, Error):
             self._note(robot, f"robot-error-{msg.code}", "robot %s says %s: %s", robot, msg.code, msg.text)
 
@@ -264,11 +281,14 @@ class HubServer:
         self.by_route[route] = robot
         session.connect(route, self.cfg.credit_bytes, time.monotonic())
         self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
+        rec = self.registry.record(robot)
+        rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest.get(robot, (None, None))
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
         self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
-                                    trunk_version=0, heartbeat_ms=self.cfg.heartbeat_ms,
+                                    trunk_version=self.trunks.version, heartbeat_ms=self.cfg.heartbeat_ms,
                                     max_message_bytes=self.limits.max_message_bytes))
+        self._send_notice(session)  # its size and digest: what a robot needs to fetch it
 
     def _chunk(self, session: RobotSession, msg: Chunk) -> None:
         cid, size = msg.chunk_id, msg.size
@@ -302,10 +322,7 @@ class HubServer:
     def _committed(self, robot: str, chunk_id: str, fut: Future) -> None:
         """Runs on the writer's thread: hand the result to the loop and wake it."""
         self._written.append((robot, chunk_id, fut))
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
+        self._wake_loop()
 
     def _answer_commits(self) -> None:
         acks: dict[str, tuple[list[str], list[str]]] = {}
@@ -424,5 +441,57 @@ class HubServer:
                 continue
             echo, delay = session.echo(t)
             self._send(session, Heartbeat(robot_id=session.robot_id, seq=session.next_seq(), t_us=t, echo_us=echo,
-                                          echo_delay_us=delay, spool_depth=0, spool_bytes=0, trunk_version=0,
-                                          adapter_version=0))
+                                          echo_delay_us=delay, spool_depth=0, spool_bytes=0,
+                                          trunk_version=self.trunks.version, adapter_version=0))
+            if self.registry.record(session.robot_id).trunk_version < self.trunks.version:
+                self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot is behind
+
+    # -- trunks and adapters ---------------------------------------------------------------------------------
+    def _wake_loop(self) -> None:
+        """Wake the loop from another thread (a commit or an adapter's store is done)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
+
+    def _poll_trunk(self) -> None:
+        """A newly published trunk, once verified, is announced to every connected robot."""
+        if self.trunks.poll() is None:
+            return
+        for session in self.sessions.values():
+            if session.connected:
+                self._send_notice(session)
+
+    def _send_notice(self, session: RobotSession) -> None:
+        notice = self.trunks.notice(session.robot_id, session.next_seq())
+        if notice is not None:
+            self._send(session, notice)
+
+    def _trunk_fetch(self, session: RobotSession, msg: TrunkFetch) -> None:
+        try:
+            piece = self.trunks.fetch(msg, session.next_seq())
+        except ProtocolError as exc:  # an unknown version or a range outside it: the robot hears why
+            self._note(session.robot_id, exc.code, "robot %s: %s", session.robot_id, exc.text)
+            self._reply_error(session, exc.code, exc.text)
+            return
+        if self._send(session, piece) == Delivery.SENT:
+            self.registry.record(session.robot_id).trunk_bytes_out += piece.size
+
+    def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
+        refusal = self.adapter_intake.submit(session.robot_id, self.registry.record(session.robot_id).hardware, msg,
+                                             self._stopping)
+        if refusal is not None:
+            self._nack(session, msg.ack_id, *refusal)
+
+    def _answer_adapters(self) -> None:
+        """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
+        for robot, msg, result in self.adapter_intake.results():
+            session = self.sessions[robot]
+            if isinstance(result, tuple):
+                self._nack(session, msg.ack_id, *result)
+                continue
+            rec = self.registry.record(robot)
+            rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest[robot]
+            log.info("robot %s: adapter v%d (trunk v%d) %s", robot, msg.adapter_version, msg.trunk_version, result)
+            self._send(session, Ack(robot_id=robot, seq=session.next_seq(), stored=[msg.ack_id] * (result == STORED),
+                                    duplicate=[msg.ack_id] * (result == DUPLICATE)))

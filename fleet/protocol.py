@@ -230,6 +230,22 @@ class AdapterUpload(Message):
     def verify(self, limits: Limits) -> None:
         _check_data(self, self.data, self.size, self.sha256)
 
+    @property
+    def ack_id(self) -> str:
+        """The id the hub's ACK / NACK names this upload by (in the chunk id lists): ``<robot_id>-adapter-<v>``."""
+        return adapter_ack_id(self.robot_id, self.adapter_version)
+
+    @classmethod
+    def of(cls, robot_id: str, seq: int, adapter_version: int, trunk_version: int, data: bytes) -> AdapterUpload:
+        """An upload of the adapter file ``data`` with its size and digest filled in."""
+        return cls(robot_id=robot_id, seq=seq, trunk_version=trunk_version, adapter_version=adapter_version,
+                   size=len(data), sha256=hashlib.sha256(data).hexdigest(), data=data)
+
+
+def adapter_ack_id(robot_id: str, adapter_version: int) -> str:
+    """How ACK and NACK name robot ``robot_id``'s upload of adapter ``adapter_version``."""
+    return f"{robot_id}-adapter-{adapter_version}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Error(Message):

@@ -55,6 +55,9 @@ class RobotRecord:
     in_flight_bytes: int = 0  # chunk bytes queued to the store and not yet acked
     peak_in_flight_bytes: int = 0  # the most ever queued at once (at most its credit, or one larger chunk)
     known_since: float = 0.0  # when the hub first heard of it (any message, refused ones too)
+    trunk_bytes_out: int = 0  # trunk pieces sent to it
+    adapter_stored: int | None = None  # the newest adapter version of it in the hub's store (durable)
+    adapter_stored_trunk: int | None = None  # the trunk version that adapter was trained on
 
 
 class FleetRegistry:
@@ -154,6 +157,7 @@ _COLUMNS = (  # header, key, format
     ("MB_IN", "bytes_in", "{:.1f}"), ("DUP", "duplicates", "{}"), ("NACK", "nacks", "{}"), ("ERR", "errors", "{}"),
     ("IN_FLIGHT_KB", "in_flight_bytes", "{:.0f}"), ("LAG_S", "lag_s", "{:.1f}"),
     ("HB_AGE_S", "heartbeat_age_s", "{:.1f}"), ("SPOOL_MB", "spool_bytes", "{:.1f}"),
+    ("STORED_ADAPTER", "adapter_stored", "v{}"), ("ITS_TRUNK", "adapter_stored_trunk", "v{}"),
 )
 
 
@@ -172,7 +176,8 @@ def format_table(snapshot: dict[str, Any]) -> str:
     hub = snapshot.get("hub", {})
     age = time.time() - float(snapshot.get("time", 0))
     head = (f"hub pid {hub.get('pid', '?')} on {hub.get('bind', '?')} ({hub.get('security', '?')}), storage "
-            f"{hub.get('storage', '?')}; registry written {age:.1f} s ago; {len(snapshot['robots'])} robots")
+            f"{hub.get('storage', '?')}; registry written {age:.1f} s ago; {len(snapshot['robots'])} robots; "
+            f"current trunk {'v' + str(hub['trunk_version']) if hub.get('trunk_version') else 'none'}")
     rows = [[h for h, _, _ in _COLUMNS]]
     rows += [[_cell(k, f, r.get(k)) for _, k, f in _COLUMNS] for r in snapshot["robots"].values()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]

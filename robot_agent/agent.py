@@ -13,7 +13,7 @@ The parts and what runs where:
   safety layer's notices), the trunk watcher, the adapter trainer process, the fleet uplink
   (:class:`robot_agent.uplink.HubUplink`, when ``uplink.enabled``: drains the spool to the hub and acks
   there, so it stops before the spool closes), and any service passed in. (Dropping the trunks the hub
-  announces into ``trunk_dir`` for the watcher is the uplink's later work.)
+  announces into ``trunk_dir`` for the watcher, and the upload of each kept adapter, are the uplink's.)
 
 A spool writer or trainer that dies is restarted once; a writer that dies again stops the agent (no
 episode may run whose experience cannot be stored) with a fault in its final status, while a trainer
@@ -55,7 +55,7 @@ from robot_agent.service import Service, seconds_left
 from robot_agent.sink import SpoolWriter
 from robot_agent.spool import DROP_OLDEST
 from robot_agent.status import LoopTiming
-from shared_policy.adapter import AdapterFileError, load_adapter
+from shared_policy.adapter import AdapterFileError, adapter_bytes, adapter_file_metadata, load_adapter
 from shared_policy.tracking import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class RobotAgent:
         self._abort = threading.Event()
         self._t_start = time.monotonic()
         self.scheduling = NORMAL  # the control thread's scheduling policy, once run() starts
+        self._adapter_trunks: dict[int, int] = {}  # adapter version -> the trunk version it was trained on
+        self._adapter_offered = 0  # the newest kept adapter handed to the uplink for the hub
+        self._offer_saved_adapter()
 
     @property
     def steps(self) -> int:
@@ -205,6 +208,7 @@ class RobotAgent:
         gc.unfreeze()  # a process that runs agents one after another (tests) gets its heap back
         # the writer feeds the learner: it flushes first, and leaves the others the seconds they may need
         self.writer.stop(deadline - 4.0)
+        self._upload_kept_adapter()  # a verdict of the last episode goes out in the drain (else at the next start)
         if self.uplink is not None:  # after the writer: its drain sends the last chunks too
             self.uplink.stop(deadline - 3.0)
         self.spool.close(seconds_left(deadline - 3.0, floor=0.1))  # releases its lock for the next agent
@@ -235,6 +239,7 @@ class RobotAgent:
         nxt = self.adapters.next_adapter(self.runtime.adapter_version) if self.adapters is not None else None
         if nxt is not None:  # the next update on trial, the kept version back, or (unguarded) the newest
             self.runtime.swap_adapter(*nxt)
+        self._upload_kept_adapter()
 
     def _check_services(self) -> None:
         """A dead spool writer is restarted once, then stops the agent; a dead trainer is restarted once."""
@@ -285,8 +290,31 @@ class RobotAgent:
                 log.error("adapter v%s refused: %s", msg["version"], exc)
                 continue
             self.adapters.offer(adapter, int(meta["version"]))
+            self._adapter_trunks[int(meta["version"])] = int(meta.get("trunk_version", 0))
             self.adapter_updates += 1
             self.reporter.log({f"adapter/{k}": v for k, v in msg["stats"].items()}, step=self.steps)
+
+    def _offer_saved_adapter(self) -> None:
+        """At start: the kept adapter file goes to the hub (it may have missed it; the hub dedupes)."""
+        meta = adapter_file_metadata(self.state_dir / ADAPTER_FILE)
+        if self.uplink is None or not self.cfg.adapter.enabled or not meta:
+            return
+        version, trunk = int(meta.get("version", 0)), int(meta.get("trunk_version", 0))
+        if version >= 1 and trunk >= 1:
+            self.uplink.offer_adapter((self.state_dir / ADAPTER_FILE).read_bytes(), version, trunk)
+            self._adapter_offered = version
+
+    def _upload_kept_adapter(self) -> None:
+        """A newly kept adapter goes to the hub with the trunk it was trained on (the uplink sends the newest)."""
+        if self.uplink is None or self.adapters is None:
+            return
+        adapter, version = self.adapters.kept
+        trunk = self._adapter_trunks.get(version, 0)
+        if version <= self._adapter_offered or trunk < 1:  # trunk 0: a checkpoint with no version to name
+            return
+        self.uplink.offer_adapter(adapter_bytes(adapter, version, trunk), version, trunk)
+        self._adapter_offered = version
+        self._adapter_trunks = {v: t for v, t in self._adapter_trunks.items() if v >= version}
 
     def _spool_has_room(self) -> bool:
         if self.cfg.spool.when_full == DROP_OLDEST:

@@ -76,6 +76,11 @@ class AgentUplinkConfig(UplinkConfig):
     backoff_max_s: float = 30.0  # ... up to this, each drawn between half and all of it (jitter)
     missed_heartbeats: int = 5  # the hub silent this many of its heartbeat intervals: reconnect
     drain_on_stop_s: float = 2.0  # at shutdown, while connected, keep sending and collecting acks this long
+    # trunks the hub announces are downloaded into the agent's trunk_dir (robot_agent/trunk_download.py)
+    trunk_piece_bytes: int = 256 * 1024  # asked for per TRUNK_FETCH (the hub may send less)
+    trunk_window: int = 4  # pieces asked for and not yet received
+    trunk_fetch_timeout_s: float = 10.0  # a piece not received this long is asked for again
+    trunk_max_bytes_per_s: float = 0.0  # cap on the download rate, leaving the link to experience (0 = none)
 
     def validate(self, prefix: str = "uplink") -> None:
         """Raise ValueError naming the key of a wrong value."""
@@ -85,6 +90,9 @@ class AgentUplinkConfig(UplinkConfig):
             "resend_s": self.resend_s > 0, "retry_s": self.retry_s >= 0, "hello_timeout_s": self.hello_timeout_s > 0,
             "backoff_min_s": 0 < self.backoff_min_s <= self.backoff_max_s,
             "missed_heartbeats": self.missed_heartbeats >= 1, "drain_on_stop_s": self.drain_on_stop_s >= 0,
+            "trunk_piece_bytes": 1 <= self.trunk_piece_bytes <= self.max_frame_bytes,
+            "trunk_window": self.trunk_window >= 1, "trunk_fetch_timeout_s": self.trunk_fetch_timeout_s > 0,
+            "trunk_max_bytes_per_s": self.trunk_max_bytes_per_s >= 0,
         }
         for key, ok in checks.items():
             if not ok:

@@ -139,7 +139,8 @@ class AgentBuilder:
         cfg = self.cfg
         try:
             return HubUplink(cfg.uplink, spool, cfg.robot_id, self.profile.name, profile_hash(self.profile),
-                             versions=lambda: (runtime.trunk_version, runtime.adapter_version), seed=cfg.seed)
+                             versions=lambda: (runtime.trunk_version, runtime.adapter_version), seed=cfg.seed,
+                             trunk_dir=cfg.trunk_dir or None)
         except KeyFileError as exc:
             raise AgentStartupError(f"uplink.security.keys_dir: {exc}") from exc
 

@@ -110,6 +110,9 @@ def status_line(s: dict[str, Any]) -> str:
     up = s.get("uplink") or {}
     hub = (f" | hub {'up' if up['connected'] else 'DOWN'} ({up['in_flight']} in flight, {up['acked']} acked)"
            if up.get("enabled") else "")
+    fetching = (up.get("trunk") or {}).get("downloading")
+    if fetching:
+        hub += f" | fetching trunk v{fetching} {100 * up['trunk']['bytes'] / max(up['trunk']['size'], 1):.0f}%"
     return (f"[agent {s['robot_id']}] {s['rate_hz']:.1f} Hz | misses {s['deadline_misses']} "
             f"({100 * s['miss_rate']:.2f}%) | inference p99 {s.get('inference_p99_ms', float('nan')):.2f} ms | "
             f"ep {s['episodes']} return {ret if ret is None else round(ret, 1)} | trunk v{s['trunk_version']} | "

@@ -18,6 +18,7 @@ import numpy as np
 from robot_agent.config import AdapterTrainingConfig
 from robot_agent.service import RUNNING, STOPPED, seconds_left
 from robot_agent.trainer import AdapterTrainerProcess
+from shared_policy.adapter import adapter_file_metadata
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,9 @@ SEGMENT_KEYS = ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones",
 
 def saved_adapter_version(path: Path) -> int:
     """The version recorded in a saved adapter file, or 0 when there is none (or it is unreadable)."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return int((f.metadata() or {}).get("version", 0))
-    except Exception:  # missing, or a damaged header (safetensors raises its own types): start from 0
+        return int(adapter_file_metadata(path).get("version", 0))
+    except ValueError:
         return 0
 
 

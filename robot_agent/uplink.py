@@ -12,6 +12,10 @@ the hub has been silent for ``missed_heartbeats`` intervals or answers ERROR HEL
 Failed attempts back off exponentially with jitter, up to ``backoff_max_s``. With the hub down for hours the
 robot keeps controlling and spooling; the spool absorbs it up to its quota. The conversation is in
 docs/protocol.md.
+
+The same thread downloads trunks the hub announces into ``trunk_dir`` (:mod:`robot_agent.trunk_download`) and
+uploads each adapter the agent keeps (:meth:`HubUplink.offer_adapter`: only the newest waits, and it is sent
+again after a reconnect until the hub acks it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from fleet.keys import HUB_PUBLIC, ROBOT_SECRET, load_public, load_secret
 from fleet.protocol import (
     DOWNLINK,
     Ack,
+    AdapterUpload,
     Chunk,
     Credit,
     Error,
@@ -41,14 +47,19 @@ from fleet.protocol import (
     Message,
     Nack,
     ProtocolError,
+    TrunkData,
+    TrunkFetch,
+    TrunkNotice,
     Welcome,
+    adapter_ack_id,
     decode,
 )
 from fleet.sockets import recv_frames, robot_socket, send_frames
 from robot_agent.config import AgentUplinkConfig
 from robot_agent.service import RUNNING, STOPPED, seconds_left
 from robot_agent.spool import Spool, SpoolError
-from robot_agent.uplink_window import SendWindow
+from robot_agent.trunk_download import TrunkDownload
+from robot_agent.uplink_window import RESEND_LATER, SendWindow
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +81,17 @@ def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> floa
     return rng.uniform(ceiling / 2, ceiling)
 
 
+@dataclass
+class PendingAdapter:
+    """The newest kept adapter, waiting for the hub's ack."""
+
+    version: int
+    trunk_version: int
+    data: bytes = field(repr=False)
+    sent_at: float = 0.0  # 0: not sent on this connection
+    not_before: float = 0.0  # a resend-later NACK holds it until then
+
+
 class _Reconnect(Exception):
     """The connection is over (hub silent, hub restarted): make a new one."""
 
@@ -80,7 +102,8 @@ class HubUplink:
     name = "uplink"
 
     def __init__(self, cfg: AgentUplinkConfig, spool: Spool, robot_id: str, hardware: str, profile_hash: str,
-                 versions: Callable[[], tuple[int, int]] = lambda: (0, 0), seed: int | None = None):
+                 versions: Callable[[], tuple[int, int]] = lambda: (0, 0), seed: int | None = None,
+                 trunk_dir: str | Path | None = None):
         cfg.validate()
         if cfg.security.mode == "curve":  # a missing or too-open key file refuses the start, not the 1000th retry
             keys = Path(cfg.security.keys_dir)
@@ -102,6 +125,13 @@ class HubUplink:
         self._hub_t_us = self._hub_t_at_us = 0  # the hub's last heartbeat clock, to echo
         self._stop = threading.Event()
         self._drain_until = 0.0
+        self.trunk = (TrunkDownload(trunk_dir, lambda: self.versions()[0], cfg.trunk_piece_bytes, cfg.trunk_window,
+                                    cfg.trunk_fetch_timeout_s, cfg.trunk_max_bytes_per_s) if trunk_dir else None)
+        self._adapter: PendingAdapter | None = None
+        self._adapter_lock = threading.Lock()
+        self.adapters_uploaded = 0  # acked by the hub (stored, or already stored)
+        self.adapter_uploaded_version = 0
+        self.adapters_refused = 0
         self._thread = threading.Thread(target=self._run, name="hub-uplink", daemon=True)
 
     # -- service ---------------------------------------------------------------------------------------------
@@ -117,7 +147,7 @@ class HubUplink:
 
     def stop(self, deadline: float) -> None:
         """Stop by ``deadline``: while connected, keep sending and collecting acks for ``drain_on_stop_s`` (or
-        until the spool is empty), then close. What is not acked stays in the spool for the next start."""
+        until the spool is empty and the kept adapter is uploaded), then close. What is not acked stays in the spool for the next start."""
         self._drain_until = min(deadline - 0.2, time.monotonic() + self.cfg.drain_on_stop_s)
         self._stop.set()
         if self._thread.is_alive():
@@ -133,7 +163,18 @@ class HubUplink:
                 "credit": w.credit, "queued": w.queued, "sent": w.counts.sent, "resent": w.counts.resent,
                 "acked": w.counts.acked, "nacked": w.counts.nacked, "refused_chunks": len(w.refused),
                 "gone": w.counts.gone, "unreadable": w.counts.unreadable, "errors": self.errors,
-                "rtt_ms": self.rtt_ms, "last_error": self.last_error}
+                "rtt_ms": self.rtt_ms, "last_error": self.last_error,
+                "trunk": self.trunk.status() if self.trunk is not None else {"enabled": False},
+                "adapter_pending": self._adapter.version if self._adapter is not None else None,
+                "adapters_uploaded": self.adapters_uploaded, "adapter_uploaded_version": self.adapter_uploaded_version,
+                "adapters_refused": self.adapters_refused}
+
+    def offer_adapter(self, data: bytes, version: int, trunk_version: int) -> None:
+        """Upload this adapter file (a kept version, trained on ``trunk_version``) when connected; it replaces an
+        older one not yet acked (only the newest matters). Any thread may call this."""
+        with self._adapter_lock:
+            if self._adapter is None or version >= self._adapter.version:
+                self._adapter = PendingAdapter(version, trunk_version, bytes(data))
 
     # -- the thread ------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -169,6 +210,7 @@ class HubUplink:
             self.connected = True
             self.connects += 1
             self.window.credit = welcome.credit
+            self._reconnected()
             log.info("uplink: connected to %s (credit %d bytes, heartbeat %d ms, %d chunks in the spool)",
                      self.cfg.endpoint, welcome.credit, welcome.heartbeat_ms, self.spool.depth)
             try:
@@ -210,11 +252,13 @@ class HubUplink:
         last_heard = next_beat = time.monotonic()
         while True:
             now = time.monotonic()
-            if self._stop.is_set() and (now >= self._drain_until or self.window.empty(now)):
+            if self._stop.is_set() and (now >= self._drain_until or (self.window.empty(now) and self._adapter is None)):
                 return
             if now - last_heard > silent_limit:
                 raise _Reconnect(f"hub silent for {now - last_heard:.1f} s")
             self._pump(sock, now)
+            self._pump_trunk(sock, now)
+            self._pump_adapter(sock, now)
             if now >= next_beat:
                 self._heartbeat(sock)
                 next_beat = now + beat_s
@@ -234,6 +278,50 @@ class HubUplink:
             if not send_frames(sock, chunk.encode(), 0):
                 self.window.unsend(out)
                 return
+
+    def _reconnected(self) -> None:
+        if self.trunk is not None:
+            self.trunk.reconnected()
+        with self._adapter_lock:
+            if self._adapter is not None:
+                self._adapter.sent_at = 0.0
+
+    def _pump_trunk(self, sock: zmq.Socket, now: float) -> None:
+        """Ask for the trunk pieces the download's window (and rate) allows."""
+        if self.trunk is None:
+            return
+        for trunk_version, offset, length in self.trunk.fetches(now):
+            send_frames(sock, TrunkFetch(robot_id=self.robot_id, seq=self._next_seq(), trunk_version=trunk_version,
+                                         offset=offset, length=length).encode(), 0)  # lost: asked again later
+
+    def _pump_adapter(self, sock: zmq.Socket, now: float) -> None:
+        """Send the pending adapter once per connection (again after ``resend_s`` without an answer)."""
+        with self._adapter_lock:
+            a = self._adapter
+            if a is None or now < a.not_before or (a.sent_at and now - a.sent_at < self.cfg.resend_s):
+                return
+            a.sent_at = now
+        msg = AdapterUpload.of(self.robot_id, self._next_seq(), a.version, a.trunk_version, a.data)
+        if not send_frames(sock, msg.encode(), 0):
+            a.sent_at = 0.0
+
+    def _adapter_answer(self, ack_id: str, reason: ErrorCode | None, text: str, now: float) -> bool:
+        """An ACK (reason None) or NACK naming the pending adapter upload; False if it names none."""
+        with self._adapter_lock:
+            a = self._adapter
+            if a is None or ack_id != adapter_ack_id(self.robot_id, a.version):
+                return False
+            if reason is None:
+                self._adapter = None
+                self.adapters_uploaded += 1
+                self.adapter_uploaded_version = a.version
+            elif reason in RESEND_LATER:
+                a.sent_at, a.not_before = 0.0, now + self.cfg.retry_s
+            else:
+                self._adapter = None
+                self.adapters_refused += 1
+                log.error("uplink: hub refuses adapter v%d for good (%s: %s)", a.version, reason, text)
+        return True
 
     def _heartbeat(self, sock: zmq.Socket) -> None:
         t = time.monotonic_ns() // 1000
@@ -258,7 +346,8 @@ class HubUplink:
     def _handle(self, msg: Message) -> None:
         now = time.monotonic()
         if isinstance(msg, Ack):
-            done = self.window.acked([*msg.stored, *msg.duplicate])
+            ids = [i for i in (*msg.stored, *msg.duplicate) if not self._adapter_answer(i, None, "", now)]
+            done = self.window.acked(ids)
             if done:
                 try:
                     self.spool.ack(done)
@@ -267,6 +356,8 @@ class HubUplink:
         elif isinstance(msg, Nack):
             if msg.reason == ErrorCode.HELLO_REQUIRED:
                 raise _Reconnect("hub asked for HELLO (it restarted)")
+            if self._adapter_answer(msg.chunk_id, msg.reason, msg.text, now):
+                return
             if not self.window.nacked(msg.chunk_id, msg.reason, now) and msg.chunk_id in self.window.refused:
                 log.error("uplink: hub refuses chunk %s for good (%s: %s); it stays in the spool, unsent",
                           msg.chunk_id, msg.reason, msg.text)
@@ -282,7 +373,15 @@ class HubUplink:
             self.last_error = f"hub error {msg.code}: {msg.text}"
             if msg.code in (ErrorCode.HELLO_REQUIRED, ErrorCode.SHUTTING_DOWN, ErrorCode.VERSION_UNSUPPORTED):
                 raise _Reconnect(self.last_error)
+            if self.trunk is not None and msg.code in (ErrorCode.UNKNOWN_TRUNK, ErrorCode.BAD_RANGE):
+                self.trunk.error(msg.code, msg.text)
             log.warning("uplink: %s", self.last_error)
+        elif isinstance(msg, TrunkNotice):
+            if self.trunk is not None:
+                self.trunk.notice(msg)
+        elif isinstance(msg, TrunkData):
+            if self.trunk is not None:
+                self.trunk.data(msg, now)
         elif isinstance(msg, Welcome):  # a repeated WELCOME only renews the credit
             self.window.credit = msg.credit
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from shared_policy.config import AdapterConfig
@@ -80,16 +80,32 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def adapter_bytes(adapter: Adapter, version: int, trunk_version: int) -> bytes:
+    """The adapter file's bytes: safetensors with version, trunk version, hardware, shape and the weights' sha256
+    in its metadata. (The metadata's order is not fixed, so compare two files by their ``sha256`` entry.)"""
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in adapter.state_dict().items()}
+    meta = {"version": str(int(version)), "trunk_version": str(int(trunk_version)), "hardware": adapter.hardware,
+            "rank": str(adapter.cfg.rank), "alpha": repr(float(adapter.cfg.alpha)), "sha256": _digest(tensors)}
+    return save(tensors, metadata=meta)
+
+
+def adapter_file_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a saved adapter file, or {} if there is none or it is unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # missing, or a damaged header (safetensors raises its own types)
+        return {}
+
+
 def save_adapter(path: str | Path, adapter: Adapter, version: int, trunk_version: int) -> Path:
     """Write ``adapter`` atomically (temporary file, fsync, rename, fsync of the directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in adapter.state_dict().items()}
-    meta = {"version": str(int(version)), "trunk_version": str(int(trunk_version)), "hardware": adapter.hardware,
-            "rank": str(adapter.cfg.rank), "alpha": repr(float(adapter.cfg.alpha)), "sha256": _digest(tensors)}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
+    with open(tmp, "wb") as f:
+        f.write(adapter_bytes(adapter, version, trunk_version))
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)

@@ -410,11 +410,11 @@ def test_status_table_lists_each_robot_with_its_numbers():
                                   "adapter_version": 2, "rtt_ms": 1.25, "silent_s": 12.0, "spool_depth": 40,
                                   "chunks_in": 5, "bytes_in": 3 * 2**20, "duplicates": 1, "nacks": 0, "errors": 0,
                                   "in_flight_bytes": 0, "lag_s": None, "heartbeat_age_s": 11.5,
-                                  "spool_bytes": 2 * 2**20}}}
+                                  "spool_bytes": 2 * 2**20, "adapter_stored": 2, "adapter_stored_trunk": 3}}}
     lines = format_table(snap).splitlines()
     assert lines[1].split()[0] == "ROBOT"
     assert lines[2].split() == ["unit-0", "dead", "go1_like", "v3", "v2", "1.2", "12.0", "40", "5", "3.0", "1", "0",
-                                "0", "0", "-", "11.5", "2.0"]
+                                "0", "0", "-", "11.5", "2.0", "v2", "v3"]
 
 
 def test_registry_file_is_replaced_atomically_and_is_json(tmp_path):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 import sim
 from robot_agent.config import AgentConfig
+from robot_agent.spool import Spool
+from robot_agent.uplink import HubUplink
 from shared_policy.config import PolicyConfig, PPOConfig
 from shared_policy.tracking import NullLogger
 from sim.pretrain import PretrainRunner
@@ -36,3 +39,26 @@ def agent_cfg(tmp_path, cartpole_checkpoint) -> AgentConfig:
     cfg.logger.backend = "none"
     cfg.status_every_s = 0.5
     return cfg
+
+
+@pytest.fixture
+def spool(tmp_path):
+    """A spool without fsync (the uplink tests' robots)."""
+    s = Spool(tmp_path / "spool", fsync=False)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def uplinks():
+    """Start HubUplinks; each is stopped at the end of the test."""
+    made = []
+
+    def make(*args, **kw):
+        made.append(HubUplink(*args, **kw))
+        made[-1].start()
+        return made[-1]
+
+    yield make
+    for u in made:
+        u.stop(time.monotonic() + 5)

@@ -53,27 +53,6 @@ def uplink_cfg(endpoint: str, keys_dir: Path | None = None, **kw) -> AgentUplink
                              socket=SocketConfig(reconnect_ivl_ms=20, reconnect_ivl_max_ms=200), **kw)
 
 
-@pytest.fixture
-def spool(tmp_path):
-    s = Spool(tmp_path / "spool", fsync=False)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def uplinks():
-    made = []
-
-    def make(*args, **kw):
-        made.append(HubUplink(*args, **kw))
-        made[-1].start()
-        return made[-1]
-
-    yield make
-    for u in made:
-        u.stop(time.monotonic() + 5)
-
-
 @pytest.mark.timeout(60)
 def test_the_uplink_drains_the_spool_and_acks_there_exactly_what_the_hub_stored(tmp_path, spool, uplinks):
     ids = fill(spool, 60)

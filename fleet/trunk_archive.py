@@ -1,0 +1,103 @@
+"""A trunk as one file: a checkpoint directory packed into an uncompressed tar, the form the hub stores and
+serves and a robot unpacks into its ``trunk_dir``.
+
+The archive holds ``manifest.json`` and exactly the files the manifest lists (each checked by its sha256, so a
+stray file in the checkpoint directory never travels). It is deterministic (sorted members, zero times and
+owners), so one checkpoint always packs to the same bytes and sha256. Unpacking accepts only regular files and
+directories under relative paths, and refuses anything else (links, devices, ``..``, absolute names) before a
+byte is written. Both sides use this module: the format has one definition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from shared_policy.durable import fsync_dir
+
+# shared_policy.checkpoint (and with it torch) is imported inside the functions: the hub serves archives without
+# ever loading torch, which would cost it hundreds of MB of memory.
+MANIFEST = "manifest.json"  # shared_policy.checkpoint.MANIFEST
+
+
+class TrunkArchiveError(RuntimeError):
+    """An archive is not a packed checkpoint (bad member, no manifest, a file fails its digest)."""
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0o644, 0, 0, 0, "", ""
+    return info
+
+
+def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int | None = None) -> dict[str, Any]:
+    """Write the checkpoint directory ``checkpoint`` (verified first) as an archive at ``out`` (the caller makes
+    ``out`` durable and names it). ``trunk_version``, if given and different, replaces the manifest's (the
+    files' digests do not cover the manifest) and the old one is kept as ``renumbered_from``. Returns the
+    manifest that was packed. CheckpointError if the checkpoint is missing or damaged."""
+    from shared_policy.checkpoint import read_manifest
+
+    src = Path(checkpoint)
+    manifest = read_manifest(src)  # every listed file present and matching its sha256
+    if trunk_version is not None and int(manifest["trunk_version"]) != trunk_version:
+        manifest = {**manifest, "trunk_version": int(trunk_version),
+                    "renumbered_from": int(manifest["trunk_version"])}
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    else:
+        manifest_bytes = (src / MANIFEST).read_bytes()
+    with open(out, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_member(MANIFEST, len(manifest_bytes)), io.BytesIO(manifest_bytes))
+        for rel in sorted(manifest["files"]):
+            path = src / rel
+            with open(path, "rb") as fh:
+                tar.addfile(_member(rel, path.stat().st_size), fh)
+    return manifest
+
+
+def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    members = tar.getmembers()
+    for m in members:
+        parts = PurePosixPath(m.name).parts
+        if not (m.isfile() or m.isdir()) or not parts or PurePosixPath(m.name).is_absolute() or ".." in parts:
+            raise TrunkArchiveError(f"archive member {m.name[:80]!r} is not a plain relative file")
+    if MANIFEST not in {m.name for m in members}:
+        raise TrunkArchiveError(f"archive has no {MANIFEST}")
+    return members
+
+
+def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Unpack ``archive`` into the new directory ``dest`` and check it as a checkpoint; every file and directory
+    is fsynced. Returns the manifest. TrunkArchiveError on a bad archive (``dest`` is then removed)."""
+    from shared_policy.checkpoint import CheckpointError, read_manifest
+
+    dest = Path(dest)
+    dest.mkdir()
+    try:
+        try:
+            with tarfile.open(archive, mode="r:") as tar:
+                _checked_members(tar)
+                tar.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
+        try:
+            manifest = read_manifest(dest)
+        except (CheckpointError, KeyError, ValueError) as exc:
+            raise TrunkArchiveError(f"{archive}: unpacked checkpoint refused: {exc}") from exc
+        dirs = [dest]
+        for path in dest.rglob("*"):
+            if path.is_dir():
+                dirs.append(path)
+                continue
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        for d in dirs:
+            fsync_dir(d)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return manifest

@@ -93,6 +93,8 @@ COMMANDS: dict[str, Budget] = {
     # with no hub up the agent keeps controlling and spooling (the uplink retries with backoff)
     UPLINK_AGENT: Budget(replace={"<dir>": "{cartpole_checkpoint}"}, append="max_steps=50", needs=(KEYS_ENROL,),
                          expect=("[agent unit-7] cartpole at 50 Hz",)),
+    "fleet-hub publish <dir> fleet_data": Budget(replace={"<dir>": "{cartpole_checkpoint}"},
+                                                 expect=("published trunk v",)),
 }
 
 

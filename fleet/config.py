@@ -58,15 +58,13 @@ class SocketConfig:
 class HubConfig:
     """Where the hub listens and stores experience."""
 
-    bind: str = "tcp://127.0.0.1:5555"
+    bind: str = "tcp://127.0.0.1:5555"  # ZeroMQ endpoint the hub's ROUTER binds (tcp://host:* picks a free port)
     storage_dir: str = "fleet_data"  # the experience store: <storage_dir>/experience.sqlite
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 16 * 1024 * 1024  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     socket: SocketConfig = field(default_factory=SocketConfig)
-    # Group commit: a commit group closes at this many chunks, or this long after its first chunk
-    # (0 = take what queued during the previous fsync, wait no longer).
-    store_group_chunks: int = 32
-    store_group_wait_ms: float = 1.0
+    store_group_chunks: int = 32  # group commit: a group (one fsync) closes at this many chunks ...
+    store_group_wait_ms: float = 1.0  # ... or this many ms after its first (0: only what queued during the last fsync)
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...
     parquet_roll_s: float = 300.0  # ... or when their oldest row is this old (the tier's worst freshness)
@@ -121,8 +119,8 @@ class HubConfig:
 class UplinkConfig:
     """A robot's link to the hub (the agent's uplink embeds it)."""
 
-    endpoint: str = "tcp://127.0.0.1:5555"
-    max_frame_bytes: int = 16 * 1024 * 1024
+    endpoint: str = "tcp://127.0.0.1:5555"  # the hub this robot connects to (tcp:// or ipc://)
+    max_frame_bytes: int = 16 * 1024 * 1024  # largest frame sent or received, bytes; keep it equal to the hub's  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
     security: SecurityConfig = field(default_factory=lambda: SecurityConfig(keys_dir="robot_keys"))
     socket: SocketConfig = field(default_factory=SocketConfig)
 

@@ -17,9 +17,9 @@ class MetricsConfig:
     # W&B: hub-wide metrics every wandb_every_s, offline unless WANDB_MODE says otherwise; WANDB_MODE=disabled
     # or wandb=false: no run at all.
     wandb: bool = True
-    wandb_project: str = "fleet-learning"
-    wandb_run_name: str = ""
-    wandb_every_s: float = 10.0
+    wandb_project: str = "fleet-learning"  # the W&B project of the hub's run
+    wandb_run_name: str = ""  # "" = W&B's generated name
+    wandb_every_s: float = 10.0  # seconds between logged snapshots (and one at stop)
 
     def validate(self, prefix: str = "metrics") -> None:
         """Raise ValueError naming the key of a wrong value."""

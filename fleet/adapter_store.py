@@ -84,6 +84,8 @@ def adapter_metadata(data: bytes) -> dict[str, str]:
         raise AdapterConflictError("not a safetensors file with metadata")
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
             and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    if not all(type(end) is int for end in ends):  # a hostile header's "4" must not reach the arithmetic
+        raise AdapterConflictError("adapter file header has non-integer data offsets")
     if 8 + n + max(ends, default=0) != len(data):
         raise AdapterConflictError("adapter file is truncated or has trailing bytes")
     return {str(k): str(v) for k, v in header["__metadata__"].items()}

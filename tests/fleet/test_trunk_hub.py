@@ -157,3 +157,24 @@ def test_an_adapter_upload_is_durable_before_its_ack_deduped_and_shown_with_its_
         assert hub.server.registry.record("unit-0").adapter_stored == 4
     finally:
         hub.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_adapter_file_with_a_hostile_header_is_refused_and_the_hub_keeps_serving(tmp_path, robots):
+    import json
+    import struct
+
+    header = json.dumps({"__metadata__": {"version": "1"}, "w": {"dtype": "F32", "shape": [1],
+                                                                  "data_offsets": [0, "4"]}}).encode()
+    hostile = struct.pack("<Q", len(header)) + header + b"\0" * 4
+    hub = ThreadHub(hub_config(tmp_path / "hub", port=free_port()))
+    try:
+        robot = robots(hub.endpoint, "unit-0")
+        robot.welcome()
+        assert robot.send(AdapterUpload.of("unit-0", robot._seq(), 1, 1, hostile))
+        nack = robot.recv_type("nack", skip=SKIP)
+        assert nack.reason == ErrorCode.BAD_RECORD and "non-integer" in nack.text
+        assert robot.send(fetch(robot, 1, 0, 10))
+        robot.recv_type("error", skip=SKIP)  # no trunk published: a clear error, from a hub still serving
+    finally:
+        hub.stop()

@@ -140,7 +140,9 @@ def policy_loss(target_log_probs: torch.Tensor, behaviour_log_probs: torch.Tenso
     """
     if cfg.policy_loss == "vtrace":
         return -masked_mean(returns.pg_advantages * target_log_probs, mask, weights)
-    ratio = torch.exp(target_log_probs - behaviour_log_probs.detach())
+    # masked steps get ratio 1 before exp: a stale step's exp(200) is inf, and backward's 0 * inf is NaN
+    log_ratio = torch.where(mask > 0, target_log_probs - behaviour_log_probs.detach(), torch.zeros_like(target_log_probs))
+    ratio = torch.exp(log_ratio)
     adv = returns.advantages
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip_param, 1.0 + cfg.clip_param) * adv)
     return -masked_mean(surrogate, mask, weights)

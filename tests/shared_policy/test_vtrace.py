@@ -185,7 +185,11 @@ def test_a_masked_step_whose_ratio_overflows_leaves_targets_and_loss_finite(loss
     assert torch.isinf(torch.exp(target - behaviour)).any()
     out = vtrace(behaviour, target, rewards, values, next_values, dones, time_outs, cfg, mask=mask)
     assert all(torch.isfinite(x).all() for x in out)
-    assert torch.isfinite(policy_loss(target, behaviour, out, mask, cfg))
+    target.requires_grad_(True)
+    loss_value = policy_loss(target, behaviour, out, mask, cfg)
+    assert torch.isfinite(loss_value)
+    loss_value.backward()  # a NaN gradient would reach every parameter through the learner's norm clip
+    assert torch.isfinite(target.grad).all() and target.grad[3, 1] == 0.0
 
 
 def test_bad_config_values_raise_naming_the_key():

@@ -6,6 +6,7 @@ together, and every rank sees every hardware type once the fleet is large enough
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
 from collections import deque
@@ -16,6 +17,8 @@ from fleet.replay.rate_limiter import RateLimitTimeout
 from fleet.replay.replay import FleetReplay
 from fleet.replay.sequences import ChunkSteps, Sequence, SequenceBuilder
 from fleet.replay.table import ReplayClosed
+
+log = logging.getLogger(__name__)
 
 
 class ChunkReader(Protocol):
@@ -80,5 +83,8 @@ class ReplayFeeder:
                 n = self.step()
             except ReplayClosed:
                 return
+            except Exception:  # a reader or store error: say so, and try again after a pause, not die silently
+                log.exception("replay feeder: reading new experience failed; retrying in %.1f s", idle_s)
+                n = 0
             if n == 0:
                 stop.wait(idle_s)

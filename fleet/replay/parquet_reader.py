@@ -10,6 +10,7 @@ priorities column: those items start at the table's largest priority.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from fleet.parquet_export import MANIFEST
 from fleet.record import RecordError
 from fleet.replay.sequences import ChunkSteps
 from fleet.store import CHUNK_ID
+
+log = logging.getLogger(__name__)
 
 
 def _matrix(col: pa.ChunkedArray, rows: int) -> np.ndarray:
@@ -64,6 +67,7 @@ class ParquetReader:
     def __init__(self, root: str | Path, files_read: set[str] | None = None):
         self.root = Path(root)
         self.files_read: set[str] = set(files_read or ())  # manifest paths already read: the cursor
+        self.skipped: list[tuple[str, str]] = []  # (file, why) of listed files no learner can read
 
     def read(self) -> list[ChunkSteps]:
         """The chunks of every listed file not read before, each robot's in spool order."""
@@ -74,8 +78,12 @@ class ParquetReader:
         new = [f for f in manifest["files"] if f["path"] not in self.files_read]
         out: list[ChunkSteps] = []
         for f in sorted(new, key=lambda f: f["min_rowid"]):
-            hardware = next(p.split("=", 1)[1] for p in Path(f["path"]).parts if p.startswith("hardware="))
-            out += file_chunks(self.root / f["path"], hardware)
+            try:  # a bad file costs only itself: the chunks of the files before it are kept
+                hardware = next(p.split("=", 1)[1] for p in Path(f["path"]).parts if p.startswith("hardware="))
+                out += file_chunks(self.root / f["path"], hardware)
+            except Exception as exc:  # Arrow, a bad record id, a file gone: all the same to the learner
+                log.error("replay: skipping Parquet file %s: %s", f["path"], exc)
+                self.skipped.append((f["path"], f"{type(exc).__name__}: {exc}"))
             self.files_read.add(f["path"])
         # the files of one roll hold interleaved rowid ranges (one per partition): put each robot's chunks
         # back in spool order, the order the sequence builder joins them in

@@ -144,6 +144,22 @@ def test_parquet_reader_reads_each_new_file_once(tmp_path):
         assert len(reader.read()) == len(records) - 6
 
 
+def test_a_bad_parquet_file_costs_only_itself(tmp_path):
+    records = fleet_records()
+    with stored(tmp_path, records[:6]) as store:
+        exporter = ParquetExporter(store, tmp_path / "parquet", fsync=False)
+        exporter.catch_up()
+        store.put_many(records[6:])
+        exporter.catch_up()
+    files = sorted((tmp_path / "parquet").rglob("*.parquet"))
+    assert len(files) >= 2
+    files[-1].write_bytes(b"not a parquet file")  # the newest file torn
+    reader = ParquetReader(tmp_path / "parquet")
+    chunks = reader.read()
+    assert len(chunks) > 0 and [p for p, _ in reader.skipped] == [str(files[-1].relative_to(tmp_path / "parquet"))]
+    assert reader.read() == []  # neither file is read twice
+
+
 @pytest.mark.timeout(60)
 def test_robot_priorities_become_initial_priorities_and_unusable_chunks_are_skipped(tmp_path):
     rng = np.random.default_rng(5)

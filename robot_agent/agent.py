@@ -203,7 +203,7 @@ class RobotAgent:
     def shutdown(self) -> None:
         """Damp the robot, flush the spool, stop every service by one deadline, write the final status."""
         deadline = time.monotonic() + self.cfg.stop_timeout_s  # every wait below, the robot's release included
-        self.safe.stop()  # the robot first: damped and released
+        self.safe.begin_stop()  # the robot first: damped and released, on its own thread while data is flushed
         leave_realtime()
         gc.unfreeze()  # a process that runs agents one after another (tests) gets its heap back
         # the writer feeds the learner: it flushes first, and leaves the others the seconds they may need
@@ -225,6 +225,7 @@ class RobotAgent:
                 self.runtime.swap_adapter(*self.adapters.kept)
         for service in self.extra_services:
             service.stop(deadline - 1.0)
+        self.safe.finish_stop(min(self.cfg.safety.release_timeout_s, seconds_left(deadline - 0.5)))
         self.reporter.stop(deadline)
         if self.parts.state_lock is not None:
             self.parts.state_lock.close()  # the state directory is free for the next agent

@@ -110,6 +110,9 @@ class SafeDriver:
         self._tripped = False
         self._armed = False
         self._lock = threading.Lock()
+        self._released = threading.Event()  # begin_stop's release of the driver (set: nothing to wait for)
+        self._released.set()
+        self._release_failure: list[BaseException] = []
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -185,28 +188,38 @@ class SafeDriver:
     def stop(self) -> bool:
         """Stop the watchdog, damp and release the driver. Returns False (and logs an error) when the
         driver's ``stop()`` did not return within ``release_timeout_s``: the shutdown goes on without it."""
+        self.begin_stop()
+        return self.finish_stop(self.cfg.release_timeout_s)
+
+    def begin_stop(self) -> None:
+        """Stop the watchdog and start damping and releasing the driver on a thread of its own, so that a
+        shutdown flushes its data while a slow (or wedged) bus releases the robot; :meth:`finish_stop` waits."""
         self._stop.set()
         if self._watchdog is not None:
-            self._watchdog.join(timeout=2.0)
+            self._watchdog.join(timeout=0.5)  # it wakes every half period; a watchdog stuck in a damp is left
             self._watchdog = None
-        released = threading.Event()
-        failure: list[BaseException] = []
+        self._released = threading.Event()
+        self._release_failure: list[BaseException] = []
 
         def release() -> None:
             try:
                 with self._lock:
                     self.driver.stop()
-            except BaseException as exc:  # handed to the caller below, as a direct call would
-                failure.append(exc)
-            released.set()
+            except BaseException as exc:  # handed to finish_stop's caller, as a direct call would
+                self._release_failure.append(exc)
+            self._released.set()
 
         threading.Thread(target=release, name="driver-release", daemon=True).start()
-        if released.wait(self.cfg.release_timeout_s):
-            if failure:
-                raise failure[0]
+
+    def finish_stop(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for :meth:`begin_stop`'s release: True once released (its error raised),
+        False (logged) if the driver's ``stop()`` has not returned."""
+        if self._released.wait(max(0.0, timeout)):
+            if self._release_failure:
+                raise self._release_failure[0]
             return True
-        log.error("the driver's stop() did not return within %.1f s (safety.release_timeout_s): the agent shuts "
-                  "down without it; check that the robot is powered down", self.cfg.release_timeout_s)
+        log.error("the driver's stop() did not return within the shutdown's time (safety.release_timeout_s, "
+                  "stop_timeout_s): the agent shuts down without it; check that the robot is powered down")
         return False
 
     def _watch(self) -> None:

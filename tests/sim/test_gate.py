@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,24 @@ def test_bad_gate_settings_name_their_key():
         GateConfig().validate()
     with pytest.raises(ValueError, match="gate.tolerance"):
         GateConfig(tasks=TASKS, tolerance=1.5).validate()
+
+
+def test_paired_interval_is_the_mean_difference_plus_minus_t_times_its_standard_error():
+    from sim.gate import paired_interval
+
+    current = np.array([10.0, 12.0, 11.0, 13.0])
+    candidate = np.array([11.0, 12.0, 13.0, 14.0])  # differences 1, 0, 2, 1: mean 1, sd sqrt(2/3)
+    low, high = paired_interval(current, candidate)
+    half = 3.18 * np.sqrt(2 / 3) / 2  # t(0.975, 3 dof) x sd / sqrt(4)
+    assert low == pytest.approx(1 - half) and high == pytest.approx(1 + half)
+
+
+@pytest.mark.timeout(300)
+def test_a_candidate_slightly_worse_but_within_the_tolerance_passes(current):
+    slightly = copy.deepcopy(current)
+    with torch.no_grad():
+        slightly.heads["cartpole"].mean.bias.add_(0.02)
+    verdict = check_candidate(current, slightly, GateConfig(tasks=TASKS, tolerance=0.5, **FAST))
+    (hw,) = verdict.hardware
+    assert hw.candidate_mean != hw.current_mean  # it did change what the policy does
+    assert verdict.passed, verdict.reasons

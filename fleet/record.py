@@ -62,12 +62,23 @@ class Chunk:
 
 def encode_record(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """One record's bytes."""
+    return record_with_payload(header, npz_payload(arrays))
+
+
+def npz_payload(arrays: dict[str, np.ndarray]) -> bytes:
+    """The ``.npz`` bytes a record carries for ``arrays``."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    payload = buf.getvalue()
+    return buf.getvalue()
+
+
+def record_with_payload(header: dict[str, Any], payload: bytes) -> bytes:
+    """One record's bytes around an already encoded ``npz_payload`` (a load generator reuses one payload under
+    many headers)."""
     head = json.dumps(header, sort_keys=True).encode()
-    digest = hashlib.sha256(head + payload).digest()
-    return PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload + digest
+    digest = hashlib.sha256(head)
+    digest.update(payload)
+    return b"".join((PREFIX.pack(MAGIC, len(head), len(payload)), head, payload, digest.digest()))
 
 
 def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any], int] | None:

@@ -273,8 +273,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default benchmarks/results/hub_faults.json (--quick: /tmp)")
     args = ap.parse_args()
     if args.quick:
-        args.robots, args.robots_per_agent, args.kills, args.kill_every_s = 4, 2, 2, 3.0
-        args.down_s, args.slow_seconds, args.drain_timeout_s = min(args.down_s, 6.0), min(args.slow_seconds, 6.0), 60.0
+        args.robots, args.robots_per_agent, args.kills, args.kill_every_s = 4, 2, 2, 2.5
+        args.down_s, args.slow_seconds, args.drain_timeout_s = min(args.down_s, 5.0), min(args.slow_seconds, 5.0), 30.0
     out = args.out or ("/tmp/hub_faults_quick.json" if args.quick else "benchmarks/results/hub_faults.json")
     work = Path(tempfile.mkdtemp(prefix="hub_faults_", dir=args.dir))
     robots = [f"r{i:02d}" for i in range(args.robots)]

@@ -99,14 +99,13 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
             a.send(start)
         time.sleep(max(0.0, start - time.monotonic()))
         cpu0 = cpu_seconds(pid)
-        time.sleep(max(0.0, start + seconds - time.monotonic()))
-        cpu = cpu_seconds(pid) - cpu0
         stats: list[Stats] = []
         for p, a in clients:
-            if not a.poll(seconds + 240):
+            if not a.poll(seconds + 400):
                 raise RuntimeError(f"{mode}: a client process did not report")
             stats.append(a.recv())
             p.join(30)
+        cpu_share = (cpu_seconds(pid) - cpu0) / (time.monotonic() - start)  # of one core, over the whole run
         peak_mb = proc_status_kb(pid, "VmHWM") / 1024
     finally:
         for p, _ in clients:
@@ -119,15 +118,20 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
             router.join(30)
     lat = [x for s in stats for x in s.latencies_ms]
     out = {"mode": mode, "agents": len(robots), "chunks_per_s": sum(s.window_chunks for s in stats) / seconds,
+           "ramp_s": max(s.ramp_s for s in stats),
            "mbps": sum(s.window_bytes for s in stats) / seconds / 1e6, "acked": sum(s.acked for s in stats),
            "sent": sum(s.sent for s in stats), "resent": sum(s.resent for s in stats),
            "duplicate_acks": sum(s.duplicate_acks for s in stats), "unanswered": sum(s.unanswered for s in stats),
            "nacks": dict(sum((s.nacks for s in stats), Counter())),
            "errors": [e for s in stats for e in s.errors][:10], "record_bytes": max(s.record_bytes for s in stats),
-           "peer_cpu_s_per_s": cpu / seconds, "peer_peak_rss_mb": peak_mb,
+           "peer_cpu_share": cpu_share, "peer_peak_rss_mb": peak_mb,
            "ack_p50_ms": float(np.percentile(lat, 50)) if lat else None,
            "ack_p99_ms": float(np.percentile(lat, 99)) if lat else None,
            "ack_max_ms": float(max(lat)) if lat else None, "latency_samples": len(lat)}
+    if interval_s:  # when the slowest acks were sent (s from the start): a pattern points at their cause
+        timed = sorted(((t - start, ms) for s in stats for t, ms in zip(s.sent_at, s.latencies_ms, strict=True)),
+                       key=lambda x: -x[1])
+        out["slowest_acks"] = sorted((round(t, 2), round(ms, 1)) for t, ms in timed[:20])
     if hub is not None:
         contents = store_contents(storage)
         out.update(stored=contents.rows, duplicate_rows=contents.duplicate_rows,
@@ -175,10 +179,10 @@ def main() -> None:
                         res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs)
                         runs.setdefault(key, []).append(res)
                         print(f"round {rnd} {key:22s} {res['mbps']:8.1f} MB/s {res['chunks_per_s']:8.0f} chunks/s "
-                              f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_s_per_s']:.2f} "
+                              f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_share']:.2f} ramp {res['ramp_s']:.1f} s "
                               f"rss {res['peer_peak_rss_mb']:.0f} MB resent {res['resent']} nacks {res['nacks']}"
                               + (f" stored {res['stored']}" if mode == "hub" else ""), flush=True)
-    med = {k: {f: statistics.median(r[f] for r in rs) for f in ("mbps", "chunks_per_s", "peer_cpu_s_per_s")}
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in ("mbps", "chunks_per_s", "peer_cpu_share")}
            for k, rs in runs.items()}
     ratios = {}
     for key, m in med.items():

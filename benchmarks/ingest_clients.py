@@ -3,7 +3,7 @@
 ``run_clients`` runs in a client process: one DEALER per robot (``fleet.sockets.robot_socket``, the robots' own
 socket options and CURVE keys), all served by one thread around one ``zmq.Poller``. Against the hub each link
 speaks the protocol as a robot must: HELLO, wait for WELCOME and its credit, chunks only within the credit
-(``credit_allows``) and at most ``max_in_flight`` unanswered, a resend of what is unanswered after ``resend_s``,
+(``credit_allows``) and at most ``window_chunks`` / ``window_bytes`` unanswered, a resend of what is unanswered after ``resend_s``,
 NO_CREDIT / STORAGE_FAILED / SHUTTING_DOWN nacks retried after ``retry_s``, heartbeats at the hub's interval.
 Against the raw ROUTER (``raw_router``: receive, reply the header frame as the ack, store nothing) the links send
 the very same frames under the same window, so the two runs differ only in what the peer does with a chunk.
@@ -59,8 +59,12 @@ class ClientSpec:
     seconds: float
     interval_s: float = 0.0  # 0 = as fast as the window allows; else one chunk per robot per interval
     steps: int = 250
-    credit: int = 8 * 1024 * 1024  # raw mode's window in bytes (the hub's default credit); hub mode: WELCOME's
-    max_in_flight: int = 256
+    # Each robot's window: at most this many chunks and bytes unanswered, within the hub's credit (WELCOME's;
+    # the raw peer grants the hub's default 8 MiB). A robot's uplink allows 256 chunks within the credit: a
+    # narrower window keeps 128 robots' queue, and so the warm-up before steady state, short; both peers get it.
+    window_chunks: int = 32
+    window_bytes: int = 2 * 1024 * 1024
+    max_ramp_s: float = 120.0  # steady state must be reached within this
     resend_s: float = 10.0
     retry_s: float = 0.5
     drain_s: float = 30.0
@@ -71,8 +75,11 @@ class ClientSpec:
 class Stats:
     """What one client process saw."""
 
-    window_chunks: int = 0  # acked within [start, start + seconds]
+    window_chunks: int = 0  # acked within the measured window [start, end] (set once steady)
     window_bytes: int = 0
+    window: list[float] = field(default_factory=lambda: [float("inf"), float("inf")])
+    ramp_s: float = 0.0  # from the first send until the first window of every link was acked
+    acked_bytes: int = 0
     acked: int = 0
     duplicate_acks: int = 0
     sent: int = 0
@@ -81,6 +88,7 @@ class Stats:
     nacks: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # paced runs: first send of each latency sample
     record_bytes: int = 0
 
 
@@ -93,7 +101,7 @@ class Link:
                                                    max_frame_bytes=MAX_FRAME, socket=SocketConfig()))
         self.spec, self.robot_id, self.hub = spec, robot_id, spec.mode == "hub"
         self.maker = RecordMaker(robot_id, spec.size, seed, spec.steps)
-        self.credit = 0 if self.hub else spec.credit
+        self.credit = 0 if self.hub else 8 * 1024 * 1024
         self.in_flight: dict[Any, list] = {}  # key -> [size, first sent, last sent, frames]
         self.in_flight_bytes = 0
         self.retry: deque[tuple[float, Any, list]] = deque()
@@ -121,6 +129,11 @@ class Link:
             return False
         return True
 
+    @property
+    def allowed(self) -> int:
+        """Bytes this link may have unanswered: the peer's credit, narrowed by the benchmark's window."""
+        return min(self.credit, self.spec.window_bytes)
+
     def pump(self, now: float, sending: bool, stats: Stats) -> int:
         """Send what the window allows; how many messages went."""
         went = 0
@@ -137,7 +150,7 @@ class Link:
                 stats.resent += 1
         while self.retry and self.retry[0][0] <= now:
             _, key, entry = self.retry[0]
-            if not credit_allows(self.in_flight_bytes, entry[0], self.credit) or not self._send(entry[3]):
+            if not credit_allows(self.in_flight_bytes, entry[0], self.allowed) or not self._send(entry[3]):
                 return went
             self.retry.popleft()
             entry[2] = now
@@ -147,11 +160,11 @@ class Link:
         if self.spec.interval_s and sending and now >= self.due:
             self.owed += 1
             self.due += self.spec.interval_s
-        while sending and (self.owed or not self.spec.interval_s) and len(self.in_flight) < self.spec.max_in_flight:
+        while sending and (self.owed or not self.spec.interval_s) and len(self.in_flight) < self.spec.window_chunks:
             if self.out is None:
                 self.out = self._make(now)
             key, entry = self.out
-            if not credit_allows(self.in_flight_bytes, entry[0], self.credit) or not self._send(entry[3]):
+            if not credit_allows(self.in_flight_bytes, entry[0], self.allowed) or not self._send(entry[3]):
                 break
             entry[1] = entry[2] = now
             self.in_flight[key] = entry
@@ -163,29 +176,32 @@ class Link:
             went += 1
         return went
 
-    def answered(self, key: Any, now: float, window_end: float, stats: Stats) -> list | None:
+    def answered(self, key: Any, now: float, stats: Stats) -> list | None:
         entry = self.in_flight.pop(key, None)
         if entry is None:
             return None
         self.in_flight_bytes -= entry[0]
         stats.latencies_ms.append((now - entry[1]) * 1000)
+        if self.spec.interval_s:  # paced robots: when each slow ack happened, to see what it coincided with
+            stats.sent_at.append(entry[1])
         stats.acked += 1
-        if now <= window_end:
+        stats.acked_bytes += entry[0]
+        if stats.window[0] <= now <= stats.window[1]:
             stats.window_chunks += 1
             stats.window_bytes += entry[0]
         return entry
 
-    def handle(self, frames: list, now: float, window_end: float, stats: Stats) -> Welcome | None:
+    def handle(self, frames: list, now: float, stats: Stats) -> Welcome | None:
         """One message from the peer."""
         if not self.hub:
-            self.answered(bytes(frames[0]), now, window_end, stats)
+            self.answered(bytes(frames[0]), now, stats)
             return None
         msg = decode(frames, Limits.for_frames(MAX_FRAME), DOWNLINK)
         if isinstance(msg, Ack):
             for cid in msg.stored:
-                self.answered(cid, now, window_end, stats)
+                self.answered(cid, now, stats)
             for cid in msg.duplicate:
-                if self.answered(cid, now, window_end, stats) is not None:
+                if self.answered(cid, now, stats) is not None:
                     stats.duplicate_acks += 1
         elif isinstance(msg, Nack):
             stats.nacks[str(msg.reason)] += 1
@@ -223,12 +239,16 @@ def _handshake(links: list[Link], timeout_s: float = 120.0) -> None:
                 continue
             if not link.hub:
                 break
-            if link.handle(frames, time.monotonic(), 0.0, Stats()) is not None:
+            if link.handle(frames, time.monotonic(), Stats()) is not None:
                 break
 
 
 def run_clients(conn: Connection, spec: ClientSpec) -> None:
-    """A client process: handshake, report ready, wait for the start time, run, drain, report Stats."""
+    """A client process: handshake, report ready, wait for the start time, run, drain, report Stats.
+
+    Paced robots (``interval_s``) are measured from the start. Robots at full speed are measured once steady:
+    after every link's first window has been acked (until then the queue fills and nothing flows back), for
+    ``seconds``; then they stop sending and drain."""
     ctx = zmq.Context()
     links = [Link(ctx, spec, robot, keys, spec.seed * 1000 + i) for i, (robot, keys) in enumerate(spec.robots)]
     stats = Stats()
@@ -238,10 +258,13 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
         start = conn.recv()
         while time.monotonic() < start:
             time.sleep(0.001)
-        end = start + spec.seconds
+        if spec.interval_s:
+            stats.window = [start, start + spec.seconds]
+        fill = 0  # bytes of the first window: steady state begins when as many have been acked
         rng = random.Random(spec.seed)
-        for link in links:  # robots do not tick in step: each starts at its own phase
+        for link in links:  # robots do not tick in step: each sends and heartbeats at its own phase
             link.due = start + rng.uniform(0, spec.interval_s)
+            link.next_beat = start + rng.uniform(0, link.beat_s)
         poller = zmq.Poller()
         by_sock = {}
         for link in links:
@@ -249,10 +272,19 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
             by_sock[link.sock] = link
         while True:
             now = time.monotonic()
+            end = stats.window[1]
             sending = now < end
             if not sending and (now > end + spec.drain_s or not any(ln.in_flight or ln.retry for ln in links)):
                 break
             went = sum(link.pump(now, sending, stats) for link in links)
+            if not fill:
+                fill = sum(ln.in_flight_bytes for ln in links)
+            elif end == float("inf"):
+                if stats.acked_bytes >= fill:
+                    stats.ramp_s, stats.window = now - start, [now, now + spec.seconds]
+                elif now - start > spec.max_ramp_s:
+                    raise RuntimeError(f"no steady state within {spec.max_ramp_s} s ({stats.acked_bytes} of {fill} "
+                                       "bytes of the first window acked)")
             for sock, _ in poller.poll(0 if went else 2):
                 link = by_sock[sock]
                 while True:
@@ -260,7 +292,7 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
                         frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    link.handle(frames, time.monotonic(), end, stats)
+                    link.handle(frames, time.monotonic(), stats)
         stats.unanswered = sum(len(ln.in_flight) + len(ln.retry) for ln in links)
     except Exception as exc:  # noqa: BLE001 - the parent must hear why, not wait for a dead child
         stats.errors.append(f"{type(exc).__name__}: {exc}")

@@ -42,6 +42,7 @@ from fleet.protocol import (
     decode,
 )
 from fleet.sockets import recv_frames, robot_socket, send_frames
+from robot_agent.config import AgentUplinkConfig
 from robot_agent.uplink_window import RESEND_LATER
 
 MAX_FRAME = 16 * 1024 * 1024
@@ -59,11 +60,10 @@ class ClientSpec:
     seconds: float
     interval_s: float = 0.0  # 0 = as fast as the window allows; else one chunk per robot per interval
     steps: int = 250
-    # Each robot's window: at most this many chunks and bytes unanswered, within the hub's credit (WELCOME's;
-    # the raw peer grants the hub's default 8 MiB). A robot's uplink allows 256 chunks within the credit: a
-    # narrower window keeps 128 robots' queue, and so the warm-up before steady state, short; both peers get it.
-    window_chunks: int = 32
-    window_bytes: int = 2 * 1024 * 1024
+    # Each robot's window, as the agent's uplink keeps it: at most max_in_flight chunks unanswered, within the
+    # credit (the hub's WELCOME; the raw peer grants the hub's default 8 MiB). window_bytes > 0 narrows it.
+    window_chunks: int = AgentUplinkConfig().max_in_flight
+    window_bytes: int = 0
     max_ramp_s: float = 120.0  # steady state must be reached within this
     resend_s: float = 10.0
     retry_s: float = 0.5
@@ -132,7 +132,7 @@ class Link:
     @property
     def allowed(self) -> int:
         """Bytes this link may have unanswered: the peer's credit, narrowed by the benchmark's window."""
-        return min(self.credit, self.spec.window_bytes)
+        return min(self.credit, self.spec.window_bytes) if self.spec.window_bytes else self.credit
 
     def pump(self, now: float, sending: bool, stats: Stats) -> int:
         """Send what the window allows; how many messages went."""

@@ -102,6 +102,25 @@ def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any],
     return header, end
 
 
+def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
+    """The header of ``data`` if its magic, lengths and header hold and it names ``chunk_id``; else RecordError.
+    The digest is NOT checked: for a caller whose next step checks it (the hub hands records to the store, whose
+    ``put_many`` verifies each one), so the record is hashed once on that path, not twice."""
+    view = memoryview(data)
+    if len(view) < PREFIX.size + DIGEST:
+        raise RecordError(f"record of {len(view)} bytes is shorter than its fixed fields")
+    magic, hlen, plen = PREFIX.unpack_from(view, 0)
+    if magic != MAGIC or PREFIX.size + hlen + plen + DIGEST != len(view):
+        raise RecordError(f"record of {len(view)} bytes failed its checks (magic or lengths)")
+    try:
+        header = json.loads(bytes(view[PREFIX.size:PREFIX.size + hlen]))
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("chunk_id") != chunk_id:
+        raise RecordError(f"record's header is not an object naming chunk {chunk_id}")
+    return header
+
+
 def verify_record(data: bytes | memoryview, chunk_id: str | None = None) -> dict[str, Any]:
     """The header of ``data`` if it is exactly one valid record (of ``chunk_id``, if given); else RecordError."""
     parsed = parse_record(data, 0)

@@ -1,21 +1,29 @@
 """Hub ingest: MB/s and chunks/s of a real ``fleet-hub`` against raw pyzmq DEALER->ROUTER, and ack latency at a robot's pace.
 
 Throughput cells: 1, 16 and 128 concurrent robots x records of 4 KiB, 64 KiB and 1 MiB x CURVE on and off. In a
-hub cell a fresh ``fleet-hub`` process (the console script, default config: credit 8 MiB per robot, group commit
-of 32 / 1 ms) stores into a fresh SQLite store on this machine's disk with ``synchronous=FULL`` (every ack follows
-an fsync), its CURVE allow-list holding every robot. In the raw cell beside it a bare ROUTER (the hub's socket
-limits and CURVE key) answers every message with its header frame and stores nothing. The robots are uplink
-clients several to a process: ``--procs`` client processes (default 2, for the 2 cores here), each running its
-share of the robots as DEALERs around one poller in one thread (``ingest_clients.py``). They speak the protocol
-(HELLO, credit, resend, retry, heartbeats) to the hub, and send the very same frames under the same window to the
-raw peer; each chunk is a fresh record (its own header and sha256) made as it goes, in both runs. MB/s counts
-record bytes acked within the ``--seconds`` window; hub and raw cells alternate in each of ``--rounds`` rounds
-(medians), so ratio = hub / raw of the same moment on a shared machine.
+hub cell a fresh ``fleet-hub`` process (the console script with its default config but ``credit_bytes``, below;
+group commit of 32 / 1 ms) stores into a fresh SQLite store on this machine's disk with ``synchronous=FULL``
+(every ack follows an fsync), its CURVE allow-list holding every robot. In the raw cell beside it a bare ROUTER
+(the hub's socket limits and CURVE key) answers every message with its header frame and stores nothing.
+
+The robots are uplink clients several to a process: ``--procs`` client processes (default 2, for the 2 cores
+here), each running its share of the robots as DEALERs around one poller in one thread (``ingest_clients.py``).
+They speak the protocol to the hub (HELLO, credit, resend after 10 s, retry, heartbeats) and send the very same
+frames under the same window to the raw peer. Each chunk is a fresh record (its own header and sha256) made as it
+goes, in both runs. Window: each robot may have the credit (both peers grant the same) and the uplink's
+``max_in_flight`` unanswered; an operator sizes them to the fleet, so both are the defaults (8 MiB, 256 chunks)
+cut to ``--inflight-budget-mb`` (256) and ``--inflight-budget-chunks`` (8192) over the robots: 2 MiB and 64 chunks
+at 128 robots. (With the defaults, 128 robots queue ~1 GiB / 32k chunks, the hub's queue outgrows the robots'
+10 s resend timeout, and their resends swamp it: measured, 112k resends in a 3 s window at 4 KiB.)
+
+MB/s counts record bytes acked within ``--seconds`` once steady (after each client process's first window has
+been acked); hub and raw cells alternate in each of ``--rounds`` rounds (medians), so the ratio hub / raw is of
+the same moment on a shared machine.
 
 Latency case: 128 robots at a 50 Hz robot's real rate. The agent's recorder cuts a chunk every
 ``spool.chunk_steps`` = 250 transitions (and at each episode end, which for locomotion's 1000-step episodes falls
 on a 250 boundary), so a 50 Hz robot sends one chunk every 5 s; the chunk is a go2_like record of 250 transitions
-(obs 45, critic obs 65, actions 12, through the recorder's own ``chunk_arrays``: about 150 KB). Robots start at
+(obs 45, critic obs 65, actions 12, through the recorder's own ``chunk_arrays``: 135 KB). Robots start at
 random phases; p50/p99 of first send -> ack received at the robot, over ``--latency-seconds``, CURVE on; the same
 robots at the same pace against the raw peer give the floor this machine sets (``raw_p99_ack_ms``).
 
@@ -54,9 +62,23 @@ from ingest_clients import ClientSpec, Stats, raw_router, run_clients
 from result_record import write_result  # beside this script
 
 from fleet.keys import HUB_SECRET
+from robot_agent.config import AgentUplinkConfig
 
 SPAWN = mp.get_context("spawn")
 LABEL = {4096: "4k", 65536: "64k", 1 << 20: "1m"}
+
+
+def credit_for(agents: int, budget_mb: float) -> int:
+    """The credit an operator gives each of ``agents`` robots: the hub's default 8 MiB, less when the robots
+    together would have more than ``budget_mb`` unacked (the hub's memory and queue: a queue longer than the
+    robots' resend_s makes them resend what waits, 128 x 8 MiB did, and the resends swamp the hub)."""
+    return int(min(8 * 1024 * 1024, budget_mb * 1024 * 1024 / agents))
+
+
+def window_for(agents: int, budget_chunks: int) -> int:
+    """The robots' max_in_flight: the uplink's default 256, less when together they would have more than
+    ``budget_chunks`` unacked (at 4 KiB the queue is long in chunks before it is in bytes)."""
+    return max(1, min(AgentUplinkConfig().max_in_flight, budget_chunks // agents))
 
 
 def _split(robots: list[tuple[str, str | None]], procs: int) -> list[list[tuple[str, str | None]]]:
@@ -65,12 +87,13 @@ def _split(robots: list[tuple[str, str | None]], procs: int) -> list[list[tuple[
 
 
 def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, keys: Path | None, work: Path,
-             seconds: float, procs: int, interval_s: float = 0.0) -> dict[str, Any]:
-    """One run: a fresh peer (hub or raw), the robots in ``procs`` client processes, their merged figures."""
+             seconds: float, procs: int, credit: int, window: int = 256, interval_s: float = 0.0) -> dict[str, Any]:
+    """One run: a fresh peer (hub or raw) granting each robot ``credit`` bytes, the robots in ``procs`` client
+    processes, their merged figures."""
     port, storage = free_port(), work / f"store-{time.monotonic_ns()}"
     hub = router = None
     if mode == "hub":
-        hub = HubProcess(work, port, storage, keys)
+        hub = HubProcess(work, port, storage, keys, f"credit_bytes={credit}")
         endpoint, pid = hub.endpoint, hub.pid
     else:
         parent, child = SPAWN.Pipe()
@@ -84,7 +107,8 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
     clients = []
     try:
         for i, share in enumerate(_split(robots, procs)):
-            spec = ClientSpec(mode, endpoint, share, size, seconds, interval_s=interval_s, seed=i + 1)
+            spec = ClientSpec(mode, endpoint, share, size, seconds, interval_s=interval_s, raw_credit=credit,
+                              window_chunks=window, seed=i + 1)
             a, b = SPAWN.Pipe()
             p = SPAWN.Process(target=run_clients, args=(b, spec), daemon=True)
             p.start()
@@ -118,7 +142,7 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
             parent.send("stop")
             router.join(30)
     lat = [x for s in stats for x in s.latencies_ms]
-    out = {"mode": mode, "agents": len(robots), "chunks_per_s": sum(s.window_chunks for s in stats) / seconds,
+    out = {"mode": mode, "agents": len(robots), "credit": credit, "window_chunks": window, "chunks_per_s": sum(s.window_chunks for s in stats) / seconds,
            "ramp_s": max(s.ramp_s for s in stats),
            "mbps": sum(s.window_bytes for s in stats) / seconds / 1e6, "acked": sum(s.acked for s in stats),
            "sent": sum(s.sent for s in stats), "resent": sum(s.resent for s in stats),
@@ -152,6 +176,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 1 << 20])
     ap.add_argument("--curve", choices=["on", "off", "both"], default="both")
     ap.add_argument("--procs", type=int, default=2, help="client processes (robots are shared among them)")
+    ap.add_argument("--inflight-budget-mb", type=float, default=256.0,
+                    help="credit per robot = min(8 MiB, this / robots), for hub and raw peer alike")
+    ap.add_argument("--inflight-budget-chunks", type=int, default=8192,
+                    help="robots' max_in_flight = min(256, this / robots)")
     ap.add_argument("--latency-agents", type=int, default=128)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--control-hz", type=float, default=50.0)
@@ -177,7 +205,9 @@ def main() -> None:
                     order = ("hub", "raw") if rnd % 2 == 0 else ("raw", "hub")
                     for mode in order:
                         key = f"{mode}_{LABEL.get(size, size)}_{'curve' if curve else 'plain'}_{agents}"
-                        res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs)
+                        res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs,
+                                       credit_for(agents, args.inflight_budget_mb),
+                                       window_for(agents, args.inflight_budget_chunks))
                         runs.setdefault(key, []).append(res)
                         print(f"round {rnd} {key:22s} {res['mbps']:8.1f} MB/s {res['chunks_per_s']:8.0f} chunks/s "
                               f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_share']:.2f} ramp {res['ramp_s']:.1f} s "
@@ -200,12 +230,15 @@ def main() -> None:
     lat_robots = [(r, robot_keys(keys, r)) for r in ids[:args.latency_agents]]
     print(f"latency case: {args.latency_agents} robots, one {args.chunk_steps}-step chunk each every {interval:.1f} s, "
           f"{args.latency_seconds:.0f} s", flush=True)
-    latency = run_cell("hub", lat_robots, None, keys, work, args.latency_seconds, args.procs, interval_s=interval)
+    lat_credit = credit_for(args.latency_agents, args.inflight_budget_mb)
+    latency = run_cell("hub", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
+                       interval_s=interval)
     print(f"  hub: {latency['acked']} chunks of {latency['record_bytes']} bytes acked, ack p50 "
           f"{latency['ack_p50_ms']:.1f} p99 {latency['ack_p99_ms']:.1f} max {latency['ack_max_ms']:.1f} ms, stored "
           f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}", flush=True)
     # the same robots and pace against the raw peer: what this machine's loopback and scheduling cost by themselves
-    latency_raw = run_cell("raw", lat_robots, None, keys, work, args.latency_seconds, args.procs, interval_s=interval)
+    latency_raw = run_cell("raw", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
+                           interval_s=interval)
     print(f"  raw: ack p50 {latency_raw['ack_p50_ms']:.1f} p99 {latency_raw['ack_p99_ms']:.1f} max "
           f"{latency_raw['ack_max_ms']:.1f} ms", flush=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -61,9 +61,10 @@ class ClientSpec:
     interval_s: float = 0.0  # 0 = as fast as the window allows; else one chunk per robot per interval
     steps: int = 250
     # Each robot's window, as the agent's uplink keeps it: at most max_in_flight chunks unanswered, within the
-    # credit (the hub's WELCOME; the raw peer grants the hub's default 8 MiB). window_bytes > 0 narrows it.
+    # credit (the hub's WELCOME; the raw peer grants ``raw_credit``). window_bytes > 0 narrows it further.
     window_chunks: int = AgentUplinkConfig().max_in_flight
     window_bytes: int = 0
+    raw_credit: int = 8 * 1024 * 1024
     max_ramp_s: float = 120.0  # steady state must be reached within this
     resend_s: float = 10.0
     retry_s: float = 0.5
@@ -101,7 +102,7 @@ class Link:
                                                    max_frame_bytes=MAX_FRAME, socket=SocketConfig()))
         self.spec, self.robot_id, self.hub = spec, robot_id, spec.mode == "hub"
         self.maker = RecordMaker(robot_id, spec.size, seed, spec.steps)
-        self.credit = 0 if self.hub else 8 * 1024 * 1024
+        self.credit = 0 if self.hub else spec.raw_credit
         self.in_flight: dict[Any, list] = {}  # key -> [size, first sent, last sent, frames]
         self.in_flight_bytes = 0
         self.retry: deque[tuple[float, Any, list]] = deque()

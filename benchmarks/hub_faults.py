@@ -17,8 +17,10 @@ faults, each on a fresh hub store and fresh spools:
    /proc every 0.2 s, its peak (VmHWM) reported beside the credit bound (credit x robots). Then the slow hub is
    killed, a normal one started on the same store, and the robots drain.
 
-Per fault: chunks produced (ids the spools handed out), sent and resent (the uplinks' counts), acked (ids the hub
-acked, logged at the robot before its spool deletes anything), stored (rows in the hub's SQLite store after its
+Per fault: chunks produced (ids the spools handed out), sent (the uplinks' first sends on each connection: a chunk
+in flight when its connection ended is sent again on the next and counts again) and resent (sends again after
+``resend_s`` without an answer; both from the uplinks' status, a killed process's as of its last status file),
+acked (ids the hub acked, logged at the robot before its spool deletes anything), stored (rows in the hub's SQLite store after its
 last stop, read by SQLite itself), duplicates (rows beyond one per chunk id or record digest), lost (produced and
 not stored) and acked_lost (acked and not stored). A chunk a killed robot wrote to its spool but had not yet
 logged shows up as stored_unlogged, not as a loss.

@@ -14,6 +14,7 @@ it is about to go, in both runs alike. Ack latency is measured here, at the clie
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter, deque
@@ -250,6 +251,7 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
     Paced robots (``interval_s``) are measured from the start. Robots at full speed are measured once steady:
     after every link's first window has been acked (until then the queue fills and nothing flows back), for
     ``seconds``; then they stop sending and drain."""
+    logging.getLogger("fleet.keys").setLevel(logging.ERROR)  # plain-text cells: one banner per link, not 128
     ctx = zmq.Context()
     links = [Link(ctx, spec, robot, keys, spec.seed * 1000 + i) for i, (robot, keys) in enumerate(spec.robots)]
     stats = Stats()

@@ -50,7 +50,7 @@ from fleet.protocol import (
     Welcome,
     decode,
 )
-from fleet.record import RecordError, verify_record
+from fleet.record import RecordError, record_header
 from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
@@ -302,7 +302,7 @@ class HubServer:
                                                f"credit of {session.highest_credit}")
         else:
             try:  # the record's own digest, and that it is this chunk of this robot
-                header = verify_record(msg.payload, cid)
+                header = record_header(msg.payload, cid)  # the store checks the record's digest (BAD_RECORD)
                 if header.get("robot_id") != session.robot_id:
                     code, text = ErrorCode.IDENTITY_MISMATCH, f"record of robot {header.get('robot_id')!r:.70}"
             except RecordError as exc:

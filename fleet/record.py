@@ -62,12 +62,23 @@ class Chunk:
 
 def encode_record(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """One record's bytes."""
+    return record_with_payload(header, npz_payload(arrays))
+
+
+def npz_payload(arrays: dict[str, np.ndarray]) -> bytes:
+    """The ``.npz`` bytes a record carries for ``arrays``."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    payload = buf.getvalue()
+    return buf.getvalue()
+
+
+def record_with_payload(header: dict[str, Any], payload: bytes) -> bytes:
+    """One record's bytes around an already encoded ``npz_payload`` (a load generator reuses one payload under
+    many headers)."""
     head = json.dumps(header, sort_keys=True).encode()
-    digest = hashlib.sha256(head + payload).digest()
-    return PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload + digest
+    digest = hashlib.sha256(head)
+    digest.update(payload)
+    return b"".join((PREFIX.pack(MAGIC, len(head), len(payload)), head, payload, digest.digest()))
 
 
 def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any], int] | None:
@@ -89,6 +100,25 @@ def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any],
     if hashlib.sha256(view[start:end - DIGEST]).digest() != view[end - DIGEST:end]:
         return None
     return header, end
+
+
+def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
+    """The header of ``data`` if its magic, lengths and header hold and it names ``chunk_id``; else RecordError.
+    The digest is NOT checked: for a caller whose next step checks it (the hub hands records to the store, whose
+    ``put_many`` verifies each one), so the record is hashed once on that path, not twice."""
+    view = memoryview(data)
+    if len(view) < PREFIX.size + DIGEST:
+        raise RecordError(f"record of {len(view)} bytes is shorter than its fixed fields")
+    magic, hlen, plen = PREFIX.unpack_from(view, 0)
+    if magic != MAGIC or PREFIX.size + hlen + plen + DIGEST != len(view):
+        raise RecordError(f"record of {len(view)} bytes failed its checks (magic or lengths)")
+    try:
+        header = json.loads(bytes(view[PREFIX.size:PREFIX.size + hlen]))
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("chunk_id") != chunk_id:
+        raise RecordError(f"record's header is not an object naming chunk {chunk_id}")
+    return header
 
 
 def verify_record(data: bytes | memoryview, chunk_id: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ class FleetRegistry:
         now = time.time() if now is None else now
         robots = {}
         for rid, rec in sorted(self.robots.items()):
-            d = asdict(rec)
+            d = dict(vars(rec))  # its fields are scalars: a shallow copy, ~10x cheaper than asdict on the hub loop
             d["lag_s"] = round(now - rec.last_chunk_at, 3) if rec.last_chunk_at else None
             d["silent_s"] = round(now - rec.last_seen, 3) if rec.last_seen else None
             d["heartbeat_age_s"] = round(now - rec.last_heartbeat, 3) if rec.last_heartbeat else None
@@ -133,7 +133,9 @@ class FleetRegistry:
         """Replace ``path`` with the snapshot (``snapshot`` if given, else one taken now), atomically (a reader
         sees the old file or the new one)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(snapshot if snapshot is not None else self.snapshot(now), indent=1))
+        # one line: json's C encoder (indent= falls back to the pure-Python one, ~30 ms for 128 robots here, every
+        # registry_every_s on the hub's loop thread, which showed in the acks' p99)
+        tmp.write_text(json.dumps(snapshot if snapshot is not None else self.snapshot(now)))
         os.replace(tmp, path)
 
 

@@ -14,6 +14,7 @@ not), so readers tail the store with ``read_since`` and persist how far they got
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import sqlite3
@@ -28,10 +29,14 @@ from typing import Any
 from fleet.record import RecordError, parse_record, record_digest, verify_record
 from shared_policy.durable import fsync_dir
 
+log = logging.getLogger(__name__)
+
 STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
 SCHEMA_VERSION = 1
 STORE_FILE = "experience.sqlite"  # the store's file name inside the hub's storage_dir
 WAL_CHECKPOINT_PAGES = 8192
+CHECKPOINT_EVERY_BYTES = 1 << 20  # the background checkpointer copies the WAL into the database this often
+CHECKPOINT_POLL_S = 0.1
 
 # Names end up in file paths (Parquet partitions) and in chunk ids: letters, digits, '_', '.', '-'.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -195,6 +200,28 @@ class ExperienceStore:
         self._r.execute("PRAGMA query_only=1")
         self._wlock, self._rlock = threading.Lock(), threading.Lock()
         self._closed = False
+        # Checkpoints off the commit path: the writer's own auto-checkpoint (at WAL_CHECKPOINT_PAGES) copied 32 MiB
+        # and fsynced the database inside one group's commit, holding its acks back ~200 ms (hub_ingest's latency
+        # case). A thread of its own copies the WAL every CHECKPOINT_EVERY_BYTES (PASSIVE: never blocks a commit),
+        # so the auto-checkpoint, still the bound on the WAL's size, finds almost nothing left to copy.
+        self._uncheckpointed = 0
+        self._wake_checkpoint = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(_connect(self.path),),
+                                              name="store-checkpointer", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while not self._closed:
+                self._wake_checkpoint.wait(CHECKPOINT_POLL_S)
+                self._wake_checkpoint.clear()
+                if self._uncheckpointed >= CHECKPOINT_EVERY_BYTES and not self._closed:
+                    self._uncheckpointed = 0
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the writer's auto-checkpoint still bounds the WAL
+            log.warning("store %s: background checkpoint failed (%s); commits checkpoint by themselves", self.path, exc)
+        finally:
+            conn.close()
 
     # -- writing -------------------------------------------------------------------------------------
     def put_many(self, records: list[bytes]) -> list[StoreResult]:
@@ -215,6 +242,7 @@ class ExperienceStore:
                 raise StoreError(f"store {self.path} is closed")
             if rows:
                 self._commit(rows, results)
+                self._uncheckpointed += sum(len(row[-1]) for _, row in rows)
         return results  # type: ignore[return-value]  # every slot is filled
 
     def _commit(self, rows: list[tuple[int, tuple]], results: list[StoreResult | None]) -> None:
@@ -291,12 +319,15 @@ class ExperienceStore:
         return {r[0]: RobotCounts(r[1], r[2], r[3]) for r in rows}
 
     def close(self) -> None:
-        """Close both connections (a commit in progress finishes first)."""
+        """Close the connections (a commit or checkpoint in progress finishes first)."""
         with self._wlock, self._rlock:
             if not self._closed:
                 self._closed = True
                 self._r.close()
                 self._w.close()
+        self._wake_checkpoint.set()
+        if self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(60)
 
     def __enter__(self) -> ExperienceStore:
         return self

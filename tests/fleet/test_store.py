@@ -271,3 +271,19 @@ def test_every_acked_chunk_survives_kill_9_of_the_writing_process(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
     print(json.dumps({"acked": len(acked), "stored": len(ids)}))
+
+
+@pytest.mark.timeout(60)
+def test_commits_leave_the_wal_checkpoint_to_a_thread_of_its_own(tmp_path, rng):
+    # A commit that also checkpoints copies up to 32 MiB and fsyncs the database before its group is acked (the
+    # hub's ack p99 showed it). The store's checkpointer copies the WAL into the database file long before the
+    # writer's auto-checkpoint threshold: a few MiB committed reach the database file by themselves.
+    path = tmp_path / "s.sqlite"
+    recs = [agent_record(rng, "unit-0", seq, steps=400) for seq in range(1, 201)]  # ~4 MiB, far below 32 MiB
+    with ExperienceStore(path) as store:
+        for i in range(0, len(recs), 20):
+            assert all(r.status == STORED for r in store.put_many(recs[i:i + 20]))
+        end = time.monotonic() + 30
+        while path.stat().st_size < sum(map(len, recs)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert path.stat().st_size >= sum(map(len, recs)), "the committed pages are still only in the WAL"

@@ -1,0 +1,46 @@
+"""The hub benchmarks run end to end in their --quick form and end with a summary line that parses; the fault run
+loses nothing and stores nothing twice (a correctness result, not a timing)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_quick(script: str, out: Path, timeout: float) -> dict[str, float]:
+    """Run ``benchmarks/<script> --quick``; the key=value pairs of its last line (which names the script)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    name, *pairs = last.split()
+    assert name == script.removesuffix(".py"), last
+    fields = dict(p.split("=", 1) for p in pairs)
+    assert json.loads(out.read_text())["summary_line"] == last  # what write_result recorded
+    return {k: float(v) for k, v in fields.items()}
+
+
+@pytest.mark.timeout(90)
+def test_hub_ingest_quick_ends_with_its_ratio_and_ack_latency(tmp_path):
+    fields = run_quick("hub_ingest.py", tmp_path / "hub_ingest.json", timeout=85)
+    assert fields["agents"] == 128
+    assert fields["ratio_vs_raw"] > 0 and math.isfinite(fields["ratio_vs_raw"])
+    assert fields["p99_ack_ms"] > 0 and math.isfinite(fields["p99_ack_ms"])
+
+
+@pytest.mark.timeout(90)
+def test_hub_faults_quick_loses_no_acked_chunk_and_stores_none_twice(tmp_path):
+    fields = run_quick("hub_faults.py", tmp_path / "hub_faults.json", timeout=85)
+    assert fields["acked_lost"] == 0
+    assert fields["lost"] == 0
+    assert fields["duplicates"] == 0
+    assert fields["peak_rss_mb"] > 0

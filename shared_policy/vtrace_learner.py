@@ -101,10 +101,17 @@ class VTraceLearner:
 
     def update(self, batch: VTraceBatch, adapters: Mapping[str, nn.Module | None]) -> UpdateResult:
         """One gradient step on ``batch``; adapters are held fixed (no gradient reaches them)."""
+        frozen = [p for a in adapters.values() if a is not None for p in a.parameters() if p.requires_grad]
+        for p in frozen:  # fixed inputs here; given back as they were, for a caller that trains them later
+            p.requires_grad_(False)
+        try:
+            return self._update(batch, adapters)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def _update(self, batch: VTraceBatch, adapters: Mapping[str, nn.Module | None]) -> UpdateResult:
         cfg, hw = self.cfg, batch.hardware
-        for adapter in adapters.values():
-            if adapter is not None:
-                adapter.requires_grad_(False)
         mask = batch.mask * staleness_mask(batch.trunk_version, self.trunk_version, cfg.vtrace.max_trunk_staleness)
         target = self.target_log_probs(batch, adapters)
         t1, b, c = batch.critic_obs.shape

@@ -49,8 +49,8 @@ def test_rebased_adapter_reproduces_the_old_merged_policy_on_the_units_data(poli
     assert report.naive_mean_gap > 2 * TOLERANCE_STD  # running the old adapter as if nothing changed is wrong
     assert report.rebased_mean_gap < TOLERANCE_STD
     assert report.rebased_mean_gap < report.naive_mean_gap / 5
-    # the returned adapter, on the caller's new policy, is what the report measured
-    held = obs[:500]
+    # the returned adapter, on the caller's new policy, reproduces the old policy on observations it never saw
+    held = torch.randn(500, policy.spec(hardware).num_obs, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         old = policy.action_mean(hardware, held, old_adapter)
         new = new_policy.action_mean(hardware, held, rebased)

@@ -83,6 +83,7 @@ def test_an_update_moves_the_trunk_and_leaves_the_adapters_alone(policy):
     assert any(not torch.equal(p, q) for p, q in zip(policy.trunk.parameters(), before_trunk, strict=True))
     for key, value in adapters["unit-a"].state_dict().items():
         assert torch.equal(value, before_adapter[key]), key
+    assert all(p.requires_grad for p in adapters["unit-a"].parameters())  # still trainable by its own learner
     assert result.metrics["steps_used"] == 8 and result.metrics["rho_mean"] == pytest.approx(1.0, abs=1e-4)
     assert result.td_abs.shape == (4, 2) and torch.isfinite(result.td_abs).all()
 

@@ -1,0 +1,162 @@
+"""fleet-learn on a real hub storage dir: experience recorded as robots record it, stored through the hub's write
+path, adapters in the adapter table, the current trunk in the trunk store; real Hydra composition."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from configs import CONFIG_DIR
+from fleet.learner_app import EXIT_OK, EXIT_REFUSED, run_learn
+from fleet.learner_inputs import FreshChunks, experience_reader
+from fleet.replay.feed import ReplayFeeder
+from fleet.replay.replay import FleetReplay
+from fleet.trunk_store import TrunkStore
+from hardware.randomization import PhysicsParams
+from shared_policy.adapter import load_adapter
+from shared_policy.checkpoint import load_checkpoint, save_checkpoint
+from tests.fleet.learner.experience import (
+    HW,
+    pretrained_trunk,
+    publish_trunk,
+    robot_records,
+    store_records,
+    unit_adapter,
+    upload_adapter,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+ROBOTS = ["unit-a", "unit-b", "unit-c", "unit-d"]
+FAST = ["updates=8", "batch_size=8", "replay.sequence_length=16", "gate.episodes=8", "rebase.steps=40",
+        "logger=none", "log_every=4", "sim.num_envs=8", "sim.ppo.num_steps_per_env=8"]
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+    """The fleet's sim-pretrained cart-pole trunk, saved as trunk version 1."""
+    tmp = tmp_path_factory.mktemp("trunk")
+    policy = pretrained_trunk(tmp / "pretrain")
+    return policy, save_checkpoint(tmp / "v1", policy, trunk_version=1)
+
+
+def make_hub(tmp_path: Path, trunk, reward: str = "task", steps: int = 96) -> Path:
+    """A hub storage dir: trunk v1 current, four robots' experience on it, two of them with adapters."""
+    policy, checkpoint = trunk
+    storage = tmp_path / "hub"
+    version = publish_trunk(storage, checkpoint)
+    adapters = {"unit-a": unit_adapter(policy, 1), "unit-b": unit_adapter(policy, 2)}
+    store_records(storage, robot_records(policy, ROBOTS, adapters, steps, 32, version, reward=reward))
+    for robot, adapter in adapters.items():
+        upload_adapter(storage, robot, adapter, 3, version)
+    return storage
+
+
+def learn_config(storage: Path, out: Path, *overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        dcfg = compose("learn", overrides=[f"storage_dir={storage}", f"output_dir={out}", *FAST, *overrides])
+    return OmegaConf.to_object(dcfg)
+
+
+def flat(policy) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in policy.trunk.parameters()])
+
+
+@pytest.mark.timeout(180)
+def test_a_round_that_passes_the_gate_publishes_the_candidate_and_rebased_adapters(tmp_path, trunk):
+    storage = make_hub(tmp_path, trunk)
+    # a gentle step: the candidate moves, but not far enough for 8 gate episodes to call it worse
+    cfg = learn_config(storage, tmp_path / "out", "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5",
+                       "sim.ppo.schedule=fixed", "gate.tolerance=0.5")
+    assert run_learn(cfg) == EXIT_OK
+    current = TrunkStore(storage).current()
+    assert current is not None and current.version == 2
+    candidate, manifest = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    assert manifest["trunk_version"] == 2
+    assert not torch.equal(flat(candidate), flat(trunk[0]))  # the fleet's experience moved the trunk
+    for robot in ("unit-a", "unit-b"):  # each robot with an adapter gets one rebased on the new trunk
+        _, meta = load_adapter(tmp_path / "out" / "round_1" / "adapters" / f"{robot}.safetensors", candidate, HW)
+        assert meta["trunk_version"] == "2" and meta["version"] == "4"
+    assert not (tmp_path / "out" / "round_1" / "adapters" / "unit-c.safetensors").exists()  # it ran none
+
+
+@pytest.mark.timeout(180)
+def test_a_candidate_the_gate_refuses_publishes_nothing_and_exits_3(tmp_path, trunk):
+    # experience whose reward is the action: V-trace learns to push full force one way, which the sim gate sees
+    storage = make_hub(tmp_path, trunk, reward="push")
+    before = TrunkStore(storage).versions()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    res = subprocess.run([sys.executable, "-m", "fleet.learner_app", f"storage_dir={storage}",
+                          f"output_dir={tmp_path}/out", *FAST, "updates=30", "sim_fraction=0",
+                          "learner.learning_rate=0.05", "learner.max_grad_norm=100"],
+                         capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
+    assert res.returncode == EXIT_REFUSED, res.stdout + res.stderr
+    assert "gate refused candidate v2; nothing published" in res.stdout
+    assert TrunkStore(storage).versions() == before and TrunkStore(storage).current().version == 1
+    assert not (tmp_path / "out" / "round_1" / "adapters").exists()
+
+
+@pytest.mark.timeout(120)
+def test_fleet_batches_reach_the_critic_with_the_physics_columns_as_recorded(tmp_path, trunk, monkeypatch):
+    storage = make_hub(tmp_path, trunk, steps=48)
+    seen: list[torch.Tensor] = []
+    from fleet import learner_round
+
+    class Recording(learner_round.VTraceLearner):
+        def update(self, batch, adapters):
+            handle = self.policy.critic_stems[HW].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+            try:
+                return super().update(batch, adapters)
+            finally:
+                handle.remove()
+
+    monkeypatch.setattr("fleet.learner_app.VTraceLearner", Recording)
+    assert run_learn(learn_config(storage, tmp_path / "out", "updates=3", "sim_fraction=0", "publish=false",
+                                  "gate.tolerance=0.99", "learner.learning_rate=1e-6")) in (EXIT_OK, EXIT_REFUSED)
+    assert seen
+    rows = torch.cat(seen)
+    physics = rows[:, -PhysicsParams.NUM_PRIVILEGED:]
+    assert torch.equal(physics, torch.zeros_like(physics))  # nominal 0, as the robot recorded: nothing filled in
+    recorded = {tuple(r) for c in experience_reader(learn_config(storage, tmp_path)).read()
+                for r in np.round(c.arrays["critic_obs"], 6).tolist()}
+    real = rows[rows.abs().sum(1) > 0]  # padding rows past an item's end are zeros
+    assert len(real) and all(tuple(r) in recorded for r in np.round(real.numpy(), 6).tolist())
+
+
+@pytest.mark.timeout(120)
+def test_chunks_acted_by_a_trunk_past_the_staleness_limit_never_enter_the_replay(tmp_path, trunk):
+    policy, _ = trunk
+    storage = tmp_path / "hub"
+    fresh = robot_records(policy, ["unit-new"], {}, 64, 32, trunk_version=5, seed=1)
+    stale = robot_records(policy, ["unit-old"], {}, 64, 32, trunk_version=1, seed=2)
+    store_records(storage, fresh + stale)
+    cfg = learn_config(storage, tmp_path)
+    reader = FreshChunks(experience_reader(cfg), trunk_version=6, max_staleness=4)  # v1 is 5 versions behind
+    replay = FleetReplay(cfg.replay)
+    feeder = ReplayFeeder(reader, replay)
+    while feeder.step():
+        pass
+    robots = {s.robot_id for s in replay.table(HW).items()}
+    assert robots == {"unit-new"}
+    assert reader.stale_chunks == 2 and reader.stale_steps == 64
+    # within the limit nothing is dropped
+    again = FreshChunks(experience_reader(cfg), trunk_version=5, max_staleness=4)
+    assert sum(len(c.arrays["rewards"]) for c in again.read()) == 128 and again.stale_steps == 0
+
+
+def test_bad_learn_settings_name_their_key(tmp_path):
+    storage = tmp_path / "hub"
+    for override, key in (("sim_fraction=1.5", "sim_fraction"), ("replay.source=ftp", "replay.source"),
+                          ("updates=0", "updates"), ("learner.learning_rate=0", "learner.learning_rate")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            learn_config(storage, tmp_path, override).validate()
+    with pytest.raises(ValueError, match="storage_dir"):  # no trunk store, no experience store
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))

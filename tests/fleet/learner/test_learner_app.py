@@ -75,7 +75,7 @@ def test_a_round_that_passes_the_gate_publishes_the_candidate_and_rebased_adapte
     storage = make_hub(tmp_path, trunk)
     # a gentle step: the candidate moves, but not far enough for 8 gate episodes to call it worse
     cfg = learn_config(storage, tmp_path / "out", "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5",
-                       "sim.ppo.schedule=fixed", "gate.tolerance=0.5")
+                       "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
     assert run_learn(cfg) == EXIT_OK
     current = TrunkStore(storage).current()
     assert current is not None and current.version == 2

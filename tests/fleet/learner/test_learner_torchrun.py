@@ -1,0 +1,45 @@
+"""fleet-learn data-parallel under a real ``torchrun`` with 2 CPU processes (gloo): each rank feeds its own shard
+of the replay, gradients are all-reduced, both ranks end the round with identical weights, and only rank 0
+gates and publishes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fleet.replay.feed import robot_shard
+from fleet.trunk_store import TrunkStore
+from shared_policy.checkpoint import load_checkpoint
+from tests.fleet.learner.test_learner_app import FAST, ROBOTS, make_hub, trunk  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[3]
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+@pytest.mark.timeout(240)
+def test_two_torchrun_ranks_learn_their_own_shards_into_identical_weights(tmp_path, trunk):  # noqa: F811
+    assert {robot_shard(r, 2) for r in ROBOTS} == {0, 1}  # each rank has robots of its own
+    storage = make_hub(tmp_path, trunk)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "fleet.learner_app",
+                          f"storage_dir={storage}", f"output_dir={tmp_path}/out", *FAST, "sim_fraction=0.25",
+                          "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed",
+                          "gate.tolerance=0.9"],
+                         capture_output=True, text=True, timeout=230, env=env, cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    digests = dict(re.findall(r"\[learn\] rank (\d)/2 weights sha256 ([0-9a-f]{64})", out))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], out
+    assert "2 ranks hold identical weights: True" in out
+    fills = dict(re.findall(r"round 1/1 rank (\d): (\d+) sequences", out))
+    assert int(fills["0"]) > 0 and int(fills["1"]) > 0  # both shards had data
+    assert out.count("published trunk v2") == 1  # rank 0 alone publishes
+    assert TrunkStore(storage).versions() == [1, 2]
+    candidate, _ = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    assert not torch.equal(candidate.trunk[0].weight, trunk[0].trunk[0].weight)

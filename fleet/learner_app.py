@@ -124,9 +124,11 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             loop.run(cfg.updates, cfg.sim_fraction, cfg.log_every, label)
             digest = weights_digest(policy)
             print(f"[learn] rank {ctx.rank}/{ctx.world_size} weights sha256 {digest}", flush=True)
-            synced = ctx.in_sync(policy)
+            synced = ctx.in_sync(policy)  # the same answer on every rank
             if ctx.enabled and ctx.is_main:
                 print(f"[learn] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
+            if not synced:  # a candidate no single rank holds must not be gated or published
+                raise RuntimeError(f"{label}: the ranks' weights differ after the round; nothing is published")
             passed = 0
             if ctx.is_main:
                 release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",

@@ -18,8 +18,10 @@ from omegaconf import OmegaConf
 from configs import CONFIG_DIR
 from fleet.learner_app import EXIT_OK, EXIT_REFUSED, run_learn
 from fleet.learner_inputs import FreshChunks, experience_reader
+from fleet.parquet_export import ParquetExporter
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
+from fleet.store import STORE_FILE, ExperienceStore
 from fleet.trunk_store import TrunkStore
 from hardware.randomization import PhysicsParams
 from shared_policy.adapter import load_adapter
@@ -48,13 +50,13 @@ def trunk(tmp_path_factory):
     return policy, save_checkpoint(tmp / "v1", policy, trunk_version=1)
 
 
-def make_hub(tmp_path: Path, trunk, reward: str = "task", steps: int = 96) -> Path:
-    """A hub storage dir: trunk v1 current, four robots' experience on it, two of them with adapters."""
+def make_hub(tmp_path: Path, trunk, reward: str = "task", steps: int = 96, robots: list[str] = ROBOTS) -> Path:
+    """A hub storage dir: trunk v1 current, the robots' experience on it, unit-a and unit-b with adapters."""
     policy, checkpoint = trunk
     storage = tmp_path / "hub"
     version = publish_trunk(storage, checkpoint)
     adapters = {"unit-a": unit_adapter(policy, 1), "unit-b": unit_adapter(policy, 2)}
-    store_records(storage, robot_records(policy, ROBOTS, adapters, steps, 32, version, reward=reward))
+    store_records(storage, robot_records(policy, robots, adapters, steps, 32, version, reward=reward))
     for robot, adapter in adapters.items():
         upload_adapter(storage, robot, adapter, 3, version)
     return storage
@@ -150,6 +152,28 @@ def test_chunks_acted_by_a_trunk_past_the_staleness_limit_never_enter_the_replay
     # within the limit nothing is dropped
     again = FreshChunks(experience_reader(cfg), trunk_version=5, max_staleness=4)
     assert sum(len(c.arrays["rewards"]) for c in again.read()) == 128 and again.stale_steps == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_round_reads_the_parquet_tier_as_a_learner_on_another_machine_does(tmp_path, trunk, capsys):
+    storage = make_hub(tmp_path, trunk, steps=64)
+    store = ExperienceStore(storage / STORE_FILE)
+    try:  # the tier as copied to the learner's machine
+        ParquetExporter(store, tmp_path / "copied" / "parquet", fsync=False).catch_up()
+    finally:
+        store.close()
+    from_store = FleetReplay(learn_config(storage, tmp_path).replay)
+    feeder = ReplayFeeder(experience_reader(learn_config(storage, tmp_path)), from_store)
+    while feeder.step():
+        pass
+    cfg = learn_config(storage, tmp_path / "out", "replay.source=parquet",
+                       f"replay.parquet_dir={tmp_path}/copied/parquet", "sim_fraction=0", "publish=false",
+                       "learner.learning_rate=1e-5", "gate.tolerance=0.9")
+    assert run_learn(cfg) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"rank 0: {len(from_store.table(HW))} sequences in the replay" in out  # all of it, as from the store
+    assert "rebased unit-a" in out and "rebased unit-b" in out  # their observations came from the tier too
+    assert "not published" in out and TrunkStore(storage).versions() == [1]
 
 
 def test_bad_learn_settings_name_their_key(tmp_path):

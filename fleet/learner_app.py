@@ -1,6 +1,6 @@
 """fleet-learn: fleet learning rounds end to end, from the hub's stored experience to a published trunk.
 
-    fleet-learn storage_dir=fleet_data 'gate.tasks={cartpole: cartpole_swingup}' updates=200 sim_fraction=0.25
+    fleet-learn storage_dir=fleet_data updates=200 sim_fraction=0.25 gate.episodes=64
     torchrun --standalone --nproc_per_node=2 $(which fleet-learn) storage_dir=fleet_data ...
 
 A round: fill the replay from the store (or ``replay.source=parquet``), dropping chunks too stale to correct and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import sim
 from configs import CONFIG_DIR
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig, register_configs
-from fleet.learner_inputs import FreshChunks, current_trunk, experience_reader, fleet_adapters
+from fleet.learner_inputs import FreshChunks, experience_reader, fleet_adapters, trunk_checkpoint, trunk_tasks
 from fleet.learner_release import release_candidate
 from fleet.learner_round import FleetRoundLoop, NoFleetData
 from fleet.rank_gradients import average_present_gradients
@@ -39,7 +40,7 @@ from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
 from fleet.trunk_store import TrunkStore, TrunkStoreError
 from shared_policy.adapter import Adapter, load_adapter
-from shared_policy.checkpoint import CheckpointError
+from shared_policy.checkpoint import CheckpointError, load_checkpoint
 from shared_policy.policy import FleetPolicy
 from shared_policy.tracking import NullLogger, open_logger
 from shared_policy.vtrace_learner import VTraceLearner
@@ -84,10 +85,14 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
     try:
         out = Path(cfg.output_dir)
         torch.manual_seed(cfg.sim.seed + ctx.rank)
-        envs = [sim.make_env(task, hw, cfg.sim.num_envs if cfg.sim_fraction > 0 else 1,
-                             seed=cfg.sim.seed + 1000 * ctx.rank) for hw, task in cfg.gate.tasks.items()]
-        expected = {e.profile.name: hardware_spec(e) for e in envs}
-        current, version = current_trunk(cfg, expected, out / f".rank{ctx.rank}")
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = trunk_checkpoint(cfg, Path(tmp))
+            cfg.gate.tasks = trunk_tasks(cfg, checkpoint)
+            envs = [sim.make_env(task, hw, cfg.sim.num_envs if cfg.sim_fraction > 0 else 1,
+                                 seed=cfg.sim.seed + 1000 * ctx.rank) for hw, task in cfg.gate.tasks.items()]
+            # the trunk's layouts and hardware profiles must be the sim's, or neither gate nor sim mix means much
+            current, manifest = load_checkpoint(checkpoint, expected={e.profile.name: hardware_spec(e) for e in envs})
+        version = int(manifest["trunk_version"])
         newest = TrunkStore(cfg.storage_dir).versions()
         if cfg.publish and newest and newest[-1] > version:
             raise ValueError(f"trunk: v{version} is older than the trunk store's newest v{newest[-1]}; learn from "
@@ -119,8 +124,8 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             inserted = loop.fill()
             print(f"[learn] {label} rank {ctx.rank}: {inserted} sequences in the replay "
                   f"({ {hw: len(replay.table(hw)) for hw in replay.hardware} }); {reader.stale_chunks} stale "
-                  f"chunk(s) ({reader.stale_steps} steps) older than v{version - cfg.learner.vtrace.max_trunk_staleness} "
-                  "dropped", flush=True)
+                  f"chunk(s) ({reader.stale_steps} steps) acted more than {cfg.learner.vtrace.max_trunk_staleness} "
+                  f"trunk versions before v{version} dropped", flush=True)
             loop.run(cfg.updates, cfg.sim_fraction, cfg.log_every, label)
             digest = weights_digest(policy)
             print(f"[learn] rank {ctx.rank}/{ctx.world_size} weights sha256 {digest}", flush=True)

@@ -52,7 +52,7 @@ class LearnConfig:
     replay: LearnReplayConfig = field(default_factory=LearnReplayConfig)
     learner: FleetLearnerConfig = field(default_factory=FleetLearnerConfig)
     sim: SimMixConfig = field(default_factory=SimMixConfig)
-    gate: GateConfig = field(default_factory=GateConfig)  # gate.tasks: every hardware type of the trunk -> task
+    gate: GateConfig = field(default_factory=GateConfig)  # gate.tasks: hardware type -> task (the trunk's types used)
     rebase: RebaseConfig = field(default_factory=RebaseConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
@@ -73,7 +73,7 @@ class LearnConfig:
             raise ValueError(f"sim.num_envs: must be >= 1, got {self.sim.num_envs}")
         self.replay.validate("replay")
         self.learner.validate("learner")
-        self.gate.validate("gate")
+        self.gate.validate("gate")  # the types used are checked against the trunk's at start
         self.rebase.validate()
 
 

@@ -21,31 +21,33 @@ from fleet.store import STORE_FILE
 from fleet.trunk_archive import unpack_trunk
 from fleet.trunk_store import TrunkStore
 from shared_policy.adapter import Adapter, load_adapter
-from shared_policy.checkpoint import load_checkpoint
-from shared_policy.policy import FleetPolicy, HardwareSpec
+from shared_policy.checkpoint import read_manifest, specs_from_manifest
+from shared_policy.policy import FleetPolicy
 
 
-def current_trunk(cfg: LearnConfig, expected: dict[str, HardwareSpec], work_dir: Path) -> tuple[FleetPolicy, int]:
-    """The trunk the round starts from (``trunk``, or the trunk store's CURRENT unpacked under ``work_dir``)
-    and its version; its hardware types must be exactly those of ``gate.tasks`` (a candidate must keep every
-    type's stem and head, and the gate must judge every one)."""
+def trunk_checkpoint(cfg: LearnConfig, work_dir: Path) -> Path:
+    """The current trunk's checkpoint directory: ``trunk``, or the trunk store's CURRENT version unpacked into
+    the (existing, empty) ``work_dir``."""
     if cfg.trunk:
-        path = Path(cfg.trunk)
-    else:
-        rec = TrunkStore(cfg.storage_dir).current()
-        if rec is None:
-            raise ValueError(f"storage_dir: {cfg.storage_dir} has no current trunk; publish one with `fleet-hub "
-                             "publish CHECKPOINT STORAGE_DIR`, or set trunk=<checkpoint dir>")
-        work_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"current_v{rec.version}.", dir=work_dir)) / "checkpoint"
-        unpack_trunk(rec.path, path)
-    policy, manifest = load_checkpoint(path)
-    have, want = set(policy.specs), set(expected)
-    if have != want:
-        raise ValueError(f"gate.tasks: name a task for every hardware type of the trunk {sorted(have)} and no "
-                         f"other, got {sorted(want)}")
-    policy, _ = load_checkpoint(path, expected=expected)  # layouts and profiles match the sim's
-    return policy, int(manifest["trunk_version"])
+        return Path(cfg.trunk)
+    rec = TrunkStore(cfg.storage_dir).current()
+    if rec is None:
+        raise ValueError(f"storage_dir: {cfg.storage_dir} has no current trunk; publish one with `fleet-hub "
+                         "publish CHECKPOINT STORAGE_DIR`, or set trunk=<checkpoint dir>")
+    path = work_dir / f"v{rec.version}"
+    unpack_trunk(rec.path, path)
+    return path
+
+
+def trunk_tasks(cfg: LearnConfig, checkpoint: Path) -> dict[str, str]:
+    """Each hardware type of the trunk and the task it is gated and mixed on (from ``gate.tasks``, which may
+    name more types than the trunk has): a candidate keeps every type's stem and head, so the gate judges them all."""
+    types = sorted(specs_from_manifest(read_manifest(checkpoint)))
+    missing = [hw for hw in types if hw not in cfg.gate.tasks]
+    if missing:
+        raise ValueError(f"gate.tasks.{missing[0]}: the trunk has hardware type '{missing[0]}' but no task is named "
+                         f"for it (e.g. gate.tasks.{missing[0]}=<task>)")
+    return {hw: cfg.gate.tasks[hw] for hw in types}
 
 
 def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:

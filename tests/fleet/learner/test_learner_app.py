@@ -35,6 +35,7 @@ from tests.fleet.learner.experience import (
     unit_adapter,
     upload_adapter,
 )
+from tests.fleet.trunks import small_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 ROBOTS = ["unit-a", "unit-b", "unit-c", "unit-d"]
@@ -73,21 +74,23 @@ def flat(policy) -> torch.Tensor:
 
 
 @pytest.mark.timeout(180)
-def test_a_round_that_passes_the_gate_publishes_the_candidate_and_rebased_adapters(tmp_path, trunk):
+def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapters(tmp_path, trunk):
     storage = make_hub(tmp_path, trunk)
-    # a gentle step: the candidate moves, but not far enough for 8 gate episodes to call it worse
-    cfg = learn_config(storage, tmp_path / "out", "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5",
-                       "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
+    # a gentle step: the candidates move, but not far enough for 8 gate episodes to call them worse
+    cfg = learn_config(storage, tmp_path / "out", "rounds=2", "learner.learning_rate=1e-5",
+                       "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
     assert run_learn(cfg) == EXIT_OK
-    current = TrunkStore(storage).current()
-    assert current is not None and current.version == 2
-    candidate, manifest = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    assert TrunkStore(storage).versions() == [1, 2, 3] and TrunkStore(storage).current().version == 3
+    first, manifest = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
     assert manifest["trunk_version"] == 2
-    assert not torch.equal(flat(candidate), flat(trunk[0]))  # the fleet's experience moved the trunk
-    for robot in ("unit-a", "unit-b"):  # each robot with an adapter gets one rebased on the new trunk
-        _, meta = load_adapter(tmp_path / "out" / "round_1" / "adapters" / f"{robot}.safetensors", candidate, HW)
-        assert meta["trunk_version"] == "2" and meta["version"] == "4"
-    assert not (tmp_path / "out" / "round_1" / "adapters" / "unit-c.safetensors").exists()  # it ran none
+    assert not torch.equal(flat(first), flat(trunk[0]))  # the fleet's experience moved the trunk
+    second, manifest = load_checkpoint(tmp_path / "out" / "round_2" / "candidate")
+    assert manifest["trunk_version"] == 3 and not torch.equal(flat(second), flat(first))
+    for n, policy in ((1, first), (2, second)):  # each robot with an adapter gets one rebased on each new trunk
+        for robot in ("unit-a", "unit-b"):
+            _, meta = load_adapter(tmp_path / "out" / f"round_{n}" / "adapters" / f"{robot}.safetensors", policy, HW)
+            assert (meta["trunk_version"], meta["version"]) == (str(n + 1), str(n + 3))
+        assert not (tmp_path / "out" / f"round_{n}" / "adapters" / "unit-c.safetensors").exists()  # it ran none
 
 
 @pytest.mark.timeout(180)
@@ -182,5 +185,11 @@ def test_bad_learn_settings_name_their_key(tmp_path):
                           ("updates=0", "updates"), ("learner.learning_rate=0", "learner.learning_rate")):
         with pytest.raises(ValueError, match=re.escape(key)):
             learn_config(storage, tmp_path, override).validate()
-    with pytest.raises(ValueError, match="storage_dir"):  # no trunk store, no experience store
+    with pytest.raises(ValueError, match="storage_dir"):  # no trunk store
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))
+    storage.mkdir()
+    publish_trunk(storage, small_checkpoint(tmp_path / "ck", trunk_version=1, trunk_hidden=(8,)))
+    with pytest.raises(ValueError, match=re.escape("gate.tasks.cartpole")):  # the trunk's type has no task
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0", "~gate.tasks.cartpole"))
+    with pytest.raises(ValueError, match="storage_dir: no experience store"):
         run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))

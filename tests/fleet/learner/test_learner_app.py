@@ -95,16 +95,23 @@ def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapt
 
 @pytest.mark.timeout(180)
 def test_a_candidate_the_gate_refuses_publishes_nothing_and_exits_3(tmp_path, trunk):
-    # experience whose reward is the action: V-trace learns to push full force one way, which the sim gate sees
+    # experience whose recorded reward is the action: V-trace learns to push one way, which the sim gate sees
     storage = make_hub(tmp_path, trunk, reward="push")
     before = TrunkStore(storage).versions()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
     res = subprocess.run([sys.executable, "-m", "fleet.learner_app", f"storage_dir={storage}",
-                          f"output_dir={tmp_path}/out", *FAST, "updates=30", "sim_fraction=0",
-                          "learner.learning_rate=0.05", "learner.max_grad_norm=100"],
+                          f"output_dir={tmp_path}/out", *FAST, "updates=30", "sim_fraction=0", "gate.episodes=16",
+                          "learner.learning_rate=0.003"],
                          capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
     assert res.returncode == EXIT_REFUSED, res.stdout + res.stderr
     assert "gate refused candidate v2; nothing published" in res.stdout
+    low, high = map(float, re.search(r"gate cartpole: .* difference \[(\S+), (\S+)\]", res.stdout).groups())
+    assert high < 0  # refused for being worse, not for noise
+    candidate, _ = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    obs = torch.cat([torch.as_tensor(c.arrays["obs"]) for c in experience_reader(learn_config(storage, tmp_path)).read()])
+    with torch.no_grad():
+        push = candidate.action_mean(HW, obs).mean() - trunk[0].action_mean(HW, obs).mean()
+    assert push > 0.5  # what the fleet's reward taught it
     assert TrunkStore(storage).versions() == before and TrunkStore(storage).current().version == 1
     assert not (tmp_path / "out" / "round_1" / "adapters").exists()
 

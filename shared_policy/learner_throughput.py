@@ -20,25 +20,7 @@ from shared_policy.adapter import Adapter
 from shared_policy.config import PPOConfig
 from shared_policy.policy import FleetPolicy
 from shared_policy.ppo import PPO
-from shared_policy.vtrace_learner import FleetLearnerConfig, VTraceLearner
-
-
-@dataclass(frozen=True)
-class SyntheticBatch:
-    """A [T, B] batch with the fields a V-trace learner reads (``VTraceBatch``)."""
-
-    hardware: str
-    robot_ids: tuple[str, ...]
-    weights: torch.Tensor
-    obs: torch.Tensor
-    critic_obs: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    rewards: torch.Tensor
-    dones: torch.Tensor
-    time_outs: torch.Tensor
-    mask: torch.Tensor
-    trunk_version: torch.Tensor
+from shared_policy.vtrace_learner import FleetLearnerConfig, TensorBatch, VTraceLearner
 
 
 @dataclass(frozen=True)
@@ -58,14 +40,14 @@ class Throughput:
 
 
 def synthetic_batch(policy: FleetPolicy, hardware: str, steps: int, batch: int, robots: int,
-                    gen: torch.Generator) -> SyntheticBatch:
+                    gen: torch.Generator) -> TensorBatch:
     """A random [steps, batch] batch of ``hardware``, its columns spread over ``robots`` robot ids."""
     spec = policy.spec(hardware)
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen)
 
-    return SyntheticBatch(hardware, tuple(f"unit-{i % robots}" for i in range(batch)), torch.ones(batch),
+    return TensorBatch(hardware, tuple(f"unit-{i % robots}" for i in range(batch)), torch.ones(batch),
                           rand(steps, batch, spec.num_obs), rand(steps + 1, batch, spec.num_critic_obs),
                           rand(steps, batch, spec.num_actions), rand(steps, batch) - 1.0, rand(steps, batch),
                           torch.zeros(steps, batch), torch.zeros(steps, batch), torch.ones(steps, batch),

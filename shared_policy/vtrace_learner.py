@@ -42,6 +42,25 @@ class VTraceBatch(Protocol):
     trunk_version: torch.Tensor
 
 
+@dataclass(frozen=True)
+class TensorBatch:
+    """A plain batch with :class:`VTraceBatch`'s fields, for feeding the learner without a replay (throughput
+    measurements, tests)."""
+
+    hardware: str
+    robot_ids: tuple[str, ...]
+    weights: torch.Tensor
+    obs: torch.Tensor
+    critic_obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    time_outs: torch.Tensor
+    mask: torch.Tensor
+    trunk_version: torch.Tensor
+
+
 @dataclass
 class FleetLearnerConfig:
     """The fleet learner's optimiser and loss weights (V-trace settings under ``vtrace``)."""

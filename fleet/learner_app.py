@@ -42,7 +42,7 @@ from fleet.trunk_store import TrunkStore, TrunkStoreError
 from shared_policy.adapter import Adapter, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint
 from shared_policy.policy import FleetPolicy
-from shared_policy.tracking import NullLogger, open_logger
+from shared_policy.tracking import NullLogger, RunLogger, open_logger
 from shared_policy.vtrace_learner import VTraceLearner
 from sim.pretrain import DistributedContext, PretrainRunner, hardware_spec
 
@@ -81,7 +81,8 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
     """Run ``cfg.rounds`` rounds; returns the exit code (module docstring). ValueError names a bad key."""
     cfg.validate()
     ctx = DistributedContext("cpu")
-    logger = NullLogger()
+    logger: RunLogger = NullLogger()
+    envs: list[sim.BatchedEnv] = []
     try:
         out = Path(cfg.output_dir)
         torch.manual_seed(cfg.sim.seed + ctx.rank)
@@ -104,8 +105,6 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             runner.policy.load_state_dict(current.state_dict())
             policy = runner.policy
         else:
-            for e in envs:
-                e.close()
             policy = copy.deepcopy(current)
         adapters, stored = fleet_adapters(cfg.storage_dir, policy)
         reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
@@ -153,6 +152,8 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             loop.adapters = adapters
         return EXIT_OK
     finally:
+        for e in envs:
+            e.close()
         logger.close()
         ctx.close()
 

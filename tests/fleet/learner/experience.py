@@ -126,3 +126,23 @@ def store_records(storage: Path, records: list[bytes]) -> None:
         assert all(r.status == "stored" for r in results), [r.status for r in results]
     finally:
         store.close()
+
+
+ROBOTS = ["unit-a", "unit-b", "unit-c", "unit-d"]  # both ranks of a 2-rank run hold some (robot_shard)
+# the short budget of the learner tests: tiny batches, few updates, a few gate episodes
+FAST = ["updates=8", "batch_size=8", "replay.sequence_length=16", "gate.episodes=8", "rebase.steps=40",
+        "logger=none", "log_every=4", "sim.num_envs=8", "sim.ppo.num_steps_per_env=8"]
+
+
+def make_hub(tmp_path: Path, trunk: tuple[FleetPolicy, Path], reward: str = "task", steps: int = 96,
+             robots: list[str] = ROBOTS) -> Path:
+    """A hub storage dir: ``trunk`` (policy, checkpoint) current, the robots' experience on it, unit-a and
+    unit-b with adapters."""
+    policy, checkpoint = trunk
+    storage = tmp_path / "hub"
+    version = publish_trunk(storage, checkpoint)
+    adapters = {"unit-a": unit_adapter(policy, 1), "unit-b": unit_adapter(policy, 2)}
+    store_records(storage, robot_records(policy, robots, adapters, steps, 32, version, reward=reward))
+    for robot, adapter in adapters.items():
+        upload_adapter(storage, robot, adapter, 3, version)
+    return storage

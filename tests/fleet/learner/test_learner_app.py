@@ -25,42 +25,11 @@ from fleet.store import STORE_FILE, ExperienceStore
 from fleet.trunk_store import TrunkStore
 from hardware.randomization import PhysicsParams
 from shared_policy.adapter import load_adapter
-from shared_policy.checkpoint import load_checkpoint, save_checkpoint
-from tests.fleet.learner.experience import (
-    HW,
-    pretrained_trunk,
-    publish_trunk,
-    robot_records,
-    store_records,
-    unit_adapter,
-    upload_adapter,
-)
+from shared_policy.checkpoint import load_checkpoint
+from tests.fleet.learner.experience import FAST, HW, make_hub, publish_trunk, robot_records, store_records
 from tests.fleet.trunks import small_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
-ROBOTS = ["unit-a", "unit-b", "unit-c", "unit-d"]
-FAST = ["updates=8", "batch_size=8", "replay.sequence_length=16", "gate.episodes=8", "rebase.steps=40",
-        "logger=none", "log_every=4", "sim.num_envs=8", "sim.ppo.num_steps_per_env=8"]
-
-
-@pytest.fixture(scope="module")
-def trunk(tmp_path_factory):
-    """The fleet's sim-pretrained cart-pole trunk, saved as trunk version 1."""
-    tmp = tmp_path_factory.mktemp("trunk")
-    policy = pretrained_trunk(tmp / "pretrain")
-    return policy, save_checkpoint(tmp / "v1", policy, trunk_version=1)
-
-
-def make_hub(tmp_path: Path, trunk, reward: str = "task", steps: int = 96, robots: list[str] = ROBOTS) -> Path:
-    """A hub storage dir: trunk v1 current, the robots' experience on it, unit-a and unit-b with adapters."""
-    policy, checkpoint = trunk
-    storage = tmp_path / "hub"
-    version = publish_trunk(storage, checkpoint)
-    adapters = {"unit-a": unit_adapter(policy, 1), "unit-b": unit_adapter(policy, 2)}
-    store_records(storage, robot_records(policy, robots, adapters, steps, 32, version, reward=reward))
-    for robot, adapter in adapters.items():
-        upload_adapter(storage, robot, adapter, 3, version)
-    return storage
 
 
 def learn_config(storage: Path, out: Path, *overrides: str):

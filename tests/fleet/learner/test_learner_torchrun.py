@@ -16,7 +16,7 @@ import torch
 from fleet.replay.feed import robot_shard
 from fleet.trunk_store import TrunkStore
 from shared_policy.checkpoint import load_checkpoint
-from tests.fleet.learner.test_learner_app import FAST, ROBOTS, make_hub, trunk  # noqa: F401 (fixture)
+from tests.fleet.learner.experience import FAST, ROBOTS, make_hub
 
 ROOT = Path(__file__).resolve().parents[3]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -44,7 +44,7 @@ def shard_fills(out: str) -> dict[int, int]:
 
 
 @pytest.mark.timeout(180)
-def test_two_torchrun_ranks_learn_their_own_shards_into_identical_weights(tmp_path, trunk):  # noqa: F811
+def test_two_torchrun_ranks_learn_their_own_shards_into_identical_weights(tmp_path, trunk):
     assert {robot_shard(r, 2) for r in ROBOTS} == {0, 1}  # each rank has robots of its own
     storage = make_hub(tmp_path, trunk)
     out = torchrun_round(tmp_path, storage, "sim_fraction=0.25", "sim.ppo.learning_rate=1e-5",
@@ -57,7 +57,7 @@ def test_two_torchrun_ranks_learn_their_own_shards_into_identical_weights(tmp_pa
 
 
 @pytest.mark.timeout(180)
-def test_a_rank_whose_shard_has_no_data_still_steps_in_step_with_the_others(tmp_path, trunk):  # noqa: F811
+def test_a_rank_whose_shard_has_no_data_still_steps_in_step_with_the_others(tmp_path, trunk):
     robots = ["unit-a", "unit-b", "unit-c"]
     assert {robot_shard(r, 2) for r in robots} == {1}  # rank 0's shard is empty
     storage = make_hub(tmp_path, trunk, robots=robots)

@@ -13,7 +13,7 @@ rollouts mixed in keep their true columns; the critic serves both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +35,25 @@ class VTraceBatch(Protocol):
     critic_obs: torch.Tensor  # [T + 1, B, C]
     actions: torch.Tensor  # [T, B, A]
     log_probs: torch.Tensor  # [T, B] behaviour
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    time_outs: torch.Tensor
+    mask: torch.Tensor
+    trunk_version: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TensorBatch:
+    """A plain batch with :class:`VTraceBatch`'s fields, for feeding the learner without a replay (throughput
+    measurements, tests)."""
+
+    hardware: str
+    robot_ids: tuple[str, ...]
+    weights: torch.Tensor
+    obs: torch.Tensor
+    critic_obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
     rewards: torch.Tensor
     dones: torch.Tensor
     time_outs: torch.Tensor
@@ -74,12 +93,14 @@ class UpdateResult:
 class VTraceLearner:
     """Adam on the fleet policy from V-trace targets; :meth:`update` takes one batch."""
 
-    def __init__(self, policy: FleetPolicy, cfg: FleetLearnerConfig | None = None, trunk_version: int = 0):
+    def __init__(self, policy: FleetPolicy, cfg: FleetLearnerConfig | None = None, trunk_version: int = 0,
+                 grad_hook: Callable[[nn.Module], None] | None = None):
         self.cfg = cfg or FleetLearnerConfig()
         self.cfg.validate()
         self.policy = policy
         self.trunk_version = trunk_version  # the version the policy's weights descend from (staleness)
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.cfg.learning_rate)
+        self.grad_hook = grad_hook  # e.g. the all-reduce of data-parallel ranks, called after backward
 
     def target_log_probs(self, batch: VTraceBatch, adapters: Mapping[str, nn.Module | None]) -> torch.Tensor:
         """[T, B] log-probabilities of the recorded actions under the policy, each column with its robot's
@@ -125,11 +146,23 @@ class VTraceLearner:
         loss = pi_loss + cfg.value_loss_coef * v_loss - cfg.entropy_coef * ent
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self._apply_gradients()
         td_abs = torch.where(mask > 0, (returns.vs - values.detach()).abs(), torch.zeros_like(values)).detach()
         metrics = {"policy_loss": pi_loss.item(), "value_loss": v_loss.item(), "entropy": ent.item(),
                    "grad_norm": float(grad_norm), "steps_used": mask.sum().item(),
                    "steps_stale": (batch.mask.sum() - mask.sum()).item(),
                    "rho_mean": masked_mean(returns.rhos, mask).item()}
         return UpdateResult(metrics, td_abs)
+
+    def update_without_batch(self) -> None:
+        """The step of a data-parallel rank that has no batch of a hardware type this time: no gradients of its
+        own, the other ranks' through ``grad_hook``, so every rank takes the same optimiser step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self._apply_gradients()
+
+    def _apply_gradients(self) -> float:
+        if self.grad_hook is not None:
+            self.grad_hook(self.policy)
+        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        return float(grad_norm)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,30 +10,13 @@ import torch
 from shared_policy.adapter import Adapter
 from shared_policy.gaussian import log_prob
 from shared_policy.vtrace import VTraceConfig
-from shared_policy.vtrace_learner import FleetLearnerConfig, VTraceLearner
+from shared_policy.vtrace_learner import FleetLearnerConfig, TensorBatch, VTraceLearner
 
 HW = "arm2"
 
 
-@dataclass
-class Batch:
-    """A replay batch's fields (fleet.replay's SequenceBatch carries the same)."""
-
-    hardware: str
-    robot_ids: tuple[str, ...]
-    weights: torch.Tensor
-    obs: torch.Tensor
-    critic_obs: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    rewards: torch.Tensor
-    dones: torch.Tensor
-    time_outs: torch.Tensor
-    mask: torch.Tensor
-    trunk_version: torch.Tensor
-
-
-def _acted(policy, adapters: dict, robots: tuple[str, ...], t: int = 4, version: int = 0, seed: int = 0) -> Batch:
+def _acted(policy, adapters: dict, robots: tuple[str, ...], t: int = 4, version: int = 0,
+           seed: int = 0) -> TensorBatch:
     """Sequences each robot acted with its own merged policy (behaviour log-probs as its agent records them);
     reward: the first action's value, one-step episodes."""
     gen = torch.Generator().manual_seed(seed)
@@ -49,9 +31,9 @@ def _acted(policy, adapters: dict, robots: tuple[str, ...], t: int = 4, version:
             a = mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
             actions[:, i], logp[:, i] = a, log_prob(a, mean, log_std.exp(), log_std)
     ones = torch.ones(t, b)
-    return Batch(HW, robots, torch.ones(b), obs, torch.randn(t + 1, b, spec.num_critic_obs, generator=gen), actions,
-                 logp, actions[..., 0].clone(), ones, torch.zeros(t, b), ones.clone(),
-                 torch.full((t, b), version, dtype=torch.int64))
+    return TensorBatch(HW, robots, torch.ones(b), obs, torch.randn(t + 1, b, spec.num_critic_obs, generator=gen),
+                       actions, logp, actions[..., 0].clone(), ones, torch.zeros(t, b), ones.clone(),
+                       torch.full((t, b), version, dtype=torch.int64))
 
 
 def _unit_adapter(policy, seed: int) -> Adapter:

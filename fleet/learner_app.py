@@ -1,0 +1,176 @@
+"""fleet-learn: fleet learning rounds end to end, from the hub's stored experience to a published trunk.
+
+    fleet-learn storage_dir=fleet_data updates=200 sim_fraction=0.25 gate.episodes=64
+    torchrun --standalone --nproc_per_node=2 $(which fleet-learn) storage_dir=fleet_data ...
+
+A round: fill the replay from the store (or ``replay.source=parquet``), dropping chunks too stale to correct and
+respecting the rate limiter; run ``updates`` slots of V-trace updates with each robot's latest adapter applied
+to its columns, ``sim_fraction`` of them sim PPO iterations on every hardware type (``fleet.learner_round``);
+then, on rank 0, save the candidate (trunk version current + 1), gate it in sim against the current trunk,
+and if it passes rebase every robot's adapter onto it and publish it (``fleet.learner_release``).
+
+This app is the one place ``fleet`` imports ``sim``: the gate and the sim mix run simulated worlds.
+
+Exit codes: 0 every round published (or passed, with publish=false); 3 the gate refused a candidate (nothing
+published, the reasons printed); 2 bad config or inputs (the message names the key); 1 any other error.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import sim
+from configs import CONFIG_DIR
+from fleet.adapter_store import StoredAdapter
+from fleet.learner_config import LearnConfig, register_configs
+from fleet.learner_inputs import FreshChunks, experience_reader, fleet_adapters, trunk_checkpoint, trunk_tasks
+from fleet.learner_release import release_candidate
+from fleet.learner_round import FleetRoundLoop, NoFleetData
+from fleet.rank_gradients import average_present_gradients
+from fleet.replay.feed import ReplayFeeder
+from fleet.replay.replay import FleetReplay
+from fleet.trunk_store import TrunkStore, TrunkStoreError
+from shared_policy.adapter import Adapter, load_adapter
+from shared_policy.checkpoint import CheckpointError, load_checkpoint
+from shared_policy.policy import FleetPolicy
+from shared_policy.tracking import NullLogger, RunLogger, open_logger
+from shared_policy.vtrace_learner import VTraceLearner
+from sim.pretrain import DistributedContext, PretrainRunner, hardware_spec
+
+register_configs()
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def weights_digest(policy: FleetPolicy) -> str:
+    """sha256 of every weight and normaliser statistic, in state-dict order (equal on ranks in sync)."""
+    h = hashlib.sha256()
+    for name, t in policy.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def rebased_adapters(adapters_dir: Path, policy: FleetPolicy, stored: dict[str, StoredAdapter]) -> dict[str, Adapter]:
+    """The adapters a release wrote, loaded for the next round (a robot whose adapter was not rebased has none)."""
+    out = {}
+    for robot, rec in stored.items():
+        path = adapters_dir / f"{robot}.safetensors"
+        if path.is_file():
+            out[robot], _ = load_adapter(path, policy, rec.hardware)
+    return out
+
+
+def _broadcast_int(ctx: DistributedContext, value: int) -> int:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.broadcast(t, src=0)
+    return int(t.item())
+
+
+def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
+    """Run ``cfg.rounds`` rounds; returns the exit code (module docstring). ValueError names a bad key."""
+    cfg.validate()
+    ctx = DistributedContext("cpu")
+    logger: RunLogger = NullLogger()
+    envs: list[sim.BatchedEnv] = []
+    try:
+        out = Path(cfg.output_dir)
+        torch.manual_seed(cfg.sim.seed + ctx.rank)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = trunk_checkpoint(cfg, Path(tmp))
+            cfg.gate.tasks = trunk_tasks(cfg, checkpoint)
+            envs = [sim.make_env(task, hw, cfg.sim.num_envs if cfg.sim_fraction > 0 else 1,
+                                 seed=cfg.sim.seed + 1000 * ctx.rank) for hw, task in cfg.gate.tasks.items()]
+            # the trunk's layouts and hardware profiles must be the sim's, or neither gate nor sim mix means much
+            current, manifest = load_checkpoint(checkpoint, expected={e.profile.name: hardware_spec(e) for e in envs})
+        version = int(manifest["trunk_version"])
+        newest = TrunkStore(cfg.storage_dir).versions()
+        if cfg.publish and newest and newest[-1] > version:
+            raise ValueError(f"trunk: v{version} is older than the trunk store's newest v{newest[-1]}; learn from "
+                             "the current trunk (trunk='') or set publish=false")
+        runner = None
+        if cfg.sim_fraction > 0:
+            runner = PretrainRunner(envs, current.cfg, cfg.sim.ppo, out, NullLogger(), ctx=ctx,
+                                    checkpoint_every=10**9, seed=cfg.sim.seed)
+            runner.policy.load_state_dict(current.state_dict())
+            policy = runner.policy
+        else:
+            policy = copy.deepcopy(current)
+        adapters, stored = fleet_adapters(cfg.storage_dir, policy)
+        reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
+        replay = FleetReplay(replace(cfg.replay, seed=cfg.replay.seed + ctx.rank))
+        feeder = ReplayFeeder(reader, replay, ctx.rank, ctx.world_size)
+        learner = VTraceLearner(policy, cfg.learner, version, grad_hook=average_present_gradients)
+        if ctx.is_main:
+            logger = open_logger(cfg.logger, job="learn", config=plain or {})
+            print(f"[learn] trunk v{version} ({', '.join(sorted(policy.specs))}); {len(adapters)} robot adapter(s); "
+                  f"{ctx.world_size} process(es); {cfg.rounds} round(s) of {cfg.updates} updates, sim fraction "
+                  f"{cfg.sim_fraction:g}", flush=True)
+        loop = FleetRoundLoop(learner, replay, feeder, list(policy.specs), adapters, cfg.batch_size,
+                              cfg.replay.sample_timeout_s, runner, logger, ctx.is_main)
+        for r in range(1, cfg.rounds + 1):
+            label = f"round {r}/{cfg.rounds}"
+            inserted = loop.fill()
+            print(f"[learn] {label} rank {ctx.rank}: {inserted} sequences in the replay "
+                  f"({ {hw: len(replay.table(hw)) for hw in replay.hardware} }); {reader.stale_chunks} stale "
+                  f"chunk(s) ({reader.stale_steps} steps) acted more than {cfg.learner.vtrace.max_trunk_staleness} "
+                  f"trunk versions before v{version} dropped", flush=True)
+            loop.run(cfg.updates, cfg.sim_fraction, cfg.log_every, label)
+            digest = weights_digest(policy)
+            print(f"[learn] rank {ctx.rank}/{ctx.world_size} weights sha256 {digest}", flush=True)
+            synced = ctx.in_sync(policy)  # the same answer on every rank
+            if ctx.enabled and ctx.is_main:
+                print(f"[learn] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
+            if not synced:  # a candidate no single rank holds must not be gated or published
+                raise RuntimeError(f"{label}: the ranks' weights differ after the round; nothing is published")
+            passed = 0
+            if ctx.is_main:
+                release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",
+                                            plain or {})
+                passed = int(release.passed)
+                logger.log({"gate/passed": float(release.passed), "trunk_version": float(release.version)},
+                           step=loop.global_step)
+            if not _broadcast_int(ctx, passed):
+                return EXIT_REFUSED
+            version += 1
+            current = copy.deepcopy(policy)
+            learner.trunk_version = reader.trunk_version = version
+            # robots run the rebased adapters on the new trunk; every rank reads rank 0's files
+            adapters = rebased_adapters(out / f"round_{r}" / "adapters", policy, stored)
+            stored = {robot: replace(stored[robot], adapter_version=stored[robot].adapter_version + 1)
+                      for robot in adapters}
+            loop.adapters = adapters
+        return EXIT_OK
+    finally:
+        for e in envs:
+            e.close()
+        logger.close()
+        ctx.close()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="learn")
+def learn_main(dcfg: DictConfig) -> None:
+    """fleet-learn: fleet learning rounds (module docstring)."""
+    try:
+        plain = OmegaConf.to_container(dcfg, resolve=True)
+        cfg = OmegaConf.to_object(dcfg)
+        assert isinstance(cfg, LearnConfig)
+        code = run_learn(cfg, plain)
+    except (ValueError, CheckpointError, TrunkStoreError, FileNotFoundError, NoFleetData) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # `torchrun ... -m fleet.learner_app` where the console script is not installed
+    learn_main()

@@ -1,0 +1,116 @@
+"""What a fleet learning round reads: the current trunk, each robot's latest adapter, the experience (from the
+hub's store or its Parquet tier, minus chunks too stale to correct) and each robot's recorded observations."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fleet.adapter_store import AdapterStore, StoredAdapter
+from fleet.learner_config import LearnConfig
+from fleet.replay.feed import ChunkReader
+from fleet.replay.parquet_reader import ParquetReader
+from fleet.replay.sequences import ChunkSteps
+from fleet.replay.store_reader import StoreReader
+from fleet.store import STORE_FILE
+from fleet.trunk_archive import unpack_trunk
+from fleet.trunk_store import TrunkStore
+from shared_policy.adapter import Adapter, load_adapter
+from shared_policy.checkpoint import read_manifest, specs_from_manifest
+from shared_policy.policy import FleetPolicy
+
+
+def trunk_checkpoint(cfg: LearnConfig, work_dir: Path) -> Path:
+    """The current trunk's checkpoint directory: ``trunk``, or the trunk store's CURRENT version unpacked into
+    the (existing, empty) ``work_dir``."""
+    if cfg.trunk:
+        return Path(cfg.trunk)
+    rec = TrunkStore(cfg.storage_dir).current()
+    if rec is None:
+        raise ValueError(f"storage_dir: {cfg.storage_dir} has no current trunk; publish one with `fleet-hub "
+                         "publish CHECKPOINT STORAGE_DIR`, or set trunk=<checkpoint dir>")
+    path = work_dir / f"v{rec.version}"
+    unpack_trunk(rec.path, path)
+    return path
+
+
+def trunk_tasks(cfg: LearnConfig, checkpoint: Path) -> dict[str, str]:
+    """Each hardware type of the trunk and the task it is gated and mixed on (from ``gate.tasks``, which may
+    name more types than the trunk has): a candidate keeps every type's stem and head, so the gate judges them all."""
+    types = sorted(specs_from_manifest(read_manifest(checkpoint)))
+    missing = [hw for hw in types if hw not in cfg.gate.tasks]
+    if missing:
+        raise ValueError(f"gate.tasks.{missing[0]}: the trunk has hardware type '{missing[0]}' but no task is named "
+                         f"for it (e.g. gate.tasks.{missing[0]}=<task>)")
+    return {hw: cfg.gate.tasks[hw] for hw in types}
+
+
+def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
+    """Each robot's newest uploaded adapter, loaded for ``policy`` (robots of a type the policy lacks are
+    left out); also the stored records (versions)."""
+    store_file = Path(storage_dir) / STORE_FILE
+    if not store_file.is_file():
+        return {}, {}
+    store = AdapterStore(store_file)
+    try:
+        stored = {r: s for r, s in store.latest().items() if s.hardware in policy.specs}
+    finally:
+        store.close()
+    adapters = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for robot, rec in stored.items():
+            path = Path(tmp) / f"{robot}.safetensors"
+            path.write_bytes(rec.data)
+            adapters[robot], _ = load_adapter(path, policy, rec.hardware)
+    return adapters, stored
+
+
+def experience_reader(cfg: LearnConfig) -> ChunkReader:
+    """The hub's store read directly (``replay.source=store``) or its Parquet tier (``parquet``); with an age
+    limit, the store reader starts at the first chunk young enough to keep."""
+    if cfg.replay.source == "parquet":
+        root = Path(cfg.replay.parquet_dir or Path(cfg.storage_dir) / "parquet")
+        if not root.is_dir():
+            raise ValueError(f"replay.parquet_dir: {root} is not a directory")
+        return ParquetReader(root)
+    path = Path(cfg.storage_dir) / STORE_FILE
+    if not path.is_file():
+        raise ValueError(f"storage_dir: no experience store at {path}")
+    min_received = time.time() - cfg.replay.max_age_s if cfg.replay.max_age_s > 0 else None
+    return StoreReader(path, min_received=min_received)
+
+
+class FreshChunks:
+    """A reader that passes on only chunks a learner at ``trunk_version`` may learn from: a chunk whose every
+    step was acted by a trunk more than ``max_staleness`` versions older is dropped before it takes replay room
+    (steps in between are masked by the learner itself)."""
+
+    def __init__(self, reader: ChunkReader, trunk_version: int, max_staleness: int):
+        self.reader, self.trunk_version, self.max_staleness = reader, trunk_version, max_staleness
+        self.stale_steps = self.stale_chunks = 0
+
+    def read(self) -> list[ChunkSteps]:
+        """The next chunks, stale ones left out (and counted)."""
+        out = []
+        for chunk in self.reader.read():
+            if self.trunk_version - int(chunk.arrays["trunk_version"].max()) > self.max_staleness:
+                self.stale_chunks += 1
+                self.stale_steps += len(chunk.arrays["rewards"])
+                continue
+            out.append(chunk)
+        return out
+
+
+def robot_observations(reader: ChunkReader, robots: set[str], limit: int) -> dict[str, torch.Tensor]:
+    """The newest ``limit`` recorded observations of each of ``robots`` (read to the end of ``reader``)."""
+    kept: dict[str, deque[np.ndarray]] = {r: deque(maxlen=limit) for r in robots}
+    while chunks := reader.read():
+        for chunk in chunks:
+            if chunk.robot_id in kept:
+                kept[chunk.robot_id].extend(chunk.arrays["obs"])
+    return {r: torch.as_tensor(np.stack(rows)) for r, rows in kept.items() if rows}

@@ -1,0 +1,85 @@
+"""The end of a fleet learning round (rank 0 only): save the candidate, gate it, rebase the adapters, publish.
+
+The candidate is saved as ``<round_dir>/candidate`` with trunk version current + 1 and judged by the sim gate
+(``sim.gate.check_candidate``) against the current trunk. A refused candidate is kept for inspection and
+nothing else happens. A passed one gets every robot's latest adapter rebased onto it on that robot's own stored
+observations (``shared_policy.rebase``), written as ``<round_dir>/adapters/<robot_id>.safetensors`` (adapter
+version + 1, the candidate's trunk version), and is then published through the hub's trunk store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet.adapter_store import StoredAdapter
+from fleet.learner_config import LearnConfig
+from fleet.learner_inputs import experience_reader, robot_observations
+from fleet.trunk_store import TrunkStore
+from shared_policy.adapter import Adapter, save_adapter
+from shared_policy.checkpoint import save_checkpoint
+from shared_policy.policy import FleetPolicy
+from shared_policy.rebase import rebase_adapter
+from sim.gate import check_candidate
+
+
+@dataclass
+class Release:
+    """What became of a round's candidate."""
+
+    passed: bool
+    version: int  # the candidate's trunk version (the published one when it passed and was published)
+    candidate: Path
+    reasons: tuple[str, ...] = ()  # why the gate refused it
+    adapters_dir: Path | None = None
+    rebased: dict[str, Adapter] = field(default_factory=dict)
+    published: bool = False
+
+
+def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: int, candidate: FleetPolicy,
+                      adapters: dict[str, Adapter], stored: dict[str, StoredAdapter], round_dir: Path,
+                      config: dict[str, Any]) -> Release:
+    """Save, gate, rebase and publish ``candidate`` (module docstring)."""
+    version = current_version + 1
+    cand_dir = save_checkpoint(round_dir / "candidate", candidate, version, config=config)
+    print(f"[learn] candidate v{version} -> {cand_dir}; gating against v{current_version} "
+          f"({cfg.gate.episodes} sim episodes per type)", flush=True)
+    verdict = check_candidate(current, candidate, cfg.gate)
+    for hw in verdict.hardware:
+        print(f"[learn] gate {hw.hardware}: candidate {hw.candidate_mean:.2f} vs current {hw.current_mean:.2f}, "
+              f"difference [{hw.diff_low:.2f}, {hw.diff_high:.2f}] (95%), must stay above {hw.threshold:.2f}: "
+              f"{'pass' if hw.passed else 'FAIL'}", flush=True)
+    if not verdict.passed:
+        print(f"[learn] gate refused candidate v{version}; nothing published: {'; '.join(verdict.reasons)}",
+              flush=True)
+        return Release(False, version, cand_dir, verdict.reasons)
+
+    adapters_dir = round_dir / "adapters"
+    observations = robot_observations(experience_reader(cfg), set(adapters), cfg.max_rebase_observations)
+    rebased = {}
+    for robot, adapter in sorted(adapters.items()):
+        obs = observations.get(robot)
+        if obs is None or len(obs) < 2:
+            print(f"[learn] warning: {robot} has no stored observations to rebase its adapter on; it gets none",
+                  flush=True)
+            continue
+        new, report = rebase_adapter(current, adapter, candidate, adapter.hardware, obs, cfg.rebase)
+        path = save_adapter(adapters_dir / f"{robot}.safetensors", new, stored[robot].adapter_version + 1, version)
+        rebased[robot] = new
+        print(f"[learn] rebased {robot} ({adapter.hardware}) on {report.observations} observations: action gap "
+              f"{report.naive_mean_gap:.3f} unchanged -> {report.rebased_mean_gap:.3f} rebased (std units) -> {path}",
+              flush=True)
+    release = Release(True, version, cand_dir, adapters_dir=adapters_dir, rebased=rebased)
+    if cfg.publish:
+        rec = TrunkStore(cfg.storage_dir).publish(cand_dir)
+        if rec.version != version:  # the adapters name `version`; the store must agree
+            raise RuntimeError(f"the trunk store published the candidate as v{rec.version}, not v{version}: "
+                               f"another publisher ran meanwhile; the rebased adapters in {adapters_dir} name "
+                               f"v{version}")
+        release.published = True
+        print(f"[learn] published trunk v{rec.version} (sha256 {rec.sha256[:12]}) to {cfg.storage_dir}; rebased "
+              f"adapters in {adapters_dir}", flush=True)
+    else:
+        print(f"[learn] candidate v{version} passed; publish=false: not published", flush=True)
+    return release

@@ -1,0 +1,171 @@
+"""fleet-learn on a real hub storage dir: experience recorded as robots record it, stored through the hub's write
+path, adapters in the adapter table, the current trunk in the trunk store; real Hydra composition."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from configs import CONFIG_DIR
+from fleet.learner_app import EXIT_OK, EXIT_REFUSED, run_learn
+from fleet.learner_inputs import FreshChunks, experience_reader
+from fleet.parquet_export import ParquetExporter
+from fleet.replay.feed import ReplayFeeder
+from fleet.replay.replay import FleetReplay
+from fleet.store import STORE_FILE, ExperienceStore
+from fleet.trunk_store import TrunkStore
+from hardware.randomization import PhysicsParams
+from shared_policy.adapter import load_adapter
+from shared_policy.checkpoint import load_checkpoint
+from tests.fleet.learner.experience import FAST, HW, make_hub, publish_trunk, robot_records, store_records
+from tests.fleet.trunks import small_checkpoint
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def learn_config(storage: Path, out: Path, *overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        dcfg = compose("learn", overrides=[f"storage_dir={storage}", f"output_dir={out}", *FAST, *overrides])
+    return OmegaConf.to_object(dcfg)
+
+
+def flat(policy) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in policy.trunk.parameters()])
+
+
+@pytest.mark.timeout(180)
+def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapters(tmp_path, trunk):
+    storage = make_hub(tmp_path, trunk)
+    # a gentle step: the candidates move, but not far enough for 8 gate episodes to call them worse
+    cfg = learn_config(storage, tmp_path / "out", "rounds=2", "learner.learning_rate=1e-5",
+                       "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
+    assert run_learn(cfg) == EXIT_OK
+    assert TrunkStore(storage).versions() == [1, 2, 3] and TrunkStore(storage).current().version == 3
+    first, manifest = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    assert manifest["trunk_version"] == 2
+    assert not torch.equal(flat(first), flat(trunk[0]))  # the fleet's experience moved the trunk
+    second, manifest = load_checkpoint(tmp_path / "out" / "round_2" / "candidate")
+    assert manifest["trunk_version"] == 3 and not torch.equal(flat(second), flat(first))
+    for n, policy in ((1, first), (2, second)):  # each robot with an adapter gets one rebased on each new trunk
+        for robot in ("unit-a", "unit-b"):
+            _, meta = load_adapter(tmp_path / "out" / f"round_{n}" / "adapters" / f"{robot}.safetensors", policy, HW)
+            assert (meta["trunk_version"], meta["version"]) == (str(n + 1), str(n + 3))
+        assert not (tmp_path / "out" / f"round_{n}" / "adapters" / "unit-c.safetensors").exists()  # it ran none
+
+
+@pytest.mark.timeout(180)
+def test_a_candidate_the_gate_refuses_publishes_nothing_and_exits_3(tmp_path, trunk):
+    # experience whose recorded reward is the action: V-trace learns to push one way, which the sim gate sees
+    storage = make_hub(tmp_path, trunk, reward="push")
+    before = TrunkStore(storage).versions()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    res = subprocess.run([sys.executable, "-m", "fleet.learner_app", f"storage_dir={storage}",
+                          f"output_dir={tmp_path}/out", *FAST, "updates=30", "sim_fraction=0", "gate.episodes=16",
+                          "learner.learning_rate=0.003"],
+                         capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
+    assert res.returncode == EXIT_REFUSED, res.stdout + res.stderr
+    assert "gate refused candidate v2; nothing published" in res.stdout
+    low, high = map(float, re.search(r"gate cartpole: .* difference \[(\S+), (\S+)\]", res.stdout).groups())
+    assert high < 0  # refused for being worse, not for noise
+    candidate, _ = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    obs = torch.cat([torch.as_tensor(c.arrays["obs"]) for c in experience_reader(learn_config(storage, tmp_path)).read()])
+    with torch.no_grad():
+        push = candidate.action_mean(HW, obs).mean() - trunk[0].action_mean(HW, obs).mean()
+    assert push > 0.5  # what the fleet's reward taught it
+    assert TrunkStore(storage).versions() == before and TrunkStore(storage).current().version == 1
+    assert not (tmp_path / "out" / "round_1" / "adapters").exists()
+
+
+@pytest.mark.timeout(120)
+def test_fleet_batches_reach_the_critic_with_the_physics_columns_as_recorded(tmp_path, trunk, monkeypatch):
+    storage = make_hub(tmp_path, trunk, steps=48)
+    seen: list[torch.Tensor] = []
+    from fleet import learner_round
+
+    class Recording(learner_round.VTraceLearner):
+        def update(self, batch, adapters):
+            handle = self.policy.critic_stems[HW].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+            try:
+                return super().update(batch, adapters)
+            finally:
+                handle.remove()
+
+    monkeypatch.setattr("fleet.learner_app.VTraceLearner", Recording)
+    assert run_learn(learn_config(storage, tmp_path / "out", "updates=3", "sim_fraction=0", "publish=false",
+                                  "gate.tolerance=0.99", "learner.learning_rate=1e-6")) in (EXIT_OK, EXIT_REFUSED)
+    assert seen
+    rows = torch.cat(seen)
+    physics = rows[:, -PhysicsParams.NUM_PRIVILEGED:]
+    assert torch.equal(physics, torch.zeros_like(physics))  # nominal 0, as the robot recorded: nothing filled in
+    recorded = {tuple(r) for c in experience_reader(learn_config(storage, tmp_path)).read()
+                for r in np.round(c.arrays["critic_obs"], 6).tolist()}
+    real = rows[rows.abs().sum(1) > 0]  # padding rows past an item's end are zeros
+    assert len(real) and all(tuple(r) in recorded for r in np.round(real.numpy(), 6).tolist())
+
+
+@pytest.mark.timeout(120)
+def test_chunks_acted_by_a_trunk_past_the_staleness_limit_never_enter_the_replay(tmp_path, trunk):
+    policy, _ = trunk
+    storage = tmp_path / "hub"
+    fresh = robot_records(policy, ["unit-new"], {}, 64, 32, trunk_version=5, seed=1)
+    stale = robot_records(policy, ["unit-old"], {}, 64, 32, trunk_version=1, seed=2)
+    store_records(storage, fresh + stale)
+    cfg = learn_config(storage, tmp_path)
+    reader = FreshChunks(experience_reader(cfg), trunk_version=6, max_staleness=4)  # v1 is 5 versions behind
+    replay = FleetReplay(cfg.replay)
+    feeder = ReplayFeeder(reader, replay)
+    while feeder.step():
+        pass
+    robots = {s.robot_id for s in replay.table(HW).items()}
+    assert robots == {"unit-new"}
+    assert reader.stale_chunks == 2 and reader.stale_steps == 64
+    # within the limit nothing is dropped
+    again = FreshChunks(experience_reader(cfg), trunk_version=5, max_staleness=4)
+    assert sum(len(c.arrays["rewards"]) for c in again.read()) == 128 and again.stale_steps == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_round_reads_the_parquet_tier_as_a_learner_on_another_machine_does(tmp_path, trunk, capsys):
+    storage = make_hub(tmp_path, trunk, steps=64)
+    store = ExperienceStore(storage / STORE_FILE)
+    try:  # the tier as copied to the learner's machine
+        ParquetExporter(store, tmp_path / "copied" / "parquet", fsync=False).catch_up()
+    finally:
+        store.close()
+    from_store = FleetReplay(learn_config(storage, tmp_path).replay)
+    feeder = ReplayFeeder(experience_reader(learn_config(storage, tmp_path)), from_store)
+    while feeder.step():
+        pass
+    cfg = learn_config(storage, tmp_path / "out", "replay.source=parquet",
+                       f"replay.parquet_dir={tmp_path}/copied/parquet", "sim_fraction=0", "publish=false",
+                       "learner.learning_rate=1e-5", "gate.tolerance=0.9")
+    assert run_learn(cfg) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"rank 0: {len(from_store.table(HW))} sequences in the replay" in out  # all of it, as from the store
+    assert "rebased unit-a" in out and "rebased unit-b" in out  # their observations came from the tier too
+    assert "not published" in out and TrunkStore(storage).versions() == [1]
+
+
+def test_bad_learn_settings_name_their_key(tmp_path):
+    storage = tmp_path / "hub"
+    for override, key in (("sim_fraction=1.5", "sim_fraction"), ("replay.source=ftp", "replay.source"),
+                          ("updates=0", "updates"), ("learner.learning_rate=0", "learner.learning_rate")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            learn_config(storage, tmp_path, override).validate()
+    with pytest.raises(ValueError, match="storage_dir"):  # no trunk store
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))
+    storage.mkdir()
+    publish_trunk(storage, small_checkpoint(tmp_path / "ck", trunk_version=1, trunk_hidden=(8,)))
+    with pytest.raises(ValueError, match=re.escape("gate.tasks.cartpole")):  # the trunk's type has no task
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0", "~gate.tasks.cartpole"))
+    with pytest.raises(ValueError, match="storage_dir: no experience store"):
+        run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))

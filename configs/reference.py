@@ -104,13 +104,14 @@ def _doc(cls: type) -> str:
 def config_reference() -> str:
     """The whole of docs/config.md."""
     from fleet.config import HubConfig
+    from fleet.learner_config import LearnConfig
     from hardware.tasks import TASKS
     from robot_agent.config import AgentConfig
     from sim.app_config import DemoConfig, EvalConfig, TrainConfig
 
     apps = [("fleet-train", "configs/train.yaml", TrainConfig), ("fleet-eval", "configs/eval.yaml", EvalConfig),
             ("fleet-demo", "configs/demo.yaml", DemoConfig), ("robot-agent", "configs/agent.yaml", AgentConfig),
-            ("fleet-hub", "configs/hub.yaml", HubConfig)]
+            ("fleet-hub", "configs/hub.yaml", HubConfig), ("fleet-learn", "configs/learn.yaml", LearnConfig)]
     parts = ["# Config reference", "",
              "Every app is a Hydra app: any key below can be overridden on the command line",
              "(`fleet-train algorithm.learning_rate=1e-3 sim.num_envs=512`). A wrong value is refused at start",

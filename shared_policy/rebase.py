@@ -28,7 +28,7 @@ class RebaseConfig:
     batch_size: int = 512  # observations per step (sampled with replacement from the unit's data)
     learning_rate: float = 3e-3  # Adam step size on the adapter's parameters
     holdout_fraction: float = 0.2  # observations kept out of training to report the fit honestly
-    seed: int = 0
+    seed: int = 0  # the hold-out split and minibatch draws
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad key."""

@@ -37,7 +37,7 @@ LOSSES = ("vtrace", "appo")
 class VTraceConfig:
     """Off-policy correction of fleet experience (a Hydra structured config)."""
 
-    gamma: float = 0.99
+    gamma: float = 0.99  # discount per control step
     lam: float = 1.0  # IMPALA's lambda in c_t = lam * min(c_bar, ratio); 1 is the paper's V-trace
     rho_bar: float = 1.0  # truncation of the ratio in the value target's TD errors
     c_bar: float = 1.0  # truncation of the ratio in the trace (how far corrections flow back)

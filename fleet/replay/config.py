@@ -18,9 +18,9 @@ class ReplayConfig:
     """
 
     sequence_length: int = 32  # T steps per item, within one episode (the tail is padded and masked)
-    max_items: int = 100_000
+    max_items: int = 100_000  # items per hardware table; the oldest leave first when it is full
     max_age_s: float = 0.0  # 0: no age limit
-    prioritised: bool = True
+    prioritised: bool = True  # sample by priority^alpha (Ape-X); false: uniformly
     alpha: float = 0.6  # priority exponent (0: uniform)
     beta: float = 0.4  # importance-weight exponent (the learner may anneal it towards 1)
     priority_eps: float = 1e-6  # added to every priority: an item with |TD| 0 is still drawn, rarely
@@ -28,7 +28,7 @@ class ReplayConfig:
     samples_per_insert: float = 0.0  # 0: no ratio, only the minimum size
     min_size: int = 1  # no sample before this many items are in
     error_buffer: float = 100.0  # how far samples may run ahead of / behind the ratio
-    seed: int = 0
+    seed: int = 0  # the sampler's random stream
 
     def __post_init__(self) -> None:
         self.validate()

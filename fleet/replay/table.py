@@ -139,7 +139,8 @@ class ReplayTable:
             self._evict_expired()
             self._wait(lambda: len(self) > 0 and self.limiter.can_sample(batch_size), timeout, "sample")
             n = len(self)
-            if self.cfg.prioritised:
+            # every priority 0 (priority_eps 0 and all |TD| 0): no mass to draw by, so uniformly
+            if self.cfg.prioritised and self._tree.total > 0:
                 total = self._tree.total
                 points = (np.arange(batch_size) + self._rng.random(batch_size)) * (total / batch_size)
                 slots = self._tree.find(points)

@@ -50,7 +50,9 @@ REACH = "fleet-train task=reach 'hardware=[arm2_planar,arm3_planar,arm7]' iterat
 KEYS_INIT, KEYS_ENROL = "fleet-keys init fleet_keys", "fleet-keys enrol fleet_keys unit-7"
 UPLINK_AGENT = ("robot-agent checkpoint=<dir> hardware=cartpole robot_id=unit-7 state_dir=unit-7 uplink.enabled=true "
                 "uplink.endpoint=tcp://127.0.0.1:5555 uplink.security.keys_dir=fleet_keys/robots/unit-7")
-VAR_LIB = {"/var/lib/robot-agent": "{state}"}  # a robot's path; CI cannot (and must not) write there
+VAR_LIB = {"/var/lib/robot-agent": "{state}"}
+LEARN_TINY = ("batch_size=8 replay.sequence_length=16 sim.num_envs=8 sim.ppo.num_steps_per_env=8 rebase.steps=20 "
+              "learner.learning_rate=1e-6 sim.ppo.learning_rate=1e-6 sim.ppo.schedule=fixed gate.tolerance=0.99")  # a robot's path; CI cannot (and must not) write there
 
 # Every README command (continuations joined, comment dropped) -> how this test runs it.
 COMMANDS: dict[str, Budget] = {
@@ -95,6 +97,16 @@ COMMANDS: dict[str, Budget] = {
                          expect=("[agent unit-7] cartpole at 50 Hz",)),
     "fleet-hub publish <dir> fleet_data": Budget(replace={"<dir>": "{cartpole_checkpoint}"},
                                                  expect=("published trunk v",)),
+    # on a storage dir as a fleet leaves it (learn_storage); a gentle step and a wide tolerance, so that a few
+    # gate episodes let the round publish (tests/fleet/learner/ pins what the gate refuses)
+    "fleet-learn storage_dir=fleet_data updates=200 sim_fraction=0.25 gate.episodes=64":
+        Budget(replace={"storage_dir=fleet_data": "storage_dir={learn_storage}", "updates=200": "updates=4",
+                        "gate.episodes=64": "gate.episodes=8"}, append=LEARN_TINY,
+               expect=("[learn] round 1/1 update 4/4", "rebased unit-7", "published trunk v")),
+    "torchrun --standalone --nproc_per_node=2 $(which fleet-learn) storage_dir=fleet_data updates=200":
+        Budget(replace={"storage_dir=fleet_data": "storage_dir={learn_storage}", "updates=200": "updates=4"},
+               append=f"gate.episodes=8 {LEARN_TINY}",
+               expect=("2 ranks hold identical weights: True", "published trunk v")),
 }
 
 
@@ -193,6 +205,26 @@ class ReadmeRunner:
         match = re.search(r"\[train\] checkpoint -> (\S+)", self.assert_ran(REACH).stdout)
         assert match, "the reach training printed no checkpoint path"
         return match.group(1)
+
+    def _make_learn_storage(self) -> str:
+        # a hub storage dir as a fleet leaves it: the README's trunk published, two robots' experience recorded
+        # on it (tests/fleet/learner/experience.py) and unit-7's adapter uploaded
+        from shared_policy.checkpoint import load_checkpoint
+        from tests.fleet.learner.experience import (
+            publish_trunk,
+            robot_records,
+            store_records,
+            unit_adapter,
+            upload_adapter,
+        )
+
+        storage, checkpoint = self.workdir / "learn_data", Path(self.artefact("cartpole_checkpoint"))
+        version = publish_trunk(storage, checkpoint)
+        policy, _ = load_checkpoint(checkpoint)
+        adapters = {"unit-7": unit_adapter(policy, 7)}
+        store_records(storage, robot_records(policy, ["unit-7", "unit-8"], adapters, 64, 32, version))
+        upload_adapter(storage, "unit-7", adapters["unit-7"], 1, version)
+        return str(storage)
 
     def _make_venv(self) -> str:
         # The Makefile's install rule is skipped when the venv's stamp is newer than pyproject.toml.

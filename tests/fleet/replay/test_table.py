@@ -119,3 +119,10 @@ def test_config_errors_name_the_key():
         ReplayConfig(min_size=0)
     with pytest.raises(ValueError, match="replay.error_buffer"):
         ReplayConfig(samples_per_insert=4.0, error_buffer=2.0)
+
+
+def test_a_table_whose_priorities_are_all_zero_samples_uniformly_not_nan():
+    table = _table([0.0, 0.0, 0.0, 0.0])  # priority_eps 0: no mass at all to draw by
+    sample = table.sample(64)
+    assert np.isfinite(sample.probabilities).all() and np.isfinite(sample.weights).all()
+    assert set(sample.keys.tolist()) <= {0, 1, 2, 3}

@@ -77,14 +77,14 @@ class ParquetExportThread:
 
     # -- the thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff, started = self.every_s, time.monotonic()
+        backoff = self.every_s
         store: ExperienceStore | None = None
         try:
             while not self._stop.is_set():
+                started = time.monotonic()  # an attempt that fails at once (the store will not open) keeps backing off
                 try:
                     if store is None:  # its own connections: never the hub's (module docstring)
                         store = ExperienceStore(self.store_path, check=False)
-                    started = time.monotonic()
                     self._export(store)
                     return
                 except Exception as exc:  # noqa: BLE001 - the export must never take ingest down with it

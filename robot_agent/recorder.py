@@ -127,8 +127,10 @@ class TransitionRecorder:
                 "actions": np.zeros((n, profile.num_actions)), "log_probs": np.zeros(n), "rewards": np.zeros(n),
                 "dones": np.zeros(n), "time_outs": np.zeros(n), "stamp": np.zeros(n)}
         # the header's numbers at their widest, so that the estimate is not below a real record
+        robot = str(self.header.get("robot_id", "robot"))  # the spool's id format: <robot>-<16 hex epoch>-<seq>
         header = {**self.header, "episode": 1 << 40, "steps": n, "episode_end": False, "trunk_version": 1 << 40,
-                  "adapter_version": 1 << 40, "chunk_id": "x" * 64, "seq": 1 << 40, "spool_epoch": 1 << 40}
+                  "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}", "seq": 10**10 - 1,
+                  "spool_epoch": "f" * 16}
         return len(encode_record(header, chunk_arrays(rows, np.zeros(critic), 0, 0)))
 
     def summary(self) -> EpisodeSummary:

@@ -3,7 +3,8 @@
 A thread tails the experience store (``read_since``, from ``history_chunks`` rows back at the start) and
 decodes only the ``rewards``, ``dones`` and ``trunk_version`` arrays of each chunk. An episode's return is the
 sum of its rewards up to its ``done``; it is credited to the trunk version of its last step (the agent swaps
-trunks only between episodes). Episodes cut short by the agent end without ``done`` and are never counted.
+trunks only between episodes). An episode the agent aborts (a stop, an unusable reading) also ends with
+``done`` and counts with its shorter return: that errs against a candidate, the safe side.
 The roll-out (fleet/rollout.py) reads :meth:`EpisodeReturns.returns`.
 """
 

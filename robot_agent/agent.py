@@ -277,8 +277,8 @@ class RobotAgent:
             kept, number = self.adapters.kept if self.adapters is not None else (self.runtime.adapter, number)
             save_own_adapter(self.state_dir, kept, number, old)
             a = self.cfg.adapter
-            adapter, _, source = adapter_for_trunk(path, policy, version, self.profile.name, self.state_dir,
-                                                   AdapterConfig(a.rank, a.alpha))
+            adapter, number, source = adapter_for_trunk(path, policy, version, self.profile.name, self.state_dir,
+                                                        AdapterConfig(a.rank, a.alpha))
             save_own_adapter(self.state_dir, adapter, number, version)  # the trainer starts from this file
             if self.trainer is None:
                 save_adapter(self.state_dir / ADAPTER_FILE, adapter, number, version)  # what a restart loads

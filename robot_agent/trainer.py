@@ -95,6 +95,7 @@ class AdapterVersions:
         state = _snapshot(adapter)
         self._save(self.path, state, version, trunk_version)
         self.kept_version, self.kept_state = version, state
+        self.issued = max(self.issued, version)  # numbers stay unique: the next update is newer than it
         self.candidates.clear()
         self.generation += 1
 

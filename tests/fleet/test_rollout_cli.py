@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from fleet.rollout import judge
+from fleet.rollout import Rollout, RolloutConfig, judge
 from fleet.rollout_log import read_steps
 from fleet.trunk_store import TrunkStore
 from tests.fleet.hub_client import BIN, BareRobot, free_port, kill_group, start_hub_process, wait_until
@@ -83,3 +83,24 @@ def test_a_canary_passes_within_tolerance_of_its_own_history_and_fails_beyond_it
     assert not bad["passed"] and (bad["mean_candidate"], bad["floor"], bad["mean_previous"]) == (8.4, 9.0, 10.0)
     assert judge([-10.5], [-10.0], 0.1)["passed"] and not judge([-11.5], [-10.0], 0.1)["passed"]  # |mean| scale
     assert not judge([10.0], [], 0.1)["passed"]  # no history on the previous version: never promoted blind
+
+
+def test_canaries_are_the_first_of_each_hardware_type_and_a_trial_short_of_episodes_rolls_back_at_its_timeout(
+        tmp_path):
+    store = TrunkStore(tmp_path / "hub")
+    store.publish(small_checkpoint(tmp_path / "c1", trunk_version=1))
+    cand = store.publish(small_checkpoint(tmp_path / "c2", trunk_version=2, seed=2), candidate=True)
+    rollout = Rollout(RolloutConfig(canary_count=1, min_episodes=2, max_wait_s=60), store, tmp_path / "hub")
+    connected = {"a-0": "cartpole", "b-0": "go1_like", "a-1": "cartpole", "b-1": "go1_like"}
+    episodes = {"a-0": [(1, 5.0), (2, 5.0), (2, 5.0)], "b-0": [(1, 5.0), (2, 5.0)]}  # b-0: one short
+    assert not rollout.step(cand.version, 1, connected, episodes.get, now=0.0)  # the trial is seen
+    assert rollout.step(cand.version, 1, connected, episodes.get, now=0.0)  # canaries chosen: notices go out
+    assert rollout.canaries == ["a-0", "b-0"]
+    assert [rollout.wants(r, 1) for r in connected] == [2, 2, 1, 1]
+    rollout.step(cand.version, 1, connected, episodes.get, now=30.0)
+    assert rollout.verdicts["a-0"]["passed"] and "b-0" not in rollout.verdicts
+    assert store.candidate().version == 2  # still waiting for b-0
+    rollout.step(cand.version, 1, connected, episodes.get, now=61.0)
+    assert store.candidate() is None and store.current().version == 1
+    last = read_steps(tmp_path / "hub")[-1]
+    assert (last["event"], last["version"], last["by"]) == ("rolled_back", 2, "hub") and "timeout" in last["why"]

@@ -2,13 +2,19 @@
 
     fleet-hub storage_dir=/data/hub security.keys_dir=/etc/fleet/keys bind=tcp://0.0.0.0:5555
     fleet-hub status [STORAGE_DIR]     the fleet registry as a table (default storage dir: fleet_data)
-    fleet-hub publish CHECKPOINT [STORAGE_DIR]   store a checkpoint as the next trunk version and make it current
+    fleet-hub publish CHECKPOINT [STORAGE_DIR] [--canary] [--adapters DIR]
+                                       store a checkpoint as the next trunk version and make it current (--canary:
+                                       the candidate, tried on canaries first; --adapters: rebased adapters,
+                                       <robot_id>.safetensors, each sent to its robot with the trunk)
+    fleet-hub rollback N [STORAGE_DIR]  make stored version N current for every robot, ending any trial
 
 SIGTERM / SIGINT: refuse new chunks (SHUTTING_DOWN), commit and ack what is queued (at most
 ``stop_timeout_s``), exit 0. Exit codes: 0 stopped as asked, 2 refused to start (bad config, keys or store).
 ``fleet-hub status`` exits 0 while the hub that wrote the registry runs, 1 otherwise. ``fleet-hub publish`` exits 0
 with the version published, 1 if the checkpoint is missing or damaged (nothing is published), 2 on a usage error; a
-running hub announces the new version within about a second, without a restart.
+running hub announces the new version within about a second, without a restart. ``fleet-hub rollback``
+exits 0 with version N current, 1 if N is not stored or fails its sha256 (nothing changes), 2 on a usage error.
+Both append what they did to the roll-out log (fleet/rollout_log.py).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from fleet.process_liveness import process_exists
 
 register_configs()
 EXIT_OK, EXIT_REFUSED = 0, 2
-COMMANDS = ("status", "publish")
+COMMANDS = ("status", "publish", "rollback")
+LAST_STEPS = 8  # roll-out log lines `fleet-hub status` prints
 STALE_AFTER_S = 10.0  # a registry older than this (and at least 5 write intervals) is from a hub that is gone
 
 
@@ -87,6 +94,7 @@ def status_command(args: list[str]) -> int:
         return 1
     print(format_table(snapshot))
     hub = snapshot.get("hub", {})
+    print(_rollout_lines(hub, Path(args[0] if args else "fleet_data")))
     age = time.time() - float(snapshot.get("time", 0))
     if not hub.get("running", False):
         print("fleet-hub status: the hub has stopped (this is its final registry)", file=sys.stderr)
@@ -98,23 +106,75 @@ def status_command(args: list[str]) -> int:
     return 0
 
 
+def _rollout_lines(hub: dict, storage: Path) -> str:
+    from fleet.rollout_log import describe, read_steps
+
+    r = hub.get("rollout") or {}
+    lines = [f"roll-out: {r.get('state', 'idle')}; current v{hub.get('trunk_version', 0)}"
+             + (f", candidate v{r['candidate']} on canaries {', '.join(r.get('canaries', [])) or '(none yet)'}"
+                if r.get("candidate") else ", no candidate")]
+    for robot, v in (r.get("verdicts") or {}).items():
+        lines.append(f"  canary {robot}: {'pass' if v.get('passed') else 'FAIL'} {v}")
+    steps = read_steps(storage, LAST_STEPS)
+    lines += [f"  {describe(step)}" for step in steps] or ["  (no roll-out steps logged)"]
+    return "\n".join(lines)
+
+
 def publish_command(args: list[str]) -> int:
-    """Store the checkpoint directory ``args[0]`` as the next trunk version of the hub storing in ``args[1]``
-    (default fleet_data) and make it current; prints the version."""
+    """Store the checkpoint directory as the next trunk version of the hub storing in STORAGE_DIR (default
+    fleet_data) and make it current, or with ``--canary`` the candidate; ``--adapters DIR`` packs each robot's
+    rebased adapter with it. Prints the version."""
+    from fleet.rollout_log import append_step
     from fleet.trunk_store import TrunkStore, TrunkStoreError
 
-    if len(args) not in (1, 2) or args[0].startswith("-"):
-        print("usage: fleet-hub publish CHECKPOINT [STORAGE_DIR]", file=sys.stderr)
+    canary = "--canary" in args
+    rest = [a for a in args if a != "--canary"]
+    adapters = None
+    if "--adapters" in rest:
+        i = rest.index("--adapters")
+        adapters = rest[i + 1] if i + 1 < len(rest) else "-"
+        rest = rest[:i] + rest[i + 2:] + (["-"] if adapters.startswith("-") else [])
+    if len(rest) not in (1, 2) or any(a.startswith("-") for a in rest):
+        print("usage: fleet-hub publish CHECKPOINT [STORAGE_DIR] [--canary] [--adapters DIR]", file=sys.stderr)
         return 2
-    store = TrunkStore(args[1] if len(args) > 1 else "fleet_data")
+    storage = rest[1] if len(rest) > 1 else "fleet_data"
+    store = TrunkStore(storage)
     try:
-        rec = store.publish(args[0])
+        rec = store.publish(rest[0], candidate=canary, adapters=adapters)
     except TrunkStoreError as exc:
         print(f"fleet-hub publish: refused: {exc}", file=sys.stderr)
         return 1
+    robots = sorted(p.stem for p in store.dir.glob(f"v{rec.version:06d}.robots/*.json"))
+    append_step(storage, "published_candidate" if canary else "published", "hand", rec.version,
+                sha256=rec.sha256, rebased_adapters=robots)
     renumbered = (f" (the checkpoint says trunk_version {rec.source_trunk_version}: renumbered)"
                   if rec.source_trunk_version != rec.version else "")
-    print(f"published trunk v{rec.version}{renumbered}: {rec.size} bytes, sha256 {rec.sha256}, {rec.path}")
+    role = " as the candidate (canaries first)" if canary else ""
+    print(f"published trunk v{rec.version}{renumbered}{role}: {rec.size} bytes, sha256 {rec.sha256}, {rec.path}"
+          + (f"; rebased adapters for {', '.join(robots)}" if robots else ""))
+    return 0
+
+
+def rollback_command(args: list[str]) -> int:
+    """Make stored trunk version ``args[0]`` current for every robot (verified first), ending any trial."""
+    from fleet.rollout_log import append_step
+    from fleet.trunk_store import TrunkStore, TrunkStoreError
+
+    if len(args) not in (1, 2) or not args[0].isdigit() or int(args[0]) < 1:
+        print("usage: fleet-hub rollback N [STORAGE_DIR]   (N: a stored trunk version, >= 1)", file=sys.stderr)
+        return 2
+    storage = args[1] if len(args) > 1 else "fleet_data"
+    store = TrunkStore(storage)
+    try:
+        before = store.current()
+        rec, dropped = store.rollback(int(args[0]))
+    except (TrunkStoreError, OSError) as exc:
+        print(f"fleet-hub rollback: refused: {exc}", file=sys.stderr)
+        return 1
+    append_step(storage, "rollback", "hand", rec.version, previous=before.version if before else 0,
+                candidate_dropped=dropped.version if dropped else 0)
+    print(f"trunk v{rec.version} is current (was v{before.version if before else 0})"
+          + (f"; candidate v{dropped.version} dropped" if dropped else ""))
     return 0
 
 
@@ -126,7 +186,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def hub_main() -> None:
     """Console entry point: an operator command, or the hub daemon (a Hydra app)."""
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        command = publish_command if sys.argv[1] == "publish" else status_command
+        command = {"publish": publish_command, "rollback": rollback_command}.get(sys.argv[1], status_command)
         sys.exit(command(sys.argv[2:]))
     _hydra_main()
 

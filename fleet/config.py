@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from fleet.metrics_config import MetricsConfig
+from fleet.rollout import RolloutConfig
 
 SECURITY_MODES = ("curve", "plaintext")
 
@@ -82,6 +83,7 @@ class HubConfig:
     run_for_s: float = 0.0  # stop by itself after this long, as at SIGTERM (0 = until signalled): smoke tests
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # Prometheus endpoint and W&B run
     trunk_piece_bytes: int = 1024 * 1024  # the most trunk bytes one TRUNK_DATA carries (robots ask for less)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # canary trials of candidate trunks
 
     def parquet_path(self) -> Path:
         """The Parquet tier's directory."""
@@ -111,6 +113,7 @@ class HubConfig:
         self.security.validate()
         self.socket.validate()
         self.metrics.validate()
+        self.rollout.validate()
         if not 1 <= self.trunk_piece_bytes <= self.max_frame_bytes:
             raise ValueError(f"trunk_piece_bytes: {self.trunk_piece_bytes!r} must be in [1, max_frame_bytes]")
 

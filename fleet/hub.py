@@ -52,6 +52,8 @@ from fleet.protocol import (
 )
 from fleet.record import RecordError, record_header
 from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
+from fleet.returns_by_version import EpisodeReturns
+from fleet.rollout import Rollout
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
 from fleet.trunk_service import TrunkService
@@ -117,6 +119,8 @@ class HubServer:
         self._warned: set[tuple[str, str]] = set()
         # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
         self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
+        self.rollout = Rollout(cfg.rollout, self.trunks.store, self.storage)  # canary trials (fleet/rollout.py)
+        self.returns = EpisodeReturns(self.store, cfg.rollout.history_chunks)  # what the canaries are judged by
         self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 
     # -- life ------------------------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ class HubServer:
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
         until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
-        for outlet in (self.export, self.wandb):
+        for outlet in (self.export, self.wandb, self.returns):
             if outlet is not None:
                 outlet.start()
         try:
@@ -173,6 +177,7 @@ class HubServer:
         self._answer_commits()  # what committed while the writer closed is acked before the socket goes
         self._answer_adapters()
         self.trunks.close()
+        self.returns.stop(timeout)
         if self.export is not None:
             self.export.stop(timeout)  # exports what is stored within the timeout, rolls its open files
         self.registry.hub["running"] = False
@@ -212,7 +217,8 @@ class HubServer:
                                  acks_dropped=self.acks_dropped, stopping=self._stopping,
                                  commit=self.metrics.commits.summary(buckets=False),
                                  parquet=self.export.status() if self.export else {"enabled": False},
-                                 trunk_version=self.trunks.version, trunk_pieces_served=self.trunks.pieces_served,
+                                 trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
+                                 rollout=self.rollout.status(), trunk_pieces_served=self.trunks.pieces_served,
                                  trunk_bytes_served=self.trunks.bytes_served, trunks_refused=self.trunks.refused)
         snapshot = self.registry.snapshot(now)
         self.metrics.publish(snapshot)
@@ -286,7 +292,7 @@ class HubServer:
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
         self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
-                                    trunk_version=self.trunks.version, heartbeat_ms=self.cfg.heartbeat_ms,
+                                    trunk_version=self._wanted(robot), heartbeat_ms=self.cfg.heartbeat_ms,
                                     max_message_bytes=self.limits.max_message_bytes))
         self._send_notice(session)  # its size and digest: what a robot needs to fetch it
 
@@ -442,9 +448,9 @@ class HubServer:
             echo, delay = session.echo(t)
             self._send(session, Heartbeat(robot_id=session.robot_id, seq=session.next_seq(), t_us=t, echo_us=echo,
                                           echo_delay_us=delay, spool_depth=0, spool_bytes=0,
-                                          trunk_version=self.trunks.version, adapter_version=0))
-            if self.registry.record(session.robot_id).trunk_version < self.trunks.version:
-                self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot is behind
+                                          trunk_version=self._wanted(session.robot_id), adapter_version=0))
+            if self.registry.record(session.robot_id).trunk_version != self._wanted(session.robot_id):
+                self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot differs
 
     # -- trunks and adapters ---------------------------------------------------------------------------------
     def _wake_loop(self) -> None:
@@ -455,15 +461,22 @@ class HubServer:
             pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
 
     def _poll_trunk(self) -> None:
-        """A newly published trunk, once verified, is announced to every connected robot."""
-        if self.trunks.poll() is None:
-            return
-        for session in self.sessions.values():
-            if session.connected:
-                self._send_notice(session)
+        """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
+        announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
+        changed = self.trunks.poll()
+        connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
+        moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected, self.returns.returns)
+        if changed or moved:
+            for session in self.sessions.values():
+                if session.connected:
+                    self._send_notice(session)
+
+    def _wanted(self, robot_id: str) -> int:
+        """The trunk version ``robot_id`` should run: the candidate on a canary, else the current one."""
+        return self.rollout.wants(robot_id, self.trunks.version)
 
     def _send_notice(self, session: RobotSession) -> None:
-        notice = self.trunks.notice(session.robot_id, session.next_seq())
+        notice = self.trunks.notice(session.robot_id, session.next_seq(), self._wanted(session.robot_id))
         if notice is not None:
             self._send(session, notice)
 

@@ -10,6 +10,7 @@ byte is written. Both sides use this module: the format has one definition.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from shared_policy.durable import fsync_dir
 # shared_policy.checkpoint (and with it torch) is imported inside the functions: the hub serves archives without
 # ever loading torch, which would cost it hundreds of MB of memory.
 MANIFEST = "manifest.json"  # shared_policy.checkpoint.MANIFEST
+REBASED_ADAPTER = "rebased_adapter.safetensors"  # a robot's adapter rebased onto this trunk, packed for that robot
 
 
 class TrunkArchiveError(RuntimeError):
@@ -35,18 +37,27 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int | None = None) -> dict[str, Any]:
+def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int | None = None,
+                    adapter: tuple[str, Path] | None = None) -> dict[str, Any]:
     """Write the checkpoint directory ``checkpoint`` (verified first) as an archive at ``out`` (the caller makes
     ``out`` durable and names it). ``trunk_version``, if given and different, replaces the manifest's (the
-    files' digests do not cover the manifest) and the old one is kept as ``renumbered_from``. Returns the
-    manifest that was packed. CheckpointError if the checkpoint is missing or damaged."""
+    files' digests do not cover the manifest) and the old one is kept as ``renumbered_from``. ``adapter``
+    (robot id, adapter file) packs that robot's rebased adapter as ``REBASED_ADAPTER``, named with its sha256 in
+    the manifest's ``rebased_adapter``. Returns the manifest that was packed. CheckpointError if the checkpoint
+    is missing or damaged."""
     from shared_policy.checkpoint import read_manifest
 
     src = Path(checkpoint)
     manifest = read_manifest(src)  # every listed file present and matching its sha256
-    if trunk_version is not None and int(manifest["trunk_version"]) != trunk_version:
+    renumber = trunk_version is not None and int(manifest["trunk_version"]) != trunk_version
+    if renumber:
         manifest = {**manifest, "trunk_version": int(trunk_version),
                     "renumbered_from": int(manifest["trunk_version"])}
+    extra = Path(adapter[1]).read_bytes() if adapter is not None else b""
+    if adapter is not None:
+        manifest = {**manifest, "rebased_adapter": {"file": REBASED_ADAPTER, "robot_id": adapter[0],
+                                                    "sha256": hashlib.sha256(extra).hexdigest()}}
+    if renumber or adapter is not None:
         manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     else:
         manifest_bytes = (src / MANIFEST).read_bytes()
@@ -56,6 +67,8 @@ def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int 
             path = src / rel
             with open(path, "rb") as fh:
                 tar.addfile(_member(rel, path.stat().st_size), fh)
+        if adapter is not None:
+            tar.addfile(_member(REBASED_ADAPTER, len(extra)), io.BytesIO(extra))
     return manifest
 
 
@@ -88,6 +101,11 @@ def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
             manifest = read_manifest(dest)
         except (CheckpointError, KeyError, ValueError) as exc:
             raise TrunkArchiveError(f"{archive}: unpacked checkpoint refused: {exc}") from exc
+        rebased = manifest.get("rebased_adapter")
+        if rebased is not None:  # the manifest's own digests do not list it: check it here
+            data = (dest / REBASED_ADAPTER).read_bytes() if (dest / REBASED_ADAPTER).is_file() else b""
+            if hashlib.sha256(data).hexdigest() != rebased.get("sha256"):
+                raise TrunkArchiveError(f"{archive}: {REBASED_ADAPTER} is missing or fails its sha256")
         dirs = [dest]
         for path in dest.rglob("*"):
             if path.is_dir():

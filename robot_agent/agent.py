@@ -55,7 +55,15 @@ from robot_agent.service import Service, seconds_left
 from robot_agent.sink import SpoolWriter
 from robot_agent.spool import DROP_OLDEST
 from robot_agent.status import LoopTiming
-from shared_policy.adapter import AdapterFileError, adapter_bytes, adapter_file_metadata, load_adapter
+from robot_agent.trunk_adapter import adapter_for_trunk, own_adapter_path, save_own_adapter
+from shared_policy.adapter import (
+    AdapterConfig,
+    AdapterFileError,
+    adapter_bytes,
+    adapter_file_metadata,
+    load_adapter,
+    save_adapter,
+)
 from shared_policy.tracking import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -97,6 +105,7 @@ class RobotAgent:
         self.refused_episodes = 0
         self.adapter_updates = 0
         self.trunk_swaps = 0
+        self.trunk_adapter_source = "start"  # where the adapter of the last trunk swap came from
         self.fault = ""  # why the agent stopped on its own, if it did
         # which adapter update each episode runs, and which are kept (robot_agent/adapter_guard.py)
         self.adapters = (GuardedAdapters.from_config((self.runtime.adapter, self.runtime.adapter_version), self.trainer,
@@ -263,13 +272,26 @@ class RobotAgent:
         if ready is None:
             return
         policy, manifest, path = ready
-        self.runtime.swap_trunk(policy, int(manifest["trunk_version"]))
+        version, old = int(manifest["trunk_version"]), self.runtime.trunk_version
+        adapter, number, source = None, self.runtime.adapter_version, "none"
+        if self.runtime.adapter is not None:  # never an adapter trained for another trunk (robot_agent/trunk_adapter.py)
+            kept, number = self.adapters.kept if self.adapters is not None else (self.runtime.adapter, number)
+            save_own_adapter(self.state_dir, kept, number, old)
+            a = self.cfg.adapter
+            adapter, number, source = adapter_for_trunk(path, policy, version, self.profile.name, self.state_dir,
+                                                        AdapterConfig(a.rank, a.alpha))
+            save_own_adapter(self.state_dir, adapter, number, version)  # the trainer starts from this file
+            if self.trainer is None:
+                save_adapter(self.state_dir / ADAPTER_FILE, adapter, number, version)  # what a restart loads
+        self.runtime.swap_trunk(policy, version, adapter, number)
         self.trunk_swaps += 1
-        write_status_file(self.state_dir / TRUNK_FILE, {"path": str(path.resolve()),
-                                                        "trunk_version": self.runtime.trunk_version})
+        self.trunk_adapter_source = source
+        write_status_file(self.state_dir / TRUNK_FILE, {"path": str(path.resolve()), "trunk_version": version})
         if self.trainer is not None:
-            self.trainer.new_trunk(path, self.runtime.trunk_version)
-        log.info("now running trunk v%d", self.runtime.trunk_version)
+            self.adapters = GuardedAdapters.from_config((adapter, number), self.trainer, self.cfg.adapter)
+            own = own_adapter_path(self.state_dir, version) if adapter is not None else ""
+            self.trainer.new_trunk(path, version, own)  # it writes the adapter file a restart loads
+        log.info("now running trunk v%d (was v%d) with adapter v%d (%s)", version, old, number, source)
 
     def _wait_for_learner(self, deadline: float) -> None:
         if not self.writer.wait_idle(seconds_left(deadline)):  # every recorded chunk went to the learner
@@ -375,6 +397,7 @@ class RobotAgent:
             "mean_return_last_20": float(np.mean(returns)) if returns else None,
             **self.timing.summary(),
             "trunk_version": self.runtime.trunk_version, "trunk_swaps": self.trunk_swaps,
+            "trunk_adapter_source": self.trunk_adapter_source,
             "trunks_refused": len(self.watcher.refused) if self.watcher else 0,
             "adapter_version": self.runtime.adapter_version, "adapter_updates": self.adapter_updates,
             **(self.adapters.status() if self.adapters is not None else {}),

@@ -28,8 +28,9 @@ from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robo
 from robot_agent.safe_driver import SafeDriver, SafetyConfig
 from robot_agent.spool import Spool, SpoolLockedError, take_directory_lock
 from robot_agent.trainer_link import TrainerLink
+from robot_agent.trunk_adapter import adapter_for_trunk
 from robot_agent.uplink import HubUplink
-from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
+from shared_policy.adapter import Adapter, AdapterFileError, adapter_file_metadata, load_adapter
 from shared_policy.checkpoint import CheckpointError
 from shared_policy.config import AdapterConfig
 from shared_policy.policy import HardwareSpec
@@ -115,7 +116,7 @@ class AgentBuilder:
         except CheckpointError as exc:
             raise AgentStartupError(f"policy {checkpoint} refused for hardware '{profile.name}': {exc}") from exc
         trunk_version = int(manifest["trunk_version"])
-        adapter, adapter_version = self._adapter_to_start_from(policy)
+        adapter, adapter_version = self._adapter_to_start_from(policy, checkpoint, trunk_version)
         safety = SafetyConfig(**asdict(cfg.safety))
         safety.estop_file = safety.estop_file or str(self.state_dir / ESTOP_FILE)
         a = cfg.adapter
@@ -165,10 +166,20 @@ class AgentBuilder:
                 log.warning("last trunk in %s is unusable (%s); starting from %s", saved, exc, self.cfg.checkpoint)
         return self.cfg.checkpoint
 
-    def _adapter_to_start_from(self, policy: torch.nn.Module) -> tuple[Adapter | None, int]:
+    def _adapter_to_start_from(self, policy: torch.nn.Module, checkpoint: str, trunk_version: int
+                               ) -> tuple[Adapter | None, int]:
         if not self.cfg.adapter.enabled:
             return None, 0
         path = self.state_dir / ADAPTER_FILE
+        made_for = int(adapter_file_metadata(path).get("trunk_version", 0) or 0)
+        if path.is_file() and made_for and trunk_version and made_for != trunk_version:
+            # trained for another trunk (a swap the trainer had not yet written down): never run it on this one
+            a = self.cfg.adapter
+            adapter, version, source = adapter_for_trunk(checkpoint, policy, trunk_version, self.profile.name,
+                                                         self.state_dir, AdapterConfig(a.rank, a.alpha))
+            log.warning("%s was made for trunk v%d, not v%d: starting from the %s adapter", path, made_for,
+                        trunk_version, source)
+            return adapter, version
         if path.is_file():
             try:
                 adapter, meta = load_adapter(path, policy, self.profile.name)

@@ -15,6 +15,7 @@ import torch
 from hardware.observation import ObservationLayout
 from hardware.profile import HardwareProfile, profile_hash, profile_json
 from hardware.randomization import PhysicsParams
+from robot_agent.trunk_download import installed_name, wanted_version
 from shared_policy.actor import NumpyActor, actor_layers
 from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint, profile_differences
@@ -77,14 +78,19 @@ class PolicyRuntime:
         actor = self._build(self.policy, adapter)
         self.adapter, self.adapter_version, self.actor = adapter, version, actor
 
-    def swap_trunk(self, policy: FleetPolicy, trunk_version: int) -> None:
-        """Use a newer verified policy; the unit's adapter carries over (its layers have the same shapes)."""
-        actor = self._build(policy, self.adapter)
-        self.policy, self.trunk_version, self.actor = policy, trunk_version, actor
+    def swap_trunk(self, policy: FleetPolicy, trunk_version: int, adapter: Adapter | None = None,
+                   adapter_version: int = 0) -> None:
+        """Use another verified policy together with the adapter made for it (rebased onto it, this unit's own
+        for that trunk, or fresh: robot_agent/trunk_adapter.py); both take over at the same step."""
+        actor = self._build(policy, adapter)
+        self.policy, self.trunk_version, self.adapter, self.adapter_version, self.actor = (
+            policy, trunk_version, adapter, adapter_version, actor)
 
 
 class TrunkWatcher:
-    """Polls a directory for new trunk checkpoints, verifies them off the control thread, offers the newest.
+    """Polls a directory for trunk checkpoints, verifies them off the control thread, offers the one to run:
+    the version ``<dir>/WANTED`` names when the hub's uplink wrote one (newer or older: a rollback), else the
+    newest.
 
     A checkpoint directory whose name starts with ``.`` is still being written and is skipped. A
     corrupted or mismatched one is refused once, logged, and never retried.
@@ -129,6 +135,10 @@ class TrunkWatcher:
         """Look at the directory once (the thread calls this every ``poll_s``)."""
         if not self.dir.is_dir():
             return
+        wanted = wanted_version(self.dir)
+        if wanted is not None:
+            self._offer_wanted(wanted)
+            return
         for path in sorted(p for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             key = str(path.resolve())
             if key in self._seen or not (path / "manifest.json").exists():
@@ -146,6 +156,30 @@ class TrunkWatcher:
                 if version > best:
                     self._ready = (policy, manifest, path)
                     log.info("trunk v%d verified (%s); it takes over at the next episode", version, path.name)
+
+    def _offer_wanted(self, wanted: int) -> None:
+        """Offer installed version ``wanted`` unless it runs or is already offered (a rollback offers an older
+        one; the hub changing its mind before the swap withdraws the offer)."""
+        with self._lock:
+            offered = int(self._ready[1]["trunk_version"]) if self._ready else None
+            if wanted == self.current_version:
+                self._ready = None
+                return
+        path = self.dir / installed_name(wanted)
+        key = str(path.resolve())
+        if offered == wanted or key in self.refused or not (path / "manifest.json").exists():
+            return
+        try:
+            policy, manifest = load_verified(path, self.spec)
+            if int(manifest["trunk_version"]) != wanted:
+                raise ValueError(f"its manifest says trunk_version {manifest['trunk_version']}")
+        except (CheckpointError, OSError, ValueError, KeyError) as exc:
+            self.refused[key] = str(exc)
+            log.error("trunk %s refused, keeping trunk v%d: %s", path.name, self.current_version, exc)
+            return
+        with self._lock:
+            self._ready = (policy, manifest, path)
+        log.info("trunk v%d verified (%s), as the hub wants; it takes over at the next episode", wanted, path.name)
 
     def _run(self) -> None:
         while not self._stop.is_set():

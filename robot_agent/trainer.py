@@ -89,6 +89,16 @@ class AdapterVersions:
         self.generation += 1
         return self.kept_state
 
+    def restart_from(self, adapter: Adapter, version: int, trunk_version: int) -> None:
+        """A new trunk with its own adapter: it is the kept one (written where a restart loads it); updates
+        built on the old trunk's adapter are dropped, and reported ones are stale (as after a rollback)."""
+        state = _snapshot(adapter)
+        self._save(self.path, state, version, trunk_version)
+        self.kept_version, self.kept_state = version, state
+        self.issued = max(self.issued, version)  # numbers stay unique: the next update is newer than it
+        self.candidates.clear()
+        self.generation += 1
+
     def _save(self, path: Path, state: dict[str, torch.Tensor], version: int, trunk_version: int) -> None:
         self._scratch.load_state_dict(state)
         save_adapter(path, self._scratch, version, trunk_version)
@@ -123,10 +133,14 @@ class AdapterTraining:
 
     def handle(self, kind: str, payload: Any) -> list[dict[str, Any]]:
         """Act on one message (not ``STOP``)."""
-        if kind == TRUNK:
-            policy, manifest = load_checkpoint(payload)
-            self.learner = AdapterLearner(policy, self.hardware, self.cfg, self.learner.adapter)
+        if kind == TRUNK:  # payload: (checkpoint, the adapter file made for it: robot_agent/trunk_adapter.py)
+            checkpoint, adapter_file = payload if isinstance(payload, tuple) else (payload, "")
+            policy, manifest = load_checkpoint(checkpoint)
+            adapter, meta = load_adapter(adapter_file, policy, self.hardware) if adapter_file else (None, {})
+            self.learner = AdapterLearner(policy, self.hardware, self.cfg, adapter)
             self.trunk_version = int(manifest["trunk_version"])
+            if adapter_file:  # never learn on (or restart with) an adapter made for another trunk
+                self.versions.restart_from(self.learner.adapter, int(meta.get("version", 0)), self.trunk_version)
             return []
         if kind == KEEP:
             self.versions.keep(payload)
@@ -203,9 +217,12 @@ class AdapterTrainerProcess:
         self.inbox.put((SEGMENT, segment))
         self._segments += 1
 
-    def new_trunk(self, path: str | Path) -> None:
-        """Learn on top of a new trunk from now on."""
-        self.inbox.put((TRUNK, str(path)))
+    def new_trunk(self, path: str | Path, adapter_file: str | Path = "") -> None:
+        """Learn on top of a new trunk from now on, from the adapter in ``adapter_file`` (one made for that
+        trunk); updates reported before it are stale."""
+        self.inbox.put((TRUNK, (str(path), str(adapter_file))))
+        if adapter_file:
+            self.rollbacks += 1  # the process's generation moves on: drop what it reported on the old trunk
 
     def keep(self, version: int) -> None:
         """The guard kept ``version``: the process writes it to the adapter file a restart loads."""

@@ -88,10 +88,11 @@ class TrainerLink:
         if self.process.alive:
             self.process.submit({k: arrays[k] for k in SEGMENT_KEYS})
 
-    def new_trunk(self, path: str | Path, version: int) -> None:
-        """Learn on top of trunk ``version`` at ``path`` from now on (a restarted process starts from it too)."""
+    def new_trunk(self, path: str | Path, version: int, adapter_file: str | Path = "") -> None:
+        """Learn on top of trunk ``version`` at ``path`` from now on, from the adapter in ``adapter_file`` (a
+        restarted process starts from both too)."""
         self.checkpoint, self.trunk_version = str(path), version
-        self.process.new_trunk(path)
+        self.process.new_trunk(path, adapter_file)
 
     @property
     def rollbacks(self) -> int:

@@ -1,7 +1,10 @@
 """The uplink's trunk download: fetch an announced trunk in pieces, resumably, check it, install it atomically.
 
-On a TRUNK_NOTICE of a version newer than the one the robot runs (and than one already installed), pieces are
-asked for with TRUNK_FETCH, at most ``window`` unanswered at once (and within ``max_bytes_per_s`` if set), and
+A TRUNK_NOTICE names the version the hub wants this robot to run: newer (a publication or a canary trial) or
+older (a candidate rolled back, ``fleet-hub rollback``). The download records it durably in
+``<trunk_dir>/WANTED`` once that version is installed there, and the agent's TrunkWatcher swaps to what WANTED
+names (without a WANTED file, to the newest trunk it finds). A version already installed is not fetched again;
+one that is not is downloaded: pieces are asked for with TRUNK_FETCH, at most ``window`` unanswered at once (and within ``max_bytes_per_s`` if set), and
 appended in order to a partial file inside ``trunk_dir``:
 
     <trunk_dir>/.trunk-v000007-<sha256 prefix>.partial     hidden: the TrunkWatcher skips names starting with '.'
@@ -18,6 +21,7 @@ announced. Only the uplink's thread uses a download, so the control loop never w
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -29,11 +33,20 @@ from typing import Any, BinaryIO
 
 from fleet.protocol import ErrorCode, TrunkData, TrunkNotice
 from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
-from shared_policy.durable import fsync_dir
+from shared_policy.durable import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # digest mismatches of one version before it is given up
+WANTED_FILE = "WANTED"  # {"version": N}: the installed trunk the hub wants this robot to run
+
+
+def wanted_version(trunk_dir: str | Path) -> int | None:
+    """The version ``<trunk_dir>/WANTED`` names, or None when there is no (readable) WANTED file."""
+    try:
+        return int(json.loads((Path(trunk_dir) / WANTED_FILE).read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def installed_name(version: int) -> str:
@@ -82,14 +95,24 @@ class TrunkDownload:
 
     # -- what the hub says -----------------------------------------------------------------------------------
     def notice(self, msg: TrunkNotice) -> None:
-        """A trunk is current on the hub: download it if it is newer than what runs and what is installed."""
+        """The hub wants this robot on trunk ``msg.trunk_version`` (newer or older than what runs): want it now
+        if it runs or is installed, else download it (a download of another version is abandoned)."""
         t = Target(msg.trunk_version, msg.size, msg.sha256)
-        if t.version <= max(self.running(), self.installed) or t.version in self.given_up or t == self.target:
+        if t.version in self.given_up or t == self.target:
             return
-        if (self.dir / installed_name(t.version) / "manifest.json").is_file():  # installed before a restart
-            self.installed = max(self.installed, t.version)
+        if t.version == self.running() or (self.dir / installed_name(t.version) / "manifest.json").is_file():
+            if self.target is not None:  # the hub changed its mind (a trial ended): stop fetching the other one
+                self._close_file()
+                self.target = None
+            self._want(t.version)
             return
         self._begin(t)
+
+    def _want(self, version: int) -> None:
+        if wanted_version(self.dir) != version:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.dir / WANTED_FILE, json.dumps({"version": version}).encode())
+            log.info("trunk download: the hub wants trunk v%d", version)
 
     def data(self, msg: TrunkData, now: float) -> None:
         """A piece arrived (its own digest already checked by ``decode``)."""
@@ -241,6 +264,7 @@ class TrunkDownload:
             log.error("trunk download: trunk v%d cannot be installed: %s", t.version, exc)
             return
         self.partial_path(t).unlink(missing_ok=True)
+        self._want(t.version)  # before ``installed`` says so: whoever sees it installed sees it wanted
         self.installed, self.target = t.version, None
         log.info("trunk download: trunk v%d installed in %s", t.version, self.dir)
 

@@ -19,7 +19,7 @@ from fleet.trunk_store import TrunkStore
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
 from robot_agent.runtime import TrunkWatcher
-from robot_agent.trunk_download import installed_name
+from robot_agent.trunk_download import WANTED_FILE, installed_name
 from robot_agent.uplink import HubUplink
 from shared_policy.checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from tests.fleet.hub_client import (
@@ -53,7 +53,8 @@ def test_a_published_trunk_is_downloaded_installed_and_taken_by_the_watcher(tmp_
         assert wait_until(lambda: up.status()["trunk"]["installed"] == 2, 30), up.status()
         installed = tmp_path / "trunks" / installed_name(2)
         assert read_manifest(installed)["trunk_version"] == 2  # every file's digest holds
-        assert [p.name for p in (tmp_path / "trunks").iterdir()] == [installed.name]  # no partial or staging left
+        # no partial or staging left; WANTED names the version the hub wants this robot on
+        assert sorted(p.name for p in (tmp_path / "trunks").iterdir()) == [WANTED_FILE, installed.name]
         watcher.poll_once()  # what the agent's watcher thread does every second
         policy, manifest, path = watcher.take()
         assert manifest["trunk_version"] == 2 and path == installed

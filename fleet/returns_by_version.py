@@ -1,0 +1,99 @@
+"""Each robot's completed episode returns, with the trunk version that ran them, read from the hub's own store.
+
+A thread tails the experience store (``read_since``, from ``history_chunks`` rows back at the start) and
+decodes only the ``rewards``, ``dones`` and ``trunk_version`` arrays of each chunk. An episode's return is the
+sum of its rewards up to its ``done``; it is credited to the trunk version of its last step (the agent swaps
+trunks only between episodes). An episode the agent aborts (a stop, an unusable reading) also ends with
+``done`` and counts with its shorter return: that errs against a candidate, the safe side.
+The roll-out (fleet/rollout.py) reads :meth:`EpisodeReturns.returns`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import defaultdict, deque
+
+import numpy as np
+
+from fleet.record import PREFIX, verify_record
+from fleet.store import ExperienceStore, StoredChunk, StoreError
+
+log = logging.getLogger(__name__)
+
+KEPT_EPISODES = 1000  # per robot: far more than a roll-out compares
+
+
+def chunk_steps(record: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rewards, dones, trunk_version) of one stored record, read without decoding its other arrays."""
+    verify_record(record)
+    _, hlen, plen = PREFIX.unpack_from(record, 0)
+    start = PREFIX.size + hlen
+    with np.load(io.BytesIO(bytes(record[start:start + plen])), allow_pickle=False) as npz:
+        return npz["rewards"].astype(np.float64), npz["dones"] > 0.5, npz["trunk_version"].astype(np.int64)
+
+
+class EpisodeReturns:
+    """Completed episodes per robot as (trunk_version, return), oldest first (module docstring)."""
+
+    def __init__(self, store: ExperienceStore, history_chunks: int, every_s: float = 0.5):
+        self.store, self.every_s = store, every_s
+        self._rowid = max(0, store.last_rowid() - history_chunks)
+        self._open: dict[tuple[str, str, int], float] = defaultdict(float)  # (robot, epoch, episode) -> so far
+        self._done: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=KEPT_EPISODES))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="episode-returns", daemon=True)
+
+    def start(self) -> None:
+        """Start tailing the store."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop tailing (before the store closes)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def returns(self, robot_id: str) -> list[tuple[int, float]]:
+        """A copy of ``robot_id``'s completed episodes, (trunk_version, return), oldest first."""
+        with self._lock:
+            return list(self._done.get(robot_id, ()))
+
+    def catch_up(self) -> int:
+        """Read every chunk stored since the last call; returns how many."""
+        n = 0
+        while not self._stop.is_set():
+            rows = self.store.read_since(self._rowid, 256)
+            if not rows:
+                return n
+            for row in rows:
+                self._add(row)
+            self._rowid = rows[-1].rowid
+            n += len(rows)
+        return n
+
+    def _add(self, row: StoredChunk) -> None:
+        try:
+            rewards, dones, versions = chunk_steps(row.record)
+        except Exception as exc:  # noqa: BLE001 - a bad chunk costs only its own episode
+            log.warning("returns: chunk %s unreadable (%s)", row.chunk_id, exc)
+            return
+        key = (row.robot_id, row.spool_epoch, row.episode)
+        start = 0
+        for end in np.flatnonzero(dones):
+            total = self._open.pop(key, 0.0) + float(rewards[start:end + 1].sum())
+            with self._lock:
+                self._done[row.robot_id].append((int(versions[end]), total))
+            start = end + 1
+        if start < len(rewards):
+            self._open[key] += float(rewards[start:].sum())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+            except StoreError as exc:  # closed at shutdown, or a read failed: try again later
+                log.debug("returns: %s", exc)
+            self._stop.wait(self.every_s)

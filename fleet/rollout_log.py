@@ -1,0 +1,64 @@
+"""The roll-out log: every step of getting a trunk onto the fleet, one JSON object per line, appended and fsynced.
+
+    <storage_dir>/trunks/rollout.jsonl
+
+Written by ``fleet-hub publish`` / ``fleet-hub rollback`` (steps taken by hand) and by the hub's roll-out
+(fleet/rollout.py: sent to canaries, each canary's verdict with its numbers, promoted, rolled back). Each line
+has ``time`` (Unix seconds), ``event``, ``by`` (``hand`` or ``hub``) and ``version``; ``fleet-hub status``
+prints the last few. A torn last line (a crash mid-append) is skipped by readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from shared_policy.durable import fsync_dir
+
+ROLLOUT_LOG = "rollout.jsonl"  # inside <storage_dir>/trunks
+
+
+def log_path(storage_dir: str | Path) -> Path:
+    """Where the roll-out log of a hub's storage dir is."""
+    return Path(storage_dir) / "trunks" / ROLLOUT_LOG
+
+
+def append_step(storage_dir: str | Path, event: str, by: str, version: int, **fields: Any) -> dict[str, Any]:
+    """Append one step durably (write, fsync; the directory too when the file is new); returns the entry."""
+    entry = {"time": round(time.time(), 3), "event": event, "by": by, "version": int(version), **fields}
+    path = log_path(storage_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if new:
+        fsync_dir(path.parent)
+    return entry
+
+
+def read_steps(storage_dir: str | Path, last: int | None = None) -> list[dict[str, Any]]:
+    """The logged steps, oldest first (only the ``last`` few if given); [] when there is no log."""
+    try:
+        lines = log_path(storage_dir).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line
+    return out[-last:] if last else out
+
+
+def describe(step: dict[str, Any]) -> str:
+    """One line for ``fleet-hub status``."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(step.get("time", 0)))
+    rest = {k: v for k, v in step.items() if k not in ("time", "event", "by", "version")}
+    extra = " ".join(f"{k}={v}" for k, v in sorted(rest.items()))
+    return f"{stamp}Z  {step.get('event')} v{step.get('version')} (by {step.get('by')}) {extra}".rstrip()

@@ -87,13 +87,14 @@ def _split(robots: list[tuple[str, str | None]], procs: int) -> list[list[tuple[
 
 
 def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, keys: Path | None, work: Path,
-             seconds: float, procs: int, credit: int, window: int = 256, interval_s: float = 0.0) -> dict[str, Any]:
+             seconds: float, procs: int, credit: int, window: int = 256, interval_s: float = 0.0,
+             hub_overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One run: a fresh peer (hub or raw) granting each robot ``credit`` bytes, the robots in ``procs`` client
     processes, their merged figures."""
     port, storage = free_port(), work / f"store-{time.monotonic_ns()}"
     hub = router = None
     if mode == "hub":
-        hub = HubProcess(work, port, storage, keys, f"credit_bytes={credit}")
+        hub = HubProcess(work, port, storage, keys, f"credit_bytes={credit}", *hub_overrides)
         endpoint, pid = hub.endpoint, hub.pid
     else:
         parent, child = SPAWN.Pipe()
@@ -184,6 +185,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--control-hz", type=float, default=50.0)
     ap.add_argument("--chunk-steps", type=int, default=250, help="the agent's spool.chunk_steps")
+    ap.add_argument("--hub-override", action="append", default=[],
+                    help="a Hydra override for the hub (repeatable), e.g. parquet_export=false")
     ap.add_argument("--dir", default=None, help="work dir for stores and keys (default: the system temp dir)")
     ap.add_argument("--out", default=None, help="default benchmarks/results/hub_ingest.json (--quick: /tmp)")
     args = ap.parse_args()
@@ -207,7 +210,8 @@ def main() -> None:
                         key = f"{mode}_{LABEL.get(size, size)}_{'curve' if curve else 'plain'}_{agents}"
                         res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs,
                                        credit_for(agents, args.inflight_budget_mb),
-                                       window_for(agents, args.inflight_budget_chunks))
+                                       window_for(agents, args.inflight_budget_chunks),
+                                       hub_overrides=tuple(args.hub_override))
                         runs.setdefault(key, []).append(res)
                         print(f"round {rnd} {key:22s} {res['mbps']:8.1f} MB/s {res['chunks_per_s']:8.0f} chunks/s "
                               f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_share']:.2f} ramp {res['ramp_s']:.1f} s "
@@ -232,7 +236,7 @@ def main() -> None:
           f"{args.latency_seconds:.0f} s", flush=True)
     lat_credit = credit_for(args.latency_agents, args.inflight_budget_mb)
     latency = run_cell("hub", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
-                       interval_s=interval)
+                       interval_s=interval, hub_overrides=tuple(args.hub_override))
     print(f"  hub: {latency['acked']} chunks of {latency['record_bytes']} bytes acked, ack p50 "
           f"{latency['ack_p50_ms']:.1f} p99 {latency['ack_p99_ms']:.1f} max {latency['ack_max_ms']:.1f} ms, stored "
           f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}", flush=True)

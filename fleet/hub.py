@@ -57,7 +57,7 @@ from fleet.rollout import Rollout
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
 from fleet.trunk_service import TrunkService
-from fleet.trunk_store import TrunkStore
+from fleet.trunk_store import TrunkStore, TrunkStoreError
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,12 @@ class HubServer:
         announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
         changed = self.trunks.poll()
         connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
-        moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected, self.returns.returns)
+        try:
+            moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
+                                      self.returns.returns)
+        except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
+            log.error("roll-out step failed (retried at the next poll): %s", exc)
+            moved = False
         if changed or moved:
             for session in self.sessions.values():
                 if session.connected:

@@ -38,7 +38,7 @@ from fleet.learner_round import FleetRoundLoop, NoFleetData
 from fleet.rank_gradients import average_present_gradients
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
-from fleet.trunk_store import TrunkStore, TrunkStoreError
+from fleet.trunk_store import TrunkStoreError
 from shared_policy.adapter import Adapter, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint
 from shared_policy.policy import FleetPolicy
@@ -94,10 +94,6 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             # the trunk's layouts and hardware profiles must be the sim's, or neither gate nor sim mix means much
             current, manifest = load_checkpoint(checkpoint, expected={e.profile.name: hardware_spec(e) for e in envs})
         version = int(manifest["trunk_version"])
-        newest = TrunkStore(cfg.storage_dir).versions()
-        if cfg.publish and newest and newest[-1] > version:
-            raise ValueError(f"trunk: v{version} is older than the trunk store's newest v{newest[-1]}; learn from "
-                             "the current trunk (trunk='') or set publish=false")
         runner = None
         if cfg.sim_fraction > 0:
             runner = PretrainRunner(envs, current.cfg, cfg.sim.ppo, out, NullLogger(), ctx=ctx,
@@ -106,7 +102,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             policy = runner.policy
         else:
             policy = copy.deepcopy(current)
-        adapters, stored = fleet_adapters(cfg.storage_dir, policy)
+        adapters, stored = fleet_adapters(cfg.storage_dir, policy, version)
         reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
         replay = FleetReplay(replace(cfg.replay, seed=cfg.replay.seed + ctx.rank))
         feeder = ReplayFeeder(reader, replay, ctx.rank, ctx.world_size)
@@ -133,16 +129,16 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
                 print(f"[learn] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
             if not synced:  # a candidate no single rank holds must not be gated or published
                 raise RuntimeError(f"{label}: the ranks' weights differ after the round; nothing is published")
-            passed = 0
+            passed, released_version = 0, 0
             if ctx.is_main:
                 release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",
                                             plain or {})
-                passed = int(release.passed)
+                passed, released_version = int(release.passed), release.version
                 logger.log({"gate/passed": float(release.passed), "trunk_version": float(release.version)},
                            step=loop.global_step)
             if not _broadcast_int(ctx, passed):
                 return EXIT_REFUSED
-            version += 1
+            version = _broadcast_int(ctx, released_version)  # the store's next free number, not always + 1
             current = copy.deepcopy(policy)
             learner.trunk_version = reader.trunk_version = version
             # robots run the rebased adapters on the new trunk; every rank reads rank 0's files

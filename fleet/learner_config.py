@@ -49,6 +49,9 @@ class LearnConfig:
     log_every: int = 10  # update slots between [learn] progress lines
     max_rebase_observations: int = 4096  # newest stored observations per robot its adapter is rebased on
     publish: bool = True  # false: gate and rebase, but publish nothing (a dry run)
+    # true: publish as the hub's candidate, which reaches the fleet only after its canaries' returns hold up
+    # (fleet-hub publish --canary); false: make it current at once (a fleet without canaries, or several rounds)
+    publish_candidate: bool = True
     replay: LearnReplayConfig = field(default_factory=LearnReplayConfig)
     learner: FleetLearnerConfig = field(default_factory=FleetLearnerConfig)
     sim: SimMixConfig = field(default_factory=SimMixConfig)
@@ -63,6 +66,9 @@ class LearnConfig:
         for key in ("rounds", "updates", "batch_size", "log_every", "max_rebase_observations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.publish and self.publish_candidate and self.rounds > 1:
+            raise ValueError("publish_candidate: a candidate must pass its canaries before another round builds on it; "
+                             "run one round at a time, or set publish_candidate=false")
         if not 0.0 <= self.sim_fraction <= 1.0:
             raise ValueError(f"sim_fraction: must be in [0, 1], got {self.sim_fraction}")
         if self.replay.source not in SOURCES:

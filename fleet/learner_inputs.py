@@ -50,15 +50,18 @@ def trunk_tasks(cfg: LearnConfig, checkpoint: Path) -> dict[str, str]:
     return {hw: cfg.gate.tasks[hw] for hw in types}
 
 
-def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
-    """Each robot's newest uploaded adapter, loaded for ``policy`` (robots of a type the policy lacks are
-    left out); also the stored records (versions)."""
+def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy,
+                   trunk_version: int) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
+    """Each robot's newest uploaded adapter, loaded for ``policy``, if it was trained on ``trunk_version`` (an
+    adapter is never applied to a trunk it was not trained or rebased for: such a robot is learned bare); robots
+    of a type the policy lacks are left out. Also the stored records (versions)."""
     store_file = Path(storage_dir) / STORE_FILE
     if not store_file.is_file():
         return {}, {}
     store = AdapterStore(store_file)
     try:
-        stored = {r: s for r, s in store.latest().items() if s.hardware in policy.specs}
+        stored = {r: s for r, s in store.latest().items()
+                  if s.hardware in policy.specs and s.trunk_version == trunk_version}
     finally:
         store.close()
     adapters = {}

@@ -41,7 +41,9 @@ def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: i
                       adapters: dict[str, Adapter], stored: dict[str, StoredAdapter], round_dir: Path,
                       config: dict[str, Any]) -> Release:
     """Save, gate, rebase and publish ``candidate`` (module docstring)."""
-    version = current_version + 1
+    # the next number the store has not used: a rolled-back candidate keeps its number, so current + 1 may be taken
+    used = TrunkStore(cfg.storage_dir).versions() if cfg.publish else []
+    version = max([current_version, *used]) + 1
     cand_dir = save_checkpoint(round_dir / "candidate", candidate, version, config=config)
     print(f"[learn] candidate v{version} -> {cand_dir}; gating against v{current_version} "
           f"({cfg.gate.episodes} sim episodes per type)", flush=True)
@@ -72,14 +74,15 @@ def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: i
               flush=True)
     release = Release(True, version, cand_dir, adapters_dir=adapters_dir, rebased=rebased)
     if cfg.publish:
-        rec = TrunkStore(cfg.storage_dir).publish(cand_dir)
-        if rec.version != version:  # the adapters name `version`; the store must agree
-            raise RuntimeError(f"the trunk store published the candidate as v{rec.version}, not v{version}: "
-                               f"another publisher ran meanwhile; the rebased adapters in {adapters_dir} name "
-                               f"v{version}")
+        # the rebased adapters travel with the trunk, each to its robot; the store refuses the candidate (before
+        # writing anything) if another publisher took the number the adapters name
+        rec = TrunkStore(cfg.storage_dir).publish(cand_dir, candidate=cfg.publish_candidate,
+                                                  adapters=adapters_dir if rebased else None,
+                                                  expected_version=version)
         release.published = True
-        print(f"[learn] published trunk v{rec.version} (sha256 {rec.sha256[:12]}) to {cfg.storage_dir}; rebased "
-              f"adapters in {adapters_dir}", flush=True)
+        how = "as the hub's candidate (its canaries decide)" if cfg.publish_candidate else "as current"
+        print(f"[learn] published trunk v{rec.version} {how} (sha256 {rec.sha256[:12]}) to {cfg.storage_dir}, "
+              f"with {len(rebased)} rebased adapter(s) from {adapters_dir}", flush=True)
     else:
         print(f"[learn] candidate v{version} passed; publish=false: not published", flush=True)
     return release

@@ -164,8 +164,8 @@ class TrunkStore:
         write_atomic(self.dir / name, json.dumps({"version": rec.version, "size": rec.size,
                                                   "sha256": rec.sha256}).encode())
 
-    def publish(self, checkpoint: str | Path, candidate: bool = False, adapters: str | Path | None = None
-                ) -> TrunkVersion:
+    def publish(self, checkpoint: str | Path, candidate: bool = False, adapters: str | Path | None = None,
+                expected_version: int | None = None) -> TrunkVersion:
         """Verify the checkpoint directory ``checkpoint``, store it as the next version and make that current
         (``candidate``: the candidate, while CURRENT stays). ``adapters``: a directory of rebased adapters,
         ``<robot_id>.safetensors``, each packed with the trunk for its robot (module docstring).
@@ -188,6 +188,9 @@ class TrunkStore:
                                       "trunk without --canary")
             used = self.versions()
             version = max(used[-1] + 1 if used else 1, source_version)
+            if expected_version is not None and version != expected_version:
+                raise TrunkStoreError(f"{src}: would be stored as v{version}, not the expected v{expected_version} "
+                                      "(another publisher ran meanwhile); nothing published")
             rec = self._store_archive(src, version, self._name(version, "tar"), source_version)
             for robot, adapter_file in rebased.items():
                 robots = self.dir / f"v{version:06d}.robots"

@@ -46,10 +46,13 @@ def flat(policy) -> torch.Tensor:
 def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapters(tmp_path, trunk):
     storage = make_hub(tmp_path, trunk)
     # a gentle step: the candidates move, but not far enough for 8 gate episodes to call them worse
-    cfg = learn_config(storage, tmp_path / "out", "rounds=2", "learner.learning_rate=1e-5",
+    cfg = learn_config(storage, tmp_path / "out", "rounds=2", "publish_candidate=false", "learner.learning_rate=1e-5",
                        "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
     assert run_learn(cfg) == EXIT_OK
     assert TrunkStore(storage).versions() == [1, 2, 3] and TrunkStore(storage).current().version == 3
+    # the rebased adapters travel with their trunk, each packed for its robot (and none for the robot without)
+    robots = sorted(p.name for p in (storage / "trunks" / "v000002.robots").glob("*.tar"))
+    assert robots == ["unit-a.tar", "unit-b.tar"]
     first, manifest = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
     assert manifest["trunk_version"] == 2
     assert not torch.equal(flat(first), flat(trunk[0]))  # the fleet's experience moved the trunk
@@ -169,3 +172,28 @@ def test_bad_learn_settings_name_their_key(tmp_path):
         run_learn(learn_config(storage, tmp_path, "sim_fraction=0", "~gate.tasks.cartpole"))
     with pytest.raises(ValueError, match="storage_dir: no experience store"):
         run_learn(learn_config(storage, tmp_path, "sim_fraction=0"))
+
+
+@pytest.mark.timeout(180)
+def test_after_a_rolled_back_candidate_the_next_is_numbered_past_it_and_goes_to_the_canaries(tmp_path, trunk):
+    storage = make_hub(tmp_path, trunk)
+    store = TrunkStore(storage)
+    rejected = store.publish(small_checkpoint(tmp_path / "rejected", trunk_version=1), candidate=True)
+    store.end_trial(rejected.version, False)  # its canaries rolled it back: v2 is used, v1 is current
+    assert store.current().version == 1 and store.versions() == [1, 2]
+    cfg = learn_config(storage, tmp_path / "out", "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5",
+                       "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
+    assert run_learn(cfg) == EXIT_OK
+    assert store.versions() == [1, 2, 3] and store.current().version == 1  # a candidate, not current
+    assert store.candidate().version == 3
+
+
+@pytest.mark.timeout(180)
+def test_an_adapter_trained_on_another_trunk_is_not_applied(tmp_path, trunk):
+    from fleet.learner_inputs import fleet_adapters
+
+    storage = make_hub(tmp_path, trunk)  # its adapters were trained on v1, the current trunk
+    policy = trunk[0]
+    on_v1, _ = fleet_adapters(storage, policy, 1)
+    on_v2, _ = fleet_adapters(storage, policy, 2)
+    assert sorted(on_v1) == ["unit-a", "unit-b"] and on_v2 == {}

@@ -504,7 +504,9 @@ class HubServer:
     def _answer_adapters(self) -> None:
         """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
         for robot, msg, result in self.adapter_intake.results():
-            session = self.sessions[robot]
+            session = self.sessions.get(robot)
+            if session is None:  # forgotten while its upload was stored: the upload stands, there is no one to ack
+                continue
             if isinstance(result, tuple):
                 self._nack(session, msg.ack_id, *result)
                 continue

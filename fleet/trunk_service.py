@@ -76,8 +76,13 @@ class TrunkService:
             return True
         if rec.version in self.refused:
             return False
-        robots = [r for p in sorted(self.store.dir.glob(f"v{rec.version:06d}.robots/*.json"))
-                  if (r := self.store.robot_archive(rec.version, p.stem)) is not None]
+        try:
+            robots = [r for p in sorted(self.store.dir.glob(f"v{rec.version:06d}.robots/*.json"))
+                      if (r := self.store.robot_archive(rec.version, p.stem)) is not None]
+        except TrunkStoreError as exc:  # an unreadable robot record: refuse the version (the check thread lives on)
+            self.refused[rec.version] = str(exc)
+            log.error("trunk v%d refused, not served: %s", rec.version, exc)
+            return False
         for r in (rec, *robots):
             try:
                 actual = file_sha256(r.path)
@@ -161,7 +166,10 @@ class TrunkService:
         if msg.offset >= rec.size:
             raise ProtocolError(ErrorCode.BAD_RANGE, f"trunk v{rec.version}: offset {msg.offset} is not below its "
                                 f"size of {rec.size} bytes")
-        data = os.pread(fd, min(msg.length, self.piece_bytes, rec.size - msg.offset), msg.offset)
+        try:
+            data = os.pread(fd, min(msg.length, self.piece_bytes, rec.size - msg.offset), msg.offset)
+        except OSError as exc:  # a failing disk answers this robot with an error; the loop goes on
+            raise ProtocolError(ErrorCode.STORAGE_FAILED, f"trunk v{rec.version}: read failed: {exc}") from exc
         self.pieces_served += 1
         self.bytes_served += len(data)
         return TrunkData(robot_id=msg.robot_id, seq=seq, trunk_version=rec.version, offset=msg.offset,

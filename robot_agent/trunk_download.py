@@ -261,6 +261,7 @@ class TrunkDownload:
             self.given_up[t.version] = str(exc)  # its digest was the hub's: fetching it again gives the same file
             self.last_error = str(exc)
             self.target = None
+            self.partial_path(t).unlink(missing_ok=True)  # a whole trunk's bytes, never to be used
             log.error("trunk download: trunk v%d cannot be installed: %s", t.version, exc)
             return
         self.partial_path(t).unlink(missing_ok=True)

@@ -14,19 +14,6 @@ from tests.fleet.hub_client import BIN, BareRobot, free_port, kill_group, start_
 from tests.fleet.test_parquet_export import _duckdb_rows, _fleet_records
 
 
-@pytest.fixture
-def robots():
-    made = []
-
-    def make(endpoint, robot_id):
-        made.append(BareRobot(endpoint, robot_id))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def _send_fleet(endpoint: str, records: list[bytes], robots) -> None:
     """Each record from its own robot's connection, every one acked."""
     by_robot: dict[str, BareRobot] = {}

@@ -19,7 +19,6 @@ from fleet.registry import format_table, load_registry
 from tests.fleet.chunks import agent_record
 from tests.fleet.hub_client import (
     BIN,
-    BareRobot,
     ThreadHub,
     free_port,
     hub_config,
@@ -53,19 +52,6 @@ def plain_hub(tmp_path):
     yield make
     for h in hubs:
         h.stop()
-
-
-@pytest.fixture
-def robots():
-    made = []
-
-    def make(endpoint, robot_id, keys_dir=None):
-        made.append(BareRobot(endpoint, robot_id, keys_dir))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
 
 
 @pytest.fixture

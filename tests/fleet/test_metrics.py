@@ -47,19 +47,6 @@ def robot_labels(samples: dict[tuple[str, tuple], float]) -> set[str]:
     return {dict(labels)["robot"] for _, labels in samples if "robot" in dict(labels)}
 
 
-@pytest.fixture
-def robots():
-    made = []
-
-    def make(endpoint, robot_id):
-        made.append(BareRobot(endpoint, robot_id))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def _send_acked(robot: BareRobot, seqs: range) -> None:
     for s in seqs:
         assert robot.send(robot.chunk(cid(robot.robot_id, s), record(robot.robot_id, s)))

@@ -19,20 +19,6 @@ from shared_policy.checkpoint import load_checkpoint
 from tests.fleet.hub_client import BareRobot, ThreadHub, free_port, hub_config, wait_until
 from tests.fleet.trunks import small_checkpoint
 
-
-@pytest.fixture
-def robots():
-    made = []
-
-    def make(endpoint, robot_id):
-        made.append(BareRobot(endpoint, robot_id))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
 SKIP = ("heartbeat", "trunk_notice")  # the hub repeats its notice while a robot runs an older trunk
 
 

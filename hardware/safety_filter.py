@@ -159,11 +159,8 @@ def _filter_commands(cmd: np.ndarray, q: np.ndarray, qd: np.ndarray, joints: np.
                 c = min(max(qj, low), high) if pd else 0.0
             over = abs(vj) > lim[_MAXVEL, j]
             if pd:
-                if c < low:
-                    c = low
-                    clamped = True
-                elif c > high:
-                    c = high
+                if not low <= c <= high:
+                    c = min(max(c, low), high)
                     clamped = True
                 if over and (c - qj) * vj > 0:  # over speed: no target further along the motion
                     c = qj
@@ -179,11 +176,8 @@ def _filter_commands(cmd: np.ndarray, q: np.ndarray, qd: np.ndarray, joints: np.
                         torqued = True
                     # A fast joint near a limit can need a torque-capped target beyond the range: the range
                     # wins, since the motor saturates at its own limit and still brakes at full torque.
-                    if c < low:
-                        c = low
-                        clamped = True
-                    elif c > high:
-                        c = high
+                    if not low <= c <= high:
+                        c = min(max(c, low), high)
                         clamped = True
             else:
                 if c > 1.0:  # 1.0 = the profile's max_torque

@@ -78,7 +78,7 @@ def adapter_metadata(data: bytes) -> dict[str, str]:
     (n,) = struct.unpack("<Q", data[:8])
     try:
         header = json.loads(data[8:8 + n]) if 8 + n <= len(data) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile, deeply nested header
         header = None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
         raise AdapterConflictError("not a safetensors file with metadata")

@@ -219,7 +219,7 @@ class HubServer:
                                  parquet=self.export.status() if self.export else {"enabled": False},
                                  trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
                                  rollout=self.rollout.status(), trunk_pieces_served=self.trunks.pieces_served,
-                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=self.trunks.refused)
+                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=dict(self.trunks.refused))
         snapshot = self.registry.snapshot(now)
         self.metrics.publish(snapshot)
         try:
@@ -463,9 +463,10 @@ class HubServer:
     def _poll_trunk(self) -> None:
         """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
         announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
-        changed = self.trunks.poll()
         connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
+        changed = False
         try:
+            changed = self.trunks.poll()
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
                                       self.returns.returns)
         except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest

@@ -93,7 +93,7 @@ def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any],
         return None
     try:  # the cheap check first: a garbled header fails here without hashing the payload
         header = json.loads(bytes(view[start:start + hlen]))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile, deeply nested header
         return None
     if not isinstance(header, dict) or "chunk_id" not in header:
         return None
@@ -114,7 +114,7 @@ def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
         raise RecordError(f"record of {len(view)} bytes failed its checks (magic or lengths)")
     try:
         header = json.loads(bytes(view[PREFIX.size:PREFIX.size + hlen]))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile, deeply nested header
         header = None
     if not isinstance(header, dict) or header.get("chunk_id") != chunk_id:
         raise RecordError(f"record's header is not an object naming chunk {chunk_id}")

@@ -234,10 +234,12 @@ class RobotAgent:
                 self.runtime.swap_adapter(*self.adapters.kept)
         for service in self.extra_services:
             service.stop(deadline - 1.0)
-        self.safe.finish_stop(min(self.cfg.safety.release_timeout_s, seconds_left(deadline - 0.5)))
-        self.reporter.stop(deadline)
-        if self.parts.state_lock is not None:
-            self.parts.state_lock.close()  # the state directory is free for the next agent
+        try:
+            self.safe.finish_stop(min(self.cfg.safety.release_timeout_s, seconds_left(deadline - 0.5)))
+        finally:  # a driver's release error still leaves the final status written and the lock released
+            self.reporter.stop(deadline)
+            if self.parts.state_lock is not None:
+                self.parts.state_lock.close()  # the state directory is free for the next agent
 
     # -- between episodes (robot damped, no deadline) ------------------------------------------------
     def _between_episodes(self) -> None:
@@ -284,6 +286,8 @@ class RobotAgent:
             if self.trainer is None:
                 save_adapter(self.state_dir / ADAPTER_FILE, adapter, number, version)  # what a restart loads
         self.runtime.swap_trunk(policy, version, adapter, number)
+        if adapter is not None:  # its upload must name the trunk it runs on, not whatever that number meant before
+            self._adapter_trunks[number] = version
         self.trunk_swaps += 1
         self.trunk_adapter_source = source
         write_status_file(self.state_dir / TRUNK_FILE, {"path": str(path.resolve()), "trunk_version": version})

@@ -52,3 +52,21 @@ def test_spool_error_handlers_still_catch_record_errors():
     rec[-1] ^= 1
     with pytest.raises(SpoolError):
         verify_record(bytes(rec))
+
+
+def test_a_deeply_nested_header_is_a_record_error_not_a_crash():
+    # json.loads raises RecursionError on '[' * 100000: it must not escape to the hub's loop
+    import hashlib
+
+    from fleet.adapter_store import AdapterConflictError, adapter_metadata
+    from fleet.record import DIGEST, MAGIC, record_header
+
+    header = b"[" * 100_000
+    body = PREFIX.pack(MAGIC, len(header), 0) + header
+    record = body + hashlib.sha256(body).digest()[:DIGEST]
+    with pytest.raises(RecordError):
+        record_header(record, "unit-0-0000000000000000-0000000001")
+    with pytest.raises(RecordError):
+        verify_record(record)
+    with pytest.raises(AdapterConflictError):
+        adapter_metadata(len(header).to_bytes(8, "little") + header)

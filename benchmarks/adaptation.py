@@ -57,25 +57,9 @@ from shared_policy.tracking import NullLogger
 from sim.evaluation import evaluate as evaluate_in_sim
 from sim.pretrain import PretrainRunner
 from sim.standin import MuJoCoStandInDriver, reality_gap
+from sim.unit_gaps import UNIT_SETUPS
 
-# Per hardware type: its task and the reality gap its units are drawn from. Ranges marked "outside" lie
-# beyond the task's training randomisation (configs/task/*.yaml).
-CARTPOLE_GAP = {
-    "physics": {"motor_strength": [0.5, 0.7],  # outside: trained on [0.8, 1.2]
-                "mass_scale": [1.0, 1.4],  # partly outside [0.8, 1.2]
-                "damping_scale": [1.0, 3.0],  # partly outside [0.5, 1.5]
-                "latency_steps": [1, 2]},  # partly outside [0, 1]
-    "joint_pos_noise": 0.01, "joint_vel_noise": 0.05}
-SETUPS: dict[str, dict[str, Any]] = {
-    "cartpole": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
-    "cartpole_long": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
-    "arm2_planar": {"task": "reach", "gap": {
-        "physics": {"motor_strength": [0.5, 0.7],  # outside: trained on [0.9, 1.1]
-                    "kp_scale": [0.6, 0.9],  # partly outside [0.8, 1.2]
-                    "mass_scale": [1.1, 1.5],  # partly outside [0.8, 1.2]
-                    "latency_steps": [1, 2]},  # partly outside [0, 1]
-        "joint_pos_noise": 0.005, "joint_vel_noise": 0.02}},
-}
+SETUPS = UNIT_SETUPS
 QUICK = {"types": ["cartpole"], "units": 1, "steps": 2000, "eval_episodes": 3, "pretrain_iterations": 10,
          "oracle_max_iterations": 10, "oracle_eval_every": 5, "oracle_eval_episodes": 16, "num_envs": 64,
          "guard_episodes": 2, "workdir": "/tmp/adaptation_bench_quick"}

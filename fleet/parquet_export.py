@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fleet.record import Chunk, RecordError, check_chunk, decode_record
+from fleet.record import Chunk, RecordError, check_chunk, decode_record, robot_priorities
 from fleet.store import ExperienceStore, StoredChunk
 from shared_policy.durable import fsync_dir, write_atomic
 
@@ -49,7 +49,7 @@ _F32_LIST = pa.list_(pa.float32())
 SCHEMA = pa.schema([
     ("robot_id", pa.string()), ("task", pa.string()), ("chunk_id", pa.string()), ("rowid", pa.int64()),
     ("episode", pa.int64()), ("step", pa.int64()), ("trunk_version", pa.int64()), ("adapter_version", pa.int64()),
-    ("log_prob", pa.float32()), ("reward", pa.float32()), ("done", pa.bool_()), ("time_out", pa.bool_()),
+    ("log_prob", pa.float32()), ("priority", pa.float32()), ("reward", pa.float32()), ("done", pa.bool_()), ("time_out", pa.bool_()),
     ("stamp", pa.float64()), ("received", pa.timestamp("us", tz="UTC")),
     ("obs", _F32_LIST), ("action", _F32_LIST), ("critic_obs", _F32_LIST), ("bootstrap_critic_obs", _F32_LIST),
 ])
@@ -76,7 +76,8 @@ def chunk_columns(row: StoredChunk, chunk: Chunk, first_step: int) -> dict[str, 
         "rowid": np.full(n, row.rowid, np.int64), "episode": np.full(n, row.episode, np.int64),
         "step": np.arange(first_step, first_step + n, dtype=np.int64),
         "trunk_version": a["trunk_version"].astype(np.int64), "adapter_version": a["adapter_version"].astype(np.int64),
-        "log_prob": a["log_probs"].astype(np.float32), "reward": a["rewards"].astype(np.float32),
+        "log_prob": a["log_probs"].astype(np.float32), "priority": robot_priorities(a, n),
+        "reward": a["rewards"].astype(np.float32),
         "done": a["dones"] > 0.5, "time_out": a["time_outs"] > 0.5, "stamp": a["stamp"].astype(np.float64),
         "received": np.full(n, int(row.received * 1e6), np.int64),
         # list columns: (flat values, length of each row, null mask or None)

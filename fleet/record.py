@@ -170,3 +170,15 @@ def check_chunk(chunk: Chunk) -> int:
         if name in _FINITE and not np.isfinite(a).all():
             raise RecordError(f"chunk {cid}: {name} holds NaN or inf")
     return n
+
+
+def robot_priorities(arrays: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """A chunk's ``priorities`` [T] as float32 when present, finite and >= 0; else all NaN (unknown: the replay
+    starts the item at its largest priority). A bad array never costs the chunk itself."""
+    try:
+        prios = np.asarray(arrays["priorities"], np.float32)
+    except (KeyError, ValueError, TypeError):
+        return np.full(n, np.nan, np.float32)
+    if prios.shape != (n,) or not (np.isfinite(prios) & (prios >= 0)).all():
+        return np.full(n, np.nan, np.float32)
+    return prios

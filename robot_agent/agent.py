@@ -48,6 +48,7 @@ from robot_agent.parts import (  # noqa: F401  (re-exported: the agent's files a
     AgentBuilder,
     AgentStartupError,
 )
+from robot_agent.priorities import critic_prioritiser
 from robot_agent.recorder import TransitionRecorder
 from robot_agent.reporter import StatusReporter, write_status_file
 from robot_agent.scheduling import NORMAL, enter_realtime, leave_realtime
@@ -83,7 +84,10 @@ class RobotAgent:
         self.cfg, self.state_dir, self.profile, self.task = cfg, parts.state_dir, parts.profile, parts.task
         self.driver, self.safe, self.runtime, self.checkpoint = parts.driver, parts.safe, parts.runtime, parts.checkpoint
         self.spool, self.trainer, self.watcher = parts.spool, parts.trainer, parts.watcher
-        self.writer = SpoolWriter(self.spool, after_write=self.trainer.submit if self.trainer is not None else None)
+        prioritise = (critic_prioritiser(lambda: self.runtime.policy, self.profile.name)
+                      if cfg.spool.priorities else None)
+        self.writer = SpoolWriter(self.spool, after_write=self.trainer.submit if self.trainer is not None else None,
+                                  before_write=prioritise)
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
         self.recorder = TransitionRecorder(
             self.task, parts.obs_layout, parts.priv_layout, self.writer, cfg.spool.chunk_steps,
@@ -407,7 +411,7 @@ class RobotAgent:
             **(self.adapters.status() if self.adapters is not None else {}),
             "spool_depth": self.spool.depth, "spool_bytes": self.spool.bytes, "spool_dropped": self.spool.dropped,
             "spool_refused_chunks": self.spool.refused, "spool_counters": self.spool.counters(), "spool_backlog": self.writer.backlog,
-            "lost_chunks": self.writer.lost_chunks, "refused_episodes": self.refused_episodes,
+            "lost_chunks": self.writer.lost_chunks, "priority_errors": self.writer.before_write_errors, "refused_episodes": self.refused_episodes,
             "services": {s.name: s.health() for s in self.services if s is not self.reporter},
             "damped_episodes": self.loop.damped_episodes, "fault": self.fault, "trainer_pid": self.trainer.process.process.pid if self.trainer else None,
             "safety": dict(self.safe.counts), "estop": self.safe.estop.engaged, "scheduling": self.scheduling,

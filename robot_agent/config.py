@@ -33,6 +33,9 @@ class SpoolConfig:
     when_full: str = "refuse"  # refuse new episodes | drop_oldest unsent chunks
     segment_mb: float = 8.0  # MiB per segment file; a fully acked one is deleted (smaller: space back sooner)
     chunk_steps: int = 250  # a chunk is written at least this often, and at every episode end
+    # each chunk carries Ape-X initial priorities (|TD error| per step under the running trunk's critic),
+    # computed by the spool writer's thread; the fleet learner's prioritised replay starts its items there
+    priorities: bool = True
 
 
 @dataclass

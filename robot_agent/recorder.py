@@ -131,7 +131,9 @@ class TransitionRecorder:
         header = {**self.header, "episode": 1 << 40, "steps": n, "episode_end": False, "trunk_version": 1 << 40,
                   "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}", "seq": 10**10 - 1,
                   "spool_epoch": "f" * 16}
-        return len(encode_record(header, chunk_arrays(rows, np.zeros(critic), 0, 0)))
+        arrays = chunk_arrays(rows, np.zeros(critic), 0, 0)
+        arrays["priorities"] = np.zeros(n, np.float32)  # the spool writer may add them (robot_agent/priorities.py)
+        return len(encode_record(header, arrays))
 
     def summary(self) -> EpisodeSummary:
         """The episode so far (call at its end)."""

@@ -44,9 +44,12 @@ class SpoolWriter:
 
     name = "spool_writer"
 
-    def __init__(self, spool: Spool, after_write: Callable[[Arrays], None] | None = None):
+    def __init__(self, spool: Spool, after_write: Callable[[Arrays], None] | None = None,
+                 before_write: Callable[[Arrays], None] | None = None):
         self.spool = spool
         self.after_write = after_write
+        self.before_write = before_write  # adds derived arrays (the robot's priorities); its failure costs only them
+        self.before_write_errors = 0
         self.lost_chunks = 0
         self.failed_in_a_row = 0  # write errors since the last chunk that was stored: a disk that stays broken
         self.last_write_error = ""
@@ -142,6 +145,13 @@ class SpoolWriter:
                 self._queue.task_done()
 
     def _write(self, header: dict[str, Any], arrays: Arrays) -> None:
+        if self.before_write is not None:
+            try:
+                self.before_write(arrays)
+            except Exception as exc:  # never lose a chunk over what is only added to it
+                self.before_write_errors += 1
+                if self.before_write_errors == 1:
+                    log.exception("chunk of episode %s written without its derived arrays: %s", header.get("episode"), exc)
         try:
             before = self.spool.bytes
             self.spool.append(header, arrays)

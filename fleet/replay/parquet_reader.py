@@ -3,8 +3,9 @@
 Reads only files the tier's ``_manifest.json`` lists (closed, complete ones: ``fleet.parquet_export``),
 each once, in the manifest's order, and turns their rows back into chunks: the rows of one ``chunk_id`` in
 ``step`` order, ``critic_obs`` plus the chunk's ``bootstrap_critic_obs`` (its last row) as the chunk's
-[n + 1] critic rows. The hardware type comes from the file's ``hardware=`` directory. The tier has no
-priorities column: those items start at the table's largest priority.
+[n + 1] critic rows. The hardware type comes from the file's ``hardware=`` directory. The ``priority`` column
+holds the robot's initial priorities (NaN where it sent none, and absent from files written before it): those
+items start at the table's largest priority.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def file_chunks(path: Path, hardware: str) -> list[ChunkSteps]:
     scalars = {"log_probs": "log_prob", "rewards": "reward", "trunk_version": "trunk_version",
                "adapter_version": "adapter_version"}
     values = {k: col[v].to_numpy() for k, v in scalars.items()}
+    # the robot's initial priorities (NaN where it sent none); files written before the column have none
+    prios = (col["priority"].to_numpy(zero_copy_only=False).astype(np.float32) if "priority" in col
+             else np.full(len(rowid), np.nan, np.float32))
     flags = {k: col[v].to_numpy(zero_copy_only=False).astype(np.float32)
              for k, v in (("dones", "done"), ("time_outs", "time_out"))}
     out = []
@@ -54,7 +58,7 @@ def file_chunks(path: Path, hardware: str) -> list[ChunkSteps]:
         if m is None:
             raise RecordError(f"{path}: chunk id {ids[s]!r} is not <robot>-<epoch>-<seq>")
         arrays = {"obs": obs[s:e], "actions": act[s:e], "critic_obs": np.concatenate([critic[s:e], boot[i:i + 1]]),
-                  "priorities": np.full(e - s, np.nan, np.float32),
+                  "priorities": prios[s:e],
                   **{k: v[s:e] for k, v in values.items()}, **{k: v[s:e] for k, v in flags.items()}}
         out.append(ChunkSteps(robots[s], m["epoch"], int(m["seq"]), hardware, int(episodes[s]), float(received[s]),
                               arrays))

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from fleet.record import RecordError, check_chunk, decode_record
+from fleet.record import RecordError, check_chunk, decode_record, robot_priorities
 from fleet.replay.sequences import STEP_ARRAYS, ChunkSteps
 from fleet.store import StoredChunk
 
@@ -27,9 +27,7 @@ def chunk_steps(row: StoredChunk) -> ChunkSteps:
     chunk = decode_record(row.record)
     n = check_chunk(chunk)
     a = chunk.arrays
-    prios = np.asarray(a.get("priorities", np.full(n, np.nan)), np.float32)
-    if prios.shape != (n,) or not (np.isfinite(prios) & (prios >= 0)).all():
-        prios = np.full(n, np.nan, np.float32)
+    prios = robot_priorities(a, n)
     # one dtype per array whatever the robot's numpy wrote (check_chunk holds only the kind): batches stack them
     arrays = {k: a[k].astype(np.int64 if a[k].dtype.kind == "i" else np.float32, copy=False)
               for k in (*STEP_ARRAYS, "critic_obs") if k != "priorities"}

@@ -467,8 +467,9 @@ class HubServer:
         changed = False
         try:
             changed = self.trunks.poll()
+            known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
-                                      self.returns.returns)
+                                      self.returns.returns, known=known)
         except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
             log.error("roll-out step failed (retried at the next poll): %s", exc)
             moved = False

@@ -4,7 +4,9 @@ A thread tails the experience store (``read_since``, from ``history_chunks`` row
 decodes only the ``rewards``, ``dones`` and ``trunk_version`` arrays of each chunk. An episode's return is the
 sum of its rewards up to its ``done``; it is credited to the trunk version of its last step (the agent swaps
 trunks only between episodes). An episode the agent aborts (a stop, an unusable reading) also ends with
-``done`` and counts with its shorter return: that errs against a candidate, the safe side.
+``done`` and counts with its shorter return: that errs against a candidate, the safe side. An episode whose
+first chunks lie before the history the reader starts from (or were unreadable) is never credited: a partial
+sum is not a return.
 The roll-out (fleet/rollout.py) reads :meth:`EpisodeReturns.returns`.
 """
 
@@ -42,6 +44,8 @@ class EpisodeReturns:
         self._rowid = max(0, store.last_rowid() - history_chunks)
         self._open: dict[tuple[str, str, int], float] = defaultdict(float)  # (robot, epoch, episode) -> so far
         self._done: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=KEPT_EPISODES))
+        self._partial: set[tuple[str, str, int]] = set()  # episodes begun before the first chunk read: never credited
+        self.partial_episodes = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="episode-returns", daemon=True)
@@ -81,11 +85,19 @@ class EpisodeReturns:
             log.warning("returns: chunk %s unreadable (%s)", row.chunk_id, exc)
             return
         key = (row.robot_id, row.spool_epoch, row.episode)
+        if key not in self._open and self.store.steps_before(*key, row.seq) > 0:
+            # its first chunks were stored before the history this reader started from (or were unreadable):
+            # the sum would be a fraction of the episode, and a canary's baseline must not count it
+            self._partial.add(key)
         start = 0
         for end in np.flatnonzero(dones):
             total = self._open.pop(key, 0.0) + float(rewards[start:end + 1].sum())
-            with self._lock:
-                self._done[row.robot_id].append((int(versions[end]), total))
+            if key in self._partial:
+                self._partial.discard(key)
+                self.partial_episodes += 1
+            else:
+                with self._lock:
+                    self._done[row.robot_id].append((int(versions[end]), total))
             start = end + 1
         if start < len(rewards):
             self._open[key] += float(rewards[start:].sum())

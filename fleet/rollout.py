@@ -5,7 +5,10 @@ calls :meth:`Rollout.step` about once a second:
 
 1. **Canaries.** ``rollout.canary_robots`` if set (they get the candidate when they connect), else the first
    ``rollout.canary_count`` robots of each hardware type among those connected, in the order they connected.
-   Every other robot is told the current version. The set is fixed, and logged, when the trial starts.
+   Every other robot is told the current version. The trial starts only when the canaries cover every
+   hardware type the registry knows (connected or not): a shared trunk is never promoted onto a type no
+   canary tried. It waits for them up to ``max_wait_s``, then rolls back naming the uncovered types. The set
+   is fixed, and logged, when the trial starts.
 2. **Verdicts.** For each canary: the mean return of its first ``min_episodes`` completed episodes on the
    candidate against the mean of its last ``history_episodes`` on the previous (current) version, both from the
    hub's own store (fleet/returns_by_version.py). It passes iff
@@ -82,16 +85,18 @@ class Rollout:
         self.started = 0.0  # monotonic: when the canaries were chosen
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.state = "idle"  # idle | waiting_for_canaries | on_trial
+        self.waiting_since: float | None = None
 
     def wants(self, robot_id: str, current: int) -> int:
         """The trunk version ``robot_id`` should run now."""
         return self.candidate if self.candidate and robot_id in self.canaries else current
 
     def step(self, candidate: int, current: int, connected: dict[str, str],
-             returns: Any, now: float | None = None) -> bool:
+             returns: Any, now: float | None = None, known: dict[str, str] | None = None) -> bool:
         """Advance the trial; ``candidate``/``current``: the verified versions the trunk service holds,
         ``connected``: robot -> hardware in connection order, ``returns(robot)``: its (trunk_version, return)
-        episodes. True when which robot should run what changed (the hub then sends notices)."""
+        episodes, ``known``: robot -> hardware of every robot the registry knows, connected or not (default:
+        ``connected``). True when which robot should run what changed (the hub then sends notices)."""
         now = time.monotonic() if now is None else now
         if candidate != self.candidate:  # a new candidate, or it was promoted / dropped (by hand or by us)
             changed = bool(self.canaries)
@@ -100,9 +105,19 @@ class Rollout:
         if not candidate:
             return False
         if not self.canaries:
-            self.canaries = self._choose(connected)
-            if not self.canaries:
+            known = known if known is not None else connected
+            chosen = self._choose(connected)
+            types = {**known, **connected}
+            uncovered = sorted(set(types.values()) - {types[r] for r in chosen if r in types})
+            if uncovered or not chosen:
+                # every hardware type of the fleet needs a canary: the trunk is shared, a type never tried is
+                # a type never judged; wait for one to connect, up to max_wait_s
+                self.waiting_since = now if self.waiting_since is None else self.waiting_since
+                if now - self.waiting_since > self.cfg.max_wait_s:
+                    return self._finish(False, f"no canary for hardware types {uncovered} within "
+                                               f"{self.cfg.max_wait_s:.0f} s")
                 return False
+            self.canaries = chosen
             self.started, self.state = now, "on_trial"
             append_step(self.storage, "sent_to_canaries", "hub", candidate, canaries=self.canaries,
                         previous=self.previous)
@@ -120,6 +135,7 @@ class Rollout:
 
     def _reset(self, candidate: int, current: int) -> None:
         self.candidate, self.previous, self.canaries, self.verdicts = candidate, current, [], {}
+        self.waiting_since: float | None = None  # monotonic: when the trial first waited for canaries
         self.state = "waiting_for_canaries" if candidate else "idle"
 
     def _choose(self, connected: dict[str, str]) -> list[str]:

@@ -104,3 +104,27 @@ def test_canaries_are_the_first_of_each_hardware_type_and_a_trial_short_of_episo
     assert store.candidate() is None and store.current().version == 1
     last = read_steps(tmp_path / "hub")[-1]
     assert (last["event"], last["version"], last["by"]) == ("rolled_back", 2, "hub") and "timeout" in last["why"]
+
+
+def test_a_trial_waits_for_a_canary_of_every_known_hardware_type_and_rolls_back_without_one(tmp_path):
+    store = TrunkStore(tmp_path / "hub")
+    store.publish(small_checkpoint(tmp_path / "c1", trunk_version=1))
+    cand = store.publish(small_checkpoint(tmp_path / "c2", trunk_version=2, seed=2), candidate=True)
+    rollout = Rollout(RolloutConfig(canary_count=1, min_episodes=1, max_wait_s=60), store, tmp_path / "hub")
+    connected = {"a-0": "cartpole", "a-1": "cartpole"}
+    known = {**connected, "b-0": "go1_like"}  # b-0 is in the fleet but not connected now
+    rollout.step(cand.version, 1, connected, {}.get, now=0.0, known=known)
+    assert not rollout.step(cand.version, 1, connected, {}.get, now=10.0, known=known)
+    assert rollout.canaries == [] and rollout.wants("a-0", 1) == 1  # nobody runs it yet
+    connected["b-0"] = "go1_like"
+    assert rollout.step(cand.version, 1, connected, {}.get, now=20.0, known=known)
+    assert rollout.canaries == ["a-0", "b-0"]
+
+    other = store.publish(small_checkpoint(tmp_path / "c3", trunk_version=3, seed=3), candidate=True)
+    rollout = Rollout(RolloutConfig(canary_count=1, min_episodes=1, max_wait_s=60), store, tmp_path / "hub")
+    del connected["b-0"]
+    for now in (0.0, 1.0, 30.0, 62.0):  # the first step sees the trial, the second starts waiting
+        rollout.step(other.version, 1, connected, {}.get, now=now, known=known)
+    assert store.candidate() is None and store.current().version == 1  # never promoted onto go1_like untried
+    last = read_steps(tmp_path / "hub")[-1]
+    assert (last["event"], last["version"]) == ("rolled_back", 3) and "go1_like" in last["why"]

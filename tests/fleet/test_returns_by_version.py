@@ -1,0 +1,32 @@
+"""Each robot's episode returns as the roll-out reads them from the hub's store (fleet/returns_by_version.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleet.record import decode_record
+
+
+def test_an_episode_begun_before_the_history_read_is_never_credited(tmp_path):
+    from fleet.returns_by_version import EpisodeReturns
+    from fleet.store import STORE_FILE, ExperienceStore
+    from tests.fleet.chunks import agent_record
+
+    rng = np.random.default_rng(0)
+    store = ExperienceStore(tmp_path / STORE_FILE)
+    try:
+        # episode 0 in three chunks, episode 1 in two; the reader's history starts at episode 0's last chunk
+        records = [agent_record(rng, "unit-0", s, episode=e, steps=10, episode_end=end)
+                   for s, (e, end) in enumerate([(0, False), (0, False), (0, True), (1, False), (1, True)])]
+        store.put_many(records)
+        returns = EpisodeReturns(store, history_chunks=3)
+        returns.catch_up()
+        rewards = [float(decode_record(r).arrays["rewards"].sum()) for r in records]
+        got = returns.returns("unit-0")
+        assert [round(r, 4) for _, r in got] == [round(rewards[3] + rewards[4], 4)]  # episode 1 only, whole
+        assert returns.partial_episodes == 1
+        whole = EpisodeReturns(store, history_chunks=5)  # from the start: both episodes
+        whole.catch_up()
+        assert len(whole.returns("unit-0")) == 2 and whole.partial_episodes == 0
+    finally:
+        store.close()

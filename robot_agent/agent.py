@@ -56,6 +56,7 @@ from robot_agent.service import Service, seconds_left
 from robot_agent.sink import SpoolWriter
 from robot_agent.spool import DROP_OLDEST
 from robot_agent.status import LoopTiming
+from robot_agent.trainer import candidate_path
 from robot_agent.trunk_adapter import adapter_for_trunk, own_adapter_path, save_own_adapter
 from shared_policy.adapter import (
     AdapterConfig,
@@ -119,6 +120,9 @@ class RobotAgent:
         self._t_start = time.monotonic()
         self.scheduling = NORMAL  # the control thread's scheduling policy, once run() starts
         self._adapter_trunks: dict[int, int] = {}  # adapter version -> the trunk version it was trained on
+        # the highest adapter number this unit ran or issued: a rebased adapter is renumbered past it, so that a
+        # number never names two adapters (the hub keys adapters by robot and number; steps carry the number)
+        self._adapter_high = max(self.runtime.adapter_version, self._issued_before())
         self._adapter_offered = 0  # the newest kept adapter handed to the uplink for the hub
         self._offer_saved_adapter()
 
@@ -286,6 +290,11 @@ class RobotAgent:
             a = self.cfg.adapter
             adapter, number, source = adapter_for_trunk(path, policy, version, self.profile.name, self.state_dir,
                                                         AdapterConfig(a.rank, a.alpha))
+            if source == "rebased" and number <= self._adapter_high:
+                log.info("rebased adapter v%d for trunk v%d renumbered v%d: this unit issued up to v%d", number,
+                         version, self._adapter_high + 1, self._adapter_high)
+                number = self._adapter_high + 1
+            self._adapter_high = max(self._adapter_high, number)
             save_own_adapter(self.state_dir, adapter, number, version)  # the trainer starts from this file
             if self.trainer is None:
                 save_adapter(self.state_dir / ADAPTER_FILE, adapter, number, version)  # what a restart loads
@@ -322,8 +331,16 @@ class RobotAgent:
                 continue
             self.adapters.offer(adapter, int(meta["version"]))
             self._adapter_trunks[int(meta["version"])] = int(meta.get("trunk_version", 0))
+            self._adapter_high = max(self._adapter_high, int(meta["version"]))
             self.adapter_updates += 1
             self.reporter.log({f"adapter/{k}": v for k, v in msg["stats"].items()}, step=self.steps)
+
+    def _issued_before(self) -> int:
+        """The adapter number the trainer issued last before this start (its candidate file), 0 if none."""
+        try:
+            return int(adapter_file_metadata(candidate_path(self.state_dir / ADAPTER_FILE)).get("version", 0))
+        except ValueError:  # a damaged number: the trainer reads the file the same way and issues past the kept one
+            return 0
 
     def _offer_saved_adapter(self) -> None:
         """At start: the kept adapter file goes to the hub (it may have missed it; the hub dedupes)."""

@@ -58,6 +58,12 @@ def test_an_agent_swaps_trunk_and_its_rebased_adapter_together_and_its_own_adapt
     save_adapter(tmp_path / "rebased" / "unit-0.safetensors", rebased, version=7, trunk_version=base + 1)
     save_checkpoint(tmp_path / "newer", newer, trunk_version=0)
 
+    # the unit already ran its own v7 on the base trunk: the rebased v7 must not take that number again
+    own = Adapter(newer, "cartpole", AdapterConfig(rank=4, alpha=1.0))
+    with torch.no_grad():
+        for p in own.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    save_adapter(tmp_path / "state" / ADAPTER_FILE, own, version=7, trunk_version=base)
     hub = start_hub_process(tmp_path, port, "heartbeat_ms=200", "parquet_export=false")
     agent_cfg.robot_id, agent_cfg.max_episodes, agent_cfg.trunk_dir = "unit-0", 0, str(tmp_path / "trunks")
     agent_cfg.adapter.enabled, agent_cfg.adapter.learn = True, False  # runs its adapter; learning is not the point
@@ -72,7 +78,7 @@ def test_an_agent_swaps_trunk_and_its_rebased_adapter_together_and_its_own_adapt
         assert "rebased adapters for unit-0" in out
         new = base + 1
         assert wait_until(lambda: agent.runtime.trunk_version == new, 120), agent.status()["uplink"]
-        assert agent.trunk_adapter_source == "rebased" and agent.runtime.adapter_version == 7
+        assert agent.trunk_adapter_source == "rebased" and agent.runtime.adapter_version == 8  # renumbered
         assert _same(agent.runtime.adapter, rebased)
         assert (tmp_path / "trunks" / f"trunk-v{new:06d}" / REBASED_ADAPTER).is_file()
         assert adapter_file_metadata(agent.state_dir / ADAPTER_FILE)["trunk_version"] == str(new)  # a restart
@@ -81,7 +87,7 @@ def test_an_agent_swaps_trunk_and_its_rebased_adapter_together_and_its_own_adapt
 
         _cli("rollback", str(base), str(storage))
         assert wait_until(lambda: agent.runtime.trunk_version == base, 120), agent.status()["uplink"]
-        assert agent.trunk_adapter_source == "own" and agent.runtime.adapter_version == 0
+        assert agent.trunk_adapter_source == "own" and agent.runtime.adapter_version == 7
         assert _same(agent.runtime.adapter, first)  # what it ran on that trunk before, not the rebased one
         at = agent.episodes
         assert wait_until(lambda: agent.episodes >= at + 2, 120)
@@ -91,7 +97,7 @@ def test_an_agent_swaps_trunk_and_its_rebased_adapter_together_and_its_own_adapt
         kill_group(hub)
     assert not runner.is_alive()
     # every stored step ran a trunk with the adapter made for it: never the new trunk with the old adapter
-    assert wait_until(lambda: _pairs(storage, "unit-0") == {(base, 0), (new, 7)}, 30), _pairs(storage, "unit-0")
+    assert wait_until(lambda: _pairs(storage, "unit-0") == {(base, 7), (new, 8)}, 30), _pairs(storage, "unit-0")
 
 
 def test_a_trunk_without_a_rebased_adapter_gets_a_fresh_one_never_the_adapter_of_another_trunk(

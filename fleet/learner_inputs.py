@@ -20,7 +20,7 @@ from fleet.replay.store_reader import StoreReader
 from fleet.store import STORE_FILE
 from fleet.trunk_archive import unpack_trunk
 from fleet.trunk_store import TrunkStore
-from shared_policy.adapter import Adapter, load_adapter
+from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
 from shared_policy.checkpoint import read_manifest, specs_from_manifest
 from shared_policy.policy import FleetPolicy
 
@@ -54,7 +54,8 @@ def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy,
                    trunk_version: int) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
     """Each robot's newest uploaded adapter, loaded for ``policy``, if it was trained on ``trunk_version`` (an
     adapter is never applied to a trunk it was not trained or rebased for: such a robot is learned bare); robots
-    of a type the policy lacks are left out. Also the stored records (versions)."""
+    of a type the policy lacks, or whose adapter does not load (said on stdout), are left out. Also the stored
+    records (versions) of the adapters loaded."""
     store_file = Path(storage_dir) / STORE_FILE
     if not store_file.is_file():
         return {}, {}
@@ -66,10 +67,15 @@ def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy,
         store.close()
     adapters = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for robot, rec in stored.items():
+        for robot, rec in list(stored.items()):
             path = Path(tmp) / f"{robot}.safetensors"
             path.write_bytes(rec.data)
-            adapters[robot], _ = load_adapter(path, policy, rec.hardware)
+            try:
+                adapters[robot], _ = load_adapter(path, policy, rec.hardware)
+            except AdapterFileError as exc:  # one robot's bad upload must not stop the fleet's round
+                print(f"[learn] adapter v{rec.adapter_version} of {robot} not usable, learned bare and not "
+                      f"rebased: {exc}", flush=True)
+                del stored[robot]
     return adapters, stored
 
 

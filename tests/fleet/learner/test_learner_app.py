@@ -197,3 +197,18 @@ def test_an_adapter_trained_on_another_trunk_is_not_applied(tmp_path, trunk):
     on_v1, _ = fleet_adapters(storage, policy, 1)
     on_v2, _ = fleet_adapters(storage, policy, 2)
     assert sorted(on_v1) == ["unit-a", "unit-b"] and on_v2 == {}
+
+
+@pytest.mark.timeout(180)
+def test_a_stored_adapter_that_does_not_load_costs_only_its_robot(tmp_path, trunk, capsys):
+    from fleet.learner_inputs import fleet_adapters
+    from shared_policy.adapter import Adapter
+    from tests.fleet.learner.experience import upload_adapter
+
+    storage = make_hub(tmp_path, trunk)
+    policy = trunk[0]
+    other, _ = load_checkpoint(small_checkpoint(tmp_path / "other", trunk_version=1, trunk_hidden=(8,)))
+    upload_adapter(storage, "unit-a", Adapter(other, HW), version=9, trunk_version=1)  # another layout: no fit
+    adapters, stored = fleet_adapters(storage, policy, 1)
+    assert sorted(adapters) == sorted(stored) == ["unit-b"]
+    assert "adapter v9 of unit-a not usable" in capsys.readouterr().out

@@ -110,6 +110,7 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
     progress.phase(8, len(PHASES), PHASES[7])
     record = collect(run, cfg.task_name, units, demo.spool_starts, demo.sim_oracle, demo.faults, started, time.time())
     record.phase_times, record.outcome = times, demo.outcome
+    record.processes = [{"name": c.name, "pid": c.pid, "exit": c.popen.returncode} for c in procs.children]
     for u in record.units:
         if u.chunks_lost or u.chunks_acked != u.chunks_stored:
             problems.append(f"{u.robot_id}: sent {u.chunks_sent}, acked {u.chunks_acked}, stored {u.chunks_stored}, "

@@ -101,5 +101,6 @@ def learn_command(cfg: DemoConfig, run: Path) -> list[str]:
             f"updates={lc.updates}", f"sim_fraction={lc.sim_fraction}", f"batch_size={lc.batch_size}",
             f"gate.tasks={hydra_value(tasks)}", f"gate.episodes={lc.gate_episodes}",
             f"gate.tolerance={lc.gate_tolerance}", f"learner.learning_rate={lc.learning_rate}",
+            f"rebase.steps={lc.rebase_steps}",
             "publish=true", "publish_candidate=true", "log_every=5", logger_override(cfg),
             "logger.run_name=learn", f"hydra.run.dir={run / 'logs' / 'hydra-learn'}", *lc.overrides]

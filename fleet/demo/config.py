@@ -17,7 +17,7 @@ class PretrainPhase:
 
     iterations: int = 60  # PPO iterations (each: num_envs x 24 steps per type)
     num_envs: int = 256  # worlds per hardware type
-    seed: int = 0
+    seed: int = 0  # the training worlds' seed
     overrides: list[str] = field(default_factory=list)  # more fleet-train overrides, e.g. [policy=small]
 
 
@@ -26,7 +26,7 @@ class OraclePhase:
     """Phase 2: the pretrained trunk in sim per type (``fleet-eval``): what sim promised."""
 
     episodes: int = 64  # finished episodes per hardware type
-    num_envs: int = 64
+    num_envs: int = 64  # worlds evaluated at once per type
 
 
 @dataclass
@@ -50,7 +50,7 @@ class AgentsPhase:
     adapt_s: float = 90.0  # on-robot adaptation before the fleet round (faults at half of it)
     steps_per_update: int = 400  # adapter PPO: transitions per update
     guard_episodes: int = 3  # the adapter guard's episodes per side
-    status_every_s: float = 1.0
+    status_every_s: float = 1.0  # each agent's status.json (what the demo watches) this often
     drain_on_stop_s: float = 8.0  # at SIGTERM, keep sending the spool to the hub this long at most
     connect_timeout_s: float = 120.0  # every unit connected to the hub by then, or the demo fails
     overrides: list[str] = field(default_factory=list)  # more robot-agent overrides (every unit)
@@ -70,12 +70,13 @@ class FaultsPhase:
 class LearnPhase:
     """Phase 6: one ``fleet-learn`` round, its candidate through the canaries to every unit."""
 
-    updates: int = 30
-    sim_fraction: float = 0.25
-    batch_size: int = 16
-    gate_episodes: int = 32
-    gate_tolerance: float = 0.2
-    learning_rate: float = 1e-4
+    updates: int = 30  # update slots of the round (fleet-learn updates)
+    sim_fraction: float = 0.25  # share of them that are sim PPO iterations (fleet-learn sim_fraction)
+    batch_size: int = 16  # sequences per V-trace batch (fleet-learn batch_size)
+    gate_episodes: int = 32  # sim episodes per type the candidate is gated on (fleet-learn gate.episodes)
+    gate_tolerance: float = 0.2  # how much worse than v1 in sim it may be, as a fraction (fleet-learn gate.tolerance)
+    learning_rate: float = 1e-4  # the V-trace learner's step size (fleet-learn learner.learning_rate)
+    rebase_steps: int = 200  # optimiser steps distilling each unit's adapter onto the candidate (fleet-learn rebase.steps)
     rollout_timeout_s: float = 240.0  # candidate verdict + every unit on the new trunk by then
     episodes_after: int = 2  # episodes per unit on the fleet-updated trunk before shutdown
     overrides: list[str] = field(default_factory=list)  # more fleet-learn overrides
@@ -130,13 +131,14 @@ class DemoConfig:
             "agents.connect_timeout_s": self.agents.connect_timeout_s,
             "learn.updates": self.learn.updates, "learn.batch_size": self.learn.batch_size,
             "learn.gate_episodes": self.learn.gate_episodes, "learn.learning_rate": self.learn.learning_rate,
+            "learn.rebase_steps": self.learn.rebase_steps,
             "learn.rollout_timeout_s": self.learn.rollout_timeout_s,
         }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key}: must be > 0, got {value}")
         nonneg = {"agents.drain_on_stop_s": self.agents.drain_on_stop_s, "faults.down_s": self.faults.down_s,
-                  "learn.episodes_after": self.learn.episodes_after, "learn.gate_tolerance": self.learn.gate_tolerance}
+                  "learn.episodes_after": self.learn.episodes_after}
         for key, value in nonneg.items():
             if value < 0:
                 raise ValueError(f"{key}: must be >= 0, got {value}")
@@ -144,6 +146,8 @@ class DemoConfig:
             raise ValueError(f"agents.guard_episodes: must be >= 2, got {self.agents.guard_episodes}")
         if not 0 <= self.learn.sim_fraction < 1:
             raise ValueError(f"learn.sim_fraction: must be in [0, 1), got {self.learn.sim_fraction}")
+        if not 0 <= self.learn.gate_tolerance < 1:
+            raise ValueError(f"learn.gate_tolerance: must be in [0, 1), got {self.learn.gate_tolerance}")
         if not 0 <= self.hub.tolerance < 10:
             raise ValueError(f"hub.tolerance: must be in [0, 10), got {self.hub.tolerance}")
         if not 0 <= self.hub.port < 65536:

@@ -193,7 +193,8 @@ class DemoRun:
         def tick() -> None:
             line = last_line(child.log, "[learn] round")
             done = float(line.split("update ")[1].split("/")[0]) / lc.updates if "update " in line else 0.0
-            self.progress.update(done, [line.removeprefix("[learn] ") or "filling the replay", *self.view.lines()[:1]])
+            latest = last_line(child.log, "[learn]").removeprefix("[learn] ")
+            self.progress.update(done, [latest or "filling the replay", *self.view.lines()[:1]])
 
         wait_for(lambda: not child.alive(), 1e9, tick)
         code = child.popen.returncode

@@ -27,7 +27,7 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("pretrain.iterations=0", "pretrain.iterations"), ("agents.adapt_s=-1", "agents.adapt_s"),
     ("agents.guard_episodes=1", "agents.guard_episodes"), ("learn.sim_fraction=1.0", "learn.sim_fraction"),
     ("hub.canaries=[unit-9]", "hub.canaries"), ("faults.agent=robot-x", "faults.agent"),
-    ("hub.port=70000", "hub.port"), ("faults.down_s=-2", "faults.down_s"),
+    ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):
     cfg = demo_config(override)

@@ -127,9 +127,13 @@ class ProcessGroups:
             self.kill(child)
             return False
 
-    def leftovers(self) -> list[str]:
-        """Every started pid still alive and every started process group with a member left: each one is
-        SIGKILLed (group and all) and described; [] when nothing is left."""
+    def leftovers(self, grace_s: float = 0.0) -> list[str]:
+        """Every started pid still alive and every started process group with a member left after ``grace_s``
+        (helpers such as W&B's service exit just after their parent): each one is SIGKILLed (group and all) and
+        described; [] when nothing is left."""
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and any(c.alive() or group_members(c.pid) for c in self.children):
+            time.sleep(0.2)
         found = []
         for child in self.children:
             if child.alive():
@@ -145,4 +149,4 @@ class ProcessGroups:
         """SIGTERM every part still running (newest first), then the leftover check; what had to be killed."""
         forced = [f"{c.name} (pid {c.pid}) ignored SIGTERM for {timeout_s:.0f} s: killed"
                   for c in reversed(self.children) if c.alive() and not self.terminate(c, timeout_s)]
-        return forced + self.leftovers()
+        return forced + self.leftovers(grace_s=10.0)

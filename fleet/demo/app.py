@@ -43,6 +43,9 @@ PHASES = ("pretrain in sim", "sim oracle", "keys + hub", "robot agents", "on-rob
 
 
 def _interrupt(*_: object) -> None:
+    # once: a second Ctrl-C / SIGTERM must not cut the shutdown that stops every part short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -83,7 +86,8 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
     procs = ProcessGroups(run / "logs", child_env(cfg, run), run)
     demo = DemoRun(cfg, run, units, procs, progress, cfg.hub.port or free_port())
     started, times, problems = time.time(), {}, []
-    signal.signal(signal.SIGTERM, _interrupt)  # a stopped demo still stops every part it started
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a stopped demo still stops every part it started
+        signal.signal(sig, _interrupt)
     steps = [demo.pretrain, demo.oracle, demo.hub_up, demo.agents_up, demo.adapt, demo.fleet_round]
     progress.note(f"run directory {run.resolve()} (logs in {run / 'logs'})")
     try:

@@ -240,10 +240,10 @@ class DemoRun:
         started may be left. Returns what had to be killed (each an error)."""
         problems, timeout = [], self.cfg.stop_timeout_s
         live = [c for c in self.agents.values() if c.alive()]
-        for child in live:  # all at once: their drains overlap
+        for child in live:  # all at once: their drains overlap (a second SIGTERM would abort the episode)
             child.popen.terminate()
         for child in live:
-            if not self.procs.terminate(child, timeout):
+            if not self.procs.terminate(child, timeout, send=False):
                 problems.append(f"{child.name} (pid {child.pid}) did not stop within {timeout:.0f} s of SIGTERM")
         if self.hub is not None and self.hub.alive() and not self.procs.terminate(self.hub, timeout):
             problems.append(f"hub (pid {self.hub.pid}) did not stop within {timeout:.0f} s of SIGTERM")

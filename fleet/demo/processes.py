@@ -112,10 +112,10 @@ class ProcessGroups:
             pass
         child.popen.wait(30)
 
-    def terminate(self, child: Child, timeout_s: float) -> bool:
-        """SIGTERM ``child`` (only it: it stops its own helpers) and wait; past ``timeout_s`` kill its group.
-        True when it exited on its own."""
-        if child.alive():
+    def terminate(self, child: Child, timeout_s: float, send: bool = True) -> bool:
+        """SIGTERM ``child`` (only it: it stops its own helpers; ``send=False``: it was signalled already) and
+        wait; past ``timeout_s`` kill its group. True when it exited on its own."""
+        if send and child.alive():
             try:
                 child.popen.send_signal(signal.SIGTERM)
             except ProcessLookupError:

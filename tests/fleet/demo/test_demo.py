@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,34 @@ def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the
     assert {p["name"] for p in record.processes} >= {"pretrain", "eval", "hub", "learn", *units}
     for p in record.processes:  # each leads its own process group: the group's id is its pid
         assert group_members(p["pid"]) == [], p
+
+
+@pytest.mark.timeout(300)
+def test_a_demo_stopped_with_sigterm_stops_the_part_it_was_running_and_still_writes_its_record(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    demo = subprocess.Popen([sys.executable, "-m", "fleet.demo.app", *SHORT, "pretrain.iterations=500", "report=false",
+                             f"run_dir={run}", f"hydra.run.dir={run}"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 200
+        while "[train] it " not in _read(run / "logs" / "pretrain.log") and time.monotonic() < end:
+            time.sleep(0.5)  # fleet-train is well under way
+        demo.send_signal(signal.SIGTERM)
+        out, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 1, out[-3000:]
+    record = DemoRecord.load(run)
+    assert record.problems == ["interrupted (SIGINT / SIGTERM): every part stopped"]
+    assert [p["name"] for p in record.processes] == ["pretrain"] and record.processes[0]["exit"] is not None
+    assert group_members(record.processes[0]["pid"]) == []
+    assert out.strip().splitlines()[-1].startswith("demo robots=4 chunks_acked=0 chunks_stored=0 lost=0 trunk=v0")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

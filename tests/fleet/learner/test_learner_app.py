@@ -53,6 +53,9 @@ def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapt
     assert TrunkStore(storage).versions() == [1, 2, 3] and TrunkStore(storage).current().version == 3
     logged = [(s["event"], s["by"], s["version"], s["rebased_adapters"]) for s in read_steps(storage)]
     assert logged == [("published", "learner", v, ["unit-a", "unit-b"]) for v in (2, 3)]  # the roll-out log says so
+    curve = (tmp_path / "out" / "curve.csv").read_text().splitlines()  # the learner's curve: a row per update slot
+    assert curve[0].startswith("update,sim,steps_used,") and "cartpole/policy_loss" in curve[0]
+    assert [row.split(",")[0] for row in curve[1:]] == [str(i) for i in range(1, 17)]  # 2 rounds x 8 updates
     # the rebased adapters travel with their trunk, each packed for its robot (and none for the robot without)
     robots = sorted(p.name for p in (storage / "trunks" / "v000002.robots").glob("*.tar"))
     assert robots == ["unit-a.tar", "unit-b.tar"]

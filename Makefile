@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: $(VENV)/.installed
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/fleet-demo
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/fleet-demo $(ARGS)
 
 test: $(VENV)/.installed
 	WANDB_MODE=disabled $(PY) -m pytest -q

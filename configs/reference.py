@@ -104,10 +104,11 @@ def _doc(cls: type) -> str:
 def config_reference() -> str:
     """The whole of docs/config.md."""
     from fleet.config import HubConfig
+    from fleet.demo.config import DemoConfig
     from fleet.learner_config import LearnConfig
     from hardware.tasks import TASKS
     from robot_agent.config import AgentConfig
-    from sim.app_config import DemoConfig, EvalConfig, TrainConfig
+    from sim.app_config import EvalConfig, TrainConfig
 
     apps = [("fleet-train", "configs/train.yaml", TrainConfig), ("fleet-eval", "configs/eval.yaml", EvalConfig),
             ("fleet-demo", "configs/demo.yaml", DemoConfig), ("robot-agent", "configs/agent.yaml", AgentConfig),

@@ -34,7 +34,7 @@ from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig, register_configs
 from fleet.learner_inputs import FreshChunks, experience_reader, fleet_adapters, trunk_checkpoint, trunk_tasks
 from fleet.learner_release import release_candidate
-from fleet.learner_round import FleetRoundLoop, NoFleetData
+from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
 from fleet.rank_gradients import average_present_gradients
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
@@ -42,12 +42,13 @@ from fleet.trunk_store import TrunkStoreError
 from shared_policy.adapter import Adapter, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint
 from shared_policy.policy import FleetPolicy
-from shared_policy.tracking import NullLogger, RunLogger, open_logger
+from shared_policy.tracking import CurveFile, NullLogger, RunLogger, open_logger
 from shared_policy.vtrace_learner import VTraceLearner
 from sim.pretrain import DistributedContext, PretrainRunner, hardware_spec
 
 register_configs()
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+CURVE_FILE = "curve.csv"  # in output_dir: one row per update slot (fleet.learner_round.curve_columns)
 
 
 def weights_digest(policy: FleetPolicy) -> str:
@@ -114,6 +115,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
                   f"{cfg.sim_fraction:g}", flush=True)
         loop = FleetRoundLoop(learner, replay, feeder, list(policy.specs), adapters, cfg.batch_size,
                               cfg.replay.sample_timeout_s, runner, logger, ctx.is_main)
+        loop.curve = CurveFile(out / CURVE_FILE, curve_columns(list(policy.specs)))
         for r in range(1, cfg.rounds + 1):
             label = f"round {r}/{cfg.rounds}"
             inserted = loop.fill()

@@ -16,6 +16,7 @@ from typing import Any
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig
 from fleet.learner_inputs import experience_reader, robot_observations
+from fleet.rollout_log import append_step
 from fleet.trunk_store import TrunkStore
 from shared_policy.adapter import Adapter, save_adapter
 from shared_policy.checkpoint import save_checkpoint
@@ -80,6 +81,9 @@ def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: i
                                                   adapters=adapters_dir if rebased else None,
                                                   expected_version=version)
         release.published = True
+        # the roll-out log tells every step of getting a trunk onto the fleet: this one too, as fleet-hub publish does
+        append_step(cfg.storage_dir, "published_candidate" if cfg.publish_candidate else "published", "learner",
+                    rec.version, sha256=rec.sha256, rebased_adapters=sorted(rebased))
         how = "as the hub's candidate (its canaries decide)" if cfg.publish_candidate else "as current"
         print(f"[learn] published trunk v{rec.version} {how} (sha256 {rec.sha256[:12]}) to {cfg.storage_dir}, "
               f"with {len(rebased)} rebased adapter(s) from {adapters_dir}", flush=True)

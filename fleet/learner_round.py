@@ -28,9 +28,15 @@ from fleet.replay.rate_limiter import RateLimitTimeout
 from fleet.replay.replay import FleetReplay
 from fleet.replay.sequences import sequence_priority
 from shared_policy.adapter import Adapter
-from shared_policy.tracking import RunLogger
+from shared_policy.tracking import CurveFile, RunLogger
 from shared_policy.vtrace_learner import VTraceLearner
 from sim.pretrain import PretrainRunner
+
+
+def curve_columns(hardware: list[str]) -> list[str]:
+    """The learner curve's columns (``<output_dir>/curve.csv``): per update slot the losses per type."""
+    per_type = [f"{hw}/{k}" for hw in sorted(hardware) for k in ("policy_loss", "value_loss", "rho_mean")]
+    return ["update", "sim", "steps_used", "steps_stale", *per_type, "sim/loss/policy", "sim/loss/value"]
 
 
 class NoFleetData(RuntimeError):
@@ -64,6 +70,7 @@ class FleetRoundLoop:
         self.batch_size, self.sample_timeout_s = batch_size, sample_timeout_s
         self.sim, self.logger, self.is_main = sim, logger, is_main
         self.global_step = 0  # slots over every round (the logger's step)
+        self.curve: CurveFile | None = None  # set by the app: one row per update slot (learning curve)
 
     def fill(self) -> int:
         """Insert what the reader has now (as far as the rate limiter lets it); returns sequences inserted."""
@@ -130,6 +137,9 @@ class FleetRoundLoop:
             if self.is_main:
                 self.logger.log({**stats.last, "steps_used": stats.steps_used, "steps_stale": stats.steps_stale},
                                 step=self.global_step)
+                if self.curve is not None:
+                    self.curve.append({"update": self.global_step, "sim": int(is_sim_slot(i, fraction)),
+                                       "steps_used": stats.steps_used, "steps_stale": stats.steps_stale, **stats.last})
                 if (i + 1) % log_every == 0 or i + 1 == updates:
                     print(self._line(stats, i + 1, updates, time.perf_counter() - t0, round_label), flush=True)
         if stats.vtrace_updates == 0 and fraction < 1.0:

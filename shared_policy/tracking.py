@@ -64,3 +64,21 @@ def open_logger(cfg: Any, job: str, config: dict[str, Any]) -> RunLogger:
     if cfg.backend == "wandb":
         return WandbLogger(cfg.project, job, config, cfg.run_name)
     raise ValueError(f"logger.backend must be 'wandb' or 'none', got '{cfg.backend}'")
+
+
+class CurveFile:
+    """A learning curve as CSV, one row appended (and flushed) per iteration: fixed columns, a missing value
+    left empty, the header written when the file is new (a resumed run appends to its curve)."""
+
+    def __init__(self, path: str | Path, columns: list[str]):
+        self.path, self.columns = Path(path), list(columns)
+
+    def append(self, values: dict[str, Any]) -> None:
+        """Append one row of ``values`` (keys outside the columns are ignored)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        with open(self.path, "a", encoding="utf-8") as f:
+            if new:
+                f.write(",".join(self.columns) + "\n")
+            f.write(",".join("" if values.get(c) is None else f"{values[c]:.6g}" if isinstance(values[c], float)
+                             else str(values[c]) for c in self.columns) + "\n")

@@ -1,4 +1,4 @@
-"""Structured configs (Hydra schemas) of the sim apps: fleet-demo, fleet-train, fleet-eval."""
+"""Structured configs (Hydra schemas) of the sim apps: fleet-train, fleet-eval."""
 
 from __future__ import annotations
 
@@ -41,16 +41,6 @@ class SimAppConfig:
 
 
 @dataclass
-class DemoConfig(SimAppConfig):
-    """fleet-demo: a short random-action rollout per hardware type, with throughput and one frame."""
-
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    steps: int = 600  # random-action control steps per hardware type, each over all sim.num_envs worlds
-    render: bool = True  # save world 0 as output_dir/<hardware>.png (a warning instead where rendering fails)
-    output_dir: str = "outputs/demo"  # where the frames go (created)
-
-
-@dataclass
 class TrainConfig(SimAppConfig):
     """fleet-train: PPO pretraining of the shared trunk over the selected hardware types."""
 
@@ -75,7 +65,6 @@ class EvalConfig(SimAppConfig):
 def register_configs() -> None:
     """Register the app and task schemas with Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
-    cs.store(name="demo_schema", node=DemoConfig)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     register_task_schemas()

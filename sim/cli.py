@@ -1,14 +1,12 @@
-"""Console scripts of the sim side: fleet-demo, fleet-train, fleet-eval (each a Hydra app)."""
+"""Console scripts of the sim side: fleet-train, fleet-eval (each a Hydra app). fleet-demo, the whole loop, is
+fleet/demo/app.py."""
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import CONFIG_DIR
@@ -35,69 +33,6 @@ def envs_from_config(cfg: DictConfig, num_envs: int | None = None) -> list[Batch
         envs.append(make_batched_env(tcls(task_cfg, profile), profile, num_envs or cfg.sim.num_envs,
                                      seed=cfg.sim.seed, device=cfg.sim.device, nthread=cfg.sim.nthread))
     return envs
-
-
-def run_demo(cfg: DictConfig) -> dict[str, float]:
-    """Random-action rollout on every selected hardware type; prints and logs throughput."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    logger = open_logger(cfg.logger, job="demo", config=OmegaConf.to_container(cfg, resolve=True))
-    results: dict[str, float] = {}
-    try:
-        for env in envs_from_config(cfg):
-            name = env.profile.name
-            print(f"[demo] {cfg.task.name} on {name}: {env.num_envs} worlds, obs {env.num_obs}, "
-                  f"actions {env.num_actions}, {env.decimation} substeps at {env.profile.physics_hz:g} Hz", flush=True)
-            gen = torch.Generator().manual_seed(cfg.sim.seed)
-            returns, t0 = [], time.perf_counter()
-            for step in range(cfg.steps):
-                _, _, _, extras = env.step(torch.rand(env.num_envs, env.num_actions, generator=gen) * 2 - 1)
-                if "episode" in extras:
-                    returns.append(extras["episode"]["return"])
-                if (step + 1) % max(cfg.steps // 3, 1) == 0:
-                    print(f"[demo]   step {step + 1}/{cfg.steps}", flush=True)
-            sps = cfg.steps * env.num_envs / (time.perf_counter() - t0)
-            results[name] = sps
-            ret = f"{np.mean(returns):.2f}" if returns else "n/a (no episode ended)"
-            print(f"[demo] {name}: {sps:,.0f} env steps/s ({sps * env.decimation:,.0f} physics steps/s), "
-                  f"mean episode return {ret}, divergences {env.num_divergences}", flush=True)
-            logger.log({f"{name}/env_steps_per_s": sps, f"{name}/divergences": env.num_divergences})
-            if cfg.render:
-                save_frame(env, out / f"{name}.png")
-    finally:
-        logger.close()
-    return results
-
-
-def save_frame(env: BatchedEnv, path: Path) -> None:
-    """Render world 0 to a PNG; one warning and no file when rendering is unavailable here."""
-    from sim.render import EnvRenderer, RenderUnavailable
-
-    try:
-        renderer = EnvRenderer(env)
-    except RenderUnavailable as exc:
-        print(f"[demo] warning: {exc}; skipping frames", flush=True)
-        return
-    try:
-        write_png(path, renderer.frame(0))
-        print(f"[demo] frame of world 0 -> {path}", flush=True)
-    finally:
-        renderer.close()
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG with only the standard library."""
-    import struct
-    import zlib
-
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
 def _guarded(fn, cfg: DictConfig) -> None:
@@ -164,12 +99,6 @@ def run_eval(cfg: DictConfig) -> None:
         result = evaluate(policy, env, cfg.episodes)
         print(f"[eval] {cfg.task.name} on {env.profile.name} (trunk v{manifest['trunk_version']}): "
               f"{result.summary()}", flush=True)
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="demo")
-def demo_main(cfg: DictConfig) -> None:
-    """fleet-demo: the short sim rollout `make demo` runs."""
-    _guarded(run_demo, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

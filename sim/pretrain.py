@@ -21,8 +21,10 @@ from shared_policy.checkpoint import load_checkpoint, load_training_state, save_
 from shared_policy.config import PolicyConfig, PPOConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
 from shared_policy.ppo import PPO
-from shared_policy.tracking import RunLogger
+from shared_policy.tracking import CurveFile, RunLogger
 from sim.env import BatchedEnv
+
+CURVE_FILE = "curve.csv"  # in output_dir: one row per iteration
 
 
 class TrainingDiverged(RuntimeError):
@@ -147,6 +149,9 @@ class PretrainRunner:
         self.iteration = 0
         self.trunk_version = 0
         self.history: list[dict[str, float]] = []
+        # iteration, env steps so far (all ranks), mean return per type: the pretraining curve the demo reports
+        self.curve = CurveFile(self.output_dir / CURVE_FILE, ["iteration", "env_steps",
+                                                              *[f"return/{n}" for n in self.envs]])
         self._ep_returns = {n: [] for n in self.envs}
         self._ep_success = {n: [] for n in self.envs}
         self._ep_lengths = {n: [] for n in self.envs}
@@ -241,6 +246,8 @@ class PretrainRunner:
             self.history.append(metrics)
             if self.ctx.is_main:
                 self.logger.log(metrics, step=self.iteration)
+                self.curve.append({"iteration": self.iteration, "env_steps": self.env_steps(),
+                                   **{f"return/{n}": metrics.get(f"{n}/return") for n in self.envs}})
                 if self.iteration % log_every == 0 or self.iteration == end:
                     done = self.iteration - start_iter
                     eta = (time.perf_counter() - t_start) / done * (end - self.iteration)
@@ -250,6 +257,11 @@ class PretrainRunner:
                 if self.video_every and self.iteration % self.video_every == 0:
                     self.log_videos()
         return self.history
+
+    def env_steps(self) -> int:
+        """Environment steps collected so far, over every hardware type and rank."""
+        per_iteration = sum(e.num_envs for e in self.envs.values()) * self.ppo.cfg.num_steps_per_env
+        return self.iteration * per_iteration * self.ctx.world_size
 
     def log_videos(self) -> None:
         """Render a short deterministic rollout per hardware type; one warning and no more tries if GL fails."""

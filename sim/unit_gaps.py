@@ -21,10 +21,19 @@ ARM_GAP: dict[str, Any] = {
                 "latency_steps": [1, 2]},  # partly outside [0, 1]
     "joint_pos_noise": 0.005, "joint_vel_noise": 0.02}
 
+QUADRUPED_GAP: dict[str, Any] = {
+    "physics": {"motor_strength": [0.75, 0.85],  # outside: trained on [0.9, 1.1]
+                "friction": [0.4, 0.8],  # partly outside [0.5, 1.25]
+                "base_mass_add": [1.0, 3.0],  # partly outside [-1, 2] kg
+                "latency_steps": [1, 2]},  # partly outside [0, 1]
+    "joint_pos_noise": 0.01, "joint_vel_noise": 0.1, "gyro_noise": 0.05}
+
 # Per hardware type: its task and the reality gap its units are drawn from.
 UNIT_SETUPS: dict[str, dict[str, Any]] = {
     "cartpole": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
     "cartpole_long": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
     "cartpole_pivot": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
     "arm2_planar": {"task": "reach", "gap": ARM_GAP},
+    "go1_like": {"task": "locomotion", "gap": QUADRUPED_GAP},
+    "go2_like": {"task": "locomotion", "gap": QUADRUPED_GAP},
 }

@@ -83,6 +83,10 @@ class DemoRecord:
     wandb_dirs: list[str]  # offline W&B run directories of every part
     summary_line: str = ""
     schema: int = SCHEMA_VERSION
+    outcome: str = ""  # what became of the fleet round's trunk, in words (promoted / refused / rolled back)
+    problems: list[str] = field(default_factory=list)  # what broke (a failed part, a lost chunk, a leftover process)
+    phase_times: dict[str, float] = field(default_factory=dict)  # seconds per demo phase
+    processes: list[dict[str, Any]] = field(default_factory=list)  # every process the demo started: name, pid
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``<run_dir>/results.json`` (atomically; NaN and inf are refused, not written)."""

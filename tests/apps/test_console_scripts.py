@@ -22,16 +22,6 @@ def run(script, *args, cwd):
                           timeout=240, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.timeout(300)
-def test_demo_runs_a_rollout_prints_throughput_and_writes_frames(tmp_path):
-    res = run("fleet-demo", "steps=60", "sim.num_envs=16", "logger.backend=none", f"output_dir={tmp_path}/demo",
-              cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "env steps/s" in res.stdout
-    assert "rendering failed" not in res.stdout
-    assert (tmp_path / "demo" / "cartpole.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 @pytest.mark.timeout(120)
 def test_rendering_works_in_a_fresh_interpreter_without_mujoco_gl(tmp_path):
     code = ("import sim; from sim.render import EnvRenderer; "
@@ -42,21 +32,10 @@ def test_rendering_works_in_a_fresh_interpreter_without_mujoco_gl(tmp_path):
     assert res.stdout.strip() == "True"
 
 
-@pytest.mark.timeout(300)
-def test_demo_logs_an_offline_wandb_run_without_network(tmp_path):
-    env_mode = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
-    res = subprocess.run([str(BIN / "fleet-demo"), "steps=10", "sim.num_envs=4", "render=false",
-                          "hardware=[cartpole]", f"output_dir={tmp_path}/d"],
-                         cwd=tmp_path, env=user_env(**env_mode), capture_output=True, text=True, timeout=240,
-                         stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, res.stderr
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("script", "override", "key"), [
     ("fleet-train", "sim.num_envz=3", "num_envz"),
-    ("fleet-demo", "task.randomization.friction=oops", "friction"),
+    ("fleet-demo", "robots=many", "robots"),
     ("fleet-eval", "episodes=some", "episodes"),
     ("fleet-hub", "bnd=tcp://x", "bnd"),
     ("robot-agent", "robot_idd=3", "robot_idd"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.fleet.demo.test_demo import SHORT as SHORT_DEMO
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,6 +44,7 @@ class Budget:
     replace: dict[str, str] = field(default_factory=dict)
     append: str = ""
     needs: tuple[str, ...] = ()
+    timeout_s: float = COMMAND_TIMEOUT_S  # the whole loop (make demo) needs more than one app
     expect: tuple[str, ...] = ()  # text the output must contain: the command did its job, not only exit 0
 
 
@@ -59,7 +63,8 @@ COMMANDS: dict[str, Budget] = {
     # `make demo` and `make test` run their real recipes against a stand-in venv whose install stamp is
     # fresh (installing needs the network): its fleet-demo carries the demo's budget, and `make test`
     # runs one quick test of the suite (the whole suite would include this module).
-    "make demo": Budget(replace={"make demo": "make demo VENV={venv}"}, expect=("env steps/s",)),
+    "make demo": Budget(replace={"make demo": "make demo VENV={venv}"}, expect=("demo robots=4 ", " lost=0 "),
+                        timeout_s=480),
     "make test": Budget(replace={"make test": f"PYTEST_ADDOPTS='-p no:cacheprovider {QUICK_TEST}' "
                                               "make test VENV={venv}"}, expect=("1 passed",)),
     REACH: Budget(replace={"iterations=300": "iterations=1"}, append=TINY,
@@ -130,16 +135,20 @@ def user_env() -> dict[str, str]:
     return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "WANDB_MODE": "disabled"}
 
 
-def run_shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_shell(command: str, cwd: Path, timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run a command line through bash in its own process group; kill the whole group when done or stuck."""
     proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=user_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+        out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        out += f"\n[test] killed after {COMMAND_TIMEOUT_S} s"
+        os.killpg(proc.pid, signal.SIGTERM)  # fleet-demo stops the parts it started in their own sessions
+        try:
+            out, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        out += f"\n[test] stopped after {timeout_s:.0f} s"
     finally:
         try:  # torchrun ranks, the stand-in's physics process, the adapter trainer: nothing outlives the test
             os.killpg(proc.pid, signal.SIGKILL)
@@ -184,7 +193,7 @@ class ReadmeRunner:
             line = self.command_line(readme_command)
             for needed in COMMANDS[readme_command].needs:
                 self.assert_ran(needed)
-            self.results[readme_command] = run_shell(line, self.workdir)
+            self.results[readme_command] = run_shell(line, self.workdir, COMMANDS[readme_command].timeout_s)
         return self.results[readme_command]
 
     def assert_ran(self, readme_command: str) -> subprocess.CompletedProcess:
@@ -233,10 +242,13 @@ class ReadmeRunner:
         os.utime(self.workdir / "pyproject.toml", (0, 0))
         venv = self.workdir / "venv"
         (venv / "bin").mkdir(parents=True)
-        launchers = {"python": "", "fleet-demo": "steps=30 sim.num_envs=8"}  # the demo's budget
+        # the demo's budget: the shortened one of its end-to-end test (python -m: a console script made before
+        # fleet-demo moved to fleet.demo.app would still point at the old one)
+        launchers = {"python": "", "fleet-demo": shlex.join(SHORT_DEMO + ["report=false"])}
         for name, budget in launchers.items():
             path = venv / "bin" / name
-            path.write_text(f'#!/bin/sh\nexec "{BIN / name}" "$@" {budget}\n')
+            target = f'"{BIN / "python"}" -m fleet.demo.app' if name == "fleet-demo" else f'"{BIN / name}"'
+            path.write_text(f'#!/bin/sh\nexec {target} "$@" {budget}\n')
             path.chmod(path.stat().st_mode | stat.S_IEXEC)
         (venv / ".installed").touch()
         return str(venv)

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from configs import CONFIG_DIR
 from fleet.config import register_configs as register_hub
+from fleet.demo.config import register_configs as register_demo
 from hardware import available_profiles, profile_from_config
 from hardware.tasks import TASKS
 from robot_agent.config import register_configs as register_agent
@@ -13,6 +14,7 @@ from sim.config import task_config_from
 
 register_sim()
 register_hub()
+register_demo()
 register_agent()
 
 
@@ -25,7 +27,7 @@ def hydra_dir():
 @pytest.mark.parametrize("app", ["demo", "train", "eval", "hub", "agent"])
 def test_every_app_config_composes(hydra_dir, app):
     # output_dir defaults to ${hydra:runtime.output_dir}, which only a running Hydra job resolves
-    cfg = compose(app, overrides=["output_dir=/tmp/x"] if app == "train" else [])
+    cfg = compose(app, overrides={"train": ["output_dir=/tmp/x"], "demo": ["run_dir=/tmp/x"]}.get(app, []))
     assert OmegaConf.to_container(cfg, resolve=True)
 
 

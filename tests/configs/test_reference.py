@@ -48,10 +48,11 @@ def _config_classes(cls: type, found: dict[str, type]) -> dict[str, type]:
 
 
 def test_every_documented_key_has_a_description():
+    from fleet.demo.config import DemoConfig
     from hardware.profile import JointSpec
     from hardware.tasks import TASKS
     from robot_agent.config import AgentConfig
-    from sim.app_config import DemoConfig, EvalConfig, TrainConfig
+    from sim.app_config import EvalConfig, TrainConfig
 
     found: dict[str, type] = {}
     for cls in (TrainConfig, EvalConfig, DemoConfig, AgentConfig, HardwareProfile, JointSpec,

@@ -44,6 +44,13 @@ def test_two_hardware_types_with_different_sizes_train_into_one_trunk(tmp_path):
     _, manifest = load_checkpoint(path)
     assert set(manifest["hardware"]) == {"arm2_planar", "arm7"}
     assert manifest["hardware"]["arm7"]["num_actions"] == 7
+    # the learning curve, one row per iteration: env steps over both types, each type's mean return (or empty)
+    rows = [line.split(",") for line in (tmp_path / "curve.csv").read_text().splitlines()]
+    assert rows[0] == ["iteration", "env_steps", "return/arm2_planar", "return/arm7"]
+    assert [r[:2] for r in rows[1:]] == [["1", "512"], ["2", "1024"]]  # (32 + 32 worlds) x 8 steps a iteration
+    for row, m in zip(rows[1:], hist, strict=True):
+        for col, hw in ((2, "arm2_planar"), (3, "arm7")):
+            assert row[col] == ("" if f"{hw}/return" not in m else f"{m[f'{hw}/return']:.6g}")
 
 
 @pytest.mark.timeout(300)

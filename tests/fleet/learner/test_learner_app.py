@@ -21,6 +21,7 @@ from fleet.learner_inputs import FreshChunks, experience_reader
 from fleet.parquet_export import ParquetExporter
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
+from fleet.rollout_log import read_steps
 from fleet.store import STORE_FILE, ExperienceStore
 from fleet.trunk_store import TrunkStore
 from hardware.randomization import PhysicsParams
@@ -50,6 +51,11 @@ def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapt
                        "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed", "gate.tolerance=0.9")
     assert run_learn(cfg) == EXIT_OK
     assert TrunkStore(storage).versions() == [1, 2, 3] and TrunkStore(storage).current().version == 3
+    logged = [(s["event"], s["by"], s["version"], s["rebased_adapters"]) for s in read_steps(storage)]
+    assert logged == [("published", "learner", v, ["unit-a", "unit-b"]) for v in (2, 3)]  # the roll-out log says so
+    curve = (tmp_path / "out" / "curve.csv").read_text().splitlines()  # the learner's curve: a row per update slot
+    assert curve[0].startswith("update,sim,steps_used,") and "cartpole/policy_loss" in curve[0]
+    assert [row.split(",")[0] for row in curve[1:]] == [str(i) for i in range(1, 17)]  # 2 rounds x 8 updates
     # the rebased adapters travel with their trunk, each packed for its robot (and none for the robot without)
     robots = sorted(p.name for p in (storage / "trunks" / "v000002.robots").glob("*.tar"))
     assert robots == ["unit-a.tar", "unit-b.tar"]

@@ -1,0 +1,169 @@
+"""fleet-demo: the whole loop in one command (what ``make demo`` runs).
+
+    fleet-demo                              4 stand-in units, cart-pole + a second type, ~10 min on 2 cores
+    fleet-demo robots=8 agents.adapt_s=300  a bigger fleet, longer adaptation
+    fleet-demo --config-name demo_locomotion
+
+Pretrains a trunk in sim on the demo's hardware types, evaluates it in sim (what sim promised), makes the hub's
+keys and enrols the units, publishes the trunk as v1, starts the hub (CURVE) and one robot agent per stand-in
+unit (each its own reality gap), lets them adapt on-robot and stream, kills and restarts the hub and one agent
+halfway, runs one fleet learning round whose candidate goes through the canaries to every unit, shuts everything
+down cleanly, writes ``<run>/results.json`` (fleet/demo/record.py) and the report. Every part is a separate
+process with its log in ``<run>/logs``; the terminal shows phases and live numbers (fleet/demo/progress.py).
+
+Exit codes: 0 the loop ran and nothing was lost (also when the gate or the canaries turned the new trunk down:
+the demo says so); 1 something broke (a part failed, a chunk was lost, a process was left behind); 2 bad config.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from configs import CONFIG_DIR
+from fleet.demo.collect import collect
+from fleet.demo.config import DemoConfig, register_configs
+from fleet.demo.phases import DemoRun
+from fleet.demo.processes import PartFailed, ProcessGroups
+from fleet.demo.progress import Progress
+from fleet.demo.record import DemoRecord
+from fleet.demo.units import plan_units
+
+register_configs()
+EXIT_OK, EXIT_BROKEN, EXIT_CONFIG = 0, 1, 2
+PHASES = ("pretrain in sim", "sim oracle", "keys + hub", "robot agents", "on-robot adaptation (faults halfway)",
+          "fleet round + canary roll-out", "clean shutdown", "collect", "report")
+
+
+def _interrupt(*_: object) -> None:
+    # once: a second Ctrl-C / SIGTERM must not cut the shutdown that stops every part short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the restarted hub binds the same one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(cfg: DemoConfig, run: Path) -> dict[str, str]:
+    """The parts' environment: W&B offline (unless WANDB_MODE says otherwise) into <run>/wandb."""
+    env = dict(os.environ)
+    if cfg.wandb:
+        env.setdefault("WANDB_MODE", "offline")
+        env["WANDB_DIR"] = str(run / "wandb")
+        (run / "wandb").mkdir(parents=True, exist_ok=True)
+    else:
+        env["WANDB_MODE"] = "disabled"
+    return env
+
+
+def summary_line(record: DemoRecord, report: str) -> str:
+    """The demo's last line."""
+    acked = sum(u.chunks_acked for u in record.units)
+    stored = sum(u.chunks_stored for u in record.units)
+    lost = sum(u.chunks_lost for u in record.units)
+    return (f"demo robots={len(record.units)} chunks_acked={acked} chunks_stored={stored} lost={lost} "
+            f"trunk=v{record.trunk_versions['final']} report={report}")
+
+
+def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> int:
+    """Run every phase in ``run``; returns the exit code (module docstring)."""
+    cfg.validate()
+    units = plan_units(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    progress = progress or Progress(every_s=cfg.progress_every_s, log=run / "demo.log")
+    procs = ProcessGroups(run / "logs", child_env(cfg, run), run)
+    demo = DemoRun(cfg, run, units, procs, progress, cfg.hub.port or free_port())
+    started, times, problems = time.time(), {}, []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a stopped demo still stops every part it started
+        signal.signal(sig, _interrupt)
+    steps = [demo.pretrain, demo.oracle, demo.hub_up, demo.agents_up, demo.adapt, demo.fleet_round]
+    progress.note(f"run directory {run.resolve()} (logs in {run / 'logs'})")
+    try:
+        for i, step in enumerate(steps):
+            progress.phase(i + 1, len(PHASES), PHASES[i])
+            t = time.monotonic()
+            step()
+            times[PHASES[i]] = round(time.monotonic() - t, 1)
+    except PartFailed as exc:
+        problems.append(str(exc))
+        progress.note(f"ERROR: {exc}")
+    except KeyboardInterrupt:
+        problems.append("interrupted (SIGINT / SIGTERM): every part stopped")
+        progress.note("interrupted: stopping every part")
+    finally:
+        progress.phase(7, len(PHASES), PHASES[6])
+        t = time.monotonic()
+        stop_problems = demo.shutdown()
+        times[PHASES[6]] = round(time.monotonic() - t, 1)
+        for p in stop_problems:
+            progress.note(f"ERROR: {p}")
+        problems += stop_problems
+        progress.done("no process left" if not stop_problems else f"{len(stop_problems)} problem(s)")
+    progress.phase(8, len(PHASES), PHASES[7])
+    record = collect(run, cfg.task_name, units, demo.spool_starts, demo.sim_oracle, demo.faults, started, time.time())
+    record.phase_times, record.outcome = times, demo.outcome
+    record.processes = [{"name": c.name, "pid": c.pid, "exit": c.popen.returncode} for c in procs.children]
+    for u in record.units:
+        if u.chunks_lost or u.chunks_acked != u.chunks_stored:
+            problems.append(f"{u.robot_id}: sent {u.chunks_sent}, acked {u.chunks_acked}, stored {u.chunks_stored}, "
+                            f"lost {u.chunks_lost}")
+    progress.note(demo.outcome or "no fleet-updated trunk (see above)")
+    report = "(not built)"
+    record.summary_line = summary_line(record, report)
+    record.save(run)
+    progress.done(f"{run / 'results.json'}")
+    if cfg.report:
+        progress.phase(9, len(PHASES), PHASES[8])
+        from fleet.report import build_report  # the report package (another branch)
+
+        report = str(build_report(run))
+        record.summary_line = summary_line(record, report)
+        record.save(run)
+        progress.done(report)
+    record.problems = problems
+    record.save(run)
+    for p in problems:
+        progress.note(f"ERROR: {p}")
+    progress.note("phase times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    print(record.summary_line, flush=True)
+    return EXIT_BROKEN if problems else EXIT_OK
+
+
+def demo_config(dcfg: DictConfig) -> tuple[DemoConfig, Path]:
+    """The typed config and the run directory from a composed config."""
+    cfg = OmegaConf.to_object(dcfg)
+    assert isinstance(cfg, DemoConfig)
+    return cfg, Path(cfg.run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="demo")
+def demo_main(dcfg: DictConfig) -> None:
+    """fleet-demo (module docstring)."""
+    try:
+        cfg, run = demo_config(dcfg)
+        cfg.validate()
+    except ValueError as exc:
+        print(f"fleet-demo: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    try:
+        code = run_demo(cfg, run)
+    except ValueError as exc:  # a config error found while planning (e.g. a type without a reality gap)
+        print(f"fleet-demo: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    demo_main()

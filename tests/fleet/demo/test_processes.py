@@ -1,0 +1,71 @@
+"""The demo's process groups with real processes and real signals: what ignores SIGTERM is killed and reported,
+and a grandchild left in a part's group is found, killed and reported too."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from fleet.demo.processes import PartFailed, ProcessGroups, group_members
+
+IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('RE' + 'ADY', flush=True); time.sleep(600)"
+# a part that exits at SIGTERM but leaves a child of its own behind in its process group
+LEAVES_CHILD = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+                "print('RE' + 'ADY', flush=True); time.sleep(600)")
+
+
+def wait_output(child, text: str, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while text not in child.output() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert text in child.output(), child.output()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(120)
+def test_a_part_that_ignores_sigterm_is_killed_with_its_group_and_reported(tmp_path):
+    procs = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+    stubborn = procs.start("stubborn", [sys.executable, "-c", IGNORES_TERM])
+    polite = procs.start("polite", [sys.executable, "-c", "import time; print('RE' + 'ADY', flush=True); time.sleep(600)"])
+    wait_output(stubborn, "READY")
+    wait_output(polite, "READY")
+    problems = procs.stop_all(timeout_s=2)
+    assert len(problems) == 1 and "stubborn" in problems[0] and "ignored SIGTERM" in problems[0], problems
+    assert not stubborn.alive() and not polite.alive()
+    assert not group_members(stubborn.pid) and procs.leftovers() == []
+    assert stubborn.popen.returncode == -9 and polite.popen.returncode == -15
+
+
+@pytest.mark.timeout(120)
+def test_a_grandchild_left_in_a_parts_group_is_found_killed_and_reported(tmp_path):
+    procs = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+    part = procs.start("leaky", [sys.executable, "-c", LEAVES_CHILD])
+    wait_output(part, "READY")
+    members = group_members(part.pid)
+    assert len(members) == 2 and part.pid in members
+    grandchild = next(p for p in members if p != part.pid)
+    assert procs.terminate(part, 10)  # the part itself exits at SIGTERM ...
+    problems = procs.leftovers()  # ... its child does not
+    assert problems == [f"leaky: process group {part.pid} still holds pids [{grandchild}]"]
+    end = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < end:
+        time.sleep(0.05)  # killed; reaped by init once it is re-parented
+    assert not group_members(part.pid) and procs.leftovers() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_one_shot_part_raises_with_its_logs_tail(tmp_path):
+    procs = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+    with pytest.raises(PartFailed, match=r"(?s)broken exited 3.*the reason"):
+        procs.run("broken", [sys.executable, "-c", "import sys; print('the reason'); sys.exit(3)"], 30)
+    assert (tmp_path / "logs" / "broken.log").read_text().startswith("$ ")

@@ -40,7 +40,7 @@ def test_the_defaults_and_the_overrides_a_user_types_are_valid():
     cfg.validate()
     assert cfg.robots == 8 and cfg.agents.adapt_s == 300.0
     units = plan_units(cfg)
-    assert [u.hardware for u in units[:4]] == ["cartpole", "cartpole_long"] * 2  # types alternate
+    assert [u.hardware for u in units[:4]] == ["cartpole", "cartpole_pivot"] * 2  # types alternate
     assert [u.robot_id for u in units if u.canary] == ["unit-0", "unit-1"]  # one canary per type by default
     assert len({u.seed for u in units}) == 8  # each unit its own draw of the gap
 

@@ -56,7 +56,7 @@ def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the
 
     record = DemoRecord.load(run)
     units = {u.robot_id: u for u in record.units}
-    assert [u.hardware for u in record.units] == ["cartpole", "cartpole_long"] * 2
+    assert [u.hardware for u in record.units] == ["cartpole", "cartpole_pivot"] * 2
     # every robot connected: each one's chunks are in the hub's store, by its own SQLite connection
     ids = stored_ids(run / "hub")
     assert len(ids) == len(set(ids)) == int(m[2])
@@ -80,7 +80,7 @@ def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the
         assert any(e.trunk_version == 2 for e in u.episodes), robot  # a fleet-updated return for every unit
         assert any(e.trunk_version == 1 for e in u.episodes), robot  # and one from before
     # the record's numbers are real numbers
-    assert set(record.sim_oracle) == {"cartpole", "cartpole_long"}
+    assert set(record.sim_oracle) == {"cartpole", "cartpole_pivot"}
     assert all(r.episodes == 8 and math.isfinite(r.mean) and math.isfinite(r.ci95) for r in record.sim_oracle.values())
     assert all(len(c) == 2 for c in record.pretrain_curve.values())  # one row per iteration
     assert len(record.learner_curve) == 4

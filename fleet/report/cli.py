@@ -35,3 +35,7 @@ def eval_main() -> None:
     from sim.cli import eval_main as hydra_eval_main
 
     hydra_eval_main()
+
+
+if __name__ == "__main__":
+    eval_main()

@@ -39,7 +39,7 @@ def log_document(run: Any, doc: Document, out_dir: Path) -> None:
     """Every table (wandb.Table) and figure (wandb.Image) of the report, then finish the run."""
     import wandb
 
-    payload: dict[str, Any] = {f"report/{t.name}": wandb.Table(columns=t.header, data=t.rows) for t in doc.tables()}
-    payload.update({f"report/{f.name}": wandb.Image(str(out_dir / f.file), caption=f.caption) for f in doc.figures()})
+    payload: dict[str, Any] = {f"tables/{t.name}": wandb.Table(columns=t.header, data=t.rows) for t in doc.tables()}
+    payload.update({f"figures/{f.name}": wandb.Image(str(out_dir / f.file), caption=f.caption) for f in doc.figures()})
     run.log(payload)
     run.finish()

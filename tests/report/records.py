@@ -16,7 +16,8 @@ PRETRAINED, FINAL = 1, 2
 
 def _unit_gap(rng: np.random.Generator, hardware: str) -> tuple[dict, list[str]]:
     gap = UNIT_SETUPS[hardware]["gap"]
-    drawn = {k: round(float(rng.uniform(*v)), 3) if isinstance(v, list) else v for k, v in gap["physics"].items()}
+    drawn = {k: (int(rng.integers(v[0], v[1] + 1)) if k == "latency_steps" else round(float(rng.uniform(*v)), 3))
+             for k, v in gap["physics"].items()}
     outside = [k for k in ("motor_strength", "damping_scale") if k == "motor_strength" or drawn[k] > 1.5]
     return {"physics": drawn, "joint_pos_noise": gap["joint_pos_noise"], "joint_vel_noise": gap["joint_vel_noise"]}, outside
 

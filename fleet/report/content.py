@@ -64,7 +64,7 @@ def units_section(record: DemoRecord, derived: Derived) -> Section:
                    f"no adapter; adapted over its last {ADAPTED_LAST_K} episodes on the pretrained trunk with an "
                    "adapter; fleet-updated on the final trunk. "
                    f"{fmt.OUTSIDE_MARK} marks a reality-gap parameter outside the range the trunk was trained on."),
-              Table("units", header, rows, "Per unit")]
+              Table("units", header, rows, "Per unit") if rows else Text(f"units: {missing('the record lists none')}")]
     problems = [f"{u.robot_id}: {p}" for u, r in zip(record.units, derived.units, strict=True) for p in r.problems]
     if problems:
         blocks.append(Items(problems))
@@ -84,7 +84,8 @@ def sim_to_real_section(derived: Derived, out_dir: Path) -> Section:
              "episodes). Gap recovered = (adapted - zero-shot) / (sim oracle - zero-shot), and likewise for "
              "fleet-updated, over the units that have both returns. The sim figure is not a ceiling: a unit can "
              "beat it, so the fraction can exceed 100%."),
-        Table("sim_to_real", header, rows, "Sim to real per hardware type"),
+        Table("sim_to_real", header, rows, "Sim to real per hardware type") if rows
+        else Text(f"sim to real: {missing('the record names no hardware type')}"),
         _figure_or_missing(sim_to_real_figure(derived.hardware, out_dir), "sim-to-real chart")])
 
 

@@ -137,3 +137,15 @@ def test_a_run_dir_without_a_readable_record_is_refused_naming_it_and_writes_not
     assert not (tmp_path / "report").exists()
     with pytest.raises(ReportError, match="not a directory"):
         build_report(tmp_path / "nope")
+
+
+def test_a_record_without_units_or_hardware_says_so_instead_of_drawing_empty_tables(tmp_path):
+    record = demo_record(seed=15)
+    record.units, record.hardware = [], []
+    record.save(tmp_path)
+    out = build_report(tmp_path)
+    page = read_page(out)
+    assert all(len(rows) > 1 for rows in page.tables.values()) and "units" not in page.tables
+    md = (out / MARKDOWN_FILE).read_text()
+    assert "units: missing (the record lists none)" in md
+    assert "sim to real: missing (the record names no hardware type)" in md

@@ -42,7 +42,7 @@ def summary_section(record: DemoRecord, derived: Derived, wandb_run: str) -> Sec
              "chunks: " + ", ".join(f"{k.removeprefix('chunks_')} {v}" for k, v in totals.items()),
              f"report W&B run: {wandb_run}"]
     if record.summary_line:
-        lines.append(f"demo: {record.summary_line}")
+        lines.append(f"the demo's last line: {record.summary_line}")
     problems = sum(len(u.problems) for u in derived.units)
     if problems:
         lines.append(f"data problems: {problems} (listed under the per-unit table)")

@@ -27,7 +27,7 @@ def open_run(run_dir: Path) -> Any | None:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     return wandb.init(project=PROJECT, job_type="report", dir=str(run_dir), name=f"report-{run_dir.name}",
-                      reinit="finish_previous")
+                      reinit="create_new")  # never ends a run the caller (fleet-demo) has open
 
 
 def run_directory(run: Any | None) -> str:

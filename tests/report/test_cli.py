@@ -68,3 +68,20 @@ def test_other_arguments_still_reach_the_hydra_evaluation_app(tmp_path):
     res = fleet_eval("episodes=some", cwd=tmp_path)
     assert res.returncode != 0
     assert "full_key: episodes" in res.stderr  # Hydra's own error for the eval config
+
+
+@pytest.mark.timeout(180)
+def test_a_report_built_inside_a_process_with_an_open_wandb_run_leaves_that_run_open(tmp_path):
+    demo_record(seed=22).save(tmp_path)
+    code = ("import wandb; from pathlib import Path; from fleet.report import build_report; "
+            f"run = wandb.init(project='demo', dir={str(tmp_path / 'own')!r}); "
+            f"build_report(Path({str(tmp_path)!r})); "
+            "assert not run._is_finished, 'the caller run was ended'; run.log({'after_report': 1.0}); run.finish()")
+    (tmp_path / "own").mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    env.pop("WANDB_DIR", None)
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=150, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # the report's, beside the caller's own
+    assert len(list((tmp_path / "own" / "wandb").glob("offline-run-*"))) == 1

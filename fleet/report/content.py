@@ -10,7 +10,15 @@ from fleet.report import formatting as fmt
 from fleet.report import run_sections
 from fleet.report.document import Document, Figure, Items, Section, Table, Text, missing
 from fleet.report.figures import adapter_figure, learner_figure, pretrain_figure, sim_to_real_figure
-from fleet.report.tables import ADAPTED_LAST_K, HardwareRow, UnitReturns, sim_to_real, unit_returns, version
+from fleet.report.tables import (
+    ADAPTED_LAST_K,
+    HardwareRow,
+    UnitReturns,
+    hardware_types,
+    sim_to_real,
+    unit_returns,
+    version,
+)
 
 
 @dataclass
@@ -36,13 +44,15 @@ def summary_section(record: DemoRecord, derived: Derived, wandb_run: str) -> Sec
     totals = {k: sum(getattr(u, k) for u in record.units if isinstance(getattr(u, k), int))
               for k in ("chunks_sent", "chunks_acked", "chunks_stored", "chunks_lost")}
     seconds = record.finished - record.started if finite(record.finished) and finite(record.started) else None
-    lines = [f"task: {record.task}; hardware types: {', '.join(map(str, record.hardware))}; units: {len(record.units)}",
+    lines = [f"task: {fmt.label(record.task)}; hardware types: {', '.join(hardware_types(record))}; "
+             f"units: {len(record.units)}",
              f"started {fmt.utc(record.started)}, ran {fmt.number(seconds, 0)} s",
-             f"trunk versions: pretrained v{version(record, 'pretrained')}, final v{version(record, 'final')}",
+             f"trunk versions: pretrained {fmt.trunk(version(record, 'pretrained'))}, final "
+             f"{fmt.trunk(version(record, 'final'))}",
              "chunks: " + ", ".join(f"{k.removeprefix('chunks_')} {v}" for k, v in totals.items()),
              f"report W&B run: {wandb_run}"]
     if record.summary_line:
-        lines.append(f"the demo's last line: {record.summary_line}")
+        lines.append(f"the demo's last line: {fmt.label(record.summary_line)}")
     problems = sum(len(u.problems) for u in derived.units)
     if problems:
         lines.append(f"data problems: {problems} (listed under the per-unit table)")
@@ -55,11 +65,11 @@ def units_section(record: DemoRecord, derived: Derived) -> Section:
               "fleet-updated", "chunks sent", "acked", "stored", "lost", "final trunk / adapter"]
     rows = []
     for u, r in zip(record.units, derived.units, strict=True):
-        rows.append([str(u.robot_id), str(u.hardware), fmt.gap_text(u.gap, u.outside_training_range),
+        rows.append([fmt.label(u.robot_id), fmt.label(u.hardware), fmt.gap_text(u.gap, u.outside_training_range),
                      fmt.yes_no(u.canary), fmt.yes_no(u.restarted), fmt.cell(r.zero_shot), fmt.cell(r.adapted),
                      fmt.cell(r.fleet_updated), fmt.count(u.chunks_sent), fmt.count(u.chunks_acked),
                      fmt.count(u.chunks_stored), fmt.count(u.chunks_lost),
-                     f"v{u.final_trunk_version} / v{u.final_adapter_version}"])
+                     f"{fmt.trunk(u.final_trunk_version)} / {fmt.trunk(u.final_adapter_version)}"])
     blocks = [Text(f"Returns are means over a unit's episodes (n = episodes): zero-shot on the pretrained trunk with "
                    f"no adapter; adapted over its last {ADAPTED_LAST_K} episodes on the pretrained trunk with an "
                    "adapter; fleet-updated on the final trunk. "
@@ -102,7 +112,7 @@ def curves_section(record: DemoRecord, out_dir: Path) -> Section:
 def build_document(record: DemoRecord, run_dir: Path, out_dir: Path, wandb_run: str) -> Document:
     """The whole report (figures are written into ``out_dir`` as it is built)."""
     derived = derive(record)
-    return Document(f"Fleet demo report: {record.task}", [
+    return Document(f"Fleet demo report: {fmt.label(record.task)}", [
         summary_section(record, derived, wandb_run), units_section(record, derived),
         sim_to_real_section(derived, out_dir), curves_section(record, out_dir),
         run_sections.rollout_section(record, out_dir), run_sections.faults_section(record),

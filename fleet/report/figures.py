@@ -91,8 +91,19 @@ def adapter_figure(unit: UnitRecord, index: int, pretrained: int | None, out_dir
                  "trunk swap")
 
 
+def _round_starts(rows: list[dict]) -> list[float]:
+    """The update index where each round after the first begins (rows with a ``round`` number)."""
+    starts = []
+    for i in range(1, len(rows)):
+        a, b = rows[i - 1].get("round"), rows[i].get("round")
+        if finite(a) and finite(b) and a != b:
+            starts.append(rows[i]["update"] - 0.5 if finite(rows[i].get("update")) else i - 0.5)
+    return starts
+
+
 def learner_figure(rows: Any, out_dir: Path, max_panels: int = 6) -> Figure | str:
-    """Fleet rounds: each numeric learner metric against the update index (``update`` if the rows have it)."""
+    """Fleet rounds: each numeric learner metric (its losses, when it logs any) against the update index
+    (``update`` if the rows have it), a dashed line where a new ``round`` starts."""
     rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     if not rows:
         return "no fleet-learn update recorded"
@@ -105,11 +116,14 @@ def learner_figure(rows: Any, out_dir: Path, max_panels: int = 6) -> Figure | st
         ax = fig.add_subplot(len(keys), 1, n + 1)
         pts = [(r["update"] if finite(r.get("update")) else i, r[key]) for i, r in enumerate(rows) if finite(r.get(key))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        for x in _round_starts(rows):
+            ax.axvline(x, color="tab:red", linestyle="--", linewidth=0.8)
         ax.set(ylabel=key)
         ax.grid(alpha=0.3)
     fig.axes[0].set_title("Fleet rounds (fleet-learn)")
     fig.axes[-1].set_xlabel("update")
-    return _save(fig, out_dir, "learner.png", "learner", "Fleet rounds: fleet-learn's metrics per update")
+    return _save(fig, out_dir, "learner.png", "learner", "Fleet rounds: fleet-learn's metrics per update (dashed: a "
+                 "new round)")
 
 
 def rollout_figure(steps: list[RolloutStep], started: float, out_dir: Path) -> Figure | str:

@@ -21,7 +21,29 @@ def number(v: Any, digits: int = 1) -> str:
 
 def count(v: Any) -> str:
     """A non-negative integer count, else missing."""
-    return str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else missing(f"not a count: {v!r}")
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else missing("not a count")
+
+
+def label(v: Any) -> str:
+    """A name or text from the record (a string or an integer); anything else reads as missing."""
+    return v if isinstance(v, str) else str(v) if isinstance(v, int) and not isinstance(v, bool) else \
+        missing("not a name")
+
+
+def trunk(v: Any) -> str:
+    """A version number as ``vN``, else missing."""
+    return f"v{v}" if isinstance(v, int) and not isinstance(v, bool) else missing("no version")
+
+
+def value(v: Any) -> str:
+    """Any JSON value from the record, with numbers that are not finite shown as missing."""
+    if isinstance(v, float) and not finite(v):
+        return missing("not a finite number")
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {value(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def utc(t: Any) -> str:
@@ -61,14 +83,14 @@ def gap_text(gap: Any, outside: Any) -> str:
     """A unit's reality-gap parameters as ``name=value`` pairs, those outside the training range marked."""
     names = [str(o) for o in outside] if isinstance(outside, list) else []
     parts, seen = [], set()
-    for key, value in _flat(gap):
+    for key, v in _flat(gap):
         out = [o for o in names if key == o or key.endswith("." + o)]
         seen.update(out)
-        parts.append(f"{key}={value}{OUTSIDE_MARK if out else ''}")
+        parts.append(f"{key}={value(v)}{OUTSIDE_MARK if out else ''}")
     parts += [f"{o}{OUTSIDE_MARK}" for o in names if o not in seen]  # named outside but not in the gap given
     return ", ".join(parts) or "none"
 
 
 def yes_no(v: Any) -> str:
     """A flag as yes / no (missing when the record holds something else)."""
-    return ("yes" if v else "no") if isinstance(v, bool) else missing(f"not a flag: {v!r}")
+    return ("yes" if v else "no") if isinstance(v, bool) else missing("not a flag")

@@ -3,7 +3,6 @@ injected, where the experience data lives, and the W&B runs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,20 @@ def _versions(steps: list[RolloutStep], events: tuple[str, ...]) -> str:
 
 def _details(fields: Any) -> str:
     if not isinstance(fields, dict):
-        return str(fields)
-    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(fields.items()) if k != "by")
+        return fmt.value(fields)
+    return ", ".join(f"{k}={fmt.value(v)}" for k, v in sorted(fields.items()) if k != "by")
 
 
 def rollout_section(record: DemoRecord, out_dir: Path) -> Section:
     """Versions published, canaries, verdicts, promotions and rollbacks: a summary, a table and a PNG."""
     steps = record.rollout if isinstance(record.rollout, list) else []
-    canaries = [f"v{s.version}: {', '.join(map(str, s.fields.get('canaries', [])))}" for s in steps
+    canaries = [f"{fmt.trunk(s.version)}: {fmt.value(s.fields.get('canaries', []))}" for s in steps
                 if s.event == "sent_to_canaries" and isinstance(s.fields, dict)]
     summary = Items([f"published: {_versions(steps, PUBLISHED)}", f"sent to canaries: {'; '.join(canaries) or 'none'}",
                      f"promoted: {_versions(steps, ('promoted',))}", f"rolled back: {_versions(steps, ROLLED_BACK)}"])
     t0 = record.started if finite(record.started) else None
     rows = [[fmt.number(s.time - t0, 1) if t0 is not None and finite(s.time) else missing("no time"), fmt.utc(s.time),
-             str(s.event), f"v{s.version}", str(s.fields.get("by", "")) if isinstance(s.fields, dict) else "",
+             fmt.label(s.event), fmt.trunk(s.version), fmt.value(s.fields.get("by", "")) if isinstance(s.fields, dict) else "",
              _details(s.fields)] for s in steps]
     blocks: list = [summary]
     if rows:
@@ -53,7 +52,7 @@ def faults_section(record: DemoRecord) -> Section:
     faults = [f for f in record.faults if isinstance(f, dict)] if isinstance(record.faults, list) else []
     if not faults:
         return Section("Faults injected", [Text("The record lists no injected fault.")])
-    rows = [[str(f.get("what", missing("not named"))), fmt.number(f.get("at_s")), fmt.number(f.get("back_after_s")),
+    rows = [[fmt.label(f.get("what")), fmt.number(f.get("at_s")), fmt.number(f.get("back_after_s")),
              _details({k: v for k, v in f.items() if k not in ("what", "at_s", "back_after_s")})] for f in faults]
     return Section("Faults injected", [
         Text("What the demo broke on purpose (at: seconds after the demo started; back after: seconds until the "
@@ -81,7 +80,7 @@ def data_section(record: DemoRecord, run_dir: Path) -> Section:
 
 def wandb_section(record: DemoRecord, run_dir: Path, wandb_run: str) -> Section:
     """The offline W&B run directories of every part and of this report (``wandb sync DIR`` uploads one)."""
-    dirs = [str(d) for d in record.wandb_dirs] if isinstance(record.wandb_dirs, list) else []
+    dirs = [d for d in record.wandb_dirs if isinstance(d, str)] if isinstance(record.wandb_dirs, list) else []
     lines = [f"{d}" + ("" if (run_dir / d).exists() else f" ({missing('not found at report time')})") for d in dirs]
     lines.append(f"this report's tables and figures: {wandb_run}")
     return Section("W&B runs", [Text("Offline run directories (upload one with `wandb sync DIR` once an account is "

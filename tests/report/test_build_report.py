@@ -110,7 +110,7 @@ def test_nan_returns_and_a_missing_sim_oracle_show_as_missing_never_as_a_number(
     first = table_row(page, "units", raw["units"][0]["robot_id"])
     assert first["zero-shot"] == f"missing (no episode on trunk v{PRETRAINED} without an adapter)"
     assert first["fleet-updated"] == f"missing (no episode on the final trunk v{FINAL})"
-    assert table_row(page, "units", raw["units"][1]["robot_id"])["lost"] == "missing (not a count: 'lots')"
+    assert table_row(page, "units", raw["units"][1]["robot_id"])["lost"] == "missing (not a count)"
     assert table_row(page, "sim_to_real", "cartpole")["sim oracle"] == "missing (no sim oracle recorded for cartpole)"
     long = table_row(page, "sim_to_real", "cartpole_long")
     assert long["sim oracle"].startswith("missing (") and long["gap recovered (adapted)"] == "missing (no sim oracle)"
@@ -149,3 +149,28 @@ def test_a_record_without_units_or_hardware_says_so_instead_of_drawing_empty_tab
     md = (out / MARKDOWN_FILE).read_text()
     assert "units: missing (the record lists none)" in md
     assert "sim to real: missing (the record names no hardware type)" in md
+
+
+def test_odd_values_anywhere_in_a_loadable_record_read_as_missing_and_never_crash_the_report(tmp_path):
+    raw = asdict(demo_record(seed=16))
+    raw.update(task=float("nan"), hardware=5, trunk_versions=[], wandb_dirs=None, learner_curve={"a": 1},
+               pretrain_curve=[], faults=[{"what": None, "at_s": "soon", "extra": float("inf")}], summary_line=[1])
+    unit = raw["units"][0]
+    unit.update(robot_id=None, gap={"physics": {"motor_strength": float("nan")}}, canary="sometimes",
+                final_trunk_version=float("nan"), outside_training_range="motor_strength")
+    unit["episodes"][0].update(trunk_version="one", adapter_version=None)
+    raw["rollout"][0].update(version="x", time=None, fields=None)
+    raw["sim_oracle"]["cartpole"]["episodes"] = "many"
+    _write_raw(tmp_path, raw)
+    out = build_report(tmp_path)
+    for text in ((out / MARKDOWN_FILE).read_text(), (out / HTML_FILE).read_text()):
+        assert not NUMBER_WORDS.search(text)
+    page = read_page(out)
+    row = table_row(page, "units", "missing (not a name)")
+    assert row["reality gap"] == "physics.motor_strength=missing (not a finite number)"
+    assert row["canary"] == "missing (not a flag)" and row["final trunk / adapter"].startswith("missing (no version)")
+    assert "missing (the record names no pretrained trunk version)" in row["zero-shot"]
+    assert page.tables["rollout"][1][2:4] == ["published_candidate", "missing (no version)"]
+    assert page.tables["faults"][1][:3] == ["missing (not a name)", "missing (not a finite number)",
+                                             "missing (not a finite number)"]
+    assert table_row(page, "sim_to_real", "cartpole")["sim oracle"].startswith("missing (")

@@ -53,10 +53,29 @@ def summary_section(record: DemoRecord, derived: Derived, wandb_run: str) -> Sec
              f"report W&B run: {wandb_run}"]
     if record.summary_line:
         lines.append(f"the demo's last line: {fmt.label(record.summary_line)}")
+    outcome = getattr(record, "outcome", "")  # the fields from here on are newer than schema 1's first cut
+    if outcome:
+        lines.append(f"outcome: {fmt.label(outcome)}")
     problems = sum(len(u.problems) for u in derived.units)
     if problems:
         lines.append(f"data problems: {problems} (listed under the per-unit table)")
-    return Section("Summary", [Items(lines)])
+    blocks: list = [Items(lines)]
+    broke = getattr(record, "problems", None)
+    if isinstance(broke, list):
+        blocks.append(Text("What broke, as the demo recorded it: " + ("nothing" if not broke else "")))
+        if broke:
+            blocks.append(Items([fmt.value(p) for p in broke]))
+    phases = getattr(record, "phase_times", None)
+    if isinstance(phases, dict) and phases:
+        blocks.append(Table("phases", ["phase", "seconds"], [[str(k), fmt.number(v)] for k, v in phases.items()],
+                            "Time per demo phase"))
+    procs = getattr(record, "processes", None)
+    procs = [p for p in procs if isinstance(p, dict)] if isinstance(procs, list) else []
+    if procs:
+        blocks.append(Table("processes", ["process", "pid", "exit code"],
+                            [[fmt.value(p.get("name")), fmt.value(p.get("pid")), fmt.value(p.get("exit"))] for p in procs],
+                            "Every process the demo started"))
+    return Section("Summary", blocks)
 
 
 def units_section(record: DemoRecord, derived: Derived) -> Section:
@@ -75,7 +94,7 @@ def units_section(record: DemoRecord, derived: Derived) -> Section:
                    "adapter; fleet-updated on the final trunk. "
                    f"{fmt.OUTSIDE_MARK} marks a reality-gap parameter outside the range the trunk was trained on."),
               Table("units", header, rows, "Per unit") if rows else Text(f"units: {missing('the record lists none')}")]
-    problems = [f"{u.robot_id}: {p}" for u, r in zip(record.units, derived.units, strict=True) for p in r.problems]
+    problems = [f"{fmt.label(u.robot_id)}: {p}" for u, r in zip(record.units, derived.units, strict=True) for p in r.problems]
     if problems:
         blocks.append(Items(problems))
     return Section("Units", blocks)
@@ -103,7 +122,7 @@ def curves_section(record: DemoRecord, out_dir: Path) -> Section:
     """Sim pretraining, each unit's adaptation, and the fleet rounds."""
     blocks = [_figure_or_missing(pretrain_figure(record.pretrain_curve, out_dir), "sim pretraining curve")]
     pre = version(record, "pretrained")
-    blocks += [_figure_or_missing(adapter_figure(u, i, pre, out_dir), f"adaptation of {u.robot_id}")
+    blocks += [_figure_or_missing(adapter_figure(u, i, pre, out_dir), f"adaptation of {fmt.label(u.robot_id)}")
                for i, u in enumerate(record.units)]
     blocks.append(_figure_or_missing(learner_figure(record.learner_curve, out_dir), "fleet rounds"))
     return Section("Learning curves", blocks)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from fleet.demo.record import RolloutStep, UnitRecord, finite
 from fleet.report.document import Figure
+from fleet.report.formatting import label
 from fleet.report.tables import COLUMNS, HardwareRow
 
 DPI = 100
@@ -62,10 +63,11 @@ def pretrain_figure(curves: Any, out_dir: Path) -> Figure | str:
 def adapter_figure(unit: UnitRecord, index: int, pretrained: int | None, out_dir: Path) -> Figure | str:
     """One unit's episodes: return against episode index, coloured by adapter version, hollow after the trunk
     swap (a trunk other than the pretrained one), the swap marked."""
+    robot = label(unit.robot_id)
     pts = [(i, e) for i, e in enumerate(unit.episodes)
            if finite(e.episode_return) and isinstance(e.adapter_version, int) and isinstance(e.trunk_version, int)]
     if not pts:
-        return f"{unit.robot_id}: no episode with a finite return"
+        return "no episode with a finite return"
     fig = MplFigure(figsize=(6, 3))
     ax = fig.add_subplot()
     ax.plot([i for i, _ in pts], [e.episode_return for _, e in pts], color="0.8", zorder=1)
@@ -83,11 +85,11 @@ def adapter_figure(unit: UnitRecord, index: int, pretrained: int | None, out_dir
             ax.axvline((i0 + i1) / 2, color="tab:red", linestyle="--")
             ax.annotate(f"trunk v{a.trunk_version}->v{b.trunk_version}", ((i0 + i1) / 2, 1), xycoords=("data", "axes fraction"),
                         fontsize=8, color="tab:red", ha="left", va="top")
-    ax.set(xlabel="episode", ylabel="episode return", title=f"{unit.robot_id} ({unit.hardware})")
+    ax.set(xlabel="episode", ylabel="episode return", title=f"{robot} ({label(unit.hardware)})")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    return _save(fig, out_dir, f"adapter_{index:02d}_{file_stem(unit.robot_id)}.png", f"adapter/{unit.robot_id}",
-                 f"On-robot adaptation of {unit.robot_id}: episode return by adapter version; the dashed line is the "
+    return _save(fig, out_dir, f"adapter_{index:02d}_{file_stem(robot)}.png", f"adapter/{index:02d}_{file_stem(robot)}",
+                 f"On-robot adaptation of {robot}: episode return by adapter version; the dashed line is the "
                  "trunk swap")
 
 
@@ -101,28 +103,44 @@ def _round_starts(rows: list[dict]) -> list[float]:
     return starts
 
 
+def _panel(key: str) -> str:
+    """The panel a learner metric goes in: each kind of loss together over hardware types and sim."""
+    parts = key.split("/")
+    if len(parts) >= 2 and parts[-2] == "loss":  # sim/loss/policy
+        return f"{parts[-1]} loss"
+    return parts[-1].replace("_", " ") if parts[-1].endswith("_loss") else key
+
+
 def learner_figure(rows: Any, out_dir: Path, max_panels: int = 6) -> Figure | str:
-    """Fleet rounds: each numeric learner metric (its losses, when it logs any) against the update index
-    (``update`` if the rows have it), a dashed line where a new ``round`` starts."""
+    """Fleet rounds: fleet-learn's losses (every numeric metric when it logs none) against the update index
+    (``update`` if the rows have it), one panel per kind of loss with a line per hardware type and sim, a dashed
+    line where a new ``round`` starts."""
     rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     if not rows:
         return "no fleet-learn update recorded"
     keys = sorted({k for r in rows for k, v in r.items() if k not in ("update", "round") and finite(v)})
-    keys = ([k for k in keys if "loss" in k] or keys)[:max_panels]
-    if not keys:
+    keys = [k for k in keys if "loss" in k] or keys
+    panels: dict[str, list[str]] = {}
+    for k in keys:
+        panels.setdefault(_panel(k), []).append(k)
+    panels = dict(list(panels.items())[:max_panels])
+    if not panels:
         return "the learner curve holds no finite metric"
-    fig = MplFigure(figsize=(7, 2.2 * len(keys)))
-    for n, key in enumerate(keys):
-        ax = fig.add_subplot(len(keys), 1, n + 1)
-        pts = [(r["update"] if finite(r.get("update")) else i, r[key]) for i, r in enumerate(rows) if finite(r.get(key))]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+    fig = MplFigure(figsize=(7, 2.4 * len(panels)))
+    for n, (panel, members) in enumerate(panels.items()):
+        ax = fig.add_subplot(len(panels), 1, n + 1)
+        for key in members:
+            pts = [(r["update"] if finite(r.get("update")) else i, r[key]) for i, r in enumerate(rows)
+                   if finite(r.get(key))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
         for x in _round_starts(rows):
             ax.axvline(x, color="tab:red", linestyle="--", linewidth=0.8)
-        ax.set(ylabel=key)
+        ax.set(ylabel=panel)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.axes[0].set_title("Fleet rounds (fleet-learn)")
     fig.axes[-1].set_xlabel("update")
-    return _save(fig, out_dir, "learner.png", "learner", "Fleet rounds: fleet-learn's metrics per update (dashed: a "
+    return _save(fig, out_dir, "learner.png", "learner", "Fleet rounds: fleet-learn's losses per update (dashed: a "
                  "new round)")
 
 

@@ -52,6 +52,7 @@ def demo_record(seed: int = 0, units_per_type: int = 2, data_dir: str = "hub") -
     pretrain = {hw: [[i, 4096.0 * 24 * (i + 1), 10.0 + 25 * np.log1p(i) + float(rng.normal(0, 2))] for i in range(20)]
                 for hw in HARDWARE}
     learner = [{"update": i + 1, "round": 1 + i // 6, "cartpole/policy_loss": float(rng.normal(0, 0.1)),
+                "cartpole_long/policy_loss": float(rng.normal(0, 0.1)), "cartpole_long/value_loss": float(3.0 / (i + 1)),
                 "cartpole/value_loss": float(2.0 / (i + 1)), "sim/loss/policy": float(rng.normal(0, 0.1))}
                for i in range(12)]
     rollout = [RolloutStep(t0 + 200, "published_candidate", FINAL, {"by": "hand", "sha256": "ab" * 32}),

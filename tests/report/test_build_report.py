@@ -15,7 +15,9 @@ from PIL import Image
 from fleet.demo.record import RESULTS_FILE
 from fleet.report import ReportError, build_report
 from fleet.report.build import HTML_FILE, MARKDOWN_FILE
+from fleet.report.content import build_document
 from fleet.report.formatting import OUTSIDE_MARK
+from fleet.report.html import render_html
 from fleet.report.tables import ADAPTED_LAST_K
 from tests.report.pages import markdown_row, read_page, table_row
 from tests.report.records import FINAL, PRETRAINED, demo_record
@@ -174,3 +176,20 @@ def test_odd_values_anywhere_in_a_loadable_record_read_as_missing_and_never_cras
     assert page.tables["faults"][1][:3] == ["missing (not a name)", "missing (not a finite number)",
                                              "missing (not a finite number)"]
     assert table_row(page, "sim_to_real", "cartpole")["sim oracle"].startswith("missing (")
+
+
+def test_what_the_demo_says_of_its_outcome_phases_processes_and_problems_is_in_the_summary(tmp_path):
+    # fleet-demo's newer record fields (outcome, problems, phase_times, processes), set on the record itself
+    record = demo_record(seed=17)
+    record.outcome = "trunk v2 promoted"
+    record.problems = ["cartpole-1: sent 50, acked 49, stored 50, lost 0"]
+    record.phase_times = {"pretrain": 61.5, "adapt": 120.25}
+    record.processes = [{"name": "hub", "pid": 4242, "exit": 0}, {"name": "agent cartpole-0", "pid": 4243, "exit": -9}]
+    (tmp_path / "report").mkdir()
+    doc = build_document(record, tmp_path, tmp_path / "report", "not logged")
+    (tmp_path / "report" / HTML_FILE).write_text(render_html(doc))
+    page = read_page(tmp_path / "report")
+    assert page.tables["phases"][1:] == [["pretrain", "61.5"], ["adapt", "120.2"]]
+    assert page.tables["processes"][1:] == [["hub", "4242", "0"], ["agent cartpole-0", "4243", "-9"]]
+    text = (tmp_path / "report" / HTML_FILE).read_text()
+    assert "outcome: trunk v2 promoted" in text and record.problems[0] in text

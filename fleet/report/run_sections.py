@@ -81,7 +81,8 @@ def data_section(record: DemoRecord, run_dir: Path) -> Section:
 def wandb_section(record: DemoRecord, run_dir: Path, wandb_run: str) -> Section:
     """The offline W&B run directories of every part and of this report (``wandb sync DIR`` uploads one)."""
     dirs = [d for d in record.wandb_dirs if isinstance(d, str)] if isinstance(record.wandb_dirs, list) else []
-    lines = [f"{d}" + ("" if (run_dir / d).exists() else f" ({missing('not found at report time')})") for d in dirs]
+    lines = [d + ("" if (run_dir / d).exists() or Path(d).exists() else f" ({missing('not found at report time')})")
+             for d in dirs]
     lines.append(f"this report's tables and figures: {wandb_run}")
     return Section("W&B runs", [Text("Offline run directories (upload one with `wandb sync DIR` once an account is "
                                      "set up):"), Items(lines)])

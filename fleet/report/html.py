@@ -12,8 +12,8 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; 
 table { border-collapse: collapse; margin: .8em 0; font-size: .85em; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } caption { caption-side: top; text-align: left; font-weight: 600; padding: .3em 0; }
-figure { display: inline-block; vertical-align: top; margin: .5em 1em .5em 0; max-width: 100%; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure { display: inline-block; vertical-align: top; margin: .5em 1em .5em 0; width: min-content; }
+figure img { max-width: 95vw; border: 1px solid #eee; }  /* a percentage would make min-content 0 */
 figcaption { font-size: .9em; color: #555; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 """

@@ -81,7 +81,7 @@ def _flat(gap: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def gap_text(gap: Any, outside: Any) -> str:
     """A unit's reality-gap parameters as ``name=value`` pairs, those outside the training range marked."""
-    names = [str(o) for o in outside] if isinstance(outside, list) else []
+    names = [o for o in outside if isinstance(o, str)] if isinstance(outside, list) else []
     parts, seen = [], set()
     for key, v in _flat(gap):
         out = [o for o in names if key == o or key.endswith("." + o)]

@@ -159,7 +159,7 @@ def test_odd_values_anywhere_in_a_loadable_record_read_as_missing_and_never_cras
                pretrain_curve=[], faults=[{"what": None, "at_s": "soon", "extra": float("inf")}], summary_line=[1])
     unit = raw["units"][0]
     unit.update(robot_id=None, gap={"physics": {"motor_strength": float("nan")}}, canary="sometimes",
-                final_trunk_version=float("nan"), outside_training_range="motor_strength")
+                final_trunk_version=float("nan"), outside_training_range=[float("nan"), "motor_strength"])
     unit["episodes"][0].update(trunk_version="one", adapter_version=None)
     raw["rollout"][0].update(version="x", time=None, fields=None)
     raw["sim_oracle"]["cartpole"]["episodes"] = "many"
@@ -169,7 +169,7 @@ def test_odd_values_anywhere_in_a_loadable_record_read_as_missing_and_never_cras
         assert not NUMBER_WORDS.search(text)
     page = read_page(out)
     row = table_row(page, "units", "missing (not a name)")
-    assert row["reality gap"] == "physics.motor_strength=missing (not a finite number)"
+    assert row["reality gap"] == f"physics.motor_strength=missing (not a finite number){OUTSIDE_MARK}"
     assert row["canary"] == "missing (not a flag)" and row["final trunk / adapter"].startswith("missing (no version)")
     assert "missing (the record names no pretrained trunk version)" in row["zero-shot"]
     assert page.tables["rollout"][1][2:4] == ["published_candidate", "missing (no version)"]

@@ -35,6 +35,7 @@ from fleet.demo.processes import PartFailed, ProcessGroups
 from fleet.demo.progress import Progress
 from fleet.demo.record import DemoRecord
 from fleet.demo.units import plan_units
+from fleet.report.build import ReportError, build_report
 
 register_configs()
 EXIT_OK, EXIT_BROKEN, EXIT_CONFIG = 0, 1, 2
@@ -121,19 +122,19 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
                             f"lost {u.chunks_lost}")
     progress.note(demo.outcome or "no fleet-updated trunk (see above)")
     report = "(not built)"
+    record.problems = problems
     record.summary_line = summary_line(record, report)
     record.save(run)
     progress.done(f"{run / 'results.json'}")
     if cfg.report:
         progress.phase(9, len(PHASES), PHASES[8])
-        from fleet.report import build_report  # the report package (another branch)
-
-        report = str(build_report(run))
+        try:
+            report = str(build_report(run) / "index.html")
+        except (ReportError, OSError) as exc:  # the run's record is saved: `fleet-eval report` can try again
+            problems.append(f"report not built: {exc}")
         record.summary_line = summary_line(record, report)
         record.save(run)
         progress.done(report)
-    record.problems = problems
-    record.save(run)
     for p in problems:
         progress.note(f"ERROR: {p}")
     progress.note("phase times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))

@@ -110,5 +110,5 @@ def collect(run_dir: Path, task: str, units: list[Unit], spool_starts: dict[str,
         task=task, hardware=hardware, started=started, finished=finished, units=records, sim_oracle=sim_oracle,
         pretrain_curve=pretrain_curve(run_dir / "pretrain" / "curve.csv", hardware),
         learner_curve=read_curve(run_dir / "learn" / "curve.csv"), rollout=rollout, faults=faults,
-        trunk_versions={"pretrained": 1, "final": current.version if current else 0}, data_dir=str(hub_dir),
+        trunk_versions={"pretrained": 1, "final": current.version if current else 0}, data_dir=str(hub_dir.resolve()),
         wandb_dirs=sorted(str(p) for p in (run_dir / "wandb").glob("**/offline-run-*") if p.is_dir()))

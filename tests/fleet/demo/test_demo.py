@@ -19,6 +19,7 @@ import pytest
 from fleet.demo.processes import group_members
 from fleet.demo.record import DemoRecord
 from fleet.episode_log import stored_episodes
+from fleet.report.tables import unit_returns
 from fleet.rollout_log import read_steps
 from tests.fleet.hub_client import stored_ids
 
@@ -44,14 +45,16 @@ def finite_numbers(value) -> bool:
 def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the_promoted_trunk(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    # report=false until the report package (branch `report`) is merged: the lead switches it on
-    res = subprocess.run([sys.executable, "-m", "fleet.demo.app", *SHORT, "report=false", f"run_dir={run}",
+    res = subprocess.run([sys.executable, "-m", "fleet.demo.app", *SHORT, f"run_dir={run}",
                           f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=590)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     last = res.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"demo robots=4 chunks_acked=(\d+) chunks_stored=(\d+) lost=0 trunk=v2 report=.*", last)
+    m = re.fullmatch(r"demo robots=4 chunks_acked=(\d+) chunks_stored=(\d+) lost=0 trunk=v2 report=(.+)", last)
     assert m and int(m[1]) == int(m[2]) > 0, last
+    report = Path(m[3])
+    assert report.name == "index.html" and report.is_file() and (report.parent / "report.md").is_file()
+    assert len(list(report.parent.glob("*.png"))) >= 3
     assert "\x1b[" not in res.stdout  # not a terminal: progress lines, no redrawing
 
     record = DemoRecord.load(run)
@@ -86,6 +89,11 @@ def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the
     assert len(record.learner_curve) == 4
     assert finite_numbers([u.__dict__ for u in record.units]) and finite_numbers(record.learner_curve)
     assert finite_numbers(record.pretrain_curve) and not record.problems
+    # and so are the report's: every unit's zero-shot and fleet-updated return, from its own episodes
+    for u in record.units:
+        derived = unit_returns(record, u)
+        for cell in (derived.zero_shot, derived.fleet_updated):
+            assert cell.value is not None and math.isfinite(cell.value), (u.robot_id, cell)
     # no process left: not one the demo started, nor anything in their process groups
     assert {p["name"] for p in record.processes} >= {"pretrain", "eval", "hub", "learn", *units}
     for p in record.processes:  # each leads its own process group: the group's id is its pid

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import signal
 import stat
@@ -22,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from tests.fleet.demo.test_demo import SHORT as SHORT_DEMO
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -61,10 +58,22 @@ LEARN_TINY = ("batch_size=8 replay.sequence_length=16 sim.num_envs=8 sim.ppo.num
 # Every README command (continuations joined, comment dropped) -> how this test runs it.
 COMMANDS: dict[str, Budget] = {
     # `make demo` and `make test` run their real recipes against a stand-in venv whose install stamp is
-    # fresh (installing needs the network): its fleet-demo carries the demo's budget, and `make test`
-    # runs one quick test of the suite (the whole suite would include this module).
-    "make demo": Budget(replace={"make demo": "make demo VENV={venv}"}, expect=("demo robots=4 ", " lost=0 "),
-                        timeout_s=480),
+    # fresh (installing needs the network). `make demo` is run as make prints it (-n): the whole loop it
+    # starts is tests/fleet/demo/test_demo.py's shortened demo, the same app with the same budget; running it
+    # twice would double the suite's longest test. `make test` runs one quick test of the suite (the whole
+    # suite would include this module).
+    "make demo": Budget(replace={"make demo": "make -n demo VENV={venv} ARGS='robots=6'"},
+                        expect=("WANDB_MODE=${WANDB_MODE:-offline} ", "/venv/bin/fleet-demo robots=6")),
+    'make demo ARGS="robots=8 agents.adapt_s=300"':
+        Budget(replace={"make demo": "make -n demo VENV={venv}"}, expect=("/venv/bin/fleet-demo robots=8 agents.adapt_s=300",)),
+    # the locomotion variant is an hour of real-time robots: here Hydra composes it and prints it (--cfg job)
+    "fleet-demo --config-name demo_locomotion": Budget(append="--cfg job", expect=("go1_like", "go2_like", "locomotion")),
+    "fleet-eval report outputs/demo/<time>": Budget(replace={"outputs/demo/<time>": "{demo_run}"},
+                                                     expect=("index.html",)),
+    "fleet-keys enrol fleet_keys unit-9": Budget(needs=(KEYS_INIT,), expect=("enrolled unit-9",)),
+    "fleet-keys list fleet_keys": Budget(needs=("fleet-keys enrol fleet_keys unit-9",), expect=("unit-9\t",)),
+    "fleet-keys revoke fleet_keys unit-9": Budget(needs=("fleet-keys enrol fleet_keys unit-9",),
+                                                  expect=("revoked unit-9",)),
     "make test": Budget(replace={"make test": f"PYTEST_ADDOPTS='-p no:cacheprovider {QUICK_TEST}' "
                                               "make test VENV={venv}"}, expect=("1 passed",)),
     REACH: Budget(replace={"iterations=300": "iterations=1"}, append=TINY,
@@ -235,6 +244,15 @@ class ReadmeRunner:
         upload_adapter(storage, "unit-7", adapters["unit-7"], 1, version)
         return str(storage)
 
+    def _make_demo_run(self) -> str:
+        # a demo run's record as fleet-demo saves it (tests/report/records.py: realistic units and episodes)
+        from tests.report.records import demo_record
+
+        run = self.workdir / "demo_run"
+        run.mkdir()
+        demo_record().save(run)
+        return str(run)
+
     def _make_venv(self) -> str:
         # The Makefile's install rule is skipped when the venv's stamp is newer than pyproject.toml.
         for name in ("Makefile", "pyproject.toml"):
@@ -242,14 +260,9 @@ class ReadmeRunner:
         os.utime(self.workdir / "pyproject.toml", (0, 0))
         venv = self.workdir / "venv"
         (venv / "bin").mkdir(parents=True)
-        # the demo's budget: the shortened one of its end-to-end test (python -m: a console script made before
-        # fleet-demo moved to fleet.demo.app would still point at the old one)
-        launchers = {"python": "", "fleet-demo": shlex.join(SHORT_DEMO + ["report=false"])}
-        for name, budget in launchers.items():
-            path = venv / "bin" / name
-            target = f'"{BIN / "python"}" -m fleet.demo.app' if name == "fleet-demo" else f'"{BIN / name}"'
-            path.write_text(f'#!/bin/sh\nexec {target} "$@" {budget}\n')
-            path.chmod(path.stat().st_mode | stat.S_IEXEC)
+        path = venv / "bin" / "python"
+        path.write_text(f'#!/bin/sh\nexec "{BIN / "python"}" "$@"\n')
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
         (venv / ".installed").touch()
         return str(venv)
 

@@ -113,7 +113,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--canary-episodes", type=int, default=4, help="rollout.min_episodes: canary episodes")
     ap.add_argument("--history-episodes", type=int, default=6, help="rollout.history_episodes: the baseline")
     ap.add_argument("--canary-tolerance", type=float, default=0.25, help="rollout.tolerance (relative)")
-    ap.add_argument("--guard-episodes", type=int, default=4, help="adapter guard episodes per side")
+    ap.add_argument("--guard-episodes", type=int, default=3,
+                    help="adapter guard episodes per side: a first kept adapter needs 2x this many episodes")
     ap.add_argument("--tolerance", type=float, default=0.10,
                     help="no fleet unit may lose more than this fraction of its own return (result 1)")
     ap.add_argument("--plaintext", action="store_true", help="hub and robots without CURVE")

@@ -87,7 +87,7 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
     cfg.uplink = AgentUplinkConfig(enabled=True, endpoint=s.endpoint, security=security, backoff_min_s=0.05,
                                    backoff_max_s=1.0, socket=SocketConfig(reconnect_ivl_ms=50, reconnect_ivl_max_ms=500),
                                    drain_on_stop_s=5.0)
-    cfg.stop_timeout_s = 30.0  # a loaded machine: the spool's drain to the hub and the learner's stop share it
+    cfg.stop_timeout_s = 15.0  # a loaded machine: the spool's drain to the hub and the learner's stop share it
     return cfg
 
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from fleet.rank_gradients import raise_if_any_rank_nonfinite
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.rate_limiter import RateLimitTimeout
 from fleet.replay.replay import FleetReplay
@@ -126,9 +126,7 @@ class FleetRoundLoop:
             elif self.vtrace_slot(stats):
                 stats.vtrace_updates += 1
             self.global_step += 1
-            if not all(np.isfinite(v) for v in stats.last.values()):
-                bad = sorted(k for k, v in stats.last.items() if not np.isfinite(v))
-                raise FloatingPointError(f"non-finite {', '.join(bad)} at update {i + 1} of {round_label}")
+            raise_if_any_rank_nonfinite(stats.last, f"update {i + 1} of {round_label}")
             if self.is_main:
                 self.logger.log({**stats.last, "steps_used": stats.steps_used, "steps_stale": stats.steps_stale},
                                 step=self.global_step)

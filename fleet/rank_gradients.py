@@ -9,6 +9,8 @@ same optimiser step, so weights stay identical without ever being sent again.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -32,3 +34,14 @@ def average_present_gradients(module: nn.Module) -> None:
         else:
             p.grad = None
         offset += size
+
+
+def raise_if_any_rank_nonfinite(values: dict[str, float], where: str) -> None:
+    """FloatingPointError on every rank when any rank's ``values`` hold NaN or inf (one all-reduce): a rank that
+    stopped alone would leave the others waiting in their next collective until the process group times out."""
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    flag = torch.tensor([float(bool(bad))])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag)
+    if flag.item() > 0:
+        raise FloatingPointError(f"non-finite {', '.join(bad) if bad else 'values on another rank'} at {where}")

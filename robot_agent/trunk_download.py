@@ -15,7 +15,8 @@ file is complete its sha256 must be the notice's: then it is unpacked into a hid
 fsynced, every digest of its manifest checked), renamed to ``<trunk_dir>/trunk-v000007`` and the directory
 fsynced, and the agent's TrunkWatcher hot-swaps it between episodes. A digest mismatch discards the partial file
 and starts over, logged as an error; after ``max_failures`` the version is given up until a newer one is
-announced. Only the uplink's thread uses a download, so the control loop never waits on it.
+announced. A disk error while unpacking a verified file (full, I/O) keeps the file and retries the install with
+a backoff: the version is never given up for a condition that clears. Only the uplink's thread uses a download, so the control loop never waits on it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from shared_policy.durable import fsync_dir, write_atomic
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # digest mismatches of one version before it is given up
+INSTALL_RETRY_S, INSTALL_RETRY_MAX_S = 2.0, 60.0  # backoff of a verified file's install after a disk error
 WANTED_FILE = "WANTED"  # {"version": N}: the installed trunk the hub wants this robot to run
 
 
@@ -74,6 +77,8 @@ class TrunkDownload:
         self.target: Target | None = None
         self.installed = 0  # the newest version installed in trunk_dir by this download
         self.given_up: dict[int, str] = {}  # version -> why
+        self.install_errors = 0  # disk errors while unpacking a verified file (each retried)
+        self._install_retry_at: float | None = None  # monotonic time of the next install try
         self.failures = 0  # digest mismatches of the current target
         self.fetched_bytes = 0  # piece bytes received and written, over every download
         self.received_bytes = 0  # piece bytes received, duplicates included
@@ -168,6 +173,10 @@ class TrunkDownload:
         t = self.target
         if t is None:
             return []
+        if self._install_retry_at is not None:  # complete and verified, waiting to be unpacked again
+            if time.monotonic() >= self._install_retry_at:
+                self._try_install(t)
+            return []
         out = []
         for offset, (length, asked) in list(self._outstanding.items()):
             if now - asked >= self.timeout_s:
@@ -194,6 +203,7 @@ class TrunkDownload:
     # -- the partial file ------------------------------------------------------------------------------------
     def _begin(self, t: Target) -> None:
         self._close_file()
+        self._install_retry_at = None
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.partial_path(t)
         for old in self.dir.glob(".trunk-v*.partial"):  # an older download the new one replaces
@@ -255,14 +265,28 @@ class TrunkDownload:
             self._fail(f"trunk v{t.version} downloaded with sha256 {digest[:12]}... ({self.written} bytes); the "
                        f"hub announced {t.sha256[:12]}... ({t.size} bytes)")
             return
+        self._try_install(t)
+
+    def _try_install(self, t: Target) -> None:
+        """Unpack the complete, verified file. A bad archive is given up (fetching it again gives the same file); a
+        disk error (full, I/O) keeps the file and is retried from :meth:`fetches` after a backoff."""
+        self._install_retry_at = None
         try:
             self._install(t)
-        except (TrunkArchiveError, OSError) as exc:
+        except TrunkArchiveError as exc:
             self.given_up[t.version] = str(exc)  # its digest was the hub's: fetching it again gives the same file
             self.last_error = str(exc)
             self.target = None
             self.partial_path(t).unlink(missing_ok=True)  # a whole trunk's bytes, never to be used
             log.error("trunk download: trunk v%d cannot be installed: %s", t.version, exc)
+            return
+        except OSError as exc:
+            self.install_errors += 1
+            self.last_error = f"installing trunk v{t.version}: {exc}"
+            wait = min(INSTALL_RETRY_MAX_S, INSTALL_RETRY_S * 2 ** min(self.install_errors - 1, 6))
+            self._install_retry_at = time.monotonic() + wait
+            log.error("trunk download: %s; the downloaded file is kept, install retried in %.0f s", self.last_error,
+                      wait)
             return
         self.partial_path(t).unlink(missing_ok=True)
         self._want(t.version)  # before ``installed`` says so: whoever sees it installed sees it wanted
@@ -290,4 +314,4 @@ class TrunkDownload:
                 "size": t.size if t else 0, "installed": self.installed, "fetched_bytes": self.fetched_bytes,
                 "received_bytes": self.received_bytes,
                 "resumed_from": self.resumed_from, "refetched": self.refetched, "failures": self.failures,
-                "given_up": sorted(self.given_up), "last_error": self.last_error}
+                "given_up": sorted(self.given_up), "install_errors": self.install_errors, "last_error": self.last_error}

@@ -163,3 +163,33 @@ def _stored_trunk_versions(storage) -> set[int]:
         return {r[0] for r in con.execute("SELECT DISTINCT trunk_version FROM chunks")}
     finally:
         con.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_install(tmp_path, spool, uplinks,
+                                                                                        monkeypatch):
+    import errno
+
+    from robot_agent import trunk_download
+
+    real, calls = trunk_download.unpack_trunk, []
+
+    def disk_full_once(path, dest):  # the robot's disk is full the first time, then space is freed
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, dest)
+
+    monkeypatch.setattr(trunk_download, "unpack_trunk", disk_full_once)
+    monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.2)
+    rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
+    hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))
+    try:
+        up = _trunk_uplink(uplinks, hub.endpoint, spool, tmp_path / "trunks", trunk_piece_bytes=128 * 1024)
+        assert wait_until(lambda: up.status()["trunk"]["installed"] == 2, 60), up.status()
+        s = up.status()["trunk"]
+        assert s["given_up"] == [] and s["install_errors"] == 1 and "No space left" in s["last_error"]
+        assert s["fetched_bytes"] == rec.size and len(calls) == 2  # installed from the kept file, not fetched again
+        assert read_manifest(tmp_path / "trunks" / installed_name(2))["trunk_version"] == 2
+    finally:
+        hub.stop()

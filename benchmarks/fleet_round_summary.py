@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-from replica_returns import t_interval  # beside this script
+from seed_stats import t_interval  # beside this script
 
 
 def stats(returns: np.ndarray) -> dict[str, float]:

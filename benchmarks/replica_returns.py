@@ -10,7 +10,6 @@ policy and the worlds' own draws (initial pose, sensor noise).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +20,6 @@ from unit_replica import make_unit_replica  # beside this script
 from shared_policy.adapter import Adapter
 from shared_policy.policy import FleetPolicy
 
-# two-sided 95% t quantiles by degrees of freedom (beyond the table: 2.0, within 2% for n > 30)
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 11: 2.20,
-       12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09, 20: 2.09, 24: 2.06,
-       30: 2.04}
-
 
 @dataclass(frozen=True)
 class Arm:
@@ -34,18 +28,6 @@ class Arm:
     name: str
     policy: FleetPolicy
     adapter: Adapter | None = None
-
-
-def t_interval(values: Any) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval (nan half-width for fewer than 2 values)."""
-    a = np.asarray(values, dtype=float)
-    if len(a) == 0:
-        return float("nan"), float("nan")
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    dof = len(a) - 1
-    t = T95[max(k for k in T95 if k <= dof)] if dof <= 30 else 2.0  # the table's nearest smaller dof: wider
-    return float(a.mean()), float(t * a.std(ddof=1) / math.sqrt(len(a)))
 
 
 @torch.no_grad()

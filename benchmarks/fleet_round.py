@@ -18,16 +18,20 @@ Returns are measured on exact unit replicas (``replica_returns.py``: ``--eval-ep
 in one batched pass, deterministic mean actions), not from the robots' own noisy, exploring episodes:
 
 1. **Fleet units**: each unit's return with its adapter before the rounds (v1 with the adapter it learned in
-   round 1), after round 1 and after the last round (the trunk the fleet runs then with the adapter the unit
-   got at the swap: its rebased one; a rolled-back round leaves it on the old trunk with its old adapter).
+   round 1's episodes), after round 1 and after the last round. "After round k" is what the unit runs at the
+   round's end: a promoted candidate with the rebased adapter the unit got at the swap; after a refused or
+   rolled-back candidate, the old trunk with the adapter the unit uploaded in that round (its on-robot
+   learning of the round included).
    ``mean_gain`` = (fleet mean after the last round - fleet mean before) / fleet mean before.
    ``worst_unit_delta`` = min over units of (after - before) / that unit's before; ``--tolerance`` is the
    stated limit (no unit may lose more than that fraction of its own return).
 2. **Fresh units** (``--fresh-per-type`` per type, never in the fleet, same gap distribution, other seeds),
    zero-shot (no adapter): ``fresh_zero_shot_gain`` = mean over units of (last trunk - v1) / mean v1 return,
    with a 95% paired t-interval over units. ``fresh_vs_sim_control`` is the same against the *sim-only
-   control*: v1 given exactly the sim PPO iterations of the rounds' sim mix, no fleet data
-   (``fleet_trunks.sim_only_control``): what the fleet's experience added beyond more sim training.
+   control*: v1 given exactly the sim PPO iterations that the last trunk's lineage got from the sim mix (one
+   round's worth per promoted round: a refused or rolled-back candidate's training is dropped with it), and
+   no fleet data (``fleet_trunks.sim_only_control``): what the fleet's experience added beyond more sim
+   training.
 3. **Rebasing**: after each trunk update, each unit's return on the new trunk with its rebased adapter
    against its old adapter applied unchanged ("as if nothing changed"), both the first episodes after the
    update (frozen adapters on the replica). ``rebase_gain`` = mean over units of (rebased - unchanged) /
@@ -273,8 +277,9 @@ def main() -> None:
     finally:
         hub.stop()
     cfg = learn_config(run / "hub", run / "control", args.types, [f"updates={args.updates}", *args.learn])
+    promoted = sum(r["outcome"] == "promoted" for r in rounds)  # the rounds the last trunk builds on
     with stage("sim-only control"):
-        control = sim_only_control(v1_path, cfg, args.rounds, run / "control")
+        control = sim_only_control(v1_path, cfg, promoted, run / "control")
     print("[fleet_round] fresh units, zero-shot: v1 | the last trunk | the sim-only control", flush=True)
     with stage("fresh units"):
         fresh_result = fresh_units(fresh, v1, current[1], control, args.eval_episodes)

@@ -66,7 +66,7 @@ from fleet_round_summary import (  # beside this script
     stats,
     summary_line,
 )
-from fleet_trunks import learn_config, pretrain_trunk, sim_only_control  # beside this script
+from fleet_trunks import learn_config, pretrain_record, pretrain_trunk, sim_only_control  # beside this script
 from fleet_units import (  # beside this script
     AgentSettings,
     Fleet,
@@ -290,7 +290,7 @@ def main() -> None:
     line = summary_line(fleet_result, fresh_result, rebase, throughput, rounds)
     write_result(args.out, line, {"args": vars(args), "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
                                   "fleet_units": [u.robot_id for u in units], "fresh_units": [u.robot_id for u in fresh],
-                                  "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
+                                  "pretrain": pretrain_record(v1_path), "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
                                   "fresh": fresh_result, "rebase": rebase, "throughput": throughput,
                                   "seconds": stage.seconds, "minutes": (time.perf_counter() - t_start) / 60})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -34,15 +35,18 @@ def pretrain_trunk(types: list[str], iterations: int, num_envs: int, work: Path,
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     out = work / f"pretrained-{digest}"
     path = out / "checkpoints" / "latest"
-    if (path / "manifest.json").is_file() and json.loads((out / "key.json").read_text()) == key:
+    if (path / "manifest.json").is_file() and json.loads((out / "key.json").read_text())["key"] == key:
         print(f"[fleet_round] sim-only trunk (cached): {path}", flush=True)
         return path
+    t0 = time.perf_counter()
     envs = [sim.make_env(UNIT_SETUPS[hw]["task"], hw, num_envs, seed=seed) for hw in types]
     runner = PretrainRunner(envs, PolicyConfig(), PPOConfig(), out, NullLogger(), checkpoint_every=10**6, seed=seed)
     runner.learn(iterations, log_every=max(1, iterations // 6))
     runner.trunk_version = 1  # published as the fleet's first trunk
     saved = runner.save()
-    (out / "key.json").write_text(json.dumps(key))
+    # what trained it and how long it took: a run that finds it cached records this
+    (out / "key.json").write_text(json.dumps({"key": key, "minutes": (time.perf_counter() - t0) / 60,
+                                              "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}))
     for e in envs:
         e.close()
     assert saved is not None
@@ -81,3 +85,8 @@ def sim_only_control(start: Path, cfg: LearnConfig, rounds: int, work: Path) -> 
         for e in envs:
             e.close()
     return policy
+
+
+def pretrain_record(path: Path) -> dict:
+    """The settings, duration and date of the pretraining that wrote the trunk at ``path`` (its key.json)."""
+    return json.loads((path.parents[1] / "key.json").read_text())

@@ -53,8 +53,8 @@ def joint_limits(profile: HardwareProfile) -> np.ndarray:
         step = np.minimum(lim.pd_target_rate * max_vel * period, lim.pd_range_fraction * span)
     else:
         step = np.full(len(joints), lim.torque_rate)
-    mid, half = 0.5 * (low + high), 0.5 * lim.soft_range * (high - low)
-    with np.errstate(invalid="ignore"):  # continuous joints: no band
+    with np.errstate(invalid="ignore"):  # continuous joints (-inf, inf): no middle, no band
+        mid, half = 0.5 * (low + high), 0.5 * lim.soft_range * (high - low)
         soft_low = np.where(np.isfinite(low), mid - half, -np.inf)
         soft_high = np.where(np.isfinite(high), mid + half, np.inf)
     home = np.clip([j.default_pos for j in joints], low, high) if pd else np.zeros(len(joints))

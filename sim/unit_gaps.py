@@ -25,5 +25,6 @@ ARM_GAP: dict[str, Any] = {
 UNIT_SETUPS: dict[str, dict[str, Any]] = {
     "cartpole": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
     "cartpole_long": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
+    "cartpole_pivot": {"task": "cartpole_swingup", "gap": CARTPOLE_GAP},
     "arm2_planar": {"task": "reach", "gap": ARM_GAP},
 }

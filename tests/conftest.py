@@ -8,6 +8,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 TASK_HARDWARE = [
     ("cartpole_swingup", "cartpole"),
     ("cartpole_swingup", "cartpole_long"),
+    ("cartpole_swingup", "cartpole_pivot"),
     ("reach", "arm2_planar"),
     ("reach", "arm3_planar"),
     ("reach", "arm7"),

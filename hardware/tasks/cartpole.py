@@ -56,15 +56,21 @@ class CartpoleTask(Task):
 def _smooth_reward(joint_pos: np.ndarray, joint_vel: np.ndarray, action: np.ndarray, k_centered: float,
                    k_velocity: float, out: np.ndarray) -> None:
     """dm_control's factors (1 + cos) / 2 * (1 + g(x)) / 2 * (4 + 1 - u^2) / 5 * (1 + g(theta_dot)) / 2, with g the
-    gaussian tolerance exp(k v^2), per world: cart at joint 0, pole at joint 1, force at action 0."""
-    n = joint_pos.shape[0]
+    gaussian tolerance exp(k v^2), per world: cart at joint 0, pole at joint 1. u^2 is the mean of the clipped
+    squared actions, so that a pole with its own motor pays for both, and one action (the cart's force) gives
+    dm_control's reward exactly."""
+    n, na = joint_pos.shape[0], action.shape[1]
     if (joint_pos.shape[1] != 2 or joint_vel.shape != joint_pos.shape or action.shape[0] != n
-            or action.shape[1] != 1 or out.shape[0] != n):
-        raise ValueError("cart-pole reward needs joint_pos and joint_vel of shape (B, 2) and actions (B, 1)")
+            or na < 1 or out.shape[0] != n):
+        raise ValueError("cart-pole reward needs joint_pos and joint_vel of shape (B, 2) and actions (B, >= 1)")
     for i in range(n):
         x, theta_dot = joint_pos[i, 0], joint_vel[i, 1]
-        u = action[i, 0]
-        u = -1.0 if u < -1.0 else (1.0 if u > 1.0 else u)  # NaN stays NaN
+        effort = 0.0
+        for a in range(na):
+            u = action[i, a]
+            u = -1.0 if u < -1.0 else (1.0 if u > 1.0 else u)  # NaN stays NaN
+            effort += u * u
+        effort /= na  # exact for one action: x / 1.0 == x
         # Single-precision transcendentals run twice as fast in a compiled loop and keep ~1e-6 relative accuracy
         # here: the gaussian factors are 1 + exp(...) >= 1, and 1 + cos(theta) is taken as 2 sin^2(d / 2) with
         # d = theta - pi wrapped in double, so that it stays exact relative to its size near the hanging pose.
@@ -72,4 +78,4 @@ def _smooth_reward(joint_pos: np.ndarray, joint_vel: np.ndarray, action: np.ndar
         upright = 2.0 * np.sin(half) ** 2
         centered = np.exp(np.float32(k_centered * x * x)) + 1.0
         slow = np.exp(np.float32(k_velocity * theta_dot * theta_dot)) + 1.0
-        out[i] = upright * centered * slow * (5.0 - u * u) * (1.0 / 40.0)
+        out[i] = upright * centered * slow * (5.0 - effort) * (1.0 / 40.0)

@@ -15,7 +15,8 @@ PHYSICS = {"motor_strength": [0.5, 0.7], "mass_scale": [1.0, 1.4], "damping_scal
            "latency_steps": [1, 3]}
 
 
-@pytest.mark.parametrize("task, hardware", [("cartpole_swingup", "cartpole"), ("reach", "arm2_planar")])
+@pytest.mark.parametrize("task, hardware", [("cartpole_swingup", "cartpole"), ("cartpole_swingup", "cartpole_pivot"),
+                                             ("reach", "arm2_planar")])
 def test_replica_reads_what_the_unit_reads_for_the_same_commands(task, hardware):
     # offsets, latency and physics outside the training ranges; no noise, so that readings compare exactly
     gap = {"physics": PHYSICS, "joint_offset": 0.1, "home_noise": 0.0}

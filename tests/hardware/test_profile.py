@@ -74,6 +74,36 @@ def test_cartpole_pole_angle_is_observed_as_cos_sin():
     assert obs[0] == pytest.approx([0.5, -1.0, 0.0, 0.1, 2.0], abs=1e-6)
 
 
+def test_cartpole_pivot_differs_from_cartpole_in_observation_and_action_size():
+    cart, pivot = load_profile("cartpole"), load_profile("cartpole_pivot")
+    assert (cart.num_actions, pivot.num_actions) == (1, 2)
+    assert [j.name for j in pivot.actuated_joints] == ["slider", "hinge"]
+    sizes = [ObservationLayout(p, p.observation).size for p in (cart, pivot)]
+    assert sizes == [5, 7]  # cart x, cos, sin, 2 velocities; pivot adds its 2 last actions
+    assert pivot.family == cart.family and pivot.params == cart.params  # same task, same cart and pole
+    # the pivot motor cannot hold the pole level by itself: below the pole's gravity torque m g L / 2
+    hinge = pivot.joints[1]
+    assert hinge.continuous and hinge.max_torque < pivot.param("pole_mass") * 9.81 * pivot.param("pole_length") / 2
+
+
+def test_cartpole_pivot_observes_the_pole_as_cos_sin_after_many_turns_and_its_last_action():
+    from hardware.state import RobotState, TaskInputs
+
+    profile = load_profile("cartpole_pivot")
+    layout = ObservationLayout(profile, profile.observation)
+    theta = np.array([np.pi, 0.3, 0.3 + 6 * np.pi, -2.0 - 10 * np.pi])  # hanging, and turned many times
+    state = RobotState(joint_pos=np.stack([np.full(4, 0.5), theta], axis=1),
+                       joint_vel=np.array([[0.1, 2.0]] * 4))
+    last = np.array([[0.25, -0.75]] * 4)
+    obs = layout.build(state, TaskInputs(last_action=last))
+    np.testing.assert_allclose(obs[:, 0], 0.5)
+    np.testing.assert_allclose(obs[:, 1], np.cos(theta), atol=1e-6)
+    np.testing.assert_allclose(obs[:, 2], np.sin(theta), atol=1e-6)
+    np.testing.assert_allclose(obs[:, 3:5], [[0.1, 2.0]] * 4, atol=1e-6)
+    np.testing.assert_allclose(obs[:, 5:7], last)
+    np.testing.assert_allclose(obs[1], obs[2], atol=1e-6)  # 0.3 and 0.3 + 3 turns read the same
+
+
 def test_pd_action_map_scales_around_default_and_clamps_to_range():
     profile = load_profile("arm7")
     amap = ActionMap(profile)

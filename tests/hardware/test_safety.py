@@ -129,8 +129,8 @@ def _home_state(profile, nan_at: tuple[str, int] | None = None) -> RobotState:
     return RobotState(joint_pos=q, joint_vel=qd)
 
 
-# a PD type and a torque type; the NaN lands on an actuated joint (go2's FL_hip, cartpole's slider)
-@pytest.mark.parametrize(("hardware", "joint"), [("go2_like", 3), ("cartpole", 0)])
+# a PD type and torque types; the NaN lands on an actuated joint (go2's FL_hip, cartpole's slider, the pivot motor)
+@pytest.mark.parametrize(("hardware", "joint"), [("go2_like", 3), ("cartpole", 0), ("cartpole_pivot", 1)])
 @pytest.mark.parametrize("field", ["pos", "vel"])
 def test_nan_joint_reading_gives_a_finite_hold_and_no_nan_survives_into_the_next_tick(hardware, joint, field):
     profile = load_profile(hardware)
@@ -158,7 +158,7 @@ def test_nan_reading_on_the_first_tick_of_an_episode_holds_the_home_pose():
     np.testing.assert_array_equal(out, [j.default_pos for j in profile.joints])
 
 
-@pytest.mark.parametrize("hardware", ["go2_like", "cartpole"])
+@pytest.mark.parametrize("hardware", ["go2_like", "cartpole", "cartpole_pivot"])
 def test_every_command_is_finite_whatever_the_command_and_reading(hardware):
     profile = load_profile(hardware)
     layer = SafetyLayer(profile)
@@ -192,6 +192,20 @@ def test_torque_toward_a_joint_limit_fades_to_zero_across_the_soft_band():
     assert at(1.75, np.array([-1.0])) == -1.0  # away from the limit: untouched
     assert at(-1.71, np.array([-0.8])) == pytest.approx(-0.4)  # the lower band likewise
     assert at(-1.71, np.array([0.8])) == 0.8
+
+
+def test_the_pivot_motor_of_a_continuous_pole_has_no_soft_band_at_any_angle():
+    # cartpole_pivot's hinge turns freely: full torque either way at any angle, however many turns; the slider
+    # keeps its band
+    layer = SafetyLayer(_profile("cartpole_pivot", torque_rate=10.0, soft_range=0.9))
+    for turns in (0.0, 0.45, 3.0, -7.2):
+        for cmd in ([0.3, 1.0], [0.3, -1.0]):
+            layer.reset()
+            out = layer.filter(np.array(cmd), _state([0.0, 2 * np.pi * turns]))
+            np.testing.assert_array_equal(out, cmd)
+    assert sum(layer.counts.values()) == 0
+    layer.reset()
+    assert layer.filter(np.array([1.0, 1.0]), _state([1.71, 0.0]))[0] == pytest.approx(0.5)  # the slider's band
 
 
 def test_go2_hip_target_cannot_cross_its_range_in_one_period():

@@ -16,7 +16,8 @@ def _copy(state: RobotState) -> RobotState:
 
 
 @pytest.mark.parametrize(("task", "hardware", "latency"), [
-    ("locomotion", "go2_like", 0), ("cartpole_swingup", "cartpole", 0), ("cartpole_swingup", "cartpole", 2)])
+    ("locomotion", "go2_like", 0), ("cartpole_swingup", "cartpole", 0), ("cartpole_swingup", "cartpole", 2),
+    ("cartpole_swingup", "cartpole_pivot", 1)])
 def test_sim_changes_each_command_exactly_as_the_robots_safety_layer_and_counts_it(task, hardware, latency):
     n = 4
     env = sim.make_env(task, hardware, num_envs=n, seed=0,

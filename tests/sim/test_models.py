@@ -24,6 +24,17 @@ def test_every_profile_builds_a_model_whose_joints_and_motors_match(name):
     assert np.isfinite(d.qacc).all()
 
 
+def test_an_actuated_hinge_gets_a_motor_geared_to_its_torque_and_keeps_no_limit():
+    profile = load_profile("cartpole_pivot")
+    m = build_model(profile).model
+    assert [m.actuator(i).name for i in range(m.nu)] == ["slider", "hinge"]
+    hinge = m.actuator("hinge")
+    assert hinge.trnid[0] == m.joint("hinge").id
+    assert hinge.gear[0] == pytest.approx(profile.joints[1].max_torque)
+    assert not m.jnt_limited[m.joint("hinge").id]  # continuous: the pole may turn any number of times
+    assert build_model(load_profile("cartpole")).model.nu == 1  # the passive pole of cartpole has none
+
+
 def test_pd_joint_limits_and_torque_limits_reach_the_model():
     robot = build_model(load_profile("arm7"))
     j4 = robot.profile.joints[3]

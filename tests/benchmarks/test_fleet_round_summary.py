@@ -1,0 +1,64 @@
+"""The fleet-round benchmark's figures mean what its docstring says: worked by hand on a few units' returns."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+from fleet_round_summary import fleet_returns, paired, rebase_effect  # noqa: E402
+
+
+def _arm(mean: float, se: float = 1.0) -> dict[str, float]:
+    return {"mean": mean, "se": se, "episodes": 32}
+
+
+def _round(units: dict[str, tuple[float, float, float]], promoted: bool) -> dict:
+    """A round's rows from (old, naive, rebased) means per unit, ``after`` as the benchmark sets it."""
+    rows = {}
+    for robot, (old, naive, rebased) in units.items():
+        row = {"old": _arm(old), "naive": _arm(naive), "rebased": _arm(rebased)}
+        row["after"] = row["rebased"] if promoted else row["old"]
+        rows[robot] = row
+    return {"units": rows, "outcome": "promoted" if promoted else "rolled_back"}
+
+
+def test_the_worst_unit_is_the_one_that_lost_most_of_its_own_return_not_the_most_return():
+    rounds = [_round({"a": (100.0, 0, 120.0), "b": (400.0, 0, 380.0), "c": (20.0, 0, 15.0)}, promoted=True),
+              _round({"a": (120.0, 0, 130.0), "b": (380.0, 0, 340.0), "c": (15.0, 0, 16.0)}, promoted=True)]
+    got = fleet_returns(rounds, tolerance=0.1)
+    # b lost 60 (15% of 400), c lost 4 (20% of 20): c is the worst relative to its own return
+    assert got["worst_unit"] == "c" and got["worst_unit_delta"] == pytest.approx(-0.2)
+    assert got["units_beyond_tolerance"] == ["b", "c"]
+    assert got["fleet_mean"]["before"] == pytest.approx(520 / 3)
+    assert got["fleet_mean"]["after_round_1"] == pytest.approx(515 / 3)
+    assert got["mean_gain"] == pytest.approx((486 - 520) / 520)
+    assert got["units"]["a"]["delta_ci95"] == pytest.approx(1.96 * 2 ** 0.5)
+
+
+def test_a_rolled_back_round_leaves_each_unit_where_it_was():
+    got = fleet_returns([_round({"a": (100.0, 10.0, 50.0)}, promoted=False)], tolerance=0.1)
+    assert got["fleet_mean"]["after_last_round"] == 100.0 and got["mean_gain"] == 0.0
+
+
+def test_paired_gain_is_the_mean_difference_over_units_relative_to_the_baseline_mean():
+    rows = {"a": {"new": _arm(110.0), "old": _arm(100.0)}, "b": {"new": _arm(290.0), "old": _arm(300.0)},
+            "c": {"new": _arm(230.0), "old": _arm(200.0)}}
+    got = paired(rows, "new", "old")
+    # differences +10, -10, +30: mean 10, sd 20, t(2 dof) 4.30: half-width 4.30 * 20 / sqrt(3)
+    assert got["mean_difference"] == pytest.approx(10.0)
+    assert got["ci95"] == pytest.approx(4.30 * 20 / 3 ** 0.5)
+    assert got["relative"] == pytest.approx(10.0 / 200.0) and got["units_better"] == 2
+
+
+def test_rebasing_is_compared_only_in_rounds_whose_candidate_got_rebased_adapters():
+    refused = {"units": {"a": {"old": _arm(100.0), "after": _arm(100.0)}}, "outcome": "gate_refused"}
+    rounds = [_round({"a": (100.0, 60.0, 90.0)}, promoted=True), refused,
+              _round({"a": (100.0, 80.0, 110.0)}, promoted=False)]
+    got = rebase_effect(rounds)
+    assert got["rounds"] == 2  # a rolled-back candidate was still rebased onto; a refused one was not
+    assert got["per_unit"]["a"]["rebased"]["mean"] == pytest.approx(100.0)
+    assert got["rebased_vs_unchanged"]["mean_difference"] == pytest.approx(30.0)
+    assert got["rebased_vs_unchanged"]["relative"] == pytest.approx(30.0 / 70.0)

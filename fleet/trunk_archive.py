@@ -10,6 +10,7 @@ byte is written. Both sides use this module: the format has one definition.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -83,9 +84,14 @@ def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
+# errors of the disk being written, not of the archive read: full, quota, I/O, read-only
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
 def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
     """Unpack ``archive`` into the new directory ``dest`` and check it as a checkpoint; every file and directory
-    is fsynced. Returns the manifest. TrunkArchiveError on a bad archive (``dest`` is then removed)."""
+    is fsynced. Returns the manifest. TrunkArchiveError on a bad archive (``dest`` is then removed); OSError
+    with an errno of ``DISK_ERRNOS`` when the disk being written fails (full, I/O)."""
     from shared_policy.checkpoint import CheckpointError, read_manifest
 
     dest = Path(dest)
@@ -95,7 +101,11 @@ def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
             with tarfile.open(archive, mode="r:") as tar:
                 _checked_members(tar)
                 tar.extractall(dest, filter="data")
-        except (tarfile.TarError, OSError) as exc:
+        except OSError as exc:
+            if exc.errno in DISK_ERRNOS:  # the disk, not the archive: the caller may try again once it clears
+                raise
+            raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
+        except tarfile.TarError as exc:
             raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
         try:
             manifest = read_manifest(dest)

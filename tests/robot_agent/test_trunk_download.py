@@ -169,18 +169,19 @@ def _stored_trunk_versions(storage) -> set[int]:
 def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_install(tmp_path, spool, uplinks,
                                                                                         monkeypatch):
     import errno
+    import tarfile
 
     from robot_agent import trunk_download
 
-    real, calls = trunk_download.unpack_trunk, []
+    real, calls = tarfile.TarFile.extractall, []
 
-    def disk_full_once(path, dest):  # the robot's disk is full the first time, then space is freed
-        calls.append(path)
+    def disk_full_once(self, *args, **kwargs):  # the robot's disk fills while unpacking, then space is freed
+        calls.append(args)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, dest)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(trunk_download, "unpack_trunk", disk_full_once)
+    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full_once)
     monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.2)
     rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
     hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))

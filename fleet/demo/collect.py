@@ -3,10 +3,13 @@ units' final status files, the roll-out log, the pretraining and learner curves,
 
 Chunk accounting per unit, robot side against hub side. A spool hands out sequence numbers densely from where
 its process started (1, or for a restarted agent the block end its ``ids.json`` held when the old process died),
-so the chunks a unit's processes wrote are, per process, its first number up to the highest one seen, plus any
-still waiting in its spool at the end. ``stored`` is the distinct chunks of the robot in the hub's store;
-``lost`` = sent - stored (a chunk acked and not stored, or never written, is a hole in the numbers);
-``acked`` = sent - still in the spool (the spool deletes a chunk only once the hub has acked it).
+so the chunks a unit's processes wrote are, per process, its first number up to the highest one seen in the
+hub's store or still in the robot's spool at the end (read from the spool's files: its segments' records less
+its ``acks.log``). ``stored`` is the robot's distinct chunks in the hub's store; ``unsent`` those still in its
+spool and not stored (on the robot's disk, sent at its next start: not lost); ``acked`` = sent - still in the
+spool (the spool lets a chunk go only once the hub acked it); ``lost`` = sent - stored - unsent: chunks neither
+at the hub nor on the robot (a hole in the numbers). A chunk stored whose ack the robot missed is in both, and
+counts once.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any
 from fleet.demo.record import DemoRecord, EpisodeRow, RolloutStep, SimReturn, UnitRecord
 from fleet.demo.units import Unit
 from fleet.episode_log import stored_episodes
+from fleet.record import parse_record
 from fleet.rollout_log import read_steps
-from fleet.store import STORE_FILE
+from fleet.store import CHUNK_ID, STORE_FILE
 from fleet.trunk_store import TrunkStore
 
 
@@ -48,6 +52,25 @@ def stored_seqs(hub_dir: Path) -> dict[str, dict[str, list[int]]]:
     finally:
         con.close()
     return {r: dict(e) for r, e in out.items()}
+
+
+def spool_pending(spool_dir: Path) -> dict[str, set[int]]:
+    """spool epoch -> sequence numbers of the chunks still in a stopped agent's spool (its segments' valid records
+    less the ids in its ``acks.log``; layout in robot_agent/spool.py, records in fleet/record.py)."""
+    spool_dir = Path(spool_dir)
+    try:
+        acked = set((spool_dir / "acks.log").read_text().split())
+    except OSError:
+        acked = set()
+    out: dict[str, set[int]] = defaultdict(set)
+    for seg in sorted(spool_dir.glob("seg-*.spool")):
+        data, offset = seg.read_bytes(), 0
+        while (found := parse_record(data, offset)) is not None:  # stops at a damaged record: counts fewer
+            header, offset = found
+            m = CHUNK_ID.fullmatch(str(header.get("chunk_id")))
+            if m and header["chunk_id"] not in acked:
+                out[m["epoch"]].add(int(m["seq"]))
+    return dict(out)
 
 
 def chunks_written(seqs: list[int], starts: list[int]) -> int:
@@ -77,16 +100,23 @@ def pretrain_curve(path: Path, hardware: list[str]) -> dict[str, list[list[float
 
 
 def unit_record(unit: Unit, episodes: list, seqs: dict[str, list[int]], starts: list[int], final: dict[str, Any],
-                restarted: bool) -> UnitRecord:
-    """One unit's record: its episodes, and its chunks as the robot wrote them against what the hub stored."""
-    left = int(final.get("spool_depth", 0) or 0)
-    sent = sum(chunks_written(s, starts) for s in seqs.values()) + left
-    stored = sum(len(set(s)) for s in seqs.values())
+                restarted: bool, pending: dict[str, set[int]] | None = None) -> UnitRecord:
+    """One unit's record: its episodes, and its chunks as the robot wrote them against what the hub stored
+    (module docstring); ``pending``: what is still in its spool, per epoch."""
+    pending = pending or {}
+    sent = stored = unsent = left = 0
+    for epoch in set(seqs) | set(pending):
+        at_hub, on_robot = set(seqs.get(epoch, ())), pending.get(epoch, set())
+        sent += chunks_written(sorted(at_hub | on_robot), starts)
+        stored += len(at_hub)
+        unsent += len(on_robot - at_hub)
+        left += len(on_robot)
     rows = [EpisodeRow(e.trunk_version, e.adapter_version, e.episode_return, e.steps, e.last_received)
             for e in episodes]
     return UnitRecord(unit.robot_id, unit.hardware, unit.gap, unit.outside_training_range, unit.canary, restarted,
                       rows, chunks_sent=sent, chunks_acked=sent - left, chunks_stored=stored,
-                      chunks_lost=sent - stored, final_trunk_version=int(final.get("trunk_version", 0)),
+                      chunks_lost=sent - stored - unsent, chunks_unsent=unsent,
+                      final_trunk_version=int(final.get("trunk_version", 0)),
                       final_adapter_version=int(final.get("adapter_version", 0)))
 
 
@@ -98,9 +128,11 @@ def collect(run_dir: Path, task: str, units: list[Unit], spool_starts: dict[str,
     hub_dir = run_dir / "hub"
     episodes = stored_episodes(hub_dir) if (hub_dir / STORE_FILE).exists() else {}
     seqs = stored_seqs(hub_dir)
+    state = {u.robot_id: run_dir / "agents" / u.robot_id / "state" for u in units}
     records = [unit_record(u, episodes.get(u.robot_id, []), seqs.get(u.robot_id, {}),
-                           spool_starts.get(u.robot_id, []), read_status(run_dir / "agents" / u.robot_id / "state"),
-                           bool(spool_starts.get(u.robot_id))) for u in units]
+                           spool_starts.get(u.robot_id, []), read_status(state[u.robot_id]),
+                           bool(spool_starts.get(u.robot_id)), spool_pending(state[u.robot_id] / "spool"))
+               for u in units]
     rollout = [RolloutStep(float(s.get("time", 0)), str(s.get("event")), int(s.get("version", 0)),
                            {k: v for k, v in s.items() if k not in ("time", "event", "version")})
                for s in read_steps(hub_dir)]

@@ -40,7 +40,8 @@ class UnitRecord:
     chunks_sent: int = 0  # chunks the agent wrote to its spool (all its processes)
     chunks_acked: int = 0  # chunks the hub acknowledged to it
     chunks_stored: int = 0  # distinct chunks of this robot in the hub's store
-    chunks_lost: int = 0  # sent and never stored
+    chunks_lost: int = 0  # sent and neither stored at the hub nor still in the robot's spool
+    chunks_unsent: int = 0  # still in the robot's spool at the end, not stored (sent at its next start)
     final_trunk_version: int = 0
     final_adapter_version: int = 0
 
@@ -89,10 +90,11 @@ class DemoRecord:
     processes: list[dict[str, Any]] = field(default_factory=list)  # every process the demo started: name, pid
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write ``<run_dir>/results.json`` (atomically; NaN and inf are refused, not written)."""
+        """Write ``<run_dir>/results.json`` (atomically); NaN and inf are written as null (the report shows them
+        as missing), never as a number."""
         path = Path(run_dir) / RESULTS_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, allow_nan=False))
+        tmp.write_text(json.dumps(_finite(asdict(self)), indent=1, allow_nan=False))
         tmp.replace(path)
         return path
 
@@ -111,6 +113,17 @@ class DemoRecord:
             return cls(**raw)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{path}: not a demo record ({exc})") from None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def finite(x: float) -> bool:

@@ -40,13 +40,14 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_report(run_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write the report of the run in ``run_dir`` into ``out_dir`` (default ``<run_dir>/report``); returns it."""
+def build_report(run_dir: Path, out_dir: Path | None = None, wandb: bool = True) -> Path:
+    """Write the report of the run in ``run_dir`` into ``out_dir`` (default ``<run_dir>/report``); returns it.
+    ``wandb=False`` logs nothing to W&B whatever WANDB_MODE says (fleet-demo's ``wandb=false``)."""
     run_dir = Path(run_dir)
     record = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / REPORT_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
-    run = open_run(run_dir)
+    run = open_run(run_dir) if wandb else None
     try:
         doc = build_document(record, run_dir, out, run_directory(run))
         _write(out / MARKDOWN_FILE, render_markdown(doc))

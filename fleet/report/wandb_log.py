@@ -32,7 +32,7 @@ def open_run(run_dir: Path) -> Any | None:
 
 def run_directory(run: Any | None) -> str:
     """Where the run's files are (its offline-run-* directory), or why there is none."""
-    return str(Path(run.dir).parent) if run is not None else "not logged (WANDB_MODE=disabled)"
+    return str(Path(run.dir).parent) if run is not None else "not logged (W&B off: WANDB_MODE=disabled or wandb=false)"
 
 
 def log_document(run: Any, doc: Document, out_dir: Path) -> None:

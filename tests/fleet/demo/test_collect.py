@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.demo.collect import chunks_written, unit_record
+from fleet.demo.collect import chunks_written, spool_pending, unit_record
 from fleet.demo.units import Unit
 
 UNIT = Unit("unit-3", "cartpole_long", 1003, {}, [], False)
@@ -22,6 +22,33 @@ def test_a_chunk_missing_from_the_store_inside_a_run_is_lost():
     assert (rec.chunks_sent, rec.chunks_stored, rec.chunks_lost) == (46, 45, 1)
 
 
-def test_chunks_still_in_the_spool_at_the_end_are_sent_but_neither_acked_nor_stored():
-    rec = unit_record(UNIT, [], {"ab": list(range(1, 11))}, [], {"spool_depth": 3}, False)
-    assert (rec.chunks_sent, rec.chunks_acked, rec.chunks_stored, rec.chunks_lost) == (13, 10, 10, 3)
+def test_chunks_still_in_the_spool_at_the_end_are_sent_and_unsent_not_lost():
+    rec = unit_record(UNIT, [], {"ab": list(range(1, 11))}, [], {}, False, pending={"ab": {11, 12, 13}})
+    assert (rec.chunks_sent, rec.chunks_acked, rec.chunks_stored, rec.chunks_lost, rec.chunks_unsent) == (
+        13, 10, 10, 0, 3)
+
+
+def test_a_stored_chunk_whose_ack_the_robot_missed_counts_once_and_is_not_lost():
+    rec = unit_record(UNIT, [], {"ab": list(range(1, 11))}, [], {}, False, pending={"ab": {10}})
+    assert (rec.chunks_sent, rec.chunks_acked, rec.chunks_stored, rec.chunks_lost, rec.chunks_unsent) == (
+        10, 9, 10, 0, 0)
+
+
+def test_the_spool_files_of_a_stopped_agent_give_its_unacked_chunks(tmp_path):
+    import numpy as np
+
+    from robot_agent.spool import Spool
+    from tests.fleet.chunks import agent_arrays
+
+    rng = np.random.default_rng(0)
+    with Spool(tmp_path / "spool") as spool:
+        for episode in range(5):
+            arrays = agent_arrays(rng, 4, episode_end=True)
+            spool.append({"robot_id": "unit-3", "hardware": "cartpole", "task": "cartpole_swingup",
+                          "episode": episode, "steps": 4, "episode_end": True, "trunk_version": 0,
+                          "adapter_version": 0}, arrays)
+        refs = spool.pending()
+        spool.ack([r.chunk_id for r in refs[:2]])
+        epoch = refs[0].header["spool_epoch"]
+    assert spool_pending(tmp_path / "spool") == {epoch: {3, 4, 5}}
+    assert spool_pending(tmp_path / "nothing") == {}

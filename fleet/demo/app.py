@@ -114,6 +114,7 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
             progress.note(f"ERROR: {p}")
         problems += stop_problems
         progress.done("no process left" if not stop_problems else f"{len(stop_problems)} problem(s)")
+    problems += demo.problems  # what broke on the way without stopping the run (a fault that did not recover)
     progress.phase(8, len(PHASES), PHASES[7])
     record = collect(run, cfg.task_name, units, demo.spool_starts, demo.sim_oracle, demo.faults, started, time.time())
     record.phase_times, record.outcome = times, demo.outcome

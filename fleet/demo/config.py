@@ -156,6 +156,11 @@ class DemoConfig:
         for robot in self.hub.canaries:
             if robot not in ids:
                 raise ValueError(f"hub.canaries: {robot!r} is not one of the demo's units {ids}")
+        if self.hub.canaries:  # the hub tries a trunk only when every type has a canary (fleet/rollout.py)
+            covered = {self.types[ids.index(r) % len(self.types)] for r in self.hub.canaries}
+            if missing := [t for t in self.types if t not in covered]:
+                raise ValueError(f"hub.canaries: {self.hub.canaries} has no unit of hardware type(s) {missing} "
+                                 f"(units alternate types: {ids[:len(self.types)]} are one of each)")
         if self.faults.agent and self.faults.agent not in ids:
             raise ValueError(f"faults.agent: {self.faults.agent!r} is not one of the demo's units {ids}")
 

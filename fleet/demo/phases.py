@@ -151,12 +151,19 @@ class DemoRun:
     def kill_hub(self) -> None:
         """SIGKILL the hub's process group, leave it down ``faults.down_s``, restart it on the same store."""
         at = time.monotonic() - self.t0
+        before = {r: (s.get("uplink") or {}).get("connects", 0) for r, s in self.view.statuses().items()}
         self.procs.kill(self.hub)
         self.progress.note(f"FAULT: hub (pid {self.hub.pid}) killed with SIGKILL at {at:.0f} s")
         time.sleep(self.cfg.faults.down_s)
         listening = self.start_hub()
-        back = wait_for(lambda: self.view.all(lambda s: (s.get("uplink") or {}).get("connected")
-                                              and float(s.get("time", 0)) > time.time() - 2), 120, lambda: None)
+
+        def reconnected() -> bool:  # a new handshake with the new hub, not a connection flag still set from before
+            statuses = self.view.statuses()
+            return all((statuses.get(r, {}).get("uplink") or {}).get("connects", 0) > n for r, n in before.items())
+
+        back = wait_for(reconnected, 120, lambda: None)
+        if not back:
+            self.problems.append("after the hub's restart not every unit reconnected within 120 s")
         back_after = time.monotonic() - self.t0 - at
         self.faults.append({"what": "hub SIGKILL + restart", "at_s": round(at, 1), "back_after_s": round(back_after, 1),
                             "listening_after_restart_s": round(listening, 1), "all_reconnected": bool(back)})
@@ -179,6 +186,8 @@ class DemoRun:
         ok = wait_for(lambda: (s := self.view.statuses()[robot]).get("pid") == new_pid
                       and (s.get("uplink") or {}).get("connected"), 120, lambda: None)
         back_after = time.monotonic() - self.t0 - at
+        if not ok:
+            self.problems.append(f"agent {robot} did not come back connected within 120 s of its restart")
         self.faults.append({"what": f"agent {robot} SIGKILL + restart", "robot": robot, "at_s": round(at, 1),
                             "back_after_s": round(back_after, 1), "reconnected": bool(ok)})
         self.progress.note(f"agent {robot} restarted on its state_dir (pid {new_pid}); back after {back_after:.1f} s")

@@ -69,11 +69,34 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+MARK = "FLEET_DEMO_PARTS"  # environment variable every part inherits (ProcessGroups.mark)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Pids of live processes whose environment holds ``mark`` (``NAME=value``), read from /proc; this process
+    is never one of them."""
+    needle, out = mark.encode() + b"\0", []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes() + b"\0"
+            state = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if needle in environ and state[state.rindex(")") + 2] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 class ProcessGroups:
     """Starts the demo's parts and keeps every one it started, for signals and the final leftover check."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path):
-        self.log_dir, self.env, self.cwd = Path(log_dir), env, Path(cwd)
+        # every part and whatever it starts inherits this mark, even helpers that leave the part's process group
+        # for a session of their own (W&B's wandb-core): the leftover check finds them by it
+        self.mark = f"{MARK}={Path(log_dir).resolve()}:{os.getpid()}"
+        self.log_dir, self.env, self.cwd = Path(log_dir), {**env, MARK: self.mark.split("=", 1)[1]}, Path(cwd)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[Child] = []
 
@@ -134,15 +157,24 @@ class ProcessGroups:
         end = time.monotonic() + grace_s
         while time.monotonic() < end and any(c.alive() or group_members(c.pid) for c in self.children):
             time.sleep(0.2)
-        found = []
+        while time.monotonic() < end and marked_processes(self.mark):
+            time.sleep(0.2)
+        found, handled = [], set()
         for child in self.children:
             if child.alive():
                 found.append(f"{child.name} (pid {child.pid}) still running")
             members = group_members(child.pid)
+            handled.update(members)
             if members:
                 found.append(f"{child.name}: process group {child.pid} still holds pids {members}")
             if child.alive() or members:
                 self.kill(child)
+        for pid in set(marked_processes(self.mark)) - handled:  # left its part's group (own session), outlived it
+            found.append(f"pid {pid} started by a part (outside its process group) still running")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         return found
 
     def stop_all(self, timeout_s: float) -> list[str]:

@@ -26,7 +26,8 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("robots=3", "robots"), ("hardware=[cartpole]", "hardware"), ("hardware=[cartpole,cartpole]", "hardware"),
     ("pretrain.iterations=0", "pretrain.iterations"), ("agents.adapt_s=-1", "agents.adapt_s"),
     ("agents.guard_episodes=1", "agents.guard_episodes"), ("learn.sim_fraction=1.0", "learn.sim_fraction"),
-    ("hub.canaries=[unit-9]", "hub.canaries"), ("faults.agent=robot-x", "faults.agent"),
+    ("hub.canaries=[unit-9]", "hub.canaries"), ("hub.canaries=[unit-0,unit-2]", "hub.canaries"),
+    ("faults.agent=robot-x", "faults.agent"),
     ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):

@@ -69,3 +69,24 @@ def test_a_failing_one_shot_part_raises_with_its_logs_tail(tmp_path):
     with pytest.raises(PartFailed, match=r"(?s)broken exited 3.*the reason"):
         procs.run("broken", [sys.executable, "-c", "import sys; print('the reason'); sys.exit(3)"], 30)
     assert (tmp_path / "logs" / "broken.log").read_text().startswith("$ ")
+
+
+# a part that starts a helper in a session of its own (as W&B starts wandb-core), then exits at SIGTERM
+LEAVES_SESSION = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+                  "start_new_session=True); print('RE' + 'ADY', flush=True); time.sleep(600)")
+
+
+@pytest.mark.timeout(120)
+def test_a_helper_that_left_its_parts_process_group_is_found_by_its_mark_killed_and_reported(tmp_path):
+    procs = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+    part = procs.start("wandb-like", [sys.executable, "-c", LEAVES_SESSION])
+    wait_output(part, "READY")
+    assert procs.terminate(part, 10)
+    assert group_members(part.pid) == []  # nothing left in the part's own group ...
+    problems = procs.leftovers()  # ... the helper is in a session of its own
+    assert len(problems) == 1 and "outside its process group" in problems[0], problems
+    helper = int(problems[0].split()[1])
+    end = time.monotonic() + 10
+    while alive(helper) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert procs.leftovers() == []

@@ -61,5 +61,5 @@ def duckdb_line(parquet_dir: Path) -> str:
     glob = str(parquet_dir / "**" / "*.parquet").replace("'", "''")  # an SQL string literal
     sql = ("select hardware, robot_id, trunk_version, adapter_version, count(*) as transitions, "
            "count(distinct chunk_id) as chunks, avg(reward) as mean_reward "
-           f"from read_parquet('{glob}', hive_partitioning = true) group by all order by all")
+           f"from read_parquet('{glob}', hive_partitioning = true, union_by_name = true) group by all order by all")
     return f"import duckdb; duckdb.sql({sql!r}).show(max_rows=1000)"

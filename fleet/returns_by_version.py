@@ -83,6 +83,7 @@ class EpisodeReturns:
             rewards, dones, versions = chunk_steps(row.record)
         except Exception as exc:  # noqa: BLE001 - a bad chunk costs only its own episode
             log.warning("returns: chunk %s unreadable (%s)", row.chunk_id, exc)
+            self._partial.add((row.robot_id, row.spool_epoch, row.episode))  # its sum would miss this chunk
             return
         key = (row.robot_id, row.spool_epoch, row.episode)
         if key not in self._open and self.store.steps_before(*key, row.seq) > 0:

@@ -73,18 +73,18 @@ MARK = "FLEET_DEMO_PARTS"  # environment variable every part inherits (ProcessGr
 
 
 def marked_processes(mark: str) -> list[int]:
-    """Pids of live processes whose environment holds ``mark`` (``NAME=value``), read from /proc; this process
-    is never one of them."""
-    needle, out = mark.encode() + b"\0", []
+    """Pids of live processes whose environment holds a variable starting with ``mark`` (``NAME=value`` or a
+    prefix of it), read from /proc; this process is never one of them."""
+    needle, out = mark.encode(), []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = Path(entry.path, "environ").read_bytes() + b"\0"
+            environ = b"\0" + Path(entry.path, "environ").read_bytes()
             state = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        if needle in environ and state[state.rindex(")") + 2] != "Z":
+        if b"\0" + needle in environ and state[state.rindex(")") + 2] != "Z":
             out.append(int(entry.name))
     return out
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleet.parquet_export import MANIFEST
-from fleet.record import RecordError
+from fleet.record import RecordError, robot_priorities
 from fleet.replay.sequences import ChunkSteps
 from fleet.store import CHUNK_ID
 
@@ -58,7 +58,7 @@ def file_chunks(path: Path, hardware: str) -> list[ChunkSteps]:
         if m is None:
             raise RecordError(f"{path}: chunk id {ids[s]!r} is not <robot>-<epoch>-<seq>")
         arrays = {"obs": obs[s:e], "actions": act[s:e], "critic_obs": np.concatenate([critic[s:e], boot[i:i + 1]]),
-                  "priorities": prios[s:e],
+                  "priorities": robot_priorities({"priorities": prios[s:e]}, e - s),
                   **{k: v[s:e] for k, v in values.items()}, **{k: v[s:e] for k, v in flags.items()}}
         out.append(ChunkSteps(robots[s], m["epoch"], int(m["seq"]), hardware, int(episodes[s]), float(received[s]),
                               arrays))

@@ -30,3 +30,27 @@ def test_an_episode_begun_before_the_history_read_is_never_credited(tmp_path):
         assert len(whole.returns("unit-0")) == 2 and whole.partial_episodes == 0
     finally:
         store.close()
+
+
+def test_an_episode_with_an_unreadable_chunk_is_never_credited(tmp_path):
+    from fleet.record import encode_record
+    from fleet.returns_by_version import EpisodeReturns
+    from fleet.store import STORE_FILE, ExperienceStore
+    from tests.fleet.chunks import agent_arrays, agent_header, agent_record
+
+    rng = np.random.default_rng(1)
+    broken = agent_arrays(rng, 10)
+    del broken["rewards"]  # a record whose digest holds but whose arrays no reader can sum
+    middle = encode_record(agent_header("unit-0", "0123456789abcdef", 1, 0, {**broken, "rewards": np.zeros(10)}),
+                           broken)
+    records = [agent_record(rng, "unit-0", 0, episode=0, steps=10), middle,
+               agent_record(rng, "unit-0", 2, episode=0, steps=10, episode_end=True),
+               agent_record(rng, "unit-0", 3, episode=1, steps=10, episode_end=True)]
+    store = ExperienceStore(tmp_path / STORE_FILE)
+    try:
+        store.put_many(records)
+        returns = EpisodeReturns(store, history_chunks=10)
+        returns.catch_up()
+        assert len(returns.returns("unit-0")) == 1 and returns.partial_episodes == 1  # episode 1 only
+    finally:
+        store.close()

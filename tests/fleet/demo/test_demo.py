@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.demo.processes import group_members
+from fleet.demo.processes import MARK, group_members, marked_processes
 from fleet.demo.record import DemoRecord
 from fleet.episode_log import stored_episodes
 from fleet.report.tables import unit_returns
@@ -33,6 +33,15 @@ SHORT = ["pretrain.iterations=2", "pretrain.num_envs=16", "oracle.episodes=8", "
          "learn.episodes_after=1", "learn.rebase_steps=20", "wandb=false", "progress_every_s=10"]
 
 
+def kill_parts(run: Path) -> None:
+    """SIGKILL whatever a demo in ``run`` started that is still alive (they carry its mark)."""
+    for pid in marked_processes(f"{MARK}={(run / 'logs').resolve()}"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def finite_numbers(value) -> bool:
     if isinstance(value, dict):
         return all(finite_numbers(v) for v in value.values())
@@ -45,8 +54,12 @@ def finite_numbers(value) -> bool:
 def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the_promoted_trunk(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, "-m", "fleet.demo.app", *SHORT, f"run_dir={run}",
-                          f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=590)
+    try:
+        res = subprocess.run([sys.executable, "-m", "fleet.demo.app", *SHORT, f"run_dir={run}",
+                              f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=590)
+    finally:  # a demo killed by the timeout leaves its parts (each in its own session): end them here
+        kill_parts(run)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     last = res.stdout.strip().splitlines()[-1]
@@ -116,6 +129,7 @@ def test_a_demo_stopped_with_sigterm_stops_the_part_it_was_running_and_still_wri
     finally:
         if demo.poll() is None:
             demo.kill()
+        kill_parts(run)
     assert demo.returncode == 1, out[-3000:]
     record = DemoRecord.load(run)
     assert record.problems == ["interrupted (SIGINT / SIGTERM): every part stopped"]

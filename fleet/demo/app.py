@@ -35,7 +35,7 @@ from fleet.demo.processes import PartFailed, ProcessGroups
 from fleet.demo.progress import Progress
 from fleet.demo.record import DemoRecord
 from fleet.demo.units import plan_units
-from fleet.report.build import build_report
+from fleet.report.build import HTML_FILE, REPORT_SUBDIR, build_report
 
 register_configs()
 EXIT_OK, EXIT_BROKEN, EXIT_CONFIG = 0, 1, 2
@@ -126,7 +126,8 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
         if u.chunks_unsent:  # on the robot's disk, not lost: the drain ran out of time
             progress.note(f"{u.robot_id}: {u.chunks_unsent} chunks still in its spool (sent at its next start)")
     progress.note(demo.outcome or "no fleet-updated trunk (see above)")
-    report = "(not built)"
+    # the line names where the report goes, so the report (built from the saved record) quotes it as printed
+    report = str((run / REPORT_SUBDIR / HTML_FILE).resolve()) if cfg.report else "(not built)"
     record.problems = problems
     record.summary_line = summary_line(record, report)
     record.save(run)
@@ -134,8 +135,9 @@ def run_demo(cfg: DemoConfig, run: Path, progress: Progress | None = None) -> in
     if cfg.report:
         progress.phase(9, len(PHASES), PHASES[8])
         try:
-            report = str(build_report(run, wandb=cfg.wandb) / "index.html")
+            report = str((build_report(run, wandb=cfg.wandb) / HTML_FILE).resolve())
         except Exception as exc:  # noqa: BLE001 - the run's record is saved: `fleet-eval report` can try again
+            report = "(not built)"
             problems.append(f"report not built: {type(exc).__name__}: {exc}")
         record.summary_line = summary_line(record, report)
         record.save(run)

@@ -68,6 +68,7 @@ def test_the_shortened_demo_loses_nothing_across_kills_and_every_unit_adopts_the
     report = Path(m[3])
     assert report.name == "index.html" and report.is_file() and (report.parent / "report.md").is_file()
     assert len(list(report.parent.glob("*.png"))) >= 3
+    assert last in (report.parent / "report.md").read_text()  # the report quotes the line as printed
     assert "\x1b[" not in res.stdout  # not a terminal: progress lines, no redrawing
 
     record = DemoRecord.load(run)

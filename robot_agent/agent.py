@@ -173,6 +173,8 @@ class RobotAgent:
                 if self.safe.estop.poll():
                     self._wait_while_estopped()
                 elif not self._spool_has_room():
+                    if self.fault:  # the last episode's chunks, now all through the writer, could not be stored
+                        break
                     self._hold(1.0)
                 else:
                     self._run_episode()
@@ -270,12 +272,17 @@ class RobotAgent:
             else:
                 self.fault = f"spool writer died again ({self.writer.error}): no experience can be stored"
                 log.error("%s: stopping the agent", self.fault)
+        self._check_write_failures()
+        if self.trainer is not None:
+            self.trainer.check()
+
+    def _check_write_failures(self) -> None:
+        """Chunks in a row the spool could not store (ENOSPC, EIO) make a fault: no episode may run whose
+        experience cannot be stored."""
         if not self.fault and self.writer.failed_in_a_row >= WRITE_FAILURES_FAULT:
             self.fault = (f"the spool cannot be written ({self.writer.last_write_error}): "
                           f"{self.writer.failed_in_a_row} chunks in a row lost")
             log.error("%s: stopping the agent (no episode may run whose experience cannot be stored)", self.fault)
-        if self.trainer is not None:
-            self.trainer.check()
 
     def _take_new_trunk(self) -> None:
         ready = self.watcher.take() if self.watcher is not None else None
@@ -368,6 +375,9 @@ class RobotAgent:
         if self.cfg.spool.when_full == DROP_OLDEST:
             return True
         if not self.writer.wait_idle(WRITER_IDLE_WAIT_S):  # judge the room once the last chunks are on disk
+            return False
+        self._check_write_failures()  # the writer may have been behind when the services were checked
+        if self.fault:
             return False
         steps = self.task.max_episode_length
         # an episode's encoded size even before its first chunk is on disk (going by written chunks alone,

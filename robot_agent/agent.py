@@ -71,8 +71,7 @@ from shared_policy.tracking import NullLogger, RunLogger
 log = logging.getLogger(__name__)
 
 LEARNER_WAIT_S = 120.0  # simulated clocks: the longest an episode end waits for the learner to catch up
-WRITER_IDLE_WAIT_S = 10.0
-WRITE_FAILURES_FAULT = 3  # chunks in a row the spool could not store (ENOSPC, EIO): the disk is not coming back  # before judging the spool's room, the longest to wait for queued chunks
+WRITER_IDLE_WAIT_S = 10.0  # before judging the spool's room, the longest to wait for queued chunks
 
 
 class RobotAgent:
@@ -272,16 +271,16 @@ class RobotAgent:
             else:
                 self.fault = f"spool writer died again ({self.writer.error}): no experience can be stored"
                 log.error("%s: stopping the agent", self.fault)
-        self._check_write_failures()
         if self.trainer is not None:
             self.trainer.check()
 
     def _check_write_failures(self) -> None:
-        """Chunks in a row the spool could not store (ENOSPC, EIO) make a fault: no episode may run whose
-        experience cannot be stored."""
-        if not self.fault and self.writer.failed_in_a_row >= WRITE_FAILURES_FAULT:
+        """With the writer idle, a last chunk the spool could not store (ENOSPC, EIO) makes a fault: no episode
+        may run whose experience cannot be stored. Judged per episode, not per chunk: an episode shorter than a
+        chunk writes one chunk, so a count of failed chunks would let more episodes run on a failed disk."""
+        if not self.fault and self.writer.failed_in_a_row > 0:
             self.fault = (f"the spool cannot be written ({self.writer.last_write_error}): "
-                          f"{self.writer.failed_in_a_row} chunks in a row lost")
+                          f"its last write failed ({self.writer.failed_in_a_row} in a row)")
             log.error("%s: stopping the agent (no episode may run whose experience cannot be stored)", self.fault)
 
     def _take_new_trunk(self) -> None:
@@ -372,13 +371,17 @@ class RobotAgent:
         self._adapter_trunks = {v: t for v, t in self._adapter_trunks.items() if v >= version}
 
     def _spool_has_room(self) -> bool:
-        if self.cfg.spool.when_full == DROP_OLDEST:
-            return True
-        if not self.writer.wait_idle(WRITER_IDLE_WAIT_S):  # judge the room once the last chunks are on disk
+        """Whether the next episode may start: the writer is idle (every queued chunk went to disk or failed),
+        its last write did not fail (else a fault), and the spool has room for an episode (drop_oldest makes
+        room by itself). The write failures are judged here, in both modes, because only an idle writer's
+        count is final: judged while the writer is behind, an episode could start on a disk that has failed."""
+        if not self.writer.wait_idle(WRITER_IDLE_WAIT_S):
             return False
-        self._check_write_failures()  # the writer may have been behind when the services were checked
+        self._check_write_failures()
         if self.fault:
             return False
+        if self.cfg.spool.when_full == DROP_OLDEST:
+            return True
         steps = self.task.max_episode_length
         # an episode's encoded size even before its first chunk is on disk (going by written chunks alone,
         # 1 byte each until then, let a first episode start with no room for it)

@@ -10,7 +10,6 @@ byte is written. Both sides use this module: the format has one definition.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -81,17 +80,24 @@ def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
             raise TrunkArchiveError(f"archive member {m.name[:80]!r} is not a plain relative file")
     if MANIFEST not in {m.name for m in members}:
         raise TrunkArchiveError(f"archive has no {MANIFEST}")
+    # what would fail on any disk, refused here as the archive's fault (an OSError is retried as a local one)
+    files = [PurePosixPath(m.name) for m in members if m.isfile()]
+    if len(set(files)) < len(files):
+        raise TrunkArchiveError("archive holds a file twice")
+    under_file = [m.name for m in members if set(PurePosixPath(m.name).parents) & set(files)]
+    if under_file:
+        raise TrunkArchiveError(f"archive member {under_file[0][:80]!r} lies under a file")
+    if any(len(part.encode()) > 255 for m in members for part in PurePosixPath(m.name).parts):
+        raise TrunkArchiveError("archive has a name longer than 255 bytes")
     return members
-
-
-# errors of the disk being written, not of the archive read: full, quota, I/O, read-only
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
 def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
     """Unpack ``archive`` into the new directory ``dest`` and check it as a checkpoint; every file and directory
-    is fsynced. Returns the manifest. TrunkArchiveError on a bad archive (``dest`` is then removed); OSError
-    with an errno of ``DISK_ERRNOS`` when the disk being written fails (full, I/O)."""
+    is fsynced. Returns the manifest. TrunkArchiveError on a bad archive: not a tar, a refused member, a file that
+    fails its sha256 (``dest`` is then removed). Any OSError is this computer's, not the archive's (tarfile
+    reports bad archive bytes as TarError): a full or failing disk, too many open files, a permission; it is
+    raised as it is, and the caller may try again once it clears."""
     from shared_policy.checkpoint import CheckpointError, read_manifest
 
     dest = Path(dest)
@@ -101,10 +107,6 @@ def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
             with tarfile.open(archive, mode="r:") as tar:
                 _checked_members(tar)
                 tar.extractall(dest, filter="data")
-        except OSError as exc:
-            if exc.errno in DISK_ERRNOS:  # the disk, not the archive: the caller may try again once it clears
-                raise
-            raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
         except tarfile.TarError as exc:
             raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
         try:

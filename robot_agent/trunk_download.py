@@ -15,8 +15,9 @@ file is complete its sha256 must be the notice's: then it is unpacked into a hid
 fsynced, every digest of its manifest checked), renamed to ``<trunk_dir>/trunk-v000007`` and the directory
 fsynced, and the agent's TrunkWatcher hot-swaps it between episodes. A digest mismatch discards the partial file
 and starts over, logged as an error; after ``max_failures`` the version is given up until a newer one is
-announced. A disk error while unpacking a verified file (full, I/O) keeps the file and retries the install with
-a backoff: the version is never given up for a condition that clears. Only the uplink's thread uses a download, so the control loop never waits on it.
+announced. A local error while unpacking a verified file (any OSError: disk full, I/O, too many open files, a
+permission) keeps the file and retries the install with a backoff: the version is never given up for a condition
+that clears; only a bad archive (fleet/trunk_archive.py) is. Only the uplink's thread uses a download, so the control loop never waits on it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from shared_policy.durable import fsync_dir, write_atomic
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # digest mismatches of one version before it is given up
-INSTALL_RETRY_S, INSTALL_RETRY_MAX_S = 2.0, 60.0  # backoff of a verified file's install after a disk error
+INSTALL_RETRY_S, INSTALL_RETRY_MAX_S = 2.0, 60.0  # backoff of a verified file's install after a local error
 WANTED_FILE = "WANTED"  # {"version": N}: the installed trunk the hub wants this robot to run
 
 
@@ -77,7 +78,7 @@ class TrunkDownload:
         self.target: Target | None = None
         self.installed = 0  # the newest version installed in trunk_dir by this download
         self.given_up: dict[int, str] = {}  # version -> why
-        self.install_errors = 0  # disk errors while unpacking a verified file (each retried)
+        self.install_errors = 0  # local errors (OSError) while unpacking a verified file (each retried)
         self._install_retry_at: float | None = None  # monotonic time of the next install try
         self.failures = 0  # digest mismatches of the current target
         self.fetched_bytes = 0  # piece bytes received and written, over every download
@@ -269,7 +270,8 @@ class TrunkDownload:
 
     def _try_install(self, t: Target) -> None:
         """Unpack the complete, verified file. A bad archive is given up (fetching it again gives the same file); a
-        disk error (full, I/O) keeps the file and is retried from :meth:`fetches` after a backoff."""
+        local error (any OSError: disk full, I/O, open files, a permission) keeps the file and is retried from
+        :meth:`fetches` after a backoff."""
         self._install_retry_at = None
         try:
             self._install(t)

@@ -79,3 +79,80 @@ def test_fleet_hub_publish_prints_the_version_and_refuses_a_bad_checkpoint_with_
     usage = subprocess.run(run, capture_output=True, text=True, timeout=100)
     assert usage.returncode == 2 and "usage: fleet-hub publish CHECKPOINT [STORAGE_DIR]" in usage.stderr
     assert TrunkStore(tmp_path / "hub").versions() == [1]
+
+
+# Run in a child process: it spends every file descriptor it may open but one (RLIMIT_NOFILE), so the archive opens
+# and its first member cannot be written (EMFILE, a local error that clears), then unpacks again with them back.
+_OUT_OF_FILES = """
+import json, os, resource, shutil, sys
+from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
+import shared_policy.checkpoint  # imported before the descriptors run out
+
+archive, dest = sys.argv[1], sys.argv[2]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+spent = []
+try:
+    while True:
+        spent.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    os.close(spent.pop())  # one left: the archive's
+try:
+    unpack_trunk(archive, dest)
+    first = {"raised": None}
+except TrunkArchiveError as exc:
+    first = {"raised": "TrunkArchiveError", "text": str(exc)}
+except OSError as exc:
+    first = {"raised": "OSError", "errno": exc.errno}
+for fd in spent:
+    os.close(fd)
+shutil.rmtree(dest, ignore_errors=True)  # as the downloader clears its staging directory before a retry
+print(json.dumps({"first": first, "retried": unpack_trunk(archive, dest)["trunk_version"]}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_local_error_while_unpacking_is_raised_for_a_retry_not_blamed_on_the_archive(tmp_path):
+    import errno
+    import os
+    import sys
+
+    from fleet.trunk_archive import pack_checkpoint
+
+    archive = tmp_path / "v7.tar"
+    pack_checkpoint(small_checkpoint(tmp_path / "ckpt", trunk_version=7), archive)
+    run = subprocess.run([sys.executable, "-c", _OUT_OF_FILES, str(archive), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=100, env={**os.environ})
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["first"] == {"raised": "OSError", "errno": errno.EMFILE}, result
+    assert result["retried"] == 7  # the same archive unpacks whole once the descriptors are back
+
+
+def _rewritten(good, out, change) -> None:
+    """Copy the archive ``good`` to ``out`` member by member, ``change(name, data)`` giving each member's bytes."""
+    with tarfile.open(good) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src.getmembers():
+            data = change(m.name, src.extractfile(m).read())
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+
+
+def test_a_damaged_or_malformed_archive_is_refused_as_the_archive_s_fault(tmp_path):
+    from fleet.trunk_archive import MANIFEST, pack_checkpoint
+
+    good = tmp_path / "good.tar"
+    pack_checkpoint(small_checkpoint(tmp_path / "ckpt", trunk_version=1), good)
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])  # cut short
+    with pytest.raises(TrunkArchiveError, match="not a readable trunk archive"):
+        unpack_trunk(bad, tmp_path / "out")
+    _rewritten(good, bad, lambda name, data: data if name == MANIFEST else data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(TrunkArchiveError, match="corrupted"):  # a file that fails its sha256
+        unpack_trunk(bad, tmp_path / "out")
+    with tarfile.open(bad, "w") as tar:  # a member under a file: no disk could hold it
+        for name in (MANIFEST, f"{MANIFEST}/inside"):
+            tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    with pytest.raises(TrunkArchiveError, match="lies under a file"):
+        unpack_trunk(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

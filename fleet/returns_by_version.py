@@ -6,7 +6,9 @@ sum of its rewards up to its ``done``; it is credited to the trunk version of it
 trunks only between episodes). An episode the agent aborts (a stop, an unusable reading) also ends with
 ``done`` and counts with its shorter return: that errs against a candidate, the safe side. An episode whose
 first chunks lie before the history the reader starts from (or were unreadable) is never credited: a partial
-sum is not a return.
+sum is not a return. An agent runs one episode at a time, so the first chunk of a robot's newer episode ends every
+older one of the same spool still being summed: one whose last chunk was unreadable (or never stored) is then
+dropped, never credited, so that such episodes do not pile up in memory.
 The roll-out (fleet/rollout.py) reads :meth:`EpisodeReturns.returns`.
 """
 
@@ -45,6 +47,7 @@ class EpisodeReturns:
         self._open: dict[tuple[str, str, int], float] = defaultdict(float)  # (robot, epoch, episode) -> so far
         self._done: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=KEPT_EPISODES))
         self._partial: set[tuple[str, str, int]] = set()  # episodes begun before the first chunk read: never credited
+        self._newest: dict[tuple[str, str], int] = {}  # (robot, epoch) -> its newest episode read
         self.partial_episodes = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +82,7 @@ class EpisodeReturns:
         return n
 
     def _add(self, row: StoredChunk) -> None:
+        self._end_older_episodes(row)
         try:
             rewards, dones, versions = chunk_steps(row.record)
         except Exception as exc:  # noqa: BLE001 - a bad chunk costs only its own episode
@@ -102,6 +106,17 @@ class EpisodeReturns:
             start = end + 1
         if start < len(rewards):
             self._open[key] += float(rewards[start:].sum())
+
+    def _end_older_episodes(self, row: StoredChunk) -> None:
+        """A chunk of a robot's newer episode ends its older ones: those still open lost their last chunk."""
+        spool, episode = (row.robot_id, row.spool_epoch), row.episode
+        if episode <= self._newest.get(spool, -1):
+            return
+        self._newest[spool] = episode
+        for key in [k for k in self._open.keys() | self._partial if k[:2] == spool and k[2] < episode]:
+            self._open.pop(key, None)
+            self._partial.discard(key)
+            self.partial_episodes += 1
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ from shared_policy.adapter import (
     save_adapter,
 )
 from shared_policy.tracking import NullLogger, RunLogger
+from shared_policy.vtrace import VTraceConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ class RobotAgent:
         self.cfg, self.state_dir, self.profile, self.task = cfg, parts.state_dir, parts.profile, parts.task
         self.driver, self.safe, self.runtime, self.checkpoint = parts.driver, parts.safe, parts.runtime, parts.checkpoint
         self.spool, self.trainer, self.watcher = parts.spool, parts.trainer, parts.watcher
-        prioritise = (critic_prioritiser(lambda: self.runtime.policy, self.profile.name)
+        prioritise = (critic_prioritiser(lambda: self.runtime.policy, self.profile.name,
+                                         VTraceConfig(**asdict(cfg.spool.priority_vtrace)))
                       if cfg.spool.priorities else None)
         self.writer = SpoolWriter(self.spool, after_write=self.trainer.submit if self.trainer is not None else None,
                                   before_write=prioritise)

@@ -25,6 +25,17 @@ class DriverConfig:
 
 
 @dataclass
+class PriorityVTraceConfig:
+    """The V-trace settings the robot scores its Ape-X priorities with: set them to the fleet learner's
+    (fleet-learn's ``learner.vtrace.*``); the defaults are the learner's defaults (shared_policy.vtrace.VTraceConfig)."""
+
+    gamma: float = 0.99  # discount per control step (fleet-learn's learner.vtrace.gamma)
+    lam: float = 1.0  # IMPALA's lambda (learner.vtrace.lam)
+    rho_bar: float = 1.0  # ratio truncation in the TD errors (learner.vtrace.rho_bar); on-policy the ratio is 1
+    c_bar: float = 1.0  # ratio truncation in the trace (learner.vtrace.c_bar)
+
+
+@dataclass
 class SpoolConfig:
     """The local experience spool: where, how big, and what to do when full."""
 
@@ -36,6 +47,7 @@ class SpoolConfig:
     # each chunk carries Ape-X initial priorities (|TD error| per step under the running trunk's critic),
     # computed by the spool writer's thread; the fleet learner's prioritised replay starts its items there
     priorities: bool = True
+    priority_vtrace: PriorityVTraceConfig = field(default_factory=PriorityVTraceConfig)
 
 
 @dataclass
@@ -144,6 +156,10 @@ class AgentConfig:
             "spool.when_full": self.spool.when_full in ("refuse", "drop_oldest"),
             "spool.quota_mb": self.spool.quota_mb > 0, "spool.segment_mb": self.spool.segment_mb > 0,
             "spool.chunk_steps": self.spool.chunk_steps >= 1,
+            "spool.priority_vtrace.gamma": 0.0 <= self.spool.priority_vtrace.gamma <= 1.0,
+            "spool.priority_vtrace.lam": 0.0 <= self.spool.priority_vtrace.lam <= 1.0,
+            "spool.priority_vtrace.rho_bar": self.spool.priority_vtrace.rho_bar > 0,
+            "spool.priority_vtrace.c_bar": self.spool.priority_vtrace.c_bar > 0,
             "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
             "adapter.replay_updates": self.adapter.replay_updates >= 1,
             "adapter.learning_rate": self.adapter.learning_rate > 0,

@@ -4,7 +4,8 @@ An Ape-X actor scores its own experience before it leaves, so a learner's priori
 item by what it teaches instead of by the largest priority seen. The score here is the learner's own one
 (``shared_policy/vtrace_learner.py``): |V-trace target - V| per step, with behaviour and target policies the
 same (the robot acted on-policy, so V-trace is the lambda-return), ends handled by the recorder's contract
-(bootstrap after a time-out, not after a termination). It runs on the spool writer's thread, never on the
+(bootstrap after a time-out, not after a termination), at the V-trace settings of the agent's
+``spool.priority_vtrace`` (the learner's defaults unless set to its configured ones). It runs on the spool writer's thread, never on the
 control thread, with the critic of the trunk the robot is running when the chunk is written.
 """
 

@@ -127,3 +127,30 @@ def test_with_priorities_off_the_agent_sends_none(agent_cfg):
     RobotAgent(agent_cfg, task_cfg()).run()
     with Spool(Path(agent_cfg.state_dir) / "spool") as spool:
         assert all("priorities" not in spool.read(r).arrays for r in spool.pending())
+
+
+def test_the_agent_s_priority_settings_default_to_the_learner_s_and_a_wrong_one_is_refused_naming_its_key(agent_cfg):
+    from dataclasses import fields
+
+    from robot_agent.config import PriorityVTraceConfig
+
+    learner = VTraceConfig()
+    assert {f.name: getattr(learner, f.name) for f in fields(PriorityVTraceConfig)} == vars(PriorityVTraceConfig())
+    agent_cfg.spool.priority_vtrace.gamma = 1.5
+    with pytest.raises(ValueError, match=r"spool\.priority_vtrace\.gamma"):
+        agent_cfg.validate()
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_scores_its_priorities_with_the_configured_v_trace_settings(agent_cfg):
+    agent_cfg.max_episodes = 1
+    agent_cfg.spool.priority_vtrace.gamma, agent_cfg.spool.priority_vtrace.lam = 0.9, 0.8
+    RobotAgent(agent_cfg, task_cfg()).run()
+    policy, _ = load_checkpoint(agent_cfg.checkpoint)
+    with Spool(Path(agent_cfg.state_dir) / "spool") as spool:
+        chunks = [spool.read(r) for r in spool.pending()]
+    assert chunks
+    for c in chunks:
+        configured = td_priorities(policy, HW, c.arrays, VTraceConfig(gamma=0.9, lam=0.8))
+        np.testing.assert_allclose(c.arrays["priorities"], configured, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(c.arrays["priorities"], td_priorities(policy, HW, c.arrays, VTraceConfig()))

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hardware.safety import SafetyLayer
 from hardware.tasks import TaskConfig
 from robot_agent.adapter_guard import GuardedAdapters
 from robot_agent.config import AgentConfig
@@ -414,16 +415,19 @@ class RobotAgent:
 
     def _warm_up(self) -> None:
         """Run two ticks' computations on a real reading before the first deadline: the policy's first call and
-        the compiled observation, step-contract and action kernels' first load (or compilation) take
-        milliseconds. A recorder of its own, with its own goals, leaves the agent's streams alone."""
+        the compiled observation, step-contract, action and safety-filter kernels' first load (or compilation)
+        take milliseconds, and loading one opens its cache files. A recorder and a safety layer of their own
+        leave the agent's streams and safety counts alone."""
         p = self.parts
         state = self.driver.read_state().state
         rec = TransitionRecorder(self.task, p.obs_layout, p.priv_layout, _Discard(), 1, np.random.default_rng(0), {})
+        layer = SafetyLayer(self.profile)
         rec.begin(0, 0, 0)
         for _ in range(2):
             obs, _ = rec.observe(state, False)
             action = self.runtime.act(obs, False)[0]
-            p.action_map.to_command(action[None])
+            layer.filter(p.action_map.to_command(action[None])[0], state)
+            layer.hold(state)
             rec.record(0.0, state, obs, action, 0.0)
 
     # -- status --------------------------------------------------------------------------------------

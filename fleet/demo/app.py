@@ -8,11 +8,13 @@ Pretrains a trunk in sim on the demo's hardware types, evaluates it in sim (what
 keys and enrols the units, publishes the trunk as v1, starts the hub (CURVE) and one robot agent per stand-in
 unit (each its own reality gap), lets them adapt on-robot and stream, kills and restarts the hub and one agent
 halfway, runs one fleet learning round whose candidate goes through the canaries to every unit, shuts everything
-down cleanly, writes ``<run>/results.json`` (fleet/demo/record.py) and the report. Every part is a separate
-process with its log in ``<run>/logs``; the terminal shows phases and live numbers (fleet/demo/progress.py).
+down cleanly, writes ``<run>/results.json`` (fleet/demo/record.py) and the report (``fleet-eval report``, a part
+like the others, killed past ``report_timeout_s``). Every part is a separate process with its log in
+``<run>/logs``; the terminal shows phases and live numbers (fleet/demo/progress.py).
 
 Exit codes: 0 the loop ran and nothing was lost (also when the gate or the canaries turned the new trunk down:
-the demo says so); 1 something broke (a part failed, a chunk was lost, a process was left behind); 2 bad config.
+the demo says so); 1 something broke (a part failed, a chunk was lost, a process was left behind, the demo's own
+code failed: each is recorded, and the last line is still printed); 2 bad config.
 """
 
 from __future__ import annotations

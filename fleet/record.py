@@ -15,6 +15,9 @@ The arrays of a chunk of T transitions (``robot_agent.recorder``): ``obs`` [T, O
 ``rewards``, ``dones``, ``time_outs`` [T] (float32), ``trunk_version``, ``adapter_version`` [T] (int64) and
 ``stamp`` [T] (float64, the driver's monotonic clock). ``check_chunk`` holds a decoded chunk to that.
 
+A file of records back to back (a robot spool's segment) is read with ``scan_segment``: a bad record costs only
+itself. The spool (robot_agent/spool.py) and fleet-demo's accounting of a stopped spool read it the same way.
+
 Only numpy here: the robot agent imports this module.
 """
 
@@ -25,7 +28,8 @@ import io
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,6 +104,49 @@ def parse_record(data: bytes | memoryview, offset: int) -> tuple[dict[str, Any],
     if hashlib.sha256(view[start:end - DIGEST]).digest() != view[end - DIGEST:end]:
         return None
     return header, end
+
+
+@dataclass
+class ChunkRef:
+    """Where one complete chunk lies."""
+
+    chunk_id: str
+    segment: Path
+    offset: int
+    size: int
+    header: dict[str, Any]
+
+
+class SegmentScan(NamedTuple):
+    """What one pass over a segment found."""
+
+    refs: list[ChunkRef]  # its valid records, in file order
+    end: int  # where the last valid record ends: what lies after it is a torn tail
+    skipped_bytes: int  # bad bytes between valid records
+    skipped_records: int  # records those bytes held (the magics among them; at least one per bad stretch)
+
+
+def scan_segment(path: Path) -> SegmentScan:
+    """Every valid record of a segment. A bad record costs only itself: the scan resyncs at the next magic
+    that starts a valid record, never trusting the bad record's own lengths."""
+    raw = path.read_bytes()
+    refs: list[ChunkRef] = []
+    off = skipped_bytes = skipped_records = 0
+    while off < len(raw):
+        parsed = parse_record(raw, off)
+        nxt = off
+        while parsed is None:
+            nxt = raw.find(MAGIC, nxt + 1)
+            if nxt < 0:
+                return SegmentScan(refs, off, skipped_bytes, skipped_records)
+            parsed = parse_record(raw, nxt)
+        if nxt > off:
+            skipped_bytes += nxt - off
+            skipped_records += max(1, raw.count(MAGIC, off, nxt))
+        header, end = parsed
+        refs.append(ChunkRef(str(header["chunk_id"]), path, nxt, end - nxt, header))
+        off = end
+    return SegmentScan(refs, off, skipped_bytes, skipped_records)
 
 
 def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:

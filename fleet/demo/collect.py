@@ -25,7 +25,7 @@ from typing import Any
 from fleet.demo.record import DemoRecord, EpisodeRow, RolloutStep, SimReturn, UnitRecord
 from fleet.demo.units import Unit
 from fleet.episode_log import stored_episodes
-from fleet.record import parse_record
+from fleet.record import scan_segment
 from fleet.rollout_log import read_steps
 from fleet.store import CHUNK_ID, STORE_FILE
 from fleet.trunk_store import TrunkStore
@@ -55,8 +55,9 @@ def stored_seqs(hub_dir: Path) -> dict[str, dict[str, list[int]]]:
 
 
 def spool_pending(spool_dir: Path) -> dict[str, set[int]]:
-    """spool epoch -> sequence numbers of the chunks still in a stopped agent's spool (its segments' valid records
-    less the ids in its ``acks.log``; layout in robot_agent/spool.py, records in fleet/record.py)."""
+    """spool epoch -> sequence numbers of the chunks still in a stopped agent's spool: its segments' valid records
+    less the ids in its ``acks.log`` (layout in robot_agent/spool.py). Segments are read as the spool reads them
+    (``scan_segment``): past a damaged record to the valid ones behind it, which the agent still holds."""
     spool_dir = Path(spool_dir)
     try:
         acked = set((spool_dir / "acks.log").read_text().split())
@@ -64,11 +65,9 @@ def spool_pending(spool_dir: Path) -> dict[str, set[int]]:
         acked = set()
     out: dict[str, set[int]] = defaultdict(set)
     for seg in sorted(spool_dir.glob("seg-*.spool")):
-        data, offset = seg.read_bytes(), 0
-        while (found := parse_record(data, offset)) is not None:  # stops at a damaged record: counts fewer
-            header, offset = found
-            m = CHUNK_ID.fullmatch(str(header.get("chunk_id")))
-            if m and header["chunk_id"] not in acked:
+        for ref in scan_segment(seg).refs:
+            m = CHUNK_ID.fullmatch(ref.chunk_id)
+            if m and ref.chunk_id not in acked:
                 out[m["epoch"]].add(int(m["seq"]))
     return dict(out)
 

@@ -95,6 +95,7 @@ class DemoConfig:
     progress_every_s: float = 5.0  # not a terminal: one progress line this often
     stop_timeout_s: float = 30.0  # SIGTERM to a part: it must exit by then, else it is killed (and reported)
     report: bool = True  # build the report (fleet.report) as the last phase
+    report_timeout_s: float = 300.0  # the report (a part of its own: fleet-eval report) is killed past this
     pretrain: PretrainPhase = field(default_factory=PretrainPhase)
     oracle: OraclePhase = field(default_factory=OraclePhase)
     hub: HubPhase = field(default_factory=HubPhase)
@@ -122,6 +123,7 @@ class DemoConfig:
             raise ValueError(f"robots: need at least 2 per hardware type ({2 * len(self.hardware)}), got {self.robots}")
         positive = {
             "progress_every_s": self.progress_every_s, "stop_timeout_s": self.stop_timeout_s,
+            "report_timeout_s": self.report_timeout_s,
             "pretrain.iterations": self.pretrain.iterations, "pretrain.num_envs": self.pretrain.num_envs,
             "oracle.episodes": self.oracle.episodes, "oracle.num_envs": self.oracle.num_envs,
             "hub.min_episodes": self.hub.min_episodes, "hub.history_episodes": self.hub.history_episodes,

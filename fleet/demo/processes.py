@@ -73,18 +73,19 @@ MARK = "FLEET_DEMO_PARTS"  # environment variable every part inherits (ProcessGr
 
 
 def marked_processes(mark: str) -> list[int]:
-    """Pids of live processes whose environment holds a variable starting with ``mark`` (``NAME=value`` or a
-    prefix of it), read from /proc; this process is never one of them."""
+    """Pids of live processes whose environment holds exactly the variable ``mark`` (``NAME=value``, the whole
+    entry: a mark that is a prefix of another, ``...:123`` of ``...:1234``, is not it), read from /proc; this
+    process is never one of them."""
     needle, out = mark.encode(), []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = b"\0" + Path(entry.path, "environ").read_bytes()
+            environ = Path(entry.path, "environ").read_bytes()
             state = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        if b"\0" + needle in environ and state[state.rindex(")") + 2] != "Z":
+        if needle in environ.split(b"\0") and state[state.rindex(")") + 2] != "Z":
             out.append(int(entry.name))
     return out
 

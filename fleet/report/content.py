@@ -42,7 +42,7 @@ def _figure_or_missing(made: Figure | str, what: str) -> Figure | Text:
 def summary_section(record: DemoRecord, derived: Derived, wandb_run: str) -> Section:
     """What ran, for how long, the demo's last line, the data totals and where the W&B run is."""
     totals = {k: sum(getattr(u, k) for u in record.units if isinstance(getattr(u, k), int))
-              for k in ("chunks_sent", "chunks_acked", "chunks_stored", "chunks_lost")}
+              for k in ("chunks_sent", "chunks_acked", "chunks_stored", "chunks_lost", "chunks_unsent")}
     seconds = record.finished - record.started if finite(record.finished) and finite(record.started) else None
     lines = [f"task: {fmt.label(record.task)}; hardware types: {', '.join(hardware_types(record))}; "
              f"units: {len(record.units)}",
@@ -81,18 +81,20 @@ def summary_section(record: DemoRecord, derived: Derived, wandb_run: str) -> Sec
 def units_section(record: DemoRecord, derived: Derived) -> Section:
     """The per-unit table."""
     header = ["robot", "hardware", "reality gap", "canary", "restarted", "zero-shot", f"adapted (last {ADAPTED_LAST_K})",
-              "fleet-updated", "chunks sent", "acked", "stored", "lost", "final trunk / adapter"]
+              "fleet-updated", "chunks sent", "acked", "stored", "lost", "unsent", "final trunk / adapter"]
     rows = []
     for u, r in zip(record.units, derived.units, strict=True):
         rows.append([fmt.label(u.robot_id), fmt.label(u.hardware), fmt.gap_text(u.gap, u.outside_training_range),
                      fmt.yes_no(u.canary), fmt.yes_no(u.restarted), fmt.cell(r.zero_shot), fmt.cell(r.adapted),
                      fmt.cell(r.fleet_updated), fmt.count(u.chunks_sent), fmt.count(u.chunks_acked),
-                     fmt.count(u.chunks_stored), fmt.count(u.chunks_lost),
+                     fmt.count(u.chunks_stored), fmt.count(u.chunks_lost), fmt.count(u.chunks_unsent),
                      f"{fmt.trunk(u.final_trunk_version)} / {fmt.trunk(u.final_adapter_version)}"])
     blocks = [Text(f"Returns are means over a unit's episodes (n = episodes): zero-shot on the pretrained trunk with "
                    f"no adapter; adapted over its last {ADAPTED_LAST_K} episodes on the pretrained trunk with an "
                    "adapter; fleet-updated on the final trunk. "
-                   f"{fmt.OUTSIDE_MARK} marks a reality-gap parameter outside the range the trunk was trained on."),
+                   f"{fmt.OUTSIDE_MARK} marks a reality-gap parameter outside the range the trunk was trained on. "
+                   "Chunks: unsent ones are still in the robot's spool at the end (on its disk, sent at its next "
+                   "start), not lost; lost = sent - stored - unsent."),
               Table("units", header, rows, "Per unit") if rows else Text(f"units: {missing('the record lists none')}")]
     problems = [f"{fmt.label(u.robot_id)}: {p}" for u, r in zip(record.units, derived.units, strict=True) for p in r.problems]
     if problems:

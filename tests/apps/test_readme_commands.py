@@ -48,6 +48,7 @@ class Budget:
 AGENT = ("robot-agent checkpoint=outputs/<date>/<time>/checkpoints/latest hardware=cartpole task=cartpole_swingup "
          "robot_id=unit-7 state_dir=/var/lib/robot-agent trunk_dir=/var/lib/robot-agent/trunks")
 REACH = "fleet-train task=reach 'hardware=[arm2_planar,arm3_planar,arm7]' iterations=300"
+MULTIRUN = "fleet-train --multirun algorithm.entropy_coef=0.0,0.01"
 KEYS_INIT, KEYS_ENROL = "fleet-keys init fleet_keys", "fleet-keys enrol fleet_keys unit-7"
 UPLINK_AGENT = ("robot-agent checkpoint=<dir> hardware=cartpole robot_id=unit-7 state_dir=unit-7 uplink.enabled=true "
                 "uplink.endpoint=tcp://127.0.0.1:5555 uplink.security.keys_dir=fleet_keys/robots/unit-7")
@@ -85,7 +86,7 @@ COMMANDS: dict[str, Budget] = {
         Budget(replace={"outputs/<date>/<time>/checkpoints/latest": "{cartpole_checkpoint}",
                         "iterations=100": "iterations=1"}, append=TINY,
                expect=("resumed from", "[train] it 2/2")),
-    "fleet-train --multirun algorithm.entropy_coef=0.0,0.01":
+    MULTIRUN:
         Budget(append=f"iterations=1 {TINY}",
                expect=("#0 : algorithm.entropy_coef=0.0 ", "#1 : algorithm.entropy_coef=0.01 ")),
     # data-parallel on CPU: two ranks through gloo (nccl needs two GPUs; benchmarks/cuda_pretrain.py covers it)
@@ -214,9 +215,10 @@ class ReadmeRunner:
         return res
 
     def _make_cartpole_checkpoint(self) -> str:
-        res = run_shell(f"fleet-train iterations=1 {TINY} output_dir=pretrained", self.workdir)
-        assert res.returncode == 0, res.stdout[-4000:]
-        return str(self.workdir / "pretrained" / "checkpoints" / "latest")
+        # what the README's own sweep wrote (its first job: cartpole, TINY budget), not a training of its own
+        match = re.search(r"\[train\] checkpoint -> (\S+)", self.assert_ran(MULTIRUN).stdout)
+        assert match, "the sweep printed no checkpoint path"
+        return match.group(1)
 
     def _make_arms_checkpoint(self) -> str:
         # what the README's own reach command wrote (it trains arm7 among the three arms)

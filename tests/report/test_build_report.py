@@ -90,6 +90,24 @@ def test_every_figure_is_a_png_the_page_references_by_relative_path_with_no_netw
     assert [r[0] for r in page.tables["faults"][1:]] == [f["what"] for f in record.faults]
 
 
+def test_chunks_still_in_a_robots_spool_show_as_unsent_per_unit_and_in_the_total_not_as_lost(tmp_path):
+    record = demo_record(seed=18)
+    held = record.units[1]  # its drain ran out of time: 3 chunks still on its disk at the end
+    held.chunks_unsent, held.chunks_acked, held.chunks_stored = 3, held.chunks_sent - 3, held.chunks_sent - 3
+    record.save(tmp_path)
+    out = build_report(tmp_path)
+    page = read_page(out)
+    for u in record.units:
+        row = table_row(page, "units", u.robot_id)
+        assert (row["unsent"], row["lost"]) == (str(u.chunks_unsent), "0")
+        assert markdown_row(out, u.robot_id) == list(row.values())
+    totals = ", ".join(f"{k} {sum(getattr(u, 'chunks_' + k) for u in record.units)}"
+                       for k in ("sent", "acked", "stored", "lost", "unsent"))
+    for text in ((out / MARKDOWN_FILE).read_text(), (out / HTML_FILE).read_text()):
+        assert f"chunks: {totals}" in text
+    assert "unsent 3" in totals
+
+
 def _write_raw(run_dir, raw):
     (run_dir / RESULTS_FILE).write_text(json.dumps(raw))  # allow_nan: what a broken writer could leave
 

@@ -52,3 +52,31 @@ def test_the_spool_files_of_a_stopped_agent_give_its_unacked_chunks(tmp_path):
         epoch = refs[0].header["spool_epoch"]
     assert spool_pending(tmp_path / "spool") == {epoch: {3, 4, 5}}
     assert spool_pending(tmp_path / "nothing") == {}
+
+
+def test_a_damaged_record_in_a_stopped_spool_costs_only_itself_not_the_chunks_behind_it(tmp_path):
+    import numpy as np
+
+    from fleet.record import scan_segment
+    from robot_agent.spool import Spool
+    from tests.fleet.chunks import agent_arrays
+
+    rng = np.random.default_rng(1)
+    with Spool(tmp_path / "spool") as spool:
+        for episode in range(5):
+            spool.append({"robot_id": "unit-3", "hardware": "cartpole", "task": "cartpole_swingup",
+                          "episode": episode, "steps": 4, "episode_end": True, "trunk_version": 0,
+                          "adapter_version": 0}, agent_arrays(rng, 4, episode_end=True))
+        epoch = spool.pending()[0].header["spool_epoch"]
+    (seg,) = sorted((tmp_path / "spool").glob("seg-*.spool"))
+    second = scan_segment(seg).refs[1]
+    data = bytearray(seg.read_bytes())
+    data[second.offset + second.size // 2] ^= 0xFF  # a flipped bit in chunk 2's payload
+    seg.write_bytes(bytes(data))
+    pending = spool_pending(tmp_path / "spool")  # the demo reads the stopped agent's files as they are
+    with Spool(tmp_path / "spool") as reopened:  # what the agent still holds, as its restarted spool reads it
+        held = {int(r.chunk_id.rsplit("-", 1)[1]) for r in reopened.pending()}
+    assert held == {1, 3, 4, 5}
+    assert pending == {epoch: held}
+    rec = unit_record(UNIT, [], {}, [], {}, False, pending=pending)
+    assert (rec.chunks_sent, rec.chunks_unsent, rec.chunks_lost) == (5, 4, 1)  # only the damaged one is lost

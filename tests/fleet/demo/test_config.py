@@ -29,6 +29,7 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("hub.canaries=[unit-9]", "hub.canaries"), ("hub.canaries=[unit-0,unit-2]", "hub.canaries"),
     ("faults.agent=robot-x", "faults.agent"),
     ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
+    ("report_timeout_s=0", "report_timeout_s"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):
     cfg = demo_config(override)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fleet.demo.processes import PartFailed, ProcessGroups, group_members
+from fleet.demo.processes import MARK, PartFailed, ProcessGroups, group_members, marked_processes
 
 IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('RE' + 'ADY', flush=True); time.sleep(600)"
 # a part that exits at SIGTERM but leaves a child of its own behind in its process group
@@ -90,3 +90,22 @@ def test_a_helper_that_left_its_parts_process_group_is_found_by_its_mark_killed_
     while alive(helper) and time.monotonic() < end:
         time.sleep(0.05)
     assert procs.leftovers() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_process_mark_matches_only_itself_not_a_longer_mark_it_is_a_prefix_of(tmp_path):
+    # two demos' marks differ only in the demo's pid: 123 must not find the parts of 1234
+    longer = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+    longer.mark += "4"
+    longer.env[MARK] = longer.mark.split("=", 1)[1]
+    part = longer.start("other-demos-part", [sys.executable, "-c", "import time; print('RE' + 'ADY', flush=True); time.sleep(600)"])
+    try:
+        wait_output(part, "READY")
+        ours = ProcessGroups(tmp_path / "logs", dict(os.environ), tmp_path)
+        assert longer.mark.startswith(ours.mark) and longer.mark != ours.mark
+        assert marked_processes(longer.mark) == [part.pid]
+        assert marked_processes(ours.mark) == []
+        assert ours.leftovers() == []  # not killed as ours, not reported as ours
+        assert part.alive()
+    finally:
+        longer.kill(part)

@@ -38,8 +38,10 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +123,9 @@ def oracle(hw: str, task: str, start: Path, gap: dict, unit_seed: int, out: Path
 def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, *,
               adapter: bool, learn: bool, episodes: int = 0, steps: int = 0,
               steps_per_update: int = AdapterLearnerConfig.steps_per_update, agent_seed: int = 1234,
-              guard: bool = True, guard_episodes: int = AdapterTrainingConfig.guard_episodes) -> RobotAgent:
-    """The real robot agent on the unit, on a simulated clock (realtime=false)."""
+              guard: bool = True, guard_settings: dict[str, Any] | None = None) -> RobotAgent:
+    """The real robot agent on the unit, on a simulated clock (realtime=false); ``guard_settings``: other
+    ``adapter.guard_*`` values than the config's defaults."""
     cfg = AgentConfig(robot_id=f"{hw}-{unit_seed}", hardware=hw, checkpoint=str(checkpoint),
                       state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=agent_seed,
                       status_every_s=1e9)
@@ -130,7 +133,9 @@ def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, s
     cfg.adapter.enabled, cfg.adapter.learn, cfg.adapter.explore = adapter, learn, learn
     cfg.adapter.wait_for_learner = True
     cfg.adapter.steps_per_update = steps_per_update
-    cfg.adapter.guard, cfg.adapter.guard_episodes = guard, guard_episodes
+    cfg.adapter.guard = guard
+    for key, value in (guard_settings or {}).items():
+        setattr(cfg.adapter, key, value)
     cfg.logger.backend = "none"
     agent = RobotAgent(cfg, task_config(task))
     agent.run()
@@ -183,7 +188,7 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
     learner = run_agent(hw, task, base, seed, gap, udir / "adapted", adapter=True, learn=True, steps=args.steps,
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
-                        guard_episodes=args.guard_episodes)
+                        guard_settings={"guard_episodes": args.guard_episodes})
     b = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
     c = evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps)
@@ -227,6 +232,7 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=256)
     ap.add_argument("--learn-seed", type=int, default=1234,
                     help="the learning agent's seed (exploration noise, learner shuffles): another draw of (b)")
+    ap.add_argument("--jobs", type=int, default=1, help="units measured at once, each in its own process")
     ap.add_argument("--quick", action="store_true", help=f"a smoke run of the whole pipeline: {QUICK}")
     ap.add_argument("--workdir", default="/tmp/adaptation_bench")
     ap.add_argument("--out", default="",
@@ -238,15 +244,20 @@ def main() -> None:
     name = f"adaptation{'_no_guard' if args.no_guard else ''}.json"
     args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / name)
     work = Path(args.workdir)
-    rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    units = []
     for hw in args.types:
         setup = SETUPS[hw]
         task, gap = setup["task"], setup["gap"]
         reality_gap(gap)  # refuse a malformed gap before any training
         base = pretrain(hw, task, args.pretrain_iterations, args.num_envs, work / f"pretrained-{hw}")
         print(f"[{hw}] pretrained policy: {base}", flush=True)
-        rows += [measure_unit(hw, task, gap, base, args.first_unit + u, work, args) for u in range(args.units)]
+        units += [(hw, task, gap, base, args.first_unit + u, work, args) for u in range(args.units)]
+    if args.jobs > 1:  # units are independent (own state directories, simulated clocks): the same returns
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(measure_unit, *zip(*units, strict=True)))
+    else:
+        rows = [measure_unit(*unit) for unit in units]
     summary = {name: summarize(sel) for name, sel in
                [*((hw, [r for r in rows if r["hardware"] == hw]) for hw in args.types), ("all", rows)]}
     guard = "off" if args.no_guard else "on"

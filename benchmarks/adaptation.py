@@ -35,6 +35,7 @@ steps=20000``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -143,11 +144,17 @@ def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, s
 
 
 def evaluate(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, adapter: bool,
-             episodes: int) -> float:
-    """Mean return of deterministic actions over ``episodes`` episodes on the unit."""
+             episodes: int) -> np.ndarray:
+    """Returns of deterministic actions over ``episodes`` episodes on the unit (episode i has the same noise
+    seeds whichever policy drives)."""
     agent = run_agent(hw, task, checkpoint, unit_seed, gap, state_dir, adapter=adapter, learn=False,
                       episodes=episodes)
-    return float(np.mean(agent.episode_returns))
+    return np.asarray(agent.episode_returns, dtype=float)
+
+
+def change_standard_error(before: np.ndarray, after: np.ndarray) -> float:
+    """Standard error of mean(after) - mean(before), paired by episode (the same noise seeds)."""
+    return float(np.std(after - before, ddof=1) / math.sqrt(len(after)))
 
 
 def t_interval(x: list[float]) -> tuple[float, float]:
@@ -173,7 +180,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "units": len(rows), "oracle_not_ceiling": len(rows) - len(ceiling),
             **{k: float(np.mean([r[k] for r in rows])) for k in ("zero_shot", "adapted", "oracle")},
             "worst_change": worst["change"], "worst_unit": f"{worst['hardware']}-{worst['unit_seed']}",
-            "units_worse": sum(r["change"] < 0 for r in rows)}
+            "units_worse": sum(r["change"] < 0 for r in rows),
+            # the stated tolerance: worse than zero-shot beyond 2 paired standard errors of the unit's change
+            "units_worse_beyond_2se": sum(r["change"] < -2 * r["change_se"] for r in rows)}
 
 
 def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Path, args: argparse.Namespace
@@ -185,26 +194,32 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     shutil.rmtree(udir, ignore_errors=True)
     t0 = time.perf_counter()
     eps = args.eval_episodes
-    a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
+    a_eps = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
     learner = run_agent(hw, task, base, seed, gap, udir / "adapted", adapter=True, learn=True, steps=args.steps,
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
                         guard_settings={"guard_episodes": args.guard_episodes})
-    b = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
+    b_eps = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
-    c = evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps)
-    status = learner.status()
+    c = float(evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps).mean())
+    a, b = float(a_eps.mean()), float(b_eps.mean())
+    status, guard = learner.status(), learner.adapters.guard
     row = {"hardware": hw, "unit_seed": seed,
            "params": pinned_randomization(MuJoCoStandInDriver(load_profile(hw), gap=gap, seed=seed)),
-           "zero_shot": a, "adapted": b, "oracle": c, "change": b - a, "oracle_is_ceiling": c > a,
+           "zero_shot": a, "adapted": b, "oracle": c, "change": b - a,
+           "change_se": change_standard_error(a_eps, b_eps), "oracle_is_ceiling": c > a,
            "gap_recovered": (b - a) / (c - a) if c > a else float("nan"),
            "oracle_iterations": info["iterations"], "oracle_converged": info["converged"],
            "oracle_replica_return": info["replica_return"], "guard": not args.no_guard,
            "adapter_updates": learner.adapter_updates, "adapter_version": learner.runtime.adapter_version,
            "adapter_kept": status["adapter_kept"], "adapter_rolled_back": status["adapter_rolled_back"],
-           "learn_steps": learner.steps, "minutes": (time.perf_counter() - t0) / 60}
+           "learn_steps": learner.steps, "adapter_kept_version": learner.adapters.kept[1],
+           "guard_verdicts": [dataclasses.asdict(v) for v in guard.history] if guard is not None else [],
+           "learning_returns": list(learner.episode_returns),
+           "zero_shot_returns": a_eps.tolist(), "adapted_returns": b_eps.tolist(),
+           "minutes": (time.perf_counter() - t0) / 60}
     print(f"[{hw}] unit {seed}: zero-shot {a:7.1f} | adapted {b:7.1f} (change {b - a:+7.1f}; {row['adapter_updates']} "
           f"updates, {row['adapter_kept']} kept, {row['adapter_rolled_back']} rolled back) | oracle {c:7.1f} "
-          f"({info['iterations']} it{'' if info['converged'] else ', at the cap'}) | recovered "
+          f"({info['iterations']} it{'' if info['converged'] else ', at the cap'}) | change se {row['change_se']:.1f} | recovered "
           f"{row['gap_recovered']:.2f} ({row['minutes']:.1f} min)", flush=True)
     if not row["oracle_is_ceiling"]:
         print(f"WARNING: [{hw}] unit {seed}: oracle {c:.1f} <= zero-shot {a:.1f}: not a ceiling, left out of the "
@@ -266,10 +281,10 @@ def main() -> None:
               f"{s['units'] - s['oracle_not_ceiling']} units with a ceiling) | median {s['median']:.2f} | pooled "
               f"{s['pooled']:.2f} | returns zero-shot {s['zero_shot']:.1f}, adapted {s['adapted']:.1f}, oracle "
               f"{s['oracle']:.1f} | worst change {s['worst_change']:+.1f} ({s['worst_unit']}; {s['units_worse']} "
-              f"units worse) | guard {guard}")
+              f"units worse, {s['units_worse_beyond_2se']} beyond 2 standard errors) | guard {guard}")
     s = summary["all"]
     line = (f"adaptation gap_recovered={s['mean']:.2f} worst_change={s['worst_change']:.1f} guard={guard} "
-            f"units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
+            f"worse_beyond_2se={s['units_worse_beyond_2se']} units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
     write_result(args.out, line, {"args": vars(args), "setups": SETUPS, "rows": rows, "summary": summary,
                                   "minutes": (time.perf_counter() - t_start) / 60})
 

@@ -68,12 +68,12 @@ def main() -> None:
         base = pretrain(hw, task, args.pretrain_iterations, args.num_envs, work / f"pretrained-{hw}")
         for seed in range(args.first_unit, args.first_unit + args.units):
             udir = work / f"tune-{hw}-unit{seed}"
-            a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=args.eval_episodes)
+            a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=args.eval_episodes).mean()
             for name, on, overrides in settings:
                 t0 = time.perf_counter()
                 learner = run_agent(hw, task, base, seed, gap, udir / name, adapter=True, learn=True,
                                     steps=args.steps, agent_seed=args.learn_seed, guard=on, guard_settings=overrides)
-                b = evaluate(hw, task, base, seed, gap, udir / name, adapter=True, episodes=args.eval_episodes)
+                b = evaluate(hw, task, base, seed, gap, udir / name, adapter=True, episodes=args.eval_episodes).mean()
                 guard = learner.adapters.guard
                 log = [dataclasses.asdict(v) for v in guard.history] if guard is not None else []
                 row = {"hardware": hw, "unit_seed": seed, "setting": name, "zero_shot": a, "adapted": b,

@@ -35,11 +35,14 @@ steps=20000``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +124,9 @@ def oracle(hw: str, task: str, start: Path, gap: dict, unit_seed: int, out: Path
 def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, *,
               adapter: bool, learn: bool, episodes: int = 0, steps: int = 0,
               steps_per_update: int = AdapterLearnerConfig.steps_per_update, agent_seed: int = 1234,
-              guard: bool = True, guard_episodes: int = AdapterTrainingConfig.guard_episodes) -> RobotAgent:
-    """The real robot agent on the unit, on a simulated clock (realtime=false)."""
+              guard: bool = True, guard_settings: dict[str, Any] | None = None) -> RobotAgent:
+    """The real robot agent on the unit, on a simulated clock (realtime=false); ``guard_settings``: other
+    ``adapter.guard_*`` values than the config's defaults."""
     cfg = AgentConfig(robot_id=f"{hw}-{unit_seed}", hardware=hw, checkpoint=str(checkpoint),
                       state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=agent_seed,
                       status_every_s=1e9)
@@ -130,7 +134,9 @@ def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, s
     cfg.adapter.enabled, cfg.adapter.learn, cfg.adapter.explore = adapter, learn, learn
     cfg.adapter.wait_for_learner = True
     cfg.adapter.steps_per_update = steps_per_update
-    cfg.adapter.guard, cfg.adapter.guard_episodes = guard, guard_episodes
+    cfg.adapter.guard = guard
+    for key, value in (guard_settings or {}).items():
+        setattr(cfg.adapter, key, value)
     cfg.logger.backend = "none"
     agent = RobotAgent(cfg, task_config(task))
     agent.run()
@@ -138,11 +144,17 @@ def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, s
 
 
 def evaluate(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, adapter: bool,
-             episodes: int) -> float:
-    """Mean return of deterministic actions over ``episodes`` episodes on the unit."""
+             episodes: int) -> np.ndarray:
+    """Returns of deterministic actions over ``episodes`` episodes on the unit (episode i has the same noise
+    seeds whichever policy drives)."""
     agent = run_agent(hw, task, checkpoint, unit_seed, gap, state_dir, adapter=adapter, learn=False,
                       episodes=episodes)
-    return float(np.mean(agent.episode_returns))
+    return np.asarray(agent.episode_returns, dtype=float)
+
+
+def change_standard_error(before: np.ndarray, after: np.ndarray) -> float:
+    """Standard error of mean(after) - mean(before), paired by episode (the same noise seeds)."""
+    return float(np.std(after - before, ddof=1) / math.sqrt(len(after)))
 
 
 def t_interval(x: list[float]) -> tuple[float, float]:
@@ -168,7 +180,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "units": len(rows), "oracle_not_ceiling": len(rows) - len(ceiling),
             **{k: float(np.mean([r[k] for r in rows])) for k in ("zero_shot", "adapted", "oracle")},
             "worst_change": worst["change"], "worst_unit": f"{worst['hardware']}-{worst['unit_seed']}",
-            "units_worse": sum(r["change"] < 0 for r in rows)}
+            "units_worse": sum(r["change"] < 0 for r in rows),
+            # the stated tolerance: worse than zero-shot beyond 2 paired standard errors of the unit's change
+            "units_worse_beyond_2se": sum(r["change"] < -2 * r["change_se"] for r in rows)}
 
 
 def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Path, args: argparse.Namespace
@@ -180,26 +194,32 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     shutil.rmtree(udir, ignore_errors=True)
     t0 = time.perf_counter()
     eps = args.eval_episodes
-    a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
+    a_eps = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
     learner = run_agent(hw, task, base, seed, gap, udir / "adapted", adapter=True, learn=True, steps=args.steps,
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
-                        guard_episodes=args.guard_episodes)
-    b = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
+                        guard_settings={"guard_episodes": args.guard_episodes})
+    b_eps = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
-    c = evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps)
-    status = learner.status()
+    c = float(evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps).mean())
+    a, b = float(a_eps.mean()), float(b_eps.mean())
+    status, guard = learner.status(), learner.adapters.guard
     row = {"hardware": hw, "unit_seed": seed,
            "params": pinned_randomization(MuJoCoStandInDriver(load_profile(hw), gap=gap, seed=seed)),
-           "zero_shot": a, "adapted": b, "oracle": c, "change": b - a, "oracle_is_ceiling": c > a,
+           "zero_shot": a, "adapted": b, "oracle": c, "change": b - a,
+           "change_se": change_standard_error(a_eps, b_eps), "oracle_is_ceiling": c > a,
            "gap_recovered": (b - a) / (c - a) if c > a else float("nan"),
            "oracle_iterations": info["iterations"], "oracle_converged": info["converged"],
            "oracle_replica_return": info["replica_return"], "guard": not args.no_guard,
            "adapter_updates": learner.adapter_updates, "adapter_version": learner.runtime.adapter_version,
            "adapter_kept": status["adapter_kept"], "adapter_rolled_back": status["adapter_rolled_back"],
-           "learn_steps": learner.steps, "minutes": (time.perf_counter() - t0) / 60}
+           "learn_steps": learner.steps, "adapter_kept_version": learner.adapters.kept[1],
+           "guard_verdicts": [dataclasses.asdict(v) for v in guard.history] if guard is not None else [],
+           "learning_returns": list(learner.episode_returns),
+           "zero_shot_returns": a_eps.tolist(), "adapted_returns": b_eps.tolist(),
+           "minutes": (time.perf_counter() - t0) / 60}
     print(f"[{hw}] unit {seed}: zero-shot {a:7.1f} | adapted {b:7.1f} (change {b - a:+7.1f}; {row['adapter_updates']} "
           f"updates, {row['adapter_kept']} kept, {row['adapter_rolled_back']} rolled back) | oracle {c:7.1f} "
-          f"({info['iterations']} it{'' if info['converged'] else ', at the cap'}) | recovered "
+          f"({info['iterations']} it{'' if info['converged'] else ', at the cap'}) | change se {row['change_se']:.1f} | recovered "
           f"{row['gap_recovered']:.2f} ({row['minutes']:.1f} min)", flush=True)
     if not row["oracle_is_ceiling"]:
         print(f"WARNING: [{hw}] unit {seed}: oracle {c:.1f} <= zero-shot {a:.1f}: not a ceiling, left out of the "
@@ -227,6 +247,7 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=256)
     ap.add_argument("--learn-seed", type=int, default=1234,
                     help="the learning agent's seed (exploration noise, learner shuffles): another draw of (b)")
+    ap.add_argument("--jobs", type=int, default=1, help="units measured at once, each in its own process")
     ap.add_argument("--quick", action="store_true", help=f"a smoke run of the whole pipeline: {QUICK}")
     ap.add_argument("--workdir", default="/tmp/adaptation_bench")
     ap.add_argument("--out", default="",
@@ -238,15 +259,20 @@ def main() -> None:
     name = f"adaptation{'_no_guard' if args.no_guard else ''}.json"
     args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / name)
     work = Path(args.workdir)
-    rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    units = []
     for hw in args.types:
         setup = SETUPS[hw]
         task, gap = setup["task"], setup["gap"]
         reality_gap(gap)  # refuse a malformed gap before any training
         base = pretrain(hw, task, args.pretrain_iterations, args.num_envs, work / f"pretrained-{hw}")
         print(f"[{hw}] pretrained policy: {base}", flush=True)
-        rows += [measure_unit(hw, task, gap, base, args.first_unit + u, work, args) for u in range(args.units)]
+        units += [(hw, task, gap, base, args.first_unit + u, work, args) for u in range(args.units)]
+    if args.jobs > 1:  # units are independent (own state directories, simulated clocks): the same returns
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(measure_unit, *zip(*units, strict=True)))
+    else:
+        rows = [measure_unit(*unit) for unit in units]
     summary = {name: summarize(sel) for name, sel in
                [*((hw, [r for r in rows if r["hardware"] == hw]) for hw in args.types), ("all", rows)]}
     guard = "off" if args.no_guard else "on"
@@ -255,10 +281,10 @@ def main() -> None:
               f"{s['units'] - s['oracle_not_ceiling']} units with a ceiling) | median {s['median']:.2f} | pooled "
               f"{s['pooled']:.2f} | returns zero-shot {s['zero_shot']:.1f}, adapted {s['adapted']:.1f}, oracle "
               f"{s['oracle']:.1f} | worst change {s['worst_change']:+.1f} ({s['worst_unit']}; {s['units_worse']} "
-              f"units worse) | guard {guard}")
+              f"units worse, {s['units_worse_beyond_2se']} beyond 2 standard errors) | guard {guard}")
     s = summary["all"]
     line = (f"adaptation gap_recovered={s['mean']:.2f} worst_change={s['worst_change']:.1f} guard={guard} "
-            f"units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
+            f"worse_beyond_2se={s['units_worse_beyond_2se']} units={len(rows)} oracle_not_ceiling={s['oracle_not_ceiling']} steps={args.steps}")
     write_result(args.out, line, {"args": vars(args), "setups": SETUPS, "rows": rows, "summary": summary,
                                   "minutes": (time.perf_counter() - t_start) / 60})
 

@@ -1,22 +1,38 @@
 """On-robot learning that cannot make a robot worse: an adapter update is kept only when it does not
-measure worse than the version before it on the unit's own episodes.
+measure worse than the best kept version so far on the unit's own episodes.
 
-The test. Version ``k`` is the last kept adapter; the learner's newest update is the candidate. The
-candidate runs ``episodes`` (M) complete episodes and is compared with the last M complete episodes of
-version k on the same trunk (aborted episodes do not count: their returns are truncated). With means
-``m_k``, ``m_c`` and sample variances ``s_k^2``, ``s_c^2``, the standard error of the difference is
-Welch's ``se = sqrt(s_k^2 / M + s_c^2 / M)`` (no equal-variance assumption: a bad update often changes
-the spread as well as the mean). The candidate is rolled back when
+The test. The learner's newest update is the candidate; it runs ``episodes`` (M) complete episodes (aborted
+episodes do not count: their returns are truncated). The reference is the best kept version so far on the
+same trunk: of the kept versions with at least M complete episodes, the one with the highest mean return,
+over its last ``reference_episodes`` (R) episodes (the kept version's episodes while no candidate is on trial
+add to its sample). With means ``m_c``, ``m_r`` and sample variances ``s_c^2``, ``s_r^2`` over ``n_c = M``
+and ``n_r <= R`` episodes, the standard error of the difference is Welch's
+``se = sqrt(s_c^2 / n_c + s_r^2 / n_r)`` (no equal-variance assumption: a bad update often changes the
+spread as well as the mean). The candidate is rolled back when
 
-    m_c < m_k - tolerance * se
+    m_c < m_r - tolerance * se
 
-(one-sided: only "worse" matters), else it is kept. Under equal return distributions the statistic is
-about t-distributed with ~2(M - 1) degrees of freedom: tolerance 2.5 with M = 8 rolls back about 1.5% of
-equal updates by noise alone (1% on the two-peaked returns of a swing-up that sometimes fails), while a
-drop of 1.6 episode standard deviations is caught about three times in four and one of 2.5 almost
-always (``tests/robot_agent/test_adapter_guard.py`` measures both). M trades detection for
-learning speed: while a candidate is on trial, newer updates wait (only the newest is tried next; an
-update that never ran is skipped), so the unit tries at most one update per M episodes.
+(one-sided: only "worse" matters), else it is kept. Its noise: under equal return distributions the
+statistic is about t-distributed with >= M - 1 degrees of freedom; tolerance 2.0 with M = 4 rolls back about
+5% of equal updates by noise alone (2-3% on the two-peaked returns of a swing-up that sometimes fails). A
+drop of 2.5 episode standard deviations (a collapse to failed swing-ups) is caught 85-92% of the time
+against a reference of 4 episodes and 98-100% against 16; one of 1 standard deviation 35-45% of the time
+(``tests/robot_agent/test_adapter_guard.py`` measures these). Smaller drops are below what 4 exploring
+episodes resolve: the guard stops collapses and downhill walks, not every small loss.
+
+Why against the best and not the previous version: compared only with its predecessor, a chain of updates
+each a little worse, every one within the noise, walks the robot down without bound (the adaptation
+benchmark saw a unit end 32.5 below zero-shot with every update kept). Against the best, every kept version
+is within ``tolerance * se`` of the best measured one, however many updates follow. A rolled-back update
+takes the updates built on it along; the learner goes on from the last kept version (itself within the
+tolerance of the best).
+
+Why M = 4 (and not more): while a candidate is on trial, newer updates wait (only the newest is tried next;
+an update that never ran is skipped), so the unit runs one update per M episodes and learns from episodes of
+an update up to M episodes old. With an update every 2 episodes, M = 8 kept only 4 of 20 updates in the
+benchmark's 40 episodes, learnt from stale episodes, and cost much of the gain (BENCHMARKS.md, adaptation);
+M = 4 halves both, at a coarser resolution per trial (se 0.71 standard deviations against 0.5), which the
+comparison with the best keeps from adding up.
 
 :class:`AdapterGuard` is the decision alone (versions and returns, no torch, no files).
 :class:`GuardedAdapters` connects it to the agent: updates offered by the trainer, the adapter each episode
@@ -50,6 +66,8 @@ class Verdict:
     baseline_mean: float
     standard_error: float  # Welch's, of the difference of the means
     episodes: int  # the candidate's (the baseline has M)
+    candidate_returns: tuple[float, ...] = ()  # the episodes compared, for the decision log
+    baseline_returns: tuple[float, ...] = ()
 
     @property
     def change(self) -> float:
@@ -70,25 +88,38 @@ def measures_worse(candidate: np.ndarray, baseline: np.ndarray, tolerance: float
 
 
 class AdapterGuard:
-    """Decides, from complete episodes' returns, whether each adapter update is kept or rolled back."""
+    """Decides, from complete episodes' returns, whether each adapter update is kept or rolled back: kept only
+    when it does not measure worse than the best kept version so far (see the module docstring)."""
 
-    def __init__(self, kept_version: int, episodes: int = 8, tolerance: float = 2.5):
+    def __init__(self, kept_version: int, episodes: int = 4, tolerance: float = 2.0, reference_episodes: int = 16):
         if episodes < 2:
             raise ValueError(f"adapter.guard_episodes: need at least 2 episodes per side, got {episodes}")
         if not tolerance >= 0:
             raise ValueError(f"adapter.guard_tolerance: must be >= 0 standard errors, got {tolerance}")
-        self.episodes, self.tolerance = episodes, tolerance
+        if reference_episodes < episodes:
+            raise ValueError(f"adapter.guard_reference_episodes: must be >= guard_episodes ({episodes}), "
+                             f"got {reference_episodes}")
+        self.episodes, self.tolerance, self.reference_episodes = episodes, tolerance, reference_episodes
         self.kept_version = kept_version
-        self.candidate: int | None = None  # on trial, or waiting for the baseline's episodes
+        self.candidate: int | None = None  # on trial, or waiting for the reference's episodes
         self.waiting: int | None = None  # the newest update offered while a trial runs
         self.newest = kept_version  # versions only grow: anything not newer is a stale report
-        self._baseline: deque[float] = deque(maxlen=episodes)
+        # complete episodes on the current trunk of the kept version and of the best-measured earlier one
+        self._returns: dict[int, deque[float]] = {kept_version: deque(maxlen=reference_episodes)}
         self._trial: list[float] = []
         self._trunk: int | None = None
         self.kept = 0
         self.rolled_back = 0
         self.skipped = 0  # updates replaced by a newer one before they ran an episode
         self.last: Verdict | None = None
+        self.history: list[Verdict] = []  # every decision, in order (the benchmark records them)
+
+    @property
+    def reference_version(self) -> int:
+        """The best kept version so far: the highest mean return among kept versions with a full trial's
+        episodes on this trunk (the kept one until another qualifies)."""
+        full = [v for v, r in self._returns.items() if len(r) >= self.episodes]
+        return max(full, key=lambda v: float(np.mean(self._returns[v]))) if full else self.kept_version
 
     def offer(self, version: int) -> None:
         """The learner made a new version (built on the candidate if one is on trial, else on the kept one)."""
@@ -103,7 +134,7 @@ class AdapterGuard:
             self.waiting = version
 
     def version_to_run(self) -> int:
-        """The version the next episode runs: the kept one until it has M episodes to compare with, then the
+        """The version the next episode runs: the kept one until the reference has M episodes, then the
         candidate until its trial is complete."""
         return self.candidate if self._on_trial() else self.kept_version
 
@@ -114,10 +145,10 @@ class AdapterGuard:
             return self._decide(broken=True) if version == self.candidate and self._on_trial() else None
         if trunk_version != self._trunk:  # another trunk is another policy: its returns start afresh
             self._trunk = trunk_version
-            self._baseline.clear()
+            self._returns = {self.kept_version: deque(maxlen=self.reference_episodes)}
             self._trial.clear()
         if version == self.kept_version:
-            self._baseline.append(episode_return)
+            self._returns[version].append(episode_return)
         elif version == self.candidate and self._on_trial():
             self._trial.append(episode_return)
         if self.candidate is None or len(self._trial) < self.episodes:
@@ -125,27 +156,31 @@ class AdapterGuard:
         return self._decide()
 
     def _on_trial(self) -> bool:
-        return self.candidate is not None and len(self._baseline) >= self.episodes
+        return self.candidate is not None and len(self._returns[self.reference_version]) >= self.episodes
 
     def _decide(self, broken: bool = False) -> Verdict:
         assert self.candidate is not None
-        cand, base = np.array(self._trial), np.array(self._baseline)
+        reference = self.reference_version
+        cand, base = np.array(self._trial), np.array(self._returns[reference])
         if broken:
             worse, se, cand_mean = True, float("nan"), float("-inf")
         else:
             (worse, se), cand_mean = measures_worse(cand, base, self.tolerance), float(cand.mean())
-        v = Verdict(self.candidate, not worse, self.kept_version, cand_mean, float(base.mean()), se,
-                    len(self._trial) + broken)
+        v = Verdict(self.candidate, not worse, reference, cand_mean, float(base.mean()), se,
+                    len(self._trial) + broken, tuple(self._trial), tuple(base))
         if worse:
             self.rolled_back += 1
             self.candidate = self.waiting = None  # a waiting update was built on the rejected one
         else:
             self.kept += 1
             self.kept_version = self.candidate
-            self._baseline = deque(self._trial, maxlen=self.episodes)
+            self._returns[self.candidate] = deque(self._trial, maxlen=self.reference_episodes)
             self.candidate, self.waiting = self.waiting, None
+        # only the kept version gains episodes; of the others only the best can ever be the reference
+        self._returns = {k: r for k, r in self._returns.items() if k in (self.kept_version, self.reference_version)}
         self._trial = []
         self.last = v
+        self.history.append(v)
         return v
 
 
@@ -176,8 +211,9 @@ class GuardedAdapters:
     @classmethod
     def from_config(cls, kept: tuple[Adapter, int], trainer: VerdictSink, cfg: AdapterTrainingConfig
                     ) -> GuardedAdapters:
-        """As ``adapter.guard``, ``adapter.guard_episodes`` and ``adapter.guard_tolerance`` say."""
-        guard = AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance) if cfg.guard else None
+        """As ``adapter.guard`` and its ``guard_*`` settings say."""
+        guard = (AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance, cfg.guard_reference_episodes)
+                 if cfg.guard else None)
         return cls(kept, trainer, guard)
 
     @property

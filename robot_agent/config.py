@@ -60,12 +60,13 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     # Simulated clocks only (a stand-in with realtime=false outruns any learner): at each episode end,
     # wait until the learner has consumed everything sent, as it keeps up on a real-time robot.
     wait_for_learner: bool = False
-    # Keep an update only when its first guard_episodes complete episodes do not measure worse than the last
-    # guard_episodes of the last kept version (by more than guard_tolerance Welch standard errors of the
-    # difference); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
+    # Keep an update only when its first guard_episodes complete episodes do not measure worse than the best kept
+    # version so far (its last guard_reference_episodes episodes), by more than guard_tolerance Welch standard
+    # errors (one-sided); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
     guard: bool = True
-    guard_episodes: int = 8  # episodes per side (>= 2); more catches smaller drops but tries fewer updates
-    guard_tolerance: float = 2.5  # standard errors (>= 0); 2.5 with 8 episodes rolls back ~1.5% of equal ones
+    guard_episodes: int = 4  # the candidate's trial (>= 2): short, so updates reach the robot while they are fresh
+    guard_tolerance: float = 2.0  # standard errors (>= 0): ~5% of equal updates rolled back by noise alone
+    guard_reference_episodes: int = 16  # the best kept version's last episodes compared (>= guard_episodes)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class AgentConfig:
             "adapter.learning_rate": self.adapter.learning_rate > 0,
             "adapter.guard_episodes": self.adapter.guard_episodes >= 2,
             "adapter.guard_tolerance": self.adapter.guard_tolerance >= 0,
+            "adapter.guard_reference_episodes": self.adapter.guard_reference_episodes >= self.adapter.guard_episodes,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
             "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,

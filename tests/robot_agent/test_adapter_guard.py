@@ -7,7 +7,7 @@ import pytest
 
 from robot_agent.adapter_guard import AdapterGuard, GuardedAdapters
 
-M = 8
+M = 4  # the default trial
 
 
 def _trial(guard: AdapterGuard, baseline: np.ndarray, candidate: np.ndarray, version: int):
@@ -52,7 +52,8 @@ def test_equal_or_better_update_is_kept_and_becomes_the_baseline(shift):
 
 
 @pytest.mark.parametrize("returns", ["normal", "cartpole_like"])
-def test_noise_alone_rarely_rolls_back_and_a_real_drop_is_caught(returns):
+@pytest.mark.parametrize("reference", [M, 16])
+def test_noise_alone_rarely_rolls_back_and_a_real_drop_is_caught(returns, reference):
     def draw(rng, n, drop=0.0):
         if returns == "normal":
             return rng.normal(300.0 - drop, 80.0, n)
@@ -62,12 +63,55 @@ def test_noise_alone_rarely_rolls_back_and_a_real_drop_is_caught(returns):
         rolled = 0
         for seed in range(2000):
             rng = np.random.default_rng(seed)
-            g = AdapterGuard(kept_version=0, episodes=M, tolerance=2.5)
-            rolled += not _trial(g, draw(rng, M), draw(rng, M, drop), version=1).kept
+            g = AdapterGuard(kept_version=0)  # the defaults: M = 4, tolerance 2.0, reference up to 16
+            rolled += not _trial(g, draw(rng, reference), draw(rng, M, drop), version=1).kept
         return rolled / 2000
 
-    assert rollback_rate(0.0) < 0.04  # equal distributions: ~1.5% (normal), ~2-3% (two-peaked)
-    assert rollback_rate(250.0) > 0.9  # a collapse to a failed swing-up is caught
+    assert rollback_rate(0.0) < 0.08  # equal distributions: ~5% (normal), 2-3% (two-peaked)
+    assert rollback_rate(250.0) > 0.8  # a collapse to failed swing-ups: 84-92% (reference 4), >98% (16)
+
+
+def _spread(mean: float) -> np.ndarray:
+    """M returns with mean ``mean`` and a fixed spread (sample standard deviation ~23)."""
+    return mean + np.array([-20.0, 20.0, -20.0, 20.0])
+
+
+def test_a_chain_of_small_drops_is_stopped_within_the_tolerance_of_the_best():
+    """Each update a little worse than the one before, each within the noise of that one: compared with its
+    predecessor every one would pass and the robot would walk down without bound."""
+    g = AdapterGuard(0, episodes=M, tolerance=2.0, reference_episodes=M)
+    se = float(np.sqrt(2 * np.var(_spread(0.0), ddof=1) / M))  # Welch's, equal spreads, M against M
+    for r in _spread(300.0):
+        g.record(0, float(r))
+    verdicts, mean = [], 300.0
+    for version in range(1, 6):
+        mean -= 1.5 * se  # within 2.0 standard errors of the previous version
+        g.offer(version)
+        verdicts.append(next(v for r in _spread(mean) if (v := g.record(version, float(r))) is not None))
+    assert verdicts[0].kept  # 1.5 se below the best: within the noise
+    assert not verdicts[1].kept and verdicts[1].baseline_version == 0  # 3 se below the best: rolled back
+    assert all(v.baseline_version == 0 for v in verdicts)  # version 0 stays the reference: the best measured
+    assert min(v.candidate_mean for v in verdicts if v.kept) >= 300.0 - 2.0 * se  # never further down
+
+
+def test_the_best_kept_version_is_the_reference_and_the_kept_version_gains_episodes():
+    g = AdapterGuard(0, episodes=2, tolerance=2.0, reference_episodes=6)
+    for r in (100.0, 110.0):
+        g.record(0, r)
+    g.offer(1)
+    assert g.record(1, 150.0) is None and g.record(1, 160.0).kept  # better: the new best
+    assert g.reference_version == 1
+    g.offer(2)
+    g.record(2, 140.0)
+    assert g.record(2, 150.0).kept  # a little below version 1, within the noise: kept, but 1 stays the best
+    assert (g.kept_version, g.reference_version) == (2, 1)
+    for r in (170.0, 175.0):  # no candidate on trial: the kept version runs and its sample grows past 1's
+        g.record(2, r)
+    assert g.reference_version == 2
+    g.offer(3)
+    g.record(3, 50.0)
+    v = g.record(3, 55.0)
+    assert not v.kept and v.baseline_version == 2 and len(v.baseline_returns) == 4
 
 
 def test_updates_offered_during_a_trial_wait_and_only_the_newest_is_tried():
@@ -112,7 +156,8 @@ def test_returns_under_another_trunk_are_not_compared():
 
 
 @pytest.mark.parametrize("key, kwargs", [("guard_episodes", {"episodes": 1}),
-                                         ("guard_tolerance", {"tolerance": -1.0})])
+                                         ("guard_tolerance", {"tolerance": -1.0}),
+                                         ("guard_reference_episodes", {"episodes": 4, "reference_episodes": 3})])
 def test_bad_settings_are_refused_naming_the_key(key, kwargs):
     with pytest.raises(ValueError, match=key):
         AdapterGuard(0, **kwargs)

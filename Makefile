@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/fleet-demo $(ARGS)
 
 test: $(VENV)/.installed
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled $(PY) -m pytest -q --durations=40
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

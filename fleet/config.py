@@ -69,9 +69,9 @@ class HubConfig:
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...
     parquet_roll_s: float = 300.0  # ... or when their oldest row is this old (the tier's worst freshness)
-    parquet_export: bool = True  # the hub exports to the Parquet tier in a thread of its own (fleet/export_thread.py)
+    parquet_export: bool = True  # the hub exports to the Parquet tier in a process of its own (fleet/export_process.py)
     parquet_every_s: float = 1.0  # how often that thread looks for newly stored chunks when it has caught up
-    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the GIL)
+    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the CPU)
     # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked; the
     # hub's memory for chunks is at most credit x robots (a chunk bigger than the credit moves alone).
     credit_bytes: int = 8 * 1024 * 1024

@@ -5,7 +5,7 @@ deadline), decodes and checks each message, binds it to its robot (CURVE key, pe
 store's :class:`~fleet.store.GroupWriter` within each robot's byte credit, and acks a chunk only when the commit
 of its group has returned (the writer's thread fsyncs; its futures wake this loop through the pipe). It also
 heartbeats every robot, declares silent ones dead, and writes the fleet registry. The conversation is in
-docs/protocol.md. Beside the loop, and never in its way: the Parquet export thread (fleet/export_thread.py), the
+docs/protocol.md. Beside the loop, and never in its way: the Parquet export process (fleet/export_process.py), the
 Prometheus endpoint and the W&B run (fleet/metrics.py, fleet/metrics_wandb.py), which read only the snapshot the
 loop publishes with each registry write (docs/observability.md).
 """
@@ -27,7 +27,7 @@ import zmq
 
 from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
-from fleet.export_thread import ParquetExportThread
+from fleet.export_process import ParquetExportProcess
 from fleet.hub_session import RobotSession, now_us
 from fleet.keys import HubSecurity
 from fleet.metrics import HubMetrics
@@ -102,7 +102,7 @@ class HubServer:
                                        "storage": str(self.storage.resolve()), "running": True,
                                        "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
                                        cfg.dead_after_heartbeats, "prometheus": self.metrics.url})
-        self.export = ParquetExportThread.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
+        self.export = ParquetExportProcess.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
         self.wandb = WandbReporter(cfg.metrics, self.metrics, asdict(cfg)) if wandb_wanted(cfg.metrics) else None
         self.registry_path = self.storage / REGISTRY_FILE
         self.sessions: dict[str, RobotSession] = {}

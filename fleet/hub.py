@@ -38,6 +38,7 @@ from fleet.protocol import (
     Ack,
     AdapterUpload,
     Chunk,
+    Credit,
     Error,
     ErrorCode,
     Heartbeat,
@@ -110,6 +111,8 @@ class HubServer:
         self.refused: Counter[str] = Counter()  # messages refused, by code
         self.nacked: Counter[str] = Counter()  # chunks refused, by reason
         self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
+        self.queued_bytes = 0  # chunk bytes of all robots queued to the store: at most credit_total_bytes (+ 1 chunk)
+        self.peak_queued_bytes = 0
         self._written: deque[tuple[str, str, Future]] = deque()  # commits done, for the loop to answer
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -215,6 +218,8 @@ class HubServer:
         self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
                                  largest_group=w.largest_group, refused=dict(self.refused), nacked=dict(self.nacked),
                                  acks_dropped=self.acks_dropped, stopping=self._stopping,
+                                 queued_bytes=self.queued_bytes, peak_queued_bytes=self.peak_queued_bytes,
+                                 credit_total_bytes=self.cfg.credit_total_bytes,
                                  commit=self.metrics.commits.summary(buckets=False),
                                  parquet=self.export.status() if self.export else {"enabled": False},
                                  trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
@@ -285,16 +290,19 @@ class HubServer:
         if session.routing_id is not None and session.routing_id != route:
             self.by_route.pop(session.routing_id, None)  # a reconnect: the old connection is over
         self.by_route[route] = robot
-        session.connect(route, self.cfg.credit_bytes, time.monotonic())
-        self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
+        session.connect(route, 0, time.monotonic())
+        credit = self._fair_credit()
+        session.grant(credit)
+        self.registry.hello(msg, PROTOCOL_VERSION, credit, time.time())
         rec = self.registry.record(robot)
         rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest.get(robot, (None, None))
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
-        self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
+        self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=credit,
                                     trunk_version=self._wanted(robot), heartbeat_ms=self.cfg.heartbeat_ms,
                                     max_message_bytes=self.limits.max_message_bytes))
         self._send_notice(session)  # its size and digest: what a robot needs to fetch it
+        self._share_credit(lower_only=True)  # one more robot: the others' shares shrink
 
     def _chunk(self, session: RobotSession, msg: Chunk) -> None:
         cid, size = msg.chunk_id, msg.size
@@ -306,6 +314,9 @@ class HubServer:
         elif not session.may_take(size):
             code, text = ErrorCode.NO_CREDIT, (f"{session.in_flight_bytes} bytes in flight + {size} exceed the "
                                                f"credit of {session.highest_credit}")
+        elif session.in_flight_bytes and self.queued_bytes + size > self.cfg.credit_total_bytes:
+            code, text = ErrorCode.NO_CREDIT, (f"the hub's queue holds {self.queued_bytes} bytes: + {size} exceed "
+                                               f"credit_total_bytes {self.cfg.credit_total_bytes}")
         else:
             try:  # the record's own digest, and that it is this chunk of this robot
                 header = record_header(msg.payload, cid)  # the store checks the record's digest (BAD_RECORD)
@@ -320,6 +331,8 @@ class HubServer:
                 code, text = ErrorCode.STORAGE_FAILED, str(exc)
             else:
                 session.take(cid, size)
+                self.queued_bytes += size
+                self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
                 fut.add_done_callback(partial(self._committed, session.robot_id, cid))
                 return
         self._nack(session, cid, code, text)
@@ -338,6 +351,7 @@ class HubServer:
             session = self.sessions[robot]
             size = session.in_flight.get(cid, 0)
             session.release(cid)
+            self.queued_bytes -= size
             rec = self.registry.record(robot)
             try:
                 result = fut.result()
@@ -432,8 +446,25 @@ class HubServer:
                 self.sessions.pop(robot, None)
                 self.registry.forget(robot)
 
+    def _fair_credit(self) -> int:
+        """Each connected robot's share of ``credit_total_bytes``, at most ``credit_bytes``."""
+        robots = sum(1 for s in self.sessions.values() if s.connected)
+        return max(1, min(self.cfg.credit_bytes, self.cfg.credit_total_bytes // max(1, robots)))
+
+    def _share_credit(self, lower_only: bool) -> None:
+        """Send a CREDIT to each connected robot whose credit is off its fair share by more than a quarter (not
+        one per robot at every HELLO of a fleet coming up); ``lower_only``: only to those above it."""
+        share = self._fair_credit()
+        for session in self.sessions.values():
+            if session.connected and (session.credit > share * 1.25 or
+                                      (not lower_only and session.credit * 1.25 < share)):
+                session.grant(share)
+                self.registry.record(session.robot_id).credit = share
+                self._send(session, Credit(robot_id=session.robot_id, seq=session.next_seq(), credit=share))
+
     def _beat(self, now: float) -> None:
-        """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead."""
+        """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead. Robots
+        gone leave credit to share: the others' grow back."""
         limit = self.cfg.dead_after_heartbeats * self.cfg.heartbeat_ms / 1000
         t = now_us()
         for session in self.sessions.values():
@@ -451,6 +482,7 @@ class HubServer:
                                           trunk_version=self._wanted(session.robot_id), adapter_version=0))
             if self.registry.record(session.robot_id).trunk_version != self._wanted(session.robot_id):
                 self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot differs
+        self._share_credit(lower_only=False)
 
     # -- trunks and adapters ---------------------------------------------------------------------------------
     def _wake_loop(self) -> None:

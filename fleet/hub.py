@@ -17,9 +17,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.returns_by_version import EpisodeReturns
 from fleet.rollout import Rollout
 from fleet.sockets import Delivery, hub_socket, route_frames
-from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
+from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError, StoreResult
 from fleet.trunk_service import TrunkService
 from fleet.trunk_store import TrunkStore, TrunkStoreError
 
@@ -98,7 +96,7 @@ class HubServer:
             raise
         self.endpoint = self.sock.last_endpoint.decode()
         self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
-                                  on_commit=self.metrics.commits.observe)
+                                  on_commit=self.metrics.commits.observe, on_results=self._committed)
         self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
                                        "storage": str(self.storage.resolve()), "running": True,
                                        "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
@@ -113,7 +111,7 @@ class HubServer:
         self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
         self.queued_bytes = 0  # chunk bytes of all robots queued to the store: at most credit_total_bytes (+ 1 chunk)
         self.peak_queued_bytes = 0
-        self._written: deque[tuple[str, str, Future]] = deque()  # commits done, for the loop to answer
+        self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -249,17 +247,17 @@ class HubServer:
             self._cut(route, exc)
             return
         try:
-            msg = decode(body, self.limits, UPLINK)
-            robot = self.security.check_sender(msg.robot_id, body[0])
+            msg = decode(body, self.limits, UPLINK, keep_chunk_frame=True)  # the store takes the frame, uncopied
+            robot = msg.robot_id  # plain text: whoever the header says; CURVE: its key's robot, looked up once above
+            if ident is not None and robot != ident:
+                raise ProtocolError(ErrorCode.IDENTITY_MISMATCH, f"header names robot {robot!r:.70} but the key is "
+                                    f"robot {ident!r}'s")
             bound = self.by_route.get(route)
             if bound is not None and bound != robot:  # plain text: a connection is the robot its HELLO named
                 raise ProtocolError(ErrorCode.IDENTITY_MISMATCH, f"this connection is robot {bound!r}'s, not "
                                     f"{robot!r}'s")
         except ProtocolError as exc:
-            if exc.code == ErrorCode.UNKNOWN_KEY:  # revoked between the two looks
-                self._cut(route, exc)
-            else:
-                self._refuse(route, ident, exc)
+            self._refuse(route, ident, exc)
             return
         if isinstance(msg, Hello):
             self._hello(route, msg)
@@ -326,37 +324,34 @@ class HubServer:
                 code, text = ErrorCode.BAD_RECORD, str(exc)
         if code is None:
             try:
-                fut = self.writer.submit(msg.payload)
+                self.writer.enqueue(msg.payload, (session.robot_id, cid))
             except StoreError as exc:
                 code, text = ErrorCode.STORAGE_FAILED, str(exc)
             else:
                 session.take(cid, size)
                 self.queued_bytes += size
                 self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
-                fut.add_done_callback(partial(self._committed, session.robot_id, cid))
                 return
         self._nack(session, cid, code, text)
 
     # -- answering -------------------------------------------------------------------------------------------
-    def _committed(self, robot: str, chunk_id: str, fut: Future) -> None:
-        """Runs on the writer's thread: hand the result to the loop and wake it."""
-        self._written.append((robot, chunk_id, fut))
+    def _committed(self, results: list[tuple[tuple[str, str], StoreResult | StoreError]]) -> None:
+        """Runs on the writer's thread, once per commit group: hand the results to the loop and wake it."""
+        self._written.extend(results)
         self._wake_loop()
 
     def _answer_commits(self) -> None:
         acks: dict[str, tuple[list[str], list[str]]] = {}
         now = time.time()
         while self._written:
-            robot, cid, fut = self._written.popleft()
+            (robot, cid), result = self._written.popleft()
             session = self.sessions[robot]
             size = session.in_flight.get(cid, 0)
             session.release(cid)
             self.queued_bytes -= size
             rec = self.registry.record(robot)
-            try:
-                result = fut.result()
-            except StoreError as exc:
-                self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(exc))
+            if isinstance(result, StoreError):
+                self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(result))
                 continue
             stored, dup = acks.setdefault(robot, ([], []))
             if result.status == STORED:

@@ -75,8 +75,11 @@ class HubConfig:
     # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked ...
     credit_bytes: int = 8 * 1024 * 1024
     # ... and all robots together this many: a robot's credit is min(credit_bytes, this / robots connected), and the
-    # hub's queue of chunks never holds more (a robot with nothing queued may still send one chunk)
+    # hub's queue of chunks never holds more (a robot with nothing queued may still send one chunk) ...
     credit_total_bytes: int = 256 * 1024 * 1024
+    # ... nor more than its store commits in this long (measured; 0 = off): a slow disk shortens the queue, so acks
+    # keep coming well within the robots' resend timeout (uplink.resend_s, 10 s)
+    credit_queue_s: float = 2.0
     heartbeat_ms: int = 1000  # the hub heartbeats each robot this often, and tells robots to do the same
     dead_after_heartbeats: int = 5  # a robot silent for this many heartbeat intervals is dead (its session ends)
     forget_after_s: float = 3600.0  # a robot gone (dead, cut, disconnected) this long leaves the registry and metrics
@@ -103,6 +106,7 @@ class HubConfig:
             "parquet_busy_max": 0 < self.parquet_busy_max <= 1,
             "credit_bytes": self.credit_bytes > 0,
             "credit_total_bytes": self.credit_total_bytes > 0,
+            "credit_queue_s": self.credit_queue_s >= 0,
             "heartbeat_ms": 10 <= self.heartbeat_ms <= 3_600_000,
             "dead_after_heartbeats": self.dead_after_heartbeats >= 1,
             "forget_after_s": self.forget_after_s > 0,

@@ -26,6 +26,7 @@ import zmq
 from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
 from fleet.export_process import ParquetExportProcess
+from fleet.hub_credit import CreditBudget
 from fleet.hub_session import RobotSession, now_us
 from fleet.keys import HubSecurity
 from fleet.metrics import HubMetrics
@@ -109,8 +110,7 @@ class HubServer:
         self.refused: Counter[str] = Counter()  # messages refused, by code
         self.nacked: Counter[str] = Counter()  # chunks refused, by reason
         self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
-        self.queued_bytes = 0  # chunk bytes of all robots queued to the store: at most credit_total_bytes (+ 1 chunk)
-        self.peak_queued_bytes = 0
+        self.credit = CreditBudget(cfg)  # one budget for all robots' queued chunks (fleet/hub_credit.py)
         self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -216,8 +216,8 @@ class HubServer:
         self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
                                  largest_group=w.largest_group, refused=dict(self.refused), nacked=dict(self.nacked),
                                  acks_dropped=self.acks_dropped, stopping=self._stopping,
-                                 queued_bytes=self.queued_bytes, peak_queued_bytes=self.peak_queued_bytes,
-                                 credit_total_bytes=self.cfg.credit_total_bytes,
+                                 queued_bytes=self.credit.queued_bytes, peak_queued_bytes=self.credit.peak_queued_bytes,
+                                 credit_budget_bytes=self.credit.total,
                                  commit=self.metrics.commits.summary(buckets=False),
                                  parquet=self.export.status() if self.export else {"enabled": False},
                                  trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
@@ -289,7 +289,7 @@ class HubServer:
             self.by_route.pop(session.routing_id, None)  # a reconnect: the old connection is over
         self.by_route[route] = robot
         session.connect(route, 0, time.monotonic())
-        credit = self._fair_credit()
+        credit = self.credit.share(sum(1 for s in self.sessions.values() if s.connected))
         session.grant(credit)
         self.registry.hello(msg, PROTOCOL_VERSION, credit, time.time())
         rec = self.registry.record(robot)
@@ -309,12 +309,8 @@ class HubServer:
         code, text = None, ""
         if self._stopping:
             code, text = ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting"
-        elif not session.may_take(size):
-            code, text = ErrorCode.NO_CREDIT, (f"{session.in_flight_bytes} bytes in flight + {size} exceed the "
-                                               f"credit of {session.highest_credit}")
-        elif session.in_flight_bytes and self.queued_bytes + size > self.cfg.credit_total_bytes:
-            code, text = ErrorCode.NO_CREDIT, (f"the hub's queue holds {self.queued_bytes} bytes: + {size} exceed "
-                                               f"credit_total_bytes {self.cfg.credit_total_bytes}")
+        elif (refusal := self.credit.refusal(session, size)) is not None:
+            code, text = ErrorCode.NO_CREDIT, refusal
         else:
             try:  # the record's own digest, and that it is this chunk of this robot
                 header = record_header(msg.payload, cid)  # the store checks the record's digest (BAD_RECORD)
@@ -329,8 +325,7 @@ class HubServer:
                 code, text = ErrorCode.STORAGE_FAILED, str(exc)
             else:
                 session.take(cid, size)
-                self.queued_bytes += size
-                self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
+                self.credit.take(size)
                 return
         self._nack(session, cid, code, text)
 
@@ -348,7 +343,7 @@ class HubServer:
             session = self.sessions[robot]
             size = session.in_flight.get(cid, 0)
             session.release(cid)
-            self.queued_bytes -= size
+            self.credit.release(size)
             rec = self.registry.record(robot)
             if isinstance(result, StoreError):
                 self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(result))
@@ -441,21 +436,11 @@ class HubServer:
                 self.sessions.pop(robot, None)
                 self.registry.forget(robot)
 
-    def _fair_credit(self) -> int:
-        """Each connected robot's share of ``credit_total_bytes``, at most ``credit_bytes``."""
-        robots = sum(1 for s in self.sessions.values() if s.connected)
-        return max(1, min(self.cfg.credit_bytes, self.cfg.credit_total_bytes // max(1, robots)))
-
     def _share_credit(self, lower_only: bool) -> None:
-        """Send a CREDIT to each connected robot whose credit is off its fair share by more than a quarter (not
-        one per robot at every HELLO of a fleet coming up); ``lower_only``: only to those above it."""
-        share = self._fair_credit()
-        for session in self.sessions.values():
-            if session.connected and (session.credit > share * 1.25 or
-                                      (not lower_only and session.credit * 1.25 < share)):
-                session.grant(share)
-                self.registry.record(session.robot_id).credit = share
-                self._send(session, Credit(robot_id=session.robot_id, seq=session.next_seq(), credit=share))
+        """Tell each robot whose credit is off its share of the budget its new credit (fleet/hub_credit.py)."""
+        for session, share in self.credit.reshare(self.sessions.values(), lower_only):
+            self.registry.record(session.robot_id).credit = share
+            self._send(session, Credit(robot_id=session.robot_id, seq=session.next_seq(), credit=share))
 
     def _beat(self, now: float) -> None:
         """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead. Robots
@@ -477,6 +462,7 @@ class HubServer:
                                           trunk_version=self._wanted(session.robot_id), adapter_version=0))
             if self.registry.record(session.robot_id).trunk_version != self._wanted(session.robot_id):
                 self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot differs
+        self.credit.measure(self.writer.committed_bytes, self.writer.commit_seconds)
         self._share_credit(lower_only=False)
 
     # -- trunks and adapters ---------------------------------------------------------------------------------

@@ -364,6 +364,7 @@ class GroupWriter:
         self._lock = threading.Lock()
         self.pending = self.pending_bytes = 0
         self.groups = self.committed = self.largest_group = 0  # commit groups, records through them, largest
+        self.committed_bytes, self.commit_seconds = 0, 0.0  # bytes committed, time spent committing: the store's rate
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="store-group-writer", daemon=True)
         self._thread.start()
@@ -425,14 +426,17 @@ class GroupWriter:
                 error = None
             except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
                 results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            elapsed = time.perf_counter() - started
             if self.on_commit is not None:
-                self.on_commit(len(group), time.perf_counter() - started)
+                self.on_commit(len(group), elapsed)
             with self._lock:
                 self.pending -= len(group)
                 self.pending_bytes -= sum(len(rec) for rec, _ in group)
                 self.groups += 1
                 self.largest_group = max(self.largest_group, len(group))
                 self.committed += len(group) if error is None else 0
+                self.committed_bytes += sum(len(rec) for rec, _ in group) if error is None else 0
+                self.commit_seconds += elapsed
             tagged = []
             for k, (_, waiter) in enumerate(group):
                 outcome = results[k] if results is not None else error

@@ -205,7 +205,7 @@ def test_robots_share_the_total_credit_and_the_hub_never_queues_more_than_it(pla
     biggest = max(len(x) for rs in recs.values() for x in rs.values())
     total = 4 * biggest
     # per-robot credit far above the total: only the hub-wide budget can hold the queue; a slow store keeps it full
-    hub = plain_hub(credit_bytes=100 * biggest, credit_total_bytes=total, store_group_chunks=1000,
+    hub = plain_hub(credit_bytes=100 * biggest, credit_total_bytes=total, credit_queue_s=0, store_group_chunks=1000,
                     store_group_wait_ms=200.0)
     first, second = robots(hub.endpoint, "unit-0"), robots(hub.endpoint, "unit-1")
     assert first.welcome().credit == total  # alone: the whole budget
@@ -229,8 +229,8 @@ def test_robots_share_the_total_credit_and_the_hub_never_queues_more_than_it(pla
     assert all(no_credit.values())
     # the per-robot credits granted sum to 1.5 x the budget; the queue stayed within it, plus the one chunk a
     # robot with nothing queued may always send
-    assert hub.server.peak_queued_bytes <= total + biggest
-    assert hub.server.queued_bytes == 0
+    assert hub.server.credit.peak_queued_bytes <= total + biggest
+    assert hub.server.credit.queued_bytes == 0
 
 
 # --- heartbeats and dead robots ---------------------------------------------------------------------------

@@ -77,9 +77,9 @@ class HubConfig:
     # ... and all robots together this many: a robot's credit is min(credit_bytes, this / robots connected), and the
     # hub's queue of chunks never holds more (a robot with nothing queued may still send one chunk) ...
     credit_total_bytes: int = 256 * 1024 * 1024
-    # ... nor more than its store commits in this long (measured; 0 = off): a slow disk shortens the queue, so acks
-    # keep coming well within the robots' resend timeout (uplink.resend_s, 10 s)
-    credit_queue_s: float = 2.0
+    # ... and the shares shrink to what the store commits in this long (measured; 0 = off): a slow disk shortens the
+    # queue, so acks keep coming within the robots' resend timeout (uplink.resend_s, 10 s)
+    credit_queue_s: float = 5.0
     heartbeat_ms: int = 1000  # the hub heartbeats each robot this often, and tells robots to do the same
     dead_after_heartbeats: int = 5  # a robot silent for this many heartbeat intervals is dead (its session ends)
     forget_after_s: float = 3600.0  # a robot gone (dead, cut, disconnected) this long leaves the registry and metrics

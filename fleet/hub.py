@@ -2,9 +2,10 @@
 
 One thread runs :meth:`HubServer.run`: it polls the socket and a wake-up pipe (never blocking without a
 deadline), decodes and checks each message, binds it to its robot (CURVE key, per message), queues chunks to the
-store's :class:`~fleet.store.GroupWriter` within each robot's byte credit, and acks a chunk only when the commit
-of its group has returned (the writer's thread fsyncs; its futures wake this loop through the pipe). It also
-heartbeats every robot, declares silent ones dead, and writes the fleet registry. The conversation is in
+store's :class:`~fleet.store.GroupWriter` within the byte credit (fleet/hub_credit.py: one budget shared by the
+robots), and acks a chunk only when the commit of its group has returned (the writer's thread fsyncs, then wakes
+this loop through the pipe once per group). It also heartbeats every robot, declares silent ones dead, writes the
+fleet registry, and distributes trunks and takes adapters (fleet/hub_trunks.py). The conversation is in
 docs/protocol.md. Beside the loop, and never in its way: the Parquet export process (fleet/export_process.py), the
 Prometheus endpoint and the W&B run (fleet/metrics.py, fleet/metrics_wandb.py), which read only the snapshot the
 loop publishes with each registry write (docs/observability.md).
@@ -28,6 +29,7 @@ from fleet.config import HubConfig
 from fleet.export_process import ParquetExportProcess
 from fleet.hub_credit import CreditBudget
 from fleet.hub_session import RobotSession, now_us
+from fleet.hub_trunks import TRUNK_POLL_S, HubTrunks
 from fleet.keys import HubSecurity
 from fleet.metrics import HubMetrics
 from fleet.metrics_wandb import WandbReporter, wandb_wanted
@@ -57,21 +59,20 @@ from fleet.rollout import Rollout
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError, StoreResult
 from fleet.trunk_service import TrunkService
-from fleet.trunk_store import TrunkStore, TrunkStoreError
+from fleet.trunk_store import TrunkStore
 
 log = logging.getLogger(__name__)
 
 RECV_BATCH = 256  # messages taken per poll before acks and timers get their turn
 MAX_POLL_MS = 100  # the loop looks at its stop flag at least this often
 UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that never said who it is
-TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
 
 
 def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-class HubServer:
+class HubServer(HubTrunks):
     """The hub: ROUTER loop, per-robot sessions, store writer and registry (module docstring). Construct, then
     ``run()`` in one thread; ``request_stop()`` from any thread (a signal handler) ends it gracefully."""
 
@@ -465,68 +466,9 @@ class HubServer:
         self.credit.measure(self.writer.committed_bytes, self.writer.commit_seconds)
         self._share_credit(lower_only=False)
 
-    # -- trunks and adapters ---------------------------------------------------------------------------------
     def _wake_loop(self) -> None:
         """Wake the loop from another thread (a commit or an adapter's store is done)."""
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
-
-    def _poll_trunk(self) -> None:
-        """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
-        announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
-        connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
-        changed = False
-        try:
-            changed = self.trunks.poll()
-            known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
-            moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
-                                      self.returns.returns, known=known)
-        except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
-            log.error("roll-out step failed (retried at the next poll): %s", exc)
-            moved = False
-        if changed or moved:
-            for session in self.sessions.values():
-                if session.connected:
-                    self._send_notice(session)
-
-    def _wanted(self, robot_id: str) -> int:
-        """The trunk version ``robot_id`` should run: the candidate on a canary, else the current one."""
-        return self.rollout.wants(robot_id, self.trunks.version)
-
-    def _send_notice(self, session: RobotSession) -> None:
-        notice = self.trunks.notice(session.robot_id, session.next_seq(), self._wanted(session.robot_id))
-        if notice is not None:
-            self._send(session, notice)
-
-    def _trunk_fetch(self, session: RobotSession, msg: TrunkFetch) -> None:
-        try:
-            piece = self.trunks.fetch(msg, session.next_seq())
-        except ProtocolError as exc:  # an unknown version or a range outside it: the robot hears why
-            self._note(session.robot_id, exc.code, "robot %s: %s", session.robot_id, exc.text)
-            self._reply_error(session, exc.code, exc.text)
-            return
-        if self._send(session, piece) == Delivery.SENT:
-            self.registry.record(session.robot_id).trunk_bytes_out += piece.size
-
-    def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
-        refusal = self.adapter_intake.submit(session.robot_id, self.registry.record(session.robot_id).hardware, msg,
-                                             self._stopping)
-        if refusal is not None:
-            self._nack(session, msg.ack_id, *refusal)
-
-    def _answer_adapters(self) -> None:
-        """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
-        for robot, msg, result in self.adapter_intake.results():
-            session = self.sessions.get(robot)
-            if session is None:  # forgotten while its upload was stored: the upload stands, there is no one to ack
-                continue
-            if isinstance(result, tuple):
-                self._nack(session, msg.ack_id, *result)
-                continue
-            rec = self.registry.record(robot)
-            rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest[robot]
-            log.info("robot %s: adapter v%d (trunk v%d) %s", robot, msg.adapter_version, msg.trunk_version, result)
-            self._send(session, Ack(robot_id=robot, seq=session.next_seq(), stored=[msg.ack_id] * (result == STORED),
-                                    duplicate=[msg.ack_id] * (result == DUPLICATE)))

@@ -133,7 +133,7 @@ class HubServer(HubTrunks):
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
         until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
-        for outlet in (self.export, self.wandb, self.returns):
+        for outlet in (self.export, self.wandb):  # the returns reader starts with the first trial (hub_trunks.py)
             if outlet is not None:
                 outlet.start()
         try:

@@ -52,6 +52,8 @@ class HubTrunks:
         changed = False
         try:
             changed = self.trunks.poll()
+            if self.trunks.candidate_version and not self.returns.started:
+                self.returns.start()  # the first trial: from now on the canaries' returns are read as they come
             known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
                                       self.returns.returns, known=known)

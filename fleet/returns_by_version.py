@@ -45,7 +45,7 @@ class EpisodeReturns:
     """Completed episodes per robot as (trunk_version, return), oldest first (module docstring)."""
 
     def __init__(self, store: ExperienceStore, history_chunks: int, every_s: float = 0.5):
-        self.store, self.every_s = store, every_s
+        self.store, self.every_s, self.history_chunks = store, every_s, history_chunks
         self._rowid = max(0, store.last_rowid() - history_chunks)
         self._open: dict[tuple[str, str, int], float] = defaultdict(float)  # (robot, epoch, episode) -> so far
         self._done: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=KEPT_EPISODES))
@@ -57,8 +57,15 @@ class EpisodeReturns:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="episode-returns", daemon=True)
 
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` was called."""
+        return self._thread.ident is not None
+
     def start(self) -> None:
-        """Start tailing the store."""
+        """Start tailing the store, from ``history_chunks`` back from its newest row now (the hub starts it only
+        when a trial needs returns: reading every chunk costs the hub's interpreter ~1 ms each)."""
+        self._rowid = max(self._rowid, self.store.last_rowid() - self.history_chunks)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -64,9 +64,7 @@ class HubConfig:
     max_frame_bytes: int = 16 * 1024 * 1024  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     socket: SocketConfig = field(default_factory=SocketConfig)
-    # group commit: a group (one fsync) closes at this many chunks ... (an fsync on a busy disk takes tens of ms:
-    # a group as large as what waits keeps ingest from being fsync-bound; the credit bounds what waits)
-    store_group_chunks: int = 128
+    store_group_chunks: int = 32  # group commit: a group (one fsync) closes at this many chunks ...
     store_group_wait_ms: float = 1.0  # ... or this many ms after its first (0: only what queued during the last fsync)
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...

@@ -15,7 +15,8 @@ faults, each on a fresh hub store and fresh spools:
    backlog has drained.
 4. ``slow_disk``: the hub's store commits throttled to ``--slow-disk-mbps`` (``slow_disk_hub.py``: the real app,
    its commits held back as a slow disk would) while the robots write faster; the hub's RSS is sampled from
-   /proc every 0.2 s, its peak (VmHWM) reported beside the credit bound (credit x robots). Then the slow hub is
+   /proc every 0.2 s, its peak (VmHWM) reported beside the credit bound (credit x robots), and apart from it the
+   peak of the hub's Parquet export process (a child of its own, fleet/export_process.py). Then the slow hub is
    killed, a normal one started on the same store, and the robots drain.
 
 Per fault: chunks produced (ids the spools handed out), sent (the uplinks' first sends on each connection: a chunk
@@ -51,6 +52,7 @@ from hub_processes import (
     HubProcess,
     RssSampler,
     bench_env,
+    child_pids,
     free_port,
     make_keys,
     proc_status_kb,
@@ -248,6 +250,7 @@ def slow_disk(f: Fault, seconds: float, mbps: float, drain_timeout: float) -> di
     f.fleet.produce(False)
     samples = sampler.stop()
     peak_mb = proc_status_kb(hub.pid, "VmHWM") / 1024
+    export_peak_mb = sum(proc_status_kb(c, "VmHWM") for c in child_pids(hub.pid)) / 1024  # its own, apart
     stored_slow = store_contents(f.storage).rows
     depth = sum(s.get("depth", 0) for s in f.fleet.statuses().values())
     half = [mb for t, mb in samples if t >= seconds / 2]
@@ -257,6 +260,7 @@ def slow_disk(f: Fault, seconds: float, mbps: float, drain_timeout: float) -> di
     out = f.finish(drain_timeout)
     return {**out, "disk_mbps": mbps, "seconds": seconds, "stored_while_slow": stored_slow,
             "spool_depth_at_end": depth, "hub_rss_start_mb": round(base_mb, 1), "peak_rss_mb": round(peak_mb, 1),
+            "export_process_peak_rss_mb": round(export_peak_mb, 1),
             "rss_max_first_half_mb": max(first, default=0), "rss_max_second_half_mb": max(half, default=0),
             "credit_bound_mb": CREDIT_BYTES * len(f.fleet.robots) / 2**20, "rss_samples": samples[::5]}
 
@@ -313,6 +317,7 @@ def main() -> None:
     parts = [f"acked_lost={total['acked_lost']}", f"duplicates={total['duplicates']}", f"lost={total['lost']}"]
     if "slow_disk" in results:
         parts.append(f"peak_rss_mb={results['slow_disk']['peak_rss_mb']:.0f}")
+        parts.append(f"export_peak_rss_mb={results['slow_disk']['export_process_peak_rss_mb']:.0f}")
     if "hub_kill" in results:
         parts.append(f"hub_kills={results['hub_kill']['kills']}")
     if "hub_down" in results:

@@ -107,6 +107,14 @@ class HubProcess:
         self.proc.wait(30)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (the hub's Parquet export process)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def proc_status_kb(pid: int, key: str) -> int:
     """A ``/proc/PID/status`` memory figure (``VmRSS``, ``VmHWM``) in KiB, 0 if the process is gone."""
     try:

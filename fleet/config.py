@@ -69,12 +69,17 @@ class HubConfig:
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...
     parquet_roll_s: float = 300.0  # ... or when their oldest row is this old (the tier's worst freshness)
-    parquet_export: bool = True  # the hub exports to the Parquet tier in a thread of its own (fleet/export_thread.py)
+    parquet_export: bool = True  # the hub exports to the Parquet tier in a process of its own (fleet/export_process.py)
     parquet_every_s: float = 1.0  # how often that thread looks for newly stored chunks when it has caught up
-    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the GIL)
-    # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked; the
-    # hub's memory for chunks is at most credit x robots (a chunk bigger than the credit moves alone).
+    parquet_busy_max: float = 0.5  # the share of time it may export while behind (the rest: ingest's, for the CPU)
+    # Flow control and liveness (docs/protocol.md): each robot may have this many chunk bytes unacked ...
     credit_bytes: int = 8 * 1024 * 1024
+    # ... and all robots together this many: a robot's credit is min(credit_bytes, this / robots connected), and the
+    # hub's queue of chunks never holds more (a robot with nothing queued may still send one chunk) ...
+    credit_total_bytes: int = 256 * 1024 * 1024
+    # ... and the shares shrink to what the store commits in this long (measured; 0 = off): a slow disk shortens the
+    # queue, so acks keep coming within the robots' resend timeout (uplink.resend_s, 10 s)
+    credit_queue_s: float = 5.0
     heartbeat_ms: int = 1000  # the hub heartbeats each robot this often, and tells robots to do the same
     dead_after_heartbeats: int = 5  # a robot silent for this many heartbeat intervals is dead (its session ends)
     forget_after_s: float = 3600.0  # a robot gone (dead, cut, disconnected) this long leaves the registry and metrics
@@ -100,6 +105,8 @@ class HubConfig:
             "parquet_every_s": self.parquet_every_s > 0,
             "parquet_busy_max": 0 < self.parquet_busy_max <= 1,
             "credit_bytes": self.credit_bytes > 0,
+            "credit_total_bytes": self.credit_total_bytes > 0,
+            "credit_queue_s": self.credit_queue_s >= 0,
             "heartbeat_ms": 10 <= self.heartbeat_ms <= 3_600_000,
             "dead_after_heartbeats": self.dead_after_heartbeats >= 1,
             "forget_after_s": self.forget_after_s > 0,

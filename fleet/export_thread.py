@@ -1,4 +1,4 @@
-"""The hub's Parquet tier, kept up to date by a thread beside the socket loop.
+"""The hub's Parquet tier, kept up to date by a thread (in the hub's export process, fleet/export_process.py).
 
 The thread tails the store through connections of its own (a second :class:`~fleet.store.ExperienceStore`:
 SQLite WAL readers never wait for the group writer's fsyncs, and the writer never waits for them), so export
@@ -39,12 +39,16 @@ class ParquetExportThread:
         self.busy_max = busy_max  # the share of its time the thread may spend exporting while behind
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._status: dict[str, Any] = {
-            "enabled": True, "dir": str(self.out_dir), "running": False, "complete_through_rowid": 0,
-            "complete_through_received": None, "chunks_behind": 0, "behind_s": 0.0, "checked_at": None,
-            "files": 0, "rows_exported": 0, "last_export_at": None, "failures": 0, "last_error": ""}
+        self._status = self.initial_status(self.out_dir)
         self._files_counted = 0  # manifest entries already summed into rows_exported
         self._thread = threading.Thread(target=self._run, name="parquet-export", daemon=True)
+
+    @staticmethod
+    def initial_status(out_dir: Path) -> dict[str, Any]:
+        """What ``status`` says before the export has looked at anything."""
+        return {"enabled": True, "dir": str(out_dir), "running": False, "complete_through_rowid": 0,
+                "complete_through_received": None, "chunks_behind": 0, "behind_s": 0.0, "checked_at": None,
+                "files": 0, "rows_exported": 0, "last_export_at": None, "failures": 0, "last_error": ""}
 
     @classmethod
     def from_config(cls, cfg: HubConfig, store_path: Path) -> ParquetExportThread:

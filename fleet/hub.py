@@ -2,10 +2,11 @@
 
 One thread runs :meth:`HubServer.run`: it polls the socket and a wake-up pipe (never blocking without a
 deadline), decodes and checks each message, binds it to its robot (CURVE key, per message), queues chunks to the
-store's :class:`~fleet.store.GroupWriter` within each robot's byte credit, and acks a chunk only when the commit
-of its group has returned (the writer's thread fsyncs; its futures wake this loop through the pipe). It also
-heartbeats every robot, declares silent ones dead, and writes the fleet registry. The conversation is in
-docs/protocol.md. Beside the loop, and never in its way: the Parquet export thread (fleet/export_thread.py), the
+store's :class:`~fleet.store.GroupWriter` within the byte credit (fleet/hub_credit.py: one budget shared by the
+robots), and acks a chunk only when the commit of its group has returned (the writer's thread fsyncs, then wakes
+this loop through the pipe once per group). It also heartbeats every robot, declares silent ones dead, writes the
+fleet registry, and distributes trunks and takes adapters (fleet/hub_trunks.py). The conversation is in
+docs/protocol.md. Beside the loop, and never in its way: the Parquet export process (fleet/export_process.py), the
 Prometheus endpoint and the W&B run (fleet/metrics.py, fleet/metrics_wandb.py), which read only the snapshot the
 loop publishes with each registry write (docs/observability.md).
 """
@@ -17,9 +18,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,10 @@ import zmq
 
 from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
-from fleet.export_thread import ParquetExportThread
+from fleet.export_process import ParquetExportProcess
+from fleet.hub_credit import CreditBudget
 from fleet.hub_session import RobotSession, now_us
+from fleet.hub_trunks import TRUNK_POLL_S, HubTrunks
 from fleet.keys import HubSecurity
 from fleet.metrics import HubMetrics
 from fleet.metrics_wandb import WandbReporter, wandb_wanted
@@ -38,6 +39,7 @@ from fleet.protocol import (
     Ack,
     AdapterUpload,
     Chunk,
+    Credit,
     Error,
     ErrorCode,
     Heartbeat,
@@ -55,23 +57,22 @@ from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.returns_by_version import EpisodeReturns
 from fleet.rollout import Rollout
 from fleet.sockets import Delivery, hub_socket, route_frames
-from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError
+from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError, StoreResult
 from fleet.trunk_service import TrunkService
-from fleet.trunk_store import TrunkStore, TrunkStoreError
+from fleet.trunk_store import TrunkStore
 
 log = logging.getLogger(__name__)
 
 RECV_BATCH = 256  # messages taken per poll before acks and timers get their turn
 MAX_POLL_MS = 100  # the loop looks at its stop flag at least this often
 UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that never said who it is
-TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
 
 
 def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-class HubServer:
+class HubServer(HubTrunks):
     """The hub: ROUTER loop, per-robot sessions, store writer and registry (module docstring). Construct, then
     ``run()`` in one thread; ``request_stop()`` from any thread (a signal handler) ends it gracefully."""
 
@@ -97,12 +98,12 @@ class HubServer:
             raise
         self.endpoint = self.sock.last_endpoint.decode()
         self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
-                                  on_commit=self.metrics.commits.observe)
+                                  on_commit=self.metrics.commits.observe, on_results=self._committed)
         self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
                                        "storage": str(self.storage.resolve()), "running": True,
                                        "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
                                        cfg.dead_after_heartbeats, "prometheus": self.metrics.url})
-        self.export = ParquetExportThread.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
+        self.export = ParquetExportProcess.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
         self.wandb = WandbReporter(cfg.metrics, self.metrics, asdict(cfg)) if wandb_wanted(cfg.metrics) else None
         self.registry_path = self.storage / REGISTRY_FILE
         self.sessions: dict[str, RobotSession] = {}
@@ -110,7 +111,8 @@ class HubServer:
         self.refused: Counter[str] = Counter()  # messages refused, by code
         self.nacked: Counter[str] = Counter()  # chunks refused, by reason
         self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
-        self._written: deque[tuple[str, str, Future]] = deque()  # commits done, for the loop to answer
+        self.credit = CreditBudget(cfg)  # one budget for all robots' queued chunks (fleet/hub_credit.py)
+        self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -131,7 +133,7 @@ class HubServer:
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
         until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
-        for outlet in (self.export, self.wandb, self.returns):
+        for outlet in (self.export, self.wandb):  # the returns reader starts with the first trial (hub_trunks.py)
             if outlet is not None:
                 outlet.start()
         try:
@@ -215,6 +217,8 @@ class HubServer:
         self.registry.hub.update(writer_pending=w.pending, writer_pending_bytes=w.pending_bytes, groups=w.groups,
                                  largest_group=w.largest_group, refused=dict(self.refused), nacked=dict(self.nacked),
                                  acks_dropped=self.acks_dropped, stopping=self._stopping,
+                                 queued_bytes=self.credit.queued_bytes, peak_queued_bytes=self.credit.peak_queued_bytes,
+                                 credit_budget_bytes=self.credit.total,
                                  commit=self.metrics.commits.summary(buckets=False),
                                  parquet=self.export.status() if self.export else {"enabled": False},
                                  trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
@@ -244,17 +248,17 @@ class HubServer:
             self._cut(route, exc)
             return
         try:
-            msg = decode(body, self.limits, UPLINK)
-            robot = self.security.check_sender(msg.robot_id, body[0])
+            msg = decode(body, self.limits, UPLINK, keep_chunk_frame=True)  # the store takes the frame, uncopied
+            robot = msg.robot_id  # plain text: whoever the header says; CURVE: its key's robot, looked up once above
+            if ident is not None and robot != ident:
+                raise ProtocolError(ErrorCode.IDENTITY_MISMATCH, f"header names robot {robot!r:.70} but the key is "
+                                    f"robot {ident!r}'s")
             bound = self.by_route.get(route)
             if bound is not None and bound != robot:  # plain text: a connection is the robot its HELLO named
                 raise ProtocolError(ErrorCode.IDENTITY_MISMATCH, f"this connection is robot {bound!r}'s, not "
                                     f"{robot!r}'s")
         except ProtocolError as exc:
-            if exc.code == ErrorCode.UNKNOWN_KEY:  # revoked between the two looks
-                self._cut(route, exc)
-            else:
-                self._refuse(route, ident, exc)
+            self._refuse(route, ident, exc)
             return
         if isinstance(msg, Hello):
             self._hello(route, msg)
@@ -285,16 +289,19 @@ class HubServer:
         if session.routing_id is not None and session.routing_id != route:
             self.by_route.pop(session.routing_id, None)  # a reconnect: the old connection is over
         self.by_route[route] = robot
-        session.connect(route, self.cfg.credit_bytes, time.monotonic())
-        self.registry.hello(msg, PROTOCOL_VERSION, self.cfg.credit_bytes, time.time())
+        session.connect(route, 0, time.monotonic())
+        credit = self.credit.share(sum(1 for s in self.sessions.values() if s.connected))
+        session.grant(credit)
+        self.registry.hello(msg, PROTOCOL_VERSION, credit, time.time())
         rec = self.registry.record(robot)
         rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest.get(robot, (None, None))
         log.info("robot %s connected (%s, agent %s, spool %d chunks)", robot, msg.hardware, msg.agent_version,
                  msg.spool_depth)
-        self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=self.cfg.credit_bytes,
+        self._send(session, Welcome(robot_id=robot, seq=session.next_seq(), credit=credit,
                                     trunk_version=self._wanted(robot), heartbeat_ms=self.cfg.heartbeat_ms,
                                     max_message_bytes=self.limits.max_message_bytes))
         self._send_notice(session)  # its size and digest: what a robot needs to fetch it
+        self._share_credit(lower_only=True)  # one more robot: the others' shares shrink
 
     def _chunk(self, session: RobotSession, msg: Chunk) -> None:
         cid, size = msg.chunk_id, msg.size
@@ -303,9 +310,8 @@ class HubServer:
         code, text = None, ""
         if self._stopping:
             code, text = ErrorCode.SHUTTING_DOWN, "the hub is stopping: resend after reconnecting"
-        elif not session.may_take(size):
-            code, text = ErrorCode.NO_CREDIT, (f"{session.in_flight_bytes} bytes in flight + {size} exceed the "
-                                               f"credit of {session.highest_credit}")
+        elif (refusal := self.credit.refusal(session, size)) is not None:
+            code, text = ErrorCode.NO_CREDIT, refusal
         else:
             try:  # the record's own digest, and that it is this chunk of this robot
                 header = record_header(msg.payload, cid)  # the store checks the record's digest (BAD_RECORD)
@@ -315,34 +321,33 @@ class HubServer:
                 code, text = ErrorCode.BAD_RECORD, str(exc)
         if code is None:
             try:
-                fut = self.writer.submit(msg.payload)
+                self.writer.enqueue(msg.payload, (session.robot_id, cid))
             except StoreError as exc:
                 code, text = ErrorCode.STORAGE_FAILED, str(exc)
             else:
                 session.take(cid, size)
-                fut.add_done_callback(partial(self._committed, session.robot_id, cid))
+                self.credit.take(size)
                 return
         self._nack(session, cid, code, text)
 
     # -- answering -------------------------------------------------------------------------------------------
-    def _committed(self, robot: str, chunk_id: str, fut: Future) -> None:
-        """Runs on the writer's thread: hand the result to the loop and wake it."""
-        self._written.append((robot, chunk_id, fut))
+    def _committed(self, results: list[tuple[tuple[str, str], StoreResult | StoreError]]) -> None:
+        """Runs on the writer's thread, once per commit group: hand the results to the loop and wake it."""
+        self._written.extend(results)
         self._wake_loop()
 
     def _answer_commits(self) -> None:
         acks: dict[str, tuple[list[str], list[str]]] = {}
         now = time.time()
         while self._written:
-            robot, cid, fut = self._written.popleft()
+            (robot, cid), result = self._written.popleft()
             session = self.sessions[robot]
             size = session.in_flight.get(cid, 0)
             session.release(cid)
+            self.credit.release(size)
             rec = self.registry.record(robot)
-            try:
-                result = fut.result()
-            except StoreError as exc:
-                self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(exc))
+            if isinstance(result, StoreError):
+                self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(result))
                 continue
             stored, dup = acks.setdefault(robot, ([], []))
             if result.status == STORED:
@@ -432,8 +437,15 @@ class HubServer:
                 self.sessions.pop(robot, None)
                 self.registry.forget(robot)
 
+    def _share_credit(self, lower_only: bool) -> None:
+        """Tell each robot whose credit is off its share of the budget its new credit (fleet/hub_credit.py)."""
+        for session, share in self.credit.reshare(self.sessions.values(), lower_only):
+            self.registry.record(session.robot_id).credit = share
+            self._send(session, Credit(robot_id=session.robot_id, seq=session.next_seq(), credit=share))
+
     def _beat(self, now: float) -> None:
-        """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead."""
+        """Heartbeat every connected robot; one silent for ``dead_after_heartbeats`` intervals is dead. Robots
+        gone leave credit to share: the others' grow back."""
         limit = self.cfg.dead_after_heartbeats * self.cfg.heartbeat_ms / 1000
         t = now_us()
         for session in self.sessions.values():
@@ -451,69 +463,12 @@ class HubServer:
                                           trunk_version=self._wanted(session.robot_id), adapter_version=0))
             if self.registry.record(session.robot_id).trunk_version != self._wanted(session.robot_id):
                 self._send_notice(session)  # a notice may have met a full queue: repeat it while the robot differs
+        self.credit.measure(self.writer.committed_bytes, self.writer.commit_seconds)
+        self._share_credit(lower_only=False)
 
-    # -- trunks and adapters ---------------------------------------------------------------------------------
     def _wake_loop(self) -> None:
         """Wake the loop from another thread (a commit or an adapter's store is done)."""
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the loop will wake anyway) or closed at shutdown
-
-    def _poll_trunk(self) -> None:
-        """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
-        announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
-        connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
-        changed = False
-        try:
-            changed = self.trunks.poll()
-            known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
-            moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
-                                      self.returns.returns, known=known)
-        except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
-            log.error("roll-out step failed (retried at the next poll): %s", exc)
-            moved = False
-        if changed or moved:
-            for session in self.sessions.values():
-                if session.connected:
-                    self._send_notice(session)
-
-    def _wanted(self, robot_id: str) -> int:
-        """The trunk version ``robot_id`` should run: the candidate on a canary, else the current one."""
-        return self.rollout.wants(robot_id, self.trunks.version)
-
-    def _send_notice(self, session: RobotSession) -> None:
-        notice = self.trunks.notice(session.robot_id, session.next_seq(), self._wanted(session.robot_id))
-        if notice is not None:
-            self._send(session, notice)
-
-    def _trunk_fetch(self, session: RobotSession, msg: TrunkFetch) -> None:
-        try:
-            piece = self.trunks.fetch(msg, session.next_seq())
-        except ProtocolError as exc:  # an unknown version or a range outside it: the robot hears why
-            self._note(session.robot_id, exc.code, "robot %s: %s", session.robot_id, exc.text)
-            self._reply_error(session, exc.code, exc.text)
-            return
-        if self._send(session, piece) == Delivery.SENT:
-            self.registry.record(session.robot_id).trunk_bytes_out += piece.size
-
-    def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
-        refusal = self.adapter_intake.submit(session.robot_id, self.registry.record(session.robot_id).hardware, msg,
-                                             self._stopping)
-        if refusal is not None:
-            self._nack(session, msg.ack_id, *refusal)
-
-    def _answer_adapters(self) -> None:
-        """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
-        for robot, msg, result in self.adapter_intake.results():
-            session = self.sessions.get(robot)
-            if session is None:  # forgotten while its upload was stored: the upload stands, there is no one to ack
-                continue
-            if isinstance(result, tuple):
-                self._nack(session, msg.ack_id, *result)
-                continue
-            rec = self.registry.record(robot)
-            rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest[robot]
-            log.info("robot %s: adapter v%d (trunk v%d) %s", robot, msg.adapter_version, msg.trunk_version, result)
-            self._send(session, Ack(robot_id=robot, seq=session.next_seq(), stored=[msg.ack_id] * (result == STORED),
-                                    duplicate=[msg.ack_id] * (result == DUPLICATE)))

@@ -45,6 +45,11 @@ class RobotSession:
         self.last_heard = now
         self.peer_t_us = self.peer_t_at_us = 0
 
+    def grant(self, credit: int) -> None:
+        """A new window for the robot (WELCOME or CREDIT): chunks it sent under a higher one are still taken."""
+        self.credit = credit
+        self.highest_credit = max(self.highest_credit, credit)
+
     def disconnect(self) -> None:
         """The connection is gone (dead, cut, taken over): nothing more is sent to it."""
         self.routing_id = None

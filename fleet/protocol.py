@@ -304,10 +304,11 @@ def _check_version(header: dict[str, Any]) -> None:
 
 
 def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
-           accept: Iterable[type[Message]] | None = None) -> Message:
+           accept: Iterable[type[Message]] | None = None, keep_chunk_frame: bool = False) -> Message:
     """The message in ``frames`` (bytes, memoryviews or zmq.Frames; for a ROUTER, the frames after the routing
     id), checked completely: sizes, version, type (one of ``accept`` if given), every field's type and range,
-    frame count, data size and digest. Raises ProtocolError, and nothing else, on any fault."""
+    frame count, data size and digest. Raises ProtocolError, and nothing else, on any fault. A data frame becomes
+    ``bytes``; with ``keep_chunk_frame`` a chunk's payload stays a memoryview of its frame (no copy)."""
     if not isinstance(frames, list | tuple) or not frames:
         raise ProtocolError(ErrorCode.MALFORMED, "empty message (no header frame)")
     if len(frames) > MAX_FRAMES:
@@ -344,7 +345,10 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
                             header.get("chunk_id") if type(header.get("chunk_id")) is str else None)
     values = {}
     for f in fields:
-        value = bytes(views[1]) if f.metadata.get("frame") else header[f.name]
+        if not f.metadata.get("frame"):
+            value = header[f.name]
+        else:
+            value = views[1] if keep_chunk_frame and cls is Chunk else bytes(views[1])
         values[f.name] = f.metadata["check"].check(f"{kind}.{f.name}", value, limits)
     msg = cls(**values)
     msg.verify(limits)

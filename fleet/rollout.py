@@ -49,7 +49,7 @@ class RolloutConfig:
     history_episodes: int = 10  # its last K episodes on the previous version are its baseline
     tolerance: float = 0.1  # pass iff mean_candidate >= mean_previous - tolerance * |mean_previous|
     max_wait_s: float = 1800.0  # a canary still short of min_episodes by then -> roll back
-    history_chunks: int = 100_000  # how many stored chunks back the hub reads returns from at its start
+    history_chunks: int = 100_000  # how many stored chunks back the hub reads returns from when its first trial starts
 
     def validate(self, prefix: str = "rollout") -> None:
         """Raise ValueError naming the key of a wrong value."""

@@ -136,8 +136,9 @@ def _name_field(header: dict[str, Any], key: str) -> str:
     return value
 
 
-def record_row(record: bytes, received: float) -> tuple:
-    """The ``chunks`` row of one record (column order ``_COLUMNS``); RecordError saying what is wrong."""
+def record_row(record: bytes | memoryview, received: float) -> tuple:
+    """The ``chunks`` row of one record (column order ``_COLUMNS``); RecordError saying what is wrong. A memoryview
+    (the hub's received frame) goes into the row as it is: SQLite copies it into its page, no copy before."""
     header = verify_record(record)
     cid = header["chunk_id"]
     m = CHUNK_ID.fullmatch(cid) if isinstance(cid, str) else None
@@ -150,7 +151,7 @@ def record_row(record: bytes, received: float) -> tuple:
     if header.get("seq", seq) != seq or header.get("spool_epoch", epoch) != epoch:
         raise RecordError(f"chunk {cid}: header seq/spool_epoch {header.get('seq')!r}/{header.get('spool_epoch')!r} "
                           "differ from its id")
-    data = bytes(record)
+    data = record if isinstance(record, bytes | memoryview) else bytes(record)
     return (cid, robot, epoch, seq, _name_field(header, "hardware"), _name_field(header, "task"),
             _int_field(header, "episode", 0), _int_field(header, "steps", 1), _int_field(header, "trunk_version", 0),
             _int_field(header, "adapter_version", 0), received, len(data), record_digest(data), data)
@@ -345,19 +346,25 @@ class GroupWriter:
     its first record, up to ``max_group`` records: under load, groups grow by themselves while an fsync runs.
     Memory is bounded by the caller's credit; ``pending`` / ``pending_bytes`` say what waits. ``on_commit(records,
     seconds)``, if given, hears how long each group's commit took (on this thread: keep it cheap).
+
+    ``enqueue(record, tag)`` is ``submit`` without a Future: the group's outcomes go to ``on_results`` in one call
+    per group, a list of ``(tag, StoreResult or StoreError)`` (the hub: one wake-up per group, not per chunk).
     """
 
     def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001,
-                 on_commit: Callable[[int, float], None] | None = None):
+                 on_commit: Callable[[int, float], None] | None = None,
+                 on_results: Callable[[list[tuple[Any, StoreResult | StoreError]]], None] | None = None):
         if max_group < 1:
             raise ValueError(f"max_group: {max_group!r} must be >= 1")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s: {max_wait_s!r} must be >= 0")
         self.store, self.max_group, self.max_wait_s, self.on_commit = store, max_group, max_wait_s, on_commit
-        self._queue: queue.SimpleQueue[tuple[bytes, Future] | None] = queue.SimpleQueue()
+        self.on_results = on_results
+        self._queue: queue.SimpleQueue[tuple[bytes, Any] | None] = queue.SimpleQueue()  # (record, Future or tag)
         self._lock = threading.Lock()
         self.pending = self.pending_bytes = 0
         self.groups = self.committed = self.largest_group = 0  # commit groups, records through them, largest
+        self.committed_bytes, self.commit_seconds = 0, 0.0  # bytes committed, time spent committing: the store's rate
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="store-group-writer", daemon=True)
         self._thread.start()
@@ -365,13 +372,22 @@ class GroupWriter:
     def submit(self, record: bytes) -> Future:
         """Queue one record; the Future's result is its StoreResult, set after its group's commit."""
         fut: Future = Future()
+        self._put(record, fut)
+        return fut
+
+    def enqueue(self, record: bytes | memoryview, tag: Any) -> None:
+        """Queue one record; after its group's commit ``on_results`` hears ``(tag, StoreResult or StoreError)``."""
+        if self.on_results is None:
+            raise ValueError("enqueue needs a GroupWriter made with on_results")
+        self._put(record, _Tag(tag))
+
+    def _put(self, record: bytes | memoryview, waiter: Any) -> None:
         with self._lock:
             if self._closed:
                 raise StoreError("group writer is closed")
             self.pending += 1
             self.pending_bytes += len(record)
-            self._queue.put((record, fut))
-        return fut
+            self._queue.put((record, waiter))
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Commit what is queued, then stop the thread (the store stays open: its owner closes it)."""
@@ -382,7 +398,7 @@ class GroupWriter:
             self._queue.put(None)
         self._thread.join(timeout)
 
-    def _next_group(self) -> tuple[list[tuple[bytes, Future]], bool]:
+    def _next_group(self) -> tuple[list[tuple[bytes, Any]], bool]:
         first = self._queue.get()
         if first is None:
             return [], True
@@ -410,19 +426,36 @@ class GroupWriter:
                 error = None
             except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
                 results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            elapsed = time.perf_counter() - started
             if self.on_commit is not None:
-                self.on_commit(len(group), time.perf_counter() - started)
+                self.on_commit(len(group), elapsed)
             with self._lock:
                 self.pending -= len(group)
                 self.pending_bytes -= sum(len(rec) for rec, _ in group)
                 self.groups += 1
                 self.largest_group = max(self.largest_group, len(group))
                 self.committed += len(group) if error is None else 0
-            for k, (_, fut) in enumerate(group):
+                self.committed_bytes += sum(len(rec) for rec, _ in group) if error is None else 0
+                self.commit_seconds += elapsed
+            tagged = []
+            for k, (_, waiter) in enumerate(group):
+                outcome = results[k] if results is not None else error
+                if isinstance(waiter, _Tag):
+                    tagged.append((waiter.tag, outcome))
+                    continue
                 try:
                     if results is not None:
-                        fut.set_result(results[k])
+                        waiter.set_result(outcome)
                     else:
-                        fut.set_exception(error)
+                        waiter.set_exception(outcome)
                 except InvalidStateError:
                     pass  # the caller cancelled its wait; the record's fate is unchanged
+            if tagged:
+                self.on_results(tagged)
+
+
+@dataclass(frozen=True)
+class _Tag:
+    """What ``enqueue`` queues beside a record instead of a Future."""
+
+    tag: Any

@@ -82,3 +82,35 @@ def test_a_broken_export_is_logged_and_counted_ingest_goes_on_and_it_catches_up_
             _parquet(tmp_path)
     finally:
         kill_group(proc)
+
+
+@pytest.mark.timeout(120)
+def test_the_export_process_ends_when_its_hub_is_killed_and_holds_no_lock_after(tmp_path):
+    import fcntl
+    import os
+    import signal
+
+    from fleet.export_process import LOCK_FILE
+
+    proc = start_hub_process(tmp_path, free_port(), "parquet_every_s=0.1", "registry_every_s=0.1")
+    try:
+        children = wait_until(lambda: [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                                       .read_text().split()], 30)
+        lock = tmp_path / "hub" / LOCK_FILE
+        assert children and wait_until(lambda: lock.exists(), 30)
+        os.kill(proc.pid, signal.SIGKILL)  # the hub alone: its export process must not outlive it
+        proc.wait(30)
+
+        def gone() -> bool:
+            for c in children:
+                try:
+                    if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # alive, not a zombie
+                        return False
+                except FileNotFoundError:
+                    pass
+            return True
+        assert wait_until(gone, 60)
+        with open(lock, "a") as f:  # a restarted hub's exporter would take the lock at once
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        kill_group(proc)

@@ -199,6 +199,40 @@ def test_a_robot_ignoring_credit_gets_no_credit_and_the_hub_never_queues_more_th
     assert session.in_flight_bytes == 0 and session.peak_in_flight_bytes <= credit
 
 
+@pytest.mark.timeout(90)
+def test_robots_share_the_total_credit_and_the_hub_never_queues_more_than_it(plain_hub, robots, tmp_path):
+    recs = {r: {s: record(r, s) for s in range(1, 31)} for r in ("unit-0", "unit-1")}
+    biggest = max(len(x) for rs in recs.values() for x in rs.values())
+    total = 4 * biggest
+    # per-robot credit far above the total: only the hub-wide budget can hold the queue; a slow store keeps it full
+    hub = plain_hub(credit_bytes=100 * biggest, credit_total_bytes=total, credit_queue_s=0, store_group_chunks=1000,
+                    store_group_wait_ms=200.0)
+    first, second = robots(hub.endpoint, "unit-0"), robots(hub.endpoint, "unit-1")
+    assert first.welcome().credit == total  # alone: the whole budget
+    assert second.welcome().credit == total // 2  # two robots: half each ...
+    assert first.recv_type("credit", skip=("heartbeat",)).credit == total // 2  # ... and the first is told so
+    for s in range(1, 31):  # both ignore their credit and flood the hub
+        for robot in (first, second):
+            assert robot.send(robot.chunk(cid(robot.robot_id, s), recs[robot.robot_id][s]))
+    answered = {r: set() for r in recs}
+    no_credit = {r: set() for r in recs}
+    while sum(map(len, answered.values())) < 60:
+        for robot in (first, second):
+            msg = robot.recv(timeout_ms=100)
+            if msg is None or msg.TYPE not in ("ack", "nack"):
+                continue
+            ids = msg.stored if msg.TYPE == "ack" else [msg.chunk_id]
+            answered[robot.robot_id] |= set(ids)
+            if msg.TYPE == "nack":
+                assert msg.reason == ErrorCode.NO_CREDIT
+                no_credit[robot.robot_id].add(msg.chunk_id)
+    assert all(no_credit.values())
+    # the per-robot credits granted sum to 1.5 x the budget; the queue stayed within it, plus the one chunk a
+    # robot with nothing queued may always send
+    assert hub.server.credit.peak_queued_bytes <= total + biggest
+    assert hub.server.credit.queued_bytes == 0
+
+
 # --- heartbeats and dead robots ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,106 @@
+"""The hub's trunk distribution and robots' adapter uploads, as methods of :class:`~fleet.hub.HubServer`.
+
+Trunks: the loop looks for a newly published, promoted or rolled-back-to trunk every TRUNK_POLL_S and steps the
+canary roll-out (fleet/rollout.py); each connected robot is told the version it should run (TRUNK_NOTICE) and
+served pieces of it on TRUNK_FETCH (fleet/trunk_service.py). Adapters: an upload is stored by the adapter intake's
+thread (fleet/adapter_store.py) and acked or nacked when the loop hears the result. docs/protocol.md, "Trunks and
+adapters", has the conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fleet.adapter_store import AdapterIntake
+from fleet.hub_session import RobotSession
+from fleet.protocol import Ack, AdapterUpload, ErrorCode, Message, ProtocolError, TrunkFetch
+from fleet.registry import FleetRegistry
+from fleet.returns_by_version import EpisodeReturns
+from fleet.rollout import Rollout
+from fleet.sockets import Delivery
+from fleet.store import DUPLICATE, STORED
+from fleet.trunk_service import TrunkService
+from fleet.trunk_store import TrunkStoreError
+
+log = logging.getLogger("fleet.hub")
+
+TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
+
+
+class HubTrunks:
+    """Trunk notices and pieces, canary steps and adapter answers; mixed into the hub, whose loop thread calls
+    them (it owns every attribute named below)."""
+
+    sessions: dict[str, RobotSession]
+    registry: FleetRegistry
+    trunks: TrunkService
+    rollout: Rollout
+    returns: EpisodeReturns
+    adapter_intake: AdapterIntake
+    _stopping: bool
+
+    def _send(self, session: RobotSession, msg: Message) -> Delivery | None: ...
+    def _nack(self, session: RobotSession, chunk_id: str, code: ErrorCode, text: str) -> None: ...
+    def _reply_error(self, session: RobotSession, code: ErrorCode, text: str) -> None: ...
+    def _note(self, robot: str, what: str, fmt: str, *args: Any) -> None: ...
+
+    def _poll_trunk(self) -> None:
+        """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
+        announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
+        connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
+        changed = False
+        try:
+            changed = self.trunks.poll()
+            if self.trunks.candidate_version and not self.returns.started:
+                self.returns.start()  # the first trial: from now on the canaries' returns are read as they come
+            known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
+            moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
+                                      self.returns.returns, known=known)
+        except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
+            log.error("roll-out step failed (retried at the next poll): %s", exc)
+            moved = False
+        if changed or moved:
+            for session in self.sessions.values():
+                if session.connected:
+                    self._send_notice(session)
+
+    def _wanted(self, robot_id: str) -> int:
+        """The trunk version ``robot_id`` should run: the candidate on a canary, else the current one."""
+        return self.rollout.wants(robot_id, self.trunks.version)
+
+    def _send_notice(self, session: RobotSession) -> None:
+        notice = self.trunks.notice(session.robot_id, session.next_seq(), self._wanted(session.robot_id))
+        if notice is not None:
+            self._send(session, notice)
+
+    def _trunk_fetch(self, session: RobotSession, msg: TrunkFetch) -> None:
+        try:
+            piece = self.trunks.fetch(msg, session.next_seq())
+        except ProtocolError as exc:  # an unknown version or a range outside it: the robot hears why
+            self._note(session.robot_id, exc.code, "robot %s: %s", session.robot_id, exc.text)
+            self._reply_error(session, exc.code, exc.text)
+            return
+        if self._send(session, piece) == Delivery.SENT:
+            self.registry.record(session.robot_id).trunk_bytes_out += piece.size
+
+    def _adapter_upload(self, session: RobotSession, msg: AdapterUpload) -> None:
+        refusal = self.adapter_intake.submit(session.robot_id, self.registry.record(session.robot_id).hardware, msg,
+                                             self._stopping)
+        if refusal is not None:
+            self._nack(session, msg.ack_id, *refusal)
+
+    def _answer_adapters(self) -> None:
+        """Uploads stored durably are acked (the registry shows the newest); refused ones nacked."""
+        for robot, msg, result in self.adapter_intake.results():
+            session = self.sessions.get(robot)
+            if session is None:  # forgotten while its upload was stored: the upload stands, there is no one to ack
+                continue
+            if isinstance(result, tuple):
+                self._nack(session, msg.ack_id, *result)
+                continue
+            rec = self.registry.record(robot)
+            rec.adapter_stored, rec.adapter_stored_trunk = self.adapter_intake.newest[robot]
+            log.info("robot %s: adapter v%d (trunk v%d) %s", robot, msg.adapter_version, msg.trunk_version, result)
+            self._send(session, Ack(robot_id=robot, seq=session.next_seq(), stored=[msg.ack_id] * (result == STORED),
+                                    duplicate=[msg.ack_id] * (result == DUPLICATE)))

@@ -14,7 +14,7 @@ from shared_policy.rebase import RebaseConfig, RebaseTeacher, gaussian_kl, rebas
 # The stated tolerance: on held-out observations of the unit, the rebased policy's mean action is within
 # 0.05 of the old merged policy's action std on average (a twentieth of the exploration noise it ran with).
 TOLERANCE_STD = 0.05
-FAST = RebaseConfig(steps=200, batch_size=256)
+FAST = RebaseConfig(steps=200, batch_size=256, target="merged")
 
 
 def _adapted_unit(policy, hardware: str, seed: int) -> Adapter:

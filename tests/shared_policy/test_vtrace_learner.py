@@ -104,7 +104,7 @@ def test_bad_learner_settings_name_their_key():
         FleetLearnerConfig(entropy_coef=-1.0).validate()
 
 
-def _mean_abs_log_ratio_after_replaying(policy, loss: str | None, updates: int = 60) -> float:
+def _mean_abs_log_ratio_after_replaying(policy, loss: str | None, updates: int = 48) -> float:
     """One stored batch learned from ``updates`` times (a fleet round's replay), then how far the policy's
     log-probabilities of its actions have moved from the behaviour's (``loss`` None: the default config)."""
     torch.manual_seed(0)

@@ -92,6 +92,8 @@ def test_gaussian_kl_is_zero_for_equal_policies_and_matches_the_closed_form():
 def test_residual_rebase_keeps_the_new_trunks_change_and_the_units_own_correction(policy):
     old_adapter = _adapted_unit(policy, "arm2", seed=7)
     new_policy = _next_trunk(policy, seed=8)
+    with torch.no_grad():  # the version also moved the type's actions (heads learn too): 3 action stds
+        new_policy.heads["arm2"].mean.bias.add_(0.3)
     obs = torch.randn(1500, 12, generator=torch.Generator().manual_seed(9))
     rebased, report = rebase_adapter(policy, old_adapter, new_policy, "arm2", obs, replace(FAST, target="residual"))
     held = torch.randn(500, 12, generator=torch.Generator().manual_seed(10))

@@ -36,15 +36,24 @@ in one batched pass, deterministic mean actions), not from the robots' own noisy
    against its old adapter applied unchanged ("as if nothing changed"), both the first episodes after the
    update (frozen adapters on the replica). ``rebase_gain`` = mean over units of (rebased - unchanged) /
    mean unchanged return (each unit averaged over the rounds whose candidate passed the gate).
+   ``other_rebase_gain``: the same for the rebase target the learner did not use (``rebase.target``: merged
+   reproduces the old merged policy, residual keeps the new trunk's change plus the unit's own correction),
+   rebased on the same observations and measured beside it (never sent to the units).
 4. **Learner throughput**: ``vtrace_vs_ppo`` = V-trace transitions/s / PPO transitions/s on the last trunk
    with the learner's batch (``shared_policy/learner_throughput.py``), mean over the types.
 
     python benchmarks/fleet_round.py                                  # cartpole + cartpole_pivot
     python benchmarks/fleet_round.py --types cartpole cartpole_long   # a pair with the same sizes
     python benchmarks/fleet_round.py --quick                          # a smoke run of the whole loop
+    python benchmarks/fleet_round.py --seed 1 --workdir /tmp/fleet_round_s1   # another draw (see --seed)
+
+``--seed s`` draws other units (fleet seeds from ``--first-unit + 1000 s``, fresh from ``--first-fresh + 1000 s``)
+and seeds the learner's sim mix (the sim-only control's too) and replay sampling with ``s``, its gate worlds with
+``1234 + s``. The v1 trunk stays the one ``--pretrain-seed`` trains (cached): seeds differ in units and learning,
+not in v1. A seed other than 0 writes ``fleet_round_seed<s>.json``.
 
 Last line, e.g. ``fleet_round mean_gain=0.120 worst_unit_delta=-0.010 fresh_zero_shot_gain=0.080
-fresh_vs_sim_control=0.010 rebase_gain=0.200 vtrace_vs_ppo=1.10 units=8 fresh_units=8 rounds=3 promoted=3``.
+fresh_vs_sim_control=0.010 rebase_gain=0.200 other_rebase_gain=0.100 vtrace_vs_ppo=1.10 units=8 fresh_units=8 rounds=3 promoted=3``.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +92,13 @@ from result_record import write_result  # beside this script
 from fleet.episode_log import stored_episodes
 from fleet.learner_app import EXIT_OK, EXIT_REFUSED, rebased_adapters, run_learn
 from fleet.learner_config import LearnConfig
-from fleet.learner_inputs import fleet_adapters
+from fleet.learner_inputs import experience_reader, fleet_adapters, robot_observations
 from fleet.trunk_store import TrunkStore
+from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import load_checkpoint
 from shared_policy.learner_throughput import measure_throughput
 from shared_policy.policy import FleetPolicy
+from shared_policy.rebase import rebase_adapter
 from sim.unit_gaps import UNIT_SETUPS
 
 # a smoke run: tiny everything, and learning rates so small that the gate passes its candidate (the roll-out runs)
@@ -105,13 +117,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fresh-per-type", type=int, default=4, help="fresh units per type (never in the fleet)")
     ap.add_argument("--first-unit", type=int, default=300, help="fleet unit seeds count up from here")
     ap.add_argument("--first-fresh", type=int, default=400, help="fresh unit seeds count up from here")
+    ap.add_argument("--seed", type=int, default=0, help="units drawn and learner seeds (module docstring)")
+    ap.add_argument("--pretrain-seed", type=int, default=0, help="the sim-only v1 trunk's training seed")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--episodes", type=int, default=6, help="episodes per unit per round before its learn")
     ap.add_argument("--eval-episodes", type=int, default=32, help="replica episodes per policy and unit")
     ap.add_argument("--pretrain-iterations", type=int, default=40)
     ap.add_argument("--num-envs", type=int, default=128, help="worlds per type in pretraining")
-    ap.add_argument("--updates", type=int, default=60, help="fleet-learn update slots per round")
-    ap.add_argument("--learn", nargs="*", default=["sim_fraction=0.25", "sim.num_envs=64", "gate.episodes=64",
+    # 15 sim PPO iterations per round (as 60 x 0.25 before) and 105 fleet updates: with APPO's clip (the default
+    # loss) replaying the round's fleet data ~4 times stays near the policy that acted
+    ap.add_argument("--updates", type=int, default=120, help="fleet-learn update slots per round")
+    ap.add_argument("--learn", nargs="*", default=["sim_fraction=0.125", "sim.num_envs=64", "gate.episodes=64",
                                                    "batch_size=32", "learner.learning_rate=3e-4"],
                     help="further fleet-learn overrides (configs/learn.yaml keys)")
     ap.add_argument("--canary-episodes", type=int, default=4, help="rollout.min_episodes: canary episodes")
@@ -130,7 +146,11 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
-    args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / "fleet_round.json")
+    name = "fleet_round.json" if args.seed == 0 else f"fleet_round_seed{args.seed}.json"
+    args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / name)
+    args.first_unit += 1000 * args.seed
+    args.first_fresh += 1000 * args.seed
+    args.learn = [f"sim.seed={args.seed}", f"replay.seed={args.seed}", f"gate.seed={1234 + args.seed}", *args.learn]
     return args
 
 
@@ -187,8 +207,9 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
     print(f"[fleet_round] round {k}: units ran {args.episodes} episodes on v{version}; stored episodes {stored}; "
           f"{len(old)} adapters uploaded for v{version}", flush=True)
     out = run / "learn" / f"round_{k}"
+    cfg = learn_config(storage, out, args.types, [f"updates={args.updates}", *args.learn])
     with stage(f"round {k}: fleet-learn"):
-        code = run_learn(learn_config(storage, out, args.types, [f"updates={args.updates}", *args.learn]))
+        code = run_learn(cfg)
     if code not in (EXIT_OK, EXIT_REFUSED):
         raise RuntimeError(f"round {k}: fleet-learn exited {code}")
     cand_path = out / "round_1" / "candidate"
@@ -201,10 +222,13 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
         with stage(f"round {k}: canary roll-out"):
             row.update(rollout_phase(fleet, storage, cand_version, args.rollout_timeout_s))
     rebased = rebased_adapters(out / "round_1" / "adapters", cand, records) if code == EXIT_OK else {}
+    # the other rebase target, measured beside what the units got (never sent to them)
+    other = residual_adapters(cfg, policy, cand, old) if code == EXIT_OK else {}
 
     def arms_of(u: Unit) -> list[Arm]:
         a = old.get(u.robot_id)
-        return [Arm("old", policy, a)] + ([Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id))]
+        return [Arm("old", policy, a)] + ([Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id)),
+                                           Arm("other_rebase", cand, other.get(u.robot_id))]
                                           if code == EXIT_OK else [])
 
     print(f"[fleet_round] round {k}: candidate v{cand_version} {row['outcome']}; replica returns (old: v{version} + "
@@ -215,6 +239,17 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
     for r in row["units"].values():
         r["after"] = r["rebased"] if promoted else r["old"]
     return row, ((cand_path, cand, cand_version) if promoted else current)
+
+
+def residual_adapters(cfg: LearnConfig, policy: FleetPolicy, cand: FleetPolicy,
+                      old: dict[str, Adapter]) -> dict[str, Adapter]:
+    """Each unit's adapter rebased onto ``cand`` with the rebase target the learner did not use (merged <->
+    residual, ``shared_policy.rebase``), on the same stored observations and settings."""
+    target = "merged" if cfg.rebase.target == "residual" else "residual"
+    observations = robot_observations(experience_reader(cfg), set(old), cfg.max_rebase_observations)
+    return {robot: rebase_adapter(policy, a, cand, a.hardware, observations[robot],
+                                  replace(cfg.rebase, target=target))[0]
+            for robot, a in old.items() if len(observations.get(robot, ())) >= 2}
 
 
 def fresh_units(units: list[Unit], v1: FleetPolicy, last: FleetPolicy, control: FleetPolicy,
@@ -264,7 +299,7 @@ def main() -> None:
     units = make_units(args.types, args.units_per_type, args.first_unit)
     fresh = make_units(args.types, args.fresh_per_type, args.first_fresh)
     with stage("pretrain (or cached)"):
-        v1_path = pretrain_trunk(args.types, args.pretrain_iterations, args.num_envs, work)
+        v1_path = pretrain_trunk(args.types, args.pretrain_iterations, args.num_envs, work, args.pretrain_seed)
     v1, _ = load_checkpoint(v1_path)
     TrunkStore(run / "hub").publish(v1_path)
     hub, keys = start_hub(run, units, args)
@@ -315,7 +350,8 @@ def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
         print(f"fresh units zero-shot, {name}: {p['mean_difference']:+.1f} [{lo:+.1f}, {hi:+.1f}] (95% paired t, "
               f"{p['units']} units; {p['relative']:+.3f} relative): {verdict}")
     if rebase.get("rounds"):
-        for name in ("rebased_vs_unchanged", "rebased_vs_before_update", "unchanged_vs_before_update"):
+        for name in ("rebased_vs_unchanged", "rebased_vs_before_update", "unchanged_vs_before_update",
+                     "other_rebase_vs_unchanged", "other_rebase_vs_before_update"):
             p = rebase[name]
             print(f"after a trunk update, {name.replace('_', ' ')}: {p['mean_difference']:+.1f} "
                   f"[{p['interval'][0]:+.1f}, {p['interval'][1]:+.1f}] ({p['relative']:+.3f} relative)")

@@ -59,7 +59,7 @@ def rebase_effect(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for rnd in rounds:
         for robot, row in rnd["units"].items():
             if "rebased" in row:
-                u = per_unit.setdefault(robot, {"rebased": [], "naive": [], "old": []})
+                u = per_unit.setdefault(robot, {k: [] for k in ("rebased", "naive", "old", "other_rebase") if k in row})
                 for k in u:
                     u[k].append(row[k]["mean"])
     rows = {r: {k: {"mean": float(np.mean(v))} for k, v in u.items()} for r, u in per_unit.items()}
@@ -68,16 +68,21 @@ def rebase_effect(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rounds": sum("rebased" in next(iter(r["units"].values())) for r in rounds),
             "rebased_vs_unchanged": paired(rows, "rebased", "naive"),
             "rebased_vs_before_update": paired(rows, "rebased", "old"),
-            "unchanged_vs_before_update": paired(rows, "naive", "old"), "per_unit": rows}
+            "unchanged_vs_before_update": paired(rows, "naive", "old"), "per_unit": rows,
+            **({"other_rebase_vs_unchanged": paired(rows, "other_rebase", "naive"),
+                "other_rebase_vs_before_update": paired(rows, "other_rebase", "old")}
+               if all("other_rebase" in r for r in rows.values()) else {})}
 
 
 def summary_line(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
                  throughput: dict[str, Any], rounds: list[dict[str, Any]]) -> str:
     """The benchmark's last line."""
     rb = rebase.get("rebased_vs_unchanged", {}).get("relative", float("nan"))
+    other = rebase.get("other_rebase_vs_unchanged", {}).get("relative", float("nan"))
     promoted = sum(r["outcome"] == "promoted" for r in rounds)
     return (f"fleet_round mean_gain={fleet['mean_gain']:.3f} worst_unit_delta={fleet['worst_unit_delta']:.3f} "
             f"fresh_zero_shot_gain={fresh['fleet_vs_sim_only']['relative']:.3f} "
             f"fresh_vs_sim_control={fresh['fleet_vs_sim_control']['relative']:.3f} rebase_gain={rb:.3f} "
+            f"other_rebase_gain={other:.3f} "
             f"vtrace_vs_ppo={throughput['ratio']:.2f} units={len(fleet['units'])} "
             f"fresh_units={fresh['fleet_vs_sim_only']['units']} rounds={len(rounds)} promoted={promoted}")

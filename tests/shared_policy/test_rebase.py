@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 from shared_policy.adapter import Adapter
-from shared_policy.rebase import RebaseConfig, gaussian_kl, rebase_adapter
+from shared_policy.rebase import RebaseConfig, RebaseTeacher, gaussian_kl, rebase_adapter
 
 # The stated tolerance: on held-out observations of the unit, the rebased policy's mean action is within
 # 0.05 of the old merged policy's action std on average (a twentieth of the exploration noise it ran with).
 TOLERANCE_STD = 0.05
-FAST = RebaseConfig(steps=200, batch_size=256)
+FAST = RebaseConfig(steps=200, batch_size=256, target="merged")
 
 
 def _adapted_unit(policy, hardware: str, seed: int) -> Adapter:
@@ -86,3 +87,39 @@ def test_gaussian_kl_is_zero_for_equal_policies_and_matches_the_closed_form():
     # one dimension: KL(N(0,1) || N(1, 2^2)) = log 2 + (1 + 1) / 8 - 1/2
     kl = gaussian_kl(torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), torch.log(torch.tensor([2.0])))
     assert kl.item() == pytest.approx(torch.log(torch.tensor(2.0)).item() + 0.25 - 0.5)
+
+
+def test_residual_rebase_keeps_the_new_trunks_change_and_the_units_own_correction(policy):
+    old_adapter = _adapted_unit(policy, "arm2", seed=7)
+    new_policy = _next_trunk(policy, seed=8)
+    with torch.no_grad():  # the version also moved the type's actions (heads learn too): 3 action stds
+        new_policy.heads["arm2"].mean.bias.add_(0.3)
+    obs = torch.randn(1500, 12, generator=torch.Generator().manual_seed(9))
+    rebased, report = rebase_adapter(policy, old_adapter, new_policy, "arm2", obs, replace(FAST, target="residual"))
+    held = torch.randn(500, 12, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        correction = policy.action_mean("arm2", held, old_adapter) - policy.action_mean("arm2", held)
+        wanted = new_policy.action_mean("arm2", held) + correction
+        got = new_policy.action_mean("arm2", held, rebased)
+        old_merged = policy.action_mean("arm2", held, old_adapter)
+    std = policy.log_std("arm2", old_adapter).exp()
+    assert report.rebased_mean_gap < TOLERANCE_STD
+    assert ((got - wanted).abs() / std).mean() < TOLERANCE_STD
+    # not the merged target: the trunk's change reaches the unit (the old merged policy is clearly left)
+    assert ((got - old_merged).abs() / std).mean() > 4 * TOLERANCE_STD
+
+
+def test_residual_and_merged_teachers_agree_when_the_trunk_did_not_change(policy):
+    old_adapter = _adapted_unit(policy, "arm7", seed=11)
+    same = copy.deepcopy(policy)
+    obs = torch.randn(200, policy.spec("arm7").num_obs, generator=torch.Generator().manual_seed(12))
+    merged = RebaseTeacher(policy, old_adapter, same, "arm7", "merged")
+    residual = RebaseTeacher(policy, old_adapter, same, "arm7", "residual")
+    torch.testing.assert_close(residual(obs), merged(obs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(residual.log_std, merged.log_std, atol=1e-6, rtol=0)
+
+
+def test_an_unknown_rebase_target_is_refused_naming_the_key(policy):
+    with pytest.raises(ValueError, match="rebase.target"):
+        rebase_adapter(policy, None, _next_trunk(policy, seed=13), "arm2", torch.randn(100, 12),
+                       RebaseConfig(target="trunk"))

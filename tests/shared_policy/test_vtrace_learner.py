@@ -102,3 +102,23 @@ def test_bad_learner_settings_name_their_key():
         FleetLearnerConfig(learning_rate=0.0).validate()
     with pytest.raises(ValueError, match="learner.entropy_coef"):
         FleetLearnerConfig(entropy_coef=-1.0).validate()
+
+
+def _mean_abs_log_ratio_after_replaying(policy, loss: str | None, updates: int = 48) -> float:
+    """One stored batch learned from ``updates`` times (a fleet round's replay), then how far the policy's
+    log-probabilities of its actions have moved from the behaviour's (``loss`` None: the default config)."""
+    torch.manual_seed(0)
+    batch = _acted(policy, {}, tuple(f"u{i}" for i in range(8)), t=16, seed=1)
+    vtrace_cfg = VTraceConfig() if loss is None else VTraceConfig(policy_loss=loss)
+    learner = VTraceLearner(policy, FleetLearnerConfig(learning_rate=3e-3, vtrace=vtrace_cfg))
+    for _ in range(updates):
+        learner.update(batch, {})
+    with torch.no_grad():
+        return float((learner.target_log_probs(batch, {}) - batch.log_probs).abs().mean())
+
+
+def test_replaying_one_batch_keeps_the_default_learner_near_the_policy_that_acted(policy):
+    # APPO's clip bounds the drift (clip 0.2: |log ratio| about 0.2); IMPALA's gradient on replayed data does not
+    untouched = copy.deepcopy(policy)
+    assert _mean_abs_log_ratio_after_replaying(policy, None) < 0.6
+    assert _mean_abs_log_ratio_after_replaying(untouched, "vtrace") > 2.0

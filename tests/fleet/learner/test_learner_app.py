@@ -74,12 +74,13 @@ def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapt
 @pytest.mark.timeout(180)
 def test_a_candidate_the_gate_refuses_publishes_nothing_and_exits_3(tmp_path, trunk):
     # experience whose recorded reward is the action: V-trace learns to push one way, which the sim gate sees
+    # (IMPALA's unclipped gradient, not the default APPO clip, so 30 updates push far enough to be worse)
     storage = make_hub(tmp_path, trunk, reward="push")
     before = TrunkStore(storage).versions()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
     res = subprocess.run([sys.executable, "-m", "fleet.learner_app", f"storage_dir={storage}",
                           f"output_dir={tmp_path}/out", *FAST, "updates=30", "sim_fraction=0", "gate.episodes=16",
-                          "learner.learning_rate=0.003"],
+                          "learner.learning_rate=0.003", "learner.vtrace.policy_loss=vtrace"],
                          capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
     assert res.returncode == EXIT_REFUSED, res.stdout + res.stderr
     assert "gate refused candidate v2; nothing published" in res.stdout

@@ -1,4 +1,5 @@
 import pytest
+import torch
 from torch.distributions import Normal
 
 from shared_policy.config import PolicyConfig
@@ -14,6 +15,7 @@ SPECS = {
 
 @pytest.fixture()
 def policy():
+    torch.manual_seed(0)  # the same weights whichever tests ran before (a test's margins were order-dependent)
     return FleetPolicy(PolicyConfig(latent_dim=32, trunk_hidden=[32], stem_hidden=[32], critic_hidden=[32]), SPECS)
 
 

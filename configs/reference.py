@@ -72,8 +72,9 @@ def _show(value: Any) -> str:
     return f"`{value}`"
 
 
-def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) for every leaf field of a dataclass, nested ones by dotted key."""
+def rows(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every leaf field of a dataclass, nested ones by dotted key.
+    ``instance`` (a nested field's default) gives the defaults: a parent may build one with other values."""
     out = []
     comments: dict[str, str] = {}
     for klass in reversed(cls.__mro__):  # a subclass's comment wins over its base's
@@ -81,9 +82,9 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             comments.update(field_comments(klass))
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        value = _default(f)
+        value = getattr(instance, f.name) if instance is not None else _default(f)
         if dataclasses.is_dataclass(value):
-            out += rows(type(value), key + ".")
+            out += rows(type(value), key + ".", value)
             continue
         out.append((key, _type_name(f.type), _show(value), comments.get(f.name, "")))
     return out

@@ -56,7 +56,8 @@ class LearnConfig:
     learner: FleetLearnerConfig = field(default_factory=FleetLearnerConfig)
     sim: SimMixConfig = field(default_factory=SimMixConfig)
     gate: GateConfig = field(default_factory=GateConfig)  # gate.tasks: hardware type -> task (the trunk's types used)
-    rebase: RebaseConfig = field(default_factory=RebaseConfig)
+    # residual, as configs/learn.yaml says: a LearnConfig built without Hydra must rebase the same way
+    rebase: RebaseConfig = field(default_factory=lambda: RebaseConfig(target="residual"))
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def validate(self) -> None:

@@ -6,9 +6,11 @@ sum of its rewards up to its ``done``; it is credited to the trunk version of it
 trunks only between episodes). An episode the agent aborts (a stop, an unusable reading) also ends with
 ``done`` and counts with its shorter return: that errs against a candidate, the safe side. An episode whose
 first chunks lie before the history the reader starts from (or were unreadable) is never credited: a partial
-sum is not a return. An agent runs one episode at a time, so the first chunk of a robot's newer episode ends every
-older one of the same spool still being summed: one whose last chunk was unreadable (or never stored) is then
-dropped, never credited, so that such episodes do not pile up in memory.
+sum is not a return. Chunks may be stored out of order (a chunk the hub nacked for want of credit comes back
+later, after the next episode's first chunk): an episode is credited once its ``done`` chunk is read and every
+chunk of it the store holds before that one has been read. An episode up to ``LATE_EPISODES`` behind its spool's
+newest can still be completed by a late chunk; one further behind is given up, counted partial once, and
+forgotten, so that episodes whose last chunk was unreadable (or never stored) do not pile up in memory.
 The roll-out (fleet/rollout.py) reads :meth:`EpisodeReturns.returns`.
 """
 
@@ -18,6 +20,7 @@ import io
 import logging
 import threading
 from collections import defaultdict, deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +30,26 @@ from fleet.store import ExperienceStore, StoredChunk, StoreError
 log = logging.getLogger(__name__)
 
 KEPT_EPISODES = 1000  # per robot: far more than a roll-out compares
+LATE_EPISODES = 4  # per robot spool: how far behind its newest episode a late chunk still completes one
+
+
+@dataclass
+class _Episode:
+    """One episode being summed."""
+
+    total: float = 0.0  # rewards read, up to its done
+    steps: int = 0  # steps of its chunks read before its done chunk
+    partial: bool = False  # a chunk of it was unreadable or stored before the history read: never credited
+    end: tuple[int, int] | None = None  # (seq, trunk version of the done step) once its done chunk is read
+
+
+@dataclass
+class _SpoolEpisodes:
+    """One robot spool's episodes within ``LATE_EPISODES`` of its newest."""
+
+    newest: int = -1
+    open: dict[int, _Episode] = field(default_factory=dict)
+    settled: set[int] = field(default_factory=set)  # credited or counted partial: a late chunk of one is ignored
 
 
 def chunk_steps(record: bytes, stored_as: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,10 +72,9 @@ class EpisodeReturns:
     def __init__(self, store: ExperienceStore, history_chunks: int, every_s: float = 0.5):
         self.store, self.every_s, self.history_chunks = store, every_s, history_chunks
         self._rowid = max(0, store.last_rowid() - history_chunks)
-        self._open: dict[tuple[str, str, int], float] = defaultdict(float)  # (robot, epoch, episode) -> so far
+        self._history_start = self._rowid  # chunks stored as this row or before it are never read
+        self._spools: dict[tuple[str, str], _SpoolEpisodes] = defaultdict(_SpoolEpisodes)  # (robot, epoch) ->
         self._done: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=KEPT_EPISODES))
-        self._partial: set[tuple[str, str, int]] = set()  # episodes begun before the first chunk read: never credited
-        self._newest: dict[tuple[str, str], int] = {}  # (robot, epoch) -> its newest episode read
         self.partial_episodes = 0
         self.unreadable_chunks = 0
         self._warned: set[str] = set()  # robots whose unreadable chunk was logged as a warning
@@ -69,6 +91,7 @@ class EpisodeReturns:
         """Start tailing the store, from ``history_chunks`` back from its newest row now (the hub starts it only
         when a trial needs returns: reading every chunk costs the hub's interpreter ~1 ms each)."""
         self._rowid = max(self._rowid, self.store.last_rowid() - self.history_chunks)
+        self._history_start = self._rowid
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -95,8 +118,25 @@ class EpisodeReturns:
             n += len(rows)
         return n
 
+    @property
+    def pending_episodes(self) -> int:
+        """Episodes read but neither credited nor counted partial yet (each waits for a chunk of its own)."""
+        return sum(len(spool.open) for spool in self._spools.values())
+
     def _add(self, row: StoredChunk) -> None:
-        self._end_older_episodes(row)
+        spool = self._spools[(row.robot_id, row.spool_epoch)]
+        self._advance(spool, row.episode)
+        if row.episode < spool.newest - LATE_EPISODES or row.episode in spool.settled:
+            return  # a late chunk of an episode already credited, counted partial or given up
+        ep = spool.open.get(row.episode)
+        if ep is None:
+            # its first chunks were stored before the history this reader started from: the sum would be a fraction
+            # of the episode, and a canary's baseline must not count it
+            before = self.store.steps_before(row.robot_id, row.spool_epoch, row.episode, row.seq,
+                                             up_to_rowid=self._history_start)
+            ep = spool.open[row.episode] = _Episode(partial=before > 0)
+        if ep.end is not None and row.seq > ep.end[0]:
+            return  # after its done: no step of it
         try:  # on the hub's interpreter: its store checked the digest at ingest, so do not hash it again
             rewards, dones, versions = chunk_steps(row.record, stored_as=row.chunk_id)
         except Exception as exc:  # noqa: BLE001 - a bad chunk costs only its own episode
@@ -104,36 +144,44 @@ class EpisodeReturns:
             level = logging.DEBUG if row.robot_id in self._warned or len(self._warned) > KEPT_EPISODES else logging.WARNING
             self._warned.add(row.robot_id)
             log.log(level, "returns: chunk %s unreadable (%s)", row.chunk_id, exc)
-            self._partial.add((row.robot_id, row.spool_epoch, row.episode))  # its sum would miss this chunk
-            return
-        key = (row.robot_id, row.spool_epoch, row.episode)
-        if key not in self._open and self.store.steps_before(*key, row.seq) > 0:
-            # its first chunks were stored before the history this reader started from (or were unreadable):
-            # the sum would be a fraction of the episode, and a canary's baseline must not count it
-            self._partial.add(key)
-        start = 0
-        for end in np.flatnonzero(dones):
-            total = self._open.pop(key, 0.0) + float(rewards[start:end + 1].sum())
-            if key in self._partial:
-                self._partial.discard(key)
-                self.partial_episodes += 1
+            ep.partial = True  # its sum would miss this chunk
+        else:
+            ends = np.flatnonzero(dones)
+            if len(ends):  # the agent starts a new episode after a done: nothing after it is of this one
+                ep.total += float(rewards[:ends[0] + 1].sum())
+                ep.end = (row.seq, int(versions[ends[0]]))
             else:
-                with self._lock:
-                    self._done[row.robot_id].append((int(versions[end]), total))
-            start = end + 1
-        if start < len(rewards):
-            self._open[key] += float(rewards[start:].sum())
+                ep.total += float(rewards.sum())
+                ep.steps += len(rewards)
+        self._settle_if_complete(row, spool, ep)
 
-    def _end_older_episodes(self, row: StoredChunk) -> None:
-        """A chunk of a robot's newer episode ends its older ones: those still open lost their last chunk."""
-        spool, episode = (row.robot_id, row.spool_epoch), row.episode
-        if episode <= self._newest.get(spool, -1):
+    def _settle_if_complete(self, row: StoredChunk, spool: _SpoolEpisodes, ep: _Episode) -> None:
+        """Credit ``row``'s episode once its done is read and so is every chunk of it stored before the done;
+        count it partial once its done is read and it is partial."""
+        if ep.end is None:
             return
-        self._newest[spool] = episode
-        for key in [k for k in self._open.keys() | self._partial if k[:2] == spool and k[2] < episode]:
-            self._open.pop(key, None)
-            self._partial.discard(key)
+        if not ep.partial:
+            stored = self.store.steps_before(row.robot_id, row.spool_epoch, row.episode, ep.end[0])
+            if ep.steps < stored:
+                return  # a chunk of it stored late is still to be read
+            with self._lock:
+                self._done[row.robot_id].append((ep.end[1], ep.total))
+        else:
             self.partial_episodes += 1
+        del spool.open[row.episode]
+        spool.settled.add(row.episode)
+
+    def _advance(self, spool: _SpoolEpisodes, episode: int) -> None:
+        """A chunk of a newer episode: give up the episodes now more than ``LATE_EPISODES`` behind it (each lost
+        a chunk that never came) and forget them."""
+        if episode <= spool.newest:
+            return
+        spool.newest = episode
+        floor = episode - LATE_EPISODES
+        for old in [e for e in spool.open if e < floor]:
+            del spool.open[old]
+            self.partial_episodes += 1
+        spool.settled = {e for e in spool.settled if e >= floor}
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -308,11 +308,16 @@ class ExperienceStore:
         first = self._read("SELECT received FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT 1", (rowid,))
         return n, (first[0][0] if first else None)
 
-    def steps_before(self, robot_id: str, spool_epoch: str, episode: int, seq: int) -> int:
+    def steps_before(self, robot_id: str, spool_epoch: str, episode: int, seq: int,
+                     up_to_rowid: int | None = None) -> int:
         """Steps of the same episode stored in chunks with a lower sequence number: where a chunk starts
-        within its episode when its header does not say."""
-        return self._read("SELECT COALESCE(SUM(steps), 0) FROM chunks WHERE robot_id = ? AND spool_epoch = ? "
-                          "AND episode = ? AND seq < ?", (robot_id, spool_epoch, episode, seq))[0][0]
+        within its episode when its header does not say. ``up_to_rowid``: only chunks stored as that row or
+        before it."""
+        where = "robot_id = ? AND spool_epoch = ? AND episode = ? AND seq < ?"
+        args: tuple = (robot_id, spool_epoch, episode, seq)
+        if up_to_rowid is not None:
+            where, args = where + " AND rowid <= ?", (*args, up_to_rowid)
+        return self._read(f"SELECT COALESCE(SUM(steps), 0) FROM chunks WHERE {where}", args)[0][0]
 
     def counts(self) -> dict[str, RobotCounts]:
         """Chunks, transitions and bytes stored per robot."""

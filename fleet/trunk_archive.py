@@ -5,7 +5,8 @@ The archive holds ``manifest.json`` and exactly the files the manifest lists (ea
 stray file in the checkpoint directory never travels). It is deterministic (sorted members, zero times and
 owners), so one checkpoint always packs to the same bytes and sha256. Unpacking accepts only regular files and
 directories under relative paths, and refuses anything else (links, devices, ``..``, absolute names) before a
-byte is written. Both sides use this module: the format has one definition.
+byte is written, as it refuses what no disk could unpack (a name both a file and a directory, a member under a
+file, a name part over 255 bytes, a path over PATH_MAX): an OSError while unpacking is retried as the computer's. Both sides use this module: the format has one definition.
 """
 
 from __future__ import annotations
@@ -72,7 +73,14 @@ def pack_checkpoint(checkpoint: str | Path, out: str | Path, trunk_version: int 
     return manifest
 
 
-def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+def _path_max(dest: Path) -> int:
+    try:
+        return os.pathconf(dest, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096  # Linux's PATH_MAX
+
+
+def _checked_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
     members = tar.getmembers()
     for m in members:
         parts = PurePosixPath(m.name).parts
@@ -84,11 +92,19 @@ def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     files = [PurePosixPath(m.name) for m in members if m.isfile()]
     if len(set(files)) < len(files):
         raise TrunkArchiveError("archive holds a file twice")
+    both = set(files) & {PurePosixPath(m.name) for m in members if m.isdir()}
+    if both:
+        raise TrunkArchiveError(f"archive member {str(min(both))[:80]!r} is both a file and a directory")
     under_file = [m.name for m in members if set(PurePosixPath(m.name).parents) & set(files)]
     if under_file:
         raise TrunkArchiveError(f"archive member {under_file[0][:80]!r} lies under a file")
     if any(len(part.encode()) > 255 for m in members for part in PurePosixPath(m.name).parts):
         raise TrunkArchiveError("archive has a name longer than 255 bytes")
+    # the path extraction opens, as tarfile builds it; a longer one fails with ENAMETOOLONG on every retry
+    limit = _path_max(dest)
+    too_long = [m.name for m in members if len(os.fsencode(os.path.join(dest, m.name))) >= limit]
+    if too_long:
+        raise TrunkArchiveError(f"archive member {too_long[0][:80]!r}... makes a path longer than {limit - 1} bytes")
     return members
 
 
@@ -105,7 +121,7 @@ def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
     try:
         try:
             with tarfile.open(archive, mode="r:") as tar:
-                _checked_members(tar)
+                _checked_members(tar, dest)
                 tar.extractall(dest, filter="data")
         except tarfile.TarError as exc:
             raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc

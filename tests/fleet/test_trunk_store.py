@@ -156,3 +156,36 @@ def test_a_damaged_or_malformed_archive_is_refused_as_the_archive_s_fault(tmp_pa
     with pytest.raises(TrunkArchiveError, match="lies under a file"):
         unpack_trunk(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _archive(path, members) -> None:
+    """An archive of empty members, each (name, is_directory)."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, is_dir in members:
+            info = tarfile.TarInfo(name)
+            if is_dir:
+                info.type = tarfile.DIRTYPE
+            tar.addfile(info, None if is_dir else io.BytesIO(b""))
+
+
+@pytest.mark.parametrize("dir_first", [True, False])
+def test_a_name_that_is_both_a_file_and_a_directory_is_the_archive_s_fault_not_retried(tmp_path, dir_first):
+    from fleet.trunk_archive import MANIFEST
+
+    bad = tmp_path / "bad.tar"
+    pair = [("weights", True), ("weights", False)]
+    _archive(bad, [(MANIFEST, False), *(pair if dir_first else pair[::-1])])
+    with pytest.raises(TrunkArchiveError, match="both a file and a directory"):  # not IsADirectoryError: an OSError
+        unpack_trunk(bad, tmp_path / "out")  # is retried as the computer's fault, forever
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_member_path_longer_than_path_max_is_the_archive_s_fault_not_retried(tmp_path):
+    from fleet.trunk_archive import MANIFEST
+
+    bad = tmp_path / "bad.tar"
+    deep = "/".join(["d" * 200] * 21) + "/weights"  # every part under 255 bytes, the whole over 4096
+    _archive(bad, [(MANIFEST, False), (deep, False)])
+    with pytest.raises(TrunkArchiveError, match="longer than"):  # not ENAMETOOLONG, retried forever
+        unpack_trunk(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

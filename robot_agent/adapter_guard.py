@@ -3,12 +3,14 @@ measure worse than the best kept version so far on the unit's own episodes.
 
 The test. The learner's newest update is the candidate; it runs ``episodes`` (M) complete episodes (aborted
 episodes do not count: their returns are truncated). The reference is the best kept version so far on the
-same trunk: of the kept versions with at least M complete episodes, the one with the highest mean return,
-over its last ``reference_episodes`` (R) episodes (the kept version's episodes while no candidate is on trial
-add to its sample). With means ``m_c``, ``m_r`` and sample variances ``s_c^2``, ``s_r^2`` over ``n_c = M``
-and ``n_r <= R`` episodes, the standard error of the difference is Welch's
-``se = sqrt(s_c^2 / n_c + s_r^2 / n_r)`` (no equal-variance assumption: a bad update often changes the
-spread as well as the mean). The candidate is rolled back when
+same trunk: of the kept versions with at least M recent complete episodes, the one with the highest mean
+return, over its last ``reference_episodes`` (R) recent episodes (the kept version's episodes while no
+candidate is on trial add to its sample). An episode is recent for the ``reference_decisions`` (D) decisions
+that follow the first decision after it ran; then it no longer counts, for any version. When the kept version
+is left with fewer than M recent episodes and no other version has M, it runs again (no trial) until it has.
+With means ``m_c``, ``m_r`` and sample variances ``s_c^2``, ``s_r^2`` over ``n_c = M`` and ``n_r <= R``
+episodes, the standard error of the difference is Welch's ``se = sqrt(s_c^2 / n_c + s_r^2 / n_r)`` (no
+equal-variance assumption: a bad update often changes the spread as well as the mean). The candidate is rolled back when
 
     m_c < m_r - tolerance * se
 
@@ -23,9 +25,21 @@ episodes resolve: the guard stops collapses and downhill walks, not every small 
 Why against the best and not the previous version: compared only with its predecessor, a chain of updates
 each a little worse, every one within the noise, walks the robot down without bound (the adaptation
 benchmark saw a unit end 32.5 below zero-shot with every update kept). Against the best, every kept version
-is within ``tolerance * se`` of the best measured one, however many updates follow. A rolled-back update
-takes the updates built on it along; the learner goes on from the last kept version (itself within the
-tolerance of the best).
+is within ``tolerance * se`` of the best measured in the last D decisions, however many updates follow. A
+rolled-back update takes the updates built on it along; the learner goes on from the last kept version (itself
+within the tolerance of the best).
+
+Why the reference ages (D = 8): a best version that is no longer kept is never measured again, and its
+returns are the (selected, so lucky) episodes of its own trial. After a drop in returns that no update caused
+(wear, a changed floor, a heavier load), every later update would be compared with that old high mean and
+rolled back for good, the kept version's own sample included while no episodes of it are added. With ageing,
+the reference's pre-drop episodes stop counting D decisions after they ran; the kept version re-measures if
+needed, and equal-quality updates are kept again at most D decisions after the drop (tests pin this). The
+price: a chain of updates each a little worse is no longer stopped for good but slowed to one within-noise step
+(< ``tolerance * se``) per about D + 1 decisions (1.5 se steps, D = 8: 7 kept of 60, 10.5 se down, against 90
+se comparing with the predecessor). No rule on returns alone can tell such a chain from slow wear without
+running old versions again. D counts decisions, not time or episodes: while updates are kept, each kept
+version brings its trial's M fresh episodes and nothing is re-measured.
 
 Why M = 4 (and not more): while a candidate is on trial, newer updates wait (only the newest is tried next;
 an update that never ran is skipped), so the unit runs one update per M episodes and learns from episodes of
@@ -91,7 +105,8 @@ class AdapterGuard:
     """Decides, from complete episodes' returns, whether each adapter update is kept or rolled back: kept only
     when it does not measure worse than the best kept version so far (see the module docstring)."""
 
-    def __init__(self, kept_version: int, episodes: int = 4, tolerance: float = 2.0, reference_episodes: int = 16):
+    def __init__(self, kept_version: int, episodes: int = 4, tolerance: float = 2.0, reference_episodes: int = 16,
+                 reference_decisions: int = 8, history: int = 1000):
         if episodes < 2:
             raise ValueError(f"adapter.guard_episodes: need at least 2 episodes per side, got {episodes}")
         if not tolerance >= 0:
@@ -99,27 +114,33 @@ class AdapterGuard:
         if reference_episodes < episodes:
             raise ValueError(f"adapter.guard_reference_episodes: must be >= guard_episodes ({episodes}), "
                              f"got {reference_episodes}")
+        if reference_decisions < 1:
+            raise ValueError(f"adapter.guard_reference_decisions: must be >= 1, got {reference_decisions}")
         self.episodes, self.tolerance, self.reference_episodes = episodes, tolerance, reference_episodes
+        self.reference_decisions = reference_decisions
         self.kept_version = kept_version
         self.candidate: int | None = None  # on trial, or waiting for the reference's episodes
         self.waiting: int | None = None  # the newest update offered while a trial runs
         self.newest = kept_version  # versions only grow: anything not newer is a stale report
-        # complete episodes on the current trunk of the kept version and of the best-measured earlier one
-        self._returns: dict[int, deque[float]] = {kept_version: deque(maxlen=reference_episodes)}
-        self._trial: list[float] = []
+        # recent complete episodes on the current trunk of the kept version and of the best-measured earlier
+        # one, each as (decisions made before it ran, return): the count ages them out
+        self._returns: dict[int, deque[tuple[int, float]]] = {kept_version: deque(maxlen=reference_episodes)}
+        self._trial: list[tuple[int, float]] = []
+        self.decisions = 0
         self._trunk: int | None = None
         self.kept = 0
         self.rolled_back = 0
         self.skipped = 0  # updates replaced by a newer one before they ran an episode
         self.last: Verdict | None = None
-        self.history: list[Verdict] = []  # every decision, in order (the benchmark records them)
+        # the last decisions, in order (the benchmarks record them); bounded: an agent runs for months
+        self.history: deque[Verdict] = deque(maxlen=history)
 
     @property
     def reference_version(self) -> int:
         """The best kept version so far: the highest mean return among kept versions with a full trial's
-        episodes on this trunk (the kept one until another qualifies)."""
+        recent episodes on this trunk (the kept one until another qualifies)."""
         full = [v for v, r in self._returns.items() if len(r) >= self.episodes]
-        return max(full, key=lambda v: float(np.mean(self._returns[v]))) if full else self.kept_version
+        return max(full, key=lambda v: float(np.mean(self._reference_returns(v)))) if full else self.kept_version
 
     def offer(self, version: int) -> None:
         """The learner made a new version (built on the candidate if one is on trial, else on the kept one)."""
@@ -148,12 +169,15 @@ class AdapterGuard:
             self._returns = {self.kept_version: deque(maxlen=self.reference_episodes)}
             self._trial.clear()
         if version == self.kept_version:
-            self._returns[version].append(episode_return)
+            self._returns[version].append((self.decisions, episode_return))
         elif version == self.candidate and self._on_trial():
-            self._trial.append(episode_return)
+            self._trial.append((self.decisions, episode_return))
         if self.candidate is None or len(self._trial) < self.episodes:
             return None
         return self._decide()
+
+    def _reference_returns(self, version: int) -> np.ndarray:
+        return np.array([r for _, r in self._returns[version]])
 
     def _on_trial(self) -> bool:
         return self.candidate is not None and len(self._returns[self.reference_version]) >= self.episodes
@@ -161,13 +185,13 @@ class AdapterGuard:
     def _decide(self, broken: bool = False) -> Verdict:
         assert self.candidate is not None
         reference = self.reference_version
-        cand, base = np.array(self._trial), np.array(self._returns[reference])
+        cand, base = np.array([r for _, r in self._trial]), self._reference_returns(reference)
         if broken:
             worse, se, cand_mean = True, float("nan"), float("-inf")
         else:
             (worse, se), cand_mean = measures_worse(cand, base, self.tolerance), float(cand.mean())
         v = Verdict(self.candidate, not worse, reference, cand_mean, float(base.mean()), se,
-                    len(self._trial) + broken, tuple(self._trial), tuple(base))
+                    len(self._trial) + broken, tuple(cand.tolist()), tuple(base.tolist()))
         if worse:
             self.rolled_back += 1
             self.candidate = self.waiting = None  # a waiting update was built on the rejected one
@@ -176,6 +200,10 @@ class AdapterGuard:
             self.kept_version = self.candidate
             self._returns[self.candidate] = deque(self._trial, maxlen=self.reference_episodes)
             self.candidate, self.waiting = self.waiting, None
+        self.decisions += 1
+        oldest = self.decisions - self.reference_decisions  # episodes that ran before fewer decisions are old
+        for k, r in self._returns.items():
+            self._returns[k] = deque(((d, x) for d, x in r if d >= oldest), maxlen=self.reference_episodes)
         # only the kept version gains episodes; of the others only the best can ever be the reference
         self._returns = {k: r for k, r in self._returns.items() if k in (self.kept_version, self.reference_version)}
         self._trial = []
@@ -212,8 +240,8 @@ class GuardedAdapters:
     def from_config(cls, kept: tuple[Adapter, int], trainer: VerdictSink, cfg: AdapterTrainingConfig
                     ) -> GuardedAdapters:
         """As ``adapter.guard`` and its ``guard_*`` settings say."""
-        guard = (AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance, cfg.guard_reference_episodes)
-                 if cfg.guard else None)
+        guard = (AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance, cfg.guard_reference_episodes,
+                              cfg.guard_reference_decisions) if cfg.guard else None)
         return cls(kept, trainer, guard)
 
     @property

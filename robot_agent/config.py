@@ -61,12 +61,14 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     # wait until the learner has consumed everything sent, as it keeps up on a real-time robot.
     wait_for_learner: bool = False
     # Keep an update only when its first guard_episodes complete episodes do not measure worse than the best kept
-    # version so far (its last guard_reference_episodes episodes), by more than guard_tolerance Welch standard
-    # errors (one-sided); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
+    # version so far (its last guard_reference_episodes recent episodes), by more than guard_tolerance Welch
+    # standard errors (one-sided); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
     guard: bool = True
     guard_episodes: int = 4  # the candidate's trial (>= 2): short, so updates reach the robot while they are fresh
     guard_tolerance: float = 2.0  # standard errors (>= 0): ~5% of equal updates rolled back by noise alone
     guard_reference_episodes: int = 16  # the best kept version's last episodes compared (>= guard_episodes)
+    # episodes count for the reference only this many decisions (>= 1): it follows wear and changed conditions
+    guard_reference_decisions: int = 8
 
 
 @dataclass
@@ -167,6 +169,7 @@ class AgentConfig:
             "adapter.guard_episodes": self.adapter.guard_episodes >= 2,
             "adapter.guard_tolerance": self.adapter.guard_tolerance >= 0,
             "adapter.guard_reference_episodes": self.adapter.guard_reference_episodes >= self.adapter.guard_episodes,
+            "adapter.guard_reference_decisions": self.adapter.guard_reference_decisions >= 1,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
             "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,

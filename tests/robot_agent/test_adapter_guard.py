@@ -94,6 +94,45 @@ def test_a_chain_of_small_drops_is_stopped_within_the_tolerance_of_the_best():
     assert min(v.candidate_mean for v in verdicts if v.kept) >= 300.0 - 2.0 * se  # never further down
 
 
+@pytest.mark.parametrize("kept_episodes_between_offers", [0, 2])
+def test_after_a_drop_no_update_caused_equal_updates_are_kept_again_within_the_reference_age(
+        kept_episodes_between_offers):
+    """Wear or a changed environment lowers every version's returns by 100 after 10 updates. The best version's
+    episodes ran before the drop and are never measured again: counted for good, they would roll back every
+    later update however good. They age out after ``reference_decisions`` (D) decisions."""
+    D = 8
+    g = AdapterGuard(0, episodes=M, tolerance=2.0, reference_episodes=16, reference_decisions=D)
+    verdicts = []
+    for version in range(1, 40):
+        level = 300.0 if version <= 10 else 200.0  # every version alike: only the robot's conditions change
+        for r in _spread(level)[:kept_episodes_between_offers]:
+            g.record(g.kept_version, float(r))
+        g.offer(version)
+        while g.candidate is not None:  # the kept version runs while it re-measures, then the candidate
+            episodes = [float(r) for r in _spread(level)]
+            run = g.version_to_run()
+            verdict = next((v for r in episodes if (v := g.record(run, r)) is not None), None)
+            if verdict is not None:
+                verdicts.append(verdict)
+    assert all(v.kept for v in verdicts[:10])
+    after = verdicts[10:]
+    assert not after[0].kept  # 100 below the best measured: rolled back, as it must be until it is known why
+    first_kept = next((i for i, v in enumerate(after) if v.kept), None)
+    assert first_kept is not None and first_kept <= D  # at most D updates rolled back after the drop
+    assert all(v.kept for v in after[first_kept:])  # then equal updates are kept again, against post-drop returns
+    assert after[-1].baseline_mean == 200.0
+
+
+def test_the_decision_history_is_bounded():
+    g = AdapterGuard(0, episodes=2, history=5)
+    for version in range(1, 13):
+        g.offer(version)
+        for r in (100.0, 104.0, 100.0, 104.0):
+            g.record(g.version_to_run(), r)
+    assert g.kept == 12 and len(g.history) == 5  # a daemon runs for months: only the last decisions stay
+    assert [v.version for v in g.history] == [8, 9, 10, 11, 12]
+
+
 def test_the_best_kept_version_is_the_reference_and_the_kept_version_gains_episodes():
     g = AdapterGuard(0, episodes=2, tolerance=2.0, reference_episodes=6)
     for r in (100.0, 110.0):
@@ -157,7 +196,8 @@ def test_returns_under_another_trunk_are_not_compared():
 
 @pytest.mark.parametrize("key, kwargs", [("guard_episodes", {"episodes": 1}),
                                          ("guard_tolerance", {"tolerance": -1.0}),
-                                         ("guard_reference_episodes", {"episodes": 4, "reference_episodes": 3})])
+                                         ("guard_reference_episodes", {"episodes": 4, "reference_episodes": 3}),
+                                         ("guard_reference_decisions", {"reference_decisions": 0})])
 def test_bad_settings_are_refused_naming_the_key(key, kwargs):
     with pytest.raises(ValueError, match=key):
         AdapterGuard(0, **kwargs)

@@ -12,7 +12,8 @@ The child follows the hub: it ignores SIGINT (a Ctrl-C at the terminal reaches t
 decides when it stops) and stops when the pipe closes (the hub died). SIGTERM is a stop request, as ``stop`` is:
 at interpreter exit multiprocessing SIGTERMs daemonic children and joins them with no timeout, so a hub that exits
 without reaching ``stop`` (an exception, Ctrl-C during start-up) still ends. If the child dies without being asked
-to (an OOM kill, a crash), ``status`` starts a new one after a backoff; the manifest says where it resumes.
+to (an OOM kill, a crash: a nonzero exit code), ``status`` starts a new one after a backoff; the manifest says
+where it resumes.
 An exclusive lock on ``<storage_dir>/.parquet-export.lock`` keeps a second exporter (a restarted
 hub while the old child still rolls its files) waiting until the first is gone, so two never write one manifest.
 """
@@ -131,6 +132,10 @@ class ParquetExportProcess:
 
     def _restart_if_dead(self) -> None:
         if self._stopping or not self._started_at or self._proc.is_alive():
+            return
+        if self._proc.exitcode == 0:  # it ended as asked: SIGTERM (e.g. to the hub's whole group at shutdown)
+            log.warning("the Parquet export process was terminated: not restarted until the hub restarts")
+            self._stopping = True
             return
         now = time.monotonic()
         if self._died_at is None:

@@ -196,3 +196,31 @@ def test_an_export_child_killed_9_is_restarted_and_exports_what_is_stored_after(
         store.close()
     assert _duckdb_rows(out) == expected  # nothing lost or doubled across the kill
     assert export.status().get("restarts") == 1  # stopped on request: not restarted again
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_ends_the_export_child_cleanly_frees_its_lock_and_is_not_restarted(tmp_path):
+    import fcntl
+    import os
+    import signal
+    import time
+
+    from fleet.export_process import LOCK_FILE, ParquetExportProcess
+    from fleet.store import ExperienceStore
+
+    ExperienceStore(tmp_path / "experience.sqlite").close()
+    export = ParquetExportProcess(tmp_path / "experience.sqlite", tmp_path / "parquet", 1 << 20, 0.2, 0.1, 2.0)
+    try:
+        export.start()
+        child = export.pid
+        assert wait_until(lambda: export.status()["running"], 60), export.status()
+        os.kill(child, signal.SIGTERM)  # as multiprocessing's exit handler, or a TERM to the hub's group, sends
+        assert wait_until(lambda: not export.status()["running"], 60), "SIGTERM did not end the export child"
+        with open(tmp_path / LOCK_FILE, "a") as f:  # exited, and its lock went with it
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for _ in range(20):  # well past the 0.1 s restart backoff: a child ended on request stays ended
+            status = export.status()
+            time.sleep(0.05)
+        assert export.pid == child and status.get("restarts", 0) == 0 and status["failures"] == 0, status
+    finally:
+        export.stop(5.0)

@@ -8,8 +8,13 @@ runs in a spawned child process at a lower CPU priority, reading the store throu
 own. The hub talks to it over one pipe: it receives the export's freshness every ``STATUS_EVERY_S`` and sends
 ``stop`` at shutdown (the child then exports what is stored within ``stop_timeout_s`` and rolls its files).
 
-The child follows the hub: it ignores SIGINT / SIGTERM (the hub decides when it stops) and stops when the pipe
-closes (the hub died). An exclusive lock on ``<storage_dir>/.parquet-export.lock`` keeps a second exporter (a restarted
+The child follows the hub: it ignores SIGINT (a Ctrl-C at the terminal reaches the whole process group; the hub
+decides when it stops) and stops when the pipe closes (the hub died). SIGTERM is a stop request, as ``stop`` is:
+at interpreter exit multiprocessing SIGTERMs daemonic children and joins them with no timeout, so a hub that exits
+without reaching ``stop`` (an exception, Ctrl-C during start-up) still ends. If the child dies without being asked
+to (an OOM kill, a crash: a nonzero exit code), ``status`` starts a new one after a backoff; the manifest says
+where it resumes.
+An exclusive lock on ``<storage_dir>/.parquet-export.lock`` keeps a second exporter (a restarted
 hub while the old child still rolls its files) waiting until the first is gone, so two never write one manifest.
 """
 
@@ -34,6 +39,15 @@ STATUS_EVERY_S = 0.2  # how often the child reports the export's freshness to th
 EXPORT_NICE = 10  # the export is background work: on a busy machine ingest gets the CPU first
 LOCK_FILE = ".parquet-export.lock"  # beside the store: held by the one exporter of that store
 STOP = "stop"
+MAX_RESTART_BACKOFF_S = 60.0  # a child that keeps dying is restarted at least this often
+
+
+class _Terminated(Exception):
+    """Raised in the child by SIGTERM: it breaks out of a blocking poll or send (the hub may no longer read)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
 
 
 class ParquetExportProcess:
@@ -44,11 +58,20 @@ class ParquetExportProcess:
                  stop_timeout_s: float, busy_max: float = 1.0):
         self._args = (str(store_path), str(out_dir), file_bytes, roll_s, every_s, stop_timeout_s, busy_max)
         self.stop_timeout_s = stop_timeout_s
+        self.restart_backoff_s = every_s  # doubles per restart up to MAX_RESTART_BACKOFF_S
+        self._stopping = False  # set by ``stop``: a child that exits after it is not restarted
+        self._died_at: float | None = None  # when ``status`` found the child dead unasked
+        self._started_at = 0.0
+        self.restarts = 0
+        self._failures_before = 0  # failures counted by children that died: the count never goes back
+        self._new_child()
+        self._status: dict[str, Any] = ParquetExportThread.initial_status(Path(out_dir))
+
+    def _new_child(self) -> None:
         ctx = mp.get_context("spawn")  # never fork a process with ZeroMQ and SQLite threads running
         self._conn, self._child_conn = ctx.Pipe()
         self._proc = ctx.Process(target=export_main, args=(self._child_conn, self._args), name="parquet-export",
                                  daemon=True)
-        self._status: dict[str, Any] = ParquetExportThread.initial_status(Path(out_dir))
 
     @classmethod
     def from_config(cls, cfg: HubConfig, store_path: Path) -> ParquetExportProcess:
@@ -64,12 +87,16 @@ class ParquetExportProcess:
     def start(self) -> None:
         """Start the child."""
         self._proc.start()
+        self._started_at = time.monotonic()
         self._child_conn.close()  # the child holds its end: the pipe closes when either side is gone
 
     def stop(self, timeout: float) -> None:
         """Ask the child to export what is stored within its ``stop_timeout_s``, roll its files and exit; kill it
         if it has not within ``timeout`` + 5 s (its open files are redone at the next start)."""
-        if self._proc.pid is None:
+        self._stopping = True
+        if self._proc.pid is None:  # never started (or a restart never began): nothing holds the pipe
+            self._child_conn.close()
+            self._conn.close()
             return
         try:
             self._conn.send(STOP)
@@ -88,9 +115,13 @@ class ParquetExportProcess:
 
     def status(self) -> dict[str, Any]:
         """The export's freshness as the child last reported it (``ParquetExportThread.status``); ``behind_s``
-        keeps ageing between reports."""
+        keeps ageing between reports. A child that died unasked is restarted here, after a backoff (``restarts``
+        counts them; each death counts as a failure)."""
         self._drain(0)
+        self._restart_if_dead()
         s = dict(self._status)
+        s["failures"] += self._failures_before
+        s["restarts"] = self.restarts
         if self._proc.pid is not None and not self._proc.is_alive() and s["running"]:
             s["running"] = False
             s["last_error"] = s["last_error"] or f"export process exited ({self._proc.exitcode})"
@@ -98,6 +129,42 @@ class ParquetExportProcess:
             s["behind_s"] = round(s["behind_s"] + max(0.0, time.time() - s["checked_at"]), 3)
             s["checked_at"] = time.time()
         return s
+
+    def _restart_if_dead(self) -> None:
+        if self._stopping or not self._started_at or self._proc.is_alive():
+            return
+        if self._proc.exitcode == 0:  # it ended as asked: SIGTERM (e.g. to the hub's whole group at shutdown)
+            log.warning("the Parquet export process was terminated: not restarted until the hub restarts")
+            self._stopping = True
+            return
+        now = time.monotonic()
+        if self._died_at is None:
+            self._died_at = now
+            if now - self._started_at > MAX_RESTART_BACKOFF_S:  # it had been working: a new fault
+                self.restart_backoff_s = self._args[4]
+            self._failures_before += self._status["failures"] + 1
+            self._status.update(running=False, failures=0,
+                                last_error=f"export process exited ({self._proc.exitcode})")
+            log.error("the Parquet export process exited (%s): restarting it in %.1f s", self._proc.exitcode,
+                      self.restart_backoff_s)
+            return
+        if now - self._died_at < self.restart_backoff_s:
+            return
+        self._conn.close()
+        self._child_conn.close()
+        self._proc.close()
+        self.restart_backoff_s = min(self.restart_backoff_s * 2, MAX_RESTART_BACKOFF_S)
+        try:
+            self._new_child()
+            self.start()
+        except Exception:  # noqa: BLE001 - a failed restart must not take the hub's loop down: retried later
+            log.exception("the Parquet export process could not be restarted (retrying in %.1f s)",
+                          self.restart_backoff_s)
+            self._died_at = now
+            return
+        self.restarts += 1
+        self._died_at = None
+        log.warning("the Parquet export process was restarted (restart %d, pid %s)", self.restarts, self._proc.pid)
 
     def _drain(self, wait_s: float) -> None:
         try:
@@ -109,10 +176,17 @@ class ParquetExportProcess:
 
 
 def export_main(conn: Connection, args: tuple) -> None:
-    """The child: wait for the export lock, run the export thread, report its status until told to stop or the
-    hub is gone, then stop it (exports what is stored within its timeout, rolls its files)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C or SIGTERM to the process group is the hub's to act on
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The child: wait for the export lock, run the export thread, report its status until told to stop (``stop``
+    or SIGTERM) or the hub is gone, then stop it (exports what is stored within its timeout, rolls its files)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the process group is the hub's to act on
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _export_until_stopped(conn, args)
+    except _Terminated:
+        pass  # before the export started, or while it stopped: nothing left to roll (the lock goes with the fd)
+
+
+def _export_until_stopped(conn: Connection, args: tuple) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         os.nice(EXPORT_NICE)
@@ -123,8 +197,9 @@ def export_main(conn: Connection, args: tuple) -> None:
     if lock is None:
         return
     export = ParquetExportThread(store_path, out_dir, *args[2:])
-    export.start()
+    terminated = False
     try:
+        export.start()
         while True:
             try:
                 if conn.poll(STATUS_EVERY_S) and conn.recv() == STOP:
@@ -132,12 +207,16 @@ def export_main(conn: Connection, args: tuple) -> None:
                 conn.send(export.status())
             except (EOFError, OSError):  # the hub is gone
                 break
+    except _Terminated:
+        terminated = True  # the hub is exiting (multiprocessing's atexit) or someone asked this child to end
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop below is bounded by its timeout
         export.stop(export.stop_timeout_s)
-        try:
-            conn.send(export.status())
-        except OSError:
-            pass
+        if not terminated:  # after SIGTERM nobody may read: a send could block on a full pipe
+            try:
+                conn.send(export.status())
+            except OSError:
+                pass
         os.close(lock)
 
 

@@ -133,10 +133,10 @@ class HubServer(HubTrunks):
     def run(self) -> None:
         """Serve until ``request_stop``; always closes the socket, the writer and the store."""
         until = time.monotonic() + self.cfg.run_for_s if self.cfg.run_for_s else float("inf")
-        for outlet in (self.export, self.wandb):  # the returns reader starts with the first trial (hub_trunks.py)
-            if outlet is not None:
-                outlet.start()
-        try:
+        try:  # outlets start inside: a failure or Ctrl-C while starting them still stops the export process
+            for outlet in (self.export, self.wandb):  # the returns reader starts with the first trial (hub_trunks.py)
+                if outlet is not None:
+                    outlet.start()
             self._serve(lambda: self._stop.is_set() or time.monotonic() >= until)
             self._stopping = True
             end = time.monotonic() + self.cfg.stop_timeout_s
@@ -174,14 +174,16 @@ class HubServer(HubTrunks):
                 next_registry = now + every_s
 
     def _close(self, timeout: float) -> None:
-        self.writer.close(timeout)
-        self.adapter_intake.close(timeout)
-        self._answer_commits()  # what committed while the writer closed is acked before the socket goes
-        self._answer_adapters()
-        self.trunks.close()
-        self.returns.stop(timeout)
-        if self.export is not None:
-            self.export.stop(timeout)  # exports what is stored within the timeout, rolls its open files
+        try:
+            self.writer.close(timeout)
+            self.adapter_intake.close(timeout)
+            self._answer_commits()  # what committed while the writer closed is acked before the socket goes
+            self._answer_adapters()
+            self.trunks.close()
+            self.returns.stop(timeout)
+        finally:  # whatever failed above: a running export child would hold up interpreter exit
+            if self.export is not None:
+                self.export.stop(timeout)  # exports what is stored within the timeout, rolls its open files
         self.registry.hub["running"] = False
         self.write_registry()
         if self.wandb is not None:

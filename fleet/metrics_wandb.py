@@ -44,6 +44,8 @@ class WandbReporter:
     def stop(self, timeout: float) -> None:
         """Log once more, finish the run (an offline run stays under ./wandb or WANDB_DIR) and end the thread."""
         self._stop.set()
+        if self._thread.ident is None:  # never started (the hub failed while starting its outlets)
+            return
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("W&B did not finish within %.0f s; its run may lack the last metrics", timeout)

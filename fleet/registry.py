@@ -209,5 +209,6 @@ def _footer(snapshot: dict[str, Any]) -> list[str]:
         lines.append(f"parquet: complete through {when} (rowid {pq.get('complete_through_rowid', 0)}); "
                      f"{pq.get('chunks_behind', 0)} chunks / {pq.get('behind_s', 0.0):.1f} s behind; "
                      f"{pq.get('rows_exported', 0)} rows in {pq.get('files', 0)} files; {pq.get('failures', 0)} failures"
+                     + (f", {pq['restarts']} process restarts" if pq.get("restarts") else "")
                      + (f" (last: {pq['last_error']})" if pq.get("last_error") else ""))
     return lines

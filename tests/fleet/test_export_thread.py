@@ -114,3 +114,113 @@ def test_the_export_process_ends_when_its_hub_is_killed_and_holds_no_lock_after(
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         kill_group(proc)
+
+
+_EXITS_WITHOUT_STOP = '''
+import sys
+import time
+from pathlib import Path
+
+from fleet.export_process import ParquetExportProcess
+from fleet.store import ExperienceStore
+
+if __name__ == "__main__":
+    d = Path(sys.argv[1])
+    ExperienceStore(d / "experience.sqlite").close()
+    export = ParquetExportProcess(d / "experience.sqlite", d / "parquet", 1 << 20, 0.5, 0.1, 2.0)
+    export.start()
+    end = time.monotonic() + 60
+    while not export.status()["running"] and time.monotonic() < end:  # the child is up, its signals set
+        time.sleep(0.05)
+    print(export.pid, export.status()["running"], flush=True)
+    raise RuntimeError("the hub failed before it stopped its export")
+'''
+
+
+@pytest.mark.timeout(180)
+def test_a_hub_that_raises_before_stopping_its_export_still_exits_and_frees_the_lock(tmp_path):
+    import fcntl
+    import os
+    import signal
+    import sys
+
+    from fleet.export_process import LOCK_FILE
+
+    script = tmp_path / "hub_that_raises.py"
+    script.write_text(_EXITS_WITHOUT_STOP)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)  # the child's stop takes its stop_timeout_s (2 s) at most
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the process hung at exit: multiprocessing joins its export child, which ignored SIGTERM")
+    assert proc.returncode == 1 and "the hub failed before it stopped its export" in err, err
+    pid, running = out.split()
+    assert running == "True", err  # the export had started before the raise
+    assert not Path(f"/proc/{pid}").exists()  # joined at exit, not left behind
+    with open(tmp_path / LOCK_FILE, "a") as f:  # the child let go of its lock
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.timeout(180)
+def test_an_export_child_killed_9_is_restarted_and_exports_what_is_stored_after(tmp_path):
+    import os
+    import signal
+
+    from fleet.export_process import ParquetExportProcess
+    from fleet.store import ExperienceStore
+
+    records, expected = _fleet_records(seed=5, robots=2, episodes=2)
+    half = len(records) // 2
+    out = tmp_path / "parquet"
+    store = ExperienceStore(tmp_path / "experience.sqlite")
+    export = ParquetExportProcess(tmp_path / "experience.sqlite", out, 1 << 20, 0.2, 0.1, 5.0)
+    try:
+        store.put_many(records[:half])
+        export.start()
+        first = export.pid
+        assert wait_until(lambda: export.status()["complete_through_rowid"] == store.last_rowid(), 60), \
+            export.status()
+        os.kill(first, signal.SIGKILL)  # an OOM kill: nobody asked it to stop
+        store.put_many(records[half:])  # stored after the kill: only a restarted export writes them
+        assert wait_until(lambda: (s := export.status())["complete_through_rowid"] == store.last_rowid() and
+                          s["chunks_behind"] == 0, 60), export.status()
+        status = export.status()
+        assert export.pid != first and status.get("restarts") == 1 and status["running"], status
+        assert status["failures"] >= 1  # the death is counted, and the count never goes back
+    finally:
+        export.stop(5.0)
+        store.close()
+    assert _duckdb_rows(out) == expected  # nothing lost or doubled across the kill
+    assert export.status().get("restarts") == 1  # stopped on request: not restarted again
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_ends_the_export_child_cleanly_frees_its_lock_and_is_not_restarted(tmp_path):
+    import fcntl
+    import os
+    import signal
+    import time
+
+    from fleet.export_process import LOCK_FILE, ParquetExportProcess
+    from fleet.store import ExperienceStore
+
+    ExperienceStore(tmp_path / "experience.sqlite").close()
+    export = ParquetExportProcess(tmp_path / "experience.sqlite", tmp_path / "parquet", 1 << 20, 0.2, 0.1, 2.0)
+    try:
+        export.start()
+        child = export.pid
+        assert wait_until(lambda: export.status()["running"], 60), export.status()
+        os.kill(child, signal.SIGTERM)  # as multiprocessing's exit handler, or a TERM to the hub's group, sends
+        assert wait_until(lambda: not export.status()["running"], 60), "SIGTERM did not end the export child"
+        with open(tmp_path / LOCK_FILE, "a") as f:  # exited, and its lock went with it
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for _ in range(20):  # well past the 0.1 s restart backoff: a child ended on request stays ended
+            status = export.status()
+            time.sleep(0.05)
+        assert export.pid == child and status.get("restarts", 0) == 0 and status["failures"] == 0, status
+    finally:
+        export.stop(5.0)

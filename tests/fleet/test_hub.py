@@ -464,3 +464,30 @@ def test_registry_file_is_replaced_atomically_and_is_json(tmp_path):
         stop.set()
         t.join(10.0)
     assert not errors and seen and set(seen) == {3}, errors
+
+
+@pytest.mark.timeout(120)
+def test_a_fault_while_closing_the_hub_still_stops_its_export_process(tmp_path):
+    import fcntl
+    from pathlib import Path
+
+    from fleet.export_process import LOCK_FILE
+    from fleet.hub import HubServer
+
+    server = HubServer(hub_config(tmp_path / "hub", run_for_s=1.0, parquet_every_s=0.1))
+
+    def broken_stop(timeout: float) -> None:
+        raise OSError("the returns reader failed to stop")
+    server.returns.stop = broken_stop  # a fault in a step of closing that runs before the export's stop
+    try:
+        with pytest.raises(OSError, match="returns reader"):
+            server.run()
+        # stopped, not left for multiprocessing's exit handler (which would join it with no timeout)
+        assert server.export.pid is not None and not Path(f"/proc/{server.export.pid}").exists()
+        with open(tmp_path / "hub" / LOCK_FILE, "a") as f:  # and its lock is free for the next hub
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:  # what the failed close left open
+        server.export.stop(5.0)
+        server.metrics.close()
+        server.sock.close(0)
+        server.store.close()

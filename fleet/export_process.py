@@ -133,7 +133,9 @@ class ParquetExportProcess:
     def _restart_if_dead(self) -> None:
         if self._stopping or not self._started_at or self._proc.is_alive():
             return
-        if self._proc.exitcode == 0:  # it ended as asked: SIGTERM (e.g. to the hub's whole group at shutdown)
+        # it ended as asked: SIGTERM (e.g. to the hub's whole group at shutdown), handled (0) or, when it came
+        # before the child installed its handler, by default (-SIGTERM)
+        if self._proc.exitcode in (0, -signal.SIGTERM):
             log.warning("the Parquet export process was terminated: not restarted until the hub restarts")
             self._stopping = True
             return
@@ -150,14 +152,24 @@ class ParquetExportProcess:
             return
         if now - self._died_at < self.restart_backoff_s:
             return
-        self._conn.close()
-        self._child_conn.close()
-        self._proc.close()
         self.restart_backoff_s = min(self.restart_backoff_s * 2, MAX_RESTART_BACKOFF_S)
+        old = (self._conn, self._child_conn, self._proc)
         try:
+            # the new child first: if it cannot be made (EMFILE...), the old (dead, unclosed) one stays in place,
+            # so status() and stop() still work on it
             self._new_child()
-            self.start()
         except Exception:  # noqa: BLE001 - a failed restart must not take the hub's loop down: retried later
+            self._conn, self._child_conn, self._proc = old
+            log.exception("the Parquet export process could not be restarted (retrying in %.1f s)",
+                          self.restart_backoff_s)
+            self._died_at = now
+            return
+        old[0].close()
+        old[1].close()
+        old[2].close()
+        try:
+            self.start()
+        except Exception:  # noqa: BLE001 - as above; the unstarted child is replaced at the next try
             log.exception("the Parquet export process could not be restarted (retrying in %.1f s)",
                           self.restart_backoff_s)
             self._died_at = now

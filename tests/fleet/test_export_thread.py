@@ -224,3 +224,41 @@ def test_sigterm_ends_the_export_child_cleanly_frees_its_lock_and_is_not_restart
         assert export.pid == child and status.get("restarts", 0) == 0 and status["failures"] == 0, status
     finally:
         export.stop(5.0)
+
+
+@pytest.mark.timeout(180)
+def test_an_export_child_that_cannot_be_remade_leaves_status_and_stop_working_and_is_remade_later(tmp_path):
+    import os
+    import signal
+
+    from fleet.export_process import ParquetExportProcess
+    from fleet.store import ExperienceStore
+
+    records, expected = _fleet_records(seed=6, robots=1, episodes=2)
+    out = tmp_path / "parquet"
+    store = ExperienceStore(tmp_path / "experience.sqlite")
+    export = ParquetExportProcess(tmp_path / "experience.sqlite", out, 1 << 20, 0.2, 0.1, 5.0)
+    remake = export._new_child
+    tries: list[int] = []
+
+    def out_of_descriptors() -> None:  # what a Pipe() at the fd limit raises
+        tries.append(1)
+        raise OSError(24, "Too many open files")
+
+    try:
+        export.start()
+        first = export.pid
+        assert wait_until(lambda: export.status()["running"], 60), export.status()
+        export._new_child = out_of_descriptors
+        os.kill(first, signal.SIGKILL)
+        assert wait_until(lambda: export.status() and len(tries) >= 2, 30), tries  # status() answers throughout
+        assert export.status()["running"] is False
+        export._new_child = remake  # descriptors free again: the next try remakes it
+        store.put_many(records)
+        assert wait_until(lambda: (s := export.status())["complete_through_rowid"] == store.last_rowid() and
+                          s["chunks_behind"] == 0, 90), export.status()
+        assert export.pid != first and export.status()["restarts"] == 1
+    finally:
+        export.stop(5.0)
+        store.close()
+    assert _duckdb_rows(out) == expected

@@ -41,6 +41,7 @@ class _Episode:
     steps: int = 0  # steps of its chunks read before its done chunk
     partial: bool = False  # a chunk of it was unreadable or stored before the history read: never credited
     end: tuple[int, int] | None = None  # (seq, trunk version of the done step) once its done chunk is read
+    end_first_step: int | None = None  # the done chunk's first_step: the steps every earlier chunk of it adds to
 
 
 @dataclass
@@ -56,14 +57,21 @@ def chunk_steps(record: bytes, stored_as: str | None = None) -> tuple[np.ndarray
     """(rewards, dones, trunk_version) of one stored record, read without decoding its other arrays. With
     ``stored_as`` (the chunk id the hub's store verified the record under at ingest) only its framing is checked,
     not its sha256 again (the npz members read carry CRCs of their own)."""
-    if stored_as is None:
-        verify_record(record)
-    else:
-        record_header(record, stored_as)
+    return chunk_steps_from(record, stored_as)[1:]
+
+
+def chunk_steps_from(record: bytes, stored_as: str | None = None
+                     ) -> tuple[int | None, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`chunk_steps` with the episode step of the chunk's first row first (its header's ``first_step``;
+    None for a chunk from an agent that did not write it)."""
+    header = verify_record(record) if stored_as is None else record_header(record, stored_as)
+    first = header.get("first_step")
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        first = None
     _, hlen, plen = PREFIX.unpack_from(record, 0)
     start = PREFIX.size + hlen
     with np.load(io.BytesIO(bytes(record[start:start + plen])), allow_pickle=False) as npz:
-        return npz["rewards"].astype(np.float64), npz["dones"] > 0.5, npz["trunk_version"].astype(np.int64)
+        return first, npz["rewards"].astype(np.float64), npz["dones"] > 0.5, npz["trunk_version"].astype(np.int64)
 
 
 class EpisodeReturns:
@@ -138,7 +146,7 @@ class EpisodeReturns:
         if ep.end is not None and row.seq > ep.end[0]:
             return  # after its done: no step of it
         try:  # on the hub's interpreter: its store checked the digest at ingest, so do not hash it again
-            rewards, dones, versions = chunk_steps(row.record, stored_as=row.chunk_id)
+            first_step, rewards, dones, versions = chunk_steps_from(row.record, stored_as=row.chunk_id)
         except Exception as exc:  # noqa: BLE001 - a bad chunk costs only its own episode
             self.unreadable_chunks += 1  # the first per robot is a warning; a flood of them must not be one
             level = logging.DEBUG if row.robot_id in self._warned or len(self._warned) > KEPT_EPISODES else logging.WARNING
@@ -150,6 +158,7 @@ class EpisodeReturns:
             if len(ends):  # the agent starts a new episode after a done: nothing after it is of this one
                 ep.total += float(rewards[:ends[0] + 1].sum())
                 ep.end = (row.seq, int(versions[ends[0]]))
+                ep.end_first_step = first_step
             else:
                 ep.total += float(rewards.sum())
                 ep.steps += len(rewards)
@@ -160,10 +169,17 @@ class EpisodeReturns:
         count it partial once its done is read and it is partial."""
         if ep.end is None:
             return
+        if not ep.partial and ep.end_first_step is not None:
+            # the agent said how many steps came before its last chunk: wait for every one of them, including a
+            # chunk still on its way (refused NO_CREDIT and resent after a later one was taken); more is corrupt
+            if ep.steps < ep.end_first_step:
+                return
+            ep.partial = ep.steps > ep.end_first_step
         if not ep.partial:
-            stored = self.store.steps_before(row.robot_id, row.spool_epoch, row.episode, ep.end[0])
-            if ep.steps < stored:
-                return  # a chunk of it stored late is still to be read
+            if ep.end_first_step is None:  # an older agent's chunks: what the store holds is all it can tell
+                stored = self.store.steps_before(row.robot_id, row.spool_epoch, row.episode, ep.end[0])
+                if ep.steps < stored:
+                    return  # a chunk of it stored late is still to be read
             with self._lock:
                 self._done[row.robot_id].append((ep.end[1], ep.total))
         else:

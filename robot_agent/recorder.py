@@ -57,6 +57,7 @@ class TransitionRecorder:
         # the robot cannot measure the physics the sim critic saw: those columns enter as nominal (0)
         self._no_physics = np.zeros(PhysicsParams.NUM_PRIVILEGED, np.float32)
         self._rows: dict[str, list] = {k: [] for k in ROW_KEYS}
+        self._first_step = 0
         self._step: StepResult | None = None  # the transition that ended at the latest reading
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None  # obs, critic, action, log-prob
 
@@ -66,6 +67,7 @@ class TransitionRecorder:
         self.contract.begin_episodes(self.rng, self.inputs, ROBOT)
         self.episode, self.versions = episode, (trunk_version, adapter_version)
         self._rows = {k: [] for k in ROW_KEYS}
+        self._first_step = 0  # the episode step of the next chunk's first row (its header's ``first_step``)
         self._step = self._last = None
         self._aborted = False
 
@@ -128,7 +130,8 @@ class TransitionRecorder:
                 "dones": np.zeros(n), "time_outs": np.zeros(n), "stamp": np.zeros(n)}
         # the header's numbers at their widest, so that the estimate is not below a real record
         robot = str(self.header.get("robot_id", "robot"))  # the spool's id format: <robot>-<16 hex epoch>-<seq>
-        header = {**self.header, "episode": 1 << 40, "steps": n, "episode_end": False, "trunk_version": 1 << 40,
+        header = {**self.header, "episode": 1 << 40, "first_step": 1 << 40, "steps": n, "episode_end": False,
+                  "trunk_version": 1 << 40,
                   "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}", "seq": 10**10 - 1,
                   "spool_epoch": "f" * 16}
         arrays = chunk_arrays(rows, np.zeros(critic), 0, 0)
@@ -145,8 +148,11 @@ class TransitionRecorder:
     def _emit(self, final_critic_obs: np.ndarray, episode_end: bool) -> None:
         trunk, adapter = self.versions
         arrays = chunk_arrays(self._rows, final_critic_obs, trunk, adapter)
-        header = {**self.header, "episode": self.episode, "steps": len(arrays["rewards"]), "episode_end": episode_end,
-                  "trunk_version": trunk, "adapter_version": adapter}
+        steps = len(arrays["rewards"])
+        # first_step lets a reader tell that every chunk of an episode before its last one has arrived
+        header = {**self.header, "episode": self.episode, "first_step": self._first_step, "steps": steps,
+                  "episode_end": episode_end, "trunk_version": trunk, "adapter_version": adapter}
+        self._first_step += steps
         self._rows = {k: [] for k in ROW_KEYS}
         self.sink.put(header, arrays)
 

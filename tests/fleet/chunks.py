@@ -32,18 +32,23 @@ def agent_arrays(rng: np.random.Generator, steps: int, hardware: str = "cartpole
 
 
 def agent_header(robot_id: str, epoch: str, seq: int, episode: int, arrays: dict[str, np.ndarray],
-                 hardware: str = "cartpole", task: str = "cartpole_swingup", episode_end: bool = False) -> dict[str, Any]:
-    """The header ``Agent._emit`` writes, with the ``chunk_id``, ``seq`` and ``spool_epoch`` its spool adds."""
-    return {"robot_id": robot_id, "hardware": hardware, "task": task, "episode": episode,
-            "steps": len(arrays["rewards"]), "episode_end": episode_end,
-            "trunk_version": int(arrays["trunk_version"][0]), "adapter_version": int(arrays["adapter_version"][0]),
-            "chunk_id": f"{robot_id}-{epoch}-{seq:010d}", "seq": seq, "spool_epoch": epoch}
+                 hardware: str = "cartpole", task: str = "cartpole_swingup", episode_end: bool = False,
+                 first_step: int | None = None) -> dict[str, Any]:
+    """The header ``Agent._emit`` writes, with the ``chunk_id``, ``seq`` and ``spool_epoch`` its spool adds
+    (``first_step`` None: as an agent that did not write it)."""
+    header = {"robot_id": robot_id, "hardware": hardware, "task": task, "episode": episode,
+              "steps": len(arrays["rewards"]), "episode_end": episode_end,
+              "trunk_version": int(arrays["trunk_version"][0]), "adapter_version": int(arrays["adapter_version"][0]),
+              "chunk_id": f"{robot_id}-{epoch}-{seq:010d}", "seq": seq, "spool_epoch": epoch}
+    if first_step is not None:
+        header["first_step"] = first_step
+    return header
 
 
 def agent_record(rng: np.random.Generator, robot_id: str, seq: int, epoch: str = "0123456789abcdef", episode: int = 0,
                  steps: int = 20, hardware: str = "cartpole", versions: tuple[int, int] = (0, 0),
-                 episode_end: bool = False) -> bytes:
+                 episode_end: bool = False, first_step: int | None = None) -> bytes:
     """The spool record bytes of one synthetic chunk."""
     arrays = agent_arrays(rng, steps, hardware, versions, episode_end)
-    return encode_record(agent_header(robot_id, epoch, seq, episode, arrays, hardware, TASKS[hardware], episode_end),
-                         arrays)
+    return encode_record(agent_header(robot_id, epoch, seq, episode, arrays, hardware, TASKS[hardware], episode_end,
+                                      first_step), arrays)

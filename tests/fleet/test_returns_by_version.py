@@ -156,3 +156,31 @@ def test_an_episode_that_never_gets_its_last_chunk_is_counted_partial_once(tmp_p
         assert returns.partial_episodes == 1 and returns.pending_episodes == 0
     finally:
         store.close()
+
+
+def test_an_episode_whose_middle_chunk_is_still_on_its_way_when_its_done_is_read_waits_for_it(tmp_path):
+    from fleet.returns_by_version import EpisodeReturns
+    from fleet.store import STORE_FILE, ExperienceStore
+    from tests.fleet.chunks import agent_record
+
+    # m was refused NO_CREDIT and resent: the reader reads episode 0's done before m is stored at all
+    rng = np.random.default_rng(4)
+    spec = {"a": (0, 0, False, 0), "m": (1, 0, False, 10), "b": (2, 0, True, 20), "c": (3, 1, False, 0),
+            "d": (4, 1, True, 10)}
+    records = {name: agent_record(rng, "unit-0", seq, episode=ep, steps=10, episode_end=end, first_step=first)
+               for name, (seq, ep, end, first) in spec.items()}
+    store = ExperienceStore(tmp_path / STORE_FILE)
+    try:
+        returns = EpisodeReturns(store, history_chunks=10)
+        for name in "abc":
+            store.put_many([records[name]])
+        returns.catch_up()
+        assert returns.returns("unit-0") == [] and returns.pending_episodes == 2  # a + b is not its return
+        for name in "md":
+            store.put_many([records[name]])
+        returns.catch_up()
+        got = [round(r, 4) for _, r in returns.returns("unit-0")]
+        assert got == [_return(records["a"], records["m"], records["b"]), _return(records["c"], records["d"])]
+        assert returns.partial_episodes == 0 and returns.pending_episodes == 0
+    finally:
+        store.close()

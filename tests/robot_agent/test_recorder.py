@@ -66,3 +66,26 @@ def test_recorder_and_a_one_world_env_give_identical_transitions_for_the_same_st
     command = env.obs_layout.slices["command"]
     assert len({tuple(c) for c in arrays["obs"][:, command]}) == 3  # two re-draws inside the episode
     np.testing.assert_array_equal(arrays["critic_obs"][-1, command], arrays["obs"][-1, command])
+
+
+@pytest.mark.timeout(300)
+def test_each_chunk_says_the_episode_step_of_its_first_row_and_a_new_episode_starts_at_zero():
+    env = sim.make_env("cartpole_swingup", "cartpole", 1, seed=0, nthread=1, episode_length_s=0.5)
+    sink = ChunkList()
+    rec = TransitionRecorder(env.task, env.obs_layout, env.priv_layout, sink, chunk_steps=7,
+                             rng=np.random.default_rng(0), header={})
+    state = copy.deepcopy(env.state)
+    action = np.zeros(env.num_actions)
+    for episode in range(2):
+        rec.begin(episode, 0, 0)
+        while True:
+            obs, done = rec.observe(state, cut_short=False)
+            if done:
+                rec.record(0.0, state, obs, None)
+                break
+            rec.record(0.0, state, obs, action, log_prob=0.0)
+    for episode in range(2):
+        headers = [h for h, _ in sink.chunks if h["episode"] == episode]
+        assert len(headers) > 2 and headers[-1]["episode_end"]
+        starts = [h["first_step"] for h in headers]
+        assert starts == list(np.cumsum([0] + [h["steps"] for h in headers[:-1]]))  # no gap, no overlap

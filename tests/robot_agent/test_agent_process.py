@@ -64,7 +64,8 @@ def test_spool_after_kill_9_keeps_every_complete_chunk_and_drops_the_torn_tail(t
     proc = _start(tmp_path, cartpole_checkpoint, "driver.options.realtime=false", "adapter.steps_per_update=100")
     spool_dir = tmp_path / "state" / "spool"
     try:
-        _wait_for(lambda: len(_chunk_ids(spool_dir)) >= 8, 120, proc)
+        # a status file written too: without a clock to wait on, 8 chunks can come before the first status
+        _wait_for(lambda: len(_chunk_ids(spool_dir)) >= 8 and (tmp_path / "state" / "status.json").exists(), 120, proc)
         trainer = _children(proc.pid)
         before = _chunk_ids(spool_dir)
         os.kill(proc.pid, signal.SIGKILL)

@@ -44,6 +44,11 @@ from shared_policy.durable import fsync_dir, write_atomic
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = 1
 KEPT_SKIPS = 1000  # the manifest names this many skipped chunks (all are counted)
+# The exporter's working set: a batch of records read at a time, and a row group's decoded columns before they
+# are written (numpy pieces, then one Arrow table of the same size). Row counts alone let 256 chunks of 1 MiB,
+# or 65536 rows of a wide robot, take hundreds of MB.
+BATCH_BYTES = 8 << 20
+ROW_GROUP_BYTES = 8 << 20
 
 _F32_LIST = pa.list_(pa.float32())
 SCHEMA = pa.schema([
@@ -127,15 +132,18 @@ class ParquetExporter:
     (or ``run``) repeatedly, ``flush`` to roll now, ``close`` at the end."""
 
     def __init__(self, store: ExperienceStore, out_dir: str | Path, file_bytes: int = 128 << 20, roll_s: float = 300.0,
-                 row_group_rows: int = 65536, batch_chunks: int = 256, fsync: bool = True):
+                 row_group_rows: int = 65536, batch_chunks: int = 256, fsync: bool = True,
+                 row_group_bytes: int = ROW_GROUP_BYTES, batch_bytes: int = BATCH_BYTES):
         checks = {"file_bytes": file_bytes > 0, "roll_s": roll_s > 0, "row_group_rows": row_group_rows >= 1,
-                  "batch_chunks": batch_chunks >= 1}
+                  "batch_chunks": batch_chunks >= 1, "row_group_bytes": row_group_bytes >= 1,
+                  "batch_bytes": batch_bytes >= 1}
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: invalid value {locals()[key]!r}")
         self.store, self.dir = store, Path(out_dir)
         self.file_bytes, self.roll_s, self.row_group_rows = file_bytes, roll_s, row_group_rows
         self.batch_chunks, self.fsync = batch_chunks, fsync
+        self.row_group_bytes, self.batch_bytes = row_group_bytes, batch_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / MANIFEST
         self.manifest: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
@@ -164,7 +172,7 @@ class ParquetExporter:
     def step(self) -> int:
         """Export the next batch of stored chunks (into the open files) and roll if due; returns how many
         chunks were read."""
-        rows = self.store.read_since(self._read_rowid, self.batch_chunks)
+        rows = self.store.read_since(self._read_rowid, self.batch_chunks, max_bytes=self.batch_bytes)
         for row in rows:
             if self._oldest_unflushed is None:
                 self._oldest_unflushed = time.monotonic()
@@ -199,7 +207,7 @@ class ParquetExporter:
         f.pending_rows += n
         f.pending_bytes += sum(v[0].nbytes for k, v in pieces.items() if k in _LISTS) + 64 * n
         f.rows, f.chunks, f.max_rowid = f.rows + n, f.chunks + 1, row.rowid
-        if f.pending_rows >= self.row_group_rows:
+        if f.pending_rows >= self.row_group_rows or f.pending_bytes >= self.row_group_bytes:
             self._write_row_group(f)
 
     def _write_row_group(self, f: _OpenFile) -> None:

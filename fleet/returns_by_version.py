@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 KEPT_EPISODES = 1000  # per robot: far more than a roll-out compares
 LATE_EPISODES = 4  # per robot spool: how far behind its newest episode a late chunk still completes one
+READ_BYTES = 8 << 20  # records read at a time: 256 chunks of 1 MiB would be 256 MiB in the hub
 
 
 @dataclass
@@ -117,7 +118,7 @@ class EpisodeReturns:
         """Read every chunk stored since the last call; returns how many."""
         n = 0
         while not self._stop.is_set():
-            rows = self.store.read_since(self._rowid, 256)
+            rows = self.store.read_since(self._rowid, 256, max_bytes=READ_BYTES)  # in the hub's own memory
             if not rows:
                 return n
             for row in rows:

@@ -290,11 +290,27 @@ class ExperienceStore:
     def __contains__(self, chunk_id: object) -> bool:
         return bool(self._read("SELECT 1 FROM chunks WHERE chunk_id = ?", (chunk_id,)))
 
-    def read_since(self, rowid: int, limit: int = 256) -> list[StoredChunk]:
+    def read_since(self, rowid: int, limit: int = 256, max_bytes: int | None = None) -> list[StoredChunk]:
         """Up to ``limit`` chunks stored after ``rowid``, in commit order (start with 0; pass the last one's
-        ``rowid`` next time). Only committed rows are seen, so a tailing reader never skips one."""
-        rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                          (rowid, limit))
+        ``rowid`` next time). Only committed rows are seen, so a tailing reader never skips one. ``max_bytes``
+        bounds the records' total size (a reader's memory: 256 chunks of 1 MiB are 256 MiB), always at least one."""
+        if max_bytes is not None:
+            # sizes first (the record column is last: its pages are not read), then the rows that fit. Rowids
+            # grow in commit order and commits are serial, so the second query sees every row up to ``last``.
+            sizes = self._read("SELECT rowid, nbytes FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                               (rowid, limit))
+            if not sizes:
+                return []
+            total, last = 0, sizes[0][0]
+            for r, n in sizes:
+                if total and total + n > max_bytes:
+                    break
+                total, last = total + n, r
+            rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? AND rowid <= ? "
+                              "ORDER BY rowid", (rowid, last))
+        else:
+            rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? ORDER BY rowid "
+                              "LIMIT ?", (rowid, limit))
         return [StoredChunk(*r) for r in rows]
 
     def last_rowid(self) -> int:

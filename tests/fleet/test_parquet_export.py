@@ -180,6 +180,30 @@ def test_files_roll_by_size_into_row_groups_and_leave_no_temp_files(tmp_path):
     assert spans and _duckdb_rows(out) == expected
 
 
+def test_row_groups_are_cut_by_bytes_and_reads_batched_by_bytes_so_wide_chunks_stay_bounded(tmp_path, monkeypatch):
+    records, expected = _fleet_records(seed=4, robots=2, episodes=4)
+    out = tmp_path / "parquet"
+    reads: list[int] = []
+    with _store(tmp_path, records) as store:
+        read_since = store.read_since
+
+        def counting(rowid, limit=256, max_bytes=None):
+            rows = read_since(rowid, limit, max_bytes)
+            reads.append(sum(r.nbytes for r in rows))
+            assert max_bytes is not None and (len(rows) <= 1 or reads[-1] <= max_bytes)
+            return rows
+
+        monkeypatch.setattr(store, "read_since", counting)
+        one = max(len(r) for r in records)
+        # counts alone would make one row group per file and one read per 256 chunks
+        ParquetExporter(store, out, row_group_bytes=2_000, batch_bytes=2 * one).catch_up()
+    files = sorted(out.glob("hardware=*/date=*/part-*.parquet"))
+    assert min(pq.ParquetFile(f).num_row_groups for f in files) > 1
+    filled = [n for n in reads if n]  # every record read once, in reads of at most two records' worth
+    assert sum(filled) == sum(len(r) for r in records) and len(filled) > 1 and max(filled) <= 2 * one
+    assert _duckdb_rows(out) == expected
+
+
 def test_chunk_with_bad_arrays_is_skipped_named_in_the_manifest_and_costs_only_itself(tmp_path):
     records, expected = _fleet_records(seed=3, robots=1, episodes=1)
     rng = np.random.default_rng(9)

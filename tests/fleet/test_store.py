@@ -135,6 +135,19 @@ def test_reader_tailing_by_rowid_sees_every_committed_chunk_once_in_order(tmp_pa
     assert seen == [verify_record(r)["chunk_id"] for r in recs]
 
 
+def test_a_byte_bounded_read_returns_the_prefix_that_fits_and_never_nothing(tmp_path):
+    recs = [chunk_bytes("unit-0", EPOCH, seq) for seq in range(20)]
+    size = len(recs[0])
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        store.put_many(recs)
+        assert [r.seq for r in store.read_since(0, 256, max_bytes=3 * size + size // 2)] == [0, 1, 2]
+        assert [r.seq for r in store.read_since(0, 256, max_bytes=1)] == [0]  # one record bigger than the bound
+        assert [r.seq for r in store.read_since(0, 4, max_bytes=100 * size)] == [0, 1, 2, 3]  # the count still bounds
+        tail = store.read_since(store.last_rowid() - 2, 256, max_bytes=100 * size)
+        assert [r.seq for r in tail] == [18, 19] and all(r.record == recs[r.seq] for r in tail)
+        assert store.read_since(store.last_rowid(), 256, max_bytes=100 * size) == []
+
+
 def test_corrupt_store_file_is_refused_at_open_with_a_clear_error(tmp_path, rng):
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database " * 400)

@@ -171,6 +171,7 @@ class AdapterIntake:
         self.store, self._wake = store, wake
         self.newest = {r: (a.adapter_version, a.trunk_version) for r, a in store.latest().items()}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="adapter-store")
+        self.finished = False  # set by ``close`` once no upload is being stored (nothing can call ``wake`` then)
         self._done: deque[tuple[str, AdapterUpload, str | Exception]] = deque()
         self.busy: set[str] = set()  # robots with an upload being stored (the loop's thread only)
 
@@ -217,4 +218,5 @@ class AdapterIntake:
         if worker.is_alive():
             log.error("an adapter upload was still being stored at exit: not acked, so its robot resends it")
             return
+        self.finished = True
         self.store.close()

@@ -191,10 +191,13 @@ class HubServer(HubTrunks):
         self.metrics.close()
         self._close_sockets()
         self.store.close()
-        if self.writer.pending == 0:  # else a commit still running would write to a closed (or reused) fd
+        # The writer's thread and the adapter pool wake the loop through this pipe, the writer after its group's
+        # count is already down: close it only once neither can run, else a late wake-up writes a byte into
+        # whatever file reuses the number (left open otherwise: a few bytes of fds until the process exits).
+        if self.writer.finished and self.adapter_intake.finished:
             os.close(self._wake_r)
             os.close(self._wake_w)
-        else:
+        if self.writer.pending:
             log.error("%d chunks were still committing at exit: not acked, so robots resend them", self.writer.pending)
 
     def _close_sockets(self) -> None:

@@ -410,6 +410,11 @@ class GroupWriter:
             self.pending_bytes += len(record)
             self._queue.put((record, waiter))
 
+    @property
+    def finished(self) -> bool:
+        """True once the writer's thread has ended: nothing of it runs any more (``on_results`` included)."""
+        return not self._thread.is_alive()
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Commit what is queued, then stop the thread (the store stays open: its owner closes it)."""
         with self._lock:

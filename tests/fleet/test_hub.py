@@ -491,3 +491,33 @@ def test_a_fault_while_closing_the_hub_still_stops_its_export_process(tmp_path):
         server.metrics.close()
         server.sock.close(0)
         server.store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor(plain_hub, robots, tmp_path):
+    import os
+
+    hub = plain_hub(stop_timeout_s=0.5)
+    release, entered = threading.Event(), threading.Event()
+    committed = hub.server.writer.on_results
+
+    def slow_answer(results):  # the group is committed and counted down; its wake-up comes late
+        entered.set()
+        release.wait(30)
+        committed(results)
+
+    hub.server.writer.on_results = slow_answer
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    assert entered.wait(20) and hub.server.writer.pending == 0
+    hub.stop()  # the writer's close times out with its thread still in the wake-up path
+    wake_r, wake_w = hub.server._wake_r, hub.server._wake_w
+    os.fstat(wake_w)  # still the hub's pipe: closed, its number would go to the next file opened
+    os.set_blocking(wake_r, False)
+    release.set()
+    hub.server.writer._thread.join(10)
+    assert not hub.server.writer._thread.is_alive()
+    assert os.read(wake_r, 64) == b"\0"  # the late wake-up landed in the hub's own pipe
+    os.close(wake_r)
+    os.close(wake_w)

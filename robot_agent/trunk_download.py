@@ -176,8 +176,14 @@ class TrunkDownload:
             return []
         if self._install_retry_at is not None:  # complete and verified, waiting to be unpacked again
             if time.monotonic() >= self._install_retry_at:
-                self._try_install(t)
-            return []
+                # from the kept file as it is now: hashed again, and fetched again where it is gone, short or
+                # changed (an operator freeing space may delete it; the retry exists because the disk misbehaved)
+                try:
+                    self._begin(t)
+                except OSError as exc:  # the trunk dir itself (read-only, gone): later, as an install error
+                    self._retry_later(t, exc)
+            if self._install_retry_at is not None:
+                return []
         out = []
         for offset, (length, asked) in list(self._outstanding.items()):
             if now - asked >= self.timeout_s:
@@ -283,17 +289,20 @@ class TrunkDownload:
             log.error("trunk download: trunk v%d cannot be installed: %s", t.version, exc)
             return
         except OSError as exc:
-            self.install_errors += 1
-            self.last_error = f"installing trunk v{t.version}: {exc}"
-            wait = min(INSTALL_RETRY_MAX_S, INSTALL_RETRY_S * 2 ** min(self.install_errors - 1, 6))
-            self._install_retry_at = time.monotonic() + wait
-            log.error("trunk download: %s; the downloaded file is kept, install retried in %.0f s", self.last_error,
-                      wait)
+            self._retry_later(t, exc)
             return
         self.partial_path(t).unlink(missing_ok=True)
         self._want(t.version)  # before ``installed`` says so: whoever sees it installed sees it wanted
         self.installed, self.target = t.version, None
         log.info("trunk download: trunk v%d installed in %s", t.version, self.dir)
+
+    def _retry_later(self, t: Target, exc: OSError) -> None:
+        self._close_file()
+        self.install_errors += 1
+        self.last_error = f"installing trunk v{t.version}: {exc}"
+        wait = min(INSTALL_RETRY_MAX_S, INSTALL_RETRY_S * 2 ** min(self.install_errors - 1, 6))
+        self._install_retry_at = time.monotonic() + wait
+        log.error("trunk download: %s; the downloaded file is kept, install retried in %.0f s", self.last_error, wait)
 
     def _install(self, t: Target) -> None:
         final = self.dir / installed_name(t.version)

@@ -194,3 +194,38 @@ def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_i
         assert read_manifest(tmp_path / "trunks" / installed_name(2))["trunk_version"] == 2
     finally:
         hub.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_kept_trunk_file_deleted_before_the_install_retry_is_fetched_again_not_retried_forever(
+        tmp_path, spool, uplinks, monkeypatch):
+    import errno
+    import tarfile
+
+    from robot_agent import trunk_download
+
+    real, calls = tarfile.TarFile.extractall, []
+    trunks = tmp_path / "trunks"
+
+    def disk_full_then_freed(self, *args, **kwargs):  # the operator frees space by deleting the hidden file
+        calls.append(args)
+        if len(calls) == 1:
+            for partial in trunks.glob(".trunk-v*.partial"):
+                partial.unlink()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full_then_freed)
+    monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.2)
+    rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
+    hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))
+    try:
+        up = _trunk_uplink(uplinks, hub.endpoint, spool, trunks, trunk_piece_bytes=128 * 1024)
+        assert wait_until(lambda: up.status()["trunk"]["installed"] == 2, 60), up.status()
+        s = up.status()["trunk"]
+        assert s["given_up"] == [] and s["install_errors"] == 1
+        assert s["fetched_bytes"] == 2 * rec.size and len(calls) == 2  # fetched once more, then installed
+        assert read_manifest(trunks / installed_name(2))["trunk_version"] == 2
+        assert not list(trunks.glob(".trunk-v*.partial"))
+    finally:
+        hub.stop()

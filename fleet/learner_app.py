@@ -123,7 +123,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
                   f"({ {hw: len(replay.table(hw)) for hw in replay.hardware} }); {reader.stale_chunks} stale "
                   f"chunk(s) ({reader.stale_steps} steps) acted more than {cfg.learner.vtrace.max_trunk_staleness} "
                   f"trunk versions before v{version} dropped", flush=True)
-            loop.run(cfg.updates, cfg.sim_fraction, cfg.log_every, label)
+            loop.run(cfg.updates, cfg.sim_fraction, cfg.log_every, label, r)
             digest = weights_digest(policy)
             print(f"[learn] rank {ctx.rank}/{ctx.world_size} weights sha256 {digest}", flush=True)
             synced = ctx.in_sync(policy)  # the same answer on every rank

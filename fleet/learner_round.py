@@ -36,7 +36,7 @@ from sim.pretrain import PretrainRunner
 def curve_columns(hardware: list[str]) -> list[str]:
     """The learner curve's columns (``<output_dir>/curve.csv``): per update slot the losses per type."""
     per_type = [f"{hw}/{k}" for hw in sorted(hardware) for k in ("policy_loss", "value_loss", "rho_mean")]
-    return ["update", "sim", "steps_used", "steps_stale", *per_type, "sim/loss/policy", "sim/loss/value"]
+    return ["update", "round", "sim", "steps_used", "steps_stale", *per_type, "sim/loss/policy", "sim/loss/value"]
 
 
 class NoFleetData(RuntimeError):
@@ -52,6 +52,7 @@ class RoundStats:
     steps_used: float = 0.0  # sampled steps learned from (this rank)
     steps_stale: float = 0.0  # sampled steps masked as too stale (this rank)
     last: dict[str, float] = field(default_factory=dict)  # the latest metrics, by name
+    slot: dict[str, float] = field(default_factory=dict)  # the metrics the current update slot computed
 
 
 def is_sim_slot(i: int, fraction: float) -> bool:
@@ -113,21 +114,25 @@ class FleetRoundLoop:
             m = result.metrics
             stats.steps_used += m["steps_used"]
             stats.steps_stale += m["steps_stale"]
-            stats.last.update({f"{hw}/{k}": v for k, v in m.items()})
+            stats.slot.update({f"{hw}/{k}": v for k, v in m.items()})
+        stats.last.update(stats.slot)
         return any(counts)
 
     def sim_slot(self, stats: RoundStats) -> None:
         """One sim PPO iteration over every hardware type."""
         assert self.sim is not None
         self.sim.collect()
-        stats.last.update({f"sim/{k}": v for k, v in self.sim.ppo.update().items()})
+        stats.slot.update({f"sim/{k}": v for k, v in self.sim.ppo.update().items()})
+        stats.last.update(stats.slot)
         stats.sim_updates += 1
 
-    def run(self, updates: int, sim_fraction: float, log_every: int, round_label: str) -> RoundStats:
+    def run(self, updates: int, sim_fraction: float, log_every: int, round_label: str,
+            round_number: int = 1) -> RoundStats:
         """The round's ``updates`` slots; NoFleetData if no V-trace slot found any data on any rank."""
         stats, t0 = RoundStats(), time.perf_counter()
         fraction = sim_fraction if self.sim is not None else 0.0
         for i in range(updates):
+            stats.slot = {}
             if is_sim_slot(i, fraction):
                 self.sim_slot(stats)
             elif self.vtrace_slot(stats):
@@ -138,8 +143,10 @@ class FleetRoundLoop:
                 self.logger.log({**stats.last, "steps_used": stats.steps_used, "steps_stale": stats.steps_stale},
                                 step=self.global_step)
                 if self.curve is not None:
-                    self.curve.append({"update": self.global_step, "sim": int(is_sim_slot(i, fraction)),
-                                       "steps_used": stats.steps_used, "steps_stale": stats.steps_stale, **stats.last})
+                    # this slot's own metrics only: a type with no batch, or the other kind of slot, stays empty
+                    self.curve.append({"update": self.global_step, "round": round_number,
+                                       "sim": int(is_sim_slot(i, fraction)), "steps_used": stats.steps_used,
+                                       "steps_stale": stats.steps_stale, **stats.slot})
                 if (i + 1) % log_every == 0 or i + 1 == updates:
                     print(self._line(stats, i + 1, updates, time.perf_counter() - t0, round_label), flush=True)
         if stats.vtrace_updates == 0 and fraction < 1.0:

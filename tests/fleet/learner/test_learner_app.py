@@ -3,6 +3,7 @@ path, adapters in the adapter table, the current trunk in the trunk store; real 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -54,8 +55,14 @@ def test_rounds_that_pass_the_gate_publish_each_candidate_with_its_rebased_adapt
     logged = [(s["event"], s["by"], s["version"], s["rebased_adapters"]) for s in read_steps(storage)]
     assert logged == [("published", "learner", v, ["unit-a", "unit-b"]) for v in (2, 3)]  # the roll-out log says so
     curve = (tmp_path / "out" / "curve.csv").read_text().splitlines()  # the learner's curve: a row per update slot
-    assert curve[0].startswith("update,sim,steps_used,") and "cartpole/policy_loss" in curve[0]
+    assert curve[0].startswith("update,round,sim,steps_used,") and "cartpole/policy_loss" in curve[0]
     assert [row.split(",")[0] for row in curve[1:]] == [str(i) for i in range(1, 17)]  # 2 rounds x 8 updates
+    rows = list(csv.DictReader(curve))
+    assert [r["round"] for r in rows] == ["1"] * 8 + ["2"] * 8  # the report draws a line where a round starts
+    for r in rows:  # each row holds its own slot's metrics: a sim slot no V-trace loss, and the other way round
+        sim_slot = r["sim"] == "1"
+        assert (r["cartpole/policy_loss"] == "") == sim_slot and (r["sim/loss/policy"] == "") != sim_slot, r
+    assert {r["sim"] for r in rows} == {"0", "1"}
     # the rebased adapters travel with their trunk, each packed for its robot (and none for the robot without)
     robots = sorted(p.name for p in (storage / "trunks" / "v000002.robots").glob("*.tar"))
     assert robots == ["unit-a.tar", "unit-b.tar"]

@@ -214,7 +214,7 @@ class HubServer(HubTrunks):
         self._forget_gone(now)
         for robot, s in self.sessions.items():
             rec = self.registry.record(robot)
-            rec.credit, rec.in_flight_bytes = s.highest_credit, s.in_flight_bytes
+            rec.credit, rec.credit_enforced, rec.in_flight_bytes = s.credit, s.highest_credit, s.in_flight_bytes
             rec.peak_in_flight_bytes = s.peak_in_flight_bytes
             if rec.state == ALIVE and not s.connected:
                 rec.state = GONE

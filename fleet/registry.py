@@ -51,7 +51,8 @@ class RobotRecord:
     nacks: int = 0
     errors: int = 0  # messages refused with an ERROR (malformed, unknown type, identity, ...)
     last_chunk_at: float = 0.0  # when its newest chunk was received
-    credit: int = 0
+    credit: int = 0  # the window it was last told (its share of the hub's budget)
+    credit_enforced: int = 0  # the most granted on this connection: chunks sent under it are still taken
     in_flight_bytes: int = 0  # chunk bytes queued to the store and not yet acked
     peak_in_flight_bytes: int = 0  # the most ever queued at once (at most its credit, or one larger chunk)
     known_since: float = 0.0  # when the hub first heard of it (any message, refused ones too)

@@ -211,6 +211,13 @@ def test_robots_share_the_total_credit_and_the_hub_never_queues_more_than_it(pla
     assert first.welcome().credit == total  # alone: the whole budget
     assert second.welcome().credit == total // 2  # two robots: half each ...
     assert first.recv_type("credit", skip=("heartbeat",)).credit == total // 2  # ... and the first is told so
+    def credits():  # what status shows: each robot's share now, and what it was granted at most
+        try:
+            now = load_registry(tmp_path / "hub" / "registry.json")["robots"]
+            return [(now[r]["credit"], now[r]["credit_enforced"]) for r in ("unit-0", "unit-1")]
+        except (ValueError, KeyError):
+            return None
+    assert wait_until(lambda: credits() == [(total // 2, total), (total // 2, total // 2)], 10), credits()
     for s in range(1, 31):  # both ignore their credit and flood the hub
         for robot in (first, second):
             assert robot.send(robot.chunk(cid(robot.robot_id, s), recs[robot.robot_id][s]))

@@ -165,9 +165,9 @@ def _stored_trunk_versions(storage) -> set[int]:
         con.close()
 
 
-@pytest.mark.timeout(90)
-def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_install(tmp_path, spool, uplinks,
-                                                                                        monkeypatch):
+def _disk_full_on_first_unpack(monkeypatch, before_failing=lambda: None) -> list:
+    """The robot's disk fills while the first unpack runs (``before_failing`` runs first), then space is freed;
+    install retries come after 0.2 s. Returns the list of unpack calls."""
     import errno
     import tarfile
 
@@ -175,14 +175,22 @@ def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_i
 
     real, calls = tarfile.TarFile.extractall, []
 
-    def disk_full_once(self, *args, **kwargs):  # the robot's disk fills while unpacking, then space is freed
+    def disk_full_once(self, *args, **kwargs):
         calls.append(args)
         if len(calls) == 1:
+            before_failing()
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full_once)
     monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.2)
+    return calls
+
+
+@pytest.mark.timeout(90)
+def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_install(tmp_path, spool, uplinks,
+                                                                                        monkeypatch):
+    calls = _disk_full_on_first_unpack(monkeypatch)
     rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
     hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))
     try:
@@ -199,24 +207,13 @@ def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_i
 @pytest.mark.timeout(90)
 def test_a_kept_trunk_file_deleted_before_the_install_retry_is_fetched_again_not_retried_forever(
         tmp_path, spool, uplinks, monkeypatch):
-    import errno
-    import tarfile
-
-    from robot_agent import trunk_download
-
-    real, calls = tarfile.TarFile.extractall, []
     trunks = tmp_path / "trunks"
 
-    def disk_full_then_freed(self, *args, **kwargs):  # the operator frees space by deleting the hidden file
-        calls.append(args)
-        if len(calls) == 1:
-            for partial in trunks.glob(".trunk-v*.partial"):
-                partial.unlink()
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
+    def operator_frees_space():  # by deleting the hidden file
+        for partial in trunks.glob(".trunk-v*.partial"):
+            partial.unlink()
 
-    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full_then_freed)
-    monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.2)
+    calls = _disk_full_on_first_unpack(monkeypatch, operator_frees_space)
     rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
     hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))
     try:

@@ -7,8 +7,7 @@ calls :meth:`Rollout.step` about once a second:
    ``rollout.canary_count`` robots of each hardware type among those connected, in the order they connected.
    Every other robot is told the current version. The trial starts only when the canaries cover every
    hardware type the registry knows (connected or not): a shared trunk is never promoted onto a type no
-   canary tried. It waits for them up to ``max_wait_s``, then rolls back naming the uncovered types (with no
-   robot known at all it waits without a limit: the clock starts with the first robot). The set
+   canary tried. It waits for them up to ``max_wait_s``, then rolls back naming the uncovered types. The set
    is fixed, and logged, when the trial starts.
 2. **Verdicts.** For each canary: the mean return of its first ``min_episodes`` completed episodes on the
    candidate against the mean of its last ``history_episodes`` on the previous (current) version, both from the
@@ -109,9 +108,6 @@ class Rollout:
             known = known if known is not None else connected
             chosen = self._choose(connected)
             types = {**known, **connected}
-            if not types:  # no robot heard of (a fleet switched off overnight, a restarted hub): nothing to judge
-                self.waiting_since = None  # yet, and nothing to time out: the wait starts with the first robot
-                return False
             uncovered = sorted(set(types.values()) - {types[r] for r in chosen if r in types})
             if uncovered or not chosen:
                 # every hardware type of the fleet needs a canary: the trunk is shared, a type never tried is

@@ -128,16 +128,3 @@ def test_a_trial_waits_for_a_canary_of_every_known_hardware_type_and_rolls_back_
     assert store.candidate() is None and store.current().version == 1  # never promoted onto go1_like untried
     last = read_steps(tmp_path / "hub")[-1]
     assert (last["event"], last["version"]) == ("rolled_back", 3) and "go1_like" in last["why"]
-
-
-def test_a_candidate_published_while_no_robot_is_known_waits_for_the_fleet_instead_of_timing_out(tmp_path):
-    store = TrunkStore(tmp_path / "hub")
-    store.publish(small_checkpoint(tmp_path / "c1", trunk_version=1))
-    cand = store.publish(small_checkpoint(tmp_path / "c2", trunk_version=2, seed=2), candidate=True)
-    rollout = Rollout(RolloutConfig(canary_count=1, min_episodes=1, max_wait_s=60), store, tmp_path / "hub")
-    for now in (0.0, 1.0, 100.0, 10_000.0):  # the fleet is off all night
-        assert not rollout.step(cand.version, 1, {}, {}.get, now=now, known={})
-    assert store.candidate().version == 2 and rollout.state == "waiting_for_canaries"
-    connected = {"a-0": "cartpole"}
-    assert rollout.step(cand.version, 1, connected, {}.get, now=10_001.0, known=connected)  # on trial at once
-    assert rollout.canaries == ["a-0"]

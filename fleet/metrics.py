@@ -67,7 +67,9 @@ PER_ROBOT: dict[str, tuple[str, str, str, float]] = {
     "spool_depth": ("robot_spool_chunks", "gauge", "Chunks in its spool, as it last reported.", 1),
     "spool_bytes": ("robot_spool_bytes", "gauge", "Bytes in its spool, as it last reported.", 1),
     "in_flight_bytes": ("robot_credit_in_use_bytes", "gauge", "Its chunk bytes queued and not yet acked.", 1),
-    "credit": ("robot_credit_bytes", "gauge", "The byte credit it was granted.", 1),
+    "credit": ("robot_credit_bytes", "gauge", "The byte credit it was last told (its share of the hub's budget).", 1),
+    "credit_enforced": ("robot_credit_enforced_bytes", "gauge",
+                        "The most credit granted on its connection: chunks sent under it are still taken.", 1),
     "trunk_version": ("robot_trunk_version", "gauge", "The trunk version it last reported.", 1),
     "adapter_version": ("robot_adapter_version", "gauge", "The adapter version it last reported.", 1),
 }

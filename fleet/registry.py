@@ -54,7 +54,7 @@ class RobotRecord:
     credit: int = 0  # the window it was last told (its share of the hub's budget)
     credit_enforced: int = 0  # the most granted on this connection: chunks sent under it are still taken
     in_flight_bytes: int = 0  # chunk bytes queued to the store and not yet acked
-    peak_in_flight_bytes: int = 0  # the most ever queued at once (at most its credit, or one larger chunk)
+    peak_in_flight_bytes: int = 0  # the most ever queued at once (at most credit_enforced, or one larger chunk)
     known_since: float = 0.0  # when the hub first heard of it (any message, refused ones too)
     trunk_bytes_out: int = 0  # trunk pieces sent to it
     adapter_stored: int | None = None  # the newest adapter version of it in the hub's store (durable)

@@ -28,6 +28,15 @@ MANIFEST = "manifest.json"  # shared_policy.checkpoint.MANIFEST
 REBASED_ADAPTER = "rebased_adapter.safetensors"  # a robot's adapter rebased onto this trunk, packed for that robot
 
 
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            h.update(data)
+    return h.hexdigest()
+
+
 class TrunkArchiveError(RuntimeError):
     """An archive is not a packed checkpoint (bad member, no manifest, a file fails its digest)."""
 

@@ -25,7 +25,6 @@ instead of the plain archive, so trunk and adapter travel and install as one.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fleet.trunk_archive import pack_checkpoint
+from fleet.trunk_archive import file_sha256, pack_checkpoint
 from shared_policy.durable import fsync_dir, write_atomic
 
 TRUNKS_DIR, CURRENT_FILE, CANDIDATE_FILE, LOCK_FILE = "trunks", "CURRENT", "CANDIDATE", ".publish.lock"
@@ -58,15 +57,6 @@ class TrunkVersion:
     published: float = 0.0  # Unix seconds
     source: str = ""  # the checkpoint directory it was packed from
     source_trunk_version: int = 0  # that checkpoint's own trunk_version
-
-
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            h.update(data)
-    return h.hexdigest()
 
 
 class TrunkStore:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fleet.protocol import ErrorCode, TrunkData, TrunkNotice
-from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
+from fleet.trunk_archive import TrunkArchiveError, file_sha256, unpack_trunk
 from shared_policy.durable import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,8 @@ class TrunkDownload:
             return []
         if self._install_retry_at is not None:  # complete and verified, waiting to be unpacked again
             if time.monotonic() >= self._install_retry_at:
-                # from the kept file as it is now: hashed again, and fetched again where it is gone, short or
-                # changed (an operator freeing space may delete it; the retry exists because the disk misbehaved)
                 try:
-                    self._begin(t)
+                    self._retry_install(t)
                 except OSError as exc:  # the trunk dir itself (read-only, gone): later, as an install error
                     self._retry_later(t, exc)
             if self._install_retry_at is not None:
@@ -295,6 +293,18 @@ class TrunkDownload:
         self._want(t.version)  # before ``installed`` says so: whoever sees it installed sees it wanted
         self.installed, self.target = t.version, None
         log.info("trunk download: trunk v%d installed in %s", t.version, self.dir)
+
+    def _retry_install(self, t: Target) -> None:
+        """Install from the kept file as it is now, checked again (the retry exists because the disk misbehaved);
+        a file gone, short or changed meanwhile (an operator freeing space may delete it) is fetched again. A
+        local condition, not the hub's file: it does not count towards giving the version up."""
+        path = self.partial_path(t)
+        if path.is_file() and path.stat().st_size == t.size and file_sha256(path) == t.sha256:
+            self._try_install(t)
+            return
+        log.warning("trunk download: the kept file of trunk v%d is gone or changed; fetching it again", t.version)
+        path.unlink(missing_ok=True)
+        self._begin(t)
 
     def _retry_later(self, t: Target, exc: OSError) -> None:
         self._close_file()

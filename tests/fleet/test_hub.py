@@ -518,12 +518,14 @@ def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor
     robot.welcome()
     assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
     assert entered.wait(20) and hub.server.writer.pending == 0
-    hub.stop()  # the writer's close times out with its thread still in the wake-up path
-    wake_r, wake_w = hub.server._wake_r, hub.server._wake_w
-    os.fstat(wake_w)  # still the hub's pipe: closed, its number would go to the next file opened
-    os.set_blocking(wake_r, False)
-    release.set()
-    hub.server.writer._thread.join(10)
+    try:
+        hub.stop()  # the writer's close times out with its thread still in the wake-up path
+        wake_r, wake_w = hub.server._wake_r, hub.server._wake_w
+        os.fstat(wake_w)  # still the hub's pipe: closed, its number would go to the next file opened
+        os.set_blocking(wake_r, False)
+    finally:  # never leave the writer to wake up into another test's files
+        release.set()
+        hub.server.writer._thread.join(10)
     assert not hub.server.writer._thread.is_alive()
     assert os.read(wake_r, 64) == b"\0"  # the late wake-up landed in the hub's own pipe
     os.close(wake_r)

@@ -205,13 +205,19 @@ def test_a_disk_error_while_installing_keeps_the_verified_file_and_retries_the_i
 
 
 @pytest.mark.timeout(90)
-def test_a_kept_trunk_file_deleted_before_the_install_retry_is_fetched_again_not_retried_forever(
-        tmp_path, spool, uplinks, monkeypatch):
+@pytest.mark.parametrize("change", ["deleted", "damaged"])
+def test_a_kept_trunk_file_deleted_or_damaged_before_the_install_retry_is_fetched_again_not_retried_forever(
+        tmp_path, spool, uplinks, monkeypatch, change):
     trunks = tmp_path / "trunks"
 
-    def operator_frees_space():  # by deleting the hidden file
+    def operator_frees_space():  # deletes the hidden file, or the failing disk flips a byte of it
         for partial in trunks.glob(".trunk-v*.partial"):
-            partial.unlink()
+            if change == "deleted":
+                partial.unlink()
+            else:
+                data = bytearray(partial.read_bytes())
+                data[len(data) // 2] ^= 0xFF
+                partial.write_bytes(bytes(data))
 
     calls = _disk_full_on_first_unpack(monkeypatch, operator_frees_space)
     rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
@@ -220,7 +226,7 @@ def test_a_kept_trunk_file_deleted_before_the_install_retry_is_fetched_again_not
         up = _trunk_uplink(uplinks, hub.endpoint, spool, trunks, trunk_piece_bytes=128 * 1024)
         assert wait_until(lambda: up.status()["trunk"]["installed"] == 2, 60), up.status()
         s = up.status()["trunk"]
-        assert s["given_up"] == [] and s["install_errors"] == 1
+        assert s["given_up"] == [] and s["install_errors"] == 1 and s["failures"] == 0  # local, not the hub's file
         assert s["fetched_bytes"] == 2 * rec.size and len(calls) == 2  # fetched once more, then installed
         assert read_manifest(trunks / installed_name(2))["trunk_version"] == 2
         assert not list(trunks.glob(".trunk-v*.partial"))

@@ -68,14 +68,24 @@ def open_logger(cfg: Any, job: str, config: dict[str, Any]) -> RunLogger:
 
 class CurveFile:
     """A learning curve as CSV, one row appended (and flushed) per iteration: fixed columns, a missing value
-    left empty, the header written when the file is new (a resumed run appends to its curve)."""
+    left empty, the header written when the file is new (a resumed run appends to its curve). A file whose
+    header is not these columns (written by other code) is moved aside to ``<name>.old.csv``, never appended to
+    under the wrong header."""
 
     def __init__(self, path: str | Path, columns: list[str]):
         self.path, self.columns = Path(path), list(columns)
+        self._checked = False
 
     def append(self, values: dict[str, Any]) -> None:
         """Append one row of ``values`` (keys outside the columns are ignored)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._checked:
+            self._checked = True
+            if self.path.exists():
+                with open(self.path, encoding="utf-8") as f:
+                    header = f.readline().rstrip("\n")
+                if header != ",".join(self.columns):
+                    self.path.replace(self.path.with_name(f"{self.path.stem}.old{self.path.suffix}"))
         new = not self.path.exists()
         with open(self.path, "a", encoding="utf-8") as f:
             if new:

@@ -1,10 +1,12 @@
-"""Hub experience store: group commit throughput (SQLite WAL, synchronous=FULL, one fsync per group).
+"""Hub experience store: group commit throughput (record bytes appended to a segment file with one fdatasync per
+group, then the group's SQLite index rows in one WAL transaction with synchronous=FULL).
 
 Cases, each on a fresh store file on the machine's disk, chunks of real record format (``fleet.record``) of
 4 KiB and 64 KiB:
 
 - ``put_many`` with groups of 1 (one chunk per transaction), 8 and 32: MB/s and chunks/s of the store call
-  alone (digest check + insert + commit); the records are encoded outside the timed part.
+  alone (digest check, duplicate check, segment append + fdatasync, index insert + commit); the records are
+  encoded outside the timed part.
 - ``raw``: the same records appended to a plain file, one fsync per group of 1, 8, 32: the floor the disk
   sets at this moment, measured in the same run (the store's ratio to it is what transfers between machines).
 - ``writer``: one producer submits to a ``GroupWriter`` (max group 32, max wait 1 ms) with at most 256 chunks
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -155,6 +158,7 @@ def main() -> None:
                 res, key = bench_put_many(path, size, group, args.seconds), f"{size // 1024}k_g{group}"
             for p in work.glob(path.name + "*"):
                 p.unlink()
+            shutil.rmtree(path.with_suffix(".segments"), ignore_errors=True)
             runs.setdefault(key, []).append(res)
             print(f"round {rnd} {key:10s} " + " ".join(f"{k}={v:.1f}" for k, v in res.items()), flush=True)
     med = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in runs.items()}

@@ -38,7 +38,7 @@ class StoredEpisode:
 
 def stored_episodes(storage_dir: str | Path, complete_only: bool = True) -> dict[str, list[StoredEpisode]]:
     """Each robot's episodes in ``storage_dir``'s store, ordered by when their first chunk was stored."""
-    store = ExperienceStore(Path(storage_dir) / STORE_FILE, check=False)
+    store = ExperienceStore(Path(storage_dir) / STORE_FILE, check=False, read_only=True)
     try:
         parts: dict[tuple[str, str, int], list] = defaultdict(list)
         rowid = 0

@@ -88,7 +88,7 @@ class ParquetExportThread:
                 started = time.monotonic()  # an attempt that fails at once (the store will not open) keeps backing off
                 try:
                     if store is None:  # its own connections: never the hub's (module docstring)
-                        store = ExperienceStore(self.store_path, check=False)
+                        store = ExperienceStore(self.store_path, check=False, read_only=True)
                     self._export(store)
                     return
                 except Exception as exc:  # noqa: BLE001 - the export must never take ingest down with it

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--file-mb", type=float, default=128.0, help="roll files at about this size")
     ap.add_argument("--batch-chunks", type=int, default=256, help="chunks read from the store at a time")
     args = ap.parse_args(argv)
-    with ExperienceStore(args.store) as store:
+    with ExperienceStore(args.store, read_only=True) as store:  # beside a running hub too
         exporter = ParquetExporter(store, args.out, file_bytes=int(args.file_mb * (1 << 20)),
                                    batch_chunks=args.batch_chunks)
         n = exporter.catch_up()

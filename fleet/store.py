@@ -1,15 +1,18 @@
 """The hub's experience store: every chunk's record bytes, once, durable before the hub acks it.
 
-SQLite (stdlib) in WAL mode with ``synchronous=FULL``: a commit returns only after the write-ahead log is
-fsynced, so a chunk in a committed group survives ``kill -9`` and a power cut. A commit group is ONE
-transaction (group commit: one fsync for many chunks), which is what makes it fast (docs/storage.md).
+Two parts (docs/storage.md). The record bytes (exactly the bytes the robot's spool holds, digest included) are
+appended to segment files (``fleet/segments.py``, ``<store>.segments/``) and ``fdatasync``ed once per commit
+group. The index is SQLite (stdlib) in WAL mode with ``synchronous=FULL``: one row per chunk with the columns
+readers select by (robot, spool epoch, sequence, hardware, task, episode, steps, trunk and adapter versions,
+received time, digest) and where its bytes are (segment, offset, length), committed in ONE transaction per group
+AFTER the segment's fsync. So a committed row never points at bytes that are not on disk, and a chunk is acked
+only once both are durable (two fsyncs per group, however many chunks).
 
-Table ``chunks``: the record bytes as a BLOB (exactly the bytes the robot's spool holds, digest included)
-plus columns to select by (robot, spool epoch, sequence, hardware, task, episode, steps, trunk and adapter
-versions, received time). ``chunk_id`` is the unique key: a resend of a stored chunk is a ``duplicate`` and
-is stored once; the same id with other bytes is refused. ``rowid`` is an explicit ``INTEGER PRIMARY KEY
+``chunk_id`` is the unique key: a resend of a stored chunk is a ``duplicate`` and is stored once (checked before
+its bytes are appended); the same id with other bytes is refused. ``rowid`` is an explicit ``INTEGER PRIMARY KEY
 AUTOINCREMENT``: the order rows were committed in, never reused and stable under VACUUM (an implicit rowid is
-not), so readers tail the store with ``read_since`` and persist how far they got.
+not), so readers tail the store with ``read_since`` and persist how far they got. Stores of schema 1 (bytes in a
+``record`` BLOB column) are migrated in place at open: their rows keep their BLOBs, new rows go to segments.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fleet.record import RecordError, parse_record, record_digest, verify_record
+from fleet.segments import SegmentError, SegmentFiles, SegmentLockedError, SegmentWriter
 from shared_policy.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
 STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: record bytes in segment files; 1: in the record BLOB (migrated at open)
 STORE_FILE = "experience.sqlite"  # the store's file name inside the hub's storage_dir
 WAL_CHECKPOINT_PAGES = 8192
 CHECKPOINT_EVERY_BYTES = 1 << 20  # the background checkpointer copies the WAL into the database this often
@@ -58,16 +63,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     received REAL NOT NULL,
     nbytes INTEGER NOT NULL,
     digest BLOB NOT NULL,
-    record BLOB NOT NULL  -- last: reading the other columns never touches its overflow pages
+    segment INTEGER,  -- where the record's bytes are (fleet/segments.py); NULL: in ``record`` (schema 1 rows)
+    seg_offset INTEGER,
+    record BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS chunks_by_robot ON chunks (robot_id, spool_epoch, episode, seq);
 CREATE INDEX IF NOT EXISTS chunks_by_hardware ON chunks (hardware, received);
 """
 _COLUMNS = ("chunk_id", "robot_id", "spool_epoch", "seq", "hardware", "task", "episode", "steps", "trunk_version",
-            "adapter_version", "received", "nbytes", "digest", "record")
-_INSERT = f"INSERT OR IGNORE INTO chunks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+            "adapter_version", "received", "nbytes", "digest", "segment", "seg_offset", "record")
+# ``record`` gets x'' (a schema-1 table, migrated, has no default for it)
+_INSERT = f"INSERT INTO chunks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _META = ("rowid", "chunk_id", "robot_id", "spool_epoch", "seq", "hardware", "task", "episode", "steps",
          "trunk_version", "adapter_version", "received", "nbytes")
+# a row as readers load it: the columns of StoredChunk but its record, then where the record is
+_LOAD = f"{', '.join(_META)}, segment, seg_offset, CASE WHEN segment IS NULL THEN record END"
+_MIGRATE_1_TO_2 = "ALTER TABLE chunks ADD COLUMN segment INTEGER; ALTER TABLE chunks ADD COLUMN seg_offset INTEGER;"
 
 
 class StoreError(RuntimeError):
@@ -157,59 +168,118 @@ def record_row(record: bytes | memoryview, received: float) -> tuple:
             _int_field(header, "adapter_version", 0), received, len(data), record_digest(data), data)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     # autocommit (isolation_level=None): transactions are the explicit BEGIN/COMMIT of a group
+    if read_only:  # mode=ro: never creates the file, never takes a write lock
+        return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=30.0)
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+
+
+def segments_dir(store_path: str | Path) -> Path:
+    """Where the segment files of the store at ``store_path`` are: ``experience.sqlite`` -> ``experience.segments``."""
+    return Path(store_path).with_suffix(".segments")
+
+
+def _corrupt(path: Path, exc: sqlite3.DatabaseError) -> StoreCorruptError:
+    return StoreCorruptError(f"{path}: not a readable SQLite store ({exc}). Restore a backup or salvage it "
+                             "(docs/storage.md, recovery)")
 
 
 class ExperienceStore:
     """Durable, exactly-once storage of chunk records (module docstring). Thread-safe: one writer
-    connection for commit groups and one reader connection, so readers never wait for a group's fsync."""
+    connection for commit groups and one reader connection, so readers never wait for a group's fsync.
 
-    def __init__(self, path: str | Path, check: bool = True):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        self._w = _connect(self.path)
+    ``read_only=True`` opens an existing store for reading beside the hub (another process, or a thread with
+    connections of its own: the Parquet export, the replay's reader): no writer, no recovery, no lock."""
+
+    def __init__(self, path: str | Path, check: bool = True, read_only: bool = False):
+        self.path, self.read_only = Path(path), read_only
+        self._w: sqlite3.Connection | None = None
+        self._segment_writer: SegmentWriter | None = None
+        self._closed = True  # until fully open: close() then releases whatever was opened
+        self._wlock, self._rlock = threading.Lock(), threading.Lock()
+        if read_only:
+            if not self.path.is_file():
+                raise StoreError(f"store {self.path} does not exist (the hub creates it)")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            self._w = self._open_writer(check, created)
+            try:
+                self._segment_writer = SegmentWriter(segments_dir(self.path), self._indexed_end)
+            except SegmentLockedError as exc:
+                self._w.close()
+                raise StoreError(f"{self.path}: {exc}") from exc
+            except OSError as exc:  # SegmentError: shorter than the index says; or the disk refused
+                self._w.close()
+                raise StoreCorruptError(f"{self.path}: {exc}") from exc
+            if created:
+                fsync_dir(self.path.parent)  # the new file's directory entry, before anything is acked from it
         try:
-            self._w.execute("PRAGMA synchronous=FULL")  # per connection: every commit fsyncs the WAL
+            self._r = _connect(self.path, read_only=True)
+            self._r.execute("PRAGMA query_only=1")
+            version = self._r.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self._close_writer()
+            raise _corrupt(self.path, exc) from exc
+        if version > SCHEMA_VERSION or version < 1:
+            self._r.close()
+            self._close_writer()
+            raise StoreError(f"{self.path}: store schema {version} is not one this code reads (1..{SCHEMA_VERSION}; "
+                             "0: the hub has not created its tables yet)")
+        # a schema-1 store opened read-only (no hub has migrated it yet) has no segment columns: all in BLOBs
+        self._load_sql = _LOAD if version >= 2 else f"{', '.join(_META)}, NULL, NULL, record"
+        self._segments = SegmentFiles(segments_dir(self.path))
+        self._closed = False
+        self._uncheckpointed = 0
+        self._wake_checkpoint = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if not read_only:
+            # Checkpoints off the commit path: a commit that also checkpoints copies the WAL and fsyncs the
+            # database before its group is acked (hub_ingest's latency case showed it). A thread of its own copies
+            # the WAL every CHECKPOINT_EVERY_BYTES (PASSIVE: never blocks a commit).
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(_connect(self.path),),
+                                                  name="store-checkpointer", daemon=True)
+            self._checkpointer.start()
+
+    def _open_writer(self, check: bool, created: bool) -> sqlite3.Connection:
+        w = _connect(self.path)
+        try:
+            w.execute("PRAGMA synchronous=FULL")  # per connection: every commit fsyncs the WAL
             if check and not created:
-                found = [r[0] for r in self._w.execute("PRAGMA quick_check").fetchall()]
+                found = [r[0] for r in w.execute("PRAGMA quick_check").fetchall()]
                 if found != ["ok"]:
                     raise StoreCorruptError(f"{self.path}: PRAGMA quick_check failed: {'; '.join(found[:5])}. "
                                             f"Restore a backup or salvage it (docs/storage.md, recovery)")
-            if self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            if w.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
                 raise StoreError(f"{self.path}: SQLite refused WAL mode")
-            version = self._w.execute("PRAGMA user_version").fetchone()[0]
+            version = w.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {version} is newer than this code's {SCHEMA_VERSION}")
-            self._w.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-            # checkpoint the WAL into the database every 32 MiB instead of every 4 MiB: fewer fsyncs of the
-            # database file in the commit path (64 KiB chunks span 16 pages); keep the WAL file itself small
-            self._w.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            self._w.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096 * 2}")
+            migrate = _MIGRATE_1_TO_2 if version == 1 else ""
+            w.executescript(f"BEGIN; {_SCHEMA} {migrate} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            w.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            w.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096 * 2}")
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
-            self._w.close()
-            raise StoreCorruptError(f"{self.path}: not a readable SQLite store ({exc}). Restore a backup or "
-                                    "salvage it (docs/storage.md, recovery)") from exc
+            w.close()
+            raise _corrupt(self.path, exc) from exc
         except StoreError:
-            self._w.close()
+            w.close()
             raise
-        if created:
-            fsync_dir(self.path.parent)  # the new file's directory entry, before anything is acked from it
-        self._r = _connect(self.path)
-        self._r.execute("PRAGMA query_only=1")
-        self._wlock, self._rlock = threading.Lock(), threading.Lock()
-        self._closed = False
-        # Checkpoints off the commit path: the writer's own auto-checkpoint (at WAL_CHECKPOINT_PAGES) copied 32 MiB
-        # and fsynced the database inside one group's commit, holding its acks back ~200 ms (hub_ingest's latency
-        # case). A thread of its own copies the WAL every CHECKPOINT_EVERY_BYTES (PASSIVE: never blocks a commit),
-        # so the auto-checkpoint, still the bound on the WAL's size, finds almost nothing left to copy.
-        self._uncheckpointed = 0
-        self._wake_checkpoint = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(_connect(self.path),),
-                                              name="store-checkpointer", daemon=True)
-        self._checkpointer.start()
+        return w
+
+    def _indexed_end(self, segment: int) -> int:
+        """Where the last committed record of ``segment`` ends (0 if none)."""
+        assert self._w is not None
+        return self._w.execute("SELECT COALESCE(MAX(seg_offset + nbytes), 0) FROM chunks WHERE segment = ?",
+                               (segment,)).fetchone()[0]
+
+    def _close_writer(self) -> None:
+        if self._segment_writer is not None:
+            self._segment_writer.close()
+        if self._w is not None:
+            self._w.close()
 
     def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
         try:
@@ -226,9 +296,10 @@ class ExperienceStore:
 
     # -- writing -------------------------------------------------------------------------------------
     def put_many(self, records: list[bytes]) -> list[StoreResult]:
-        """Store a group of records in ONE transaction. Each is checked first (digest, id, header): a bad one
-        is ``rejected`` with its reason and costs only itself. When this returns, every ``stored`` and
-        ``duplicate`` record is durable. StoreError if the group could not be committed: then none is."""
+        """Store a group of records: their bytes appended to a segment with one fdatasync, then their index rows
+        in ONE transaction. Each is checked first (digest, id, header): a bad one is ``rejected`` with its reason
+        and costs only itself. When this returns, every ``stored`` and ``duplicate`` record is durable.
+        StoreError if the group could not be committed: then none of it is."""
         now = time.time()
         results: list[StoreResult | None] = [None] * len(records)
         rows: list[tuple[int, tuple]] = []
@@ -239,28 +310,47 @@ class ExperienceStore:
                 parsed = parse_record(rec, 0)
                 results[i] = StoreResult(str(parsed[0]["chunk_id"]) if parsed else None, REJECTED, str(exc))
         with self._wlock:
-            if self._closed:
-                raise StoreError(f"store {self.path} is closed")
+            if self._closed or self._w is None:
+                raise StoreError(f"store {self.path} is {'closed' if self._closed else 'open read-only'}")
             if rows:
                 self._commit(rows, results)
-                self._uncheckpointed += sum(len(row[-1]) for _, row in rows)
         return results  # type: ignore[return-value]  # every slot is filled
 
+    def _known(self, rows: list[tuple[int, tuple]], results: list[StoreResult | None]) -> list[tuple[int, tuple]]:
+        """The rows to store: a stored id (or one earlier in the group) is a duplicate, or refused with other bytes."""
+        assert self._w is not None
+        ids = sorted({row[0] for _, row in rows})
+        stored: dict[str, tuple[int | None, bytes]] = {}
+        for k in range(0, len(ids), 500):  # SQLite's limit on host parameters is far above 500
+            part = ids[k:k + 500]
+            q = f"SELECT chunk_id, rowid, digest FROM chunks WHERE chunk_id IN ({', '.join('?' * len(part))})"
+            stored.update({cid: (rowid, digest) for cid, rowid, digest in self._w.execute(q, part)})
+        new = []
+        for i, row in rows:
+            cid, digest = row[0], row[12]
+            if cid not in stored:
+                stored[cid] = (None, digest)  # a second copy in this group is a duplicate of this one
+                new.append((i, row))
+            elif stored[cid][1] == digest:
+                results[i] = StoreResult(cid, DUPLICATE, rowid=stored[cid][0])
+            else:  # ids are unique forever: other bytes under a stored id are never the same chunk
+                results[i] = StoreResult(cid, REJECTED, f"chunk {cid} is already stored with other bytes")
+        return new
+
     def _commit(self, rows: list[tuple[int, tuple]], results: list[StoreResult | None]) -> None:
-        conn = self._w
+        conn, segments = self._w, self._segment_writer
+        assert conn is not None and segments is not None
+        try:
+            new = self._known(rows, results)
+            if not new:
+                return
+            places = segments.append([row[-1] for _, row in new])  # durable before any row points at them
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"store {self.path}: group of {len(rows)} not committed: {exc}") from exc
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for i, row in rows:
-                cur = conn.execute(_INSERT, row)
-                cid = row[0]
-                if cur.rowcount == 1:
-                    results[i] = StoreResult(cid, STORED, rowid=cur.lastrowid)
-                    continue
-                rowid, digest = conn.execute("SELECT rowid, digest FROM chunks WHERE chunk_id = ?", (cid,)).fetchone()
-                if digest == row[12]:
-                    results[i] = StoreResult(cid, DUPLICATE, rowid=rowid)
-                else:  # ids are unique forever: other bytes under a stored id are never the same chunk
-                    results[i] = StoreResult(cid, REJECTED, f"chunk {cid} is already stored with other bytes")
+            rowids = [conn.execute(_INSERT, (*row[:-1], *place, b"")).lastrowid
+                      for (_, row), place in zip(new, places, strict=True)]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -268,6 +358,17 @@ class ExperienceStore:
             except sqlite3.Error:
                 pass  # no transaction left to roll back
             raise StoreError(f"store {self.path}: group of {len(rows)} not committed: {exc}") from exc
+        rowid_of = {}
+        for (i, row), rowid in zip(new, rowids, strict=True):
+            results[i] = StoreResult(row[0], STORED, rowid=rowid)
+            rowid_of[row[0]] = rowid
+        for i, row in rows:  # a second copy of a chunk new in this group: its rowid is known only now
+            res = results[i]
+            if res is not None and res.status == DUPLICATE and res.rowid is None:
+                results[i] = StoreResult(row[0], DUPLICATE, rowid=rowid_of[row[0]])
+        self._uncheckpointed += 512 * len(new)  # about what one index row adds to the WAL
+        if self._uncheckpointed >= CHECKPOINT_EVERY_BYTES:
+            self._wake_checkpoint.set()
 
     # -- reading -------------------------------------------------------------------------------------
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -276,16 +377,27 @@ class ExperienceStore:
                 raise StoreError(f"store {self.path} is closed")
             return self._r.execute(sql, args).fetchall()
 
+    def _load(self, row: tuple) -> StoredChunk:
+        """A ``_LOAD`` row as a StoredChunk, its record read from its segment (or its schema-1 BLOB)."""
+        *meta, segment, offset, blob = row
+        if segment is None:
+            return StoredChunk(*meta, blob)
+        try:
+            return StoredChunk(*meta, self._segments.read(segment, offset, meta[12]))
+        except SegmentError as exc:
+            raise StoreCorruptError(f"{self.path}: stored chunk {meta[1]}: {exc}") from None
+
     def get(self, chunk_id: str) -> bytes:
         """The stored record bytes of ``chunk_id``, checked; KeyError if it is not stored."""
-        rows = self._read("SELECT record FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        rows = self._read(f"SELECT {self._load_sql} FROM chunks WHERE chunk_id = ?", (chunk_id,))
         if not rows:
             raise KeyError(chunk_id)
-        try:  # the page checks of SQLite do not cover a BLOB's bytes: its own digest does
-            verify_record(rows[0][0], chunk_id)
+        record = self._load(rows[0]).record
+        try:  # neither SQLite's page checks nor the file system check a record's bytes: its own digest does
+            verify_record(record, chunk_id)
         except RecordError as exc:
             raise StoreCorruptError(f"{self.path}: stored chunk {chunk_id} fails its digest ({exc})") from None
-        return rows[0][0]
+        return record
 
     def __contains__(self, chunk_id: object) -> bool:
         return bool(self._read("SELECT 1 FROM chunks WHERE chunk_id = ?", (chunk_id,)))
@@ -294,28 +406,22 @@ class ExperienceStore:
         """Up to ``limit`` chunks stored after ``rowid``, in commit order (start with 0; pass the last one's
         ``rowid`` next time). Only committed rows are seen, so a tailing reader never skips one. ``max_bytes``
         bounds the records' total size (a reader's memory: 256 chunks of 1 MiB are 256 MiB), always at least one."""
+        rows = self._read(f"SELECT {self._load_sql} FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                          (rowid, limit))
         if max_bytes is not None:
-            # sizes first (the record column is last: its pages are not read), then the rows that fit. Rowids
-            # grow in commit order and commits are serial, so the second query sees every row up to ``last``.
-            sizes = self._read("SELECT rowid, nbytes FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                               (rowid, limit))
-            if not sizes:
-                return []
-            total, last = 0, sizes[0][0]
-            for r, n in sizes:
-                if total and total + n > max_bytes:
+            total = 0
+            for k, r in enumerate(rows):
+                if total and total + r[12] > max_bytes:
+                    rows = rows[:k]
                     break
-                total, last = total + n, r
-            rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? AND rowid <= ? "
-                              "ORDER BY rowid", (rowid, last))
-        else:
-            rows = self._read(f"SELECT {', '.join(_META)}, record FROM chunks WHERE rowid > ? ORDER BY rowid "
-                              "LIMIT ?", (rowid, limit))
-        return [StoredChunk(*r) for r in rows]
+                total += r[12]
+        return [self._load(r) for r in rows]
 
-    def last_rowid(self) -> int:
-        """The newest committed row (0 when empty)."""
-        return self._read("SELECT COALESCE(MAX(rowid), 0) FROM chunks")[0][0]
+    def last_rowid(self, received_before: float | None = None) -> int:
+        """The newest committed row (0 when empty); with ``received_before``, the newest received before then."""
+        if received_before is None:
+            return self._read("SELECT COALESCE(MAX(rowid), 0) FROM chunks")[0][0]
+        return self._read("SELECT COALESCE(MAX(rowid), 0) FROM chunks WHERE received < ?", (received_before,))[0][0]
 
     def backlog(self, rowid: int) -> tuple[int, float | None]:
         """(chunks stored after ``rowid``, received time of the first of them or None): how far a reader
@@ -346,9 +452,10 @@ class ExperienceStore:
             if not self._closed:
                 self._closed = True
                 self._r.close()
-                self._w.close()
+                self._segments.close()
+                self._close_writer()
         self._wake_checkpoint.set()
-        if self._checkpointer is not threading.current_thread():
+        if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
             self._checkpointer.join(60)
 
     def __enter__(self) -> ExperienceStore:

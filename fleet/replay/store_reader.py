@@ -1,24 +1,19 @@
-"""Fill the replay from the hub's SQLite store directly (the learner on the hub's machine).
+"""Fill the replay from the hub's store directly (the learner on the hub's machine).
 
-A read-only connection of its own (``mode=ro``): it never takes the writer's lock, and WAL mode lets it
-read committed rows while the hub commits. It tails rows after a cursor (``rowid``, the commit order that
-``ExperienceStore.read_since`` uses), so a restarted reader resumes where it says.
+A read-only store of its own (``ExperienceStore(read_only=True)``): it never takes the writer's lock, and WAL
+mode lets it read committed rows while the hub commits. It tails rows after a cursor (``rowid``, the commit order
+that ``ExperienceStore.read_since`` uses), so a restarted reader resumes where it says.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import fields
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
 from fleet.record import RecordError, check_chunk, decode_record, robot_priorities
 from fleet.replay.sequences import STEP_ARRAYS, ChunkSteps
-from fleet.store import StoredChunk
-
-_COLUMNS = ", ".join(f.name for f in fields(StoredChunk))
+from fleet.store import ExperienceStore, StoredChunk, StoreError
 
 
 def chunk_steps(row: StoredChunk) -> ChunkSteps:
@@ -43,24 +38,20 @@ class StoreReader:
     def __init__(self, path: str | Path, cursor: int = 0, batch_chunks: int = 256,
                  min_received: float | None = None):
         self.path, self.cursor, self.batch_chunks = Path(path), cursor, batch_chunks
-        if not self.path.exists():  # mode=ro never creates it, but say which file is missing
+        if not self.path.exists():  # say which file is missing
             raise FileNotFoundError(f"store {self.path} does not exist")
-        self._conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True,
-                                     check_same_thread=False, timeout=30.0)
-        self._conn.execute("PRAGMA query_only=1")
+        try:
+            self._store = ExperienceStore(self.path, check=False, read_only=True)
+        except StoreError as exc:
+            raise FileNotFoundError(str(exc)) from exc
         if min_received is not None:
-            old = self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM chunks WHERE received < ?",
-                                     (min_received,)).fetchone()[0]
-            self.cursor = max(cursor, old)
+            self.cursor = max(cursor, self._store.last_rowid(received_before=min_received))
         self.skipped: list[tuple[str, str]] = []  # (chunk id, why) of stored chunks no learner can use
 
     def read(self) -> list[ChunkSteps]:
         """Up to ``batch_chunks`` chunks after the cursor (which moves past them); bad ones go to ``skipped``."""
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                                  (self.cursor, self.batch_chunks)).fetchall()
         out = []
-        for r in rows:
-            row = StoredChunk(*r)
+        for row in self._store.read_since(self.cursor, self.batch_chunks):
             try:
                 out.append(chunk_steps(row))
             except RecordError as exc:
@@ -69,5 +60,5 @@ class StoreReader:
         return out
 
     def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
+        """Close the store."""
+        self._store.close()

@@ -104,13 +104,143 @@ def test_failed_commit_stores_none_of_its_group_and_the_store_goes_on(tmp_path, 
     with ExperienceStore(tmp_path / "s.sqlite") as store:
         store.put_many([agent_record(rng, "unit-0", 0)])
         pages = store._w.execute("PRAGMA page_count").fetchone()[0]
-        store._w.execute(f"PRAGMA max_page_count={pages + 3}")  # SQLite's own 'database or disk is full'
-        big = [agent_record(rng, "unit-0", seq, steps=200) for seq in range(1, 9)]
+        store._w.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own 'database or disk is full'
+        many = [agent_record(rng, "unit-0", seq, steps=2) for seq in range(1, 301)]  # index rows need new pages
         with pytest.raises(StoreError, match="not committed"):
-            store.put_many(big)
-        assert store.counts()["unit-0"].chunks == 1 and all(f"unit-0-{EPOCH}-{s:010d}" not in store for s in range(1, 9))
+            store.put_many(many)
+        assert store.counts()["unit-0"].chunks == 1 and all(f"unit-0-{EPOCH}-{s:010d}" not in store for s in range(1, 301))
         store._w.execute("PRAGMA max_page_count=1073741823")
-        assert [r.status for r in store.put_many(big)] == [STORED] * 8
+        assert [r.status for r in store.put_many(many)] == [STORED] * 300
+        assert all(store.get(verify_record(r)["chunk_id"]) == r for r in many)  # the failed group's bytes skipped
+
+
+def _fsize_limited(limit: int):
+    """The kernel refuses writes past ``limit`` bytes in any file of this process (EFBIG), as a full disk does."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def limited():
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old)
+            signal.signal(signal.SIGXFSZ, old_handler)
+    return limited()
+
+
+def test_a_failed_segment_write_stores_none_of_its_group_and_costs_no_later_one(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    first = [agent_record(rng, "unit-0", seq, steps=40) for seq in range(4)]
+    big = [agent_record(rng, "unit-0", seq, steps=400) for seq in range(4, 12)]
+    with ExperienceStore(path) as store:
+        store.put_many(first)
+        segment = path.with_suffix(".segments") / "00000001.seg"
+        with _fsize_limited(segment.stat().st_size + len(big[0]) * 3), pytest.raises(StoreError, match="not committed"):
+            store.put_many(big)  # the 4th record's write fails half-way
+        assert all(verify_record(r)["chunk_id"] not in store for r in big)
+        assert [r.status for r in store.put_many(big)] == [STORED] * 8  # after the gap the failed group left
+        assert all(store.get(verify_record(r)["chunk_id"]) == r for r in first + big)
+    with ExperienceStore(path) as store:  # reopened: nothing torn, nothing lost
+        assert all(store.get(verify_record(r)["chunk_id"]) == r for r in first + big)
+
+
+def test_bytes_appended_but_never_indexed_are_cut_at_open_and_the_store_goes_on(tmp_path, rng):
+    # a crash after the group's fdatasync and before its index commit: the bytes are on disk, no row names them
+    path = tmp_path / "s.sqlite"
+    recs = [agent_record(rng, "unit-0", seq) for seq in range(6)]
+    with ExperienceStore(path) as store:
+        store.put_many(recs[:3])
+        end = store._segment_writer.end
+        store._segment_writer.append(recs[3:])  # what the crash left
+    segment = path.with_suffix(".segments") / "00000001.seg"
+    assert segment.stat().st_size == end + sum(map(len, recs[3:]))
+    with ExperienceStore(path) as store:
+        assert segment.stat().st_size == end and store._segment_writer.truncated_bytes == sum(map(len, recs[3:]))
+        assert [r.status for r in store.put_many(recs)] == [DUPLICATE] * 3 + [STORED] * 3  # the resends
+        assert [r.record for r in store.read_since(0)] == recs
+
+
+def test_a_segment_shorter_than_its_index_is_refused_at_open(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    with ExperienceStore(path) as store:
+        store.put_many([agent_record(rng, "unit-0", seq) for seq in range(3)])
+    segment = path.with_suffix(".segments") / "00000001.seg"
+    os.truncate(segment, segment.stat().st_size - 1)
+    with pytest.raises(StoreCorruptError, match="00000001.seg.*restore it from a backup"):
+        ExperienceStore(path)
+
+
+def test_a_second_writer_on_the_same_store_is_refused_and_readers_are_not(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    with ExperienceStore(path) as store:
+        (res,) = store.put_many([agent_record(rng, "unit-0", 0)])
+        with pytest.raises(StoreError, match="open for writing by another store"):
+            ExperienceStore(path)
+        with ExperienceStore(path, read_only=True) as reader:
+            assert reader.get(res.chunk_id) == store.get(res.chunk_id)
+            with pytest.raises(StoreError, match="read-only"):
+                reader.put_many([agent_record(rng, "unit-0", 1)])
+    with pytest.raises(StoreError, match="does not exist"):
+        ExperienceStore(tmp_path / "none.sqlite", read_only=True)
+
+
+def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, rng, monkeypatch):
+    import fleet.segments
+    monkeypatch.setattr(fleet.segments, "SEGMENT_BYTES", 40_000)
+    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (40_000,))
+    path = tmp_path / "s.sqlite"
+    recs = [agent_record(rng, "unit-0", seq, steps=50) for seq in range(40)]
+    with ExperienceStore(path) as store:
+        for k in range(0, len(recs), 4):
+            store.put_many(recs[k:k + 4])
+    assert len(list(path.with_suffix(".segments").glob("*.seg"))) > 3
+    with ExperienceStore(path) as store:
+        assert [r.record for r in store.read_since(0, limit=100)] == recs
+
+
+def test_a_chunk_twice_in_one_group_is_stored_once(tmp_path, rng):
+    rec = agent_record(rng, "unit-0", 0)
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        a, b = store.put_many([rec, rec])
+        assert (a.status, b.status) == (STORED, DUPLICATE) and a.rowid == b.rowid
+        assert store.counts()["unit-0"].chunks == 1
+
+
+def test_a_schema_1_store_is_migrated_at_open_and_its_blobs_still_read(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    old, new = agent_record(rng, "unit-0", 0), agent_record(rng, "unit-0", 1)
+    header = verify_record(old)
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1 + "PRAGMA user_version=1; PRAGMA journal_mode=WAL;")
+    conn.execute("INSERT INTO chunks (chunk_id, robot_id, spool_epoch, seq, hardware, task, episode, steps, "
+                 "trunk_version, adapter_version, received, nbytes, digest, record) "
+                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 (header["chunk_id"], "unit-0", EPOCH, 0, header["hardware"], header["task"], header["episode"],
+                  header["steps"], 0, 0, time.time(), len(old), old[-32:], old))
+    conn.commit()
+    conn.close()
+    with ExperienceStore(path, read_only=True) as store:  # a reader before any hub migrated it
+        assert store.get(header["chunk_id"]) == old and [r.record for r in store.read_since(0)] == [old]
+    with ExperienceStore(path) as store:
+        assert store.put_many([old, new])[0].status == DUPLICATE
+        assert [r.record for r in store.read_since(0)] == [old, new]
+    with ExperienceStore(path, read_only=True) as store:
+        assert store.get(header["chunk_id"]) == old and store.get(verify_record(new)["chunk_id"]) == new
+
+
+SCHEMA_1 = """
+CREATE TABLE chunks (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL UNIQUE, robot_id TEXT NOT NULL,
+    spool_epoch TEXT NOT NULL, seq INTEGER NOT NULL, hardware TEXT NOT NULL, task TEXT NOT NULL,
+    episode INTEGER NOT NULL, steps INTEGER NOT NULL, trunk_version INTEGER NOT NULL,
+    adapter_version INTEGER NOT NULL, received REAL NOT NULL, nbytes INTEGER NOT NULL, digest BLOB NOT NULL,
+    record BLOB NOT NULL
+);
+"""
 
 
 def test_reader_tailing_by_rowid_sees_every_committed_chunk_once_in_order(tmp_path):
@@ -122,7 +252,7 @@ def test_reader_tailing_by_rowid_sees_every_committed_chunk_once_in_order(tmp_pa
                 store.put_many(recs[k:k + 7] + recs[max(0, k - 3):k])  # resends ride along
         writer = threading.Thread(target=write)
         writer.start()
-        reader = ExperienceStore(path)  # another connection, as a learner process has
+        reader = ExperienceStore(path, read_only=True)  # another connection, as a learner process has
         seen, last, deadline = [], 0, time.monotonic() + 60
         while len(seen) < len(recs) and time.monotonic() < deadline:
             for row in reader.read_since(last, limit=10):
@@ -173,23 +303,24 @@ def test_corrupt_store_file_is_refused_at_open_with_a_clear_error(tmp_path, rng)
 
 def test_stored_bytes_that_no_longer_match_their_digest_are_an_error_not_data(tmp_path, rng):
     path = tmp_path / "s.sqlite"
-    rec = agent_record(rng, "unit-0", 0)
+    recs = [agent_record(rng, "unit-0", seq) for seq in range(3)]
     with ExperienceStore(path) as store:
-        (res,) = store.put_many([rec])
-        rotted = bytearray(rec)
-        rotted[100] ^= 1
-        conn = sqlite3.connect(path)
-        conn.execute("UPDATE chunks SET record = ? WHERE chunk_id = ?", (bytes(rotted), res.chunk_id))
-        conn.commit()
-        conn.close()
-        with pytest.raises(StoreCorruptError, match=res.chunk_id):
-            store.get(res.chunk_id)
+        res = store.put_many(recs)
+        segment = path.with_suffix(".segments") / "00000001.seg"
+        with open(segment, "r+b") as f:  # one bit rots on disk in the second record
+            f.seek(len(recs[0]) + 100)
+            byte = f.read(1)
+            f.seek(len(recs[0]) + 100)
+            f.write(bytes([byte[0] ^ 1]))
+        with pytest.raises(StoreCorruptError, match=res[1].chunk_id):
+            store.get(res[1].chunk_id)
+        assert store.get(res[0].chunk_id) == recs[0] and store.get(res[2].chunk_id) == recs[2]
 
 
 def test_group_writer_resolves_each_future_after_its_group_is_committed(tmp_path):
     path = tmp_path / "s.sqlite"
     recs = [chunk_bytes("unit-0", EPOCH, seq) for seq in range(200)]
-    with ExperienceStore(path) as store, ExperienceStore(path) as other:
+    with ExperienceStore(path) as store, ExperienceStore(path, read_only=True) as other:
         writer = GroupWriter(store, max_group=8, max_wait_s=0.01)
         futs: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -289,17 +420,23 @@ def test_every_acked_chunk_survives_kill_9_of_the_writing_process(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_commits_leave_the_wal_checkpoint_to_a_thread_of_its_own(tmp_path, rng):
-    # A commit that also checkpoints copies up to 32 MiB and fsyncs the database before its group is acked (the
-    # hub's ack p99 showed it). The store's checkpointer copies the WAL into the database file long before the
-    # writer's auto-checkpoint threshold: a few MiB committed reach the database file by themselves.
+    # A commit that also checkpoints copies up to 32 MiB of WAL and fsyncs the database before its group is acked
+    # (the hub's ack p99 showed it). The store's checkpointer copies the WAL into the database file long before the
+    # writer's auto-checkpoint threshold: the index rows of a few thousand chunks reach the database file by
+    # themselves (the file alone, without its WAL, holds them).
+    import shutil
     path = tmp_path / "s.sqlite"
-    recs = [agent_record(rng, "unit-0", seq, steps=400) for seq in range(1, 201)]  # ~4 MiB, far below 32 MiB
+    recs = [agent_record(rng, "unit-0", seq, steps=1) for seq in range(1, 2601)]
     with ExperienceStore(path) as store:
-        for i in range(0, len(recs), 20):
-            assert all(r.status == STORED for r in store.put_many(recs[i:i + 20]))
-        # all but the last CHECKPOINT_EVERY_BYTES committed (not enough yet to wake the checkpointer)
-        want = sum(map(len, recs)) - CHECKPOINT_EVERY_BYTES
-        end = time.monotonic() + 30
-        while path.stat().st_size < want and time.monotonic() < end:
-            time.sleep(0.05)
-        assert path.stat().st_size >= want, "the committed pages are still only in the WAL"
+        for i in range(0, len(recs), 100):
+            assert all(r.status == STORED for r in store.put_many(recs[i:i + 100]))
+        want = len(recs) - CHECKPOINT_EVERY_BYTES // 512  # all but what has not yet woken the checkpointer
+        end, found = time.monotonic() + 30, 0
+        while found < want and time.monotonic() < end:
+            time.sleep(0.1)
+            shutil.copyfile(path, tmp_path / "copy.sqlite")  # the database file without its -wal
+            conn = sqlite3.connect(tmp_path / "copy.sqlite")
+            found = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            conn.close()
+            (tmp_path / "copy.sqlite").unlink()
+        assert found >= want, f"{found} of {len(recs)} rows in the database file: the rest are only in the WAL"

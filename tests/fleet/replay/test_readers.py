@@ -95,7 +95,7 @@ def test_store_reader_tails_a_live_store_read_only_from_its_cursor(tmp_path):
         rest = reader.read() + reader.read() + reader.read()
         assert len(rest) == len(records) - 9 and reader.cursor == store.last_rowid()
         with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-            reader._conn.execute("DELETE FROM chunks")
+            reader._store._r.execute("DELETE FROM chunks")
         assert store.counts()["unit-a"].chunks == 6  # nothing was removed
         # a reader started later with an age limit begins after the chunks received before it
         time.sleep(0.01)  # receive times differ from the next group's (not a timing assert)

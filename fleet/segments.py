@@ -1,0 +1,182 @@
+"""The experience store's record bytes: append-only segment files beside its SQLite index.
+
+SQLite keeps the exactly-once index (chunk id, the columns readers select by, and where each record's bytes
+are); the bytes go to segment files ``<NNNNNNNN>.seg``, appended once per commit group and made durable with one
+``fdatasync`` BEFORE the group's index rows commit. So a committed row always points at bytes already on disk,
+and bytes past a segment's last committed row (a crash between that fsync and the commit, or a group whose
+commit failed) are never referenced: at open the writer truncates them off the newest segment.
+
+Why not BLOBs in SQLite: in WAL mode every blob byte is copied into 4 KiB pages, written to the WAL, read back
+and written again by the checkpoint; appending each byte once, sequentially, is what the disk does fastest
+(``benchmarks/hub_store.py``). Segments are never rewritten, so a reader's ``pread`` of a committed row's range
+needs no lock against the writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from shared_policy.durable import fsync_dir
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 256 << 20  # a group starts a new segment once the newest one is this long
+LOCK_FILE = "writer.lock"
+_NAME = re.compile(r"([0-9]{8})\.seg")
+
+
+class SegmentError(OSError):
+    """A segment cannot be read as the index says (missing, shorter than a committed row)."""
+
+
+class SegmentLockedError(SegmentError):
+    """Another process holds the segments for writing."""
+
+
+def segment_path(directory: Path, segment: int) -> Path:
+    """The file of segment number ``segment``."""
+    return directory / f"{segment:08d}.seg"
+
+
+def segment_numbers(directory: Path) -> list[int]:
+    """The segments in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(m[1]) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name)))
+
+
+class SegmentFiles:
+    """Reads records by (segment, offset, length) with ``pread`` on read-only descriptors kept open per
+    segment. Thread-safe; works beside a writer in another process (committed ranges never change)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, segment: int) -> int:
+        with self._lock:
+            fd = self._fds.get(segment)
+            if fd is None:
+                path = segment_path(self.directory, segment)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise SegmentError(f"segment {path} is missing") from None
+                self._fds[segment] = fd
+            return fd
+
+    def read(self, segment: int, offset: int, length: int) -> bytes:
+        """The ``length`` bytes at ``offset`` of ``segment``; SegmentError if the file is shorter."""
+        fd = self._fd(segment)
+        data = os.pread(fd, length, offset)
+        while len(data) < length:  # pread returns short only at the end of the file (or on a signal)
+            more = os.pread(fd, length - len(data), offset + len(data))
+            if not more:
+                raise SegmentError(f"segment {segment_path(self.directory, segment)} ends before byte "
+                                   f"{offset + length} of a stored record")
+            data += more
+        return data
+
+    def close(self) -> None:
+        """Close the descriptors."""
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+class SegmentWriter:
+    """Appends commit groups to the newest segment (one ``fdatasync`` per group); the one writer of a directory,
+    held by an exclusive ``flock`` (a second hub on the same storage is refused, not interleaved).
+
+    ``indexed_end(segment)`` says where the index's last committed record of a segment ends: at open, bytes past
+    it in the newest segment are truncated, and a segment shorter than it is an error (a record would be lost)."""
+
+    def __init__(self, directory: str | Path, indexed_end: Callable[[int], int], segment_bytes: int = SEGMENT_BYTES):
+        self.directory, self.segment_bytes = Path(directory), segment_bytes
+        created = not self.directory.exists()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            fsync_dir(self.directory.parent)
+        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SegmentLockedError(f"{self.directory} is open for writing by another store (a second hub on the "
+                               "same storage_dir?)") from None
+        self.truncated_bytes = 0  # unreferenced bytes cut off the newest segment at open
+        self._fd = -1
+        try:
+            numbers = segment_numbers(self.directory)
+            for n in numbers[:-1]:  # older segments only need to hold what the index says
+                self._check_length(n, indexed_end(n))
+            self.segment = numbers[-1] if numbers else 1
+            self._open(self.segment)
+            self.end = indexed_end(self.segment)
+            size = os.fstat(self._fd).st_size
+            if size < self.end:
+                raise SegmentError(f"segment {segment_path(self.directory, self.segment)} is {size} bytes but the "
+                                   f"index has records up to byte {self.end}: restore it from a backup")
+            if size > self.end:
+                os.ftruncate(self._fd, self.end)
+                os.fsync(self._fd)
+                self.truncated_bytes = size - self.end
+                log.warning("store segment %s: %d bytes past the last committed record (never acked) truncated",
+                            segment_path(self.directory, self.segment), self.truncated_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_length(self, segment: int, end: int) -> None:
+        path = segment_path(self.directory, segment)
+        if path.stat().st_size < end:
+            raise SegmentError(f"segment {path} is {path.stat().st_size} bytes but the index has records up to "
+                               f"byte {end}: restore it from a backup")
+
+    def _open(self, segment: int) -> None:
+        path = segment_path(self.directory, segment)
+        new = not path.exists()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        if new:
+            os.fsync(self._fd)
+            fsync_dir(self.directory)  # the new file's name, before any row points into it
+
+    def append(self, records: list[bytes | memoryview]) -> list[tuple[int, int]]:
+        """Write ``records`` one after another and ``fdatasync`` them: where each starts, ``(segment, offset)``.
+        On an error nothing written may be referenced: the space is skipped (never rewritten: a commit that
+        failed may still have reached the disk) and OSError raised."""
+        if self.end >= self.segment_bytes:
+            os.close(self._fd)
+            self._fd = -1
+            self.segment, self.end = self.segment + 1, 0
+            self._open(self.segment)
+        start, places, offset = self.end, [], self.end
+        for rec in records:
+            places.append((self.segment, offset))
+            offset += len(rec)
+        self.end = offset  # taken now: a failure below leaves a gap, never a range written twice
+        position = start
+        for rec in records:
+            view = memoryview(rec)
+            while view:
+                n = os.pwrite(self._fd, view, position)
+                view, position = view[n:], position + n
+        os.fdatasync(self._fd)
+        return places
+
+    def close(self) -> None:
+        """Close the segment and release the lock."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

@@ -177,6 +177,9 @@ class HubServer(HubTrunks):
         try:
             self.writer.close(timeout)
             self.adapter_intake.close(timeout)
+            if not self.writer.finished:  # read before the last ack pass: a group it answers after that goes unacked
+                log.warning("the store's group writer did not finish within %.3g s: groups it has not answered yet may "
+                            "be committed but never acked (robots resend those chunks; the store dedupes them)", timeout)
             self._answer_commits()  # what committed while the writer closed is acked before the socket goes
             self._answer_adapters()
             self.trunks.close()

@@ -17,7 +17,9 @@ fsynced, and the agent's TrunkWatcher hot-swaps it between episodes. A digest mi
 and starts over, logged as an error; after ``max_failures`` the version is given up until a newer one is
 announced. A local error while unpacking a verified file (any OSError: disk full, I/O, too many open files, a
 permission) keeps the file and retries the install with a backoff: the version is never given up for a condition
-that clears; only a bad archive (fleet/trunk_archive.py) is. Only the uplink's thread uses a download, so the control loop never waits on it.
+that clears; only a bad archive (fleet/trunk_archive.py) is, or a kept file found gone or changed at more than
+``MAX_KEPT_REFETCHES`` retries in a row (each time fetched again: a disk that keeps damaging it). Only the
+uplink's thread uses a download, so the control loop never waits on it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # digest mismatches of one version before it is given up
 INSTALL_RETRY_S, INSTALL_RETRY_MAX_S = 2.0, 60.0  # backoff of a verified file's install after a local error
+MAX_KEPT_REFETCHES = 3  # refetches in a row of a kept file found gone or changed at an install retry; then given up
 WANTED_FILE = "WANTED"  # {"version": N}: the installed trunk the hub wants this robot to run
 
 
@@ -80,6 +83,7 @@ class TrunkDownload:
         self.given_up: dict[int, str] = {}  # version -> why
         self.install_errors = 0  # local errors (OSError) while unpacking a verified file (each retried)
         self._install_retry_at: float | None = None  # monotonic time of the next install try
+        self.kept_refetches = 0  # install retries in a row that found the kept file gone or changed and refetched it
         self.failures = 0  # digest mismatches of the current target
         self.fetched_bytes = 0  # piece bytes received and written, over every download
         self.received_bytes = 0  # piece bytes received, duplicates included
@@ -180,7 +184,7 @@ class TrunkDownload:
                     self._retry_install(t)
                 except OSError as exc:  # the trunk dir itself (read-only, gone): later, as an install error
                     self._retry_later(t, exc)
-            if self._install_retry_at is not None:
+            if self._install_retry_at is not None or self.target is None:  # still waiting, installed or given up
                 return []
         out = []
         for offset, (length, asked) in list(self._outstanding.items()):
@@ -224,7 +228,7 @@ class TrunkDownload:
         self._file = open(path, "ab")
         self.written = self._file.tell()
         if self.target is None or self.target.version != t.version:
-            self.failures = 0
+            self.failures = self.kept_refetches = 0
         self.target, self.resumed_from = t, self.written
         self.reconnected()
         log.info("trunk download: trunk v%d (%d bytes) from byte %d", t.version, t.size, self.written)
@@ -297,13 +301,24 @@ class TrunkDownload:
     def _retry_install(self, t: Target) -> None:
         """Install from the kept file as it is now, checked again (the retry exists because the disk misbehaved);
         a file gone, short or changed meanwhile (an operator freeing space may delete it) is fetched again. A
-        local condition, not the hub's file: it does not count towards giving the version up."""
+        local condition, not the hub's file: not a digest failure, but after ``MAX_KEPT_REFETCHES`` refetches in
+        a row the version is given up (a disk that damages every copy would be refetched forever)."""
         path = self.partial_path(t)
         if path.is_file() and path.stat().st_size == t.size and file_sha256(path) == t.sha256:
+            self.kept_refetches = 0
             self._try_install(t)
             return
-        log.warning("trunk download: the kept file of trunk v%d is gone or changed; fetching it again", t.version)
         path.unlink(missing_ok=True)
+        if self.kept_refetches >= MAX_KEPT_REFETCHES:
+            why = (f"the kept file of trunk v{t.version} was gone or changed at {self.kept_refetches + 1} install "
+                   f"retries in a row (fetched again {self.kept_refetches} times): the disk does not keep it")
+            self.given_up[t.version], self.last_error = why, why
+            self.target, self._install_retry_at = None, None
+            log.error("trunk download: %s; giving up trunk v%d", why, t.version)
+            return
+        self.kept_refetches += 1
+        log.warning("trunk download: the kept file of trunk v%d is gone or changed; fetching it again (%d of at most "
+                    "%d in a row)", t.version, self.kept_refetches, MAX_KEPT_REFETCHES)
         self._begin(t)
 
     def _retry_later(self, t: Target, exc: OSError) -> None:
@@ -335,4 +350,5 @@ class TrunkDownload:
                 "size": t.size if t else 0, "installed": self.installed, "fetched_bytes": self.fetched_bytes,
                 "received_bytes": self.received_bytes,
                 "resumed_from": self.resumed_from, "refetched": self.refetched, "failures": self.failures,
-                "given_up": sorted(self.given_up), "install_errors": self.install_errors, "last_error": self.last_error}
+                "given_up": sorted(self.given_up), "install_errors": self.install_errors,
+                "kept_refetches": self.kept_refetches, "last_error": self.last_error}

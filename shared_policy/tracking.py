@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class RunLogger(Protocol):
@@ -69,8 +72,9 @@ def open_logger(cfg: Any, job: str, config: dict[str, Any]) -> RunLogger:
 class CurveFile:
     """A learning curve as CSV, one row appended (and flushed) per iteration: fixed columns, a missing value
     left empty, the header written when the file is new (a resumed run appends to its curve). A file whose
-    header is not these columns (written by other code) is moved aside to ``<name>.old.csv``, never appended to
-    under the wrong header."""
+    header is not these columns (written by other code) is moved aside to ``<name>.old.csv`` (or, when that is
+    taken, ``<name>.old.1.csv``, ``.old.2``, ...: an earlier one is never overwritten), never appended to under
+    the wrong header."""
 
     def __init__(self, path: str | Path, columns: list[str]):
         self.path, self.columns = Path(path), list(columns)
@@ -85,10 +89,21 @@ class CurveFile:
                 with open(self.path, encoding="utf-8") as f:
                     header = f.readline().rstrip("\n")
                 if header != ",".join(self.columns):
-                    self.path.replace(self.path.with_name(f"{self.path.stem}.old{self.path.suffix}"))
+                    aside = self._free_old_name()
+                    self.path.rename(aside)
+                    log.warning("curve file %s has another header (%s): moved aside to %s", self.path, header, aside)
         new = not self.path.exists()
         with open(self.path, "a", encoding="utf-8") as f:
             if new:
                 f.write(",".join(self.columns) + "\n")
             f.write(",".join("" if values.get(c) is None else f"{values[c]:.6g}" if isinstance(values[c], float)
                              else str(values[c]) for c in self.columns) + "\n")
+
+    def _free_old_name(self) -> Path:
+        """The first of ``<name>.old.csv``, ``<name>.old.1.csv``, ... that does not exist yet."""
+        stem, suffix = self.path.stem, self.path.suffix
+        aside, n = self.path.with_name(f"{stem}.old{suffix}"), 0
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{stem}.old.{n}{suffix}")
+        return aside

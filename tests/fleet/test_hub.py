@@ -530,3 +530,32 @@ def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor
     assert os.read(wake_r, 64) == b"\0"  # the late wake-up landed in the hub's own pipe
     os.close(wake_r)
     os.close(wake_w)
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_outlasting_the_hubs_close_is_logged_as_committed_groups_left_unacked(plain_hub, robots, caplog):
+    import os
+
+    hub = plain_hub(stop_timeout_s=0.5)
+    release, entered = threading.Event(), threading.Event()
+    committed = hub.server.writer.on_results
+
+    def slow_answer(results):  # the group is committed; its results reach the hub only after the close
+        entered.set()
+        release.wait(30)
+        committed(results)
+
+    hub.server.writer.on_results = slow_answer
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    assert entered.wait(20)
+    try:
+        with caplog.at_level("WARNING", logger="fleet.hub"):
+            hub.stop()
+    finally:  # never leave the writer to wake up into another test's files
+        release.set()
+        hub.server.writer._thread.join(10)
+    os.close(hub.server._wake_r)  # left open by the close while the writer could still wake the loop
+    os.close(hub.server._wake_w)
+    assert "group writer did not finish" in caplog.text and "never acked" in caplog.text

@@ -232,3 +232,40 @@ def test_a_kept_trunk_file_deleted_or_damaged_before_the_install_retry_is_fetche
         assert not list(trunks.glob(".trunk-v*.partial"))
     finally:
         hub.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_disk_that_damages_every_kept_trunk_file_gives_the_version_up_after_a_few_refetches(tmp_path, spool,
+                                                                                              uplinks, monkeypatch):
+    import errno
+    import tarfile
+
+    from robot_agent import trunk_download
+
+    trunks, calls = tmp_path / "trunks", []
+
+    def disk_full_and_damaging(self, *args, **kwargs):  # every unpack fails, and the kept file is damaged
+        calls.append(args)
+        for partial in trunks.glob(".trunk-v*.partial"):
+            data = bytearray(partial.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            partial.write_bytes(bytes(data))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full_and_damaging)
+    monkeypatch.setattr(trunk_download, "INSTALL_RETRY_S", 0.05)
+    rec = TrunkStore(tmp_path / "hub").publish(small_checkpoint(tmp_path / "ckpt", trunk_version=2))
+    hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=100))
+    try:
+        up = _trunk_uplink(uplinks, hub.endpoint, spool, trunks, trunk_piece_bytes=128 * 1024)
+        assert wait_until(lambda: up.status()["trunk"]["given_up"] == [2], 30), up.status()
+        s = up.status()["trunk"]
+        limit = trunk_download.MAX_KEPT_REFETCHES
+        assert s["downloading"] is None and s["installed"] == 0 and s["failures"] == 0  # the hub's file was good
+        assert s["kept_refetches"] == limit and "does not keep it" in s["last_error"]
+        assert s["fetched_bytes"] == (1 + limit) * rec.size and len(calls) == 1 + limit
+        assert not list(trunks.glob(".trunk-v*.partial"))
+        time.sleep(0.5)  # many backoff cycles of 0.05 s: given up, it is neither fetched nor unpacked again
+        assert up.status()["trunk"]["fetched_bytes"] == s["fetched_bytes"] and len(calls) == 1 + limit
+    finally:
+        hub.stop()

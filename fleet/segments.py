@@ -142,12 +142,14 @@ class SegmentWriter:
                                f"byte {end}: restore it from a backup")
 
     def _open(self, segment: int) -> None:
-        path = segment_path(self.directory, segment)
-        new = not path.exists()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        if new:
-            os.fsync(self._fd)
-            fsync_dir(self.directory)  # the new file's name, before any row points into it
+        fd = os.open(segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # a new file's name must be durable before any row points into it (cheap: once per segment)
+            os.fsync(fd)
+            fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def append(self, records: list[bytes | memoryview]) -> list[tuple[int, int]]:
         """Write ``records`` one after another and ``fdatasync`` them: where each starts, ``(segment, offset)``.
@@ -157,6 +159,7 @@ class SegmentWriter:
             os.close(self._fd)
             self._fd = -1
             self.segment, self.end = self.segment + 1, 0
+        if self._fd < 0:  # a new segment (or one whose creation failed last time: tried again)
             self._open(self.segment)
         start, places, offset = self.end, [], self.end
         for rec in records:

@@ -386,6 +386,9 @@ class ExperienceStore:
             return StoredChunk(*meta, self._segments.read(segment, offset, meta[12]))
         except SegmentError as exc:
             raise StoreCorruptError(f"{self.path}: stored chunk {meta[1]}: {exc}") from None
+        except OSError as exc:  # EIO; or EBADF when the store was closed under the read
+            raise StoreError(f"store {self.path}{' is closed' if self._closed else ''}: reading stored chunk "
+                             f"{meta[1]}: {exc}") from exc
 
     def get(self, chunk_id: str) -> bytes:
         """The stored record bytes of ``chunk_id``, checked; KeyError if it is not stored."""

@@ -97,8 +97,11 @@ class HubServer(HubTrunks):
             self.store.close()
             raise
         self.endpoint = self.sock.last_endpoint.decode()
+        # digests_checked: every chunk's record digest was checked by the protocol decode (Chunk.verify): one hash
+        # per chunk on its way in, not two
         self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
-                                  on_commit=self.metrics.commits.observe, on_results=self._committed)
+                                  on_commit=self.metrics.commits.observe, on_results=self._committed,
+                                  digests_checked=True)
         self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
                                        "storage": str(self.storage.resolve()), "running": True,
                                        "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
@@ -321,8 +324,8 @@ class HubServer(HubTrunks):
         elif (refusal := self.credit.refusal(session, size)) is not None:
             code, text = ErrorCode.NO_CREDIT, refusal
         else:
-            try:  # the record's own digest, and that it is this chunk of this robot
-                header = record_header(msg.payload, cid)  # the store checks the record's digest (BAD_RECORD)
+            try:  # that it is this chunk of this robot (its digest was checked at decode: BAD_DIGEST)
+                header = record_header(msg.payload, cid)
                 if header.get("robot_id") != session.robot_id:
                     code, text = ErrorCode.IDENTITY_MISMATCH, f"record of robot {header.get('robot_id')!r:.70}"
             except RecordError as exc:

@@ -1,9 +1,10 @@
-"""The hub <-> robot wire protocol (version 1): typed messages, one strict decoder, no pickle anywhere.
+"""The hub <-> robot wire protocol (version 2): typed messages, one strict decoder, no pickle anywhere.
 
 A message is a list of frames: ``[header, *data]``. The header is a msgpack map that always holds ``v`` (protocol
 version), ``type``, ``robot_id`` and ``seq``, plus exactly the fields of its type; a type that carries bytes (a
 chunk's spool record, a piece of a trunk, an adapter file) carries them in one raw frame after the header, and its
-header names their size and sha256. ``decode`` checks everything before anything else sees the message and raises
+header names their size and sha256 (for a chunk, the record's own digest: version 2, so a chunk is hashed once on
+its way into the hub, not twice). ``decode`` checks everything before anything else sees the message and raises
 ``ProtocolError(code, text)``, never another exception. The table, rules and limits are in docs/protocol.md.
 """
 
@@ -36,9 +37,10 @@ from fleet.protocol_fields import (
     data_frame,
     wire,
 )
+from fleet.record import DIGEST, digest_holds
 
-PROTOCOL_VERSION = 1  # what this side speaks
-MIN_PROTOCOL_VERSION = 1  # the oldest peer it still understands
+PROTOCOL_VERSION = 2  # what this side speaks (2: a chunk's sha256 is its record's own digest)
+MIN_PROTOCOL_VERSION = 2  # the oldest peer it still understands
 SCHEMA_VERSIONS = (1,)  # chunk record formats this side reads (1: robot_agent/spool_segment.py's record)
 MAX_FRAMES = 2  # header + at most one data frame, for every type
 
@@ -134,9 +136,11 @@ class Chunk(Message):
 
     @classmethod
     def of(cls, robot_id: str, seq: int, chunk_id: str, payload: bytes, schema: int = 1) -> Chunk:
-        """A chunk message for ``payload`` with its size and digest filled in."""
+        """A chunk message for the spool record ``payload``: its size, and as its digest the one the record ends
+        with (the spool checked it when it read the record; the hub checks it again: one hash per hop)."""
+        digest = bytes(memoryview(payload)[-DIGEST:]) if len(payload) >= DIGEST else hashlib.sha256(payload).digest()
         return cls(robot_id=robot_id, seq=seq, chunk_id=chunk_id, schema=schema, size=len(payload),
-                   sha256=hashlib.sha256(payload).hexdigest(), payload=payload)
+                   sha256=digest.hex(), payload=payload)
 
     def verify(self, limits: Limits) -> None:
         if not self.chunk_id.startswith(f"{self.robot_id}-"):
@@ -146,7 +150,13 @@ class Chunk(Message):
         if self.schema not in SCHEMA_VERSIONS:
             raise ProtocolError(ErrorCode.SCHEMA_UNSUPPORTED, f"chunk record schema {self.schema}; this side "
                                 f"reads {list(SCHEMA_VERSIONS)}", self.chunk_id)
-        _check_data(self, self.payload, self.size, self.sha256, self.chunk_id)
+        if len(self.payload) != self.size:
+            raise ProtocolError(ErrorCode.SIZE_MISMATCH, f"chunk: data frame of {len(self.payload)} bytes, header "
+                                f"says {self.size}", self.chunk_id)
+        tail = memoryview(self.payload)[-DIGEST:]
+        if bytes(tail).hex() != self.sha256 or not digest_holds(self.payload):
+            raise ProtocolError(ErrorCode.BAD_DIGEST, f"chunk: the record does not end with the sha256 of its header "
+                                f"and payload, or that is not the header's {self.sha256[:12]}...", self.chunk_id)
 
 
 @dataclass(frozen=True, kw_only=True)

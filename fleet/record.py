@@ -149,10 +149,9 @@ def scan_segment(path: Path) -> SegmentScan:
     return SegmentScan(refs, off, skipped_bytes, skipped_records)
 
 
-def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
-    """The header of ``data`` if its magic, lengths and header hold and it names ``chunk_id``; else RecordError.
-    The digest is NOT checked: for a caller whose next step checks it (the hub hands records to the store, whose
-    ``put_many`` verifies each one), so the record is hashed once on that path, not twice."""
+def record_fields(data: bytes | memoryview) -> dict[str, Any]:
+    """The header of ``data`` if its magic, lengths and header JSON hold; else RecordError. The digest is NOT
+    checked: for a caller that has checked it already (``digest_holds``) or whose next step checks it."""
     view = memoryview(data)
     if len(view) < PREFIX.size + DIGEST:
         raise RecordError(f"record of {len(view)} bytes is shorter than its fixed fields")
@@ -163,9 +162,26 @@ def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
         header = json.loads(bytes(view[PREFIX.size:PREFIX.size + hlen]))
     except (ValueError, RecursionError):  # RecursionError: a hostile, deeply nested header
         header = None
-    if not isinstance(header, dict) or header.get("chunk_id") != chunk_id:
+    if not isinstance(header, dict) or "chunk_id" not in header:
+        raise RecordError("record's header is not an object naming its chunk")
+    return header
+
+
+def record_header(data: bytes | memoryview, chunk_id: str) -> dict[str, Any]:
+    """The header of ``data`` if its magic, lengths and header hold and it names ``chunk_id``; else RecordError.
+    The digest is NOT checked (``record_fields``)."""
+    header = record_fields(data)
+    if header.get("chunk_id") != chunk_id:
         raise RecordError(f"record's header is not an object naming chunk {chunk_id}")
     return header
+
+
+def digest_holds(data: bytes | memoryview) -> bool:
+    """Whether ``data`` ends with the sha256 of its header and payload (the bytes after the fixed prefix): the
+    one hash a record costs on its way into the hub (the wire protocol's chunk digest is this one)."""
+    view = memoryview(data)
+    return len(view) >= PREFIX.size + DIGEST and \
+        hashlib.sha256(view[PREFIX.size:len(view) - DIGEST]).digest() == view[len(view) - DIGEST:]
 
 
 def verify_record(data: bytes | memoryview, chunk_id: str | None = None) -> dict[str, Any]:

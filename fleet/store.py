@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fleet.record import RecordError, parse_record, record_digest, verify_record
+from fleet.record import RecordError, parse_record, record_digest, record_fields, verify_record
 from fleet.segments import SegmentError, SegmentFiles, SegmentLockedError, SegmentWriter
 from shared_policy.durable import fsync_dir
 
@@ -147,10 +147,11 @@ def _name_field(header: dict[str, Any], key: str) -> str:
     return value
 
 
-def record_row(record: bytes | memoryview, received: float) -> tuple:
-    """The ``chunks`` row of one record (column order ``_COLUMNS``); RecordError saying what is wrong. A memoryview
-    (the hub's received frame) goes into the row as it is: SQLite copies it into its page, no copy before."""
-    header = verify_record(record)
+def record_row(record: bytes | memoryview, received: float, digest_checked: bool = False) -> tuple:
+    """The ``chunks`` row of one record (column order ``_COLUMNS``, then the record itself); RecordError saying what
+    is wrong. ``digest_checked``: the caller has checked the record's digest (the hub's protocol decode did), so it is
+    not hashed again. A memoryview (the hub's received frame) goes into the row as it is, not copied."""
+    header = record_fields(record) if digest_checked else verify_record(record)
     cid = header["chunk_id"]
     m = CHUNK_ID.fullmatch(cid) if isinstance(cid, str) else None
     if m is None:
@@ -295,17 +296,17 @@ class ExperienceStore:
             conn.close()
 
     # -- writing -------------------------------------------------------------------------------------
-    def put_many(self, records: list[bytes]) -> list[StoreResult]:
+    def put_many(self, records: list[bytes], digests_checked: bool = False) -> list[StoreResult]:
         """Store a group of records: their bytes appended to a segment with one fdatasync, then their index rows
-        in ONE transaction. Each is checked first (digest, id, header): a bad one is ``rejected`` with its reason
-        and costs only itself. When this returns, every ``stored`` and ``duplicate`` record is durable.
-        StoreError if the group could not be committed: then none of it is."""
+        in ONE transaction. Each is checked first (digest unless ``digests_checked``, id, header): a bad one is
+        ``rejected`` with its reason and costs only itself. When this returns, every ``stored`` and ``duplicate``
+        record is durable. StoreError if the group could not be committed: then none of it is."""
         now = time.time()
         results: list[StoreResult | None] = [None] * len(records)
         rows: list[tuple[int, tuple]] = []
         for i, rec in enumerate(records):
             try:
-                rows.append((i, record_row(rec, now)))
+                rows.append((i, record_row(rec, now, digests_checked)))
             except RecordError as exc:  # name the chunk only when its digest holds: else the name is noise
                 parsed = parse_record(rec, 0)
                 results[i] = StoreResult(str(parsed[0]["chunk_id"]) if parsed else None, REJECTED, str(exc))
@@ -484,13 +485,14 @@ class GroupWriter:
 
     def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001,
                  on_commit: Callable[[int, float], None] | None = None,
-                 on_results: Callable[[list[tuple[Any, StoreResult | StoreError]]], None] | None = None):
+                 on_results: Callable[[list[tuple[Any, StoreResult | StoreError]]], None] | None = None,
+                 digests_checked: bool = False):
         if max_group < 1:
             raise ValueError(f"max_group: {max_group!r} must be >= 1")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s: {max_wait_s!r} must be >= 0")
         self.store, self.max_group, self.max_wait_s, self.on_commit = store, max_group, max_wait_s, on_commit
-        self.on_results = on_results
+        self.on_results, self.digests_checked = on_results, digests_checked  # see put_many
         self._queue: queue.SimpleQueue[tuple[bytes, Any] | None] = queue.SimpleQueue()  # (record, Future or tag)
         self._lock = threading.Lock()
         self.pending = self.pending_bytes = 0
@@ -558,7 +560,8 @@ class GroupWriter:
                 continue
             started = time.perf_counter()
             try:
-                results: list[StoreResult] | None = self.store.put_many([rec for rec, _ in group])
+                results: list[StoreResult] | None = self.store.put_many([rec for rec, _ in group],
+                                                                         self.digests_checked)
                 error = None
             except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
                 results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))

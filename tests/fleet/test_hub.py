@@ -109,11 +109,11 @@ def test_a_bad_record_is_nacked_and_costs_only_itself(plain_hub, robots, tmp_pat
     robot = robots(hub.endpoint, "unit-0")
     robot.welcome()
     good, bad = record("unit-0", 1), bytearray(record("unit-0", 2))
-    bad[len(bad) // 2] ^= 0x40  # the record's own digest fails; the wire digest is computed over these bytes
+    bad[len(bad) // 2] ^= 0x40  # the record's own digest (the chunk message's digest) fails at decode
     assert robot.send(robot.chunk(cid("unit-0", 2), bytes(bad)))
     assert robot.send(robot.chunk(cid("unit-0", 1), good))
     nack = robot.recv_type("nack")
-    assert nack.chunk_id == cid("unit-0", 2) and nack.reason == ErrorCode.BAD_RECORD
+    assert nack.chunk_id == cid("unit-0", 2) and nack.reason == ErrorCode.BAD_DIGEST
     assert robot.recv_type("ack").stored == [cid("unit-0", 1)]
     # a valid record of another chunk under this chunk's id is not this chunk
     assert robot.send(robot.chunk(cid("unit-0", 3), record("unit-0", 4)))
@@ -136,17 +136,20 @@ def test_refusals_say_why_hello_required_version_unknown_and_unexpected_type(pla
     assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
     err = robot.recv_type("error")
     assert err.code == ErrorCode.HELLO_REQUIRED
-    hello = {"v": 2, "type": "hello", "robot_id": "unit-0", "seq": 1, "future_field": 1}
+    hello = {"v": 3, "type": "hello", "robot_id": "unit-0", "seq": 1, "future_field": 1}
     assert robot.send(raw(hello))
     err = robot.recv_type("error")
-    assert err.code == ErrorCode.VERSION_UNSUPPORTED and "v2" in err.text and "v1" in err.text
+    assert err.code == ErrorCode.VERSION_UNSUPPORTED and "v3" in err.text and "v2" in err.text
+    assert robot.send(raw({**hello, "v": 1}))  # a robot of before version 2 (its chunk digests are other hashes)
+    err = robot.recv_type("error")
+    assert err.code == ErrorCode.VERSION_UNSUPPORTED and "v1" in err.text and "v2" in err.text
     robot.welcome()
-    assert robot.send(raw({"v": 1, "type": "teleport", "robot_id": "unit-0", "seq": 3}))
+    assert robot.send(raw({"v": 2, "type": "teleport", "robot_id": "unit-0", "seq": 3}))
     assert robot.recv_type("error").code == ErrorCode.UNKNOWN_TYPE
     welcome_up = Welcome(robot_id="unit-0", seq=4, credit=1, trunk_version=0, heartbeat_ms=100, max_message_bytes=1)
     assert robot.send(welcome_up.encode())
     assert robot.recv_type("error").code == ErrorCode.UNEXPECTED_TYPE
-    assert robot.send(raw({"v": 1, "type": "trunk_fetch", "robot_id": "unit-0", "seq": 5, "trunk_version": 1,
+    assert robot.send(raw({"v": 2, "type": "trunk_fetch", "robot_id": "unit-0", "seq": 5, "trunk_version": 1,
                            "offset": 0, "length": 10}))
     assert robot.recv_type("error").code == ErrorCode.UNKNOWN_TRUNK
     assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))

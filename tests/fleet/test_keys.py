@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 import zmq.auth
@@ -35,6 +36,7 @@ from fleet.keys import (
 )
 from fleet.protocol import Chunk, ErrorCode, Hello, ProtocolError, Welcome, decode
 from fleet.sockets import Delivery, hub_socket, recv_frames, robot_socket, route_frames, send_frames
+from tests.fleet.chunks import agent_record
 from tests.fleet.test_protocol import _mutant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,7 +301,8 @@ def test_a_key_revoked_while_the_hub_runs_is_refused_on_its_open_connection_and_
 @pytest.mark.timeout(60)
 def test_a_robot_naming_another_robot_is_refused(hub):
     robot = hub.robot(hub.keys / "robots" / "unit-1")
-    as_other = Chunk.of("unit-0", 1, "unit-0-3f9c2a7d1b0e4c55-0000000001", b"record of unit-0")
+    record = agent_record(np.random.default_rng(1), "unit-0", 1, "3f9c2a7d1b0e4c55")
+    as_other = Chunk.of("unit-0", 1, "unit-0-3f9c2a7d1b0e4c55-0000000001", record)
     assert send_frames(robot, hello("unit-0").encode(), WAIT_MS)
     assert send_frames(robot, as_other.encode(), WAIT_MS)
     for _ in range(2):

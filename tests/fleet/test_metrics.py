@@ -70,11 +70,11 @@ def test_a_hub_process_serves_prometheus_metrics_that_count_what_a_robot_sent(tm
         robot.welcome()
         _send_acked(robot, range(1, 13))
         bad = bytearray(record("unit-0", 13))
-        bad[-1] ^= 0xFF  # a flipped digest byte: NACKed BAD_RECORD
+        bad[-1] ^= 0xFF  # a flipped digest byte: refused at decode, BAD_DIGEST
         assert robot.send(Chunk.of("unit-0", 99, cid("unit-0", 13), bytes(bad)))
         assert robot.recv_type("nack", skip=("heartbeat", "credit")) is not None
         after = wait_until(lambda: (s := scrape(url))[("fleet_hub_chunks_stored_total", ())] == 12 and
-                           s.get(("fleet_hub_nacks_by_reason_total", (("reason", "BAD_RECORD"),))) == 1 and s, 30)
+                           s.get(("fleet_hub_nacks_by_reason_total", (("reason", "BAD_DIGEST"),))) == 1 and s, 30)
         assert after, scrape(url)
         unit = (("robot", "unit-0"),)
         assert after[("fleet_hub_robot_chunks_stored_total", unit)] == 12

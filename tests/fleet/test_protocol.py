@@ -6,6 +6,7 @@ import math
 import random
 
 import msgpack
+import numpy as np
 import pytest
 
 from fleet.protocol import (
@@ -31,8 +32,9 @@ from fleet.protocol import (
     credit_allows,
     decode,
 )
+from tests.fleet.chunks import agent_record
 
-PAYLOAD = bytes(range(256)) * 40
+PAYLOAD = agent_record(np.random.default_rng(0), "unit-0", 42, "3f9c2a7d1b0e4c55")  # a real spool record
 TRUNK = b"trunk bytes " * 100
 R = {"robot_id": "unit-0", "seq": 7}
 
@@ -101,7 +103,7 @@ def test_a_header_that_is_not_one_msgpack_map_with_a_version_is_malformed(frames
     assert refused(frames).code == ErrorCode.MALFORMED
 
 
-@pytest.mark.parametrize("version", [PROTOCOL_VERSION + 1, 99, 0, -1, 2**64 - 1])
+@pytest.mark.parametrize("version", [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 99, 0, -1, 2**64 - 1])
 def test_an_unknown_or_newer_version_is_refused_naming_both_versions(version):
     header = {**header_of(SAMPLES[0]), "v": version, "brand_new_field": 1}  # a newer peer's fields too
     err = refused(pack(header))

@@ -18,9 +18,9 @@ MBPS = float(os.environ.get("SLOW_DISK_MBPS", "2"))
 class SlowDiskStore(ExperienceStore):
     """An experience store whose commits take as long as ``MBPS`` allows (before the real commit and fsync)."""
 
-    def put_many(self, records: list[bytes]) -> list[StoreResult]:
+    def put_many(self, records: list[bytes], digests_checked: bool = False) -> list[StoreResult]:
         time.sleep(sum(map(len, records)) / (MBPS * 1e6))
-        return super().put_many(records)
+        return super().put_many(records, digests_checked)
 
 
 if __name__ == "__main__":

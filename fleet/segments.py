@@ -18,8 +18,6 @@ import fcntl
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from shared_policy.durable import fsync_dir
@@ -39,6 +37,10 @@ class SegmentLockedError(SegmentError):
     """Another process holds the segments for writing."""
 
 
+class SegmentClosedError(SegmentError):
+    """A read after the segments were closed."""
+
+
 def segment_path(directory: Path, segment: int) -> Path:
     """The file of segment number ``segment``."""
     return directory / f"{segment:08d}.seg"
@@ -52,25 +54,29 @@ def segment_numbers(directory: Path) -> list[int]:
 
 
 class SegmentFiles:
-    """Reads records by (segment, offset, length) with ``pread`` on read-only descriptors kept open per
-    segment. Thread-safe; works beside a writer in another process (committed ranges never change)."""
+    """Reads records by (segment, offset, length) with ``pread`` on read-only descriptors kept open per segment (at
+    most ``max_open``, the least recently opened closed first). Works beside a writer in another process
+    (committed ranges never change). One reader at a time: the store calls it under its read lock."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path, max_open: int = 64):
+        self.directory, self.max_open = Path(directory), max_open
         self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._closed = False
 
     def _fd(self, segment: int) -> int:
-        with self._lock:
-            fd = self._fds.get(segment)
-            if fd is None:
-                path = segment_path(self.directory, segment)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    raise SegmentError(f"segment {path} is missing") from None
-                self._fds[segment] = fd
-            return fd
+        if self._closed:
+            raise SegmentClosedError(f"segments in {self.directory} are closed")
+        fd = self._fds.get(segment)
+        if fd is None:
+            path = segment_path(self.directory, segment)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise SegmentError(f"segment {path} is missing") from None
+            if len(self._fds) >= self.max_open:  # a reader tailing from the start would otherwise hold every one
+                os.close(self._fds.pop(next(iter(self._fds))))
+            self._fds[segment] = fd
+        return fd
 
     def read(self, segment: int, offset: int, length: int) -> bytes:
         """The ``length`` bytes at ``offset`` of ``segment``; SegmentError if the file is shorter."""
@@ -85,21 +91,19 @@ class SegmentFiles:
         return data
 
     def close(self) -> None:
-        """Close the descriptors."""
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        """Close the descriptors; later reads raise SegmentClosedError."""
+        self._closed = True
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 class SegmentWriter:
     """Appends commit groups to the newest segment (one ``fdatasync`` per group); the one writer of a directory,
-    held by an exclusive ``flock`` (a second hub on the same storage is refused, not interleaved).
+    held by an exclusive ``flock`` taken at construction, before anything else is touched (a second hub on the
+    same storage is refused, not interleaved). ``recover`` must run before the first ``append``."""
 
-    ``indexed_end(segment)`` says where the index's last committed record of a segment ends: at open, bytes past
-    it in the newest segment are truncated, and a segment shorter than it is an error (a record would be lost)."""
-
-    def __init__(self, directory: str | Path, indexed_end: Callable[[int], int], segment_bytes: int = SEGMENT_BYTES):
+    def __init__(self, directory: str | Path, segment_bytes: int = SEGMENT_BYTES):
         self.directory, self.segment_bytes = Path(directory), segment_bytes
         created = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -110,36 +114,35 @@ class SegmentWriter:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
+            self._lock_fd = -1
             raise SegmentLockedError(f"{self.directory} is open for writing by another store (a second hub on the "
-                               "same storage_dir?)") from None
+                                     "same storage_dir?)") from None
         self.truncated_bytes = 0  # unreferenced bytes cut off the newest segment at open
-        self._fd = -1
-        try:
-            numbers = segment_numbers(self.directory)
-            for n in numbers[:-1]:  # older segments only need to hold what the index says
-                self._check_length(n, indexed_end(n))
-            self.segment = numbers[-1] if numbers else 1
-            self._open(self.segment)
-            self.end = indexed_end(self.segment)
-            size = os.fstat(self._fd).st_size
-            if size < self.end:
-                raise SegmentError(f"segment {segment_path(self.directory, self.segment)} is {size} bytes but the "
-                                   f"index has records up to byte {self.end}: restore it from a backup")
-            if size > self.end:
-                os.ftruncate(self._fd, self.end)
-                os.fsync(self._fd)
-                self.truncated_bytes = size - self.end
-                log.warning("store segment %s: %d bytes past the last committed record (never acked) truncated",
-                            segment_path(self.directory, self.segment), self.truncated_bytes)
-        except BaseException:
-            self.close()
-            raise
+        self._fd, self.segment, self.end = -1, 0, 0
 
-    def _check_length(self, segment: int, end: int) -> None:
-        path = segment_path(self.directory, segment)
-        if path.stat().st_size < end:
-            raise SegmentError(f"segment {path} is {path.stat().st_size} bytes but the index has records up to "
-                               f"byte {end}: restore it from a backup")
+    def recover(self, indexed_ends: dict[int, int]) -> None:
+        """Check the segments against the index (``indexed_ends``: segment -> where its last committed record
+        ends) and open the newest for appending: a referenced segment missing or shorter than the index says is a
+        SegmentError (a record would be lost); bytes past the newest segment's last committed record are cut."""
+        for n, end in sorted(indexed_ends.items()):
+            path = segment_path(self.directory, n)
+            if not path.exists():
+                raise SegmentError(f"segment {path} is missing but the index has records in it: restore it "
+                                   "from a backup")
+            if path.stat().st_size < end:
+                raise SegmentError(f"segment {path} is {path.stat().st_size} bytes but the index has records up "
+                                   f"to byte {end}: restore it from a backup")
+        # the newest: never a number the index already uses for older bytes (a lost file is refused above)
+        self.segment = max([*segment_numbers(self.directory), *indexed_ends, 1])
+        self._open(self.segment)
+        self.end = indexed_ends.get(self.segment, 0)
+        size = os.fstat(self._fd).st_size
+        if size > self.end:
+            os.ftruncate(self._fd, self.end)
+            os.fsync(self._fd)
+            self.truncated_bytes = size - self.end
+            log.warning("store segment %s: %d bytes past the last committed record (never acked) truncated",
+                        segment_path(self.directory, self.segment), self.truncated_bytes)
 
     def _open(self, segment: int) -> None:
         fd = os.open(segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT, 0o644)

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fleet.record import RecordError, parse_record, record_digest, record_fields, verify_record
-from fleet.segments import SegmentError, SegmentFiles, SegmentLockedError, SegmentWriter
+from fleet.record import DIGEST, RecordError, parse_record, record_digest, record_fields, verify_record
+from fleet.segments import SegmentClosedError, SegmentError, SegmentFiles, SegmentLockedError, SegmentWriter
 from shared_policy.durable import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ _INSERT = f"INSERT INTO chunks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 
 _META = ("rowid", "chunk_id", "robot_id", "spool_epoch", "seq", "hardware", "task", "episode", "steps",
          "trunk_version", "adapter_version", "received", "nbytes")
 # a row as readers load it: the columns of StoredChunk but its record, then where the record is
-_LOAD = f"{', '.join(_META)}, segment, seg_offset, CASE WHEN segment IS NULL THEN record END"
+_LOAD = f"{', '.join(_META)}, segment, seg_offset, digest, CASE WHEN segment IS NULL THEN record END"
 _MIGRATE_1_TO_2 = "ALTER TABLE chunks ADD COLUMN segment INTEGER; ALTER TABLE chunks ADD COLUMN seg_offset INTEGER;"
 
 
@@ -198,22 +198,31 @@ class ExperienceStore:
         self.path, self.read_only = Path(path), read_only
         self._w: sqlite3.Connection | None = None
         self._segment_writer: SegmentWriter | None = None
+        self._r: sqlite3.Connection | None = None
         self._closed = True  # until fully open: close() then releases whatever was opened
         self._wlock, self._rlock = threading.Lock(), threading.Lock()
-        if read_only:
+        self._checkpointer: threading.Thread | None = None
+        try:
+            self._open(check)
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, check: bool) -> None:
+        if self.read_only:
             if not self.path.is_file():
                 raise StoreError(f"store {self.path} does not exist (the hub creates it)")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
+            try:  # the lock first: a second hub touches nothing
+                self._segment_writer = SegmentWriter(segments_dir(self.path))
+            except SegmentLockedError as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
             self._w = self._open_writer(check, created)
             try:
-                self._segment_writer = SegmentWriter(segments_dir(self.path), self._indexed_end)
-            except SegmentLockedError as exc:
-                self._w.close()
-                raise StoreError(f"{self.path}: {exc}") from exc
-            except OSError as exc:  # SegmentError: shorter than the index says; or the disk refused
-                self._w.close()
+                self._segment_writer.recover(self._indexed_ends())
+            except OSError as exc:  # SegmentError: missing or shorter than the index says; or the disk refused
                 raise StoreCorruptError(f"{self.path}: {exc}") from exc
             if created:
                 fsync_dir(self.path.parent)  # the new file's directory entry, before anything is acked from it
@@ -221,28 +230,32 @@ class ExperienceStore:
             self._r = _connect(self.path, read_only=True)
             self._r.execute("PRAGMA query_only=1")
             version = self._r.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # locked, or a -shm that cannot be made: not damage
+            raise StoreError(f"{self.path}: cannot open the store for reading ({exc})") from exc
         except sqlite3.DatabaseError as exc:
-            self._close_writer()
             raise _corrupt(self.path, exc) from exc
         if version > SCHEMA_VERSION or version < 1:
-            self._r.close()
-            self._close_writer()
             raise StoreError(f"{self.path}: store schema {version} is not one this code reads (1..{SCHEMA_VERSION}; "
                              "0: the hub has not created its tables yet)")
-        # a schema-1 store opened read-only (no hub has migrated it yet) has no segment columns: all in BLOBs
-        self._load_sql = _LOAD if version >= 2 else f"{', '.join(_META)}, NULL, NULL, record"
+        self._version = version  # a read-only store of schema 1 looks again before each read (_load_sql)
         self._segments = SegmentFiles(segments_dir(self.path))
-        self._closed = False
         self._uncheckpointed = 0
         self._wake_checkpoint = threading.Event()
-        self._checkpointer: threading.Thread | None = None
-        if not read_only:
+        if not self.read_only:
             # Checkpoints off the commit path: a commit that also checkpoints copies the WAL and fsyncs the
             # database before its group is acked (hub_ingest's latency case showed it). A thread of its own copies
             # the WAL every CHECKPOINT_EVERY_BYTES (PASSIVE: never blocks a commit).
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(_connect(self.path),),
                                                   name="store-checkpointer", daemon=True)
+        self._closed = False
+        if self._checkpointer is not None:
             self._checkpointer.start()
+
+    def _release(self) -> None:
+        """Close what a failed open had opened (connections, the writer's lock)."""
+        if self._r is not None:
+            self._r.close()
+        self._close_writer()
 
     def _open_writer(self, check: bool, created: bool) -> sqlite3.Connection:
         w = _connect(self.path)
@@ -270,11 +283,11 @@ class ExperienceStore:
             raise
         return w
 
-    def _indexed_end(self, segment: int) -> int:
-        """Where the last committed record of ``segment`` ends (0 if none)."""
+    def _indexed_ends(self) -> dict[int, int]:
+        """Each segment the index names, with where its last committed record ends."""
         assert self._w is not None
-        return self._w.execute("SELECT COALESCE(MAX(seg_offset + nbytes), 0) FROM chunks WHERE segment = ?",
-                               (segment,)).fetchone()[0]
+        return dict(self._w.execute("SELECT segment, MAX(seg_offset + nbytes) FROM chunks WHERE segment IS NOT NULL "
+                                    "GROUP BY segment").fetchall())
 
     def _close_writer(self) -> None:
         if self._segment_writer is not None:
@@ -378,25 +391,53 @@ class ExperienceStore:
                 raise StoreError(f"store {self.path} is closed")
             return self._r.execute(sql, args).fetchall()
 
+    def _load_sql(self) -> str:
+        """The columns of a StoredChunk's row; call under the read lock. A read-only store opened on schema 1 looks
+        again each time: the hub may have migrated it since, and new rows keep their bytes in segments."""
+        if self._version < 2:
+            self._version = self._r.execute("PRAGMA user_version").fetchone()[0]
+        return _LOAD if self._version >= 2 else f"{', '.join(_META)}, NULL, NULL, NULL, record"
+
+    def _loaded(self, where: str, args: tuple, max_bytes: int | None = None) -> list[StoredChunk]:
+        """The chunks of ``SELECT ... FROM chunks WHERE <where>``, records read, under the read lock (a close
+        waits for it); ``max_bytes`` bounds their total size, at least one."""
+        with self._rlock:
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            rows = self._r.execute(f"SELECT {self._load_sql()} FROM chunks WHERE {where}", args).fetchall()
+            if max_bytes is not None:
+                total = 0
+                for k, r in enumerate(rows):
+                    if total and total + r[12] > max_bytes:
+                        rows = rows[:k]
+                        break
+                    total += r[12]
+            return [self._load(r) for r in rows]
+
     def _load(self, row: tuple) -> StoredChunk:
         """A ``_LOAD`` row as a StoredChunk, its record read from its segment (or its schema-1 BLOB)."""
-        *meta, segment, offset, blob = row
+        *meta, segment, offset, digest, blob = row
         if segment is None:
             return StoredChunk(*meta, blob)
         try:
-            return StoredChunk(*meta, self._segments.read(segment, offset, meta[12]))
+            record = self._segments.read(segment, offset, meta[12])
+        except SegmentClosedError as exc:
+            raise StoreError(f"store {self.path} is closed") from exc
         except SegmentError as exc:
             raise StoreCorruptError(f"{self.path}: stored chunk {meta[1]}: {exc}") from None
-        except OSError as exc:  # EIO; or EBADF when the store was closed under the read
-            raise StoreError(f"store {self.path}{' is closed' if self._closed else ''}: reading stored chunk "
-                             f"{meta[1]}: {exc}") from exc
+        except OSError as exc:  # EIO
+            raise StoreError(f"store {self.path}: reading stored chunk {meta[1]}: {exc}") from exc
+        if record[-DIGEST:] != digest:  # cheap: bytes not this chunk's (a segment replaced or misplaced)
+            raise StoreCorruptError(f"{self.path}: stored chunk {meta[1]}: segment {segment} at {offset} holds "
+                                    "other bytes than the index says")
+        return StoredChunk(*meta, record)
 
     def get(self, chunk_id: str) -> bytes:
         """The stored record bytes of ``chunk_id``, checked; KeyError if it is not stored."""
-        rows = self._read(f"SELECT {self._load_sql} FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        rows = self._loaded("chunk_id = ?", (chunk_id,))
         if not rows:
             raise KeyError(chunk_id)
-        record = self._load(rows[0]).record
+        record = rows[0].record
         try:  # neither SQLite's page checks nor the file system check a record's bytes: its own digest does
             verify_record(record, chunk_id)
         except RecordError as exc:
@@ -409,17 +450,9 @@ class ExperienceStore:
     def read_since(self, rowid: int, limit: int = 256, max_bytes: int | None = None) -> list[StoredChunk]:
         """Up to ``limit`` chunks stored after ``rowid``, in commit order (start with 0; pass the last one's
         ``rowid`` next time). Only committed rows are seen, so a tailing reader never skips one. ``max_bytes``
-        bounds the records' total size (a reader's memory: 256 chunks of 1 MiB are 256 MiB), always at least one."""
-        rows = self._read(f"SELECT {self._load_sql} FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                          (rowid, limit))
-        if max_bytes is not None:
-            total = 0
-            for k, r in enumerate(rows):
-                if total and total + r[12] > max_bytes:
-                    rows = rows[:k]
-                    break
-                total += r[12]
-        return [self._load(r) for r in rows]
+        bounds the records' total size (a reader's memory: 256 chunks of 1 MiB are 256 MiB), always at least one.
+        A record that cannot be read as the index says raises StoreCorruptError: readers stop there, loudly."""
+        return self._loaded("rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit), max_bytes)
 
     def last_rowid(self, received_before: float | None = None) -> int:
         """The newest committed row (0 when empty); with ``received_before``, the newest received before then."""

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fleet.record import encode_record, verify_record
+from fleet.segments import SegmentError
 from fleet.store import (
     CHECKPOINT_EVERY_BYTES,
     DUPLICATE,
@@ -174,6 +175,27 @@ def test_a_segment_shorter_than_its_index_is_refused_at_open(tmp_path, rng):
         ExperienceStore(path)
 
 
+def test_a_missing_segment_the_index_names_is_refused_at_open(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    with ExperienceStore(path) as store:
+        store.put_many([agent_record(rng, "unit-0", seq) for seq in range(3)])
+    (path.with_suffix(".segments") / "00000001.seg").unlink()
+    with pytest.raises(StoreCorruptError, match="00000001.seg is missing"):
+        ExperienceStore(path)
+
+
+def test_a_read_after_close_is_a_store_error_not_another_files_bytes(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    with ExperienceStore(path) as store:
+        (res,) = store.put_many([agent_record(rng, "unit-0", 0)])
+    reader = ExperienceStore(path, read_only=True)
+    reader.close()
+    with pytest.raises(StoreError, match="closed"):
+        reader.read_since(0)
+    with pytest.raises(SegmentError, match="closed"):  # no descriptor reopened after close
+        reader._segments.read(1, 0, 10)
+
+
 def test_a_second_writer_on_the_same_store_is_refused_and_readers_are_not(tmp_path, rng):
     path = tmp_path / "s.sqlite"
     with ExperienceStore(path) as store:
@@ -223,11 +245,13 @@ def test_a_schema_1_store_is_migrated_at_open_and_its_blobs_still_read(tmp_path,
                   header["steps"], 0, 0, time.time(), len(old), old[-32:], old))
     conn.commit()
     conn.close()
-    with ExperienceStore(path, read_only=True) as store:  # a reader before any hub migrated it
-        assert store.get(header["chunk_id"]) == old and [r.record for r in store.read_since(0)] == [old]
+    early = ExperienceStore(path, read_only=True)  # a reader open before any hub migrated it, and after
+    assert early.get(header["chunk_id"]) == old and [r.record for r in early.read_since(0)] == [old]
     with ExperienceStore(path) as store:
         assert store.put_many([old, new])[0].status == DUPLICATE
         assert [r.record for r in store.read_since(0)] == [old, new]
+        assert [r.record for r in early.read_since(0)] == [old, new]  # the new row's bytes, not an empty BLOB
+    early.close()
     with ExperienceStore(path, read_only=True) as store:
         assert store.get(header["chunk_id"]) == old and store.get(verify_record(new)["chunk_id"]) == new
 

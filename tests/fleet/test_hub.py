@@ -503,10 +503,9 @@ def test_a_fault_while_closing_the_hub_still_stops_its_export_process(tmp_path):
         server.store.close()
 
 
-@pytest.mark.timeout(60)
-def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor(plain_hub, robots, tmp_path):
-    import os
-
+def _hub_with_a_commit_held(plain_hub, robots) -> tuple:
+    """A hub (close timeout 0.5 s) whose first commit group is stored and counted down but whose results reach the
+    hub only once the returned event is set: a writer outlasting the hub's close."""
     hub = plain_hub(stop_timeout_s=0.5)
     release, entered = threading.Event(), threading.Event()
     committed = hub.server.writer.on_results
@@ -521,6 +520,14 @@ def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor
     robot.welcome()
     assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
     assert entered.wait(20) and hub.server.writer.pending == 0
+    return hub, release
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor(plain_hub, robots, tmp_path):
+    import os
+
+    hub, release = _hub_with_a_commit_held(plain_hub, robots)
     try:
         hub.stop()  # the writer's close times out with its thread still in the wake-up path
         wake_r, wake_w = hub.server._wake_r, hub.server._wake_w
@@ -539,20 +546,7 @@ def test_a_commit_outlasting_the_hubs_close_never_wakes_a_reused_file_descriptor
 def test_a_writer_outlasting_the_hubs_close_is_logged_as_committed_groups_left_unacked(plain_hub, robots, caplog):
     import os
 
-    hub = plain_hub(stop_timeout_s=0.5)
-    release, entered = threading.Event(), threading.Event()
-    committed = hub.server.writer.on_results
-
-    def slow_answer(results):  # the group is committed; its results reach the hub only after the close
-        entered.set()
-        release.wait(30)
-        committed(results)
-
-    hub.server.writer.on_results = slow_answer
-    robot = robots(hub.endpoint, "unit-0")
-    robot.welcome()
-    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
-    assert entered.wait(20)
+    hub, release = _hub_with_a_commit_held(plain_hub, robots)
     try:
         with caplog.at_level("WARNING", logger="fleet.hub"):
             hub.stop()

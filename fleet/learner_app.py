@@ -38,6 +38,7 @@ from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
 from fleet.rank_gradients import average_present_gradients
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
+from fleet.store import StoreError
 from fleet.trunk_store import TrunkStoreError
 from shared_policy.adapter import Adapter, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint
@@ -164,7 +165,7 @@ def learn_main(dcfg: DictConfig) -> None:
         cfg = OmegaConf.to_object(dcfg)
         assert isinstance(cfg, LearnConfig)
         code = run_learn(cfg, plain)
-    except (ValueError, CheckpointError, TrunkStoreError, FileNotFoundError, NoFleetData) as exc:
+    except (ValueError, CheckpointError, TrunkStoreError, StoreError, FileNotFoundError, NoFleetData) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
     sys.exit(code)

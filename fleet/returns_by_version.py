@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fleet.record import PREFIX, record_header, verify_record
-from fleet.store import ExperienceStore, StoredChunk, StoreError
+from fleet.store import ExperienceStore, StoreCorruptError, StoredChunk, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class EpisodeReturns:
         self.partial_episodes = 0
         self.unreadable_chunks = 0
         self._warned: set[str] = set()  # robots whose unreadable chunk was logged as a warning
+        self._corrupt_error = ""  # the store damage last logged (once each)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="episode-returns", daemon=True)
@@ -204,6 +205,10 @@ class EpisodeReturns:
         while not self._stop.is_set():
             try:
                 self.catch_up()
+            except StoreCorruptError as exc:  # damage does not heal by retrying: say so once, loudly
+                if str(exc) != self._corrupt_error:
+                    log.error("returns: canary returns stop at a damaged stored chunk: %s", exc)
+                    self._corrupt_error = str(exc)
             except StoreError as exc:  # closed at shutdown, or a read failed: try again later
                 log.debug("returns: %s", exc)
             self._stop.wait(self.every_s)

@@ -112,9 +112,11 @@ class SegmentWriter:
         self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:  # BlockingIOError: held; anything else (ENOLCK on NFS): no lock either
             os.close(self._lock_fd)
             self._lock_fd = -1
+            if not isinstance(exc, BlockingIOError):
+                raise
             raise SegmentLockedError(f"{self.directory} is open for writing by another store (a second hub on the "
                                      "same storage_dir?)") from None
         self.truncated_bytes = 0  # unreferenced bytes cut off the newest segment at open

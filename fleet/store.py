@@ -86,7 +86,8 @@ class StoreError(RuntimeError):
 
 
 class StoreCorruptError(StoreError):
-    """The store's file is not a sound SQLite database (failed ``PRAGMA quick_check`` at open)."""
+    """The store is damaged: its index is not a sound SQLite database (``PRAGMA quick_check`` at open), or a
+    segment is missing, shorter than its index says, or holds other bytes than a row's digest."""
 
 
 @dataclass(frozen=True)
@@ -290,10 +291,10 @@ class ExperienceStore:
                                     "GROUP BY segment").fetchall())
 
     def _close_writer(self) -> None:
+        if self._w is not None:  # the SQLite writer first: the lock, released last, is what admits the next hub
+            self._w.close()
         if self._segment_writer is not None:
             self._segment_writer.close()
-        if self._w is not None:
-            self._w.close()
 
     def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
         try:
@@ -404,7 +405,11 @@ class ExperienceStore:
         with self._rlock:
             if self._closed:
                 raise StoreError(f"store {self.path} is closed")
-            rows = self._r.execute(f"SELECT {self._load_sql()} FROM chunks WHERE {where}", args).fetchall()
+            self._r.execute("BEGIN")  # one snapshot: the schema version seen is the one the rows are read under
+            try:
+                rows = self._r.execute(f"SELECT {self._load_sql()} FROM chunks WHERE {where}", args).fetchall()
+            finally:
+                self._r.execute("COMMIT")
             if max_bytes is not None:
                 total = 0
                 for k, r in enumerate(rows):

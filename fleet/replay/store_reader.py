@@ -13,7 +13,7 @@ import numpy as np
 
 from fleet.record import RecordError, check_chunk, decode_record, robot_priorities
 from fleet.replay.sequences import STEP_ARRAYS, ChunkSteps
-from fleet.store import ExperienceStore, StoredChunk, StoreError
+from fleet.store import ExperienceStore, StoredChunk
 
 
 def chunk_steps(row: StoredChunk) -> ChunkSteps:
@@ -38,12 +38,9 @@ class StoreReader:
     def __init__(self, path: str | Path, cursor: int = 0, batch_chunks: int = 256,
                  min_received: float | None = None):
         self.path, self.cursor, self.batch_chunks = Path(path), cursor, batch_chunks
-        if not self.path.exists():  # say which file is missing
+        if not self.path.exists():  # say which file is missing; other StoreErrors (damage, no tables yet) as they are
             raise FileNotFoundError(f"store {self.path} does not exist")
-        try:
-            self._store = ExperienceStore(self.path, check=False, read_only=True)
-        except StoreError as exc:
-            raise FileNotFoundError(str(exc)) from exc
+        self._store = ExperienceStore(self.path, check=False, read_only=True)
         if min_received is not None:
             self.cursor = max(cursor, self._store.last_rowid(received_before=min_received))
         self.skipped: list[tuple[str, str]] = []  # (chunk id, why) of stored chunks no learner can use

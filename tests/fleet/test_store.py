@@ -232,19 +232,25 @@ def test_a_chunk_twice_in_one_group_is_stored_once(tmp_path, rng):
         assert store.counts()["unit-0"].chunks == 1
 
 
-def test_a_schema_1_store_is_migrated_at_open_and_its_blobs_still_read(tmp_path, rng):
-    path = tmp_path / "s.sqlite"
-    old, new = agent_record(rng, "unit-0", 0), agent_record(rng, "unit-0", 1)
-    header = verify_record(old)
+def _schema_1_store(path: Path, record: bytes) -> dict:
+    """A store as schema 1 wrote it (the record's bytes in a BLOB) holding ``record``; the record's header."""
+    header = verify_record(record)
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA_1 + "PRAGMA user_version=1; PRAGMA journal_mode=WAL;")
     conn.execute("INSERT INTO chunks (chunk_id, robot_id, spool_epoch, seq, hardware, task, episode, steps, "
                  "trunk_version, adapter_version, received, nbytes, digest, record) "
                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                  (header["chunk_id"], "unit-0", EPOCH, 0, header["hardware"], header["task"], header["episode"],
-                  header["steps"], 0, 0, time.time(), len(old), old[-32:], old))
+                  header["steps"], 0, 0, time.time(), len(record), record[-32:], record))
     conn.commit()
     conn.close()
+    return header
+
+
+def test_a_schema_1_store_is_migrated_at_open_and_its_blobs_still_read(tmp_path, rng):
+    path = tmp_path / "s.sqlite"
+    old, new = agent_record(rng, "unit-0", 0), agent_record(rng, "unit-0", 1)
+    header = _schema_1_store(path, old)
     early = ExperienceStore(path, read_only=True)  # a reader open before any hub migrated it, and after
     assert early.get(header["chunk_id"]) == old and [r.record for r in early.read_since(0)] == [old]
     with ExperienceStore(path) as store:
@@ -254,6 +260,28 @@ def test_a_schema_1_store_is_migrated_at_open_and_its_blobs_still_read(tmp_path,
     early.close()
     with ExperienceStore(path, read_only=True) as store:
         assert store.get(header["chunk_id"]) == old and store.get(verify_record(new)["chunk_id"]) == new
+
+
+def test_a_reader_racing_the_migration_never_reads_a_new_row_as_an_empty_record(tmp_path, rng):
+    # the hub migrates the store and commits a group between the reader's schema check and its query: one
+    # snapshot for both, so the query sees the store as the check did (never a new row through the old columns)
+    path = tmp_path / "s.sqlite"
+    old, new = agent_record(rng, "unit-0", 0), agent_record(rng, "unit-0", 1)
+    _schema_1_store(path, old)
+    reader = ExperienceStore(path, read_only=True)
+    schema_check = reader._load_sql
+
+    def check_then_hub_migrates():
+        sql = schema_check()
+        with ExperienceStore(path) as hub:  # migrates to schema 2 and stores a chunk in a segment
+            hub.put_many([new])
+        return sql
+
+    reader._load_sql = check_then_hub_migrates
+    assert [r.record for r in reader.read_since(0)] == [old]  # the snapshot of the check: no new row yet
+    reader._load_sql = schema_check
+    assert [r.record for r in reader.read_since(0)] == [old, new]
+    reader.close()
 
 
 SCHEMA_1 = """

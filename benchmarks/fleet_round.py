@@ -94,6 +94,7 @@ from fleet.learner_app import EXIT_OK, EXIT_REFUSED, rebased_adapters, run_learn
 from fleet.learner_config import LearnConfig
 from fleet.learner_inputs import experience_reader, fleet_adapters, robot_observations
 from fleet.trunk_store import TrunkStore
+from fleet.unit_watch import read_holds
 from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import load_checkpoint
 from shared_policy.learner_throughput import measure_throughput
@@ -183,27 +184,50 @@ def measure_units(units: list[Unit], arms_of: Any, episodes: int) -> dict[str, d
 
 
 def rollout_phase(fleet: Fleet, storage: Path, candidate: int, timeout_s: float) -> dict[str, Any]:
-    """The units run until the hub's canary trial of ``candidate`` has ended and each runs the current trunk."""
-    def settled() -> bool:
-        cur = TrunkStore(storage).current()
-        return (rollout_settled(storage, candidate) is not None and cur is not None
-                and all(v == cur.version for v in fleet.trunk_versions().values()))
+    """The units run until the hub's canary trial of ``candidate`` has ended (after a promotion, its watch of every
+    other unit too: fleet/unit_watch.py) and each unit runs what the hub wants for it: the current trunk, or the
+    one the watch holds it back on."""
+    def wanted() -> dict[str, int] | None:
+        cur, step = TrunkStore(storage).current(), rollout_settled(storage, candidate)
+        if cur is None or step is None or (step["event"] == "promoted" and not any(
+                s["event"] == "watch_ended" for s in rollout_steps(storage, candidate))):
+            return None
+        holds = read_holds(storage)
+        return {r: holds.get(r, cur.version) for r in fleet.trunk_versions()}
 
-    ok = fleet.run_until(settled, timeout_s)
-    step = rollout_settled(storage, candidate)
-    return {"outcome": step["event"] if step else "not_settled", "rollout": rollout_steps(storage, candidate),
-            "every_unit_on_current": ok, "unit_trunks": fleet.trunk_versions(),
+    ok = fleet.run_until(lambda: wanted() == fleet.trunk_versions(), timeout_s)
+    step, steps = rollout_settled(storage, candidate), rollout_steps(storage, candidate)
+    return {"outcome": step["event"] if step else "not_settled", "rollout": steps,
+            "held_back": sorted(s["robot"] for s in steps if s["event"] == "unit_held_back"),
+            "every_unit_where_the_hub_wants": ok, "unit_trunks": fleet.trunk_versions(),
             "unit_adapter_sources": fleet.adapter_sources()}
 
 
+def unit_adapters(storage: Path, trunks: dict[int, FleetPolicy],
+                  runs: dict[str, int]) -> tuple[dict[str, Adapter], dict[str, Any]]:
+    """Each unit's newest uploaded adapter for the trunk it runs (``runs``: the current one, or the one the unit
+    watch holds it back on), and their stored records."""
+    adapters: dict[str, Adapter] = {}
+    records: dict[str, Any] = {}
+    for v in sorted(set(runs.values())):
+        got, recs = fleet_adapters(storage, trunks[v], v)
+        adapters.update({r: a for r, a in got.items() if runs.get(r) == v})
+        records.update({r: rec for r, rec in recs.items() if runs.get(r) == v})
+    return adapters, records
+
+
 def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetPolicy, int], args: argparse.Namespace,
-                run: Path, stage: Stages) -> tuple[dict[str, Any], tuple[Path, FleetPolicy, int]]:
-    """One round (module docstring): its record and the trunk the fleet runs after it."""
+                run: Path, stage: Stages, trunks: dict[int, FleetPolicy],
+                runs: dict[str, int]) -> tuple[dict[str, Any], tuple[Path, FleetPolicy, int]]:
+    """One round (module docstring): its record and the fleet's current trunk after it. ``trunks``: every version's
+    policy; ``runs``: the version each unit runs, updated here (a unit held back by the hub's watch runs an older
+    one)."""
     _, policy, version = current
     with stage(f"round {k}: units' episodes"):
         fleet.run_episodes(args.episodes)
     stored = {r: len(eps) for r, eps in stored_episodes(storage).items()}
-    old, records = fleet_adapters(storage, policy, version)
+    old, all_records = unit_adapters(storage, trunks, runs)
+    records = {r: rec for r, rec in all_records.items() if runs[r] == version}  # what the learner rebases
     print(f"[fleet_round] round {k}: units ran {args.episodes} episodes on v{version}; stored episodes {stored}; "
           f"{len(old)} adapters uploaded for v{version}", flush=True)
     out = run / "learn" / f"round_{k}"
@@ -223,11 +247,12 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
             row.update(rollout_phase(fleet, storage, cand_version, args.rollout_timeout_s))
     rebased = rebased_adapters(out / "round_1" / "adapters", cand, records) if code == EXIT_OK else {}
     # the other rebase target, measured beside what the units got (never sent to them)
-    other = residual_adapters(cfg, policy, cand, old) if code == EXIT_OK else {}
+    other = residual_adapters(cfg, policy, cand, {r: a for r, a in old.items() if r in records}) \
+        if code == EXIT_OK else {}
 
     def arms_of(u: Unit) -> list[Arm]:
         a = old.get(u.robot_id)
-        return [Arm("old", policy, a)] + ([Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id)),
+        return [Arm("old", trunks[runs[u.robot_id]], a)] + ([Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id)),
                                            Arm("other_rebase", cand, other.get(u.robot_id))]
                                           if code == EXIT_OK else [])
 
@@ -235,9 +260,12 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
           f"its adapter; naive / rebased: v{cand_version} + the old / the rebased adapter)", flush=True)
     with stage(f"round {k}: replica returns"):
         row["units"] = measure_units(fleet.units, arms_of, args.eval_episodes)
-    promoted = row["outcome"] == "promoted"
-    for r in row["units"].values():
-        r["after"] = r["rebased"] if promoted else r["old"]
+    promoted, held = row["outcome"] == "promoted", set(row.get("held_back", []))
+    for robot, r in row["units"].items():  # a unit the watch held back runs what it ran before, as before
+        r["after"] = r["rebased"] if promoted and robot not in held else r["old"]
+    if promoted:
+        trunks[cand_version] = cand
+        runs.update({r: cand_version for r in runs if r not in held})
     return row, ((cand_path, cand, cand_version) if promoted else current)
 
 
@@ -305,9 +333,10 @@ def main() -> None:
     hub, keys = start_hub(run, units, args)
     fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes))
     rounds, current = [], (v1_path, v1, 1)
+    trunks, runs = {1: v1}, {u.robot_id: 1 for u in units}
     try:
         for k in range(1, args.rounds + 1):
-            row, current = fleet_round(k, fleet, run / "hub", current, args, run, stage)
+            row, current = fleet_round(k, fleet, run / "hub", current, args, run, stage, trunks, runs)
             rounds.append(row)
     finally:
         hub.stop()
@@ -336,7 +365,8 @@ def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
         verdicts = [f"{s['robot']} {'pass' if s.get('passed') else 'FAIL'} ({s.get('mean_candidate', float('nan')):.1f} "
                     f"vs {s.get('mean_previous', float('nan')):.1f})" for s in r["rollout"] if s["event"] == "canary_verdict"]
         print(f"round {r['round']}: v{r['trunk']} -> candidate v{r['candidate']}: {r['outcome']}; canaries: "
-              f"{', '.join(verdicts) or 'none'}; steps: {' > '.join(s['event'] for s in r['rollout'])}")
+              f"{', '.join(verdicts) or 'none'}; held back after it: {', '.join(r.get('held_back', [])) or 'none'}; "
+              f"steps: {' > '.join(s['event'] for s in r['rollout'])}")
     m = fleet["fleet_mean"]
     print(f"fleet units: mean return {m['before']:.1f} before, {m['after_round_1']:.1f} after round 1, "
           f"{m['after_last_round']:.1f} after round {len(rounds)} (gain {fleet['mean_gain']:+.3f} relative); worst unit "

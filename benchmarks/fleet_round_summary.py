@@ -80,9 +80,10 @@ def summary_line(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str,
     rb = rebase.get("rebased_vs_unchanged", {}).get("relative", float("nan"))
     other = rebase.get("other_rebase_vs_unchanged", {}).get("relative", float("nan"))
     promoted = sum(r["outcome"] == "promoted" for r in rounds)
+    held = sum(len(r.get("held_back", [])) for r in rounds)
     return (f"fleet_round mean_gain={fleet['mean_gain']:.3f} worst_unit_delta={fleet['worst_unit_delta']:.3f} "
             f"fresh_zero_shot_gain={fresh['fleet_vs_sim_only']['relative']:.3f} "
             f"fresh_vs_sim_control={fresh['fleet_vs_sim_control']['relative']:.3f} rebase_gain={rb:.3f} "
             f"other_rebase_gain={other:.3f} "
             f"vtrace_vs_ppo={throughput['ratio']:.2f} units={len(fleet['units'])} "
-            f"fresh_units={fresh['fleet_vs_sim_only']['units']} rounds={len(rounds)} promoted={promoted}")
+            f"fresh_units={fresh['fleet_vs_sim_only']['units']} rounds={len(rounds)} promoted={promoted} held_back={held}")

@@ -115,6 +115,10 @@ def _rollout_lines(hub: dict, storage: Path) -> str:
                 if r.get("candidate") else ", no candidate")]
     for robot, v in (r.get("verdicts") or {}).items():
         lines.append(f"  canary {robot}: {'pass' if v.get('passed') else 'FAIL'} {v}")
+    w = hub.get("watch") or {}
+    if w.get("watching"):
+        lines.append(f"unit watch: v{w['watching']}, {w.get('judged', 0)} of {w.get('watched', 0)} robots judged")
+    lines += [f"  held back: {robot} runs v{v}" for robot, v in sorted((w.get("holds") or {}).items())]
     steps = read_steps(storage, LAST_STEPS)
     lines += [f"  {describe(step)}" for step in steps] or ["  (no roll-out steps logged)"]
     return "\n".join(lines)

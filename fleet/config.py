@@ -64,7 +64,8 @@ class HubConfig:
     max_frame_bytes: int = 16 * 1024 * 1024  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     socket: SocketConfig = field(default_factory=SocketConfig)
-    store_group_chunks: int = 32  # group commit: a group (one fsync) closes at this many chunks ...
+    store_group_chunks: int = 128  # group commit: a group (one fsync) closes at this many chunks ...
+    store_group_mb: float = 32.0  # ... or this many MiB (the chunk that crosses it is the group's last) ...
     store_group_wait_ms: float = 1.0  # ... or this many ms after its first (0: only what queued during the last fsync)
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet
     parquet_file_mb: float = 128.0  # roll Parquet files at about this size ...
@@ -99,6 +100,7 @@ class HubConfig:
         checks = {
             "max_frame_bytes": self.max_frame_bytes > 0,
             "store_group_chunks": self.store_group_chunks >= 1,
+            "store_group_mb": self.store_group_mb > 0,
             "store_group_wait_ms": self.store_group_wait_ms >= 0,
             "parquet_file_mb": self.parquet_file_mb > 0,
             "parquet_roll_s": self.parquet_roll_s > 0,

@@ -22,6 +22,7 @@ from fleet.sockets import Delivery
 from fleet.store import DUPLICATE, STORED
 from fleet.trunk_service import TrunkService
 from fleet.trunk_store import TrunkStoreError
+from fleet.unit_watch import UnitWatch
 
 log = logging.getLogger("fleet.hub")
 
@@ -36,6 +37,7 @@ class HubTrunks:
     registry: FleetRegistry
     trunks: TrunkService
     rollout: Rollout
+    watch: UnitWatch
     returns: EpisodeReturns
     adapter_intake: AdapterIntake
     _stopping: bool
@@ -53,11 +55,12 @@ class HubTrunks:
         changed = False
         try:
             changed = self.trunks.poll()
-            if self.trunks.candidate_version and not self.returns.started:
-                self.returns.start()  # the first trial: from now on the canaries' returns are read as they come
+            if (self.trunks.candidate_version or self.watch.version) and not self.returns.started:
+                self.returns.start()  # the first trial or watch: from now on returns are read as they come
             known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
-                                      self.returns.returns, known=known)
+                                      self.returns.returns, known=known, runs=self._runs)
+            moved = self._watch_units(list(known)) or moved
         except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
             log.error("roll-out step failed (retried at the next poll): %s", exc)
             moved = False
@@ -66,9 +69,28 @@ class HubTrunks:
                 if session.connected:
                     self._send_notice(session)
 
+    def _watch_units(self, known: list[str]) -> bool:
+        """Start the unit watch on a promotion, clear its holds on a change of the current version made by hand,
+        judge the robots watched (fleet/unit_watch.py). True when a robot was moved."""
+        current, moved = self.trunks.version, False
+        if current and current != self.watch.current:
+            promoted = self.rollout.promoted
+            if promoted is not None and promoted[0] == current:
+                self.watch.promoted(current, promoted[1], known, promoted[2])
+            else:
+                moved = self.watch.cleared(current, f"v{current} made current by hand")
+        moved = self.watch.step(self.returns.returns) or moved
+        self.trunks.held = self.watch.served()
+        return moved
+
+    def _runs(self, robot_id: str) -> int:
+        """The version ``robot_id`` runs when it is not a canary: the one the unit watch holds it on, else the
+        current one."""
+        return self.watch.wants(robot_id, self.trunks.version)
+
     def _wanted(self, robot_id: str) -> int:
-        """The trunk version ``robot_id`` should run: the candidate on a canary, else the current one."""
-        return self.rollout.wants(robot_id, self.trunks.version)
+        """The trunk version ``robot_id`` should run: the candidate on a canary, else ``_runs``."""
+        return self.rollout.wants(robot_id, self._runs(robot_id))
 
     def _send_notice(self, session: RobotSession) -> None:
         notice = self.trunks.notice(session.robot_id, session.next_seq(), self._wanted(session.robot_id))

@@ -10,14 +10,17 @@ calls :meth:`Rollout.step` about once a second:
    canary tried. It waits for them up to ``max_wait_s``, then rolls back naming the uncovered types. The set
    is fixed, and logged, when the trial starts.
 2. **Verdicts.** For each canary: the mean return of its first ``min_episodes`` completed episodes on the
-   candidate against the mean of its last ``history_episodes`` on the previous (current) version, both from the
-   hub's own store (fleet/returns_by_version.py). It passes iff
+   candidate against the mean of its last ``history_episodes`` on the version it ran when the trial began (the
+   current one, or the older one the unit watch holds it on), both from the hub's own store
+   (fleet/returns_by_version.py). It passes iff
    ``mean_candidate >= mean_previous - tolerance * |mean_previous|``. A canary with no episode on the previous
    version cannot be judged and fails (a trunk is never promoted on no evidence).
 3. **Outcome.** When every canary has a verdict: all pass -> promote (CURRENT := candidate, every robot is told);
    any fails -> roll back (the candidate is dropped; canaries are told the current version and swap back). After
    ``max_wait_s`` with some canary still short of ``min_episodes`` -> roll back: an unproven trunk does not stay
    on robots (publish it again to retry).
+4. **After a promotion** the hub watches every other robot on the new version against its own history and holds
+   back one it hurts (fleet/unit_watch.py): canaries protect the canaries, the watch the rest.
 
 Every step goes to the roll-out log (fleet/rollout_log.py). An operator's ``fleet-hub rollback N`` or a plain
 publish while a trial runs removes CANDIDATE; the trial then ends without a verdict of its own.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,17 +90,22 @@ class Rollout:
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.state = "idle"  # idle | waiting_for_canaries | on_trial
         self.waiting_since: float | None = None
+        self.baselines: dict[str, int] = {}  # canary -> the version it ran when the trial began
+        self.promoted: tuple[int, int, list[str]] | None = None  # the last promotion: version, previous, canaries
 
     def wants(self, robot_id: str, current: int) -> int:
         """The trunk version ``robot_id`` should run now."""
         return self.candidate if self.candidate and robot_id in self.canaries else current
 
     def step(self, candidate: int, current: int, connected: dict[str, str],
-             returns: Any, now: float | None = None, known: dict[str, str] | None = None) -> bool:
+             returns: Any, now: float | None = None, known: dict[str, str] | None = None,
+             runs: Callable[[str], int] | None = None) -> bool:
         """Advance the trial; ``candidate``/``current``: the verified versions the trunk service holds,
         ``connected``: robot -> hardware in connection order, ``returns(robot)``: its (trunk_version, return)
         episodes, ``known``: robot -> hardware of every robot the registry knows, connected or not (default:
-        ``connected``). True when which robot should run what changed (the hub then sends notices)."""
+        ``connected``), ``runs(robot)``: the version a robot runs when not a canary (default ``current``; a robot
+        held back by the unit watch runs an older one, and a canary is judged against what it ran). True when
+        which robot should run what changed (the hub then sends notices)."""
         now = time.monotonic() if now is None else now
         if candidate != self.candidate:  # a new candidate, or it was promoted / dropped (by hand or by us)
             changed = bool(self.canaries)
@@ -118,6 +127,7 @@ class Rollout:
                                                f"{self.cfg.max_wait_s:.0f} s")
                 return False
             self.canaries = chosen
+            self.baselines = {r: runs(r) if runs is not None else current for r in chosen}
             self.started, self.state = now, "on_trial"
             append_step(self.storage, "sent_to_canaries", "hub", candidate, canaries=self.canaries,
                         previous=self.previous)
@@ -135,6 +145,7 @@ class Rollout:
 
     def _reset(self, candidate: int, current: int) -> None:
         self.candidate, self.previous, self.canaries, self.verdicts = candidate, current, [], {}
+        self.baselines = {}
         self.waiting_since: float | None = None  # monotonic: when the trial first waited for canaries
         self.state = "waiting_for_canaries" if candidate else "idle"
 
@@ -152,10 +163,12 @@ class Rollout:
         on_candidate = [r for v, r in episodes if v == self.candidate][:self.cfg.min_episodes]
         if len(on_candidate) < self.cfg.min_episodes:
             return
-        previous = [r for v, r in episodes if v == self.previous][-self.cfg.history_episodes:]
+        baseline = self.baselines.get(robot, self.previous)
+        previous = [r for v, r in episodes if v == baseline][-self.cfg.history_episodes:]
         verdict = judge(on_candidate, previous, self.cfg.tolerance)
         self.verdicts[robot] = verdict
-        append_step(self.storage, "canary_verdict", "hub", self.candidate, robot=robot, tolerance=self.cfg.tolerance,
+        append_step(self.storage, "canary_verdict", "hub", self.candidate, robot=robot, baseline=baseline,
+                    tolerance=self.cfg.tolerance,
                     **verdict)
         log.info("trunk v%d on canary %s: %s", self.candidate, robot, verdict)
 
@@ -164,6 +177,8 @@ class Rollout:
         if not self.store.end_trial(version, promote):
             return False  # CANDIDATE changed under us (an operator): the next step sees it
         event = "promoted" if promote else "rolled_back"
+        if promote:
+            self.promoted = (version, self.previous, list(self.canaries))
         append_step(self.storage, event, "hub", version, previous=self.previous, why=why,
                     failed=[r for r, v in self.verdicts.items() if not v["passed"]])
         log.warning("trunk v%d %s (%s)", version, event, why)

@@ -513,7 +513,8 @@ class GroupWriter:
     commit of its group (or fails with StoreError, then the record is not stored and must not be acked).
 
     A group is whatever is queued when the previous commit ends, topped up for at most ``max_wait_s`` after
-    its first record, up to ``max_group`` records: under load, groups grow by themselves while an fsync runs.
+    its first record, up to ``max_group`` records or ``max_group_bytes`` (the record that crosses it is the last):
+    under load, groups grow by themselves while an fsync runs.
     Memory is bounded by the caller's credit; ``pending`` / ``pending_bytes`` say what waits. ``on_commit(records,
     seconds)``, if given, hears how long each group's commit took (on this thread: keep it cheap).
 
@@ -521,15 +522,18 @@ class GroupWriter:
     per group, a list of ``(tag, StoreResult or StoreError)`` (the hub: one wake-up per group, not per chunk).
     """
 
-    def __init__(self, store: ExperienceStore, max_group: int = 32, max_wait_s: float = 0.001,
+    def __init__(self, store: ExperienceStore, max_group: int = 128, max_wait_s: float = 0.001,
                  on_commit: Callable[[int, float], None] | None = None,
                  on_results: Callable[[list[tuple[Any, StoreResult | StoreError]]], None] | None = None,
-                 digests_checked: bool = False):
+                 digests_checked: bool = False, max_group_bytes: int = 32 * 1024 * 1024):
         if max_group < 1:
             raise ValueError(f"max_group: {max_group!r} must be >= 1")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s: {max_wait_s!r} must be >= 0")
+        if max_group_bytes < 1:
+            raise ValueError(f"max_group_bytes: {max_group_bytes!r} must be >= 1")
         self.store, self.max_group, self.max_wait_s, self.on_commit = store, max_group, max_wait_s, on_commit
+        self.max_group_bytes = max_group_bytes
         self.on_results, self.digests_checked = on_results, digests_checked  # see put_many
         self._queue: queue.SimpleQueue[tuple[bytes, Any] | None] = queue.SimpleQueue()  # (record, Future or tag)
         self._lock = threading.Lock()
@@ -578,8 +582,8 @@ class GroupWriter:
         first = self._queue.get()
         if first is None:
             return [], True
-        group, deadline = [first], time.monotonic() + self.max_wait_s
-        while len(group) < self.max_group:
+        group, deadline, size = [first], time.monotonic() + self.max_wait_s, len(first[0])
+        while len(group) < self.max_group and size < self.max_group_bytes:
             wait = deadline - time.monotonic()
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
@@ -588,6 +592,7 @@ class GroupWriter:
             if item is None:
                 return group, True
             group.append(item)
+            size += len(item[0])
         return group, False
 
     def _run(self) -> None:

@@ -36,6 +36,7 @@ class TrunkService:
         self.current: TrunkVersion | None = None
         self.candidate: TrunkVersion | None = None
         self.before: int = 0  # the version current before this one (still served)
+        self.held: set[int] = set()  # versions robots are held back on (fleet/unit_watch.py): served too
         self.refused: dict[int, str] = {}  # version -> why it is not served
         self.pieces_served = self.bytes_served = 0
         self._fds: dict[str, int] = {}  # archive path -> open fd
@@ -101,7 +102,7 @@ class TrunkService:
         if current is not None and self.current is not None and current.version != self.current.version:
             self.before = self.current.version
         self.current, self.candidate = current, candidate
-        served = {self.version, self.candidate_version, self.before}
+        served = self.served()
         for path in [p for p in self._fds if _version_of(p) not in served]:
             os.close(self._fds.pop(path))
         self._robot_recs = {k: v for k, v in self._robot_recs.items() if k[0] in served}
@@ -109,6 +110,10 @@ class TrunkService:
             log.info("trunk v%d is current%s", self.version,
                      f", v{self.candidate_version} on trial" if candidate else "")
         return changed
+
+    def served(self) -> set[int]:
+        """The versions robots may be told to run and fetch."""
+        return {self.version, self.candidate_version, self.before, *self.held} - {0}
 
     @property
     def version(self) -> int:
@@ -123,7 +128,7 @@ class TrunkService:
     def record_for(self, version: int, robot_id: str) -> TrunkVersion | None:
         """The archive ``robot_id`` gets for ``version`` (its own, with its rebased adapter, if one was packed);
         None if the version is not served."""
-        if version not in {self.version, self.candidate_version, self.before} or version == 0:
+        if version not in self.served():
             return None
         key = (version, robot_id)
         if key not in self._robot_recs:

@@ -393,6 +393,20 @@ def test_group_writer_resolves_each_future_after_its_group_is_committed(tmp_path
         assert writer.groups >= len(recs) // 8 and writer.pending == writer.pending_bytes == 0
 
 
+def test_a_group_closes_at_its_byte_limit_with_the_record_that_crosses_it(tmp_path):
+    recs = [chunk_bytes("unit-0", EPOCH, seq) for seq in range(7)]
+    small, big = min(map(len, recs)), max(map(len, recs))
+    assert 2 * big < 3 * small  # any 2 are under the limit below, any 3 reach it
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        # a 60 s wait: only the byte limit (or close) can end a group here
+        writer = GroupWriter(store, max_group=100, max_wait_s=60.0, max_group_bytes=2 * big + 1)
+        futs = [writer.submit(rec) for rec in recs]
+        assert all(f.result(timeout=30).status == STORED for f in futs[:6])  # two groups of 3, no 60 s wait
+        writer.close()
+        assert futs[6].result(timeout=30).status == STORED
+        assert (writer.groups, writer.largest_group, writer.committed) == (3, 3, 7)
+
+
 def test_group_writer_fails_the_futures_of_a_failed_group_and_keeps_going(tmp_path, rng):
     store = ExperienceStore(tmp_path / "s.sqlite")
     writer = GroupWriter(store, max_group=4, max_wait_s=0.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import fleet.hub
 from fleet.cli import hub_main
@@ -18,9 +19,10 @@ MBPS = float(os.environ.get("SLOW_DISK_MBPS", "2"))
 class SlowDiskStore(ExperienceStore):
     """An experience store whose commits take as long as ``MBPS`` allows (before the real commit and fsync)."""
 
-    def put_many(self, records: list[bytes], digests_checked: bool = False) -> list[StoreResult]:
+    def put_many(self, records: list[bytes | memoryview],
+                 vetted: list[dict[str, Any] | None] | None = None) -> list[StoreResult]:
         time.sleep(sum(map(len, records)) / (MBPS * 1e6))
-        return super().put_many(records, digests_checked)
+        return super().put_many(records, vetted)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class HubTrunks:
             promoted = self.rollout.promoted
             if promoted is not None and promoted[0] == current:
                 self.watch.promoted(current, promoted[1], known, promoted[2])
+                self.rollout.promoted = None  # consumed: the same version made current again later is by hand
             else:
                 moved = self.watch.cleared(current, f"v{current} made current by hand")
         moved = self.watch.step(self.returns.returns) or moved

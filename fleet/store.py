@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fleet.record import DIGEST, RecordError, parse_record, record_digest, record_fields, verify_record
+from fleet.record import DIGEST, RecordError, parse_record, record_digest, verify_record
 from fleet.segments import SegmentClosedError, SegmentError, SegmentFiles, SegmentLockedError, SegmentWriter
 from shared_policy.durable import fsync_dir
 
@@ -148,11 +148,12 @@ def _name_field(header: dict[str, Any], key: str) -> str:
     return value
 
 
-def record_row(record: bytes | memoryview, received: float, digest_checked: bool = False) -> tuple:
+def record_row(record: bytes | memoryview, received: float, vetted: dict[str, Any] | None = None) -> tuple:
     """The ``chunks`` row of one record (column order ``_COLUMNS``, then the record itself); RecordError saying what
-    is wrong. ``digest_checked``: the caller has checked the record's digest (the hub's protocol decode did), so it is
-    not hashed again. A memoryview (the hub's received frame) goes into the row as it is, not copied."""
-    header = record_fields(record) if digest_checked else verify_record(record)
+    is wrong. ``vetted``: the record's header as a caller parsed it after checking the record's framing and digest
+    (the hub's protocol decode and ``record_header`` did), so neither is done again. A memoryview (the hub's
+    received frame) goes into the row as it is, not copied."""
+    header = vetted if vetted is not None else verify_record(record)
     cid = header["chunk_id"]
     m = CHUNK_ID.fullmatch(cid) if isinstance(cid, str) else None
     if m is None:
@@ -310,17 +311,19 @@ class ExperienceStore:
             conn.close()
 
     # -- writing -------------------------------------------------------------------------------------
-    def put_many(self, records: list[bytes], digests_checked: bool = False) -> list[StoreResult]:
+    def put_many(self, records: list[bytes | memoryview],
+                 vetted: list[dict[str, Any] | None] | None = None) -> list[StoreResult]:
         """Store a group of records: their bytes appended to a segment with one fdatasync, then their index rows
-        in ONE transaction. Each is checked first (digest unless ``digests_checked``, id, header): a bad one is
-        ``rejected`` with its reason and costs only itself. When this returns, every ``stored`` and ``duplicate``
-        record is durable. StoreError if the group could not be committed: then none of it is."""
+        in ONE transaction. Each is checked first (framing and digest, unless ``vetted[i]`` is its header as a
+        caller parsed it after checking both; then its id and header fields): a bad one is ``rejected`` with its
+        reason and costs only itself. When this returns, every ``stored`` and ``duplicate`` record is durable.
+        StoreError if the group could not be committed: then none of it is."""
         now = time.time()
         results: list[StoreResult | None] = [None] * len(records)
         rows: list[tuple[int, tuple]] = []
         for i, rec in enumerate(records):
             try:
-                rows.append((i, record_row(rec, now, digests_checked)))
+                rows.append((i, record_row(rec, now, vetted[i] if vetted is not None else None)))
             except RecordError as exc:  # name the chunk only when its digest holds: else the name is noise
                 parsed = parse_record(rec, 0)
                 results[i] = StoreResult(str(parsed[0]["chunk_id"]) if parsed else None, REJECTED, str(exc))
@@ -525,7 +528,7 @@ class GroupWriter:
     def __init__(self, store: ExperienceStore, max_group: int = 128, max_wait_s: float = 0.001,
                  on_commit: Callable[[int, float], None] | None = None,
                  on_results: Callable[[list[tuple[Any, StoreResult | StoreError]]], None] | None = None,
-                 digests_checked: bool = False, max_group_bytes: int = 32 * 1024 * 1024):
+                 max_group_bytes: int = 32 * 1024 * 1024):
         if max_group < 1:
             raise ValueError(f"max_group: {max_group!r} must be >= 1")
         if max_wait_s < 0:
@@ -534,7 +537,7 @@ class GroupWriter:
             raise ValueError(f"max_group_bytes: {max_group_bytes!r} must be >= 1")
         self.store, self.max_group, self.max_wait_s, self.on_commit = store, max_group, max_wait_s, on_commit
         self.max_group_bytes = max_group_bytes
-        self.on_results, self.digests_checked = on_results, digests_checked  # see put_many
+        self.on_results = on_results
         self._queue: queue.SimpleQueue[tuple[bytes, Any] | None] = queue.SimpleQueue()  # (record, Future or tag)
         self._lock = threading.Lock()
         self.pending = self.pending_bytes = 0
@@ -550,11 +553,12 @@ class GroupWriter:
         self._put(record, fut)
         return fut
 
-    def enqueue(self, record: bytes | memoryview, tag: Any) -> None:
-        """Queue one record; after its group's commit ``on_results`` hears ``(tag, StoreResult or StoreError)``."""
+    def enqueue(self, record: bytes | memoryview, tag: Any, vetted: dict[str, Any] | None = None) -> None:
+        """Queue one record; after its group's commit ``on_results`` hears ``(tag, StoreResult or StoreError)``.
+        ``vetted``: its header, parsed by a caller that checked its framing and digest (``put_many``)."""
         if self.on_results is None:
             raise ValueError("enqueue needs a GroupWriter made with on_results")
-        self._put(record, _Tag(tag))
+        self._put(record, _Tag(tag, vetted))
 
     def _put(self, record: bytes | memoryview, waiter: Any) -> None:
         with self._lock:
@@ -603,8 +607,8 @@ class GroupWriter:
                 continue
             started = time.perf_counter()
             try:
-                results: list[StoreResult] | None = self.store.put_many([rec for rec, _ in group],
-                                                                         self.digests_checked)
+                results: list[StoreResult] | None = self.store.put_many(
+                    [rec for rec, _ in group], [w.vetted if isinstance(w, _Tag) else None for _, w in group])
                 error = None
             except Exception as exc:  # noqa: BLE001 - every waiter must hear it, and the thread must go on
                 results, error = None, exc if isinstance(exc, StoreError) else StoreError(str(exc))
@@ -641,3 +645,4 @@ class _Tag:
     """What ``enqueue`` queues beside a record instead of a Future."""
 
     tag: Any
+    vetted: dict[str, Any] | None = None  # the record's header, its framing and digest checked by the caller

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fleet.record import encode_record, verify_record
+from fleet.record import encode_record, record_fields, verify_record
 from fleet.segments import SegmentError
 from fleet.store import (
     CHECKPOINT_EVERY_BYTES,
@@ -391,6 +391,22 @@ def test_group_writer_resolves_each_future_after_its_group_is_committed(tmp_path
         writer.close()
         assert writer.committed == len(recs) and writer.largest_group <= 8
         assert writer.groups >= len(recs) // 8 and writer.pending == writer.pending_bytes == 0
+
+
+def test_a_vetted_record_is_not_hashed_or_parsed_again_and_an_unvetted_one_is(tmp_path, rng):
+    good = agent_record(rng, "unit-0", 0)
+    flipped = bytearray(agent_record(rng, "unit-0", 1))
+    flipped[len(flipped) // 2] ^= 0x10  # a payload bit: the header still parses, the digest fails
+    header = record_fields(bytes(flipped))
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        unvetted = store.put_many([good, bytes(flipped)])
+        assert [r.status for r in unvetted] == [STORED, REJECTED] and "sha256" in unvetted[1].reason
+        # the caller vouches for the second (as the hub does after its decode checked the digest): taken as is,
+        # and a caller's false word is still caught where the bytes are read
+        vetted = store.put_many([bytes(flipped)], [header])
+        assert vetted[0].status == STORED
+        with pytest.raises(StoreCorruptError, match="fails its digest"):
+            store.get(header["chunk_id"])
 
 
 def test_a_group_closes_at_its_byte_limit_with_the_record_that_crosses_it(tmp_path):

@@ -100,7 +100,7 @@ class HubConfig:
         checks = {
             "max_frame_bytes": self.max_frame_bytes > 0,
             "store_group_chunks": self.store_group_chunks >= 1,
-            "store_group_mb": self.store_group_mb > 0,
+            "store_group_mb": self.store_group_mb * 1024 * 1024 >= 1,
             "store_group_wait_ms": self.store_group_wait_ms >= 0,
             "parquet_file_mb": self.parquet_file_mb > 0,
             "parquet_roll_s": self.parquet_roll_s > 0,

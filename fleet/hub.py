@@ -56,6 +56,7 @@ from fleet.record import RecordError, record_header
 from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.returns_by_version import EpisodeReturns
 from fleet.rollout import Rollout
+from fleet.rollout_log import CurrentSteps
 from fleet.sockets import Delivery, hub_socket, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError, StoreResult
 from fleet.trunk_service import TrunkService
@@ -130,6 +131,7 @@ class HubServer(HubTrunks):
         self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
         self.rollout = Rollout(cfg.rollout, self.trunks.store, self.storage)  # canary trials (fleet/rollout.py)
         self.trunks.held = self.watch.served()  # robots the unit watch held back keep their older version
+        self.current_steps = CurrentSteps(self.storage)  # the roll-out log's steps that set CURRENT, followed
         self.returns = EpisodeReturns(self.store, cfg.rollout.history_chunks)  # what the canaries are judged by
         self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 

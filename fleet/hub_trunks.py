@@ -18,6 +18,7 @@ from fleet.protocol import Ack, AdapterUpload, ErrorCode, Message, ProtocolError
 from fleet.registry import FleetRegistry
 from fleet.returns_by_version import EpisodeReturns
 from fleet.rollout import Rollout
+from fleet.rollout_log import CurrentSteps
 from fleet.sockets import Delivery
 from fleet.store import DUPLICATE, STORED
 from fleet.trunk_service import TrunkService
@@ -38,6 +39,7 @@ class HubTrunks:
     trunks: TrunkService
     rollout: Rollout
     watch: UnitWatch
+    current_steps: CurrentSteps
     returns: EpisodeReturns
     adapter_intake: AdapterIntake
     _stopping: bool
@@ -59,7 +61,8 @@ class HubTrunks:
                 self.returns.start()  # the first trial or watch: from now on returns are read as they come
             known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
-                                      self.returns.returns, known=known, runs=self._runs)
+                                      self.returns.returns, known=known,
+                                      baseline=lambda r: self.watch.baseline(r, self.trunks.version))
             moved = self._watch_units(list(known)) or moved
         except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
             log.error("roll-out step failed (retried at the next poll): %s", exc)
@@ -70,17 +73,13 @@ class HubTrunks:
                     self._send_notice(session)
 
     def _watch_units(self, known: list[str]) -> bool:
-        """Start the unit watch on a promotion, clear its holds on a change of the current version made by hand,
-        judge the robots watched (fleet/unit_watch.py). True when a robot was moved."""
-        current, moved = self.trunks.version, False
-        if current and current != self.watch.current:
-            promoted = self.rollout.promoted
-            if promoted is not None and promoted[0] == current:
-                self.watch.promoted(current, promoted[1], known, promoted[2])
-                self.rollout.promoted = None  # consumed: the same version made current again later is by hand
-            else:
-                moved = self.watch.cleared(current, f"v{current} made current by hand")
-        moved = self.watch.step(self.returns.returns) or moved
+        """Follow the roll-out log's last step that set the current version, once the trunk service serves it
+        (a promotion starts the unit watch, anything else clears its holds), and judge the robots watched
+        (fleet/unit_watch.py). True when a robot was moved."""
+        moved, last = False, self.current_steps.last()
+        if last is not None and self.trunks.version == int(last[0].get("version", 0)):
+            moved = self.watch.follow(last[0], last[1], known)
+        moved = self.watch.step(self.returns.returns, known) or moved
         self.trunks.held = self.watch.served()
         return moved
 

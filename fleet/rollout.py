@@ -90,8 +90,7 @@ class Rollout:
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.state = "idle"  # idle | waiting_for_canaries | on_trial
         self.waiting_since: float | None = None
-        self.baselines: dict[str, int] = {}  # canary -> the version it ran when the trial began
-        self.promoted: tuple[int, int, list[str]] | None = None  # the last promotion: version, previous, canaries
+        self.baselines: dict[str, int] = {}  # canary -> the version its candidate returns are compared with
 
     def wants(self, robot_id: str, current: int) -> int:
         """The trunk version ``robot_id`` should run now."""
@@ -99,13 +98,13 @@ class Rollout:
 
     def step(self, candidate: int, current: int, connected: dict[str, str],
              returns: Any, now: float | None = None, known: dict[str, str] | None = None,
-             runs: Callable[[str], int] | None = None) -> bool:
+             baseline: Callable[[str], int] | None = None) -> bool:
         """Advance the trial; ``candidate``/``current``: the verified versions the trunk service holds,
         ``connected``: robot -> hardware in connection order, ``returns(robot)``: its (trunk_version, return)
         episodes, ``known``: robot -> hardware of every robot the registry knows, connected or not (default:
-        ``connected``), ``runs(robot)``: the version a robot runs when not a canary (default ``current``; a robot
-        held back by the unit watch runs an older one, and a canary is judged against what it ran). True when
-        which robot should run what changed (the hub then sends notices)."""
+        ``connected``), ``baseline(robot)``: the version a canary's returns on the candidate are compared with
+        (default ``current``; the unit watch says otherwise for a robot it holds back or has not judged yet).
+        True when which robot should run what changed (the hub then sends notices)."""
         now = time.monotonic() if now is None else now
         if candidate != self.candidate:  # a new candidate, or it was promoted / dropped (by hand or by us)
             changed = bool(self.canaries)
@@ -127,7 +126,7 @@ class Rollout:
                                                f"{self.cfg.max_wait_s:.0f} s")
                 return False
             self.canaries = chosen
-            self.baselines = {r: runs(r) if runs is not None else current for r in chosen}
+            self.baselines = {r: baseline(r) if baseline is not None else current for r in chosen}
             self.started, self.state = now, "on_trial"
             append_step(self.storage, "sent_to_canaries", "hub", candidate, canaries=self.canaries,
                         previous=self.previous)
@@ -177,9 +176,7 @@ class Rollout:
         if not self.store.end_trial(version, promote):
             return False  # CANDIDATE changed under us (an operator): the next step sees it
         event = "promoted" if promote else "rolled_back"
-        if promote:
-            self.promoted = (version, self.previous, list(self.canaries))
-        append_step(self.storage, event, "hub", version, previous=self.previous, why=why,
+        append_step(self.storage, event, "hub", version, previous=self.previous, why=why, canaries=self.canaries,
                     failed=[r for r, v in self.verdicts.items() if not v["passed"]])
         log.warning("trunk v%d %s (%s)", version, event, why)
         self.state = event

@@ -19,6 +19,8 @@ from typing import Any
 from shared_policy.durable import fsync_dir
 
 ROLLOUT_LOG = "rollout.jsonl"  # inside <storage_dir>/trunks
+PROMOTED = "promoted"  # the hub's roll-out made its candidate current
+CURRENT_CHANGES = ("published", "rollback", PROMOTED)  # the steps that set CURRENT (a candidate's publication does not)
 
 
 def log_path(storage_dir: str | Path) -> Path:
@@ -54,6 +56,41 @@ def read_steps(storage_dir: str | Path, last: int | None = None) -> list[dict[st
         except ValueError:
             continue  # a torn last line
     return out[-last:] if last else out
+
+
+class CurrentSteps:
+    """The last logged step that set the current version, and where it lies in the log: the hub follows the log
+    (fleet/unit_watch.py), so a change made while it was down, or a rollback to the version already current, is
+    seen too. Reads only what was appended since its last look."""
+
+    def __init__(self, storage_dir: str | Path):
+        self.path = log_path(storage_dir)
+        self._ino, self._offset = -1, 0
+        self._last: tuple[dict[str, Any], int] | None = None
+
+    def last(self) -> tuple[dict[str, Any], int] | None:
+        """(the step, the byte offset of its line) of the newest step in ``CURRENT_CHANGES``; None if none."""
+        try:
+            with open(self.path, "rb") as f:
+                ino = os.fstat(f.fileno()).st_ino
+                if ino != self._ino or os.fstat(f.fileno()).st_size < self._offset:  # a new log: read it all
+                    self._ino, self._offset, self._last = ino, 0, None
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self._last
+        end = data.rfind(b"\n") + 1  # a torn last line waits for its end
+        at = self._offset
+        for line in data[:end].splitlines(keepends=True):
+            try:
+                step = json.loads(line)
+            except ValueError:
+                step = None
+            if isinstance(step, dict) and step.get("event") in CURRENT_CHANGES:
+                self._last = (step, at)
+            at += len(line)
+        self._offset += end
+        return self._last
 
 
 def describe(step: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ class TrunkService:
         self.pieces_served = self.bytes_served = 0
         self._fds: dict[str, int] = {}  # archive path -> open fd
         self._robot_recs: dict[tuple[int, str], TrunkVersion | None] = {}
+        self._plain: dict[int, TrunkVersion] = {}  # the version before and held ones, read once (not per piece)
         self._stamp: tuple | None = None
         self._checking: threading.Thread | None = None
         self._checked: tuple[TrunkVersion | None, TrunkVersion | None] | None = None  # from the checking thread
@@ -106,6 +107,7 @@ class TrunkService:
         for path in [p for p in self._fds if _version_of(p) not in served]:
             os.close(self._fds.pop(path))
         self._robot_recs = {k: v for k, v in self._robot_recs.items() if k[0] in served}
+        self._plain = {k: v for k, v in self._plain.items() if k in served}
         if changed:
             log.info("trunk v%d is current%s", self.version,
                      f", v{self.candidate_version} on trial" if candidate else "")
@@ -143,10 +145,12 @@ class TrunkService:
         for rec in (self.current, self.candidate):
             if rec is not None and rec.version == version:
                 return rec
-        try:
-            return self.store.get(version)  # the one before
-        except TrunkStoreError:
-            return None
+        if version not in self._plain:
+            try:
+                self._plain[version] = self.store.get(version)  # the one before, or one robots are held on
+            except TrunkStoreError:
+                return None
+        return self._plain[version]
 
     def notice(self, robot_id: str, seq: int, version: int) -> TrunkNotice | None:
         """The notice telling ``robot_id`` to run ``version``, or None when it is not served."""

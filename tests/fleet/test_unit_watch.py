@@ -1,15 +1,36 @@
 """The unit watch after a promotion (fleet/unit_watch.py): each robot judged on its own returns, one the new trunk
-hurts held back on what it ran, holds kept across a restart and cleared by a change made by hand."""
+hurts held back on what it ran, holds kept across a restart and cleared by a change made by hand; the roll-out
+log steps it follows (fleet/rollout_log.py ``CurrentSteps``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from fleet.rollout import RolloutConfig
-from fleet.rollout_log import read_steps
+from fleet.rollout_log import CurrentSteps, append_step, log_path, read_steps
 from fleet.unit_watch import UnitWatch, holds_path
 
 CFG = RolloutConfig(min_episodes=2, history_episodes=3, tolerance=0.2, max_wait_s=100.0)
+
+
+class Log:
+    """Steps that set the current version, as ``CurrentSteps`` hands them to the hub (offset, time)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def step(self, event: str, version: int, by: str = "hand", **fields) -> tuple[dict, int]:
+        self.offset += 100
+        return {"event": event, "version": version, "by": by, "time": float(self.offset), **fields}, self.offset
+
+    def promoted(self, version: int, previous: int, canaries: tuple[str, ...] = ()) -> tuple[dict, int]:
+        return self.step("promoted", version, "hub", previous=previous, canaries=list(canaries))
+
+
+def _started(tmp_path) -> tuple[UnitWatch, Log]:
+    watch, steps = UnitWatch(CFG, tmp_path), Log()
+    assert not watch.follow(*steps.step("published", 1), known=[])  # the first start: the past is done
+    return watch, steps
 
 
 def _events(storage) -> list[tuple]:
@@ -17,8 +38,8 @@ def _events(storage) -> list[tuple]:
 
 
 def test_after_a_promotion_a_robot_the_trunk_hurts_is_held_back_and_the_others_move_on(tmp_path):
-    watch = UnitWatch(CFG, tmp_path)
-    watch.promoted(2, 1, known=["canary", "a", "b", "new"], judged=["canary"], now=0.0)
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1, canaries=("canary",)), known=["canary", "a", "b", "new"], now=0.0)
     assert watch.wants("a", 2) == 2 and watch.wants("b", 2) == 2 and watch.served() == set()
     episodes = {"a": [(1, 10.0)] * 3 + [(2, 9.0)], "b": [(1, 10.0)] * 3 + [(2, 7.0), (2, 7.5)],
                 "new": [(2, 1.0), (2, 1.0)]}  # "new" never ran v1: nothing to compare with, nothing to go back to
@@ -37,27 +58,38 @@ def test_after_a_promotion_a_robot_the_trunk_hurts_is_held_back_and_the_others_m
 
 
 def test_holds_survive_a_restart_and_a_change_of_the_current_version_by_hand_clears_them(tmp_path):
-    watch = UnitWatch(CFG, tmp_path)
-    watch.promoted(2, 1, known=["a", "b"], judged=[], now=0.0)
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
     watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 1.0)] * 2 if r == "b" else [], now=1.0)
     assert watch.holds == {"b": 1} and watch.version == 2  # a still unjudged
 
     again = UnitWatch(CFG, tmp_path)  # the hub restarted
-    assert again.holds == {"b": 1} and again.wants("b", 2) == 1 and again.current == 2
+    assert again.holds == {"b": 1} and again.wants("b", 2) == 1 and again.served() == {1}
     assert again.version == 2 and again.baselines == {"a": 1, "b": 1} and "b" in again.verdicts
-    assert again.cleared(3, "v3 made current by hand")  # b's version moves: notices are due
-    assert again.holds == {} and again.version == 0 and again.wants("b", 3) == 3
-    assert UnitWatch(CFG, tmp_path).holds == {} and UnitWatch(CFG, tmp_path).current == 3
-    steps = read_steps(tmp_path)
-    assert [s["event"] for s in steps][-2:] == ["watch_ended", "holds_cleared"] and steps[-1]["robots"] == ["b"]
+    assert again.follow(*steps.step("rollback", 2), known=["a", "b"])  # to the version already current: b moves
+    assert again.holds == {} and again.version == 0 and again.wants("b", 2) == 2
+    assert UnitWatch(CFG, tmp_path).holds == {}
+    steps_logged = read_steps(tmp_path)
+    assert [s["event"] for s in steps_logged][-2:] == ["watch_ended", "holds_cleared"]
+    assert steps_logged[-1]["robots"] == ["b"] and steps_logged[-1]["why"] == "rollback by hand"
+
+
+def test_a_promotion_the_hub_did_not_act_on_before_it_died_starts_the_watch_after_the_restart(tmp_path):
+    watch, steps = _started(tmp_path)
+    promoted = steps.promoted(2, 1)  # logged; the hub was killed before its next poll
+    again = UnitWatch(CFG, tmp_path)
+    again.follow(*promoted, known=["a"], now=0.0)
+    assert again.version == 2 and again.baselines == {"a": 1}  # watched, not mistaken for a change by hand
+    assert not again.follow(*promoted, known=["a"], now=1.0)  # each step is acted on once
+    assert [s["event"] for s in read_steps(tmp_path)] == ["watch_started"]
 
 
 def test_the_next_promotion_moves_a_held_robot_forward_and_judges_it_against_the_version_it_was_held_on(tmp_path):
-    watch = UnitWatch(CFG, tmp_path)
-    watch.promoted(2, 1, known=["a", "b"], judged=[], now=0.0)
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
     watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 20.0 if r == "a" else 1.0)] * 2, now=1.0)
     assert watch.holds == {"b": 1}
-    watch.promoted(3, 2, known=["a", "b"], judged=[], now=5.0)
+    watch.follow(*steps.promoted(3, 2), known=["a"], now=5.0)  # b is not connected now: watched all the same
     assert watch.baselines == {"a": 2, "b": 1} and watch.holds == {} and watch.wants("b", 3) == 3
     assert read_steps(tmp_path)[-1]["released"] == ["b"]
     # b on v3 is judged against its v1 history (10), not v2 (1, what hurt it): 8.5 passes, a 15 fails vs 20
@@ -67,9 +99,20 @@ def test_the_next_promotion_moves_a_held_robot_forward_and_judges_it_against_the
     assert watch.holds == {"a": 2} and watch.verdicts == {} and watch.version == 0
 
 
+def test_a_robot_that_connects_during_the_watch_is_judged_and_a_canary_it_has_not_judged_keeps_its_baseline(tmp_path):
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1, canaries=("c",)), known=["a"], now=0.0)
+    assert watch.baseline("a", 2) == 1  # a canary of the next trial is compared with v1, not with unvetted v2
+    episodes = {"late": [(1, 10.0)] * 3 + [(2, 2.0)] * 2}
+    assert watch.step(lambda r: episodes.get(r, []), known=["a", "c", "late"], now=1.0)  # late: held back
+    assert watch.holds == {"late": 1} and "c" not in watch.baselines  # the canary was judged by its trial
+    watch.follow(*steps.promoted(3, 2), known=["a", "late"], now=2.0)  # a was never judged on v2
+    assert watch.baselines == {"a": 1, "late": 1}
+
+
 def test_robots_short_of_episodes_at_the_timeout_stay_on_the_new_version_and_are_named(tmp_path):
-    watch = UnitWatch(CFG, tmp_path)
-    watch.promoted(2, 1, known=["a", "b"], judged=[], now=0.0)
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
     assert not watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 10.0)], now=50.0)
     assert watch.version == 2
     assert not watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 10.0)], now=101.0)
@@ -78,8 +121,41 @@ def test_robots_short_of_episodes_at_the_timeout_stay_on_the_new_version_and_are
     assert last["event"] == "watch_ended" and last["unjudged"] == ["a", "b"] and "timeout" in last["why"]
 
 
+def test_a_failed_write_leaves_no_hold_only_in_memory_and_the_verdict_comes_again(tmp_path):
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    saved = holds_path(tmp_path).read_bytes()
+    holds_path(tmp_path).unlink()
+    holds_path(tmp_path).mkdir()  # the state file cannot be replaced: every save fails with an OSError
+    hurt = [(1, 10.0)] * 3 + [(2, 1.0)] * 2
+    with pytest.raises(OSError):
+        watch.step(lambda r: hurt, now=1.0)
+    assert watch.holds == {} and watch.verdicts == {} and watch.version == 2  # undone, not half-done
+    holds_path(tmp_path).rmdir()
+    holds_path(tmp_path).write_bytes(saved)
+    assert watch.step(lambda r: hurt, now=2.0)
+    assert UnitWatch(CFG, tmp_path).holds == {"a": 1}
+    assert [e for e in _events(tmp_path) if e[0] == "unit_held_back"] == [("unit_held_back", 2, "a")]
+
+
 def test_a_damaged_holds_file_stops_the_hub_rather_than_guessing_which_robot_runs_what(tmp_path):
     holds_path(tmp_path).parent.mkdir(parents=True)
     holds_path(tmp_path).write_text('{"holds": {"b": "one"}')
     with pytest.raises(ValueError, match="unit_holds.json"):
         UnitWatch(CFG, tmp_path)
+
+
+def test_current_steps_reads_what_was_appended_and_waits_for_a_torn_line(tmp_path):
+    steps = CurrentSteps(tmp_path)
+    assert steps.last() is None
+    append_step(tmp_path, "published", "hand", 1)
+    append_step(tmp_path, "published_candidate", "hand", 2)  # a candidate does not set CURRENT
+    first = steps.last()
+    assert first is not None and first[0]["version"] == 1 and first[1] == 0
+    with open(log_path(tmp_path), "a") as f:
+        f.write('{"event": "rollback", "version": 1')  # a writer mid-append
+    assert steps.last() == first
+    with open(log_path(tmp_path), "a") as f:
+        f.write(', "by": "hand", "time": 5.0}\n')
+    again = steps.last()
+    assert again[0]["event"] == "rollback" and again[1] > first[1]  # the same version again: a new step

@@ -132,6 +132,7 @@ class HubServer(HubTrunks):
         self.rollout = Rollout(cfg.rollout, self.trunks.store, self.storage)  # canary trials (fleet/rollout.py)
         self.trunks.held = self.watch.served()  # robots the unit watch held back keep their older version
         self.current_steps = CurrentSteps(self.storage)  # the roll-out log's steps that set CURRENT, followed
+        self.watch.start_at(self.current_steps.last())
         self.returns = EpisodeReturns(self.store, cfg.rollout.history_chunks)  # what the canaries are judged by
         self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
 

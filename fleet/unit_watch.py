@@ -73,7 +73,7 @@ class UnitWatch:
         self.baselines: dict[str, int] = {}  # robot -> the version it ran before the promotion
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.started = 0.0  # Unix seconds (a restarted hub goes on with the same deadline)
-        self.fresh = not holds_path(self.storage).exists()  # no file yet: the log's past is not ours to act on
+        self.fresh = not holds_path(self.storage).exists()  # no file yet: see start_at
         self._pending: list[tuple[str, int, dict[str, Any]]] = []  # roll-out log steps of a saved change
         self._load()
 
@@ -146,16 +146,22 @@ class UnitWatch:
         return set(self.holds.values())
 
     # -- following the roll-out log ----------------------------------------------------------------------------
+    def start_at(self, last: tuple[dict[str, Any], int] | None) -> None:
+        """At the hub's start: on the first start of a storage dir (no state file yet), what the log says
+        happened before is done (``last``: the log's newest step that set the current version, or None); every
+        step appended after it is followed. Later starts go on from the state file."""
+        if not self.fresh:
+            return
+        with self._changing():
+            self.seen = [last[1], last[0].get("time")] if last is not None else [-1, None]
+        self.fresh = False
+
     def follow(self, step: dict[str, Any], offset: int, known: Iterable[str], now: float | None = None) -> bool:
         """Act once on ``step``, the newest logged step that set the current version (at ``offset`` in the log),
         once the hub serves its version: the hub's promotion starts a watch, any other clears every hold. True
         when a held robot's version moved."""
         key = [offset, step.get("time")]
         if key == self.seen:
-            return False
-        if self.fresh and self.seen is None:  # the first start: what the log says happened before is done
-            with self._changing():
-                self.seen = key
             return False
         if step.get("event") == PROMOTED and step.get("by") == "hub":
             return self._promoted(int(step["version"]), int(step.get("previous", 0)), known,

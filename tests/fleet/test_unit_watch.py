@@ -29,7 +29,9 @@ class Log:
 
 def _started(tmp_path) -> tuple[UnitWatch, Log]:
     watch, steps = UnitWatch(CFG, tmp_path), Log()
-    assert not watch.follow(*steps.step("published", 1), known=[])  # the first start: the past is done
+    published = steps.step("published", 1)
+    watch.start_at(published)  # the first start: what the log holds so far is done
+    assert not watch.follow(*published, known=[])
     return watch, steps
 
 
@@ -159,3 +161,13 @@ def test_current_steps_reads_what_was_appended_and_waits_for_a_torn_line(tmp_pat
         f.write(', "by": "hand", "time": 5.0}\n')
     again = steps.last()
     assert again[0]["event"] == "rollback" and again[1] > first[1]  # the same version again: a new step
+
+
+def test_on_the_first_start_the_logged_past_is_done_and_the_first_promotion_after_it_is_watched(tmp_path):
+    watch, steps = UnitWatch(CFG, tmp_path), Log()
+    watch.start_at(None)  # v1 was published without a logged step (TrunkStore.publish): the log is empty
+    assert not watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    assert watch.version == 2 and watch.baselines == {"a": 1}
+    old, before = UnitWatch(CFG, tmp_path / "other"), steps.promoted(3, 2)
+    old.start_at(before)  # promoted before a hub ever ran on this storage dir: not watched now
+    assert not old.follow(*before, known=["a"]) and old.version == 0

@@ -34,8 +34,12 @@ def append_step(storage_dir: str | Path, event: str, by: str, version: int, **fi
     path = log_path(storage_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    with open(path, "a+b") as f:
+        torn = False
+        if f.seek(0, os.SEEK_END) > 0:  # a writer that died mid-line: end its line, or this step joins it
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(entry, sort_keys=True) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
     if new:

@@ -65,7 +65,7 @@ class UnitWatch:
 
     def __init__(self, cfg: RolloutConfig, storage_dir: str | Path):
         self.cfg, self.storage = cfg, Path(storage_dir)
-        self.seen: list | None = None  # [offset, time] of the last roll-out log step acted on
+        self.seen: list | None = None  # time, event, version, by of the last roll-out log step acted on
         self.holds: dict[str, int] = {}  # robot -> the version it is held on
         self.version = 0  # the promoted version under watch (0: none)
         self.previous = 0  # the current version before it (the baseline of a robot that connects later)
@@ -82,6 +82,7 @@ class UnitWatch:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             self.seen = list(state["seen"]) if state.get("seen") is not None else None
+            self.fresh = self.seen is None  # a file from before the hub followed the log: its past is done too
             self.holds = {str(r): int(v) for r, v in state.get("holds", {}).items()}
             watch = state.get("watch") or {}
             self.version, self.previous = int(watch.get("version", 0)), int(watch.get("previous", 0))
@@ -118,7 +119,10 @@ class UnitWatch:
             for k, v in before.items():
                 setattr(self, k, v)
             raise
-        self._flush()
+        try:
+            self._flush()
+        except OSError as exc:  # the change stands (saved): its steps wait for the next step(), and the caller
+            log.error("roll-out log: %d steps not written yet (retried): %s", len(self._pending), exc)  # acts on it
 
     def _note(self, event: str, version: int, **fields: Any) -> None:
         self._pending.append((event, version, fields))
@@ -153,14 +157,15 @@ class UnitWatch:
         if not self.fresh:
             return
         with self._changing():
-            self.seen = [last[1], last[0].get("time")] if last is not None else [-1, None]
+            self.seen = [last[0].get(k) for k in ("time", "event", "version", "by")] if last is not None else []
         self.fresh = False
 
     def follow(self, step: dict[str, Any], offset: int, known: Iterable[str], now: float | None = None) -> bool:
-        """Act once on ``step``, the newest logged step that set the current version (at ``offset`` in the log),
+        """Act once on ``step``, the newest logged step that set the current version (``offset``: its place in the log),
         once the hub serves its version: the hub's promotion starts a watch, any other clears every hold. True
         when a held robot's version moved."""
-        key = [offset, step.get("time")]
+        key = [step.get("time"), step.get("event"), step.get("version"), step.get("by")]  # not the offset: a
+        # copied or restored log moves offsets, never a step's own fields
         if key == self.seen:
             return False
         if step.get("event") == PROMOTED and step.get("by") == "hub":

@@ -171,3 +171,27 @@ def test_on_the_first_start_the_logged_past_is_done_and_the_first_promotion_afte
     old, before = UnitWatch(CFG, tmp_path / "other"), steps.promoted(3, 2)
     old.start_at(before)  # promoted before a hub ever ran on this storage dir: not watched now
     assert not old.follow(*before, known=["a"]) and old.version == 0
+
+
+def test_a_step_appended_after_a_torn_line_is_read_whole(tmp_path):
+    append_step(tmp_path, "published", "hand", 1)
+    with open(log_path(tmp_path), "a") as f:
+        f.write('{"event": "rollback", "vers')  # a writer killed mid-line
+    append_step(tmp_path, "rollback", "hand", 1)
+    last = CurrentSteps(tmp_path).last()
+    assert last is not None and last[0]["event"] == "rollback" and [s["event"] for s in read_steps(tmp_path)] == [
+        "published", "rollback"]
+
+
+def test_a_hold_whose_log_step_cannot_be_written_still_moves_the_robot_and_the_step_follows(tmp_path):
+    watch, steps = _started(tmp_path)
+    watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    kept = log_path(tmp_path).read_bytes()
+    log_path(tmp_path).unlink()
+    log_path(tmp_path).mkdir()  # the roll-out log cannot be appended to; the state file can be saved
+    assert watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 1.0)] * 2, now=1.0)  # held: the hub tells the robot now
+    assert UnitWatch(CFG, tmp_path).holds == {"a": 1}
+    log_path(tmp_path).rmdir()
+    log_path(tmp_path).write_bytes(kept)
+    watch.step(lambda r: [], now=2.0)
+    assert [e[0] for e in _events(tmp_path)][-2:] == ["unit_held_back", "watch_ended"]

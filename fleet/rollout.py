@@ -78,6 +78,17 @@ def judge(candidate: list[float], previous: list[float], tolerance: float) -> di
             "floor": round(floor, 4), "episodes": len(candidate), "history": len(previous)}
 
 
+def verdict_on(episodes: list[tuple[int, float]], new: int, baseline: int,
+               cfg: RolloutConfig) -> dict[str, Any] | None:
+    """``judge`` of a robot's first ``min_episodes`` episodes on version ``new`` against its last
+    ``history_episodes`` on ``baseline`` (``episodes``: its (trunk_version, return) pairs); None until it has
+    enough on ``new``. The canaries' rule, and the unit watch's (fleet/unit_watch.py)."""
+    on_new = [r for v, r in episodes if v == new][:cfg.min_episodes]
+    if len(on_new) < cfg.min_episodes:
+        return None
+    return judge(on_new, [r for v, r in episodes if v == baseline][-cfg.history_episodes:], cfg.tolerance)
+
+
 class Rollout:
     """The hub's side of a canary trial (module docstring). The loop owns it; nothing here touches a socket."""
 
@@ -159,12 +170,10 @@ class Rollout:
         return [r for chosen in per_type.values() for r in chosen]
 
     def _try_verdict(self, robot: str, episodes: list[tuple[int, float]]) -> None:
-        on_candidate = [r for v, r in episodes if v == self.candidate][:self.cfg.min_episodes]
-        if len(on_candidate) < self.cfg.min_episodes:
-            return
         baseline = self.baselines.get(robot, self.previous)
-        previous = [r for v, r in episodes if v == baseline][-self.cfg.history_episodes:]
-        verdict = judge(on_candidate, previous, self.cfg.tolerance)
+        verdict = verdict_on(episodes, self.candidate, baseline, self.cfg)
+        if verdict is None:
+            return
         self.verdicts[robot] = verdict
         append_step(self.storage, "canary_verdict", "hub", self.candidate, robot=robot, baseline=baseline,
                     tolerance=self.cfg.tolerance,

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fleet.rollout import RolloutConfig, judge
+from fleet.rollout import RolloutConfig, verdict_on
 from fleet.rollout_log import PROMOTED, append_step
 from shared_policy.durable import write_atomic
 
@@ -239,12 +239,8 @@ class UnitWatch:
         return held
 
     def _verdict(self, robot: str, baseline: int, episodes: list[tuple[int, float]]) -> dict[str, Any] | None:
-        on_new = [r for v, r in episodes if v == self.version][:self.cfg.min_episodes]
-        if len(on_new) < self.cfg.min_episodes:
-            return None
-        before = [r for v, r in episodes if v == baseline][-self.cfg.history_episodes:]
-        verdict = judge(on_new, before, self.cfg.tolerance)
-        if not before:
+        verdict = verdict_on(episodes, self.version, baseline, self.cfg)
+        if verdict is not None and "history" not in verdict:  # judge found nothing on the baseline
             verdict["why"] = "no episode on its baseline: kept on the new version"
         return verdict
 

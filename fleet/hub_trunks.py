@@ -10,6 +10,7 @@ adapters", has the conversation.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from fleet.adapter_store import AdapterIntake
@@ -28,6 +29,7 @@ from fleet.unit_watch import UnitWatch
 log = logging.getLogger("fleet.hub")
 
 TRUNK_POLL_S = 1.0  # how often the loop looks for a newly published trunk (trunks/CURRENT)
+UNLOGGED_WARN_S = 30.0  # a current version no logged step names, this long: a change the unit watch cannot see
 
 
 class HubTrunks:
@@ -40,6 +42,7 @@ class HubTrunks:
     rollout: Rollout
     watch: UnitWatch
     current_steps: CurrentSteps
+    _unlogged_since: tuple[int, float, bool] | None = None  # (current version, seen since, warned)
     returns: EpisodeReturns
     adapter_intake: AdapterIntake
     _stopping: bool
@@ -54,19 +57,21 @@ class HubTrunks:
         """A newly published (or promoted, or rolled-back-to) trunk, once verified, and a trial's moves are
         announced to every connected robot: each is told the version it should run (fleet/rollout.py)."""
         connected = {r: self.registry.record(r).hardware for r, s in self.sessions.items() if s.connected}
-        changed = False
-        try:
+        changed = moved = False
+        known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
+        try:  # each part on its own: a canary trial that cannot step must not stop the unit watch, nor the reverse
             changed = self.trunks.poll()
             if (self.trunks.candidate_version or self.watch.version) and not self.returns.started:
                 self.returns.start()  # the first trial or watch: from now on returns are read as they come
-            known = {r: rec.hardware for r, rec in self.registry.robots.items() if rec.hardware}
             moved = self.rollout.step(self.trunks.candidate_version, self.trunks.version, connected,
                                       self.returns.returns, known=known,
                                       baseline=lambda r: self.watch.baseline(r, self.trunks.version))
-            moved = self._watch_units(list(known)) or moved
         except (OSError, TrunkStoreError) as exc:  # a full disk or a damaged candidate must not stop ingest
             log.error("roll-out step failed (retried at the next poll): %s", exc)
-            moved = False
+        try:
+            moved = self._watch_units(list(known)) or moved
+        except OSError as exc:
+            log.error("unit watch step failed (retried at the next poll): %s", exc)
         if changed or moved:
             for session in self.sessions.values():
                 if session.connected:
@@ -77,11 +82,28 @@ class HubTrunks:
         (a promotion starts the unit watch, anything else clears its holds), and judge the robots watched
         (fleet/unit_watch.py). True when a robot was moved."""
         moved, last = False, self.current_steps.last()
-        if last is not None and self.trunks.version == int(last[0].get("version", 0)):
-            moved = self.watch.follow(last[0], last[1], known)
+        if last is not None and self.trunks.version == last["version"]:
+            moved = self.watch.follow(last, known)
+            self._unlogged_since = None
+        else:
+            self._warn_unlogged(last)
         moved = self.watch.step(self.returns.returns, known) or moved
         self.trunks.held = self.watch.served()
         return moved
+
+    def _warn_unlogged(self, last: dict[str, Any] | None) -> None:
+        """Warn (once a change) when the current version has stayed one no logged step names: CURRENT set by a
+        tool that does not log (``TrunkStore`` used directly) or a rollback whose log append failed. Holds are
+        released only by a logged step, so an operator must know."""
+        now, current = time.monotonic(), self.trunks.version
+        if self._unlogged_since is None or self._unlogged_since[0] != current:
+            self._unlogged_since = (current, now, False)
+        elif not self._unlogged_since[2] and now - self._unlogged_since[1] >= UNLOGGED_WARN_S and current:
+            self._unlogged_since = (current, self._unlogged_since[1], True)
+            log.warning("the current trunk is v%d but the roll-out log's last step that set CURRENT names v%s: the "
+                        "change was not logged, so the unit watch does not act on it (holds stay: %s); log it with "
+                        "`fleet-hub rollback %d`", current, last["version"] if last else None,
+                        self.watch.holds or "none", current)
 
     def _runs(self, robot_id: str) -> int:
         """The version ``robot_id`` runs when it is not a canary: the one the unit watch holds it on, else the

@@ -70,10 +70,11 @@ class CurrentSteps:
     def __init__(self, storage_dir: str | Path):
         self.path = log_path(storage_dir)
         self._ino, self._offset = -1, 0
-        self._last: tuple[dict[str, Any], int] | None = None
+        self._last: dict[str, Any] | None = None
 
-    def last(self) -> tuple[dict[str, Any], int] | None:
-        """(the step, the byte offset of its line) of the newest step in ``CURRENT_CHANGES``; None if none."""
+    def last(self) -> dict[str, Any] | None:
+        """The newest step in ``CURRENT_CHANGES`` (lines that are not whole JSON objects with int versions are
+        skipped); None if none."""
         try:
             with open(self.path, "rb") as f:
                 ino = os.fstat(f.fileno()).st_ino
@@ -84,17 +85,24 @@ class CurrentSteps:
         except FileNotFoundError:
             return self._last
         end = data.rfind(b"\n") + 1  # a torn last line waits for its end
-        at = self._offset
         for line in data[:end].splitlines(keepends=True):
             try:
                 step = json.loads(line)
             except ValueError:
                 step = None
-            if isinstance(step, dict) and step.get("event") in CURRENT_CHANGES:
-                self._last = (step, at)
-            at += len(line)
+            if isinstance(step, dict) and step.get("event") in CURRENT_CHANGES and _versions_hold(step):
+                self._last = step
         self._offset += end
         return self._last
+
+
+def _versions_hold(step: dict[str, Any]) -> bool:
+    """Whether a step's ``version`` is a positive int and its ``previous`` (if any) an int >= 0: a hand-edited
+    or foreign line that is neither is skipped, never allowed to crash the hub's loop."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    previous = step.get("previous", 0)
+    return whole(step.get("version")) and step["version"] > 0 and whole(previous) and previous >= 0
 
 
 def describe(step: dict[str, Any]) -> str:

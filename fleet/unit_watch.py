@@ -150,19 +150,19 @@ class UnitWatch:
         return set(self.holds.values())
 
     # -- following the roll-out log ----------------------------------------------------------------------------
-    def start_at(self, last: tuple[dict[str, Any], int] | None) -> None:
+    def start_at(self, last: dict[str, Any] | None) -> None:
         """At the hub's start: on the first start of a storage dir (no state file yet), what the log says
         happened before is done (``last``: the log's newest step that set the current version, or None); every
         step appended after it is followed. Later starts go on from the state file."""
         if not self.fresh:
             return
         with self._changing():
-            self.seen = [last[0].get(k) for k in ("time", "event", "version", "by")] if last is not None else []
+            self.seen = [last.get(k) for k in ("time", "event", "version", "by")] if last is not None else []
         self.fresh = False
 
-    def follow(self, step: dict[str, Any], offset: int, known: Iterable[str], now: float | None = None) -> bool:
-        """Act once on ``step``, the newest logged step that set the current version (``offset``: its place in the log),
-        once the hub serves its version: the hub's promotion starts a watch, any other clears every hold. True
+    def follow(self, step: dict[str, Any], known: Iterable[str], now: float | None = None) -> bool:
+        """Act once on ``step``, the newest logged step that set the current version, once the hub serves its
+        version: the hub's promotion starts a watch, any other clears every hold. True
         when a held robot's version moved."""
         key = [step.get("time"), step.get("event"), step.get("version"), step.get("by")]  # not the offset: a
         # copied or restored log moves offsets, never a step's own fields
@@ -204,7 +204,10 @@ class UnitWatch:
              now: float | None = None) -> bool:
         """Watch robots that connected since the promotion, judge those with enough episodes; True when a robot
         was held back (send notices)."""
-        self._flush()  # steps of a change saved earlier whose log write failed
+        try:
+            self._flush()  # steps of a change saved earlier whose log write failed
+        except OSError as exc:  # a log that stays unwritable must not stop the robots being judged
+            log.error("roll-out log: %d steps not written yet (retried): %s", len(self._pending), exc)
         if not self.version:
             return False
         now = time.time() if now is None else now

@@ -14,16 +14,16 @@ CFG = RolloutConfig(min_episodes=2, history_episodes=3, tolerance=0.2, max_wait_
 
 
 class Log:
-    """Steps that set the current version, as ``CurrentSteps`` hands them to the hub (offset, time)."""
+    """Steps that set the current version, as ``CurrentSteps`` hands them to the hub (each at a later time)."""
 
     def __init__(self) -> None:
-        self.offset = 0
+        self.time = 0.0
 
-    def step(self, event: str, version: int, by: str = "hand", **fields) -> tuple[dict, int]:
-        self.offset += 100
-        return {"event": event, "version": version, "by": by, "time": float(self.offset), **fields}, self.offset
+    def step(self, event: str, version: int, by: str = "hand", **fields) -> dict:
+        self.time += 100
+        return {"event": event, "version": version, "by": by, "time": self.time, **fields}
 
-    def promoted(self, version: int, previous: int, canaries: tuple[str, ...] = ()) -> tuple[dict, int]:
+    def promoted(self, version: int, previous: int, canaries: tuple[str, ...] = ()) -> dict:
         return self.step("promoted", version, "hub", previous=previous, canaries=list(canaries))
 
 
@@ -31,7 +31,7 @@ def _started(tmp_path) -> tuple[UnitWatch, Log]:
     watch, steps = UnitWatch(CFG, tmp_path), Log()
     published = steps.step("published", 1)
     watch.start_at(published)  # the first start: what the log holds so far is done
-    assert not watch.follow(*published, known=[])
+    assert not watch.follow(published, known=[])
     return watch, steps
 
 
@@ -41,7 +41,7 @@ def _events(storage) -> list[tuple]:
 
 def test_after_a_promotion_a_robot_the_trunk_hurts_is_held_back_and_the_others_move_on(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1, canaries=("canary",)), known=["canary", "a", "b", "new"], now=0.0)
+    watch.follow(steps.promoted(2, 1, canaries=("canary",)), known=["canary", "a", "b", "new"], now=0.0)
     assert watch.wants("a", 2) == 2 and watch.wants("b", 2) == 2 and watch.served() == set()
     episodes = {"a": [(1, 10.0)] * 3 + [(2, 9.0)], "b": [(1, 10.0)] * 3 + [(2, 7.0), (2, 7.5)],
                 "new": [(2, 1.0), (2, 1.0)]}  # "new" never ran v1: nothing to compare with, nothing to go back to
@@ -61,14 +61,14 @@ def test_after_a_promotion_a_robot_the_trunk_hurts_is_held_back_and_the_others_m
 
 def test_holds_survive_a_restart_and_a_change_of_the_current_version_by_hand_clears_them(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
+    watch.follow(steps.promoted(2, 1), known=["a", "b"], now=0.0)
     watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 1.0)] * 2 if r == "b" else [], now=1.0)
     assert watch.holds == {"b": 1} and watch.version == 2  # a still unjudged
 
     again = UnitWatch(CFG, tmp_path)  # the hub restarted
     assert again.holds == {"b": 1} and again.wants("b", 2) == 1 and again.served() == {1}
     assert again.version == 2 and again.baselines == {"a": 1, "b": 1} and "b" in again.verdicts
-    assert again.follow(*steps.step("rollback", 2), known=["a", "b"])  # to the version already current: b moves
+    assert again.follow(steps.step("rollback", 2), known=["a", "b"])  # to the version already current: b moves
     assert again.holds == {} and again.version == 0 and again.wants("b", 2) == 2
     assert UnitWatch(CFG, tmp_path).holds == {}
     steps_logged = read_steps(tmp_path)
@@ -80,18 +80,18 @@ def test_a_promotion_the_hub_did_not_act_on_before_it_died_starts_the_watch_afte
     watch, steps = _started(tmp_path)
     promoted = steps.promoted(2, 1)  # logged; the hub was killed before its next poll
     again = UnitWatch(CFG, tmp_path)
-    again.follow(*promoted, known=["a"], now=0.0)
+    again.follow(promoted, known=["a"], now=0.0)
     assert again.version == 2 and again.baselines == {"a": 1}  # watched, not mistaken for a change by hand
-    assert not again.follow(*promoted, known=["a"], now=1.0)  # each step is acted on once
+    assert not again.follow(promoted, known=["a"], now=1.0)  # each step is acted on once
     assert [s["event"] for s in read_steps(tmp_path)] == ["watch_started"]
 
 
 def test_the_next_promotion_moves_a_held_robot_forward_and_judges_it_against_the_version_it_was_held_on(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
+    watch.follow(steps.promoted(2, 1), known=["a", "b"], now=0.0)
     watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 20.0 if r == "a" else 1.0)] * 2, now=1.0)
     assert watch.holds == {"b": 1}
-    watch.follow(*steps.promoted(3, 2), known=["a"], now=5.0)  # b is not connected now: watched all the same
+    watch.follow(steps.promoted(3, 2), known=["a"], now=5.0)  # b is not connected now: watched all the same
     assert watch.baselines == {"a": 2, "b": 1} and watch.holds == {} and watch.wants("b", 3) == 3
     assert read_steps(tmp_path)[-1]["released"] == ["b"]
     # b on v3 is judged against its v1 history (10), not v2 (1, what hurt it): 8.5 passes, a 15 fails vs 20
@@ -103,18 +103,18 @@ def test_the_next_promotion_moves_a_held_robot_forward_and_judges_it_against_the
 
 def test_a_robot_that_connects_during_the_watch_is_judged_and_a_canary_it_has_not_judged_keeps_its_baseline(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1, canaries=("c",)), known=["a"], now=0.0)
+    watch.follow(steps.promoted(2, 1, canaries=("c",)), known=["a"], now=0.0)
     assert watch.baseline("a", 2) == 1  # a canary of the next trial is compared with v1, not with unvetted v2
     episodes = {"late": [(1, 10.0)] * 3 + [(2, 2.0)] * 2}
     assert watch.step(lambda r: episodes.get(r, []), known=["a", "c", "late"], now=1.0)  # late: held back
     assert watch.holds == {"late": 1} and "c" not in watch.baselines  # the canary was judged by its trial
-    watch.follow(*steps.promoted(3, 2), known=["a", "late"], now=2.0)  # a was never judged on v2
+    watch.follow(steps.promoted(3, 2), known=["a", "late"], now=2.0)  # a was never judged on v2
     assert watch.baselines == {"a": 1, "late": 1}
 
 
 def test_robots_short_of_episodes_at_the_timeout_stay_on_the_new_version_and_are_named(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1), known=["a", "b"], now=0.0)
+    watch.follow(steps.promoted(2, 1), known=["a", "b"], now=0.0)
     assert not watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 10.0)], now=50.0)
     assert watch.version == 2
     assert not watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 10.0)], now=101.0)
@@ -125,7 +125,7 @@ def test_robots_short_of_episodes_at_the_timeout_stay_on_the_new_version_and_are
 
 def test_a_failed_write_leaves_no_hold_only_in_memory_and_the_verdict_comes_again(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    watch.follow(steps.promoted(2, 1), known=["a"], now=0.0)
     saved = holds_path(tmp_path).read_bytes()
     holds_path(tmp_path).unlink()
     holds_path(tmp_path).mkdir()  # the state file cannot be replaced: every save fails with an OSError
@@ -153,24 +153,24 @@ def test_current_steps_reads_what_was_appended_and_waits_for_a_torn_line(tmp_pat
     append_step(tmp_path, "published", "hand", 1)
     append_step(tmp_path, "published_candidate", "hand", 2)  # a candidate does not set CURRENT
     first = steps.last()
-    assert first is not None and first[0]["version"] == 1 and first[1] == 0
+    assert first is not None and first["version"] == 1 and first["event"] == "published"
     with open(log_path(tmp_path), "a") as f:
         f.write('{"event": "rollback", "version": 1')  # a writer mid-append
     assert steps.last() == first
     with open(log_path(tmp_path), "a") as f:
         f.write(', "by": "hand", "time": 5.0}\n')
     again = steps.last()
-    assert again[0]["event"] == "rollback" and again[1] > first[1]  # the same version again: a new step
+    assert again["event"] == "rollback" and again["version"] == 1  # the same version again: a new step
 
 
 def test_on_the_first_start_the_logged_past_is_done_and_the_first_promotion_after_it_is_watched(tmp_path):
     watch, steps = UnitWatch(CFG, tmp_path), Log()
     watch.start_at(None)  # v1 was published without a logged step (TrunkStore.publish): the log is empty
-    assert not watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    assert not watch.follow(steps.promoted(2, 1), known=["a"], now=0.0)
     assert watch.version == 2 and watch.baselines == {"a": 1}
     old, before = UnitWatch(CFG, tmp_path / "other"), steps.promoted(3, 2)
     old.start_at(before)  # promoted before a hub ever ran on this storage dir: not watched now
-    assert not old.follow(*before, known=["a"]) and old.version == 0
+    assert not old.follow(before, known=["a"]) and old.version == 0
 
 
 def test_a_step_appended_after_a_torn_line_is_read_whole(tmp_path):
@@ -179,13 +179,13 @@ def test_a_step_appended_after_a_torn_line_is_read_whole(tmp_path):
         f.write('{"event": "rollback", "vers')  # a writer killed mid-line
     append_step(tmp_path, "rollback", "hand", 1)
     last = CurrentSteps(tmp_path).last()
-    assert last is not None and last[0]["event"] == "rollback" and [s["event"] for s in read_steps(tmp_path)] == [
+    assert last is not None and last["event"] == "rollback" and [s["event"] for s in read_steps(tmp_path)] == [
         "published", "rollback"]
 
 
 def test_a_hold_whose_log_step_cannot_be_written_still_moves_the_robot_and_the_step_follows(tmp_path):
     watch, steps = _started(tmp_path)
-    watch.follow(*steps.promoted(2, 1), known=["a"], now=0.0)
+    watch.follow(steps.promoted(2, 1), known=["a"], now=0.0)
     kept = log_path(tmp_path).read_bytes()
     log_path(tmp_path).unlink()
     log_path(tmp_path).mkdir()  # the roll-out log cannot be appended to; the state file can be saved
@@ -195,3 +195,57 @@ def test_a_hold_whose_log_step_cannot_be_written_still_moves_the_robot_and_the_s
     log_path(tmp_path).write_bytes(kept)
     watch.step(lambda r: [], now=2.0)
     assert [e[0] for e in _events(tmp_path)][-2:] == ["unit_held_back", "watch_ended"]
+
+
+def test_a_logged_step_whose_version_is_not_a_whole_number_is_skipped_not_followed(tmp_path):
+    append_step(tmp_path, "published", "hand", 1)
+    with open(log_path(tmp_path), "a") as f:  # hand-edited or foreign lines: int() on them would stop the hub
+        f.write('{"event": "rollback", "version": "two", "by": "hand", "time": 1.0}\n')
+        f.write('{"event": "rollback", "version": 0, "by": "hand", "time": 2.0}\n')
+        f.write('{"event": "promoted", "version": 3, "previous": "x", "by": "hub", "time": 3.0}\n')
+        f.write('{"event": "rollback", "version": true, "by": "hand", "time": 4.0}\n')
+    last = CurrentSteps(tmp_path).last()
+    assert last is not None and last["event"] == "published" and last["version"] == 1
+
+
+def test_a_log_replaced_or_cut_shorter_is_read_again_from_its_start(tmp_path):
+    steps = CurrentSteps(tmp_path)
+    append_step(tmp_path, "published", "hand", 1)
+    append_step(tmp_path, "published", "hand", 2)
+    assert steps.last()["version"] == 2
+    log_path(tmp_path).write_text("")  # truncated in place: the same inode, shorter than what was read
+    append_step(tmp_path, "rollback", "hand", 1)
+    assert steps.last()["event"] == "rollback"
+    fresh = log_path(tmp_path).with_suffix(".new")
+    fresh.write_text('{"event": "published", "version": 7, "by": "hand", "time": 9.0}\n')
+    fresh.replace(log_path(tmp_path))  # a restored log: another inode, read whole
+    assert steps.last()["version"] == 7
+
+
+def test_a_log_that_stays_unwritable_does_not_stop_robots_being_judged(tmp_path):
+    watch, steps = _started(tmp_path)
+    watch.follow(steps.promoted(2, 1), known=["a", "b"], now=0.0)
+    log_path(tmp_path).unlink()
+    log_path(tmp_path).mkdir()  # every append fails from now on
+    assert watch.step(lambda r: [(1, 10.0)] * 3 + [(2, 1.0 if r == "a" else 10.0)] * 2, now=1.0)
+    assert watch.holds == {"a": 1}
+    watch.follow(steps.promoted(3, 2), known=["a", "b"], now=2.0)  # and the next promotion is still watched
+    assert watch.step(lambda r: [(2, 10.0)] * 3 + [(3, 1.0 if r == "b" else 10.0)] * 2, now=3.0)
+    assert watch.holds == {"b": 2} and UnitWatch(CFG, tmp_path).holds == {"b": 2}
+
+
+def test_a_current_version_no_logged_step_names_is_warned_about_once(monkeypatch, caplog, tmp_path):
+    import types
+
+    import fleet.hub_trunks as hub_trunks
+
+    monkeypatch.setattr(hub_trunks, "UNLOGGED_WARN_S", 0.0)
+    hub = hub_trunks.HubTrunks()
+    hub.trunks = types.SimpleNamespace(version=3)  # CURRENT set without a logged step (TrunkStore used directly)
+    hub.watch = types.SimpleNamespace(holds={"a": 1})
+    last = {"event": "promoted", "version": 2}
+    with caplog.at_level("WARNING", logger="fleet.hub"):
+        for _ in range(3):
+            hub._warn_unlogged(last)
+    warned = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
+    assert len(warned) == 1 and "v3" in warned[0] and "v2" in warned[0] and "fleet-hub rollback 3" in warned[0]

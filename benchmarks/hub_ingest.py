@@ -8,6 +8,16 @@ group commit of 128 chunks or 32 MiB / 1 ms) stores into a fresh SQLite store on
 
 The robots are uplink clients several to a process: ``--procs`` client processes (default 2, for the 2 cores
 here), each running its share of the robots as DEALERs around one poller in one thread (``ingest_clients.py``).
+
+Placement (``--placement``): the peer (hub or raw) and the robots share one machine here, where in a fleet they
+do not. ``split`` (default) gives the peer half the cores and the robots the other half (on 2 cores, one each:
+the hub with its export process on core 0, every client on core 1), the same for hub and raw: the nearest this
+box comes to a hub machine and robot computers, and it does not depend on how the kernel shares CPU time.
+``shared`` lets all of them run anywhere, the hub in a process group of its own but in the benchmark's session,
+as the raw peer is. (Until December 2026 the hub ran in a session of its own and the raw peer did not: with the
+kernel's autogroup, on here, that capped the hub and its export at one group's share, ~1 core against the
+clients', while raw shared the clients' group, so the two peers were not measured alike.) The 64 KiB CURVE cells
+also run in the other placement (``--compare-placement``, default on), reported as ``<placement>_ratio_...``.
 They speak the protocol to the hub (HELLO, credit, resend after 10 s, retry, heartbeats) and send the very same
 frames under the same window to the raw peer. Each chunk is a fresh record (its own header and sha256) made as it
 goes, in both runs. Window: each robot may have the credit (both peers grant the same) and the uplink's
@@ -55,6 +65,7 @@ from hub_processes import (
     make_keys,
     proc_status_kb,
     robot_keys,
+    split_cpus,
     store_contents,
 )
 from hub_store import fs_type
@@ -88,18 +99,20 @@ def _split(robots: list[tuple[str, str | None]], procs: int) -> list[list[tuple[
 
 def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, keys: Path | None, work: Path,
              seconds: float, procs: int, credit: int, window: int = 256, interval_s: float = 0.0,
-             hub_overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+             hub_overrides: tuple[str, ...] = (), placement: str = "split") -> dict[str, Any]:
     """One run: a fresh peer (hub or raw) granting each robot ``credit`` bytes, the robots in ``procs`` client
-    processes, their merged figures."""
+    processes, placed as ``placement`` says (module docstring), their merged figures."""
     port, storage = free_port(), work / f"store-{time.monotonic_ns()}"
+    peer_cpus, load_cpus = split_cpus() if placement == "split" else (None, None)
     hub = router = None
     if mode == "hub":
-        hub = HubProcess(work, port, storage, keys, f"credit_bytes={credit}", *hub_overrides)
+        hub = HubProcess(work, port, storage, keys, f"credit_bytes={credit}", *hub_overrides, cpus=peer_cpus,
+                         own_session=False)
         endpoint, pid = hub.endpoint, hub.pid
     else:
         parent, child = SPAWN.Pipe()
-        router = SPAWN.Process(target=raw_router, args=(child, port, str(keys / HUB_SECRET) if keys else None),
-                               daemon=True)
+        router = SPAWN.Process(target=raw_router, args=(child, port, str(keys / HUB_SECRET) if keys else None,
+                                                        peer_cpus), daemon=True)
         router.start()
         if not parent.poll(60):
             raise RuntimeError("raw router did not start")
@@ -109,7 +122,7 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
     try:
         for i, share in enumerate(_split(robots, procs)):
             spec = ClientSpec(mode, endpoint, share, size, seconds, interval_s=interval_s, raw_credit=credit,
-                              window_chunks=window, seed=i + 1)
+                              window_chunks=window, seed=i + 1, cpus=load_cpus)
             a, b = SPAWN.Pipe()
             p = SPAWN.Process(target=run_clients, args=(b, spec), daemon=True)
             p.start()
@@ -143,7 +156,7 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
             parent.send("stop")
             router.join(30)
     lat = [x for s in stats for x in s.latencies_ms]
-    out = {"mode": mode, "agents": len(robots), "credit": credit, "window_chunks": window, "chunks_per_s": sum(s.window_chunks for s in stats) / seconds,
+    out = {"mode": mode, "placement": placement, "agents": len(robots), "credit": credit, "window_chunks": window, "chunks_per_s": sum(s.window_chunks for s in stats) / seconds,
            "ramp_s": max(s.ramp_s for s in stats),
            "mbps": sum(s.window_bytes for s in stats) / seconds / 1e6, "acked": sum(s.acked for s in stats),
            "sent": sum(s.sent for s in stats), "resent": sum(s.resent for s in stats),
@@ -185,6 +198,10 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--control-hz", type=float, default=50.0)
     ap.add_argument("--chunk-steps", type=int, default=250, help="the agent's spool.chunk_steps")
+    ap.add_argument("--placement", choices=["split", "shared"], default="split",
+                    help="split: the peer on half the cores, the robots on the other half; shared: anywhere")
+    ap.add_argument("--compare-placement", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the 64 KiB CURVE cells in the other placement")
     ap.add_argument("--hub-override", action="append", default=[],
                     help="a Hydra override for the hub (repeatable), e.g. parquet_export=false")
     ap.add_argument("--dir", default=None, help="work dir for stores and keys (default: the system temp dir)")
@@ -199,24 +216,27 @@ def main() -> None:
     keys = make_keys(work / "keys", ids)
     print(f"work dir {work} ({fs_type(work)}), {len(ids)} robots enrolled", flush=True)
     curves = {"on": [True], "off": [False], "both": [True, False]}[args.curve]
+    other = {"split": "shared", "shared": "split"}[args.placement]
+    cells = [(curve, size, agents, args.placement) for curve in curves for size in args.sizes for agents in args.agents]
+    if args.compare_placement and True in curves and 65536 in args.sizes:
+        cells += [(True, 65536, agents, other) for agents in args.agents]
     runs: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(args.rounds):
-        for curve in curves:
-            for size in args.sizes:
-                for agents in args.agents:
-                    robots = [(r, robot_keys(keys if curve else None, r)) for r in ids[:agents]]
-                    order = ("hub", "raw") if rnd % 2 == 0 else ("raw", "hub")
-                    for mode in order:
-                        key = f"{mode}_{LABEL.get(size, size)}_{'curve' if curve else 'plain'}_{agents}"
-                        res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs,
-                                       credit_for(agents, args.inflight_budget_mb),
-                                       window_for(agents, args.inflight_budget_chunks),
-                                       hub_overrides=tuple(args.hub_override))
-                        runs.setdefault(key, []).append(res)
-                        print(f"round {rnd} {key:22s} {res['mbps']:8.1f} MB/s {res['chunks_per_s']:8.0f} chunks/s "
-                              f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_share']:.2f} ramp {res['ramp_s']:.1f} s "
-                              f"rss {res['peer_peak_rss_mb']:.0f} MB resent {res['resent']} nacks {res['nacks']}"
-                              + (f" stored {res['stored']}" if mode == "hub" else ""), flush=True)
+        for curve, size, agents, placement in cells:
+            robots = [(r, robot_keys(keys if curve else None, r)) for r in ids[:agents]]
+            order = ("hub", "raw") if rnd % 2 == 0 else ("raw", "hub")
+            for mode in order:
+                key = f"{mode}_{LABEL.get(size, size)}_{'curve' if curve else 'plain'}_{agents}" + (
+                    f"_{placement}" if placement != args.placement else "")
+                res = run_cell(mode, robots, size, keys if curve else None, work, args.seconds, args.procs,
+                               credit_for(agents, args.inflight_budget_mb),
+                               window_for(agents, args.inflight_budget_chunks),
+                               hub_overrides=tuple(args.hub_override), placement=placement)
+                runs.setdefault(key, []).append(res)
+                print(f"round {rnd} {key:29s} {res['mbps']:8.1f} MB/s {res['chunks_per_s']:8.0f} chunks/s "
+                      f"ack p99 {res['ack_p99_ms'] or 0:7.1f} ms peer cpu {res['peer_cpu_share']:.2f} "
+                      f"ramp {res['ramp_s']:.1f} s rss {res['peer_peak_rss_mb']:.0f} MB resent {res['resent']} "
+                      f"nacks {res['nacks']}" + (f" stored {res['stored']}" if mode == "hub" else ""), flush=True)
     med = {k: {f: statistics.median(r[f] for r in rs) for f in ("mbps", "chunks_per_s", "peer_cpu_share")}
            for k, rs in runs.items()}
     ratios = {}
@@ -227,7 +247,7 @@ def main() -> None:
                 ratios[key[4:]] = m["mbps"] / raw["mbps"]
     print("median over rounds (hub / raw):")
     for cell, r in ratios.items():
-        print(f"  {cell:18s} hub {med['hub_' + cell]['mbps']:8.1f} MB/s {med['hub_' + cell]['chunks_per_s']:8.0f} "
+        print(f"  {cell:25s} hub {med['hub_' + cell]['mbps']:8.1f} MB/s {med['hub_' + cell]['chunks_per_s']:8.0f} "
               f"chunks/s | raw {med['raw_' + cell]['mbps']:8.1f} MB/s {med['raw_' + cell]['chunks_per_s']:8.0f} "
               f"chunks/s | ratio {r:.2f}", flush=True)
     interval = args.chunk_steps / args.control_hz
@@ -236,13 +256,13 @@ def main() -> None:
           f"{args.latency_seconds:.0f} s", flush=True)
     lat_credit = credit_for(args.latency_agents, args.inflight_budget_mb)
     latency = run_cell("hub", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
-                       interval_s=interval, hub_overrides=tuple(args.hub_override))
+                       interval_s=interval, hub_overrides=tuple(args.hub_override), placement=args.placement)
     print(f"  hub: {latency['acked']} chunks of {latency['record_bytes']} bytes acked, ack p50 "
           f"{latency['ack_p50_ms']:.1f} p99 {latency['ack_p99_ms']:.1f} max {latency['ack_max_ms']:.1f} ms, stored "
           f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}", flush=True)
     # the same robots and pace against the raw peer: what this machine's loopback and scheduling cost by themselves
     latency_raw = run_cell("raw", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
-                           interval_s=interval)
+                           interval_s=interval, placement=args.placement)
     print(f"  raw: ack p50 {latency_raw['ack_p50_ms']:.1f} p99 {latency_raw['ack_p99_ms']:.1f} max "
           f"{latency_raw['ack_max_ms']:.1f} ms", flush=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -250,8 +270,10 @@ def main() -> None:
     parts = [f"ratio_vs_raw={min(target.values()):.2f}" if target else "ratio_vs_raw=nan"]
     parts += [f"ratio_64k_curve_{a}={r:.2f}" for a, r in target.items()]
     parts += [f"hub_mbps_64k_curve_{a}={med[f'hub_64k_curve_{a}']['mbps']:.0f}" for a in target]
+    parts += [f"{other}_ratio_64k_curve_{a}={ratios[f'64k_curve_{a}_{other}']:.2f}" for a in args.agents
+              if f"64k_curve_{a}_{other}" in ratios]
     parts += [f"p99_ack_ms={latency['ack_p99_ms']:.1f}", f"raw_p99_ack_ms={latency_raw['ack_p99_ms']:.1f}",
-              f"agents={args.latency_agents}"]
+              f"agents={args.latency_agents}", f"placement={args.placement}"]
     write_result(out, "hub_ingest " + " ".join(parts),
                  {"args": vars(args), "fs": fs_type(Path(tempfile.gettempdir()) if args.dir is None else Path(args.dir)),
                   "median": med, "ratios": ratios, "latency": latency, "latency_raw": latency_raw, "runs": runs,

@@ -61,14 +61,21 @@ class HubProcess:
     """A real hub process (``fleet-hub`` unless ``argv0`` says otherwise) on 127.0.0.1:``port``."""
 
     def __init__(self, work: Path, port: int, storage: Path, keys: Path | None, *overrides: str,
-                 argv0: list[str] | None = None, env: dict[str, str] | None = None, start_timeout_s: float = 120.0):
+                 argv0: list[str] | None = None, env: dict[str, str] | None = None, start_timeout_s: float = 120.0,
+                 cpus: list[int] | None = None, own_session: bool = True):
+        """``cpus``: run the hub (and the export process it starts) on these cores only (``taskset``).
+        ``own_session``: a session of its own (else only a process group of its own: ``kill`` reaches the hub
+        and its children either way). Where the kernel groups CPU time by session (autogroup), a hub in its own
+        session competes as one group against everything else; see ``hub_ingest.py --placement``."""
         security = [f"security.keys_dir={keys}"] if keys else ["security.mode=plaintext"]
-        args = [*(argv0 or [str(BIN / "fleet-hub")]), f"bind=tcp://127.0.0.1:{port}", f"storage_dir={storage}",
+        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
+        args = [*pin, *(argv0 or [str(BIN / "fleet-hub")]), f"bind=tcp://127.0.0.1:{port}", f"storage_dir={storage}",
                 f"hydra.run.dir={work / 'hydra'}", *security, *overrides]
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.output: list[str] = []
-        self.proc = subprocess.Popen(args, cwd=work, env={**bench_env(), **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        group = {"start_new_session": True} if own_session else {"process_group": 0}
+        self.proc = subprocess.Popen(args, cwd=work, env={**bench_env(), **(env or {})}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **group)
         started = threading.Event()
         threading.Thread(target=self._pump, args=(started,), daemon=True).start()
         if not started.wait(start_timeout_s) or self.proc.poll() is not None:
@@ -105,6 +112,16 @@ class HubProcess:
             except ProcessLookupError:
                 pass
         self.proc.wait(30)
+
+
+def split_cpus() -> tuple[list[int], list[int]]:
+    """This process's cores in two halves: (the peer's, the load's). On 2 cores, one each: what a hub on its own
+    machine and robots on theirs would have, on one box."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise RuntimeError("--placement split needs at least 2 cores; use --placement shared")
+    half = len(cores) // 2
+    return cores[:half], cores[half:]
 
 
 def child_pids(pid: int) -> list[int]:

@@ -15,6 +15,7 @@ it is about to go, in both runs alike. Ack latency is measured here, at the clie
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections import Counter, deque
@@ -71,6 +72,7 @@ class ClientSpec:
     retry_s: float = 0.5
     drain_s: float = 30.0
     seed: int = 0
+    cpus: list[int] | None = None  # run on these cores only (hub_ingest --placement split)
 
 
 @dataclass
@@ -251,6 +253,8 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
     Paced robots (``interval_s``) are measured from the start. Robots at full speed are measured once steady:
     after every link's first window has been acked (until then the queue fills and nothing flows back), for
     ``seconds``; then they stop sending and drain."""
+    if spec.cpus:  # before the context: its I/O threads inherit the cores
+        os.sched_setaffinity(0, spec.cpus)
     logging.getLogger("fleet.keys").setLevel(logging.ERROR)  # plain-text cells: one banner per link, not 128
     ctx = zmq.Context()
     links = [Link(ctx, spec, robot, keys, spec.seed * 1000 + i) for i, (robot, keys) in enumerate(spec.robots)]
@@ -306,9 +310,12 @@ def run_clients(conn: Connection, spec: ClientSpec) -> None:
     conn.send(stats)
 
 
-def raw_router(conn: Connection, port: int, hub_secret: str | None) -> None:
+def raw_router(conn: Connection, port: int, hub_secret: str | None, cpus: list[int] | None = None) -> None:
     """The baseline peer: a ROUTER with the hub's socket limits (and its CURVE key, if given) that answers every
-    message with its first frame and keeps nothing. Runs until the parent sends anything."""
+    message with its first frame and keeps nothing; on ``cpus`` only, if given. Runs until the parent sends
+    anything."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     opts = SocketConfig()

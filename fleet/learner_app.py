@@ -32,7 +32,14 @@ import sim
 from configs import CONFIG_DIR
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig, register_configs
-from fleet.learner_inputs import FreshChunks, experience_reader, fleet_adapters, trunk_checkpoint, trunk_tasks
+from fleet.learner_inputs import (
+    FreshChunks,
+    adapters_on_other_trunks,
+    experience_reader,
+    fleet_adapters,
+    trunk_checkpoint,
+    trunk_tasks,
+)
 from fleet.learner_release import release_candidate
 from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
 from fleet.rank_gradients import average_present_gradients
@@ -105,13 +112,18 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
         else:
             policy = copy.deepcopy(current)
         adapters, stored = fleet_adapters(cfg.storage_dir, policy, version)
+        # robots held back on an older trunk: rebased from it at release (rank 0), never applied in learning; every
+        # rank reads them, so that after the release every rank applies the same adapters
+        others = adapters_on_other_trunks(cfg.storage_dir, policy, version)
         reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
         replay = FleetReplay(replace(cfg.replay, seed=cfg.replay.seed + ctx.rank))
         feeder = ReplayFeeder(reader, replay, ctx.rank, ctx.world_size)
         learner = VTraceLearner(policy, cfg.learner, version, grad_hook=average_present_gradients)
         if ctx.is_main:
             logger = open_logger(cfg.logger, job="learn", config=plain or {})
-            print(f"[learn] trunk v{version} ({', '.join(sorted(policy.specs))}); {len(adapters)} robot adapter(s); "
+            print(f"[learn] trunk v{version} ({', '.join(sorted(policy.specs))}); {len(adapters)} robot adapter(s)"
+                  + (f" and {len(others)} on older trunks ({', '.join(sorted(others))}: rebased from theirs)"
+                     if others else "") + "; "
                   f"{ctx.world_size} process(es); {cfg.rounds} round(s) of {cfg.updates} updates, sim fraction "
                   f"{cfg.sim_fraction:g}", flush=True)
         loop = FleetRoundLoop(learner, replay, feeder, list(policy.specs), adapters, cfg.batch_size,
@@ -135,7 +147,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             passed, released_version = 0, 0
             if ctx.is_main:
                 release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",
-                                            plain or {})
+                                            plain or {}, others)
                 passed, released_version = int(release.passed), release.version
                 logger.log({"gate/passed": float(release.passed), "trunk_version": float(release.version)},
                            step=loop.global_step)
@@ -145,6 +157,8 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             current = copy.deepcopy(policy)
             learner.trunk_version = reader.trunk_version = version
             # robots run the rebased adapters on the new trunk; every rank reads rank 0's files
+            stored = {**stored, **{robot: o.stored for robot, o in others.items()}}
+            others = {}  # rebased onto this round's trunk: from now on they are robots on the current one
             adapters = rebased_adapters(out / f"round_{r}" / "adapters", policy, stored)
             stored = {robot: replace(stored[robot], adapter_version=stored[robot].adapter_version + 1)
                       for robot in adapters}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,10 @@ from fleet.replay.parquet_reader import ParquetReader
 from fleet.replay.sequences import ChunkSteps
 from fleet.replay.store_reader import StoreReader
 from fleet.store import STORE_FILE
-from fleet.trunk_archive import unpack_trunk
-from fleet.trunk_store import TrunkStore
+from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
+from fleet.trunk_store import TrunkStore, TrunkStoreError
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
-from shared_policy.checkpoint import read_manifest, specs_from_manifest
+from shared_policy.checkpoint import CheckpointError, load_checkpoint, read_manifest, specs_from_manifest
 from shared_policy.policy import FleetPolicy
 
 
@@ -50,21 +51,67 @@ def trunk_tasks(cfg: LearnConfig, checkpoint: Path) -> dict[str, str]:
     return {hw: cfg.gate.tasks[hw] for hw in types}
 
 
+@dataclass
+class AdapterOnOtherTrunk:
+    """A robot's newest adapter trained on a kept trunk version other than the current one (a robot the hub's
+    unit watch holds back runs an older version), with that trunk: at release it is rebased from there, so the
+    robot gets a rebased adapter when it moves forward; it is never applied in learning."""
+
+    adapter: Adapter
+    stored: StoredAdapter
+    trunk: FleetPolicy
+
+
+def _newest_adapters(storage_dir: str | Path, policy: FleetPolicy) -> dict[str, StoredAdapter]:
+    """Each robot's newest stored adapter of a type ``policy`` has (none without an adapter table)."""
+    store_file = Path(storage_dir) / STORE_FILE
+    if not store_file.is_file():
+        return {}
+    store = AdapterStore(store_file)
+    try:
+        return {r: s for r, s in store.latest().items() if s.hardware in policy.specs}
+    finally:
+        store.close()
+
+
 def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy,
                    trunk_version: int) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
     """Each robot's newest uploaded adapter, loaded for ``policy``, if it was trained on ``trunk_version`` (an
     adapter is never applied to a trunk it was not trained or rebased for: such a robot is learned bare); robots
     of a type the policy lacks, or whose adapter does not load (said on stdout), are left out. Also the stored
     records (versions) of the adapters loaded."""
-    store_file = Path(storage_dir) / STORE_FILE
-    if not store_file.is_file():
-        return {}, {}
-    store = AdapterStore(store_file)
-    try:
-        stored = {r: s for r, s in store.latest().items()
-                  if s.hardware in policy.specs and s.trunk_version == trunk_version}
-    finally:
-        store.close()
+    stored = {r: s for r, s in _newest_adapters(storage_dir, policy).items() if s.trunk_version == trunk_version}
+    return _loaded(stored, policy)
+
+
+def adapters_on_other_trunks(storage_dir: str | Path, policy: FleetPolicy,
+                             trunk_version: int) -> dict[str, AdapterOnOtherTrunk]:
+    """Each robot whose newest adapter was trained on a trunk version other than ``trunk_version`` that the trunk
+    store still keeps (verified, with ``policy``'s layouts): that adapter, loaded for that trunk. A version that is
+    gone or does not load, or an adapter that does not, costs only its robots (said on stdout)."""
+    other = {r: s for r, s in _newest_adapters(storage_dir, policy).items() if s.trunk_version != trunk_version}
+    out: dict[str, AdapterOnOtherTrunk] = {}
+    trunks = TrunkStore(storage_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        for version in sorted({s.trunk_version for s in other.values()}):
+            robots = sorted(r for r, s in other.items() if s.trunk_version == version)
+            try:
+                path = Path(tmp) / f"v{version}"
+                unpack_trunk(trunks.verified(version).path, path)
+                trunk, _ = load_checkpoint(path, expected=policy.specs)
+            except (TrunkStoreError, TrunkArchiveError, CheckpointError, OSError) as exc:
+                print(f"[learn] adapters of {', '.join(robots)} were trained on trunk v{version}, which cannot be "
+                      f"loaded: not rebased ({exc})", flush=True)
+                continue
+            adapters, stored = _loaded({r: other[r] for r in robots}, trunk)
+            out.update({r: AdapterOnOtherTrunk(adapters[r], stored[r], trunk) for r in adapters})
+    return out
+
+
+def _loaded(stored: dict[str, StoredAdapter],
+            policy: FleetPolicy) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
+    """``stored`` loaded for ``policy``; one that does not load is left out of both (said on stdout)."""
+    stored = dict(stored)
     adapters = {}
     with tempfile.TemporaryDirectory() as tmp:
         for robot, rec in list(stored.items()):

@@ -3,7 +3,8 @@
 The candidate is saved as ``<round_dir>/candidate`` with trunk version current + 1 and judged by the sim gate
 (``sim.gate.check_candidate``) against the current trunk. A refused candidate is kept for inspection and
 nothing else happens. A passed one gets every robot's latest adapter rebased onto it on that robot's own stored
-observations (``shared_policy.rebase``), written as ``<round_dir>/adapters/<robot_id>.safetensors`` (adapter
+observations (``shared_policy.rebase``), from the trunk that adapter was trained on (the current one, or for a
+robot the hub's unit watch holds back, the older version it runs), written as ``<round_dir>/adapters/<robot_id>.safetensors`` (adapter
 version + 1, the candidate's trunk version), and is then published through the hub's trunk store.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig
-from fleet.learner_inputs import experience_reader, robot_observations
+from fleet.learner_inputs import AdapterOnOtherTrunk, experience_reader, robot_observations
 from fleet.rollout_log import append_step
 from fleet.trunk_store import TrunkStore
 from shared_policy.adapter import Adapter, save_adapter
@@ -40,8 +41,9 @@ class Release:
 
 def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: int, candidate: FleetPolicy,
                       adapters: dict[str, Adapter], stored: dict[str, StoredAdapter], round_dir: Path,
-                      config: dict[str, Any]) -> Release:
-    """Save, gate, rebase and publish ``candidate`` (module docstring)."""
+                      config: dict[str, Any], others: dict[str, AdapterOnOtherTrunk] | None = None) -> Release:
+    """Save, gate, rebase and publish ``candidate`` (module docstring). ``adapters`` were trained on ``current``;
+    ``others`` on another kept trunk (robots held back on it), each rebased from its own trunk."""
     # the next number the store has not used: a rolled-back candidate keeps its number, so current + 1 may be taken
     used = TrunkStore(cfg.storage_dir).versions() if cfg.publish else []
     version = max([current_version, *used]) + 1
@@ -59,20 +61,23 @@ def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: i
         return Release(False, version, cand_dir, verdict.reasons)
 
     adapters_dir = round_dir / "adapters"
-    observations = robot_observations(experience_reader(cfg), set(adapters), cfg.max_rebase_observations)
+    # what each robot runs now: its adapter on the current trunk, or (held back) on the trunk it was trained on
+    runs = {r: (current, current_version, a, stored[r]) for r, a in adapters.items()}
+    runs.update({r: (o.trunk, o.stored.trunk_version, o.adapter, o.stored) for r, o in (others or {}).items()})
+    observations = robot_observations(experience_reader(cfg), set(runs), cfg.max_rebase_observations)
     rebased = {}
-    for robot, adapter in sorted(adapters.items()):
+    for robot, (old_trunk, old_version, adapter, rec) in sorted(runs.items()):
         obs = observations.get(robot)
         if obs is None or len(obs) < 2:
             print(f"[learn] warning: {robot} has no stored observations to rebase its adapter on; it gets none",
                   flush=True)
             continue
-        new, report = rebase_adapter(current, adapter, candidate, adapter.hardware, obs, cfg.rebase)
-        path = save_adapter(adapters_dir / f"{robot}.safetensors", new, stored[robot].adapter_version + 1, version)
+        new, report = rebase_adapter(old_trunk, adapter, candidate, adapter.hardware, obs, cfg.rebase)
+        path = save_adapter(adapters_dir / f"{robot}.safetensors", new, rec.adapter_version + 1, version)
         rebased[robot] = new
-        print(f"[learn] rebased {robot} ({adapter.hardware}) on {report.observations} observations: action gap "
-              f"{report.naive_mean_gap:.3f} unchanged -> {report.rebased_mean_gap:.3f} rebased (std units) -> {path}",
-              flush=True)
+        print(f"[learn] rebased {robot} ({adapter.hardware}, from trunk v{old_version}) on {report.observations} "
+              f"observations: action gap {report.naive_mean_gap:.3f} unchanged -> {report.rebased_mean_gap:.3f} "
+              f"rebased (std units) -> {path}", flush=True)
     release = Release(True, version, cand_dir, adapters_dir=adapters_dir, rebased=rebased)
     if cfg.publish:
         # the rebased adapters travel with the trunk, each to its robot; the store refuses the candidate (before

@@ -226,3 +226,48 @@ def test_a_stored_adapter_that_does_not_load_costs_only_its_robot(tmp_path, trun
     adapters, stored = fleet_adapters(storage, policy, 1)
     assert sorted(adapters) == sorted(stored) == ["unit-b"]
     assert "adapter v9 of unit-a not usable" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(240)
+def test_a_robot_held_back_on_an_older_trunk_gets_an_adapter_rebased_from_the_trunk_it_runs(tmp_path, trunk, capsys):
+    import copy
+
+    from fleet.learner_inputs import robot_observations
+    from shared_policy.actor import MergedActor
+    from shared_policy.checkpoint import save_checkpoint
+    from tests.fleet.learner.experience import unit_adapter, upload_adapter
+
+    storage = make_hub(tmp_path, trunk)  # v1 current; unit-a and unit-b adapters trained on v1
+    v1 = trunk[0]
+    v2 = copy.deepcopy(v1)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # a trunk that acts clearly otherwise than v1
+        for p in v2.trunk.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    assert TrunkStore(storage).publish(save_checkpoint(tmp_path / "v2", v2, trunk_version=2)).version == 2
+    upload_adapter(storage, "unit-a", unit_adapter(v2, 5), version=4, trunk_version=2)  # unit-a moved on to v2
+    held = load_adapter_of(storage, "unit-b", v1)  # unit-b is held back on v1: its newest adapter is v1's
+    cfg = learn_config(storage, tmp_path / "out", "rebase.target=merged", "rebase.steps=300",
+                       "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed",
+                       "gate.tolerance=0.9", "publish_candidate=false")
+    assert run_learn(cfg) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "1 on older trunks (unit-b: rebased from theirs)" in out
+    assert "rebased unit-a (cartpole, from trunk v2)" in out and "rebased unit-b (cartpole, from trunk v1)" in out
+    candidate, _ = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
+    rebased, meta = load_adapter(tmp_path / "out" / "round_1" / "adapters" / "unit-b.safetensors", candidate, HW)
+    assert (meta["trunk_version"], meta["version"]) == ("3", "4")
+    obs = robot_observations(experience_reader(cfg), {"unit-b"}, 512)["unit-b"]
+    acts = MergedActor(candidate, HW, rebased)(obs)
+    ran = MergedActor(v1, HW, held)(obs)  # what unit-b really ran
+    as_if_current = MergedActor(v2, HW, held)(obs)  # its adapter on a trunk it never ran
+    gap, wrong = (acts - ran).abs().mean().item(), (acts - as_if_current).abs().mean().item()
+    assert gap < 0.5 * wrong, (gap, wrong)
+
+
+def load_adapter_of(storage: Path, robot: str, policy):
+    """The newest adapter ``robot`` uploaded, loaded for ``policy``."""
+    from fleet.learner_inputs import fleet_adapters
+
+    adapters, _ = fleet_adapters(storage, policy, 1)
+    return adapters[robot]

@@ -96,14 +96,16 @@ class HubTrunks:
         tool that does not log (``TrunkStore`` used directly) or a rollback whose log append failed. Holds are
         released only by a logged step, so an operator must know."""
         now, current = time.monotonic(), self.trunks.version
+        if last is None and not self.watch.holds:  # nothing logged yet (a first trunk published through the API)
+            return
         if self._unlogged_since is None or self._unlogged_since[0] != current:
             self._unlogged_since = (current, now, False)
         elif not self._unlogged_since[2] and now - self._unlogged_since[1] >= UNLOGGED_WARN_S and current:
             self._unlogged_since = (current, self._unlogged_since[1], True)
-            log.warning("the current trunk is v%d but the roll-out log's last step that set CURRENT names v%s: the "
+            named = f"v{last['version']}" if last else "no version"
+            log.warning("the current trunk is v%d but the roll-out log's last step that set CURRENT names %s: the "
                         "change was not logged, so the unit watch does not act on it (holds stay: %s); log it with "
-                        "`fleet-hub rollback %d`", current, last["version"] if last else None,
-                        self.watch.holds or "none", current)
+                        "`fleet-hub rollback %d`", current, named, self.watch.holds or "none", current)
 
     def _runs(self, robot_id: str) -> int:
         """The version ``robot_id`` runs when it is not a canary: the one the unit watch holds it on, else the

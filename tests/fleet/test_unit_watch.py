@@ -249,3 +249,10 @@ def test_a_current_version_no_logged_step_names_is_warned_about_once(monkeypatch
             hub._warn_unlogged(last)
     warned = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
     assert len(warned) == 1 and "v3" in warned[0] and "v2" in warned[0] and "fleet-hub rollback 3" in warned[0]
+    caplog.clear()
+    quiet = hub_trunks.HubTrunks()
+    quiet.trunks, quiet.watch = types.SimpleNamespace(version=1), types.SimpleNamespace(holds={})
+    with caplog.at_level("WARNING", logger="fleet.hub"):
+        for _ in range(3):  # a first trunk published through the API, nothing logged, nobody held: no alarm
+            quiet._warn_unlogged(None)
+    assert not [r for r in caplog.records if "not logged" in r.getMessage()]

@@ -146,6 +146,14 @@ class AdapterStore:
                           "FROM adapters b WHERE b.robot_id = a.robot_id) ORDER BY robot_id")
         return {r.robot_id: r for r in rows}
 
+    def latest_by_trunk(self) -> dict[tuple[str, int], StoredAdapter]:
+        """Each robot's newest stored adapter for each trunk version it was trained on, by (robot id, trunk
+        version): a robot the hub holds back on an older version runs the newest one for that version."""
+        rows = self._rows(f"SELECT {_COLUMNS} FROM adapters a WHERE adapter_version = (SELECT MAX(adapter_version) "
+                          "FROM adapters b WHERE b.robot_id = a.robot_id AND b.trunk_version = a.trunk_version) "
+                          "ORDER BY robot_id, trunk_version")
+        return {(r.robot_id, r.trunk_version): r for r in rows}
+
     def get(self, robot_id: str, adapter_version: int) -> StoredAdapter:
         """One stored adapter; KeyError if it is not stored."""
         rows = self._rows(f"SELECT {_COLUMNS} FROM adapters WHERE robot_id = ? AND adapter_version = ?",

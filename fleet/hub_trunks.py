@@ -93,8 +93,9 @@ class HubTrunks:
 
     def _warn_unlogged(self, last: dict[str, Any] | None) -> None:
         """Warn (once a change) when the current version has stayed one no logged step names: CURRENT set by a
-        tool that does not log (``TrunkStore`` used directly) or a rollback whose log append failed. Holds are
-        released only by a logged step, so an operator must know."""
+        tool that does not log (``TrunkStore`` used directly), a step whose log append failed, or a logged
+        version the trunk service cannot verify. Holds are released only by a logged step, so an operator must
+        know."""
         now, current = time.monotonic(), self.trunks.version
         if last is None and not self.watch.holds:  # nothing logged yet (a first trunk published through the API)
             return
@@ -103,9 +104,11 @@ class HubTrunks:
         elif not self._unlogged_since[2] and now - self._unlogged_since[1] >= UNLOGGED_WARN_S and current:
             self._unlogged_since = (current, self._unlogged_since[1], True)
             named = f"v{last['version']}" if last else "no version"
-            log.warning("the current trunk is v%d but the roll-out log's last step that set CURRENT names %s: the "
-                        "change was not logged, so the unit watch does not act on it (holds stay: %s); log it with "
-                        "`fleet-hub rollback %d`", current, named, self.watch.holds or "none", current)
+            log.warning("the current trunk is v%d but the roll-out log's last step that set CURRENT names %s (a "
+                        "change made without a log step, a step whose append failed, or a logged version this hub "
+                        "cannot verify): the unit watch acts only on a logged step of the version it serves, so "
+                        "holds stay (%s) and no watch starts. If CURRENT was set by hand, `fleet-hub rollback %d` "
+                        "logs it (and releases every hold)", current, named, self.watch.holds or "none", current)
 
     def _runs(self, robot_id: str) -> int:
         """The version ``robot_id`` runs when it is not a canary: the one the unit watch holds it on, else the

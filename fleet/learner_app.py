@@ -32,14 +32,7 @@ import sim
 from configs import CONFIG_DIR
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig, register_configs
-from fleet.learner_inputs import (
-    FreshChunks,
-    adapters_on_other_trunks,
-    experience_reader,
-    fleet_adapters,
-    trunk_checkpoint,
-    trunk_tasks,
-)
+from fleet.learner_inputs import FreshChunks, experience_reader, robot_adapters, trunk_checkpoint, trunk_tasks
 from fleet.learner_release import release_candidate
 from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
 from fleet.rank_gradients import average_present_gradients
@@ -68,14 +61,17 @@ def weights_digest(policy: FleetPolicy) -> str:
     return h.hexdigest()
 
 
-def rebased_adapters(adapters_dir: Path, policy: FleetPolicy, stored: dict[str, StoredAdapter]) -> dict[str, Adapter]:
-    """The adapters a release wrote, loaded for the next round (a robot whose adapter was not rebased has none)."""
-    out = {}
+def rebased_adapters(adapters_dir: Path, policy: FleetPolicy,
+                     stored: dict[str, StoredAdapter]) -> tuple[dict[str, Adapter], dict[str, int]]:
+    """The adapters a release wrote, loaded for the next round (a robot whose adapter was not rebased has none),
+    and the version each was numbered."""
+    out, versions = {}, {}
     for robot, rec in stored.items():
         path = adapters_dir / f"{robot}.safetensors"
         if path.is_file():
-            out[robot], _ = load_adapter(path, policy, rec.hardware)
-    return out
+            out[robot], meta = load_adapter(path, policy, rec.hardware)
+            versions[robot] = int(meta["version"])
+    return out, versions
 
 
 def _broadcast_int(ctx: DistributedContext, value: int) -> int:
@@ -111,10 +107,10 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             policy = runner.policy
         else:
             policy = copy.deepcopy(current)
-        adapters, stored = fleet_adapters(cfg.storage_dir, policy, version)
-        # robots held back on an older trunk: rebased from it at release (rank 0), never applied in learning; every
-        # rank reads them, so that after the release every rank applies the same adapters
-        others = adapters_on_other_trunks(cfg.storage_dir, policy, version)
+        # robots held back on an older trunk are rebased from it at release (rank 0 loads those trunks), never
+        # applied in learning; every rank holds their records, so after the release every rank loads the same files
+        found = robot_adapters(cfg.storage_dir, policy, version, load_held=ctx.is_main)
+        adapters, stored, others, newest = found.adapters, found.stored, found.held, found.newest
         reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
         replay = FleetReplay(replace(cfg.replay, seed=cfg.replay.seed + ctx.rank))
         feeder = ReplayFeeder(reader, replay, ctx.rank, ctx.world_size)
@@ -122,7 +118,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
         if ctx.is_main:
             logger = open_logger(cfg.logger, job="learn", config=plain or {})
             print(f"[learn] trunk v{version} ({', '.join(sorted(policy.specs))}); {len(adapters)} robot adapter(s)"
-                  + (f" and {len(others)} on older trunks ({', '.join(sorted(others))}: rebased from theirs)"
+                  + (f" and {len(others)} held back on older trunks ({', '.join(sorted(others))}: rebased from theirs)"
                      if others else "") + "; "
                   f"{ctx.world_size} process(es); {cfg.rounds} round(s) of {cfg.updates} updates, sim fraction "
                   f"{cfg.sim_fraction:g}", flush=True)
@@ -147,7 +143,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             passed, released_version = 0, 0
             if ctx.is_main:
                 release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",
-                                            plain or {}, others)
+                                            plain or {}, others, newest)
                 passed, released_version = int(release.passed), release.version
                 logger.log({"gate/passed": float(release.passed), "trunk_version": float(release.version)},
                            step=loop.global_step)
@@ -157,11 +153,10 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             current = copy.deepcopy(policy)
             learner.trunk_version = reader.trunk_version = version
             # robots run the rebased adapters on the new trunk; every rank reads rank 0's files
-            stored = {**stored, **{robot: o.stored for robot, o in others.items()}}
-            others = {}  # rebased onto this round's trunk: from now on they are robots on the current one
-            adapters = rebased_adapters(out / f"round_{r}" / "adapters", policy, stored)
-            stored = {robot: replace(stored[robot], adapter_version=stored[robot].adapter_version + 1)
-                      for robot in adapters}
+            others = {}  # rebased onto this round's trunk (the old trunks are let go): now on the current one
+            adapters, versions = rebased_adapters(out / f"round_{r}" / "adapters", policy, stored)
+            stored = {robot: replace(stored[robot], adapter_version=versions[robot]) for robot in adapters}
+            newest = {**newest, **versions}
             loop.adapters = adapters
         return EXIT_OK
     finally:

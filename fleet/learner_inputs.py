@@ -21,6 +21,7 @@ from fleet.replay.store_reader import StoreReader
 from fleet.store import STORE_FILE
 from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
 from fleet.trunk_store import TrunkStore, TrunkStoreError
+from fleet.unit_watch import holds_path, read_holds
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint, read_manifest, specs_from_manifest
 from shared_policy.policy import FleetPolicy
@@ -53,59 +54,95 @@ def trunk_tasks(cfg: LearnConfig, checkpoint: Path) -> dict[str, str]:
 
 @dataclass
 class AdapterOnOtherTrunk:
-    """A robot's newest adapter trained on a kept trunk version other than the current one (a robot the hub's
-    unit watch holds back runs an older version), with that trunk: at release it is rebased from there, so the
-    robot gets a rebased adapter when it moves forward; it is never applied in learning."""
+    """The adapter of a robot the hub's unit watch holds back on an older trunk version, with that trunk: at
+    release it is rebased from there, so the robot moves forward with an adapter distilled from what it ran; it is
+    never applied in learning."""
 
     adapter: Adapter
     stored: StoredAdapter
     trunk: FleetPolicy
 
 
-def _newest_adapters(storage_dir: str | Path, policy: FleetPolicy) -> dict[str, StoredAdapter]:
-    """Each robot's newest stored adapter of a type ``policy`` has (none without an adapter table)."""
+@dataclass
+class RobotAdapters:
+    """What each robot runs, read once from the hub's storage dir (``robot_adapters``)."""
+
+    adapters: dict[str, Adapter]  # trained on the learner's trunk version, loaded for its policy
+    stored: dict[str, StoredAdapter]  # the records of those, and of every held robot's adapter
+    held: dict[str, AdapterOnOtherTrunk]  # held robots' adapters with their trunks (where asked to load them)
+    newest: dict[str, int]  # each robot's highest adapter version on any trunk: a rebased adapter is numbered past it
+
+
+def _holds(storage_dir: str | Path) -> dict[str, int]:
+    try:
+        return read_holds(storage_dir)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"storage_dir: {holds_path(storage_dir)} is damaged ({exc}); the hub refuses to start on "
+                         "it too") from None
+
+
+def running_adapters(storage_dir: str | Path, policy: FleetPolicy,
+                     trunk_version: int) -> tuple[dict[str, StoredAdapter], dict[str, int]]:
+    """Each robot's newest stored adapter for the trunk version it runs: the one the hub's unit watch holds it on
+    (``trunks/unit_holds.json``), else ``trunk_version``; of a type ``policy`` has. A robot with none for that
+    version is left out (learned bare: an adapter is never applied to a trunk it was not trained or rebased for,
+    so the newest upload of a canary of a rolled-back candidate is not taken for the current trunk). Also each
+    robot's highest adapter version on any trunk."""
     store_file = Path(storage_dir) / STORE_FILE
     if not store_file.is_file():
-        return {}
+        return {}, {}
+    holds = _holds(storage_dir)
     store = AdapterStore(store_file)
     try:
-        return {r: s for r, s in store.latest().items() if s.hardware in policy.specs}
+        by_trunk = store.latest_by_trunk()
     finally:
         store.close()
+    out, newest = {}, {}
+    for (robot, _), rec in by_trunk.items():
+        newest[robot] = max(newest.get(robot, 0), rec.adapter_version)
+    for robot in sorted(newest):
+        rec = by_trunk.get((robot, holds.get(robot, trunk_version)))
+        if rec is not None and rec.hardware in policy.specs:
+            out[robot] = rec
+    return out, newest
+
+
+def robot_adapters(storage_dir: str | Path, policy: FleetPolicy, trunk_version: int,
+                   load_held: bool = True) -> RobotAdapters:
+    """``running_adapters`` loaded: those on ``trunk_version`` for ``policy``; with ``load_held``, each held robot's
+    for the (verified, kept) trunk it runs. A trunk that is gone or does not load, or an adapter that does not,
+    costs only its robots (said on stdout)."""
+    running, newest = running_adapters(storage_dir, policy, trunk_version)
+    adapters, stored = _loaded({r: s for r, s in running.items() if s.trunk_version == trunk_version}, policy)
+    older = {r: s for r, s in running.items() if s.trunk_version != trunk_version}
+    stored.update(older)
+    held: dict[str, AdapterOnOtherTrunk] = {}
+    if not load_held:
+        return RobotAdapters(adapters, stored, held, newest)
+    trunks = TrunkStore(storage_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        for version in sorted({s.trunk_version for s in older.values()}):
+            robots = sorted(r for r, s in older.items() if s.trunk_version == version)
+            try:  # only the layouts these robots need: the trunk may have gained a hardware type since
+                path = Path(tmp) / f"v{version}"
+                unpack_trunk(trunks.verified(version).path, path)
+                trunk, _ = load_checkpoint(path, expected={older[r].hardware: policy.specs[older[r].hardware]
+                                                           for r in robots})
+            except (TrunkStoreError, TrunkArchiveError, CheckpointError, OSError) as exc:
+                print(f"[learn] {', '.join(robots)} held back on trunk v{version}, which cannot be loaded: their "
+                      f"adapters are not rebased ({exc})", flush=True)
+                continue
+            loaded, _ = _loaded({r: older[r] for r in robots}, trunk)
+            held.update({r: AdapterOnOtherTrunk(loaded[r], older[r], trunk) for r in loaded})
+    return RobotAdapters(adapters, stored, held, newest)
 
 
 def fleet_adapters(storage_dir: str | Path, policy: FleetPolicy,
                    trunk_version: int) -> tuple[dict[str, Adapter], dict[str, StoredAdapter]]:
-    """Each robot's newest uploaded adapter, loaded for ``policy``, if it was trained on ``trunk_version`` (an
-    adapter is never applied to a trunk it was not trained or rebased for: such a robot is learned bare); robots
-    of a type the policy lacks, or whose adapter does not load (said on stdout), are left out. Also the stored
-    records (versions) of the adapters loaded."""
-    stored = {r: s for r, s in _newest_adapters(storage_dir, policy).items() if s.trunk_version == trunk_version}
-    return _loaded(stored, policy)
-
-
-def adapters_on_other_trunks(storage_dir: str | Path, policy: FleetPolicy,
-                             trunk_version: int) -> dict[str, AdapterOnOtherTrunk]:
-    """Each robot whose newest adapter was trained on a trunk version other than ``trunk_version`` that the trunk
-    store still keeps (verified, with ``policy``'s layouts): that adapter, loaded for that trunk. A version that is
-    gone or does not load, or an adapter that does not, costs only its robots (said on stdout)."""
-    other = {r: s for r, s in _newest_adapters(storage_dir, policy).items() if s.trunk_version != trunk_version}
-    out: dict[str, AdapterOnOtherTrunk] = {}
-    trunks = TrunkStore(storage_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        for version in sorted({s.trunk_version for s in other.values()}):
-            robots = sorted(r for r, s in other.items() if s.trunk_version == version)
-            try:
-                path = Path(tmp) / f"v{version}"
-                unpack_trunk(trunks.verified(version).path, path)
-                trunk, _ = load_checkpoint(path, expected=policy.specs)
-            except (TrunkStoreError, TrunkArchiveError, CheckpointError, OSError) as exc:
-                print(f"[learn] adapters of {', '.join(robots)} were trained on trunk v{version}, which cannot be "
-                      f"loaded: not rebased ({exc})", flush=True)
-                continue
-            adapters, stored = _loaded({r: other[r] for r in robots}, trunk)
-            out.update({r: AdapterOnOtherTrunk(adapters[r], stored[r], trunk) for r in adapters})
-    return out
+    """The adapters robots run on ``trunk_version`` (``running_adapters``), loaded for ``policy``, with their
+    records; robots of a type the policy lacks, or whose adapter does not load (said on stdout), are left out."""
+    found = robot_adapters(storage_dir, policy, trunk_version, load_held=False)
+    return found.adapters, {r: found.stored[r] for r in found.adapters}
 
 
 def _loaded(stored: dict[str, StoredAdapter],

@@ -41,9 +41,11 @@ class Release:
 
 def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: int, candidate: FleetPolicy,
                       adapters: dict[str, Adapter], stored: dict[str, StoredAdapter], round_dir: Path,
-                      config: dict[str, Any], others: dict[str, AdapterOnOtherTrunk] | None = None) -> Release:
+                      config: dict[str, Any], others: dict[str, AdapterOnOtherTrunk] | None = None,
+                      newest: dict[str, int] | None = None) -> Release:
     """Save, gate, rebase and publish ``candidate`` (module docstring). ``adapters`` were trained on ``current``;
-    ``others`` on another kept trunk (robots held back on it), each rebased from its own trunk."""
+    ``others`` on another kept trunk (robots held back on it), each rebased from its own trunk. A rebased adapter
+    is numbered past its robot's highest version (``newest``, else the adapter's own)."""
     # the next number the store has not used: a rolled-back candidate keeps its number, so current + 1 may be taken
     used = TrunkStore(cfg.storage_dir).versions() if cfg.publish else []
     version = max([current_version, *used]) + 1
@@ -72,8 +74,14 @@ def release_candidate(cfg: LearnConfig, current: FleetPolicy, current_version: i
             print(f"[learn] warning: {robot} has no stored observations to rebase its adapter on; it gets none",
                   flush=True)
             continue
-        new, report = rebase_adapter(old_trunk, adapter, candidate, adapter.hardware, obs, cfg.rebase)
-        path = save_adapter(adapters_dir / f"{robot}.safetensors", new, rec.adapter_version + 1, version)
+        try:
+            new, report = rebase_adapter(old_trunk, adapter, candidate, adapter.hardware, obs, cfg.rebase)
+        except (RuntimeError, ValueError) as exc:  # e.g. an older trunk of another shape: costs only this robot
+            print(f"[learn] warning: {robot}'s adapter (trunk v{old_version}) cannot be rebased onto the candidate: "
+                  f"{exc}; it gets none", flush=True)
+            continue
+        number = max(rec.adapter_version, (newest or {}).get(robot, 0)) + 1
+        path = save_adapter(adapters_dir / f"{robot}.safetensors", new, number, version)
         rebased[robot] = new
         print(f"[learn] rebased {robot} ({adapter.hardware}, from trunk v{old_version}) on {report.observations} "
               f"observations: action gap {report.naive_mean_gap:.3f} unchanged -> {report.rebased_mean_gap:.3f} "

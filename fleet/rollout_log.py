@@ -97,12 +97,14 @@ class CurrentSteps:
 
 
 def _versions_hold(step: dict[str, Any]) -> bool:
-    """Whether a step's ``version`` is a positive int and its ``previous`` (if any) an int >= 0: a hand-edited
-    or foreign line that is neither is skipped, never allowed to crash the hub's loop."""
+    """Whether a step's ``version`` is a positive int, its ``previous`` (if any) an int >= 0 and its ``canaries``
+    (if any) a list of robot ids: a hand-edited or foreign line that is not is skipped, never allowed to crash
+    the hub's loop."""
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
-    previous = step.get("previous", 0)
-    return whole(step.get("version")) and step["version"] > 0 and whole(previous) and previous >= 0
+    previous, canaries = step.get("previous", 0), step.get("canaries", [])
+    return (whole(step.get("version")) and step["version"] > 0 and whole(previous) and previous >= 0
+            and isinstance(canaries, list) and all(isinstance(c, str) for c in canaries))
 
 
 def describe(step: dict[str, Any]) -> str:

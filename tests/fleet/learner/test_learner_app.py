@@ -4,6 +4,7 @@ path, adapters in the adapter table, the current trunk in the trunk store; real 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -233,6 +234,7 @@ def test_a_robot_held_back_on_an_older_trunk_gets_an_adapter_rebased_from_the_tr
     import copy
 
     from fleet.learner_inputs import robot_observations
+    from fleet.unit_watch import holds_path
     from shared_policy.actor import MergedActor
     from shared_policy.checkpoint import save_checkpoint
     from tests.fleet.learner.experience import unit_adapter, upload_adapter
@@ -245,24 +247,47 @@ def test_a_robot_held_back_on_an_older_trunk_gets_an_adapter_rebased_from_the_tr
         for p in v2.trunk.parameters():
             p.add_(0.5 * torch.randn(p.shape, generator=gen))
     assert TrunkStore(storage).publish(save_checkpoint(tmp_path / "v2", v2, trunk_version=2)).version == 2
+    held = load_adapter_of(storage, "unit-b", v1)  # what unit-b learned on v1
     upload_adapter(storage, "unit-a", unit_adapter(v2, 5), version=4, trunk_version=2)  # unit-a moved on to v2
-    held = load_adapter_of(storage, "unit-b", v1)  # unit-b is held back on v1: its newest adapter is v1's
+    upload_adapter(storage, "unit-b", unit_adapter(v2, 6), version=4, trunk_version=2)  # unit-b tried v2 too, then
+    holds_path(storage).write_text(json.dumps({"seen": [], "holds": {"unit-b": 1}, "watch": None}))  # was held back
     cfg = learn_config(storage, tmp_path / "out", "rebase.target=merged", "rebase.steps=300",
                        "learner.learning_rate=1e-5", "sim.ppo.learning_rate=1e-5", "sim.ppo.schedule=fixed",
                        "gate.tolerance=0.9", "publish_candidate=false")
     assert run_learn(cfg) == EXIT_OK
     out = capsys.readouterr().out
-    assert "1 on older trunks (unit-b: rebased from theirs)" in out
+    assert "1 held back on older trunks (unit-b: rebased from theirs)" in out
     assert "rebased unit-a (cartpole, from trunk v2)" in out and "rebased unit-b (cartpole, from trunk v1)" in out
     candidate, _ = load_checkpoint(tmp_path / "out" / "round_1" / "candidate")
     rebased, meta = load_adapter(tmp_path / "out" / "round_1" / "adapters" / "unit-b.safetensors", candidate, HW)
-    assert (meta["trunk_version"], meta["version"]) == ("3", "4")
+    assert (meta["trunk_version"], meta["version"]) == ("3", "5")  # numbered past its v2 upload (4)
     obs = robot_observations(experience_reader(cfg), {"unit-b"}, 512)["unit-b"]
     acts = MergedActor(candidate, HW, rebased)(obs)
     ran = MergedActor(v1, HW, held)(obs)  # what unit-b really ran
     as_if_current = MergedActor(v2, HW, held)(obs)  # its adapter on a trunk it never ran
     gap, wrong = (acts - ran).abs().mean().item(), (acts - as_if_current).abs().mean().item()
     assert gap < 0.5 * wrong, (gap, wrong)
+
+
+@pytest.mark.timeout(180)
+def test_a_robot_runs_its_newest_adapter_for_the_trunk_it_runs_not_its_newest_upload(tmp_path, trunk):
+    from fleet.learner_inputs import robot_adapters
+    from fleet.unit_watch import holds_path
+    from tests.fleet.learner.experience import unit_adapter, upload_adapter
+
+    storage = make_hub(tmp_path, trunk)  # v1 current; unit-a and unit-b adapters (version 3) trained on v1
+    policy = trunk[0]
+    upload_adapter(storage, "unit-a", unit_adapter(policy, 8), version=4, trunk_version=2)  # a canary of a v2
+    # candidate that was rolled back: its newest upload is for a trunk no robot runs; it runs v1 and its v1 adapter
+    found = robot_adapters(storage, policy, 1)
+    assert sorted(found.adapters) == ["unit-a", "unit-b"] and found.stored["unit-a"].adapter_version == 3
+    assert found.newest == {"unit-a": 4, "unit-b": 3} and found.held == {}
+    holds_path(storage).write_text(json.dumps({"seen": [], "holds": {"unit-b": 7}, "watch": None}))
+    found = robot_adapters(storage, policy, 1)  # unit-b held on a version it has no adapter for: learned bare
+    assert sorted(found.adapters) == ["unit-a"] and "unit-b" not in found.stored
+    holds_path(storage).write_text('{"holds": {"unit-b": "one"}')
+    with pytest.raises(ValueError, match="unit_holds.json is damaged"):
+        robot_adapters(storage, policy, 1)
 
 
 def load_adapter_of(storage: Path, robot: str, policy):

@@ -227,7 +227,9 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
         fleet.run_episodes(args.episodes)
     stored = {r: len(eps) for r, eps in stored_episodes(storage).items()}
     old, all_records = unit_adapters(storage, trunks, runs)
-    records = {r: rec for r, rec in all_records.items() if runs[r] == version}  # what the learner rebases
+    # the learner rebases every unit's adapter (a held unit's from the trunk it runs); the other target is measured
+    # for units on the current trunk only
+    records = {r: rec for r, rec in all_records.items() if runs[r] == version}
     print(f"[fleet_round] round {k}: units ran {args.episodes} episodes on v{version}; stored episodes {stored}; "
           f"{len(old)} adapters uploaded for v{version}", flush=True)
     out = run / "learn" / f"round_{k}"
@@ -245,7 +247,7 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
     if code == EXIT_OK:
         with stage(f"round {k}: canary roll-out"):
             row.update(rollout_phase(fleet, storage, cand_version, args.rollout_timeout_s))
-    rebased = rebased_adapters(out / "round_1" / "adapters", cand, records) if code == EXIT_OK else {}
+    rebased, _ = rebased_adapters(out / "round_1" / "adapters", cand, all_records) if code == EXIT_OK else ({}, {})
     # the other rebase target, measured beside what the units got (never sent to them)
     other = residual_adapters(cfg, policy, cand, {r: a for r, a in old.items() if r in records}) \
         if code == EXIT_OK else {}

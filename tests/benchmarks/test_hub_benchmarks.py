@@ -15,7 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(script: str, out: Path, timeout: float) -> dict[str, float]:
+def _value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a word, e.g. hub_ingest's placement=split
+
+
+def run_quick(script: str, out: Path, timeout: float) -> dict[str, float | str]:
     """Run ``benchmarks/<script> --quick``; the key=value pairs of its last line (which names the script)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)], cwd=ROOT,
@@ -26,7 +33,7 @@ def run_quick(script: str, out: Path, timeout: float) -> dict[str, float]:
     assert name == script.removesuffix(".py"), last
     fields = dict(p.split("=", 1) for p in pairs)
     assert json.loads(out.read_text())["summary_line"] == last  # what write_result recorded
-    return {k: float(v) for k, v in fields.items()}
+    return {k: _value(v) for k, v in fields.items()}
 
 
 @pytest.mark.timeout(90)
@@ -35,6 +42,7 @@ def test_hub_ingest_quick_ends_with_its_ratio_and_ack_latency(tmp_path):
     assert fields["agents"] == 128
     assert fields["ratio_vs_raw"] > 0 and math.isfinite(fields["ratio_vs_raw"])
     assert fields["p99_ack_ms"] > 0 and math.isfinite(fields["p99_ack_ms"])
+    assert fields["placement"] == "split" and fields["shared_ratio_64k_curve_16"] > 0  # both placements measured
 
 
 @pytest.mark.timeout(90)

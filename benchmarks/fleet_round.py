@@ -254,9 +254,12 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
 
     def arms_of(u: Unit) -> list[Arm]:
         a = old.get(u.robot_id)
-        return [Arm("old", trunks[runs[u.robot_id]], a)] + ([Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id)),
-                                           Arm("other_rebase", cand, other.get(u.robot_id))]
-                                          if code == EXIT_OK else [])
+        if code != EXIT_OK:
+            return [Arm("old", trunks[runs[u.robot_id]], a)]
+        # the other target is computed for units on the current trunk only: a held unit gets no such arm
+        extra = [Arm("other_rebase", cand, other[u.robot_id])] if u.robot_id in other else []
+        return [Arm("old", trunks[runs[u.robot_id]], a), Arm("naive", cand, a),
+                Arm("rebased", cand, rebased.get(u.robot_id)), *extra]
 
     print(f"[fleet_round] round {k}: candidate v{cand_version} {row['outcome']}; replica returns (old: v{version} + "
           f"its adapter; naive / rebased: v{cand_version} + the old / the rebased adapter)", flush=True)

@@ -42,8 +42,9 @@ def committed_runs() -> dict[tuple[str, int], dict[str, Any]]:
                 units = result["fresh"]["units"]
             except (ValueError, KeyError, TypeError):
                 continue  # deleted at that revision, or a run from before the control existed
-            if units and all("sim_control" in u for u in units.values()):
-                runs[(result["commit"][:7], int(result["args"].get("seed", 0)))] = result
+            key = (result["commit"][:7], int(result["args"].get("seed", 0)))
+            if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
+                runs[key] = result
     return runs
 
 

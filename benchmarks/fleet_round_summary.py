@@ -65,13 +65,13 @@ def rebase_effect(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     rows = {r: {k: {"mean": float(np.mean(v))} for k, v in u.items()} for r, u in per_unit.items()}
     if not rows:
         return {"rounds": 0}
+    other = {r: v for r, v in rows.items() if "other_rebase" in v}  # a held unit has no other target measured
     return {"rounds": sum("rebased" in next(iter(r["units"].values())) for r in rounds),
             "rebased_vs_unchanged": paired(rows, "rebased", "naive"),
             "rebased_vs_before_update": paired(rows, "rebased", "old"),
             "unchanged_vs_before_update": paired(rows, "naive", "old"), "per_unit": rows,
-            **({"other_rebase_vs_unchanged": paired(rows, "other_rebase", "naive"),
-                "other_rebase_vs_before_update": paired(rows, "other_rebase", "old")}
-               if all("other_rebase" in r for r in rows.values()) else {})}
+            **({"other_rebase_vs_unchanged": paired(other, "other_rebase", "naive"),
+                "other_rebase_vs_before_update": paired(other, "other_rebase", "old")} if other else {})}
 
 
 def summary_line(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],

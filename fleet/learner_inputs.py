@@ -3,6 +3,7 @@ hub's store or its Parquet tier, minus chunks too stale to correct) and each rob
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections import deque
@@ -19,10 +20,10 @@ from fleet.replay.parquet_reader import ParquetReader
 from fleet.replay.sequences import ChunkSteps
 from fleet.replay.store_reader import StoreReader
 from fleet.store import STORE_FILE
-from fleet.trunk_archive import TrunkArchiveError, unpack_trunk
+from fleet.trunk_archive import REBASED_ADAPTER, TrunkArchiveError, unpack_trunk
 from fleet.trunk_store import TrunkStore, TrunkStoreError
 from fleet.unit_watch import holds_path, read_holds
-from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
+from shared_policy.adapter import Adapter, AdapterFileError, adapter_file_metadata, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint, read_manifest, specs_from_manifest
 from shared_policy.policy import FleetPolicy
 
@@ -76,7 +77,7 @@ class RobotAdapters:
 def _holds(storage_dir: str | Path) -> dict[str, int]:
     try:
         return read_holds(storage_dir)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"storage_dir: {holds_path(storage_dir)} is damaged ({exc}); the hub refuses to start on "
                          "it too") from None
 
@@ -86,8 +87,9 @@ def running_adapters(storage_dir: str | Path, policy: FleetPolicy,
     """Each robot's newest stored adapter for the trunk version it runs: the one the hub's unit watch holds it on
     (``trunks/unit_holds.json``), else ``trunk_version``; of a type ``policy`` has. A robot with none for that
     version is left out (learned bare: an adapter is never applied to a trunk it was not trained or rebased for,
-    so the newest upload of a canary of a rolled-back candidate is not taken for the current trunk). Also each
-    robot's highest adapter version on any trunk."""
+    so the newest upload of a canary of a rolled-back candidate is not taken for the current trunk), except that a
+    robot not held and without an upload for ``trunk_version`` yet gets the rebased adapter packed for it with
+    that trunk (what it runs until its first upload). Also each robot's highest adapter version."""
     store_file = Path(storage_dir) / STORE_FILE
     if not store_file.is_file():
         return {}, {}
@@ -97,14 +99,40 @@ def running_adapters(storage_dir: str | Path, policy: FleetPolicy,
         by_trunk = store.latest_by_trunk()
     finally:
         store.close()
-    out, newest = {}, {}
+    out, newest, hardware = {}, {}, {}
     for (robot, _), rec in by_trunk.items():
         newest[robot] = max(newest.get(robot, 0), rec.adapter_version)
+        hardware[robot] = rec.hardware
     for robot in sorted(newest):
+        if hardware[robot] not in policy.specs:
+            continue
         rec = by_trunk.get((robot, holds.get(robot, trunk_version)))
-        if rec is not None and rec.hardware in policy.specs:
+        if rec is None and robot not in holds:  # nothing uploaded on this trunk yet: it runs what came with it
+            rec = _packed_adapter(storage_dir, robot, hardware[robot], trunk_version)
+        if rec is not None:
             out[robot] = rec
+            newest[robot] = max(newest[robot], rec.adapter_version)
     return out, newest
+
+
+def _packed_adapter(storage_dir: str | Path, robot: str, hardware: str, trunk_version: int) -> StoredAdapter | None:
+    """The rebased adapter packed for ``robot`` with trunk ``trunk_version`` (what a robot runs on a trunk it has
+    not uploaded an adapter for yet), as a record; None if none was packed or it does not unpack (said on
+    stdout)."""
+    try:
+        rec = TrunkStore(storage_dir).robot_archive(trunk_version, robot)
+        if rec is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            unpack_trunk(rec.path, Path(tmp) / "trunk")
+            data = (Path(tmp) / "trunk" / REBASED_ADAPTER).read_bytes()
+            meta = adapter_file_metadata(Path(tmp) / "trunk" / REBASED_ADAPTER)
+        return StoredAdapter(robot, int(meta["version"]), trunk_version, hardware, 0.0, len(data),
+                             hashlib.sha256(data).hexdigest(), meta.get("sha256", ""), data)
+    except (TrunkStoreError, TrunkArchiveError, OSError, KeyError, ValueError) as exc:
+        print(f"[learn] the adapter packed for {robot} with trunk v{trunk_version} is not usable: learned bare "
+              f"({exc})", flush=True)
+        return None
 
 
 def robot_adapters(storage_dir: str | Path, policy: FleetPolicy, trunk_version: int,

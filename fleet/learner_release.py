@@ -2,10 +2,11 @@
 
 The candidate is saved as ``<round_dir>/candidate`` with trunk version current + 1 and judged by the sim gate
 (``sim.gate.check_candidate``) against the current trunk. A refused candidate is kept for inspection and
-nothing else happens. A passed one gets every robot's latest adapter rebased onto it on that robot's own stored
+nothing else happens. A passed one gets every robot's adapter rebased onto it on that robot's own stored
 observations (``shared_policy.rebase``), from the trunk that adapter was trained on (the current one, or for a
-robot the hub's unit watch holds back, the older version it runs), written as ``<round_dir>/adapters/<robot_id>.safetensors`` (adapter
-version + 1, the candidate's trunk version), and is then published through the hub's trunk store.
+robot the hub's unit watch holds back, the older version it runs), written as
+``<round_dir>/adapters/<robot_id>.safetensors`` (numbered past the robot's highest adapter version, with the
+candidate's trunk version), and is then published through the hub's trunk store.
 """
 
 from __future__ import annotations

@@ -62,3 +62,13 @@ def test_rebasing_is_compared_only_in_rounds_whose_candidate_got_rebased_adapter
     assert got["per_unit"]["a"]["rebased"]["mean"] == pytest.approx(100.0)
     assert got["rebased_vs_unchanged"]["mean_difference"] == pytest.approx(30.0)
     assert got["rebased_vs_unchanged"]["relative"] == pytest.approx(30.0 / 70.0)
+
+
+def test_the_other_rebase_target_is_compared_over_the_units_it_was_measured_for_a_held_unit_has_none():
+    rnd = _round({"a": (100.0, 60.0, 90.0), "b": (100.0, 70.0, 95.0), "held": (50.0, 40.0, 45.0)}, promoted=True)
+    rnd["units"]["a"]["other_rebase"] = _arm(80.0)
+    rnd["units"]["b"]["other_rebase"] = _arm(90.0)  # "held" ran an older trunk: no other target was computed
+    got = rebase_effect([rnd])
+    assert got["other_rebase_vs_unchanged"]["units"] == 2
+    assert got["other_rebase_vs_unchanged"]["mean_difference"] == pytest.approx(20.0)  # (20 + 20) / 2
+    assert got["rebased_vs_unchanged"]["units"] == 3

@@ -285,9 +285,31 @@ def test_a_robot_runs_its_newest_adapter_for_the_trunk_it_runs_not_its_newest_up
     holds_path(storage).write_text(json.dumps({"seen": [], "holds": {"unit-b": 7}, "watch": None}))
     found = robot_adapters(storage, policy, 1)  # unit-b held on a version it has no adapter for: learned bare
     assert sorted(found.adapters) == ["unit-a"] and "unit-b" not in found.stored
-    holds_path(storage).write_text('{"holds": {"unit-b": "one"}')
+    holds_path(storage).write_text('{"holds": {"unit-b": "one"}}')
     with pytest.raises(ValueError, match="unit_holds.json is damaged"):
         robot_adapters(storage, policy, 1)
+
+
+@pytest.mark.timeout(180)
+def test_a_robot_with_no_upload_on_the_current_trunk_runs_the_adapter_packed_with_it(tmp_path, trunk):
+    from fleet.learner_inputs import robot_adapters
+    from shared_policy.adapter import save_adapter
+    from shared_policy.checkpoint import save_checkpoint
+    from tests.fleet.learner.experience import unit_adapter
+
+    storage = make_hub(tmp_path, trunk)  # v1 current; unit-a and unit-b adapters (version 3) trained on v1
+    policy = trunk[0]
+    sent = unit_adapter(policy, 11)
+    save_adapter(tmp_path / "rebased" / "unit-a.safetensors", sent, 9, 2)
+    v2 = TrunkStore(storage).publish(save_checkpoint(tmp_path / "v2", policy, trunk_version=2),
+                                     adapters=tmp_path / "rebased")
+    assert v2.version == 2  # current, with unit-a's rebased adapter packed; neither robot has uploaded on v2 yet
+    found = robot_adapters(storage, policy, 2)
+    assert sorted(found.adapters) == ["unit-a"]  # unit-b runs a fresh adapter on v2: learned bare
+    assert (found.stored["unit-a"].adapter_version, found.stored["unit-a"].trunk_version) == (9, 2)
+    assert found.newest["unit-a"] == 9  # its next rebased adapter is numbered past the packed one
+    packed, sent = found.adapters["unit-a"].state_dict(), sent.state_dict()
+    assert packed.keys() == sent.keys() and all(torch.equal(packed[k], sent[k]) for k in sent)  # the very adapter
 
 
 def load_adapter_of(storage: Path, robot: str, policy):

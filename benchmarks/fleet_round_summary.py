@@ -59,9 +59,10 @@ def rebase_effect(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for rnd in rounds:
         for robot, row in rnd["units"].items():
             if "rebased" in row:
-                u = per_unit.setdefault(robot, {k: [] for k in ("rebased", "naive", "old", "other_rebase") if k in row})
-                for k in u:
-                    u[k].append(row[k]["mean"])
+                u = per_unit.setdefault(robot, {})
+                for k in ("rebased", "naive", "old", "other_rebase"):  # a held unit has no other_rebase that round
+                    if k in row:
+                        u.setdefault(k, []).append(row[k]["mean"])
     rows = {r: {k: {"mean": float(np.mean(v))} for k, v in u.items()} for r, u in per_unit.items()}
     if not rows:
         return {"rounds": 0}

@@ -72,3 +72,12 @@ def test_the_other_rebase_target_is_compared_over_the_units_it_was_measured_for_
     assert got["other_rebase_vs_unchanged"]["units"] == 2
     assert got["other_rebase_vs_unchanged"]["mean_difference"] == pytest.approx(20.0)  # (20 + 20) / 2
     assert got["rebased_vs_unchanged"]["units"] == 3
+
+
+def test_a_unit_held_in_a_later_round_after_an_other_rebase_arm_does_not_break_the_summary():
+    first = _round({"a": (100.0, 60.0, 90.0)}, promoted=True)
+    first["units"]["a"]["other_rebase"] = _arm(80.0)
+    later = _round({"a": (100.0, 70.0, 95.0)}, promoted=True)  # held that round: no other target measured
+    got = rebase_effect([first, later])
+    assert got["per_unit"]["a"]["other_rebase"]["mean"] == pytest.approx(80.0)
+    assert got["per_unit"]["a"]["rebased"]["mean"] == pytest.approx(92.5)

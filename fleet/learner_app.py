@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import sys
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -32,9 +35,19 @@ import sim
 from configs import CONFIG_DIR
 from fleet.adapter_store import StoredAdapter
 from fleet.learner_config import LearnConfig, register_configs
-from fleet.learner_inputs import FreshChunks, experience_reader, robot_adapters, trunk_checkpoint, trunk_tasks
+from fleet.learner_inputs import (
+    FreshChunks,
+    decode_running,
+    encode_running,
+    experience_reader,
+    robot_adapters,
+    running_adapters,
+    trunk_checkpoint,
+    trunk_tasks,
+)
 from fleet.learner_release import release_candidate
 from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
+from fleet.rank_broadcast import RankZeroFailed, from_rank0
 from fleet.rank_gradients import average_present_gradients
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
@@ -74,12 +87,11 @@ def rebased_adapters(adapters_dir: Path, policy: FleetPolicy,
     return out, versions
 
 
-def _broadcast_int(ctx: DistributedContext, value: int) -> int:
-    if not ctx.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)
-    torch.distributed.broadcast(t, src=0)
-    return int(t.item())
+def _released(logger: RunLogger, step: int, *args: Any) -> bytes:
+    """``release_candidate(*args)``, logged, as what every rank needs of it (JSON: passed, version)."""
+    rel = release_candidate(*args)
+    logger.log({"gate/passed": float(rel.passed), "trunk_version": float(rel.version)}, step=step)
+    return json.dumps({"passed": rel.passed, "version": rel.version}).encode()
 
 
 def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
@@ -109,7 +121,11 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             policy = copy.deepcopy(current)
         # robots held back on an older trunk are rebased from it at release (rank 0 loads those trunks), never
         # applied in learning; every rank holds their records, so after the release every rank loads the same files
-        found = robot_adapters(cfg.storage_dir, policy, version, load_held=ctx.is_main)
+        # rank 0 reads which adapter each robot runs, once for every rank: the hub may store an upload meanwhile
+        running = decode_running(from_rank0(lambda: encode_running(*running_adapters(cfg.storage_dir, policy,
+                                                                                     version)),
+                                            "to read the robots' adapters"))
+        found = robot_adapters(cfg.storage_dir, policy, version, load_held=ctx.is_main, running=running)
         adapters, stored, others, newest = found.adapters, found.stored, found.held, found.newest
         reader = FreshChunks(experience_reader(cfg), version, cfg.learner.vtrace.max_trunk_staleness)
         replay = FleetReplay(replace(cfg.replay, seed=cfg.replay.seed + ctx.rank))
@@ -140,16 +156,13 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
                 print(f"[learn] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
             if not synced:  # a candidate no single rank holds must not be gated or published
                 raise RuntimeError(f"{label}: the ranks' weights differ after the round; nothing is published")
-            passed, released_version = 0, 0
-            if ctx.is_main:
-                release = release_candidate(cfg, current, version, policy, adapters, stored, out / f"round_{r}",
-                                            plain or {}, others, newest)
-                passed, released_version = int(release.passed), release.version
-                logger.log({"gate/passed": float(release.passed), "trunk_version": float(release.version)},
-                           step=loop.global_step)
-            if not _broadcast_int(ctx, passed):
+            # rank 0 alone releases; its failure is every rank's, so no rank waits on one that has left
+            release = partial(_released, logger, loop.global_step, cfg, current, version, policy, adapters, stored,
+                              out / f"round_{r}", plain or {}, others, newest)
+            outcome = json.loads(from_rank0(release, f"the release of {label}"))
+            if not outcome["passed"]:
                 return EXIT_REFUSED
-            version = _broadcast_int(ctx, released_version)  # the store's next free number, not always + 1
+            version = outcome["version"]  # the store's next free number, not always + 1
             current = copy.deepcopy(policy)
             learner.trunk_version = reader.trunk_version = version
             # robots run the rebased adapters on the new trunk; every rank reads rank 0's files
@@ -177,6 +190,9 @@ def learn_main(dcfg: DictConfig) -> None:
     except (ValueError, CheckpointError, TrunkStoreError, StoreError, FileNotFoundError, NoFleetData) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
+    except RankZeroFailed as exc:  # rank 0 printed the cause and exits with its own code
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_ERROR
     sys.exit(code)
 
 

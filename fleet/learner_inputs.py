@@ -3,27 +3,29 @@ hub's store or its Parquet tier, minus chunks too stale to correct) and each rob
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fleet.adapter_store import AdapterStore, StoredAdapter
+from fleet.adapter_store import AdapterConflictError, AdapterStore, StoredAdapter, adapter_metadata
 from fleet.learner_config import LearnConfig
 from fleet.replay.feed import ChunkReader
 from fleet.replay.parquet_reader import ParquetReader
 from fleet.replay.sequences import ChunkSteps
 from fleet.replay.store_reader import StoreReader
 from fleet.store import STORE_FILE
-from fleet.trunk_archive import REBASED_ADAPTER, TrunkArchiveError, unpack_trunk
+from fleet.trunk_archive import TrunkArchiveError, read_packed_adapter, unpack_trunk
 from fleet.trunk_store import TrunkStore, TrunkStoreError
 from fleet.unit_watch import holds_path, read_holds
-from shared_policy.adapter import Adapter, AdapterFileError, adapter_file_metadata, load_adapter
+from shared_policy.adapter import Adapter, AdapterFileError, load_adapter
 from shared_policy.checkpoint import CheckpointError, load_checkpoint, read_manifest, specs_from_manifest
 from shared_policy.policy import FleetPolicy
 
@@ -117,30 +119,42 @@ def running_adapters(storage_dir: str | Path, policy: FleetPolicy,
 
 def _packed_adapter(storage_dir: str | Path, robot: str, hardware: str, trunk_version: int) -> StoredAdapter | None:
     """The rebased adapter packed for ``robot`` with trunk ``trunk_version`` (what a robot runs on a trunk it has
-    not uploaded an adapter for yet), as a record; None if none was packed or it does not unpack (said on
+    not uploaded an adapter for yet), as a record; None if none was packed or it fails its checks (said on
     stdout)."""
     try:
         rec = TrunkStore(storage_dir).robot_archive(trunk_version, robot)
         if rec is None:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
-            unpack_trunk(rec.path, Path(tmp) / "trunk")
-            data = (Path(tmp) / "trunk" / REBASED_ADAPTER).read_bytes()
-            meta = adapter_file_metadata(Path(tmp) / "trunk" / REBASED_ADAPTER)
+        data = read_packed_adapter(rec.path, rec.sha256)
+        meta = adapter_metadata(data)
         return StoredAdapter(robot, int(meta["version"]), trunk_version, hardware, 0.0, len(data),
                              hashlib.sha256(data).hexdigest(), meta.get("sha256", ""), data)
-    except (TrunkStoreError, TrunkArchiveError, OSError, KeyError, ValueError) as exc:
+    except (TrunkStoreError, TrunkArchiveError, AdapterConflictError, OSError, KeyError, ValueError) as exc:
         print(f"[learn] the adapter packed for {robot} with trunk v{trunk_version} is not usable: learned bare "
               f"({exc})", flush=True)
         return None
 
 
-def robot_adapters(storage_dir: str | Path, policy: FleetPolicy, trunk_version: int,
-                   load_held: bool = True) -> RobotAdapters:
-    """``running_adapters`` loaded: those on ``trunk_version`` for ``policy``; with ``load_held``, each held robot's
-    for the (verified, kept) trunk it runs. A trunk that is gone or does not load, or an adapter that does not,
-    costs only its robots (said on stdout)."""
-    running, newest = running_adapters(storage_dir, policy, trunk_version)
+def encode_running(running: dict[str, StoredAdapter], newest: dict[str, int]) -> bytes:
+    """``running_adapters``' answer as JSON bytes (the files' bytes in base64): what rank 0 sends every rank."""
+    return json.dumps({"running": {r: {**asdict(s), "data": base64.b64encode(s.data).decode()}
+                                   for r, s in running.items()}, "newest": newest}).encode()
+
+
+def decode_running(data: bytes) -> tuple[dict[str, StoredAdapter], dict[str, int]]:
+    """``encode_running``'s bytes back as ``running_adapters``' answer."""
+    raw = json.loads(data)
+    running = {r: StoredAdapter(**{**s, "data": base64.b64decode(s["data"])}) for r, s in raw["running"].items()}
+    return running, {r: int(v) for r, v in raw["newest"].items()}
+
+
+def robot_adapters(storage_dir: str | Path, policy: FleetPolicy, trunk_version: int, load_held: bool = True,
+                   running: tuple[dict[str, StoredAdapter], dict[str, int]] | None = None) -> RobotAdapters:
+    """``running_adapters`` loaded (or ``running``, that answer as rank 0 read it: every rank of a data-parallel
+    learner applies the same adapters though the hub keeps storing uploads): those on ``trunk_version`` for
+    ``policy``; with ``load_held``, each held robot's for the (verified, kept) trunk it runs. A trunk that is
+    gone or does not load, or an adapter that does not, costs only its robots (said on stdout)."""
+    running, newest = running or running_adapters(storage_dir, policy, trunk_version)
     adapters, stored = _loaded({r: s for r, s in running.items() if s.trunk_version == trunk_version}, policy)
     older = {r: s for r, s in running.items() if s.trunk_version != trunk_version}
     stored.update(older)

@@ -14,12 +14,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from shared_policy.durable import fsync_dir
 
 ROLLOUT_LOG = "rollout.jsonl"  # inside <storage_dir>/trunks
 PROMOTED = "promoted"  # the hub's roll-out made its candidate current
+TAIL_CHECK = 256  # bytes of the log's last read stretch compared at each look (a rewrite there is seen)
 CURRENT_CHANGES = ("published", "rollback", PROMOTED)  # the steps that set CURRENT (a candidate's publication does not)
 
 
@@ -69,19 +70,15 @@ class CurrentSteps:
 
     def __init__(self, storage_dir: str | Path):
         self.path = log_path(storage_dir)
-        self._ino, self._offset = -1, 0
+        self._ino, self._offset, self._tail = -1, 0, b""  # _tail: the last bytes read, to see a rewritten log
         self._last: dict[str, Any] | None = None
 
     def last(self) -> dict[str, Any] | None:
         """The newest step in ``CURRENT_CHANGES`` (lines that are not whole JSON objects with int versions are
-        skipped); None if none."""
+        skipped); None if none. A log replaced, truncated or rewritten since the last look is read again whole."""
         try:
             with open(self.path, "rb") as f:
-                ino = os.fstat(f.fileno()).st_ino
-                if ino != self._ino or os.fstat(f.fileno()).st_size < self._offset:  # a new log: read it all
-                    self._ino, self._offset, self._last = ino, 0, None
-                f.seek(self._offset)
-                data = f.read()
+                data = self._unread(f)
         except FileNotFoundError:
             return self._last
         end = data.rfind(b"\n") + 1  # a torn last line waits for its end
@@ -93,7 +90,18 @@ class CurrentSteps:
             if isinstance(step, dict) and step.get("event") in CURRENT_CHANGES and _versions_hold(step):
                 self._last = step
         self._offset += end
+        self._tail = (self._tail + data[:end])[-TAIL_CHECK:]
         return self._last
+
+    def _unread(self, f: BinaryIO) -> bytes:
+        """What was appended since the last look, or the whole log if it is not the one read before (another
+        inode, shorter, or other bytes where the last look ended: truncated and grown again between looks)."""
+        ino = os.fstat(f.fileno()).st_ino
+        f.seek(self._offset - len(self._tail))
+        if ino != self._ino or f.read(len(self._tail)) != self._tail:
+            self._ino, self._offset, self._tail, self._last = ino, 0, b"", None
+            f.seek(0)
+        return f.read()
 
 
 def _versions_hold(step: dict[str, Any]) -> bool:

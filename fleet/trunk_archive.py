@@ -117,6 +117,37 @@ def _checked_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
     return members
 
 
+def read_packed_adapter(archive: str | Path, sha256: str) -> bytes:
+    """The rebased adapter packed in ``archive``, read without unpacking the trunk: the archive is first checked
+    against ``sha256`` (its record's), then the adapter against the manifest's digest of it. TrunkArchiveError
+    if the archive fails either or packs no adapter."""
+    if file_sha256(archive) != sha256:
+        raise TrunkArchiveError(f"{archive}: does not match the sha256 its record names")
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            manifest = json.loads(_member_bytes(tar, MANIFEST))
+            rebased = manifest.get("rebased_adapter") if isinstance(manifest, dict) else None
+            if not isinstance(rebased, dict):
+                raise TrunkArchiveError(f"{archive}: packs no rebased adapter")
+            data = _member_bytes(tar, REBASED_ADAPTER)
+    except (tarfile.TarError, ValueError) as exc:
+        raise TrunkArchiveError(f"{archive}: not a readable trunk archive ({exc})") from exc
+    if hashlib.sha256(data).hexdigest() != rebased.get("sha256"):
+        raise TrunkArchiveError(f"{archive}: {REBASED_ADAPTER} fails its sha256")
+    return data
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        raise TrunkArchiveError(f"{tar.name}: has no {name}") from None
+    fh = tar.extractfile(member) if member.isfile() else None
+    if fh is None:
+        raise TrunkArchiveError(f"{tar.name}: {name} is not a regular file")
+    return fh.read()
+
+
 def unpack_trunk(archive: str | Path, dest: str | Path) -> dict[str, Any]:
     """Unpack ``archive`` into the new directory ``dest`` and check it as a checkpoint; every file and directory
     is fsynced. Returns the manifest. TrunkArchiveError on a bad archive: not a tar, a refused member, a file that

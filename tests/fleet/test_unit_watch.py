@@ -223,6 +223,17 @@ def test_a_log_replaced_or_cut_shorter_is_read_again_from_its_start(tmp_path):
     assert steps.last()["version"] == 7
 
 
+def test_a_log_cut_shorter_and_grown_past_the_last_look_before_the_next_is_read_again(tmp_path):
+    steps = CurrentSteps(tmp_path)
+    append_step(tmp_path, "published", "hand", 1)
+    append_step(tmp_path, "published", "hand", 2)
+    assert steps.last()["version"] == 2
+    log_path(tmp_path).write_text("")  # truncated in place, then longer than before by the next look
+    append_step(tmp_path, "rollback", "hand", 1, reason="x" * 400)
+    append_step(tmp_path, "published_candidate", "learner", 3)
+    assert steps.last()["event"] == "rollback"  # not v2, which this log no longer holds
+
+
 def test_a_log_that_stays_unwritable_does_not_stop_robots_being_judged(tmp_path):
     watch, steps = _started(tmp_path)
     watch.follow(steps.promoted(2, 1), known=["a", "b"], now=0.0)

@@ -291,8 +291,8 @@ def test_a_robot_runs_its_newest_adapter_for_the_trunk_it_runs_not_its_newest_up
 
 
 @pytest.mark.timeout(180)
-def test_a_robot_with_no_upload_on_the_current_trunk_runs_the_adapter_packed_with_it(tmp_path, trunk):
-    from fleet.learner_inputs import robot_adapters
+def test_a_robot_with_no_upload_on_the_current_trunk_runs_the_adapter_packed_with_it(tmp_path, trunk, capsys):
+    from fleet.learner_inputs import decode_running, encode_running, robot_adapters, running_adapters
     from shared_policy.adapter import save_adapter
     from shared_policy.checkpoint import save_checkpoint
     from tests.fleet.learner.experience import unit_adapter
@@ -310,6 +310,16 @@ def test_a_robot_with_no_upload_on_the_current_trunk_runs_the_adapter_packed_wit
     assert found.newest["unit-a"] == 9  # its next rebased adapter is numbered past the packed one
     packed, sent = found.adapters["unit-a"].state_dict(), sent.state_dict()
     assert packed.keys() == sent.keys() and all(torch.equal(packed[k], sent[k]) for k in sent)  # the very adapter
+    # what rank 0 of a torchrun learner sends the other ranks is what it read
+    assert decode_running(encode_running(*running_adapters(storage, policy, 2))) == running_adapters(storage,
+                                                                                                  policy, 2)
+    archive = Path(TrunkStore(storage).robot_archive(2, "unit-a").path)
+    data = bytearray(archive.read_bytes())
+    data[-2000] ^= 1  # one bit of the packed adapter flipped on disk
+    archive.write_bytes(bytes(data))
+    assert robot_adapters(storage, policy, 2).adapters == {}  # learned bare, not with a damaged adapter
+    said = capsys.readouterr().out
+    assert "not usable: learned bare" in said and "does not match the sha256 its record names" in said
 
 
 def load_adapter_of(storage: Path, robot: str, policy):

@@ -3,8 +3,9 @@
 A message is a list of frames: ``[header, *data]``. The header is a msgpack map that always holds ``v`` (protocol
 version), ``type``, ``robot_id`` and ``seq``, plus exactly the fields of its type; a type that carries bytes (a
 chunk's spool record, a piece of a trunk, an adapter file) carries them in one raw frame after the header, and its
-header names their size and sha256 (for a chunk, the record's own digest: version 2, so a chunk is hashed once on
-its way into the hub, not twice). ``decode`` checks everything before anything else sees the message and raises
+header names their size and sha256 (for a chunk, the record's own digest, in the field ``sha256`` whatever hash
+the record's schema uses: BLAKE3 for schema 2, sha256 for schema 1; version 2, so a chunk is hashed once on its
+way into the hub, not twice). ``decode`` checks everything before anything else sees the message and raises
 ``ProtocolError(code, text)``, never another exception. The table, rules and limits are in docs/protocol.md.
 """
 
@@ -37,11 +38,11 @@ from fleet.protocol_fields import (
     data_frame,
     wire,
 )
-from fleet.record import DIGEST, digest_holds
+from fleet.record import DIGEST, digest_holds, record_schema
 
 PROTOCOL_VERSION = 2  # what this side speaks (2: a chunk's sha256 is its record's own digest)
 MIN_PROTOCOL_VERSION = 2  # the oldest peer it still understands
-SCHEMA_VERSIONS = (1,)  # chunk record formats this side reads (1: robot_agent/spool_segment.py's record)
+SCHEMA_VERSIONS = (1, 2)  # chunk record formats this side reads (fleet/record.py: 1 sha256, 2 BLAKE3 digests)
 MAX_FRAMES = 2  # header + at most one data frame, for every type
 
 # --- messages -----------------------------------------------------------------------------------------------
@@ -131,15 +132,17 @@ class Chunk(Message):
     chunk_id: str = wire(CHUNK_ID)
     schema: int = wire(Int(1, 65535))  # the record format
     size: int = wire(COUNT)
-    sha256: str = wire(SHA256)
+    sha256: str = wire(SHA256)  # the record's digest (its last 32 bytes), of the hash its schema names
     payload: bytes = data_frame()
 
     @classmethod
-    def of(cls, robot_id: str, seq: int, chunk_id: str, payload: bytes, schema: int = 1) -> Chunk:
-        """A chunk message for the spool record ``payload``: its size, and as its digest the one the record ends
-        with (the spool checked it when it read the record; the hub checks it again: one hash per hop)."""
+    def of(cls, robot_id: str, seq: int, chunk_id: str, payload: bytes, schema: int | None = None) -> Chunk:
+        """A chunk message for the spool record ``payload``: its schema (by default the one its magic names), its
+        size, and as its digest the one the record ends with (the spool checked it when it read the record; the
+        hub checks it again: one hash per hop)."""
         digest = bytes(memoryview(payload)[-DIGEST:]) if len(payload) >= DIGEST else hashlib.sha256(payload).digest()
-        return cls(robot_id=robot_id, seq=seq, chunk_id=chunk_id, schema=schema, size=len(payload),
+        return cls(robot_id=robot_id, seq=seq, chunk_id=chunk_id,
+                   schema=(record_schema(payload) or 1) if schema is None else schema, size=len(payload),
                    sha256=digest.hex(), payload=payload)
 
     def verify(self, limits: Limits) -> None:
@@ -154,9 +157,11 @@ class Chunk(Message):
             raise ProtocolError(ErrorCode.SIZE_MISMATCH, f"chunk: data frame of {len(self.payload)} bytes, header "
                                 f"says {self.size}", self.chunk_id)
         tail = memoryview(self.payload)[-DIGEST:]
-        if bytes(tail).hex() != self.sha256 or not digest_holds(self.payload):
-            raise ProtocolError(ErrorCode.BAD_DIGEST, f"chunk: the record does not end with the sha256 of its header "
-                                f"and payload, or that is not the header's {self.sha256[:12]}...", self.chunk_id)
+        if record_schema(self.payload) != self.schema or bytes(tail).hex() != self.sha256 \
+                or not digest_holds(self.payload):
+            raise ProtocolError(ErrorCode.BAD_DIGEST, f"chunk: the record is not of schema {self.schema}, does not "
+                                f"end with its schema's digest of its header and payload, or that is not the "
+                                f"header's {self.sha256[:12]}...", self.chunk_id)
 
 
 @dataclass(frozen=True, kw_only=True)

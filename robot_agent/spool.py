@@ -11,7 +11,7 @@ Layout of a spool directory::
     spool.lock              flock'ed by the one process that has the spool open; holds its pid
 
 A record (format in ``spool_segment``) is ``MAGIC | u32 header length | u64 payload length | header JSON |
-npz payload | sha256(header JSON + payload)``; the spool adds ``chunk_id``, ``seq`` and ``spool_epoch`` to
+npz payload | BLAKE3(header JSON + payload)``; the spool adds ``chunk_id``, ``seq`` and ``spool_epoch`` to
 each header.
 
 Chunk ids are ``<robot_id>-<spool epoch>-<seq>``, e.g. ``unit-0-3f9c2a7d1b0e4c55-0000000042``: the epoch is 16

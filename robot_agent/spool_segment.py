@@ -1,6 +1,6 @@
 """The spool's segment files: scan a segment, write a record at an offset, cut a segment back.
 
-The record format itself (``MAGIC | u32 header length | u64 payload length | header JSON | payload | sha256``)
+The record format itself (``MAGIC | u32 header length | u64 payload length | header JSON | payload | digest``)
 lives in ``fleet.record``, shared with the hub: these exact bytes travel from the robot's disk to the hub's,
 and every hop checks them with ``verify_record``. The segment scan lives there too, so that fleet-demo counts a
 stopped robot's spool exactly as the spool reads it (fleet never imports robot_agent). Those names are

@@ -52,3 +52,13 @@ def agent_record(rng: np.random.Generator, robot_id: str, seq: int, epoch: str =
     arrays = agent_arrays(rng, steps, hardware, versions, episode_end)
     return encode_record(agent_header(robot_id, epoch, seq, episode, arrays, hardware, TASKS[hardware], episode_end,
                                       first_step), arrays)
+
+
+def as_schema_1(record: bytes) -> bytes:
+    """``record`` as a spool written before 2026-12-02 held it: magic ``FLSP`` and a sha256 digest."""
+    import hashlib
+
+    from fleet.record import DIGEST, MAGIC_SHA256, PREFIX
+
+    body = record[PREFIX.size:len(record) - DIGEST]
+    return MAGIC_SHA256 + record[len(MAGIC_SHA256):PREFIX.size] + body + hashlib.sha256(body).digest()

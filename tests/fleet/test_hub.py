@@ -16,7 +16,7 @@ import pytest
 from fleet.keys import enrol, init_hub, revoke
 from fleet.protocol import Chunk, ErrorCode, Heartbeat, Welcome
 from fleet.registry import format_table, load_registry
-from tests.fleet.chunks import agent_record
+from tests.fleet.chunks import agent_record, as_schema_1
 from tests.fleet.hub_client import (
     BIN,
     ThreadHub,
@@ -81,6 +81,22 @@ def test_a_chunk_is_acked_stored_once_and_its_resend_is_acked_as_duplicate(plain
     assert ack.stored == [] and ack.duplicate == [cid("unit-0", 1)]
     assert stored_ids(tmp_path / "hub") == [cid("unit-0", 1)]
     assert hub.server.store.get(cid("unit-0", 1)) == rec  # the very bytes the robot sent
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_a_spool_wrote_before_the_upgrade_is_stored_beside_new_ones_and_read_back(plain_hub, robots,
+                                                                                           tmp_path):
+    from fleet.record import decode_record
+
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+    old, new = as_schema_1(record("unit-0", 1)), record("unit-0", 2)  # sha256 (schema 1) and BLAKE3 (schema 2)
+    for seq, rec in ((1, old), (2, new)):
+        assert robot.send(robot.chunk(cid("unit-0", seq), rec))
+        assert robot.recv_type("ack").stored == [cid("unit-0", seq)]
+    assert hub.server.store.get(cid("unit-0", 1)) == old and hub.server.store.get(cid("unit-0", 2)) == new
+    assert decode_record(hub.server.store.get(cid("unit-0", 1))).arrays["rewards"].shape == (20,)
 
 
 @pytest.mark.timeout(60)
@@ -248,7 +264,8 @@ def test_robots_share_the_total_credit_and_the_hub_never_queues_more_than_it(pla
 
 @pytest.mark.timeout(60)
 def test_heartbeats_give_rtt_and_spool_depth_and_a_silent_robot_is_declared_dead(plain_hub, robots, tmp_path):
-    hub = plain_hub(heartbeat_ms=50, dead_after_heartbeats=4, registry_every_s=0.05)
+    # 1 s of silence makes a robot dead: long enough that a loaded 2-core machine never starves the echo into it
+    hub = plain_hub(heartbeat_ms=100, dead_after_heartbeats=10, registry_every_s=0.05)
     robot = robots(hub.endpoint, "unit-0")
     robot.welcome()
     beat = robot.recv_type("heartbeat", skip=())

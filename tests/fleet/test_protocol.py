@@ -32,7 +32,7 @@ from fleet.protocol import (
     credit_allows,
     decode,
 )
-from tests.fleet.chunks import agent_record
+from tests.fleet.chunks import agent_record, as_schema_1
 
 PAYLOAD = agent_record(np.random.default_rng(0), "unit-0", 42, "3f9c2a7d1b0e4c55")  # a real spool record
 TRUNK = b"trunk bytes " * 100
@@ -184,8 +184,12 @@ def test_a_chunk_of_another_robot_or_an_unknown_schema_is_refused():
     assert refused(other.encode()).code == ErrorCode.IDENTITY_MISMATCH
     prefix = Chunk.of("unit-0", 1, "unit-01-e-0000000001", PAYLOAD)  # 'unit-0' is a prefix of 'unit-01'
     assert refused(prefix.encode()).code == ErrorCode.IDENTITY_MISMATCH
-    assert refused(Chunk.of("unit-0", 1, "unit-0-e-1", PAYLOAD, schema=2).encode()).code == \
+    assert refused(Chunk.of("unit-0", 1, "unit-0-e-1", PAYLOAD, schema=3).encode()).code == \
         ErrorCode.SCHEMA_UNSUPPORTED
+    old = as_schema_1(PAYLOAD)  # a record a spool wrote before the upgrade: schema 1, sha256
+    assert decode(Chunk.of("unit-0", 1, "unit-0-e-1", old).encode()).schema == 1
+    # a record sent as a schema other than its magic's is not hashed as that schema: refused as a bad digest
+    assert refused(Chunk.of("unit-0", 1, "unit-0-e-1", PAYLOAD, schema=1).encode()).code == ErrorCode.BAD_DIGEST
 
 
 def test_oversize_headers_and_messages_are_refused_before_parsing():

@@ -7,10 +7,23 @@ import json
 
 import numpy as np
 import pytest
+from blake3 import blake3
 
-from fleet.record import PREFIX, RecordError, check_chunk, decode_record, encode_record, verify_record
+from fleet.record import (
+    DIGEST,
+    MAGIC,
+    PREFIX,
+    RecordError,
+    check_chunk,
+    decode_record,
+    digest_holds,
+    encode_record,
+    record_schema,
+    scan_segment,
+    verify_record,
+)
 from robot_agent.spool_segment import SpoolError
-from tests.fleet.chunks import agent_arrays, agent_header, agent_record
+from tests.fleet.chunks import agent_arrays, agent_header, agent_record, as_schema_1
 
 
 def test_agent_chunk_passes_the_contract_and_round_trips_exactly():
@@ -20,6 +33,42 @@ def test_agent_chunk_passes_the_contract_and_round_trips_exactly():
     chunk = decode_record(rec)
     assert check_chunk(chunk) == 12 and chunk.chunk_id == f"unit-0-{'0' * 16}-{1:010d}"
     assert all(np.array_equal(chunk.arrays[k], v) for k, v in arrays.items())
+
+
+def test_a_record_is_written_as_schema_2_ending_with_the_blake3_of_its_header_and_payload():
+    rec = agent_record(np.random.default_rng(3), "unit-0", 1)
+    assert rec[:4] == MAGIC == b"FLS3" and record_schema(rec) == 2
+    assert rec[-DIGEST:] == blake3(rec[PREFIX.size:-DIGEST]).digest()  # the BLAKE3 team's own hash, not ours
+
+
+def test_a_schema_1_record_a_spool_held_before_the_upgrade_is_read_and_checked_by_its_sha256():
+    new = agent_record(np.random.default_rng(4), "unit-0", 7)
+    old = as_schema_1(new)
+    assert old[:4] == b"FLSP" and record_schema(old) == 1 and digest_holds(old)
+    assert verify_record(old) == verify_record(new)
+    back, want = decode_record(old).arrays, decode_record(new).arrays
+    assert back.keys() == want.keys() and all(np.array_equal(back[k], want[k]) for k in want)
+    spoiled = bytearray(old)
+    spoiled[PREFIX.size + 5] ^= 1
+    assert not digest_holds(bytes(spoiled))
+    with pytest.raises(RecordError):
+        verify_record(bytes(spoiled))
+    # each magic is held to its own hash: a schema-1 magic over a BLAKE3 digest is no record, nor the reverse
+    with pytest.raises(RecordError):
+        verify_record(b"FLSP" + new[4:])
+    with pytest.raises(RecordError):
+        verify_record(MAGIC + old[4:])
+
+
+def test_a_segment_of_both_schemas_with_garbage_between_yields_every_valid_record(tmp_path):
+    rng = np.random.default_rng(5)
+    recs = [as_schema_1(agent_record(rng, "unit-0", 1)), agent_record(rng, "unit-0", 2),
+            as_schema_1(agent_record(rng, "unit-0", 3))]
+    seg = tmp_path / "seg.spool"
+    seg.write_bytes(recs[0] + b"FLS3 torn" + recs[1] + recs[2][:40] + recs[2])
+    scan = scan_segment(seg)
+    assert [r.header["seq"] for r in scan.refs] == [1, 2, 3] and scan.end == seg.stat().st_size
+    assert scan.skipped_bytes == len(b"FLS3 torn") + 40 and scan.skipped_records == 2
 
 
 def test_valid_digest_over_a_payload_that_is_no_npz_is_a_record_error():
@@ -59,7 +108,7 @@ def test_a_deeply_nested_header_is_a_record_error_not_a_crash():
     import hashlib
 
     from fleet.adapter_store import AdapterConflictError, adapter_metadata
-    from fleet.record import DIGEST, MAGIC, record_header
+    from fleet.record import record_header
 
     header = b"[" * 100_000
     body = PREFIX.pack(MAGIC, len(header), 0) + header

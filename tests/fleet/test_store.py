@@ -68,7 +68,7 @@ def test_bad_records_are_rejected_with_a_reason_and_cost_only_themselves(tmp_pat
     flipped = bytearray(agent_record(rng, "unit-0", 10))
     flipped[len(flipped) // 2] ^= 0x10
     bad = {
-        "flipped bit": (bytes(flipped), "sha256"),
+        "flipped bit": (bytes(flipped), "digest"),
         "truncated": (good[0][:-7], "failed its checks"),
         "random bytes": (rng.bytes(300), "failed its checks"),
         "empty": (b"", "failed its checks"),
@@ -400,7 +400,7 @@ def test_a_vetted_record_is_not_hashed_or_parsed_again_and_an_unvetted_one_is(tm
     header = record_fields(bytes(flipped))
     with ExperienceStore(tmp_path / "s.sqlite") as store:
         unvetted = store.put_many([good, bytes(flipped)])
-        assert [r.status for r in unvetted] == [STORED, REJECTED] and "sha256" in unvetted[1].reason
+        assert [r.status for r in unvetted] == [STORED, REJECTED] and "digest" in unvetted[1].reason
         # the caller vouches for the second (as the hub does after its decode checked the digest): taken as is,
         # and a caller's false word is still caught where the bytes are read
         vetted = store.put_many([bytes(flipped)], [header])

@@ -19,7 +19,7 @@ kernel's autogroup, on here, that capped the hub and its export at one group's s
 clients', while raw shared the clients' group, so the two peers were not measured alike.) The 64 KiB CURVE cells
 also run in the other placement (``--compare-placement``, default on), reported as ``<placement>_ratio_...``.
 They speak the protocol to the hub (HELLO, credit, resend after 10 s, retry, heartbeats) and send the very same
-frames under the same window to the raw peer. Each chunk is a fresh record (its own header and sha256) made as it
+frames under the same window to the raw peer. Each chunk is a fresh record (its own header and digest) made as it
 goes, in both runs. Window: each robot may have the credit (both peers grant the same) and the uplink's
 ``max_in_flight`` unanswered; an operator sizes them to the fleet, so both are the defaults (8 MiB, 256 chunks)
 cut to ``--inflight-budget-mb`` (256) and ``--inflight-budget-chunks`` (8192) over the robots: 2 MiB and 64 chunks

@@ -38,11 +38,11 @@ from fleet.protocol_fields import (
     data_frame,
     wire,
 )
-from fleet.record import DIGEST, digest_holds, record_schema
+from fleet.record import DIGEST, SCHEMAS, digest_holds, record_schema
 
 PROTOCOL_VERSION = 2  # what this side speaks (2: a chunk's sha256 is its record's own digest)
 MIN_PROTOCOL_VERSION = 2  # the oldest peer it still understands
-SCHEMA_VERSIONS = (1, 2)  # chunk record formats this side reads (fleet/record.py: 1 sha256, 2 BLAKE3 digests)
+SCHEMA_VERSIONS = tuple(sorted(SCHEMAS.values()))  # chunk record formats this side reads (fleet/record.py)
 MAX_FRAMES = 2  # header + at most one data frame, for every type
 
 # --- messages -----------------------------------------------------------------------------------------------

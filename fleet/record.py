@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ MAGIC_SHA256 = b"FLSP"  # schema 1, sha256 digest: still read
 MAGICS = (MAGIC, MAGIC_SHA256)
 SCHEMAS = {MAGIC_SHA256: 1, MAGIC: 2}  # the wire protocol's chunk ``schema`` for each
 _HASHES = {MAGIC: blake3, MAGIC_SHA256: hashlib.sha256}
+_ANY_MAGIC = re.compile(b"|".join(re.escape(m) for m in MAGICS))
 PREFIX = struct.Struct("<4sIQ")
 DIGEST = 32
 
@@ -164,7 +166,7 @@ def scan_segment(path: Path) -> SegmentScan:
             parsed = parse_record(raw, nxt)
         if nxt > off:
             skipped_bytes += nxt - off
-            skipped_records += max(1, sum(raw.count(m, off, nxt) for m in MAGICS))
+            skipped_records += max(1, len(_ANY_MAGIC.findall(raw, off, nxt)))
         header, end = parsed
         refs.append(ChunkRef(str(header["chunk_id"]), path, nxt, end - nxt, header))
         off = end
@@ -173,8 +175,8 @@ def scan_segment(path: Path) -> SegmentScan:
 
 def _next_magic(raw: bytes, start: int) -> int:
     """Where the next record magic of either schema starts at or after ``start``; -1 if none does."""
-    found = [i for i in (raw.find(m, start) for m in MAGICS) if i >= 0]
-    return min(found) if found else -1
+    found = _ANY_MAGIC.search(raw, start)
+    return found.start() if found else -1
 
 
 def record_fields(data: bytes | memoryview) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from fleet.record import (
     DIGEST,
     MAGIC,
+    MAGICS,
     PREFIX,
     Chunk,
     ChunkRef,
@@ -32,7 +33,7 @@ from fleet.record import (
 # so ``except SpoolError`` keeps catching what ``verify_record`` and ``decode_record`` raise.
 SpoolError = RecordError
 
-__all__ = ["DIGEST", "MAGIC", "PREFIX", "Chunk", "ChunkRef", "SegmentScan", "SpoolError", "cut_segment",
+__all__ = ["DIGEST", "MAGIC", "MAGICS", "PREFIX", "Chunk", "ChunkRef", "SegmentScan", "SpoolError", "cut_segment",
            "decode_record", "encode_record", "parse_record", "scan_segment", "verify_record", "write_at"]
 
 

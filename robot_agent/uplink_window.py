@@ -7,8 +7,9 @@ acks it as a duplicate). What the hub's answers do:
 
 - ACK (stored or duplicate): the chunk is durable on the hub; it leaves the window, and the caller acks it in the
   spool (which deletes a segment once all of its chunks are acked).
-- NACK ``NO_CREDIT``, ``STORAGE_FAILED``, ``SHUTTING_DOWN``: resend later; the chunk goes back to the front of
-  the queue and waits ``retry_s``.
+- NACK ``NO_CREDIT``, ``STORAGE_FAILED``, ``SHUTTING_DOWN``, ``SCHEMA_UNSUPPORTED``: resend later; the chunk
+  goes back to the front of the queue and waits ``retry_s``. (``SCHEMA_UNSUPPORTED``: a hub older than the
+  robot's record format, fleet/record.py; it takes the chunk once it is upgraded, on this connection or the next.)
 - NACK with any other reason: the hub will never take the chunk as it is. It is logged and counted and stays in
   the spool (never deleted silently: an operator can inspect it, or a fixed hub take it after the agent restarts),
   but it is not sent again by this process.
@@ -29,7 +30,8 @@ from robot_agent.spool import ChunkRef, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
-RESEND_LATER = frozenset({ErrorCode.NO_CREDIT, ErrorCode.STORAGE_FAILED, ErrorCode.SHUTTING_DOWN})
+RESEND_LATER = frozenset({ErrorCode.NO_CREDIT, ErrorCode.STORAGE_FAILED, ErrorCode.SHUTTING_DOWN,
+                          ErrorCode.SCHEMA_UNSUPPORTED})
 REFILL_EVERY_S = 0.05  # how often an empty queue asks the spool for new chunks
 
 
@@ -59,6 +61,7 @@ class SendWindow:
 
     def __init__(self, spool: Spool, max_in_flight: int, resend_s: float, retry_s: float):
         self.spool, self.max_in_flight, self.resend_s, self.retry_s = spool, max_in_flight, resend_s, retry_s
+        self.older_hub = False  # warned once: the hub refused a record format it does not read yet
         self.credit = 0  # bytes, from WELCOME / CREDIT; 0 stops chunks
         self.in_flight: OrderedDict[str, Outgoing] = OrderedDict()  # by last send, oldest first
         self.in_flight_bytes = 0
@@ -157,6 +160,10 @@ class SendWindow:
             return False  # an answer to a copy this window no longer has in flight
         self.counts.nacked += 1
         if reason in RESEND_LATER:
+            if reason == ErrorCode.SCHEMA_UNSUPPORTED and not self.older_hub:
+                self.older_hub = True
+                log.warning("uplink: the hub does not read this robot's record format (%s); chunks stay spooled "
+                            "and are sent again every %.1f s until the hub is upgraded", chunk_id, self.retry_s)
             self._queue.appendleft(ref)
             self._hold[chunk_id] = now + self.retry_s
             return True

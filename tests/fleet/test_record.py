@@ -65,10 +65,11 @@ def test_a_segment_of_both_schemas_with_garbage_between_yields_every_valid_recor
     recs = [as_schema_1(agent_record(rng, "unit-0", 1)), agent_record(rng, "unit-0", 2),
             as_schema_1(agent_record(rng, "unit-0", 3))]
     seg = tmp_path / "seg.spool"
-    seg.write_bytes(recs[0] + b"FLS3 torn" + recs[1] + recs[2][:40] + recs[2])
+    torn = recs[1][:30] + recs[0][:30]  # one gap holding a torn record of each schema: two records lost
+    seg.write_bytes(recs[0] + torn + recs[1] + recs[2][:40] + recs[2])
     scan = scan_segment(seg)
     assert [r.header["seq"] for r in scan.refs] == [1, 2, 3] and scan.end == seg.stat().st_size
-    assert scan.skipped_bytes == len(b"FLS3 torn") + 40 and scan.skipped_records == 2
+    assert scan.skipped_bytes == len(torn) + 40 and scan.skipped_records == 3
 
 
 def test_valid_digest_over_a_payload_that_is_no_npz_is_a_record_error():

@@ -189,3 +189,29 @@ def test_a_member_path_longer_than_path_max_is_the_archive_s_fault_not_retried(t
     with pytest.raises(TrunkArchiveError, match="longer than"):  # not ENAMETOOLONG, retried forever
         unpack_trunk(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_packed_adapter_is_read_only_when_the_archive_and_the_adapter_pass_their_digests(tmp_path):
+    from fleet.trunk_archive import REBASED_ADAPTER, pack_checkpoint, read_packed_adapter
+
+    ckpt = small_checkpoint(tmp_path / "ckpt", 1)
+    (tmp_path / "a.safetensors").write_bytes(b"adapter bytes" * 100)
+    good = tmp_path / "good.tar"
+    pack_checkpoint(ckpt, good, adapter=("unit-0", tmp_path / "a.safetensors"))
+    assert read_packed_adapter(good, file_sha256(good)) == b"adapter bytes" * 100
+    with pytest.raises(TrunkArchiveError, match="does not match the sha256 its record names"):
+        read_packed_adapter(good, "0" * 64)
+    bare = tmp_path / "bare.tar"
+    pack_checkpoint(ckpt, bare)
+    with pytest.raises(TrunkArchiveError, match="packs no rebased adapter"):
+        read_packed_adapter(bare, file_sha256(bare))
+    swapped = tmp_path / "swapped.tar"  # the same manifest, another adapter: the archive's record would match it
+    with tarfile.open(good) as src, tarfile.open(swapped, "w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name == REBASED_ADAPTER:
+                data = b"other bytes!!" * 100
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+    with pytest.raises(TrunkArchiveError, match="fails its sha256"):
+        read_packed_adapter(swapped, file_sha256(swapped))

@@ -280,8 +280,13 @@ def test_a_robot_agent_process_streams_to_a_fleet_hub_process_over_curve_until_i
         assert len({c for c, _, _ in rows}) == len(rows) == final["uplink"]["acked"]
         assert final["uplink"]["nacked"] == 0 and final["uplink"]["connects"] >= 1
         assert "hub up" in out  # the status line shows the uplink
-        res = subprocess.run([str(BIN / "fleet-hub"), "status", str(tmp_path / "hub")], capture_output=True,
-                             text=True, timeout=60)
+        def status() -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "fleet-hub"), "status", str(tmp_path / "hub")], capture_output=True,
+                                  text=True, timeout=60)
+
+        # the hub writes its registry file every registry_every_s: the robot is in it by the next write
+        assert wait_until(lambda: "unit-0" in status().stdout, 15), status().stdout
+        res = status()
         assert res.returncode == 0 and "unit-0" in res.stdout and "cartpole" in res.stdout
     finally:
         if agent is not None:
@@ -346,3 +351,17 @@ def test_the_window_is_not_empty_while_the_spool_holds_a_chunk_it_has_not_listed
     assert out is not None and window.in_flight_bytes == out.ref.size
     spool.ack(window.acked([out.ref.chunk_id]))
     assert window.empty(100.0) and spool.depth == 0
+
+
+def test_a_chunk_a_hub_older_than_its_record_format_refuses_is_sent_again_later_not_given_up(spool):
+    from fleet.protocol import ErrorCode
+    from robot_agent.uplink_window import SendWindow
+
+    window = SendWindow(spool, max_in_flight=8, resend_s=10.0, retry_s=0.5)
+    window.credit = 1 << 20
+    fill(spool, 1)
+    out = window.next_chunk(100.0)
+    assert window.nacked(out.ref.chunk_id, ErrorCode.SCHEMA_UNSUPPORTED, 100.0)  # to be sent again
+    assert window.refused == {} and window.next_chunk(100.1) is None  # after retry_s, not at once
+    again = window.next_chunk(100.6)
+    assert again is not None and again.ref.chunk_id == out.ref.chunk_id and spool.depth == 1

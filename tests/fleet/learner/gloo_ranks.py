@@ -14,11 +14,11 @@ import torch.distributed as dist
 def _rank(rank: int, init: str, body: Callable[[int], Any], out) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
-        got = body(rank)
+        try:
+            out.put((rank, body(rank)))
+        except Exception:  # noqa: BLE001 - reported to the test (before the barrier, which the other may miss)
+            out.put((rank, traceback.format_exc()))
         dist.barrier()  # both still reach the same collective afterwards: nobody is left waiting
-        out.put((rank, got))
-    except Exception:  # noqa: BLE001 - reported to the test
-        out.put((rank, traceback.format_exc()))
     finally:
         dist.destroy_process_group()
 

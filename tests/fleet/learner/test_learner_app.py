@@ -315,7 +315,7 @@ def test_a_robot_with_no_upload_on_the_current_trunk_runs_the_adapter_packed_wit
                                                                                                   policy, 2)
     archive = Path(TrunkStore(storage).robot_archive(2, "unit-a").path)
     data = bytearray(archive.read_bytes())
-    data[-2000] ^= 1  # one bit of the packed adapter flipped on disk
+    data[-2000] ^= 1  # one bit of the archive flipped on disk (in its tail: the record's sha256 catches any)
     archive.write_bytes(bytes(data))
     assert robot_adapters(storage, policy, 2).adapters == {}  # learned bare, not with a damaged adapter
     said = capsys.readouterr().out

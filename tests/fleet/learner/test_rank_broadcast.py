@@ -8,7 +8,7 @@ import pytest
 from fleet.rank_broadcast import RankZeroFailed, from_rank0
 from tests.fleet.learner.gloo_ranks import on_two_ranks
 
-BIG = bytes(range(256)) * 4096  # 1 MiB: larger than one gloo buffer
+BIG = bytes(range(256)) * 4096  # 1 MiB, every byte value
 
 
 def _answer(rank: int) -> bytes:

@@ -47,7 +47,7 @@ from fleet.learner_inputs import (
 )
 from fleet.learner_release import release_candidate
 from fleet.learner_round import FleetRoundLoop, NoFleetData, curve_columns
-from fleet.rank_broadcast import RankZeroFailed, from_rank0
+from fleet.rank_broadcast import OtherRankFailed, from_rank0, on_every_rank
 from fleet.rank_gradients import average_present_gradients
 from fleet.replay.feed import ReplayFeeder
 from fleet.replay.replay import FleetReplay
@@ -167,7 +167,8 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             learner.trunk_version = reader.trunk_version = version
             # robots run the rebased adapters on the new trunk; every rank reads rank 0's files
             others = {}  # rebased onto this round's trunk (the old trunks are let go): now on the current one
-            adapters, versions = rebased_adapters(out / f"round_{r}" / "adapters", policy, stored)
+            adapters, versions = on_every_rank(partial(rebased_adapters, out / f"round_{r}" / "adapters", policy,
+                                                       stored), f"loading the rebased adapters of {label}")
             stored = {robot: replace(stored[robot], adapter_version=versions[robot]) for robot in adapters}
             newest = {**newest, **versions}
             loop.adapters = adapters
@@ -190,7 +191,7 @@ def learn_main(dcfg: DictConfig) -> None:
     except (ValueError, CheckpointError, TrunkStoreError, StoreError, FileNotFoundError, NoFleetData) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
-    except RankZeroFailed as exc:  # rank 0 printed the cause and exits with its own code
+    except OtherRankFailed as exc:  # the rank that failed printed the cause and exits with its own code
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_ERROR
     sys.exit(code)

@@ -103,15 +103,14 @@ def running_adapters(storage_dir: str | Path, policy: FleetPolicy,
         store.close()
     out, newest, hardware = {}, {}, {}
     for (robot, _), rec in by_trunk.items():
+        if rec.adapter_version >= newest.get(robot, 0):  # the robot's type as its newest upload names it
+            hardware[robot] = rec.hardware
         newest[robot] = max(newest.get(robot, 0), rec.adapter_version)
-        hardware[robot] = rec.hardware
     for robot in sorted(newest):
-        if hardware[robot] not in policy.specs:
-            continue
         rec = by_trunk.get((robot, holds.get(robot, trunk_version)))
-        if rec is None and robot not in holds:  # nothing uploaded on this trunk yet: it runs what came with it
-            rec = _packed_adapter(storage_dir, robot, hardware[robot], trunk_version)
-        if rec is not None:
+        if rec is None and robot not in holds and hardware[robot] in policy.specs:  # nothing uploaded on this
+            rec = _packed_adapter(storage_dir, robot, hardware[robot], trunk_version)  # trunk yet: what came with it
+        if rec is not None and rec.hardware in policy.specs:
             out[robot] = rec
             newest[robot] = max(newest[robot], rec.adapter_version)
     return out, newest

@@ -9,14 +9,20 @@ times out. ``from_rank0`` makes rank 0's answer every rank's answer, and rank 0'
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 _OK, _FAILED = 0, 1
+T = TypeVar("T")
 
 
-class RankZeroFailed(RuntimeError):
+class OtherRankFailed(RuntimeError):
+    """Another rank failed a step every rank takes together (that rank itself says why)."""
+
+
+class RankZeroFailed(OtherRankFailed):
     """Rank 0 failed the step every rank was waiting on (rank 0 itself says why)."""
 
 
@@ -50,3 +56,23 @@ def from_rank0(make: Callable[[], bytes], what: str) -> bytes:
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if main else torch.empty(size, dtype=torch.uint8)
     dist.broadcast(buf, src=0)
     return data if main else buf.numpy().tobytes()
+
+
+def on_every_rank(step: Callable[[], T], what: str) -> T:
+    """``step()`` on every rank, then one all-reduce of who failed: a rank whose ``step`` raised re-raises it, and
+    every other rank raises OtherRankFailed naming ``what``, instead of going on to a collective that rank never
+    reaches. Outside torchrun, just ``step()``."""
+    if not _distributed():
+        return step()
+    error: BaseException | None = None
+    try:
+        result = step()
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, once the other ranks know
+        error = exc
+    flag = torch.tensor([float(error is not None)])
+    dist.all_reduce(flag)
+    if error is not None:
+        raise error
+    if flag.item() > 0:
+        raise OtherRankFailed(f"another rank failed {what}; its output says why")
+    return result

@@ -75,7 +75,8 @@ class CurrentSteps:
 
     def last(self) -> dict[str, Any] | None:
         """The newest step in ``CURRENT_CHANGES`` (lines that are not whole JSON objects with int versions are
-        skipped); None if none. A log replaced, truncated or rewritten since the last look is read again whole."""
+        skipped); None if none. A log replaced, or truncated since the last look (seen by its size, or by other bytes
+        where the last look ended), is read again whole."""
         try:
             with open(self.path, "rb") as f:
                 data = self._unread(f)

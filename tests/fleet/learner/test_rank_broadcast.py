@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.rank_broadcast import RankZeroFailed, from_rank0
+from fleet.rank_broadcast import OtherRankFailed, RankZeroFailed, from_rank0, on_every_rank
 from tests.fleet.learner.gloo_ranks import on_two_ranks
 
 BIG = bytes(range(256)) * 4096  # 1 MiB, every byte value
@@ -44,3 +44,23 @@ def test_outside_torchrun_the_answer_is_just_made():
     assert from_rank0(lambda: b"abc", "a step") == b"abc"
     with pytest.raises(OSError):
         from_rank0(lambda: _fail(0), "a step")
+
+
+def _rank_1_fails(rank: int) -> tuple:
+    def load() -> int:
+        if rank == 1:
+            raise FileNotFoundError(f"rebased adapters not found (rank {rank})")
+        return 7
+
+    try:
+        return ("value", on_every_rank(load, "loading the adapters"))
+    except (FileNotFoundError, OtherRankFailed) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.timeout(120)
+def test_a_step_every_rank_takes_that_fails_on_one_rank_stops_every_rank(tmp_path):
+    got = on_two_ranks(tmp_path, _rank_1_fails)  # both then reach a barrier: nobody waits on rank 1
+    assert got[1] == ("FileNotFoundError", "rebased adapters not found (rank 1)")
+    assert got[0] == ("OtherRankFailed", "another rank failed loading the adapters; its output says why")
+    assert on_every_rank(lambda: 3, "a step") == 3  # outside torchrun: just the step

@@ -27,8 +27,9 @@ at 128 robots. (With the defaults, 128 robots queue ~1 GiB / 32k chunks, the hub
 10 s resend timeout, and their resends swamp it: measured, 112k resends in a 3 s window at 4 KiB.)
 
 MB/s counts record bytes acked within ``--seconds`` once steady (after each client process's first window has
-been acked); hub and raw cells alternate in each of ``--rounds`` rounds (medians), so the ratio hub / raw is of
-the same moment on a shared machine.
+been acked); hub and raw cells run back to back, alternating which goes first, in each of ``--rounds`` rounds.
+A cell's ratio is the median over rounds of that round's hub / raw, so each ratio is of one moment on a shared
+machine (the ratio of the two medians is in the result file too, as ``ratio_of_medians``).
 
 Latency case: 128 robots at a 50 Hz robot's real rate. The agent's recorder cuts a chunk every
 ``spool.chunk_steps`` = 250 transitions (and at each episode end, which for locomotion's 1000-step episodes falls
@@ -181,6 +182,23 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
     return out
 
 
+def paired_ratios(runs: dict[str, list[dict[str, Any]]], med: dict[str, dict[str, float]]
+                  ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, float]]:
+    """Per cell: the median over rounds of hub / raw MB/s within each round (the pair ran back to back, so a
+    moment when the shared machine was slow hits both), the per-round ratios, and the ratio of the medians."""
+    ratios, per_round, of_medians = {}, {}, {}
+    for key, hub_runs in runs.items():
+        if not key.startswith("hub_") or "raw_" + key[4:] not in runs:
+            continue
+        cell, raw_runs = key[4:], runs["raw_" + key[4:]]
+        per_round[cell] = [h["mbps"] / r["mbps"] if r["mbps"] > 0 else float("nan")
+                           for h, r in zip(hub_runs, raw_runs, strict=True)]
+        ratios[cell] = statistics.median(per_round[cell])
+        raw_median = med["raw_" + cell]["mbps"]
+        of_medians[cell] = med[key]["mbps"] / raw_median if raw_median > 0 else float("nan")
+    return ratios, per_round, of_medians
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 robots, 64 KiB, CURVE on, 1 round, short latency case")
@@ -239,17 +257,13 @@ def main() -> None:
                       f"nacks {res['nacks']}" + (f" stored {res['stored']}" if mode == "hub" else ""), flush=True)
     med = {k: {f: statistics.median(r[f] for r in rs) for f in ("mbps", "chunks_per_s", "peer_cpu_share")}
            for k, rs in runs.items()}
-    ratios = {}
-    for key, m in med.items():
-        if key.startswith("hub_"):
-            raw = med.get("raw_" + key[4:])
-            if raw and raw["mbps"] > 0:
-                ratios[key[4:]] = m["mbps"] / raw["mbps"]
-    print("median over rounds (hub / raw):")
+    ratios, round_ratios, ratio_of_medians = paired_ratios(runs, med)
+    print("per round hub / raw (the two ran back to back), and the median of those:")
     for cell, r in ratios.items():
         print(f"  {cell:25s} hub {med['hub_' + cell]['mbps']:8.1f} MB/s {med['hub_' + cell]['chunks_per_s']:8.0f} "
               f"chunks/s | raw {med['raw_' + cell]['mbps']:8.1f} MB/s {med['raw_' + cell]['chunks_per_s']:8.0f} "
-              f"chunks/s | ratio {r:.2f}", flush=True)
+              f"chunks/s | rounds {' '.join(f'{x:.2f}' for x in round_ratios[cell])} | ratio {r:.2f} "
+              f"(of medians {ratio_of_medians[cell]:.2f})", flush=True)
     interval = args.chunk_steps / args.control_hz
     lat_robots = [(r, robot_keys(keys, r)) for r in ids[:args.latency_agents]]
     print(f"latency case: {args.latency_agents} robots, one {args.chunk_steps}-step chunk each every {interval:.1f} s, "
@@ -276,7 +290,8 @@ def main() -> None:
               f"agents={args.latency_agents}", f"placement={args.placement}"]
     write_result(out, "hub_ingest " + " ".join(parts),
                  {"args": vars(args), "fs": fs_type(Path(tempfile.gettempdir()) if args.dir is None else Path(args.dir)),
-                  "median": med, "ratios": ratios, "latency": latency, "latency_raw": latency_raw, "runs": runs,
+                  "median": med, "ratios": ratios, "round_ratios": round_ratios,
+                  "ratio_of_medians": ratio_of_medians, "latency": latency, "latency_raw": latency_raw, "runs": runs,
                   "latency_assumption": {"control_hz": args.control_hz, "chunk_steps": args.chunk_steps,
                                          "chunk_interval_s": interval, "record_bytes": latency["record_bytes"]}})
 

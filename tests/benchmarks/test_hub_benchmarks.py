@@ -52,3 +52,17 @@ def test_hub_faults_quick_loses_no_acked_chunk_and_stores_none_twice(tmp_path):
     assert fields["lost"] == 0
     assert fields["duplicates"] == 0
     assert fields["peak_rss_mb"] > 0
+
+
+def test_hub_ingest_ratio_is_the_median_of_each_rounds_own_ratio():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their neighbours
+    from hub_ingest import paired_ratios
+
+    # round 2 ran while the machine was slow for both: its own ratio (0.5) is as good as the others
+    runs = {"hub_64k_curve_1": [{"mbps": 300.0}, {"mbps": 100.0}, {"mbps": 320.0}],
+            "raw_64k_curve_1": [{"mbps": 500.0}, {"mbps": 200.0}, {"mbps": 900.0}]}
+    med = {"hub_64k_curve_1": {"mbps": 300.0}, "raw_64k_curve_1": {"mbps": 500.0}}
+    ratios, per_round, of_medians = paired_ratios(runs, med)
+    assert per_round["64k_curve_1"] == pytest.approx([0.6, 0.5, 320 / 900])
+    assert ratios["64k_curve_1"] == pytest.approx(0.5)
+    assert of_medians["64k_curve_1"] == pytest.approx(0.6)

@@ -90,7 +90,7 @@ from replica_returns import Arm, replica_returns  # beside this script
 from result_record import write_result  # beside this script
 
 from fleet.episode_log import stored_episodes
-from fleet.learner_app import EXIT_OK, EXIT_REFUSED, rebased_adapters, run_learn
+from fleet.learner_app import EXIT_OK, EXIT_REFUSED, rebased_adapters, run_learn, weights_digest
 from fleet.learner_config import LearnConfig
 from fleet.learner_inputs import experience_reader, fleet_adapters, robot_observations
 from fleet.trunk_store import TrunkStore
@@ -359,7 +359,8 @@ def main() -> None:
     line = summary_line(fleet_result, fresh_result, rebase, throughput, rounds)
     write_result(args.out, line, {"args": vars(args), "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
                                   "fleet_units": [u.robot_id for u in units], "fresh_units": [u.robot_id for u in fresh],
-                                  "pretrain": pretrain_record(v1_path), "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
+                                  "pretrain": {**pretrain_record(v1_path), "weights_sha256": weights_digest(v1)},
+                                  "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
                                   "fresh": fresh_result, "rebase": rebase, "throughput": throughput,
                                   "seconds": stage.seconds, "minutes": (time.perf_counter() - t_start) / 60})
 

@@ -1,16 +1,22 @@
 """Fresh units across fleet_round runs: the fleet trunk against the sim-only control, pooled over every run in git.
 
-Each ``fleet_round`` run (``benchmarks/results/fleet_round.json`` for seed 0, ``fleet_round_seed1.json`` for
-seed 1) measures 8 fresh units zero-shot on the fleet-improved trunk and on a sim-only control given the same sim
-iterations. One run's 8-unit interval is wide; this pools the runs: it reads every committed version of the two
-result files (``git log``), keeps one run per (measured commit, seed), takes each fresh unit's mean difference
-(fleet - control) over the runs it was in, and gives the 95% t-interval over units.
+Each ``fleet_round`` run (``benchmarks/results/fleet_round*.json``: seed 0, ``_seed1``, other v1 trunks'
+``_v1seed<p>``) measures 8 fresh units zero-shot on the fleet-improved trunk and on a sim-only control given the
+same sim iterations. One run's 8-unit interval is wide; this pools the runs: it reads every committed version of
+those result files (``git log``), keeps one run per (measured commit, seed, pretrain seed), takes each fresh
+unit's mean difference (fleet - control) over the runs it was in, and gives the 95% t-interval over units.
+
+The sim-only v1 trunk the rounds start from is itself a draw: the same code and seed train another v1 on another
+machine (float kernels differ), and the verdict has swung with it. So the runs are also grouped by v1 (its
+weights' sha256 where the result records it; else runs pretrained with the same settings in the same minute on
+one machine, or whose fresh units return exactly the same on v1, share one) and each v1's mean relative difference is printed: read the
+pooled interval together with how many v1 draws it spans and how many of them the fleet trunk beat the control on.
 
     python benchmarks/fleet_round_pool.py                      # every run in git
     python benchmarks/fleet_round_pool.py --commits 1f28610 4a03a80   # only runs measured at these commits
 
 Last line, e.g. ``fleet_round_pool runs=14 units=16 fresh_vs_sim_control=12.0 low=-6.3 high=30.3 relative=0.042
-units_better=9``.
+units_better=9 v1_draws=3 v1_better=2``.
 """
 
 from __future__ import annotations
@@ -26,13 +32,20 @@ from result_record import write_result  # beside this script
 from seed_stats import t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("benchmarks/results/fleet_round.json", "benchmarks/results/fleet_round_seed1.json")
+POOL_FILE = "benchmarks/results/fleet_round_pool.json"
 
 
-def committed_runs() -> dict[tuple[str, int], dict[str, Any]]:
-    """Every committed fleet_round result with a sim-only control, by (measured commit, seed)."""
-    runs: dict[tuple[str, int], dict[str, Any]] = {}
-    for path in FILES:
+def result_files() -> list[str]:
+    """Every fleet_round result file git has ever held (not this script's own)."""
+    names = subprocess.run(["git", "log", "--format=", "--name-only", "--", "benchmarks/results/fleet_round*.json"],
+                           capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    return sorted({n for n in names if n != POOL_FILE})
+
+
+def committed_runs() -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Every committed fleet_round result with a sim-only control, by (measured commit, seed, pretrain seed)."""
+    runs: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for path in result_files():
         revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
                               check=True).stdout.split()
         for rev in revs:
@@ -42,10 +55,43 @@ def committed_runs() -> dict[tuple[str, int], dict[str, Any]]:
                 units = result["fresh"]["units"]
             except (ValueError, KeyError, TypeError):
                 continue  # deleted at that revision, or a run from before the control existed
-            key = (result["commit"][:7], int(result["args"].get("seed", 0)))
+            key = (result["commit"][:7], int(result["args"].get("seed", 0)), int(result["args"].get("pretrain_seed", 0)))
             if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
                 runs[key] = result
     return runs
+
+
+def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str, int, int], str]:
+    """A label per run naming its v1 trunk: runs with the same v1 weights digest, pretrained with the same settings
+    in the same minute, or whose fresh units return exactly the same on v1 share a label (the union of those)."""
+    parent = {k: k for k in runs}
+
+    def root(k: tuple[str, int, int]) -> tuple[str, int, int]:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    seen: dict[Any, tuple[str, int, int]] = {}
+    for k, result in sorted(runs.items()):
+        pre = result.get("pretrain", {})
+        # one machine trains the same weights from the same settings: two runs started side by side each pretrain
+        # their own copy within the same minute
+        cache = (json.dumps(pre.get("key"), sort_keys=True), str(pre.get("date"))[:16]) if pre.get("date") else None
+        marks = [("sha", pre.get("weights_sha256")), ("pretrained", cache),
+                 ("v1_returns", tuple(sorted((u, round(r["sim_only"]["mean"], 6))
+                                            for u, r in result["fresh"]["units"].items())))]
+        for mark in marks:
+            if mark[1] is None:
+                continue
+            if mark in seen:
+                parent[root(k)] = root(seen[mark])
+            else:
+                seen[mark] = k
+    labels: dict[tuple[str, int, int], str] = {}
+    for k in sorted(runs):
+        pre = runs[root(k)].get("pretrain", {})
+        labels[k] = str(pre.get("weights_sha256", ""))[:12] or f"trained {pre.get('date', '?')}"
+    return labels
 
 
 def main() -> None:
@@ -58,11 +104,22 @@ def main() -> None:
         raise SystemExit("no fleet_round runs with a sim-only control in git")
     diff: dict[str, list[float]] = defaultdict(list)
     control: dict[str, list[float]] = defaultdict(list)
-    for (commit, seed), result in sorted(runs.items()):
-        print(f"run {commit} seed {seed}: {result['summary_line']}")
-        for unit, r in result["fresh"]["units"].items():
+    labels = v1_draws(runs)
+    by_v1: dict[str, list[float]] = defaultdict(list)  # per v1: each run's relative difference over its units
+    for (commit, seed, pseed), result in sorted(runs.items()):
+        print(f"run {commit} seed {seed} pretrain seed {pseed} (v1 {labels[commit, seed, pseed]}): "
+              f"{result['summary_line']}")
+        units = result["fresh"]["units"]
+        for unit, r in units.items():
             diff[unit].append(r["fleet"]["mean"] - r["sim_control"]["mean"])
             control[unit].append(r["sim_control"]["mean"])
+        by_v1[labels[commit, seed, pseed]].append(
+            sum(r["fleet"]["mean"] - r["sim_control"]["mean"] for r in units.values())
+            / sum(r["sim_control"]["mean"] for r in units.values()))
+    v1_mean = {v1: sum(rel) / len(rel) for v1, rel in by_v1.items()}
+    for v1, rel in sorted(by_v1.items()):
+        print(f"v1 {v1}: {len(rel)} run(s), fleet vs sim-only control {v1_mean[v1]:+.1%} "
+              f"({', '.join(f'{x:+.1%}' for x in rel)})")
     means = [sum(v) / len(v) for v in diff.values()]
     mean, half = t_interval(means)
     base = sum(sum(v) / len(v) for v in control.values()) / len(control)
@@ -71,8 +128,11 @@ def main() -> None:
           f"fleet - sim-only control {mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}] (95% t over units), "
           f"{mean / base:+.1%} of the control's {base:.1f}; {better} of {len(means)} better")
     write_result(args.out, f"fleet_round_pool runs={len(runs)} units={len(means)} fresh_vs_sim_control={mean:.1f} "
-                 f"low={mean - half:.1f} high={mean + half:.1f} relative={mean / base:.3f} units_better={better}",
-                 {"runs": sorted(f"{c} seed {s}" for c, s in runs), "per_unit_difference": dict(diff),
+                 f"low={mean - half:.1f} high={mean + half:.1f} relative={mean / base:.3f} units_better={better} "
+                 f"v1_draws={len(v1_mean)} v1_better={sum(m > 0 for m in v1_mean.values())}",
+                 {"runs": sorted(f"{c} seed {s} pretrain seed {p}" for c, s, p in runs), "v1_of_run":
+                  {f"{c} seed {s} pretrain seed {p}": v for (c, s, p), v in labels.items()},
+                  "v1_relative_difference": dict(by_v1), "per_unit_difference": dict(diff),
                   "per_unit_control": dict(control), "control_mean": base})
 
 

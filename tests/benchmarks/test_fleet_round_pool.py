@@ -1,0 +1,30 @@
+"""The pool groups fleet_round runs by the v1 trunk they started from, however each result names it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+from fleet_round_pool import v1_draws  # noqa: E402
+
+
+def _run(v1_returns: dict[str, float], date: str, sha: str | None = None, pretrain_seed: int = 0) -> dict:
+    pretrain = {"date": date, "key": {"iterations": 40, "seed": pretrain_seed}, **({"weights_sha256": sha} if sha else {})}
+    return {"pretrain": pretrain, "fresh": {"units": {u: {"sim_only": {"mean": m}} for u, m in v1_returns.items()}}}
+
+
+def test_runs_share_a_v1_by_digest_cache_date_or_identical_v1_returns():
+    runs = {
+        ("a000001", 0, 0): _run({"u400": 150.0}, "2026-12-01 03:00:01"),
+        ("a000002", 1, 0): _run({"u1400": 140.0}, "2026-12-01 03:00:59"),  # same minute, settings: same v1
+        ("a000003", 0, 0): _run({"u400": 150.0}, "2026-12-02 09:00"),  # re-cached, same weights: same returns
+        ("a000004", 0, 0): _run({"u400": 171.0}, "2026-12-03 22:00", "abcdef0123456789"),  # another machine's v1
+        ("a000005", 1, 0): _run({"u1400": 160.0}, "2026-12-03 22:00", "abcdef0123456789"),
+        ("a000006", 0, 1): _run({"u400": 120.0}, "2026-12-03 22:30", "0123456789abcdef", 1),  # pretrain seed 1
+        ("a000007", 0, 2): _run({"u400": 130.0}, "2026-12-03 22:30", pretrain_seed=2),  # same minute, other seed
+    }
+    labels = v1_draws(runs)
+    assert labels[("a000001", 0, 0)] == labels[("a000002", 1, 0)] == labels[("a000003", 0, 0)]
+    assert labels[("a000004", 0, 0)] == labels[("a000005", 1, 0)] == "abcdef012345"
+    assert len(set(labels.values())) == 4

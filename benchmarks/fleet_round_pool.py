@@ -9,8 +9,9 @@ unit's mean difference (fleet - control) over the runs it was in, and gives the 
 The sim-only v1 trunk the rounds start from is itself a draw: the same code and seed train another v1 on another
 machine (float kernels differ), and the verdict has swung with it. So the runs are also grouped by v1 (its
 weights' sha256 where the result records it; else runs pretrained with the same settings in the same minute on
-one machine, or whose fresh units return exactly the same on v1, share one) and each v1's mean relative difference is printed: read the
-pooled interval together with how many v1 draws it spans and how many of them the fleet trunk beat the control on.
+one machine, or whose fresh units return exactly the same on v1, share one) and each v1's mean relative
+difference is printed: read the pooled interval together with how many v1 draws it spans and how many of them
+the fleet trunk beat the control on.
 
     python benchmarks/fleet_round_pool.py                      # every run in git
     python benchmarks/fleet_round_pool.py --commits 1f28610 4a03a80   # only runs measured at these commits

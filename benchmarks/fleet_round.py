@@ -334,6 +334,7 @@ def main() -> None:
     with stage("pretrain (or cached)"):
         v1_path = pretrain_trunk(args.types, args.pretrain_iterations, args.num_envs, work, args.pretrain_seed)
     v1, _ = load_checkpoint(v1_path)
+    v1_digest = weights_digest(v1)  # as loaded, before anything runs it
     TrunkStore(run / "hub").publish(v1_path)
     hub, keys = start_hub(run, units, args)
     fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes))
@@ -359,7 +360,7 @@ def main() -> None:
     line = summary_line(fleet_result, fresh_result, rebase, throughput, rounds)
     write_result(args.out, line, {"args": vars(args), "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
                                   "fleet_units": [u.robot_id for u in units], "fresh_units": [u.robot_id for u in fresh],
-                                  "pretrain": {**pretrain_record(v1_path), "weights_sha256": weights_digest(v1)},
+                                  "pretrain": {**pretrain_record(v1_path), "weights_sha256": v1_digest},
                                   "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
                                   "fresh": fresh_result, "rebase": rebase, "throughput": throughput,
                                   "seconds": stage.seconds, "minutes": (time.perf_counter() - t_start) / 60})

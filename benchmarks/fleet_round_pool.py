@@ -8,16 +8,16 @@ unit's mean difference (fleet - control) over the runs it was in, and gives the 
 
 The sim-only v1 trunk the rounds start from is itself a draw: the same code and seed train another v1 on another
 machine (float kernels differ), and the verdict has swung with it. So the runs are also grouped by v1 (its
-weights' sha256 where the result records it; else runs pretrained with the same settings in the same minute on
-one machine, or whose fresh units return exactly the same on v1, share one) and each v1's mean relative
+weights' sha256 where the result records it, runs pretrained with the same settings in the same minute, or
+runs whose fresh units return exactly the same on v1 share one: see ``v1_draws``) and each v1's mean relative
 difference is printed: read the pooled interval together with how many v1 draws it spans and how many of them
 the fleet trunk beat the control on.
 
     python benchmarks/fleet_round_pool.py                      # every run in git
     python benchmarks/fleet_round_pool.py --commits 1f28610 4a03a80   # only runs measured at these commits
 
-Last line, e.g. ``fleet_round_pool runs=14 units=16 fresh_vs_sim_control=12.0 low=-6.3 high=30.3 relative=0.042
-units_better=9 v1_draws=3 v1_better=2``.
+Last line, e.g. ``fleet_round_pool runs=22 units=16 fresh_vs_sim_control=-4.4 low=-24.3 high=15.6 relative=-0.016
+units_better=6 v1_draws=4 v1_better=1``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def committed_runs() -> dict[tuple[str, int, int], dict[str, Any]]:
 
 def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str, int, int], str]:
     """A label per run naming its v1 trunk: runs with the same v1 weights digest, pretrained with the same settings
-    in the same minute, or whose fresh units return exactly the same on v1 share a label (the union of those)."""
+    in the same minute (two runs started side by side each pretrain their own copy; the machine is not recorded),
+    or whose fresh units return exactly the same on v1 share a label (the union of those). A label is the group's
+    digest where any run records it, else its earliest pretraining date, and always names the group's first run,
+    so two groups never share one."""
     parent = {k: k for k in runs}
 
     def root(k: tuple[str, int, int]) -> tuple[str, int, int]:
@@ -75,8 +78,6 @@ def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str
     seen: dict[Any, tuple[str, int, int]] = {}
     for k, result in sorted(runs.items()):
         pre = result.get("pretrain", {})
-        # one machine trains the same weights from the same settings: two runs started side by side each pretrain
-        # their own copy within the same minute
         cache = (json.dumps(pre.get("key"), sort_keys=True), str(pre.get("date"))[:16]) if pre.get("date") else None
         marks = [("sha", pre.get("weights_sha256")), ("pretrained", cache),
                  ("v1_returns", tuple(sorted((u, round(r["sim_only"]["mean"], 6))
@@ -88,10 +89,17 @@ def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str
                 parent[root(k)] = root(seen[mark])
             else:
                 seen[mark] = k
-    labels: dict[tuple[str, int, int], str] = {}
+    groups: dict[tuple[str, int, int], list[tuple[str, int, int]]] = defaultdict(list)
     for k in sorted(runs):
-        pre = runs[root(k)].get("pretrain", {})
-        labels[k] = str(pre.get("weights_sha256", ""))[:12] or f"trained {pre.get('date', '?')}"
+        groups[root(k)].append(k)
+    labels: dict[tuple[str, int, int], str] = {}
+    for members in groups.values():
+        pres = [runs[k].get("pretrain", {}) for k in members]
+        digest = next((str(p["weights_sha256"])[:12] for p in pres if p.get("weights_sha256")), "")
+        date = min((str(p["date"]) for p in pres if p.get("date")), default="?")
+        first = min(members, key=lambda k: str(runs[k].get("date", "")))
+        label = f"{digest or 'trained ' + date} (first: {first[0]} seed {first[1]} pretrain seed {first[2]})"
+        labels.update(dict.fromkeys(members, label))
     return labels
 
 

@@ -191,9 +191,11 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]], med: dict[str, dict[str
         if not key.startswith("hub_") or "raw_" + key[4:] not in runs:
             continue
         cell, raw_runs = key[4:], runs["raw_" + key[4:]]
-        per_round[cell] = [h["mbps"] / r["mbps"] if r["mbps"] > 0 else float("nan")
-                           for h, r in zip(hub_runs, raw_runs, strict=True)]
-        ratios[cell] = statistics.median(per_round[cell])
+        # a round whose raw peer acked nothing has no ratio (and a NaN would make the median order-dependent)
+        rounds = [h["mbps"] / r["mbps"] for h, r in zip(hub_runs, raw_runs, strict=True) if r["mbps"] > 0]
+        if not rounds:
+            continue
+        per_round[cell], ratios[cell] = rounds, statistics.median(rounds)
         raw_median = med["raw_" + cell]["mbps"]
         of_medians[cell] = med[key]["mbps"] / raw_median if raw_median > 0 else float("nan")
     return ratios, per_round, of_medians

@@ -26,5 +26,20 @@ def test_runs_share_a_v1_by_digest_cache_date_or_identical_v1_returns():
     }
     labels = v1_draws(runs)
     assert labels[("a000001", 0, 0)] == labels[("a000002", 1, 0)] == labels[("a000003", 0, 0)]
-    assert labels[("a000004", 0, 0)] == labels[("a000005", 1, 0)] == "abcdef012345"
+    assert labels[("a000004", 0, 0)] == labels[("a000005", 1, 0)]
+    assert labels[("a000004", 0, 0)].startswith("abcdef012345")
     assert len(set(labels.values())) == 4
+
+
+def test_a_weights_digest_alone_joins_runs_pretrained_apart():
+    runs = {("b000001", 0, 0): _run({"u400": 171.0}, "2026-12-03 22:00", "abcdef0123456789"),
+            ("b000002", 1, 0): _run({"u1400": 160.0}, "2026-12-05 09:00", "abcdef0123456789")}
+    labels = v1_draws(runs)
+    assert labels[("b000001", 0, 0)] == labels[("b000002", 1, 0)]
+
+
+def test_two_v1_trunks_pretrained_at_the_same_second_keep_their_own_labels():
+    runs = {("c000001", 0, 1): _run({"u400": 120.0}, "2026-12-03 22:30:25", pretrain_seed=1),
+            ("c000002", 0, 2): _run({"u400": 130.0}, "2026-12-03 22:30:25", pretrain_seed=2)}
+    labels = v1_draws(runs)
+    assert labels[("c000001", 0, 1)] != labels[("c000002", 0, 2)]

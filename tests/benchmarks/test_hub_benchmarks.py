@@ -66,3 +66,6 @@ def test_hub_ingest_ratio_is_the_median_of_each_rounds_own_ratio():
     assert per_round["64k_curve_1"] == pytest.approx([0.6, 0.5, 320 / 900])
     assert ratios["64k_curve_1"] == pytest.approx(0.5)
     assert of_medians["64k_curve_1"] == pytest.approx(0.6)
+    runs["raw_64k_curve_1"][2]["mbps"] = 0.0  # a round whose raw peer acked nothing has no ratio
+    ratios, per_round, _ = paired_ratios(runs, med)
+    assert per_round["64k_curve_1"] == pytest.approx([0.6, 0.5]) and ratios["64k_curve_1"] == pytest.approx(0.55)

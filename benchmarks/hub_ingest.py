@@ -2,7 +2,7 @@
 
 Throughput cells: 1, 16 and 128 concurrent robots x records of 4 KiB, 64 KiB and 1 MiB x CURVE on and off. In a
 hub cell a fresh ``fleet-hub`` process (the console script with its default config but ``credit_bytes``, below;
-group commit of 128 chunks or 32 MiB / 1 ms) stores into a fresh SQLite store on this machine's disk with ``synchronous=FULL``
+group commit of 512 chunks or 32 MiB / 1 ms) stores into a fresh SQLite store on this machine's disk with ``synchronous=FULL``
 (every ack follows an fsync), its CURVE allow-list holding every robot. In the raw cell beside it a bare ROUTER
 (the hub's socket limits and CURVE key) answers every message with its header frame and stores nothing.
 

@@ -64,7 +64,9 @@ class HubConfig:
     max_frame_bytes: int = 16 * 1024 * 1024  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     socket: SocketConfig = field(default_factory=SocketConfig)
-    store_group_chunks: int = 128  # group commit: a group (one fsync) closes at this many chunks ...
+    # 512, not 128: under 128 robots a group then holds a few chunks of each, so one fsync and one ACK per robot
+    # cover ~4x the chunks (benchmarks/hub_ingest.py, 64 KiB x 128 robots: +16-26% chunks/s; BENCHMARKS.md)
+    store_group_chunks: int = 512  # group commit: a group (one fsync) closes at this many chunks ...
     store_group_mb: float = 32.0  # ... or this many MiB (the chunk that crosses it is the group's last) ...
     store_group_wait_ms: float = 1.0  # ... or this many ms after its first (0: only what queued during the last fsync)
     parquet_dir: str = ""  # the Parquet tier; "" = <storage_dir>/parquet

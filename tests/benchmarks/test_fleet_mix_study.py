@@ -1,0 +1,72 @@
+"""The fleet-mix study learns from exactly the experience round 1 learned from: its copy of the hub's store keeps
+each robot's first episodes and the adapters uploaded before any later episode, and leaves the source alone."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+from fleet_mix_study import overrides, round_one_storage  # noqa: E402
+
+from fleet.store import STORE_FILE  # noqa: E402
+from shared_policy.config import PolicyConfig  # noqa: E402
+from shared_policy.policy import FleetPolicy  # noqa: E402
+from tests.fleet.chunks import agent_record  # noqa: E402
+from tests.fleet.learner.experience import store_records, unit_adapter, upload_adapter  # noqa: E402
+from tests.fleet.trunks import cartpole_spec  # noqa: E402
+
+
+def _episodes(rng: np.random.Generator, robot: str, episodes: range, first_seq: int) -> list[bytes]:
+    """Two chunks per episode, the second ending it."""
+    out, seq = [], first_seq
+    for e in episodes:
+        for end in (False, True):
+            out.append(agent_record(rng, robot, seq, episode=e, steps=8, episode_end=end))
+            seq += 1
+    return out
+
+
+def _rows(storage: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(storage / STORE_FILE)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.timeout(60)
+def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "hub"
+    policy = FleetPolicy(PolicyConfig(latent_dim=16, trunk_hidden=[16], stem_hidden=[16], critic_hidden=[16]),
+                         {"cartpole": cartpole_spec()})
+    store_records(src, _episodes(rng, "a", range(2), 0) + _episodes(rng, "b", range(2), 0))
+    upload_adapter(src, "a", unit_adapter(policy, 1), 1, 1)  # uploaded in round 1
+    time.sleep(0.01)  # later rows carry a later store time
+    store_records(src, _episodes(rng, "a", range(2, 4), 4) + _episodes(rng, "b", range(2, 3), 4))
+    upload_adapter(src, "a", unit_adapter(policy, 2), 2, 1)  # after round 1's episodes
+    kept = round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})
+    assert kept == {"a": 4, "b": 4}
+    dst = tmp_path / "copy"
+    assert _rows(dst, "select robot_id, max(episode) from chunks group by robot_id order by 1") == [("a", 1), ("b", 1)]
+    assert _rows(dst, "select robot_id, adapter_version from adapters") == [("a", 1)]
+    assert len(_rows(src, "select * from chunks")) == 14 and len(_rows(src, "select * from adapters")) == 2
+
+
+@pytest.mark.timeout(60)
+def test_round_one_copy_refuses_a_store_with_fewer_episodes_than_the_round_counted(tmp_path):
+    store_records(tmp_path / "hub", _episodes(np.random.default_rng(0), "a", range(2), 0))
+    with pytest.raises(RuntimeError, match="fewer episodes"):
+        round_one_storage(tmp_path / "hub", tmp_path / "copy", {"a": 3})
+
+
+def test_an_arm_override_replaces_the_runs_value_of_the_same_key():
+    run = ["updates=120", "sim_fraction=0.125", "gate.episodes=64"]
+    assert overrides(run, ["gate.episodes=8"], ["sim_fraction=0", "updates=105"]) == \
+        ["updates=105", "sim_fraction=0", "gate.episodes=8"]

@@ -117,6 +117,20 @@ def arm_trunk(storage: Path, out: Path, types: list[str], overrides: list[str]) 
     return policy, time.perf_counter() - t0
 
 
+ROUND_SETTINGS = ("updates=120", "sim_fraction=0.125")  # the round ARMS' fixed sizes are cut from (105 + 15 slots)
+
+
+def check_round_settings(run_args: dict[str, Any]) -> None:
+    """Refuse a run whose round had other sizes than ``ROUND_SETTINGS``: ``fleet_only`` and ``sim_half`` would not
+    keep its 105 fleet / 15 sim slots."""
+    got = overrides([f"updates={run_args['updates']}"], run_args["learn"])
+    settings = {o.split("=", 1)[0]: o for o in got}
+    wrong = [want for want in ROUND_SETTINGS if settings.get(want.split("=", 1)[0]) != want]
+    if wrong:
+        raise ValueError(f"the run's round must have {', '.join(ROUND_SETTINGS)} (the arms' sizes are cut from it); "
+                         f"it has {', '.join(settings.get(w.split('=', 1)[0], 'nothing') for w in wrong)}")
+
+
 def overrides(*groups: list[str]) -> list[str]:
     """Hydra overrides from ``groups`` in order, a later value of a key replacing an earlier one."""
     out: dict[str, str] = {}
@@ -145,6 +159,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = json.loads(Path(args.result).read_text())
     ra, work = run["args"], Path(args.work)
+    check_round_settings(ra)
     v1_path = pretrain_trunk(ra["types"], ra["pretrain_iterations"], ra["num_envs"], Path(ra["workdir"]),
                              ra["pretrain_seed"])
     v1, _ = load_checkpoint(v1_path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_mix_study import overrides, round_one_storage  # noqa: E402
+from fleet_mix_study import check_round_settings, overrides, round_one_storage  # noqa: E402
 
 from fleet.store import STORE_FILE  # noqa: E402
 from shared_policy.config import PolicyConfig  # noqa: E402
@@ -70,3 +70,11 @@ def test_an_arm_override_replaces_the_runs_value_of_the_same_key():
     run = ["updates=120", "sim_fraction=0.125", "gate.episodes=64"]
     assert overrides(run, ["gate.episodes=8"], ["sim_fraction=0", "updates=105"]) == \
         ["updates=105", "sim_fraction=0", "gate.episodes=8"]
+
+
+def test_a_run_whose_round_had_other_sizes_is_refused_as_the_arms_would_not_keep_its_slots():
+    check_round_settings({"updates": 120, "learn": ["sim.seed=0", "sim_fraction=0.125"]})
+    with pytest.raises(ValueError, match="sim_fraction=0.25"):
+        check_round_settings({"updates": 120, "learn": ["sim_fraction=0.25"]})
+    with pytest.raises(ValueError, match="updates=60"):
+        check_round_settings({"updates": 60, "learn": ["sim_fraction=0.125"]})

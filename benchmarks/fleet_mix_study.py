@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -42,13 +43,16 @@ import numpy as np
 import torch
 from fleet_round import measure_units  # beside this script
 from fleet_round_summary import paired  # beside this script
-from fleet_trunks import learn_config, pretrain_trunk, sim_only_control  # beside this script
+from fleet_trunks import learn_config, pretrain_trunk, sim_iterations, sim_only_control  # beside this script
 from fleet_units import make_units  # beside this script
 from replica_returns import Arm  # beside this script
 from result_record import write_result  # beside this script
 
 from fleet.episode_log import stored_episodes
 from fleet.learner_app import EXIT_OK, run_learn, weights_digest
+from fleet.segments import LOCK_FILE as SEGMENT_LOCK
+from fleet.segments import take_writer_lock
+from fleet.store import STORE_FILE, segments_dir
 from shared_policy.checkpoint import load_checkpoint
 from shared_policy.policy import FleetPolicy
 
@@ -67,26 +71,37 @@ FAST = ["gate.episodes=8", "gate.tolerance=0.99", "publish=false", "rebase.steps
 CONTROL = "sim_control"
 
 
-def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int]) -> dict[str, int]:
+def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int],
+                      adapters_uploaded: list[str]) -> dict[str, int]:
     """A copy of the hub's storage ``src`` at ``dst`` holding only round 1's experience: each robot's first
     ``stored_episodes_of[robot]`` complete episodes (by arrival, as the round counted them), the adapters uploaded
-    before any later episode began (the units idle while the round learns), and no unit holds. Returns the
-    chunks kept per robot."""
+    before any later complete episode began (the units idle while the round learns), and no unit holds. The copy
+    is taken under the store's writer lock (a hub still running on ``src`` is refused, not copied torn), and the
+    robots left with an adapter must be ``adapters_uploaded`` (the round's own record). Returns the chunks kept
+    per robot."""
+    if dst.resolve().is_relative_to(src.resolve()) or src.resolve().is_relative_to(dst.resolve()):
+        raise ValueError(f"the study's copy {dst} and the run's storage {src} must not contain one another")
     shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("writer.lock", "parquet"))
+    lock = take_writer_lock(segments_dir(src / STORE_FILE))
+    try:
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(SEGMENT_LOCK, "parquet"))
+    finally:
+        os.close(lock)
     (dst / "trunks" / "unit_holds.json").unlink(missing_ok=True)
-    episodes = stored_episodes(src, complete_only=False)
-    keep = {(e.robot_id, e.spool_epoch, e.episode) for robot, eps in episodes.items()
-            for e in [x for x in eps if x.complete][:stored_episodes_of.get(robot, 0)]}
-    later = [e.first_received for eps in episodes.values() for e in eps
-             if (e.robot_id, e.spool_epoch, e.episode) not in keep]
-    db = sqlite3.connect(dst / "experience.sqlite")
+    episodes = stored_episodes(dst, complete_only=False)
+    firsts = {r: [x for x in eps if x.complete][:stored_episodes_of.get(r, 0)] for r, eps in episodes.items()}
+    keep = {(e.robot_id, e.spool_epoch, e.episode) for eps in firsts.values() for e in eps}
+    # an incomplete episode (one the agent cut, or still arriving) never moves the cutoff: only the next complete one
+    later = [e.first_received for r, eps in episodes.items() for e in [x for x in eps if x.complete][len(firsts[r]):]]
+    db = sqlite3.connect(dst / STORE_FILE)
     with db:
         db.execute("create temp table kept (robot_id text, spool_epoch text, episode integer)")
         db.executemany("insert into kept values (?, ?, ?)", sorted(keep))
         db.execute("delete from chunks where (robot_id, spool_epoch, episode) not in (select * from kept)")
-        if db.execute("select 1 from sqlite_master where name = 'adapters'").fetchone():  # made at a first upload
+        if _has_adapters(db):
             db.execute("delete from adapters where received >= ?", (min(later, default=float("inf")),))
+        with_adapter = sorted(r for (r,) in db.execute("select distinct robot_id from adapters")) \
+            if _has_adapters(db) else []
         kept = dict(db.execute("select robot_id, count(*) from chunks group by robot_id").fetchall())
         found = dict(db.execute("select robot_id, count(distinct spool_epoch || '/' || episode) from chunks "
                                 "group by robot_id").fetchall())
@@ -94,14 +109,22 @@ def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int]) 
     short = {r: n for r, n in stored_episodes_of.items() if found.get(r, 0) < n}
     if short:
         raise RuntimeError(f"the store holds fewer episodes than round 1 learned from: {short}")
+    if with_adapter != sorted(adapters_uploaded):
+        raise RuntimeError(f"the copy keeps adapters of {with_adapter}, round 1 learned with those of "
+                           f"{sorted(adapters_uploaded)}")
     return kept
+
+
+def _has_adapters(db: sqlite3.Connection) -> bool:
+    """Whether the store has its adapters table (made at a first upload)."""
+    return db.execute("select 1 from sqlite_master where name = 'adapters'").fetchone() is not None
 
 
 def drop_adapters(storage: Path) -> None:
     """Delete every stored adapter from the store at ``storage`` (the learner then applies none)."""
-    db = sqlite3.connect(storage / "experience.sqlite")
+    db = sqlite3.connect(storage / STORE_FILE)
     with db:
-        if db.execute("select 1 from sqlite_master where name = 'adapters'").fetchone():
+        if _has_adapters(db):
             db.execute("delete from adapters")
     db.close()
 
@@ -117,18 +140,19 @@ def arm_trunk(storage: Path, out: Path, types: list[str], overrides: list[str]) 
     return policy, time.perf_counter() - t0
 
 
-ROUND_SETTINGS = ("updates=120", "sim_fraction=0.125")  # the round ARMS' fixed sizes are cut from (105 + 15 slots)
+ROUND_SLOTS = (105, 15)  # fleet and sim slots of the round the ARMS' fixed sizes are cut from (updates=120 at 0.125)
 
 
 def check_round_settings(run_args: dict[str, Any]) -> None:
-    """Refuse a run whose round had other sizes than ``ROUND_SETTINGS``: ``fleet_only`` and ``sim_half`` would not
-    keep its 105 fleet / 15 sim slots."""
-    got = overrides([f"updates={run_args['updates']}"], run_args["learn"])
-    settings = {o.split("=", 1)[0]: o for o in got}
-    wrong = [want for want in ROUND_SETTINGS if settings.get(want.split("=", 1)[0]) != want]
-    if wrong:
-        raise ValueError(f"the run's round must have {', '.join(ROUND_SETTINGS)} (the arms' sizes are cut from it); "
-                         f"it has {', '.join(settings.get(w.split('=', 1)[0], 'nothing') for w in wrong)}")
+    """Refuse a run whose round (its config composed as ``fleet-learn`` composed it, defaults included) did not
+    have ``ROUND_SLOTS`` fleet and sim slots: ``fleet_only`` and ``sim_half`` would not keep them."""
+    cfg = learn_config(Path("storage"), Path("out"), run_args["types"],
+                       overrides([f"updates={run_args['updates']}"], run_args["learn"]))
+    sims = sim_iterations(cfg)
+    if (cfg.updates - sims, sims) != ROUND_SLOTS:
+        raise ValueError(f"the run's round must have {ROUND_SLOTS[0]} fleet and {ROUND_SLOTS[1]} sim slots (the arms' "
+                         f"sizes are cut from it); it had {cfg.updates - sims} and {sims} (updates={cfg.updates}, "
+                         f"sim_fraction={cfg.sim_fraction})")
 
 
 def overrides(*groups: list[str]) -> list[str]:
@@ -167,7 +191,9 @@ def main() -> None:
     if run["pretrain"].get("weights_sha256", digest) != digest:
         raise RuntimeError(f"{v1_path} is not the v1 {args.result} started from")
     storage = work / "store"
-    kept = round_one_storage(Path(ra["workdir"]) / "run" / "hub", storage, run["rounds"][0]["stored_episodes"])
+    first = run["rounds"][0]
+    kept = round_one_storage(Path(ra["workdir"]) / "run" / "hub", storage, first["stored_episodes"],
+                             first["adapters_uploaded"])
     bare = work / "store_bare"
     shutil.rmtree(bare, ignore_errors=True)
     shutil.copytree(storage, bare)

@@ -98,6 +98,21 @@ class SegmentFiles:
         self._fds.clear()
 
 
+def take_writer_lock(directory: str | Path) -> int:
+    """Take ``directory``'s exclusive writer lock (a non-blocking ``flock`` on its ``LOCK_FILE``) and return the
+    open descriptor that holds it until closed: SegmentLockedError while another process (a hub) holds it."""
+    fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:  # BlockingIOError: held; anything else (ENOLCK on NFS): no lock either
+        os.close(fd)
+        if not isinstance(exc, BlockingIOError):
+            raise
+        raise SegmentLockedError(f"{directory} is open for writing by another store (a second hub on the "
+                                 "same storage_dir?)") from None
+    return fd
+
+
 class SegmentWriter:
     """Appends commit groups to the newest segment (one ``fdatasync`` per group); the one writer of a directory,
     held by an exclusive ``flock`` taken at construction, before anything else is touched (a second hub on the
@@ -109,16 +124,7 @@ class SegmentWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         if created:
             fsync_dir(self.directory.parent)
-        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:  # BlockingIOError: held; anything else (ENOLCK on NFS): no lock either
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            if not isinstance(exc, BlockingIOError):
-                raise
-            raise SegmentLockedError(f"{self.directory} is open for writing by another store (a second hub on the "
-                                     "same storage_dir?)") from None
+        self._lock_fd = take_writer_lock(self.directory)
         self.truncated_bytes = 0  # unreferenced bytes cut off the newest segment at open
         self._fd, self.segment, self.end = -1, 0, 0
 

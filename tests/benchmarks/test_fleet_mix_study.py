@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_mix_study import check_round_settings, overrides, round_one_storage  # noqa: E402
+from fleet_mix_study import check_round_settings, drop_adapters, overrides, round_one_storage  # noqa: E402
 
-from fleet.store import STORE_FILE  # noqa: E402
+from fleet.segments import SegmentLockedError  # noqa: E402
+from fleet.store import STORE_FILE, ExperienceStore  # noqa: E402
 from shared_policy.config import PolicyConfig  # noqa: E402
 from shared_policy.policy import FleetPolicy  # noqa: E402
 from tests.fleet.chunks import agent_record  # noqa: E402
@@ -40,8 +41,8 @@ def _rows(storage: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-@pytest.mark.timeout(60)
-def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path):
+def _two_rounds(tmp_path: Path) -> Path:
+    """Robot a: 2 episodes and an adapter in round 1, then 2 more and another adapter; robot b: 2, then 1 more."""
     rng = np.random.default_rng(0)
     src = tmp_path / "hub"
     policy = FleetPolicy(PolicyConfig(latent_dim=16, trunk_hidden=[16], stem_hidden=[16], critic_hidden=[16]),
@@ -51,7 +52,13 @@ def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path)
     time.sleep(0.01)  # later rows carry a later store time
     store_records(src, _episodes(rng, "a", range(2, 4), 4) + _episodes(rng, "b", range(2, 3), 4))
     upload_adapter(src, "a", unit_adapter(policy, 2), 2, 1)  # after round 1's episodes
-    kept = round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})
+    return src
+
+
+@pytest.mark.timeout(60)
+def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path):
+    src = _two_rounds(tmp_path)
+    kept = round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
     assert kept == {"a": 4, "b": 4}
     dst = tmp_path / "copy"
     assert _rows(dst, "select robot_id, max(episode) from chunks group by robot_id order by 1") == [("a", 1), ("b", 1)]
@@ -60,10 +67,46 @@ def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path)
 
 
 @pytest.mark.timeout(60)
+def test_round_one_copy_refuses_adapters_other_than_the_rounds_record(tmp_path):
+    src = _two_rounds(tmp_path)
+    with pytest.raises(RuntimeError, match="adapters of \\['a'\\], round 1 learned with those of \\['a', 'b'\\]"):
+        round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a", "b"])
+
+
+@pytest.mark.timeout(60)
+def test_round_one_copy_refuses_a_store_a_hub_still_writes(tmp_path):
+    src = _two_rounds(tmp_path)
+    live = ExperienceStore(src / STORE_FILE)  # holds the writer lock, as a running hub's store does
+    try:
+        with pytest.raises(SegmentLockedError):
+            round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
+    finally:
+        live.close()
+    assert not (tmp_path / "copy").exists()
+    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])  # and taken once the hub has stopped
+
+
+def test_round_one_copy_refuses_a_work_dir_inside_the_source(tmp_path):
+    with pytest.raises(ValueError, match="must not contain one another"):
+        round_one_storage(tmp_path / "hub", tmp_path / "hub" / "study", {"a": 1}, [])
+    with pytest.raises(ValueError, match="must not contain one another"):
+        round_one_storage(tmp_path / "w" / "hub", tmp_path / "w", {"a": 1}, [])
+
+
+@pytest.mark.timeout(60)
+def test_the_bare_arms_store_keeps_every_chunk_and_no_adapter(tmp_path):
+    src = _two_rounds(tmp_path)
+    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
+    drop_adapters(tmp_path / "copy")
+    assert _rows(tmp_path / "copy", "select count(*) from adapters") == [(0,)]
+    assert _rows(tmp_path / "copy", "select count(*) from chunks") == [(8,)]
+
+
+@pytest.mark.timeout(60)
 def test_round_one_copy_refuses_a_store_with_fewer_episodes_than_the_round_counted(tmp_path):
     store_records(tmp_path / "hub", _episodes(np.random.default_rng(0), "a", range(2), 0))
     with pytest.raises(RuntimeError, match="fewer episodes"):
-        round_one_storage(tmp_path / "hub", tmp_path / "copy", {"a": 3})
+        round_one_storage(tmp_path / "hub", tmp_path / "copy", {"a": 3}, [])
 
 
 def test_an_arm_override_replaces_the_runs_value_of_the_same_key():
@@ -73,8 +116,12 @@ def test_an_arm_override_replaces_the_runs_value_of_the_same_key():
 
 
 def test_a_run_whose_round_had_other_sizes_is_refused_as_the_arms_would_not_keep_its_slots():
-    check_round_settings({"updates": 120, "learn": ["sim.seed=0", "sim_fraction=0.125"]})
-    with pytest.raises(ValueError, match="sim_fraction=0.25"):
-        check_round_settings({"updates": 120, "learn": ["sim_fraction=0.25"]})
+    types = ["cartpole", "cartpole_pivot"]
+    check_round_settings({"types": types, "updates": 120, "learn": ["sim.seed=0", "sim_fraction=0.125"]})
+    check_round_settings({"types": types, "updates": 120, "learn": ["sim_fraction=0.1250"]})  # the same value
+    with pytest.raises(ValueError, match="it had 90 and 30"):
+        check_round_settings({"types": types, "updates": 120, "learn": ["sim_fraction=0.25"]})
+    with pytest.raises(ValueError, match="it had 90 and 30"):  # the config's default fraction, 0.25
+        check_round_settings({"types": types, "updates": 120, "learn": []})
     with pytest.raises(ValueError, match="updates=60"):
-        check_round_settings({"updates": 60, "learn": ["sim_fraction=0.125"]})
+        check_round_settings({"types": types, "updates": 60, "learn": ["sim_fraction=0.125"]})

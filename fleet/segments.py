@@ -98,6 +98,18 @@ class SegmentFiles:
         self._fds.clear()
 
 
+def drop_cached_pages(fd: int) -> None:
+    """Ask the kernel to evict a full, fdatasynced segment's pages from the page cache (a hint: it never loses a
+    byte, and dirty pages are only written back). The hub writes each record once and its exporter reads it
+    within seconds, so a full segment's pages rarely serve a read; left cached, the cache grows with the store,
+    and on this machine's VM every write past a few GB of it cost ~7x the kernel time (64 KiB appends: ~25 us
+    each with full segments dropped, ~200 us without; BENCHMARKS.md, hub). Readers cache what they read."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as exc:  # a hint: a file system that refuses it costs speed, not data
+        log.debug("posix_fadvise(DONTNEED) on a full segment: %s", exc)
+
+
 def take_writer_lock(directory: str | Path) -> int:
     """Take ``directory``'s exclusive writer lock (a non-blocking ``flock`` on its ``LOCK_FILE``) and return the
     open descriptor that holds it until closed: SegmentLockedError while another process (a hub) holds it."""
@@ -167,6 +179,7 @@ class SegmentWriter:
         On an error nothing written may be referenced: the space is skipped (never rewritten: a commit that
         failed may still have reached the disk) and OSError raised."""
         if self.end >= self.segment_bytes:
+            drop_cached_pages(self._fd)
             os.close(self._fd)
             self._fd = -1
             self.segment, self.end = self.segment + 1, 0

@@ -69,3 +69,16 @@ def test_hub_ingest_ratio_is_the_median_of_each_rounds_own_ratio():
     runs["raw_64k_curve_1"][2]["mbps"] = 0.0  # a round whose raw peer acked nothing has no ratio
     ratios, per_round, _ = paired_ratios(runs, med)
     assert per_round["64k_curve_1"] == pytest.approx([0.6, 0.5]) and ratios["64k_curve_1"] == pytest.approx(0.55)
+
+
+@pytest.mark.timeout(120)
+def test_hub_store_growth_keep_arm_writes_every_chunk_and_gives_the_store_its_page_dropping_back(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their neighbours
+    import hub_store_growth
+
+    import fleet.segments
+    store_behaviour = fleet.segments.drop_cached_pages
+    res = hub_store_growth.run_arm("keep", tmp_path, chunks=40, seed=0, slice_chunks=8)
+    assert fleet.segments.drop_cached_pages is store_behaviour
+    assert len(res["slices"]) == 5 and res["late"]["wall_us"] > 0
+    assert not (tmp_path / "keep").exists()

@@ -224,6 +224,39 @@ def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, r
         assert [r.record for r in store.read_since(0, limit=100)] == recs
 
 
+def _resident_pages(path: Path) -> int:
+    """How many of ``path``'s pages are in the page cache (mincore(2) on a private map: no page is read in)."""
+    import ctypes
+    import mmap
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        vec = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
+        view = ctypes.c_char.from_buffer(m)
+        rc = ctypes.CDLL(None, use_errno=True).mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size), vec)
+        del view
+        assert rc == 0, os.strerror(ctypes.get_errno())
+        return sum(b & 1 for b in vec)
+    finally:
+        m.close()
+
+
+def test_a_full_segment_leaves_the_page_cache_and_still_reads_back(tmp_path, rng, monkeypatch):
+    import fleet.segments
+    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (40_000,))
+    path = tmp_path / "s.sqlite"
+    recs = [agent_record(rng, "unit-0", seq, steps=50) for seq in range(40)]
+    with ExperienceStore(path) as store:
+        for k in range(0, len(recs), 4):
+            store.put_many(recs[k:k + 4])
+        *full, newest = sorted(path.with_suffix(".segments").glob("*.seg"))
+        assert len(full) >= 3
+        assert [_resident_pages(f) for f in full] == [0] * len(full)  # written once, durable: evicted
+        assert _resident_pages(newest) > 0  # still being appended to: left alone
+        assert [r.record for r in store.read_since(0, limit=100)] == recs
+
+
 def test_a_chunk_twice_in_one_group_is_stored_once(tmp_path, rng):
     rec = agent_record(rng, "unit-0", 0)
     with ExperienceStore(tmp_path / "s.sqlite") as store:

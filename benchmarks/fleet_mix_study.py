@@ -50,6 +50,7 @@ from result_record import write_result  # beside this script
 
 from fleet.episode_log import stored_episodes
 from fleet.learner_app import EXIT_OK, run_learn, weights_digest
+from fleet.learner_inputs import fleet_adapters
 from fleet.segments import LOCK_FILE as SEGMENT_LOCK
 from fleet.segments import take_writer_lock
 from fleet.store import STORE_FILE, segments_dir
@@ -71,18 +72,18 @@ FAST = ["gate.episodes=8", "gate.tolerance=0.99", "publish=false", "rebase.steps
 CONTROL = "sim_control"
 
 
-def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int],
-                      adapters_uploaded: list[str]) -> dict[str, int]:
+def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int]) -> dict[str, int]:
     """A copy of the hub's storage ``src`` at ``dst`` holding only round 1's experience: each robot's first
     ``stored_episodes_of[robot]`` complete episodes (by arrival, as the round counted them), the adapters uploaded
     before any later complete episode began (the units idle while the round learns), and no unit holds. The copy
-    is taken under the store's writer lock (a hub still running on ``src`` is refused, not copied torn), and the
-    robots left with an adapter must be ``adapters_uploaded`` (the round's own record). Returns the chunks kept
-    per robot."""
-    if dst.resolve().is_relative_to(src.resolve()) or src.resolve().is_relative_to(dst.resolve()):
-        raise ValueError(f"the study's copy {dst} and the run's storage {src} must not contain one another")
+    is taken under the store's writer lock: a hub still running on ``src`` is refused, not copied torn. Returns
+    the chunks kept per robot."""
+    refuse_nested(src, dst)
+    segments = segments_dir(src / STORE_FILE)
+    if not segments.is_dir():
+        raise RuntimeError(f"{src} holds no hub store with segments ({segments} is missing)")
     shutil.rmtree(dst, ignore_errors=True)
-    lock = take_writer_lock(segments_dir(src / STORE_FILE))
+    lock = take_writer_lock(segments)
     try:
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns(SEGMENT_LOCK, "parquet"))
     finally:
@@ -100,8 +101,6 @@ def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int],
         db.execute("delete from chunks where (robot_id, spool_epoch, episode) not in (select * from kept)")
         if _has_adapters(db):
             db.execute("delete from adapters where received >= ?", (min(later, default=float("inf")),))
-        with_adapter = sorted(r for (r,) in db.execute("select distinct robot_id from adapters")) \
-            if _has_adapters(db) else []
         kept = dict(db.execute("select robot_id, count(*) from chunks group by robot_id").fetchall())
         found = dict(db.execute("select robot_id, count(distinct spool_epoch || '/' || episode) from chunks "
                                 "group by robot_id").fetchall())
@@ -109,10 +108,22 @@ def round_one_storage(src: Path, dst: Path, stored_episodes_of: dict[str, int],
     short = {r: n for r, n in stored_episodes_of.items() if found.get(r, 0) < n}
     if short:
         raise RuntimeError(f"the store holds fewer episodes than round 1 learned from: {short}")
-    if with_adapter != sorted(adapters_uploaded):
-        raise RuntimeError(f"the copy keeps adapters of {with_adapter}, round 1 learned with those of "
-                           f"{sorted(adapters_uploaded)}")
     return kept
+
+
+def refuse_nested(src: Path, dst: Path) -> None:
+    """Refuse a study directory ``dst`` inside the run's storage ``src``, or containing it (it is deleted)."""
+    if dst.resolve().is_relative_to(src.resolve()) or src.resolve().is_relative_to(dst.resolve()):
+        raise ValueError(f"the study's {dst} and the run's storage {src} must not contain one another")
+
+
+def check_round_adapters(storage: Path, v1: FleetPolicy, trunk_version: int, adapters_uploaded: list[str]) -> None:
+    """Refuse a copy whose adapters for ``trunk_version`` are not those round 1 learned with: the robots of the
+    round's ``adapters_uploaded``, found as ``fleet_round.py`` found them (``fleet_adapters``)."""
+    got, _ = fleet_adapters(storage, v1, trunk_version)
+    if sorted(got) != sorted(adapters_uploaded):
+        raise RuntimeError(f"the copy keeps adapters of {sorted(got)}, round 1 learned with those of "
+                           f"{sorted(adapters_uploaded)}")
 
 
 def _has_adapters(db: sqlite3.Connection) -> bool:
@@ -190,10 +201,10 @@ def main() -> None:
     digest = weights_digest(v1)
     if run["pretrain"].get("weights_sha256", digest) != digest:
         raise RuntimeError(f"{v1_path} is not the v1 {args.result} started from")
-    storage = work / "store"
-    first = run["rounds"][0]
-    kept = round_one_storage(Path(ra["workdir"]) / "run" / "hub", storage, first["stored_episodes"],
-                             first["adapters_uploaded"])
+    storage, source, first = work / "store", Path(ra["workdir"]) / "run" / "hub", run["rounds"][0]
+    refuse_nested(source, work)
+    kept = round_one_storage(source, storage, first["stored_episodes"])
+    check_round_adapters(storage, v1, first["trunk"], first["adapters_uploaded"])
     bare = work / "store_bare"
     shutil.rmtree(bare, ignore_errors=True)
     shutil.copytree(storage, bare)

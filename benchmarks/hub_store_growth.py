@@ -1,23 +1,25 @@
 """Hub store over a long run: the CPU each 64 KiB chunk costs as the store grows to several GB.
 
-A hub runs for days, and the ingest benchmark's cells last seconds on a fresh store. On this machine (a VM),
-appending to files got ~7x dearer in kernel time once a few GB of them sat in the page cache (a plain file,
-64 KiB appends with an fdatasync per 512: ~25 us each while the cache stays small, ~200 us past ~2.5 GB). So the
-store drops each full, durable segment from the page cache (``fleet.segments.drop_cached_pages``). This script
-writes ``--gb`` GB through a ``GroupWriter`` (groups of 512, 1024 chunks in flight, chunk ids of 128 robots
+A hub runs for days, and the ingest benchmark's cells last seconds on a fresh store. On this machine (a VM), a
+writer's kernel time per append grew several-fold once a few GB of written segments sat in the page cache. So the
+store drops each full segment from the page cache (``fleet.segments.drop_cached_pages``). This script writes
+``--gb`` GB through a ``GroupWriter`` (groups of 512, 1024 chunks in flight, chunk ids of 128 robots
 interleaved) on a fresh store per arm:
 
 - ``drop``: the store as it is;
 - ``keep``: the same with full segments left in the page cache (the store before the change).
 
-Arms alternate over ``--rounds`` (drop first in even rounds). Per arm and round: the process's user and system
-CPU per chunk (the producer's record encoding is the same in both arms) in the first fifth and the last two
-fifths of the run, and wall time per chunk; medians over rounds are reported.
+Arms alternate over ``--rounds`` (drop first in even rounds). Per arm and round: the whole process's user and
+system CPU per chunk (the producer's record encoding, ~150 us of user time per chunk, is the same in both arms,
+so the ratio understates the writer's own) and wall time per chunk, over the first 20% of the run (``early``)
+and from 60% of it on (``late``); medians over rounds are reported. The machine's memory is recorded with
+them: where the cache turns dear depends on it.
 
     python benchmarks/hub_store_growth.py --gb 5 --rounds 2
 
-Last line, e.g. ``hub_store_growth late_cpu_us_drop=180 late_cpu_us_keep=390 late_keep_vs_drop=2.2
-early_cpu_us_drop=175 early_cpu_us_keep=178 gb=5``.
+Last line, e.g. ``hub_store_growth late_cpu_us_drop=277 late_cpu_us_keep=515 late_keep_vs_drop=1.86
+late_sys_us_drop=93 late_sys_us_keep=318 early_cpu_us_drop=278 early_cpu_us_keep=267 late_wall_us_drop=259
+late_wall_us_keep=499 gb=4.8``.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def write_store(path: Path, chunks: int, seed: int, slice_chunks: int = SLICE) -
 
 
 def phase(slices: list[dict[str, float]], lo: float, hi: float) -> dict[str, float]:
-    """Mean per-chunk figures over the slices from fraction ``lo`` to ``hi`` of the run."""
+    """Mean per-chunk figures over the slices from fraction ``lo`` to ``hi`` of the run (whole slices, at least
+    one)."""
     part = slices[int(len(slices) * lo):max(int(len(slices) * hi), int(len(slices) * lo) + 1)]
     out = {k: float(np.mean([s[k] for s in part])) for k in ("user_us", "sys_us", "wall_us")}
     out["cpu_us"] = out["user_us"] + out["sys_us"]
@@ -103,6 +106,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/hub_store_growth.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub_store_growth_", dir=args.dir))
+    if fs_type(work) == "tmpfs":  # its pages are the storage: nothing to drop, and fsync is free
+        shutil.rmtree(work)
+        raise SystemExit(f"{work.parent} is tmpfs: give --dir on a disk")
+    mem_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
     chunks = max(int(args.gb * 1e9 / CHUNK) // SLICE, 5) * SLICE
     runs: dict[str, list[dict[str, object]]] = {"drop": [], "keep": []}
     try:
@@ -124,10 +131,11 @@ def main() -> None:
            for key in ("cpu_us", "sys_us", "wall_us")}
     line = (f"hub_store_growth late_cpu_us_drop={fig['late_cpu_us_drop']:.0f} late_cpu_us_keep={fig['late_cpu_us_keep']:.0f} "
             f"late_keep_vs_drop={fig['late_cpu_us_keep'] / fig['late_cpu_us_drop']:.2f} "
+            f"late_sys_us_drop={fig['late_sys_us_drop']:.0f} late_sys_us_keep={fig['late_sys_us_keep']:.0f} "
             f"early_cpu_us_drop={fig['early_cpu_us_drop']:.0f} early_cpu_us_keep={fig['early_cpu_us_keep']:.0f} "
             f"late_wall_us_drop={fig['late_wall_us_drop']:.0f} late_wall_us_keep={fig['late_wall_us_keep']:.0f} "
             f"gb={chunks * CHUNK / 1e9:.1f}")
-    write_result(args.out, line, {"args": vars(args), "fs": fs_type(work.parent), "chunks": chunks,
+    write_result(args.out, line, {"args": vars(args), "fs": fs_type(work.parent), "mem_gb": mem_gb, "chunks": chunks,
                                   "chunk_bytes": CHUNK, "robots": ROBOTS, "figures": fig, "runs": runs})
 
 

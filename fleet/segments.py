@@ -99,11 +99,13 @@ class SegmentFiles:
 
 
 def drop_cached_pages(fd: int) -> None:
-    """Ask the kernel to evict a full, fdatasynced segment's pages from the page cache (a hint: it never loses a
-    byte, and dirty pages are only written back). The hub writes each record once and its exporter reads it
-    within seconds, so a full segment's pages rarely serve a read; left cached, the cache grows with the store,
-    and on this machine's VM every write past a few GB of it cost ~7x the kernel time (64 KiB appends: ~25 us
-    each with full segments dropped, ~200 us without; BENCHMARKS.md, hub). Readers cache what they read."""
+    """Ask the kernel to evict a full segment's pages from the page cache: a hint that never loses a byte (clean
+    pages go; dirty ones, say of a last append that failed before its fdatasync, are only queued for writeback).
+    The hub writes each record once and its exporter normally reads it soon after, so a full segment's pages
+    rarely serve a read, while left cached the cache grows with the store. On this machine's VM that made every
+    later append dearer: past ~3 GB written, the writer's kernel time per 64 KiB chunk was 318 us against 93 us
+    with full segments dropped (``benchmarks/hub_store_growth.py``, BENCHMARKS.md, hub). A reader of an evicted
+    segment (a lagging exporter, a learner's replay) reads it from disk."""
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except OSError as exc:  # a hint: a file system that refuses it costs speed, not data

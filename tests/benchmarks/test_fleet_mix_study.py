@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_mix_study import check_round_settings, drop_adapters, overrides, round_one_storage  # noqa: E402
+from fleet_mix_study import (  # noqa: E402
+    check_round_adapters,
+    check_round_settings,
+    drop_adapters,
+    overrides,
+    round_one_storage,
+)
 
 from fleet.segments import SegmentLockedError  # noqa: E402
 from fleet.store import STORE_FILE, ExperienceStore  # noqa: E402
@@ -41,13 +47,22 @@ def _rows(storage: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def _two_rounds(tmp_path: Path) -> Path:
-    """Robot a: 2 episodes and an adapter in round 1, then 2 more and another adapter; robot b: 2, then 1 more."""
+def _policy() -> FleetPolicy:
+    return FleetPolicy(PolicyConfig(latent_dim=16, trunk_hidden=[16], stem_hidden=[16], critic_hidden=[16]),
+                       {"cartpole": cartpole_spec()})
+
+
+def _two_rounds(tmp_path: Path, cut_episode: bool = False) -> Path:
+    """Robot a: 2 episodes and an adapter in round 1, then 2 more and another adapter; robot b: 2, then 1 more.
+    ``cut_episode``: b also sends the first chunk of an episode it never ends, before a's round-1 upload."""
     rng = np.random.default_rng(0)
     src = tmp_path / "hub"
-    policy = FleetPolicy(PolicyConfig(latent_dim=16, trunk_hidden=[16], stem_hidden=[16], critic_hidden=[16]),
-                         {"cartpole": cartpole_spec()})
+    policy = _policy()
     store_records(src, _episodes(rng, "a", range(2), 0) + _episodes(rng, "b", range(2), 0))
+    if cut_episode:
+        time.sleep(0.01)
+        store_records(src, [agent_record(rng, "b", 100, episode=50, steps=8, episode_end=False)])
+    time.sleep(0.01)
     upload_adapter(src, "a", unit_adapter(policy, 1), 1, 1)  # uploaded in round 1
     time.sleep(0.01)  # later rows carry a later store time
     store_records(src, _episodes(rng, "a", range(2, 4), 4) + _episodes(rng, "b", range(2, 3), 4))
@@ -58,7 +73,7 @@ def _two_rounds(tmp_path: Path) -> Path:
 @pytest.mark.timeout(60)
 def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path):
     src = _two_rounds(tmp_path)
-    kept = round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
+    kept = round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})
     assert kept == {"a": 4, "b": 4}
     dst = tmp_path / "copy"
     assert _rows(dst, "select robot_id, max(episode) from chunks group by robot_id order by 1") == [("a", 1), ("b", 1)]
@@ -67,10 +82,18 @@ def test_round_one_copy_keeps_first_episodes_and_earlier_adapters_only(tmp_path)
 
 
 @pytest.mark.timeout(60)
-def test_round_one_copy_refuses_adapters_other_than_the_rounds_record(tmp_path):
-    src = _two_rounds(tmp_path)
+def test_the_copys_adapters_must_be_those_the_round_recorded(tmp_path):
+    round_one_storage(_two_rounds(tmp_path), tmp_path / "copy", {"a": 2, "b": 2})
+    check_round_adapters(tmp_path / "copy", _policy(), 1, ["a"])
     with pytest.raises(RuntimeError, match="adapters of \\['a'\\], round 1 learned with those of \\['a', 'b'\\]"):
-        round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a", "b"])
+        check_round_adapters(tmp_path / "copy", _policy(), 1, ["a", "b"])
+
+
+@pytest.mark.timeout(60)
+def test_an_episode_cut_during_round_one_does_not_drop_the_adapters_uploaded_after_it_began(tmp_path):
+    src = _two_rounds(tmp_path, cut_episode=True)
+    assert round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}) == {"a": 4, "b": 4}
+    assert _rows(tmp_path / "copy", "select robot_id, adapter_version from adapters") == [("a", 1)]
 
 
 @pytest.mark.timeout(60)
@@ -79,24 +102,27 @@ def test_round_one_copy_refuses_a_store_a_hub_still_writes(tmp_path):
     live = ExperienceStore(src / STORE_FILE)  # holds the writer lock, as a running hub's store does
     try:
         with pytest.raises(SegmentLockedError):
-            round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
+            round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})
     finally:
         live.close()
     assert not (tmp_path / "copy").exists()
-    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])  # and taken once the hub has stopped
+    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})  # and taken once the hub has stopped
 
 
-def test_round_one_copy_refuses_a_work_dir_inside_the_source(tmp_path):
+def test_round_one_copy_refuses_a_work_dir_inside_the_source_or_a_source_without_segments(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RuntimeError, match="no hub store with segments"):
+        round_one_storage(tmp_path / "plain", tmp_path / "copy", {"a": 1})
     with pytest.raises(ValueError, match="must not contain one another"):
-        round_one_storage(tmp_path / "hub", tmp_path / "hub" / "study", {"a": 1}, [])
+        round_one_storage(tmp_path / "hub", tmp_path / "hub" / "study", {"a": 1})
     with pytest.raises(ValueError, match="must not contain one another"):
-        round_one_storage(tmp_path / "w" / "hub", tmp_path / "w", {"a": 1}, [])
+        round_one_storage(tmp_path / "w" / "hub", tmp_path / "w", {"a": 1})
 
 
 @pytest.mark.timeout(60)
 def test_the_bare_arms_store_keeps_every_chunk_and_no_adapter(tmp_path):
     src = _two_rounds(tmp_path)
-    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}, ["a"])
+    round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2})
     drop_adapters(tmp_path / "copy")
     assert _rows(tmp_path / "copy", "select count(*) from adapters") == [(0,)]
     assert _rows(tmp_path / "copy", "select count(*) from chunks") == [(8,)]
@@ -106,7 +132,7 @@ def test_the_bare_arms_store_keeps_every_chunk_and_no_adapter(tmp_path):
 def test_round_one_copy_refuses_a_store_with_fewer_episodes_than_the_round_counted(tmp_path):
     store_records(tmp_path / "hub", _episodes(np.random.default_rng(0), "a", range(2), 0))
     with pytest.raises(RuntimeError, match="fewer episodes"):
-        round_one_storage(tmp_path / "hub", tmp_path / "copy", {"a": 3}, [])
+        round_one_storage(tmp_path / "hub", tmp_path / "copy", {"a": 3})
 
 
 def test_an_arm_override_replaces_the_runs_value_of_the_same_key():

@@ -72,13 +72,19 @@ def test_hub_ingest_ratio_is_the_median_of_each_rounds_own_ratio():
 
 
 @pytest.mark.timeout(120)
-def test_hub_store_growth_keep_arm_writes_every_chunk_and_gives_the_store_its_page_dropping_back(tmp_path):
+def test_hub_store_growth_drops_full_segments_in_its_drop_arm_only_and_restores_the_store(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their neighbours
     import hub_store_growth
 
     import fleet.segments
+    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (200_000,))  # full after a group of 3 chunks or more
+    dropped: list[int] = []
     store_behaviour = fleet.segments.drop_cached_pages
-    res = hub_store_growth.run_arm("keep", tmp_path, chunks=40, seed=0, slice_chunks=8)
-    assert fleet.segments.drop_cached_pages is store_behaviour
-    assert len(res["slices"]) == 5 and res["late"]["wall_us"] > 0
-    assert not (tmp_path / "keep").exists()
+    monkeypatch.setattr(fleet.segments, "drop_cached_pages", lambda fd: dropped.append(fd) or store_behaviour(fd))
+    counting = fleet.segments.drop_cached_pages
+    res = hub_store_growth.run_arm("drop", tmp_path, chunks=40, seed=0, slice_chunks=8)
+    assert dropped and len(res["slices"]) == 5 and res["late"]["wall_us"] > 0
+    dropped.clear()
+    hub_store_growth.run_arm("keep", tmp_path, chunks=40, seed=0, slice_chunks=8)
+    assert dropped == [] and fleet.segments.drop_cached_pages is counting  # kept, then given back
+    assert not (tmp_path / "keep").exists() and not (tmp_path / "drop").exists()

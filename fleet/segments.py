@@ -103,9 +103,9 @@ def drop_cached_pages(fd: int) -> None:
     pages go; dirty ones, say of a last append that failed before its fdatasync, are only queued for writeback).
     The hub writes each record once and its exporter normally reads it soon after, so a full segment's pages
     rarely serve a read, while left cached the cache grows with the store. On this machine's VM that made every
-    later append dearer: past ~3 GB written, the writer's kernel time per 64 KiB chunk was 318 us against 93 us
-    with full segments dropped (``benchmarks/hub_store_growth.py``, BENCHMARKS.md, hub). A reader of an evicted
-    segment (a lagging exporter, a learner's replay) reads it from disk."""
+    later append dearer: past ~3 GB written, several times the kernel time per 64 KiB chunk
+    (``benchmarks/hub_store_growth.py``; its figures in BENCHMARKS.md, hub). A reader of an evicted segment (a
+    lagging exporter, a learner's replay) reads it from disk."""
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except OSError as exc:  # a hint: a file system that refuses it costs speed, not data

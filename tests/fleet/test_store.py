@@ -210,15 +210,22 @@ def test_a_second_writer_on_the_same_store_is_refused_and_readers_are_not(tmp_pa
         ExperienceStore(tmp_path / "none.sqlite", read_only=True)
 
 
-def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, rng, monkeypatch):
+def _store_in_small_segments(path: Path, rng, monkeypatch) -> tuple[ExperienceStore, list[bytes]]:
+    """An open store at ``path`` whose segments roll over every 40 kB, holding 40 records put 4 to a group."""
     import fleet.segments
     monkeypatch.setattr(fleet.segments, "SEGMENT_BYTES", 40_000)
     monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (40_000,))
-    path = tmp_path / "s.sqlite"
     recs = [agent_record(rng, "unit-0", seq, steps=50) for seq in range(40)]
-    with ExperienceStore(path) as store:
-        for k in range(0, len(recs), 4):
-            store.put_many(recs[k:k + 4])
+    store = ExperienceStore(path)
+    for k in range(0, len(recs), 4):
+        store.put_many(recs[k:k + 4])
+    return store, recs
+
+
+def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, rng, monkeypatch):
+    path = tmp_path / "s.sqlite"
+    store, recs = _store_in_small_segments(path, rng, monkeypatch)
+    store.close()
     assert len(list(path.with_suffix(".segments").glob("*.seg"))) > 3
     with ExperienceStore(path) as store:
         assert [r.record for r in store.read_since(0, limit=100)] == recs
@@ -243,7 +250,6 @@ def _resident_pages(path: Path) -> int:
 
 
 def test_a_full_segment_leaves_the_page_cache_and_still_reads_back(tmp_path, rng, monkeypatch):
-    import fleet.segments
     probe = tmp_path / "probe"
     probe.write_bytes(b"x" * 65536)
     with open(probe, "rb") as f:
@@ -251,12 +257,9 @@ def test_a_full_segment_leaves_the_page_cache_and_still_reads_back(tmp_path, rng
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     if _resident_pages(probe):  # tmpfs: its pages are the storage, and nothing leaves
         pytest.skip(f"{tmp_path}'s file system keeps a clean file's pages after DONTNEED")
-    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (40_000,))
     path = tmp_path / "s.sqlite"
-    recs = [agent_record(rng, "unit-0", seq, steps=50) for seq in range(40)]
-    with ExperienceStore(path) as store:
-        for k in range(0, len(recs), 4):
-            store.put_many(recs[k:k + 4])
+    store, recs = _store_in_small_segments(path, rng, monkeypatch)
+    with store:
         *full, newest = sorted(path.with_suffix(".segments").glob("*.seg"))
         assert len(full) >= 3
         assert [_resident_pages(f) for f in full] == [0] * len(full)  # written once, durable: evicted

@@ -117,13 +117,21 @@ def refuse_nested(src: Path, dst: Path) -> None:
         raise ValueError(f"the study's {dst} and the run's storage {src} must not contain one another")
 
 
-def check_round_adapters(storage: Path, v1: FleetPolicy, trunk_version: int, adapters_uploaded: list[str]) -> None:
+def check_round_adapters(storage: Path, v1: FleetPolicy, trunk_version: int, adapters_uploaded: list[str],
+                         adapter_versions: dict[str, list[int]] | None = None) -> None:
     """Refuse a copy whose adapters for ``trunk_version`` are not those round 1 learned with: the robots of the
-    round's ``adapters_uploaded``, found as ``fleet_round.py`` found them (``fleet_adapters``)."""
-    got, _ = fleet_adapters(storage, v1, trunk_version)
+    round's ``adapters_uploaded``, found as ``fleet_round.py`` found them (``fleet_adapters``), and, where the run
+    recorded them (``adapter_versions``, since 2026-12-03), each robot's adapter version and the trunk version
+    it was trained on too."""
+    got, stored = fleet_adapters(storage, v1, trunk_version)
     if sorted(got) != sorted(adapters_uploaded):
         raise RuntimeError(f"the copy keeps adapters of {sorted(got)}, round 1 learned with those of "
                            f"{sorted(adapters_uploaded)}")
+    if adapter_versions is not None:
+        kept = {r: [rec.adapter_version, rec.trunk_version] for r, rec in stored.items()}
+        if kept != adapter_versions:
+            raise RuntimeError(f"the copy keeps adapter versions {dict(sorted(kept.items()))}, round 1 learned with "
+                               f"{dict(sorted(adapter_versions.items()))}")
 
 
 def _has_adapters(db: sqlite3.Connection) -> bool:
@@ -204,7 +212,7 @@ def main() -> None:
     storage, source, first = work / "store", Path(ra["workdir"]) / "run" / "hub", run["rounds"][0]
     refuse_nested(source, work)
     kept = round_one_storage(source, storage, first["stored_episodes"])
-    check_round_adapters(storage, v1, first["trunk"], first["adapters_uploaded"])
+    check_round_adapters(storage, v1, first["trunk"], first["adapters_uploaded"], first.get("adapter_versions"))
     bare = work / "store_bare"
     shutil.rmtree(bare, ignore_errors=True)
     shutil.copytree(storage, bare)
@@ -242,7 +250,9 @@ def main() -> None:
     write_result(out, line, {"args": vars(args), "run": {"result": args.result, "commit": run.get("commit"),
                                                          "args": ra, "v1_sha256": digest}, "kept_chunks": kept,
                              "arms": {a: ARMS.get(a, []) for a in args.arms}, "fast": FAST,
-                             "learn_seconds": seconds, "units": rows, "results": results})
+                             "learn_seconds": seconds, "units": rows, "results": results,
+                             # two studies of one run can show they learned the same trunks
+                             "trunk_sha256": {name: weights_digest(p) for name, p in trunks.items()}})
 
 
 if __name__ == "__main__":

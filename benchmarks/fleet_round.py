@@ -242,7 +242,10 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
     cand, manifest = load_checkpoint(cand_path)
     cand_version = int(manifest["trunk_version"])
     row: dict[str, Any] = {"round": k, "trunk": version, "candidate": cand_version, "stored_episodes": stored,
-                           "adapters_uploaded": sorted(old), "learn_exit": code,
+                           "adapters_uploaded": sorted(old),
+                           "adapter_versions": {r: [all_records[r].adapter_version, all_records[r].trunk_version]
+                                                for r in sorted(old)},  # [adapter, the trunk it was trained on]
+                           "learn_exit": code,
                            "outcome": "gate_refused", "rollout": []}
     if code == EXIT_OK:
         with stage(f"round {k}: canary roll-out"):

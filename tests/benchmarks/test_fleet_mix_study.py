@@ -90,6 +90,15 @@ def test_the_copys_adapters_must_be_those_the_round_recorded(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_the_copys_adapter_versions_must_be_those_the_round_recorded(tmp_path):
+    round_one_storage(_two_rounds(tmp_path), tmp_path / "copy", {"a": 2, "b": 2})
+    check_round_adapters(tmp_path / "copy", _policy(), 1, ["a"], {"a": [1, 1]})
+    with pytest.raises(RuntimeError, match="adapter versions \\{'a': \\[1, 1\\]\\}, round 1 learned with "
+                                           "\\{'a': \\[2, 1\\]\\}"):
+        check_round_adapters(tmp_path / "copy", _policy(), 1, ["a"], {"a": [2, 1]})  # a later upload, same robot
+
+
+@pytest.mark.timeout(60)
 def test_an_episode_cut_during_round_one_does_not_drop_the_adapters_uploaded_after_it_began(tmp_path):
     src = _two_rounds(tmp_path, cut_episode=True)
     assert round_one_storage(src, tmp_path / "copy", {"a": 2, "b": 2}) == {"a": 4, "b": 4}

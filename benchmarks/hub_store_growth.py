@@ -2,24 +2,27 @@
 
 A hub runs for days, and the ingest benchmark's cells last seconds on a fresh store. On this machine (a VM), a
 writer's kernel time per append grew several-fold once a few GB of written segments sat in the page cache. So the
-store drops each full segment from the page cache (``fleet.segments.drop_cached_pages``). This script writes
-``--gb`` GB through a ``GroupWriter`` (groups of 512, 1024 chunks in flight, chunk ids of 128 robots
-interleaved) on a fresh store per arm:
+store drops each full segment from the page cache (``fleet.segments.drop_cached_pages``), and since 2026-12-03
+writes a group's whole blocks with O_DIRECT, past the cache (``store_direct_io``). This script writes ``--gb`` GB
+through a ``GroupWriter`` (groups of 512, 1024 chunks in flight, chunk ids of 128 robots interleaved) on a fresh
+store per arm:
 
-- ``drop``: the store as it is;
-- ``keep``: the same with full segments left in the page cache (the store before the change).
+- ``direct``: the store as it is (O_DIRECT whole blocks, full segments dropped);
+- ``cached``: every byte through the page cache, full segments dropped (``store_direct_io=false``; the store
+  of 2307b18);
+- ``keep``: through the page cache, full segments left in it (the store before fa143f6).
 
-Arms alternate over ``--rounds`` (drop first in even rounds). Per arm and round: the whole process's user and
-system CPU per chunk (the producer's record encoding, ~150 us of user time per chunk, is the same in both arms,
-so the ratio understates the writer's own) and wall time per chunk, over the first 20% of the run (``early``)
-and from 60% of it on (``late``); medians over rounds are reported. The machine's memory is recorded with
-them: where the cache turns dear depends on it.
+Arms rotate over ``--rounds``. Per arm and round: the whole process's user and system CPU per chunk (the
+producer's record encoding, ~150 us of user time per chunk, is the same in every arm, so the ratios understate
+the writer's own) and wall time per chunk, over the first 20% of the run (``early``) and from 60% of it on
+(``late``); medians over rounds are reported. The machine's memory is recorded with them: where the cache turns
+dear depends on it.
 
     python benchmarks/hub_store_growth.py --gb 5 --rounds 2
 
-Last line, e.g. ``hub_store_growth late_cpu_us_drop=277 late_cpu_us_keep=515 late_keep_vs_drop=1.86
-late_sys_us_drop=93 late_sys_us_keep=318 early_cpu_us_drop=278 early_cpu_us_keep=267 late_wall_us_drop=259
-late_wall_us_keep=499 gb=4.8``.
+Last line, e.g. ``hub_store_growth late_cpu_us_direct=160 late_cpu_us_cached=210 late_cpu_us_keep=390
+late_cached_vs_direct=1.31 late_keep_vs_cached=1.86 late_sys_us_direct=20 late_sys_us_cached=69
+late_sys_us_keep=247 early_cpu_us_direct=... late_wall_us_direct=... gb=4.8``.
 """
 
 from __future__ import annotations
@@ -47,12 +50,16 @@ ROBOTS = 128
 SLICE = 4096  # chunks per measured slice
 
 
-def write_store(path: Path, chunks: int, seed: int, slice_chunks: int = SLICE) -> list[dict[str, float]]:
+ARMS = {"direct": (True, True), "cached": (False, True), "keep": (False, False)}  # (direct_io, drop full segments)
+
+
+def write_store(path: Path, chunks: int, seed: int, slice_chunks: int = SLICE,
+                direct_io: bool = True) -> list[dict[str, float]]:
     """Write ``chunks`` records through a GroupWriter into a fresh store at ``path``; per slice of ``slice_chunks``
     chunks, the process's user / system CPU and wall microseconds per chunk."""
     obs = np.random.default_rng(seed).standard_normal((CHUNK - 900) // 4).astype(np.float32)
     seqs, inflight, slices = [0] * ROBOTS, deque(), []
-    with ExperienceStore(path) as store:
+    with ExperienceStore(path, direct_io=direct_io) as store:
         writer = GroupWriter(store, max_group=512, max_wait_s=0.001)
         t0, w0 = os.times(), time.perf_counter()
         for i in range(chunks):
@@ -87,11 +94,12 @@ def phase(slices: list[dict[str, float]], lo: float, hi: float) -> dict[str, flo
 
 def run_arm(arm: str, work: Path, chunks: int, seed: int, slice_chunks: int = SLICE) -> dict[str, object]:
     """One arm on a fresh store under ``work`` (deleted after)."""
+    direct_io, drop = ARMS[arm]
     keep = fleet.segments.drop_cached_pages
-    if arm == "keep":
+    if not drop:
         fleet.segments.drop_cached_pages = lambda fd: None  # the store before full segments were dropped
     try:
-        slices = write_store(work / arm / "experience.sqlite", chunks, seed, slice_chunks)
+        slices = write_store(work / arm / "experience.sqlite", chunks, seed, slice_chunks, direct_io)
     finally:
         fleet.segments.drop_cached_pages = keep
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -111,10 +119,11 @@ def main() -> None:
         raise SystemExit(f"{work.parent} is tmpfs: give --dir on a disk")
     mem_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
     chunks = max(int(args.gb * 1e9 / CHUNK) // SLICE, 5) * SLICE
-    runs: dict[str, list[dict[str, object]]] = {"drop": [], "keep": []}
+    runs: dict[str, list[dict[str, object]]] = {arm: [] for arm in ARMS}
+    order = list(ARMS)
     try:
         for k in range(args.rounds):
-            for arm in (("drop", "keep") if k % 2 == 0 else ("keep", "drop")):
+            for arm in order[k % len(order):] + order[:k % len(order)]:  # each arm first in turn
                 res = run_arm(arm, work, chunks, seed=k)
                 runs[arm].append(res)
                 e, late = res["early"], res["late"]
@@ -129,12 +138,13 @@ def main() -> None:
 
     fig = {f"{when}_{key}_{arm}": median(arm, when, key) for arm in runs for when in ("early", "late")
            for key in ("cpu_us", "sys_us", "wall_us")}
-    line = (f"hub_store_growth late_cpu_us_drop={fig['late_cpu_us_drop']:.0f} late_cpu_us_keep={fig['late_cpu_us_keep']:.0f} "
-            f"late_keep_vs_drop={fig['late_cpu_us_keep'] / fig['late_cpu_us_drop']:.2f} "
-            f"late_sys_us_drop={fig['late_sys_us_drop']:.0f} late_sys_us_keep={fig['late_sys_us_keep']:.0f} "
-            f"early_cpu_us_drop={fig['early_cpu_us_drop']:.0f} early_cpu_us_keep={fig['early_cpu_us_keep']:.0f} "
-            f"late_wall_us_drop={fig['late_wall_us_drop']:.0f} late_wall_us_keep={fig['late_wall_us_keep']:.0f} "
-            f"gb={chunks * CHUNK / 1e9:.1f}")
+    line = " ".join(["hub_store_growth", *(f"late_cpu_us_{a}={fig[f'late_cpu_us_{a}']:.0f}" for a in ARMS),
+                     f"late_cached_vs_direct={fig['late_cpu_us_cached'] / fig['late_cpu_us_direct']:.2f}",
+                     f"late_keep_vs_cached={fig['late_cpu_us_keep'] / fig['late_cpu_us_cached']:.2f}",
+                     *(f"late_sys_us_{a}={fig[f'late_sys_us_{a}']:.0f}" for a in ARMS),
+                     *(f"early_cpu_us_{a}={fig[f'early_cpu_us_{a}']:.0f}" for a in ARMS),
+                     *(f"late_wall_us_{a}={fig[f'late_wall_us_{a}']:.0f}" for a in ARMS),
+                     f"gb={chunks * CHUNK / 1e9:.1f}"])
     write_result(args.out, line, {"args": vars(args), "fs": fs_type(work.parent), "mem_gb": mem_gb, "chunks": chunks,
                                   "chunk_bytes": CHUNK, "robots": ROBOTS, "figures": fig, "runs": runs})
 

@@ -85,7 +85,7 @@ class HubServer(HubTrunks):
         self.storage = Path(cfg.storage_dir)
         self.storage.mkdir(parents=True, exist_ok=True)
         self.watch = UnitWatch(cfg.rollout, self.storage)  # every robot after a promotion (fleet/unit_watch.py)
-        self.store = ExperienceStore(self.storage / STORE_FILE)  # first: a corrupt store stops the start unbound
+        self.store = ExperienceStore(self.storage / STORE_FILE, direct_io=cfg.store_direct_io)  # first: a corrupt store stops the start unbound
         adapter_store = AdapterStore(self.storage / STORE_FILE)  # robots' adapters: a table of the same file
         self.ctx = zmq.Context()
         self.security: HubSecurity | None = None

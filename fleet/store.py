@@ -194,10 +194,11 @@ class ExperienceStore:
     connection for commit groups and one reader connection, so readers never wait for a group's fsync.
 
     ``read_only=True`` opens an existing store for reading beside the hub (another process, or a thread with
-    connections of its own: the Parquet export, the replay's reader): no writer, no recovery, no lock."""
+    connections of its own: the Parquet export, the replay's reader): no writer, no recovery, no lock.
+    ``direct_io``: the segment writer's (``fleet.segments.SegmentWriter``)."""
 
-    def __init__(self, path: str | Path, check: bool = True, read_only: bool = False):
-        self.path, self.read_only = Path(path), read_only
+    def __init__(self, path: str | Path, check: bool = True, read_only: bool = False, direct_io: bool = True):
+        self.path, self.read_only, self._direct_io = Path(path), read_only, direct_io
         self._w: sqlite3.Connection | None = None
         self._segment_writer: SegmentWriter | None = None
         self._r: sqlite3.Connection | None = None
@@ -218,7 +219,7 @@ class ExperienceStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
             try:  # the lock first: a second hub touches nothing
-                self._segment_writer = SegmentWriter(segments_dir(self.path))
+                self._segment_writer = SegmentWriter(segments_dir(self.path), direct_io=self._direct_io)
             except SegmentLockedError as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
             self._w = self._open_writer(check, created)

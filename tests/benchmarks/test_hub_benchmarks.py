@@ -72,7 +72,7 @@ def test_hub_ingest_ratio_is_the_median_of_each_rounds_own_ratio():
 
 
 @pytest.mark.timeout(120)
-def test_hub_store_growth_drops_full_segments_in_its_drop_arm_only_and_restores_the_store(tmp_path, monkeypatch):
+def test_hub_store_growth_arms_set_direct_io_and_dropping_as_named_and_restore_the_store(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their neighbours
     import hub_store_growth
 
@@ -82,9 +82,18 @@ def test_hub_store_growth_drops_full_segments_in_its_drop_arm_only_and_restores_
     store_behaviour = fleet.segments.drop_cached_pages
     monkeypatch.setattr(fleet.segments, "drop_cached_pages", lambda fd: dropped.append(fd) or store_behaviour(fd))
     counting = fleet.segments.drop_cached_pages
-    res = hub_store_growth.run_arm("drop", tmp_path, chunks=40, seed=0, slice_chunks=8)
-    assert dropped and len(res["slices"]) == 5 and res["late"]["wall_us"] > 0
-    dropped.clear()
-    hub_store_growth.run_arm("keep", tmp_path, chunks=40, seed=0, slice_chunks=8)
-    assert dropped == [] and fleet.segments.drop_cached_pages is counting  # kept, then given back
-    assert not (tmp_path / "keep").exists() and not (tmp_path / "drop").exists()
+    direct: list[bool] = []
+    real_init = fleet.segments.SegmentWriter.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        direct.append(kwargs["direct_io"])
+
+    monkeypatch.setattr(fleet.segments.SegmentWriter, "__init__", recording_init)
+    for arm, (want_direct, want_drop) in hub_store_growth.ARMS.items():
+        dropped.clear()
+        res = hub_store_growth.run_arm(arm, tmp_path, chunks=40, seed=0, slice_chunks=8)
+        assert bool(dropped) == want_drop and direct[-1] == want_direct, arm
+        assert len(res["slices"]) == 5 and res["late"]["wall_us"] > 0
+        assert fleet.segments.drop_cached_pages is counting  # given back after the arm
+    assert not any(tmp_path.iterdir())  # every arm's store deleted

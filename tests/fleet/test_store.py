@@ -31,6 +31,7 @@ from fleet.store import (
     StoreError,
 )
 from tests.fleet.chunks import agent_arrays, agent_header, agent_record
+from tests.fleet.page_cache import resident_pages
 from tests.fleet.store_stream import chunk_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,39 +232,21 @@ def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, r
         assert [r.record for r in store.read_since(0, limit=100)] == recs
 
 
-def _resident_pages(path: Path) -> int:
-    """How many of ``path``'s pages are in the page cache (mincore(2) on a private map: no page is read in)."""
-    import ctypes
-    import mmap
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    try:
-        vec = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
-        view = ctypes.c_char.from_buffer(m)
-        rc = ctypes.CDLL(None, use_errno=True).mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size), vec)
-        del view
-        assert rc == 0, os.strerror(ctypes.get_errno())
-        return sum(b & 1 for b in vec)
-    finally:
-        m.close()
-
-
 def test_a_full_segment_leaves_the_page_cache_and_still_reads_back(tmp_path, rng, monkeypatch):
     probe = tmp_path / "probe"
     probe.write_bytes(b"x" * 65536)
     with open(probe, "rb") as f:
         os.fsync(f.fileno())  # clean pages: the only kind DONTNEED evicts
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    if _resident_pages(probe):  # tmpfs: its pages are the storage, and nothing leaves
+    if resident_pages(probe):  # tmpfs: its pages are the storage, and nothing leaves
         pytest.skip(f"{tmp_path}'s file system keeps a clean file's pages after DONTNEED")
     path = tmp_path / "s.sqlite"
     store, recs = _store_in_small_segments(path, rng, monkeypatch)
     with store:
         *full, newest = sorted(path.with_suffix(".segments").glob("*.seg"))
         assert len(full) >= 3
-        assert [_resident_pages(f) for f in full] == [0] * len(full)  # written once, durable: evicted
-        assert _resident_pages(newest) > 0  # still being appended to: left alone
+        assert [resident_pages(f) for f in full] == [0] * len(full)  # written once, durable: evicted
+        assert resident_pages(newest) > 0  # still being appended to: left alone
         assert [r.record for r in store.read_since(0, limit=100)] == recs
 
 

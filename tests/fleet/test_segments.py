@@ -1,0 +1,78 @@
+"""The segment writer: groups written O_DIRECT in whole blocks and through the page cache at their ends, byte for
+byte where the index says, on a real file system."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+import fleet.segments
+from fleet.segments import BLOCK, SegmentFiles, SegmentWriter, segment_path
+from tests.fleet.page_cache import resident_pages
+
+# a group smaller than a block, one ending on a block boundary, one starting on one, and groups with a partial
+# block at both ends and whole blocks between
+GROUPS = [[100], [BLOCK - 100], [3 * BLOCK], [5000, 70_000, 1], [1], [65_536, 65_536, 65_536], [BLOCK]]
+
+
+def _write(directory, rng, direct_io: bool) -> tuple[SegmentWriter, list[tuple[tuple[int, int], bytes]]]:
+    writer = SegmentWriter(directory, direct_io=direct_io)
+    writer.recover({})
+    placed = []
+    for sizes in GROUPS:
+        records = [rng.bytes(n) for n in sizes]
+        placed += list(zip(writer.append(records), records, strict=True))
+        # back to back, and the file ends where the last record does: no padding, no gap
+        assert os.stat(segment_path(writer.directory, writer.segment)).st_size == writer.end
+    return writer, placed
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_groups_at_every_alignment_read_back_byte_for_byte_with_no_gap(tmp_path, direct_io):
+    writer, placed = _write(tmp_path / "segs", np.random.default_rng(0), direct_io)
+    writer.close()
+    offsets = [off for (_, off), _ in placed]
+    assert offsets == list(np.cumsum([0] + [len(r) for _, r in placed[:-1]]))
+    files = SegmentFiles(tmp_path / "segs")
+    try:
+        assert all(files.read(seg, off, len(rec)) == rec for (seg, off), rec in placed)
+    finally:
+        files.close()
+    whole = segment_path(tmp_path / "segs", 1).read_bytes()
+    assert whole == b"".join(rec for _, rec in placed)
+
+
+def test_direct_writes_keep_a_groups_whole_blocks_out_of_the_page_cache(tmp_path):
+    writer = SegmentWriter(tmp_path / "segs")
+    writer.recover({})
+    try:
+        if not writer.direct_io:  # the one place the check cannot run: the writer says it fell back (logged)
+            pytest.skip(f"{tmp_path}'s file system refuses O_DIRECT")
+        rng = np.random.default_rng(1)
+        writer.append([rng.bytes(100)])  # the next group starts mid-block
+        writer.append([rng.bytes(65_536) for _ in range(16)])  # 1 MiB: 256 pages, whole blocks but its two ends
+        path = segment_path(writer.directory, writer.segment)
+        # through the page cache (the code before) every page of the group stayed resident until its segment filled
+        assert resident_pages(path) <= 2
+    finally:
+        writer.close()
+
+
+def test_a_file_system_refusing_o_direct_gets_the_page_cache_and_the_same_bytes(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(fleet.segments.os, "open", refusing_open)
+    writer, placed = _write(tmp_path / "segs", np.random.default_rng(2), direct_io=True)
+    try:
+        assert not writer.direct_io
+        assert segment_path(tmp_path / "segs", 1).read_bytes() == b"".join(rec for _, rec in placed)
+    finally:
+        writer.close()

@@ -20,9 +20,10 @@ dear depends on it.
 
     python benchmarks/hub_store_growth.py --gb 5 --rounds 2
 
-Last line, e.g. ``hub_store_growth late_cpu_us_direct=160 late_cpu_us_cached=210 late_cpu_us_keep=390
-late_cached_vs_direct=1.31 late_keep_vs_cached=1.86 late_sys_us_direct=20 late_sys_us_cached=69
-late_sys_us_keep=247 early_cpu_us_direct=... late_wall_us_direct=... gb=4.8``.
+Last line (a run at 4c7bd3a, before its error-path fixes), e.g. ``hub_store_growth late_cpu_us_direct=187
+late_cpu_us_cached=262 late_cpu_us_keep=463 late_cached_vs_direct=1.40 late_keep_vs_cached=1.77
+late_sys_us_direct=33 late_sys_us_cached=88 late_sys_us_keep=289 early_cpu_us_direct=229 early_cpu_us_cached=267
+early_cpu_us_keep=227 late_wall_us_direct=173 late_wall_us_cached=246 late_wall_us_keep=434 gb=4.8``.
 """
 
 from __future__ import annotations

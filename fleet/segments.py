@@ -206,16 +206,16 @@ class SegmentWriter:
 
     def _close_direct(self) -> None:
         if self._direct_fd >= 0:
-            os.close(self._direct_fd)
-            self._direct_fd = -1
+            fd, self._direct_fd = self._direct_fd, -1
+            os.close(fd)
 
     def _staged(self, records: list[bytes | memoryview], lead: int, length: int) -> memoryview:
         """``records`` copied back to back into the page-aligned staging buffer from byte ``lead`` on: buffer byte
         k then belongs at file offset (group start - lead + k), so whole buffer blocks are whole file blocks."""
         need = lead + length
         if self._staging is None or len(self._staging) < need:
-            if self._staging is not None:
-                self._staging.close()
+            # dropped, not closed: a failed write's traceback may still hold a view of it (close would raise
+            # BufferError); the map goes when the last view does
             self._staging = mmap.mmap(-1, -(-need // BLOCK) * BLOCK)
         view, k = memoryview(self._staging), lead
         for rec in records:
@@ -243,7 +243,8 @@ class SegmentWriter:
         self._write(self._fd, buf[lead:first], start)
         try:
             self._write(self._direct_fd, buf[first:last], base + first)
-        except OSError as exc:  # EINVAL is refused before any byte moves: the same range, through the cache
+        except OSError as exc:  # EINVAL: O_DIRECT refused (at the first block, or after a short write): the whole
+            # range again through the cache, from the same buffer: any block already written gets the same bytes
             if exc.errno != errno.EINVAL:
                 raise
             self._no_direct_io(exc)
@@ -256,9 +257,9 @@ class SegmentWriter:
         failed may still have reached the disk) and OSError raised."""
         if self.end >= self.segment_bytes:
             drop_cached_pages(self._fd)  # what the partial blocks and readers left in the cache
-            os.close(self._fd)
+            fd, self._fd = self._fd, -1  # forgotten first: a close that fails must not leave it to be reused
             self._close_direct()
-            self._fd = -1
+            os.close(fd)
             self.segment, self.end = self.segment + 1, 0
         if self._fd < 0:  # a new segment (or one whose creation failed last time: tried again)
             self._open(self.segment)
@@ -272,14 +273,16 @@ class SegmentWriter:
         return places
 
     def close(self) -> None:
-        """Close the segment and release the lock."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self._close_direct()
-        if self._staging is not None:
-            self._staging.close()
-            self._staging = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        """Close the segment and release the lock (released even if closing a segment fails)."""
+        try:
+            self._staging = None  # unmapped with its last view (see ``_staged``)
+            fd, self._fd = self._fd, -1
+            try:
+                if fd >= 0:
+                    os.close(fd)
+            finally:
+                self._close_direct()
+        finally:
+            if self._lock_fd >= 0:
+                fd, self._lock_fd = self._lock_fd, -1
+                os.close(fd)

@@ -22,3 +22,17 @@ def resident_pages(path: Path) -> int:
         return sum(b & 1 for b in vec)
     finally:
         m.close()
+
+
+def cache_evicts_clean_pages(directory: Path) -> bool:
+    """Whether ``directory``'s file system lets a clean, fsynced file's pages leave the cache on DONTNEED (not
+    tmpfs, whose pages are the storage)."""
+    probe = directory / ".page_cache_probe"
+    probe.write_bytes(b"x" * 65536)
+    try:
+        with open(probe, "rb") as f:
+            os.fsync(f.fileno())  # clean pages: the only kind DONTNEED evicts
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        return resident_pages(probe) == 0
+    finally:
+        probe.unlink()

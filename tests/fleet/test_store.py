@@ -31,7 +31,7 @@ from fleet.store import (
     StoreError,
 )
 from tests.fleet.chunks import agent_arrays, agent_header, agent_record
-from tests.fleet.page_cache import resident_pages
+from tests.fleet.page_cache import cache_evicts_clean_pages, resident_pages
 from tests.fleet.store_stream import chunk_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,12 +233,7 @@ def test_segments_roll_over_and_every_record_reads_back_after_reopen(tmp_path, r
 
 
 def test_a_full_segment_leaves_the_page_cache_and_still_reads_back(tmp_path, rng, monkeypatch):
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"x" * 65536)
-    with open(probe, "rb") as f:
-        os.fsync(f.fileno())  # clean pages: the only kind DONTNEED evicts
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    if resident_pages(probe):  # tmpfs: its pages are the storage, and nothing leaves
+    if not cache_evicts_clean_pages(tmp_path):  # tmpfs: its pages are the storage, and nothing leaves
         pytest.skip(f"{tmp_path}'s file system keeps a clean file's pages after DONTNEED")
     path = tmp_path / "s.sqlite"
     store, recs = _store_in_small_segments(path, rng, monkeypatch)

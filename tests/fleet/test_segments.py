@@ -47,8 +47,7 @@ def test_groups_at_every_alignment_read_back_byte_for_byte_with_no_gap(tmp_path,
 
 
 def test_direct_writes_keep_a_groups_whole_blocks_out_of_the_page_cache(tmp_path):
-    writer = SegmentWriter(tmp_path / "segs")
-    writer.recover({})
+    writer = _opened(tmp_path / "segs")
     try:
         if not writer.direct_io or not cache_evicts_clean_pages(tmp_path):  # refused (logged), or tmpfs: its
             pytest.skip(f"{tmp_path}'s file system refuses O_DIRECT or keeps every page")  # pages are the storage
@@ -79,17 +78,27 @@ def test_a_file_system_refusing_o_direct_gets_the_page_cache_and_the_same_bytes(
         writer.close()
 
 
-def test_o_direct_refused_at_the_write_sends_the_group_through_the_page_cache_intact(tmp_path, monkeypatch):
-    writer = SegmentWriter(tmp_path / "segs")
+def _opened(directory) -> SegmentWriter:
+    writer = SegmentWriter(directory)
     writer.recover({})
+    return writer
+
+
+def _pwrite_failing(monkeypatch, code: int, on_fd=lambda fd: True) -> None:
+    """``os.pwrite`` as the segments module calls it raises OSError ``code`` on the descriptors ``on_fd`` picks."""
     real_pwrite = os.pwrite
 
-    def refusing_pwrite(fd, data, offset):
-        if fd == writer._direct_fd:
-            raise OSError(errno.EINVAL, "Invalid argument")
+    def pwrite(fd, data, offset):
+        if on_fd(fd):
+            raise OSError(code, os.strerror(code))
         return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(fleet.segments.os, "pwrite", refusing_pwrite)
+    monkeypatch.setattr(fleet.segments.os, "pwrite", pwrite)
+
+
+def test_o_direct_refused_at_the_write_sends_the_group_through_the_page_cache_intact(tmp_path, monkeypatch):
+    writer = _opened(tmp_path / "segs")
+    _pwrite_failing(monkeypatch, errno.EINVAL, on_fd=lambda fd: fd == writer._direct_fd)
     rng = np.random.default_rng(3)
     records = [rng.bytes(n) for n in (100, 3 * BLOCK, 70_000)]
     try:
@@ -103,18 +112,12 @@ def test_o_direct_refused_at_the_write_sends_the_group_through_the_page_cache_in
 
 
 def test_a_failed_write_still_holding_the_staging_buffer_does_not_stop_later_groups_or_close(tmp_path, monkeypatch):
-    writer = SegmentWriter(tmp_path / "segs")
-    writer.recover({})
-    real_pwrite = os.pwrite
-
-    def failing_pwrite(fd, data, offset):
-        raise OSError(errno.EIO, "Input/output error")
-
+    writer = _opened(tmp_path / "segs")
     rng = np.random.default_rng(4)
-    monkeypatch.setattr(fleet.segments.os, "pwrite", failing_pwrite)
-    with pytest.raises(OSError) as failed:  # its traceback keeps views of the staging buffer alive
-        writer.append([rng.bytes(3 * BLOCK)])
-    monkeypatch.setattr(fleet.segments.os, "pwrite", real_pwrite)
+    with monkeypatch.context() as failing:
+        _pwrite_failing(failing, errno.EIO)
+        with pytest.raises(OSError) as failed:  # its traceback keeps views of the staging buffer alive
+            writer.append([rng.bytes(3 * BLOCK)])
     bigger = [rng.bytes(64 * BLOCK)]  # outgrows the buffer: a new one, the old still viewed
     (_, off), = writer.append(bigger)
     writer.close()  # and the lock is given back

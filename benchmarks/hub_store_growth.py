@@ -20,10 +20,10 @@ dear depends on it.
 
     python benchmarks/hub_store_growth.py --gb 5 --rounds 2
 
-Last line (a run at 4c7bd3a, before its error-path fixes), e.g. ``hub_store_growth late_cpu_us_direct=187
-late_cpu_us_cached=262 late_cpu_us_keep=463 late_cached_vs_direct=1.40 late_keep_vs_cached=1.77
-late_sys_us_direct=33 late_sys_us_cached=88 late_sys_us_keep=289 early_cpu_us_direct=229 early_cpu_us_cached=267
-early_cpu_us_keep=227 late_wall_us_direct=173 late_wall_us_cached=246 late_wall_us_keep=434 gb=4.8``.
+Last line, e.g. (the result file, d809afc) ``hub_store_growth late_cpu_us_direct=213 late_cpu_us_cached=262
+late_cpu_us_keep=483 late_cached_vs_direct=1.23 late_keep_vs_cached=1.84 late_sys_us_direct=39
+late_sys_us_cached=90 late_sys_us_keep=302 early_cpu_us_direct=249 early_cpu_us_cached=282 early_cpu_us_keep=258
+late_wall_us_direct=193 late_wall_us_cached=242 late_wall_us_keep=457 gb=4.8``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ commit failed) are never referenced: at open the writer truncates them off the n
 A group's whole 4 KiB blocks are written with ``O_DIRECT`` where the file system takes it (``direct_io``, on by
 default): from an aligned staging copy straight to the disk, never through the page cache. On this machine's VM a
 64 KiB append through the page cache cost ~50 us of kernel time, direct ~5 us plus ~5 us of copying
-(``benchmarks/hub_store_growth.py``). Only the partial block at each end of a group goes through the cache, so
-the records still lie back to back, byte for byte as before, and the file still ends where its last record does.
+(a one-off script, BENCHMARKS.md, hub; ``benchmarks/hub_store_growth.py`` measures the store). Only the
+partial block at each end of a group goes through the cache, so the records still lie back to back, byte for
+byte as before, and the file still ends where its last record does.
 
 Why not BLOBs in SQLite: in WAL mode every blob byte is copied into 4 KiB pages, written to the WAL, read back
 and written again by the checkpoint; appending each byte once, sequentially, is what the disk does fastest

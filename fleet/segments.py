@@ -201,6 +201,8 @@ class SegmentWriter:
                                 "page cache", segment_path(self.directory, segment), exc)
 
     def _no_direct_io(self, exc: OSError) -> None:
+        # for the rest of this writer's life: EINVAL from O_DIRECT means the file system (or its alignment rule)
+        # refuses it, which does not change while the hub runs; the cost is speed, never data
         log.info("store segments in %s: O_DIRECT refused (%s); writing through the page cache", self.directory, exc)
         self.direct_io = False
         self._close_direct()
@@ -257,11 +259,17 @@ class SegmentWriter:
         On an error nothing written may be referenced: the space is skipped (never rewritten: a commit that
         failed may still have reached the disk) and OSError raised."""
         if self.end >= self.segment_bytes:
-            drop_cached_pages(self._fd)  # what the partial blocks and readers left in the cache
-            fd, self._fd = self._fd, -1  # forgotten first: a close that fails must not leave it to be reused
-            self._close_direct()
-            os.close(fd)
+            # the full segment is forgotten before it is closed: a close that fails leaves no descriptor to be
+            # reused and no rollover half done (the next append opens the next segment); both are closed
+            fd, self._fd = self._fd, -1
             self.segment, self.end = self.segment + 1, 0
+            try:
+                if fd >= 0:
+                    drop_cached_pages(fd)  # what the partial blocks and readers left in the cache
+                self._close_direct()
+            finally:
+                if fd >= 0:
+                    os.close(fd)
         if self._fd < 0:  # a new segment (or one whose creation failed last time: tried again)
             self._open(self.segment)
         start, places, offset = self.end, [], self.end

@@ -35,6 +35,7 @@ def _write(directory, rng, direct_io: bool) -> tuple[SegmentWriter, list[tuple[t
 def test_groups_at_every_alignment_read_back_byte_for_byte_with_no_gap(tmp_path, direct_io):
     writer, placed = _write(tmp_path / "segs", np.random.default_rng(0), direct_io)
     writer.close()
+    assert writer.direct_io == direct_io, "O_DIRECT was refused here: the direct case ran through the page cache"
     offsets = [off for (_, off), _ in placed]
     assert offsets == list(np.cumsum([0] + [len(r) for _, r in placed[:-1]]))
     files = SegmentFiles(tmp_path / "segs")
@@ -124,3 +125,36 @@ def test_a_failed_write_still_holding_the_staging_buffer_does_not_stop_later_gro
     assert failed.value.errno == errno.EIO
     assert segment_path(tmp_path / "segs", 1).read_bytes()[off:] == bigger[0]
     SegmentWriter(tmp_path / "segs").close()  # a second writer gets the lock
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_close_failing_at_segment_rollover_leaks_no_descriptor_and_the_next_group_opens_the_next_segment(
+        tmp_path, monkeypatch):
+    before = _open_fds()
+    writer = SegmentWriter(tmp_path / "segs", segment_bytes=2 * BLOCK)
+    writer.recover({})
+    rng = np.random.default_rng(5)
+    first = [rng.bytes(3 * BLOCK)]  # fills segment 1
+    writer.append(first)
+    assert writer.direct_io and writer._direct_fd >= 0  # this file system takes O_DIRECT: its close is the one failing
+    real_close, failing = os.close, writer._direct_fd
+
+    def close(fd):
+        real_close(fd)
+        if fd == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # closed, but reported failed (as NFS may)
+
+    monkeypatch.setattr(fleet.segments.os, "close", close)
+    second = [rng.bytes(BLOCK + 7)]
+    with pytest.raises(OSError):
+        writer.append(second)
+    monkeypatch.undo()
+    (seg, off), = writer.append(second)
+    writer.close()
+    assert (seg, off) == (2, 0)
+    assert segment_path(tmp_path / "segs", 1).read_bytes() == first[0]
+    assert segment_path(tmp_path / "segs", 2).read_bytes() == second[0]
+    assert _open_fds() == before  # segment 1's buffered descriptor was closed too

@@ -9,7 +9,7 @@ import pytest
 
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
-from robot_agent.status import LatencyHistogram
+from robot_agent.status import LatencyHistogram, status_line
 
 
 def test_histogram_percentiles_match_numpy_within_one_bin():
@@ -46,3 +46,14 @@ def test_ticks_lost_to_a_stalled_loop_count_as_deadline_misses(agent_cfg):
     # the stalled tick is late, and the nine ticks after it that could no longer be met are lost
     assert 10 <= status["deadline_misses"] <= 14, status
     assert status["periods"] >= status["steps"] + 9
+
+
+@pytest.mark.timeout(120)
+def test_the_status_line_says_whether_the_hub_is_up_with_its_window_and_acks(agent_cfg):
+    agent_cfg.max_episodes = 0
+    agent_cfg.max_steps = 10
+    s = RobotAgent(agent_cfg, task_config("cartpole_swingup", {"episode_length_s": 1.0})).run()
+    assert " | hub " not in status_line(s)  # no uplink configured: nothing about a hub
+    uplink = {"enabled": True, "connected": True, "in_flight": 3, "acked": 24}
+    assert " | hub up (3 in flight, 24 acked)" in status_line({**s, "uplink": uplink})
+    assert " | hub DOWN (3 in flight, 24 acked)" in status_line({**s, "uplink": {**uplink, "connected": False}})

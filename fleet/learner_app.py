@@ -100,6 +100,7 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
     ctx = DistributedContext("cpu")
     logger: RunLogger = NullLogger()
     envs: list[sim.BatchedEnv] = []
+    failed = False
     try:
         out = Path(cfg.output_dir)
         torch.manual_seed(cfg.sim.seed + ctx.rank)
@@ -173,11 +174,14 @@ def run_learn(cfg: LearnConfig, plain: dict | None = None) -> int:
             newest = {**newest, **versions}
             loop.adapters = adapters
         return EXIT_OK
+    except BaseException:
+        failed = True
+        raise
     finally:
         for e in envs:
             e.close()
         logger.close()
-        ctx.close()
+        ctx.close(together=not failed)  # every return is every rank's (the release's outcome is shared)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="learn")

@@ -51,6 +51,7 @@ def run_train(cfg: DictConfig) -> Path:
     from sim.pretrain import DistributedContext, PretrainRunner
 
     ctx = DistributedContext(cfg.sim.device)
+    finished = False
     try:
         # each rank steps its own worlds: different seeds, same policy; on CUDA, each on its own GPU
         rank_cfg = OmegaConf.merge(cfg, {"sim": {"seed": cfg.sim.seed + 1000 * ctx.rank, "device": str(ctx.device)}})
@@ -80,9 +81,10 @@ def run_train(cfg: DictConfig) -> Path:
             if ctx.enabled:
                 print(f"[train] {ctx.world_size} ranks hold identical weights: {synced}", flush=True)
             print(f"[train] checkpoint -> {final}", flush=True)
+        finished = True
         return final
     finally:
-        ctx.close()
+        ctx.close(together=finished)
 
 
 def run_eval(cfg: DictConfig) -> None:

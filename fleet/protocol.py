@@ -12,6 +12,7 @@ way into the hub, not twice). ``decode`` checks everything before anything else 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -61,13 +62,13 @@ class Message:
         are checked as ``decode`` checks them, so a sender's bug fails here, not on the hub."""
         header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
         frames: list[bytes] = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            f.metadata["check"].check(f"{self.TYPE}.{f.name}", value, DEFAULT_LIMITS)
-            if f.metadata.get("frame"):
+        for name, where, check, is_frame in _plan(type(self)).fields:
+            value = getattr(self, name)
+            check.check(where, value, DEFAULT_LIMITS)
+            if is_frame:
                 frames.append(value)
             else:
-                header[f.name] = value
+                header[name] = value
         return [msgpack.packb(header, use_bin_type=True), *frames]
 
     def verify(self, limits: Limits) -> None:
@@ -318,6 +319,27 @@ def _check_version(header: dict[str, Any]) -> None:
                             + (" (upgrade this side)" if v > PROTOCOL_VERSION else " (upgrade the peer)"))
 
 
+@dataclass(frozen=True)
+class _DecodePlan:
+    """What ``decode`` needs of a message type, worked out once per type (not per message): every field as
+    (name, where for errors, its check, whether it is the data frame), the header's field names, the keys a
+    header may hold, and whether a data frame follows."""
+
+    fields: tuple[tuple[str, str, Any, bool], ...]
+    names: tuple[str, ...]
+    allowed: frozenset[str]
+    has_frame: bool
+
+
+@functools.cache
+def _plan(cls: type[Message]) -> _DecodePlan:
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields if not f.metadata.get("frame"))
+    return _DecodePlan(fields=tuple((f.name, f"{cls.TYPE}.{f.name}", f.metadata["check"], bool(f.metadata.get("frame")))
+                                    for f in fields),
+                       names=names, allowed=frozenset((*COMMON, *names)), has_frame=len(names) < len(fields))
+
+
 def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
            accept: Iterable[type[Message]] | None = None, keep_chunk_frame: bool = False) -> Message:
     """The message in ``frames`` (bytes, memoryviews or zmq.Frames; for a ROUTER, the frames after the routing
@@ -347,24 +369,24 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r:.40}")
     if accept is not None and cls not in tuple(accept):
         raise ProtocolError(ErrorCode.UNEXPECTED_TYPE, f"{kind} is not accepted on this side")
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields if not f.metadata.get("frame")]
-    missing = [n for n in ("robot_id", "seq", *names) if n not in header]
-    unknown = sorted(str(k)[:40] for k in header if k not in COMMON and k not in names)
-    if missing or unknown:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{kind}: " + "; ".join(
-            ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])))
-    has_frame = len(names) < len(fields)
-    if len(views) != 1 + has_frame:
-        raise ProtocolError(ErrorCode.FRAME_COUNT, f"{kind}: {len(views)} frames, expected {1 + has_frame}",
-                            header.get("chunk_id") if type(header.get("chunk_id")) is str else None)
+    plan = _plan(cls)
+    if len(header) != len(plan.allowed) or not plan.allowed.issuperset(header):  # the usual case skips the lists
+        missing = [n for n in ("robot_id", "seq", *plan.names) if n not in header]
+        unknown = sorted(str(k)[:40] for k in header if k not in plan.allowed)
+        if missing or unknown:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{kind}: " + "; ".join(
+                ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])))
+    if len(views) != 1 + plan.has_frame:
+        cid = header.get("chunk_id")  # named for a NACK only if it is a chunk id (a NACK cannot carry another)
+        raise ProtocolError(ErrorCode.FRAME_COUNT, f"{kind}: {len(views)} frames, expected {1 + plan.has_frame}",
+                            cid if type(cid) is str and CHUNK_ID.pattern.fullmatch(cid) else None)
     values = {}
-    for f in fields:
-        if not f.metadata.get("frame"):
-            value = header[f.name]
+    for name, where, check, is_frame in plan.fields:
+        if not is_frame:
+            value = header[name]
         else:
             value = views[1] if keep_chunk_frame and cls is Chunk else bytes(views[1])
-        values[f.name] = f.metadata["check"].check(f"{kind}.{f.name}", value, limits)
+        values[name] = check.check(where, value, limits)
     msg = cls(**values)
     msg.verify(limits)
     return msg

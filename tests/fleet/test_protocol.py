@@ -159,6 +159,13 @@ def test_a_truncated_or_padded_multipart_is_refused():
     assert refused(chunk + [b"extra"]).code == ErrorCode.FRAME_COUNT
 
 
+def test_a_truncated_chunk_names_no_chunk_id_that_is_not_one():
+    # a NACK carries only a valid chunk id: a malformed one named here would make the hub's NACK fail to encode
+    msg = SAMPLES[3]
+    err = refused([msgpack.packb({**header_of(msg), "chunk_id": "bad id!"})])
+    assert err.code == ErrorCode.FRAME_COUNT and err.chunk_id is None
+
+
 def test_a_data_frame_that_does_not_match_its_header_is_refused_with_its_chunk_id():
     chunk = SAMPLES[3]
     header, payload = chunk.encode()

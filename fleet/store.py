@@ -134,10 +134,13 @@ class RobotCounts:
     bytes: int
 
 
+SQLITE_MAX_INT = 2**63 - 1  # an INTEGER column holds no more: a larger one would fail its group's insert
+
+
 def _int_field(header: dict[str, Any], key: str, minimum: int) -> int:
     value = header.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise RecordError(f"header {key}: {value!r} is not an integer >= {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= SQLITE_MAX_INT:
+        raise RecordError(f"header {key}: {value!r:.40} is not an integer in [{minimum}, 2**63 - 1]")
     return value
 
 
@@ -371,7 +374,8 @@ class ExperienceStore:
             rowids = [conn.execute(_INSERT, (*row[:-1], *place, b"")).lastrowid
                       for (_, row), place in zip(new, places, strict=True)]
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # whatever failed (not only sqlite3.Error), no transaction may stay open: its
+            # uncommitted rows would read as stored to the next group's duplicate check and be acked unstored
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:

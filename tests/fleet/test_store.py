@@ -80,6 +80,8 @@ def test_bad_records_are_rejected_with_a_reason_and_cost_only_themselves(tmp_pat
         "no task": (_with_header(rng, task=None), "task"),
         "steps as bool": (_with_header(rng, steps=True), "steps"),
         "negative episode": (_with_header(rng, episode=-1), "episode"),
+        # past SQLite's INTEGER: it once failed its whole group's insert with the transaction left open
+        "huge episode": (_with_header(rng, episode=10**30), "episode"),
     }
     group = [good[0], *[rec for rec, _ in bad.values()], good[1], good[2]]
     with ExperienceStore(tmp_path / "s.sqlite") as store:

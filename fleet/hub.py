@@ -99,42 +99,58 @@ class HubServer(HubTrunks):
             adapter_store.close()
             self.store.close()
             raise
-        self.endpoint = self.sock.last_endpoint.decode()
-        # each chunk reaches the writer vetted: its digest checked by the protocol decode (Chunk.verify) and its
-        # header parsed by _chunk, so the store neither hashes nor parses it again. The hash runs on the loop's
-        # thread while the writer's thread waits on its fsync (measured: hashing on the writer's thread instead
-        # cost 10% of 64 KiB ingest, the writer being the slower stage)
-        self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
-                                  on_commit=self.metrics.commits.observe, on_results=self._committed,
-                                  max_group_bytes=int(cfg.store_group_mb * 1024 * 1024))
-        self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
-                                       "storage": str(self.storage.resolve()), "running": True,
-                                       "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
-                                       cfg.dead_after_heartbeats, "prometheus": self.metrics.url})
-        self.export = ParquetExportProcess.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
-        self.wandb = WandbReporter(cfg.metrics, self.metrics, asdict(cfg)) if wandb_wanted(cfg.metrics) else None
-        self.registry_path = self.storage / REGISTRY_FILE
-        self.sessions: dict[str, RobotSession] = {}
-        self.by_route: dict[bytes, str] = {}  # live connection -> its robot
-        self.refused: Counter[str] = Counter()  # messages refused, by code
-        self.nacked: Counter[str] = Counter()  # chunks refused, by reason
-        self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
-        self.credit = CreditBudget(cfg)  # one budget for all robots' queued chunks (fleet/hub_credit.py)
-        self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._stop = threading.Event()
-        self._stopping = False
-        self._warned: set[tuple[str, str]] = set()
-        # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
-        self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
-        self.rollout = Rollout(cfg.rollout, self.trunks.store, self.storage)  # canary trials (fleet/rollout.py)
-        self.trunks.held = self.watch.served()  # robots the unit watch held back keep their older version
-        self.current_steps = CurrentSteps(self.storage)  # the roll-out log's steps that set CURRENT, followed
-        self.watch.start_at(self.current_steps.last())
-        self.returns = EpisodeReturns(self.store, cfg.rollout.history_chunks)  # what the canaries are judged by
-        self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
+        try:  # a start that fails past the bind leaves no port, thread, lock or file open behind it
+            self.endpoint = self.sock.last_endpoint.decode()
+            # each chunk reaches the writer vetted: its digest checked by the protocol decode (Chunk.verify) and its
+            # header parsed by _chunk, so the store neither hashes nor parses it again. The hash runs on the loop's
+            # thread while the writer's thread waits on its fsync (measured: hashing on the writer's thread instead
+            # cost 10% of 64 KiB ingest, the writer being the slower stage)
+            self.writer = GroupWriter(self.store, cfg.store_group_chunks, cfg.store_group_wait_ms / 1000,
+                                      on_commit=self.metrics.commits.observe, on_results=self._committed,
+                                      max_group_bytes=int(cfg.store_group_mb * 1024 * 1024))
+            self.registry = FleetRegistry({"bind": self.endpoint, "security": cfg.security.mode, "pid": os.getpid(),
+                                           "storage": str(self.storage.resolve()), "running": True,
+                                           "heartbeat_ms": cfg.heartbeat_ms, "dead_after_heartbeats":
+                                           cfg.dead_after_heartbeats, "prometheus": self.metrics.url})
+            self.export = ParquetExportProcess.from_config(cfg, self.storage / STORE_FILE) if cfg.parquet_export else None
+            self.wandb = WandbReporter(cfg.metrics, self.metrics, asdict(cfg)) if wandb_wanted(cfg.metrics) else None
+            self.registry_path = self.storage / REGISTRY_FILE
+            self.sessions: dict[str, RobotSession] = {}
+            self.by_route: dict[bytes, str] = {}  # live connection -> its robot
+            self.refused: Counter[str] = Counter()  # messages refused, by code
+            self.nacked: Counter[str] = Counter()  # chunks refused, by reason
+            self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
+            self.credit = CreditBudget(cfg)  # one budget for all robots' queued chunks (fleet/hub_credit.py)
+            self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._stop = threading.Event()
+            self._stopping = False
+            self._warned: set[tuple[str, str]] = set()
+            # trunk distribution and robots' adapters (docs/protocol.md, "Trunks and adapters")
+            self.trunks = TrunkService(TrunkStore(self.storage), cfg.trunk_piece_bytes)
+            self.rollout = Rollout(cfg.rollout, self.trunks.store, self.storage)  # canary trials (fleet/rollout.py)
+            self.trunks.held = self.watch.served()  # robots the unit watch held back keep their older version
+            self.current_steps = CurrentSteps(self.storage)  # the roll-out log's steps that set CURRENT, followed
+            self.watch.start_at(self.current_steps.last())
+            self.returns = EpisodeReturns(self.store, cfg.rollout.history_chunks)  # what the canaries are judged by
+            self.adapter_intake = AdapterIntake(adapter_store, self._wake_loop)
+        except BaseException:
+            self._abandon_start(adapter_store)
+            raise
+
+    def _abandon_start(self, adapter_store: AdapterStore) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close(self.cfg.stop_timeout_s)  # nothing was queued: it ends at once
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                os.close(fd)
+        self.metrics.close()
+        self._close_sockets()
+        adapter_store.close()
+        self.store.close()
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -259,7 +275,12 @@ class HubServer(HubTrunks):
             except zmq.Again:
                 return
             if len(frames) >= 2:  # a ROUTER prefixes the routing id
-                self._handle(frames[0].bytes, frames[1:])
+                try:
+                    self._handle(frames[0].bytes, frames[1:])
+                except Exception as exc:  # a fault in one message's handling must not stop the hub for the fleet
+                    self.refused[ErrorCode.INTERNAL] += 1
+                    self._note(UNKNOWN_ROBOT, f"internal-{type(exc).__name__}", "a message could not be handled "
+                               "(%s: %s); the hub serves on", type(exc).__name__, exc, exc_info=True)
 
     def _handle(self, route: bytes, body: list[zmq.Frame]) -> None:
         try:  # the key first: a revoked robot is refused before its payload is hashed
@@ -437,14 +458,14 @@ class HubServer(HubTrunks):
             session.disconnect()
         return delivery
 
-    def _note(self, robot: str, what: str, fmt: str, *args: Any) -> None:
+    def _note(self, robot: str, what: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
         """Log the first of a kind per robot as a warning, the rest at debug (a fuzzing peer floods nothing)."""
         key = (robot, str(what))
         if key in self._warned or len(self._warned) > 10_000:
             log.debug(fmt, *args)
         else:
             self._warned.add(key)
-            log.warning(fmt, *args)
+            log.warning(fmt, *args, exc_info=exc_info)
 
     # -- timers ----------------------------------------------------------------------------------------------
     def _forget_gone(self, now: float) -> None:

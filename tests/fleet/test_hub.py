@@ -13,6 +13,8 @@ import msgpack
 import numpy as np
 import pytest
 
+import fleet.hub
+from fleet.hub import HubServer
 from fleet.keys import enrol, init_hub, revoke
 from fleet.protocol import Chunk, ErrorCode, Heartbeat, Welcome
 from fleet.registry import format_table, load_registry
@@ -363,6 +365,7 @@ def _fuzz_messages(rng: random.Random, n: int) -> list[list[bytes]]:
     header = msgpack.unpackb(good.encode()[0])
     named = [
         [good.encode()[0]],  # truncated multipart: the data frame missing
+        [msgpack.packb({**header, "chunk_id": "bad id!"})],  # truncated, and its id malformed (once crashed the hub)
         [msgpack.packb({**header, "sha256": "0" * 64}), good.payload],  # bad digest
         [msgpack.packb({**header, "size": header["size"] + 1}), good.payload],  # size mismatch
         [msgpack.packb({**header, "v": 9}), good.payload],  # newer protocol
@@ -573,3 +576,35 @@ def test_a_writer_outlasting_the_hubs_close_is_logged_as_committed_groups_left_u
     os.close(hub.server._wake_r)  # left open by the close while the writer could still wake the loop
     os.close(hub.server._wake_w)
     assert "group writer did not finish" in caplog.text and "never acked" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_fault_handling_one_message_is_counted_and_the_hub_serves_on(plain_hub, robots, monkeypatch):
+    hub = plain_hub()
+    robot = robots(hub.endpoint, "unit-0")
+    robot.welcome()
+
+    def broken(*args):
+        raise RuntimeError("a bug in one handler")
+
+    monkeypatch.setattr(hub.server.registry, "heartbeat", broken)  # the hub's own code fails on one message
+    assert robot.send(robot.heartbeat())
+    assert robot.send(robot.chunk(cid("unit-0", 1), record("unit-0", 1)))
+    ack = robot.recv_type("ack", skip=("heartbeat", "credit"))
+    assert ack is not None and ack.stored == [cid("unit-0", 1)]
+    assert hub.thread.is_alive() and hub.server.refused[ErrorCode.INTERNAL] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_start_failing_after_the_bind_leaves_the_port_and_the_store_free_for_the_next_start(tmp_path, monkeypatch):
+    cfg = hub_config(tmp_path / "hub", port=free_port())
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError("a damaged trunk store")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(fleet.hub, "TrunkService", damaged)
+        with pytest.raises(RuntimeError, match="damaged trunk store"):
+            HubServer(cfg)
+    hub = ThreadHub(cfg)  # the same port and store: nothing of the failed start holds them
+    hub.stop()

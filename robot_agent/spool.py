@@ -216,7 +216,7 @@ class Spool:
     def _make_room(self, nbytes: int) -> bool:
         if self._bytes + nbytes <= self.quota_bytes:
             return True
-        if self.when_full == REFUSE:
+        if self.when_full == REFUSE or nbytes > self.quota_bytes:  # a chunk that cannot fit costs no other
             return False
         for seg in list(self._segs):
             if self._bytes + nbytes <= self.quota_bytes:
@@ -304,7 +304,9 @@ class Spool:
         path = self.dir / ACKS_FILE
         if not path.exists():
             return set(), True
-        lines = path.read_text().split("\n")
+        # bytes, not text: a flipped bit that makes a line not UTF-8 costs only that line (its chunk is taken as
+        # unacked and resent; the hub acks it as a duplicate), never the spool's opening
+        lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
         return {line for line in lines[:-1] if line}, lines[-1] == ""
 
     def _drop_fully_acked(self) -> None:

@@ -224,6 +224,18 @@ def test_stale_and_torn_acks_log_is_rewritten_at_open(tmp_path):
         assert _ids(again) == [ids[1]]
 
 
+def test_a_flipped_bit_in_the_acks_log_costs_only_its_line(tmp_path):
+    ids, _ = _fill(tmp_path, 3)
+    with Spool(tmp_path) as spool:
+        spool.ack(ids[:2])
+    log = tmp_path / "acks.log"
+    data = bytearray(log.read_bytes())
+    data[2] ^= 0x80  # the first id's line is no longer UTF-8 (it once kept the spool from opening)
+    log.write_bytes(bytes(data))
+    with Spool(tmp_path) as spool:
+        assert _ids(spool) == [ids[0], ids[2]]  # its chunk is taken as unacked and resent (the hub dedupes)
+
+
 def test_depth_and_bytes_stay_exact_under_concurrent_appends_and_acks(tmp_path):
     spool = Spool(tmp_path, segment_bytes=4 * _size(), fsync=False)
 
@@ -265,6 +277,15 @@ def test_drop_oldest_policy_drops_whole_old_segments_and_counts_them(tmp_path):
         assert kept == ids[-len(kept):] and ids[-1] in kept
         assert spool.dropped == 7 - len(kept) > 0
         assert spool.bytes <= 4 * size
+
+
+def test_a_chunk_larger_than_the_whole_quota_is_refused_and_drops_nothing(tmp_path):
+    size = _size()
+    with Spool(tmp_path, quota_bytes=4 * size, when_full=DROP_OLDEST, segment_bytes=2 * size) as spool:
+        ids = [spool.append({"robot_id": "u1"}, _arrays()) for _ in range(3)]
+        with pytest.raises(SpoolFullError):
+            spool.append({"robot_id": "u1"}, _arrays(n=400))  # more than the quota by itself
+        assert _ids(spool) == ids and spool.dropped == 0 and spool.refused == 1
 
 
 def test_acked_segments_are_deleted_and_stay_acked_after_reopening(tmp_path):

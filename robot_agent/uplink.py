@@ -157,15 +157,16 @@ class HubUplink:
 
     def status(self) -> dict[str, Any]:
         """Connected, in flight, acked, RTT, last error ... (read from any thread)."""
-        w = self.window
+        w, adapter = self.window, self._adapter  # read once: the uplink's thread may clear it meanwhile
         return {"enabled": True, "endpoint": self.cfg.endpoint, "connected": self.connected,
                 "connects": self.connects, "in_flight": len(w.in_flight), "in_flight_bytes": w.in_flight_bytes,
                 "credit": w.credit, "queued": w.queued, "sent": w.counts.sent, "resent": w.counts.resent,
                 "acked": w.counts.acked, "nacked": w.counts.nacked, "refused_chunks": len(w.refused),
-                "gone": w.counts.gone, "unreadable": w.counts.unreadable, "errors": self.errors,
+                "gone": w.counts.gone, "unreadable": w.counts.unreadable, "too_large": w.counts.too_large,
+                "errors": self.errors,
                 "rtt_ms": self.rtt_ms, "last_error": self.last_error,
                 "trunk": self.trunk.status() if self.trunk is not None else {"enabled": False},
-                "adapter_pending": self._adapter.version if self._adapter is not None else None,
+                "adapter_pending": adapter.version if adapter is not None else None,
                 "adapters_uploaded": self.adapters_uploaded, "adapter_uploaded_version": self.adapter_uploaded_version,
                 "adapters_refused": self.adapters_refused}
 
@@ -182,13 +183,16 @@ class HubUplink:
         try:
             while not self._stop.is_set():
                 try:
-                    welcomed = self._connection(ctx)
+                    lasted = self._connection(ctx)
                 except Exception as exc:  # noqa: BLE001 - a bug here must not end the robot's uplink for good
                     log.exception("uplink: connection failed")
-                    self.last_error, welcomed = f"{type(exc).__name__}: {exc}", False
+                    self.last_error, lasted = f"{type(exc).__name__}: {exc}", None
                 if self._stop.is_set():
                     break
-                self.attempts = 0 if welcomed else self.attempts + 1
+                # the backoff starts over only after a session that lasted: a hub that welcomes and then cuts
+                # at once (an ERROR, a dropped socket) would otherwise get every robot back every ~0.1 s
+                healthy = lasted is not None and lasted >= self.cfg.backoff_max_s
+                self.attempts = 0 if healthy else self.attempts + 1
                 self._stop.wait(backoff_s(max(self.attempts, 1), self.cfg.backoff_min_s, self.cfg.backoff_max_s,
                                           self.rng))
         except BaseException as exc:
@@ -198,18 +202,21 @@ class HubUplink:
             self.connected = False
             ctx.term()
 
-    def _connection(self, ctx: zmq.Context) -> bool:
-        """One connection: HELLO, WELCOME, then the session until it ends. True if the hub welcomed us."""
+    def _connection(self, ctx: zmq.Context) -> float | None:
+        """One connection: HELLO, WELCOME, then the session until it ends. The seconds the session lasted after
+        the WELCOME, or None if the hub did not welcome us."""
         sock = robot_socket(ctx, self.cfg)
         try:
             self.window.requeue_in_flight()
             timeout_ms = int(self.cfg.hello_timeout_s * 1000)
             welcome = self._hello(sock, timeout_ms)
             if welcome is None:
-                return False
+                return None
+            welcomed_at = time.monotonic()
             self.connected = True
             self.connects += 1
             self.window.credit = welcome.credit
+            self.window.max_chunk_bytes = welcome.max_message_bytes - self.limits.max_header_bytes
             self._reconnected()
             log.info("uplink: connected to %s (credit %d bytes, heartbeat %d ms, %d chunks in the spool)",
                      self.cfg.endpoint, welcome.credit, welcome.heartbeat_ms, self.spool.depth)
@@ -218,7 +225,7 @@ class HubUplink:
             except _Reconnect as exc:
                 self.last_error = str(exc)
                 log.warning("uplink: %s: reconnecting", exc)
-            return True
+            return time.monotonic() - welcomed_at
         finally:
             self.connected = False
             sock.close(0)

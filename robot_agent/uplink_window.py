@@ -42,6 +42,7 @@ class Outgoing:
     ref: ChunkRef
     data: bytes
     sent_at: float = 0.0
+    resend: bool = False  # this send is a resend (counted in ``resent``, not ``sent``)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class WindowCounts:
     nacked: int = 0  # answered NACK (resend-later ones included)
     gone: int = 0  # dropped from the spool (when_full=drop_oldest) before they were sent
     unreadable: int = 0  # failed their checks when read back from the spool
+    too_large: int = 0  # larger than the hub takes in one frame: never sent (kept in the spool)
 
 
 class SendWindow:
@@ -69,6 +71,7 @@ class SendWindow:
         self._known: set[str] = set()  # ids in the queue or in flight: never queued twice
         self._hold: dict[str, float] = {}  # chunk id -> not before (resend-later nacks)
         self.refused: dict[str, str] = {}  # chunk id -> why the hub will never take it (kept in the spool)
+        self.max_chunk_bytes = 0  # the largest record the hub takes (its frame limit, from WELCOME); 0: no limit
         self._next_refill = 0.0
         self.counts = WindowCounts()
 
@@ -81,11 +84,15 @@ class SendWindow:
         if self._queue or (now < self._next_refill and not force):
             return
         self._next_refill = now + REFILL_EVERY_S
-        for ref in self.spool.pending():
+        pending = self.spool.pending()
+        for ref in pending:
             cid = ref.chunk_id
             if cid not in self._known and cid not in self.refused:
                 self._queue.append(ref)
                 self._known.add(cid)
+        if self.refused:  # a refused chunk the spool dropped (when_full=drop_oldest) is forgotten here too
+            on_disk = {ref.chunk_id for ref in pending}
+            self.refused = {cid: why for cid, why in self.refused.items() if cid in on_disk}
 
     def next_chunk(self, now: float) -> Outgoing | None:
         """The chunk to send now, already counted in flight (``unsend`` it if it could not leave), or None:
@@ -95,7 +102,7 @@ class SendWindow:
             oldest = next(iter(self.in_flight.values()))
             if now - oldest.sent_at >= self.resend_s:
                 self.in_flight.move_to_end(oldest.ref.chunk_id)
-                oldest.sent_at = now
+                oldest.sent_at, oldest.resend = now, True
                 self.counts.resent += 1
                 return oldest
         if len(self.in_flight) >= self.max_in_flight:
@@ -106,6 +113,16 @@ class SendWindow:
             cid = ref.chunk_id
             if cid not in self._known:  # acked while it waited
                 self._queue.popleft()
+                continue
+            if self.max_chunk_bytes and ref.size > self.max_chunk_bytes:
+                # the hub's socket would drop the connection for it, and it would lead every reconnect: the
+                # uplink would stall behind it for good
+                self._queue.popleft()
+                self._known.discard(cid)
+                self.counts.too_large += 1
+                self.refused[cid] = f"{ref.size} bytes: over the hub's {self.max_chunk_bytes}-byte frame limit"
+                log.error("uplink: chunk %s is %d bytes, over the hub's frame limit of %d: never sent (kept in the "
+                          "spool; make chunks smaller with spool.chunk_steps)", cid, ref.size, self.max_chunk_bytes)
                 continue
             if self._hold.get(cid, 0.0) > now or not credit_allows(self.in_flight_bytes, ref.size, self.credit):
                 return None
@@ -133,7 +150,10 @@ class SendWindow:
         """``out`` did not leave (the socket's queue is full): it goes back to the front, uncounted."""
         if self.in_flight.pop(out.ref.chunk_id, None) is not None:
             self.in_flight_bytes -= out.ref.size
-            self.counts.sent -= 1
+            if out.resend:
+                self.counts.resent -= 1
+            else:
+                self.counts.sent -= 1
             self._queue.appendleft(out.ref)
 
     def _take_back(self, cid: str) -> ChunkRef | None:

@@ -20,7 +20,7 @@ import zmq
 
 from fleet.config import HubConfig, SecurityConfig, SocketConfig
 from fleet.keys import HubSecurity, enrol, init_hub
-from fleet.protocol import UPLINK, Welcome, decode
+from fleet.protocol import UPLINK, Error, ErrorCode, Welcome, decode
 from fleet.sockets import hub_socket, recv_frames, route_frames
 from robot_agent.config import AgentUplinkConfig
 from robot_agent.spool import Spool
@@ -52,6 +52,24 @@ def uplink_cfg(endpoint: str, keys_dir: Path | None = None, **kw) -> AgentUplink
     kw = {"backoff_min_s": 0.05, "backoff_max_s": 0.5, "hello_timeout_s": 2.0, **kw}
     return AgentUplinkConfig(enabled=True, endpoint=endpoint, security=security, max_frame_bytes=1 << 20,
                              socket=SocketConfig(reconnect_ivl_ms=20, reconnect_ivl_max_ms=200), **kw)
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_over_the_hubs_frame_limit_is_kept_unsent_and_the_chunks_behind_it_still_flow(tmp_path, spool, uplinks):
+    small = fill(spool, 2)
+    (big,) = fill(spool, 1, steps=20_000, seed=1)  # a record over the hub's 1 MiB frames (hub_config)
+    small += fill(spool, 3, seed=2)
+    assert spool.pending()[2].size > 1 << 20
+    hub = ThreadHub(hub_config(tmp_path / "hub", heartbeat_ms=50))
+    try:
+        up = uplinks(uplink_cfg(hub.endpoint), spool, "unit-0", "cartpole", "ab" * 8)
+        # once the hub's socket cut the robot for it, and it led every reconnect: nothing behind it moved again
+        assert wait_until(lambda: spool.depth == 1, 30), up.status()
+        assert [r.chunk_id for r in spool.pending()] == [big]  # kept: the spool never loses a chunk
+        assert sorted(stored_ids(tmp_path / "hub")) == sorted(small)
+        assert up.status()["too_large"] == 1 and up.status()["refused_chunks"] == 1
+    finally:
+        hub.stop()
 
 
 @pytest.mark.timeout(60)
@@ -126,14 +144,16 @@ def test_a_chunk_the_hub_will_never_take_stays_in_the_spool_counted_and_is_not_r
 
 
 class SilentHub:
-    """A ROUTER that welcomes every HELLO and then says nothing: no acks, no heartbeats."""
+    """A ROUTER that welcomes every HELLO and then says nothing: no acks, no heartbeats (or, with
+    ``cut_after_welcome``, an ERROR SHUTTING_DOWN right after the WELCOME)."""
 
-    def __init__(self):
+    def __init__(self, cut_after_welcome: bool = False):
         self.ctx = zmq.Context()
         cfg = HubConfig(bind="tcp://127.0.0.1:*", security=SecurityConfig(mode="plaintext", keys_dir=""))
         self.security = HubSecurity(self.ctx, cfg.security)
         self.sock = hub_socket(self.ctx, cfg, self.security)
         self.endpoint = self.sock.last_endpoint.decode()
+        self.cut_after_welcome = cut_after_welcome
         self.hellos: list[bytes] = []  # routing ids that said HELLO
         self.chunks: list[str] = []
         self._stop = threading.Event()
@@ -151,6 +171,9 @@ class SilentHub:
                 route_frames(self.sock, frames[0].bytes, Welcome(robot_id=msg.robot_id, seq=1, credit=1 << 20,
                                                                  trunk_version=0, heartbeat_ms=100,
                                                                  max_message_bytes=1 << 20).encode())
+                if self.cut_after_welcome:  # and at once tells it the hub is going away
+                    route_frames(self.sock, frames[0].bytes, Error(robot_id=msg.robot_id, seq=2,
+                                                                   code=ErrorCode.SHUTTING_DOWN, text="bye").encode())
             elif msg.TYPE == "chunk":
                 self.chunks.append(msg.chunk_id)
 
@@ -160,6 +183,21 @@ class SilentHub:
         self.sock.close(0)
         self.security.close()
         self.ctx.term()
+
+
+@pytest.mark.timeout(60)
+def test_a_hub_that_welcomes_and_cuts_at_once_gets_reconnects_at_a_growing_interval(spool, uplinks):
+    hub = SilentHub(cut_after_welcome=True)
+    try:
+        up = uplinks(uplink_cfg(hub.endpoint, backoff_min_s=0.05, backoff_max_s=1.0), spool, "unit-0", "cartpole",
+                     "ab" * 8)
+        time.sleep(3.0)
+        # doubling from 50 ms to 1 s: about 8 connections in 3 s (each wait at least half its ceiling, so at
+        # most 11); the backoff starting over at every WELCOME made ~60
+        assert 3 <= len(hub.hellos) <= 15, (len(hub.hellos), up.status())
+        assert up.attempts >= 3
+    finally:
+        hub.close()
 
 
 @pytest.mark.timeout(60)
@@ -368,3 +406,26 @@ def test_a_chunk_a_hub_older_than_its_record_format_refuses_is_sent_again_later_
     assert window.refused == {} and window.next_chunk(100.1) is None  # after retry_s, not at once
     again = window.next_chunk(100.6)
     assert again is not None and again.ref.chunk_id == out.ref.chunk_id and spool.depth == 1
+
+
+def test_a_refused_chunk_the_spool_later_drops_is_forgotten_by_the_window(tmp_path):
+    from robot_agent.spool import DROP_OLDEST
+    from robot_agent.uplink_window import SendWindow
+
+    probe = Spool(tmp_path / "probe", fsync=False)
+    fill(probe, 1)
+    size = probe.bytes
+    probe.close()
+    with Spool(tmp_path / "spool", fsync=False, quota_bytes=4 * size, when_full=DROP_OLDEST,
+               segment_bytes=2 * size) as spool:
+        window = SendWindow(spool, max_in_flight=8, resend_s=10.0, retry_s=1.0)
+        window.credit = 1 << 20
+        first = fill(spool, 2)
+        out = window.next_chunk(0.0)
+        assert out.ref.chunk_id == first[0] and not window.nacked(first[0], ErrorCode.BAD_RECORD, 0.0)
+        assert first[0] in window.refused
+        fill(spool, 4, seed=1)  # its segment is dropped to make room
+        assert first[0] not in {r.chunk_id for r in spool.pending()}
+        assert window.next_chunk(1.0) is None  # the queued first[1] was dropped too: gone
+        window.empty(1.0)  # reads the spool again
+        assert window.refused == {}  # once kept forever: a slow leak under drop_oldest

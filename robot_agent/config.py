@@ -14,6 +14,7 @@ from hardware.tasks.config import register_task_schemas
 from robot_agent.safe_driver import SafetyConfig
 from shared_policy.config import AdapterLearnerConfig
 
+MIN_STOP_TIMEOUT_S = 5.0  # RobotAgent.shutdown keeps 4 s for the uplink, spool, watcher and trainer
 
 @dataclass
 class DriverConfig:
@@ -142,7 +143,7 @@ class AgentConfig:
     shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
     # After the episode, flushing the spool and stopping the learner, watcher, driver and reporter share this
     # much; shutdown_timeout_s + this (plus a couple of seconds) must stay under the service's TimeoutStopSec.
-    stop_timeout_s: float = 8.0
+    stop_timeout_s: float = 8.0  # at least MIN_STOP_TIMEOUT_S
     status_every_s: float = 10.0  # status line on the terminal and to W&B
     # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
@@ -178,6 +179,11 @@ class AgentConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: invalid value {eval_key(self, key)!r}")
+        if self.stop_timeout_s < MIN_STOP_TIMEOUT_S:
+            # the spool writer's flush gets what is left after the 4 s the others keep (RobotAgent.shutdown):
+            # less than a second and the last episode's chunks could be cut off at the spool's close
+            raise ValueError(f"stop_timeout_s: {self.stop_timeout_s!r} is under {MIN_STOP_TIMEOUT_S} s (the spool "
+                             "flush, uplink drain and every service share it; 4 s of it are kept back)")
         a = self.adapter
         if a.enabled and a.learn and not a.explore:
             # the learner weighs each step by its recorded log-probability: that of the mean action under

@@ -58,3 +58,18 @@ def test_uplink_overrides_compose_into_the_agents_uplink_config(hydra_dir):
     assert up.security.mode == "curve" and up.security.keys_dir == "/etc/robot_keys" and up.resend_s == 3
     up.validate()
     assert not OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c"])).uplink.enabled  # off by default
+
+
+def test_a_stop_timeout_too_short_for_the_spools_flush_is_refused_naming_the_key(hydra_dir):
+    from omegaconf import OmegaConf
+
+    from robot_agent.config import AgentConfig
+
+    for value, refused in ((4.0, True), (5.0, False)):
+        cfg = OmegaConf.to_object(compose("agent", overrides=[f"stop_timeout_s={value}", "checkpoint=ckpt"]))
+        assert isinstance(cfg, AgentConfig)
+        if refused:  # the writer's flush would get no time before the spool closes under it
+            with pytest.raises(ValueError, match=r"^stop_timeout_s: 4\.0 is under 5\.0 s"):
+                cfg.validate()
+        else:
+            cfg.validate()

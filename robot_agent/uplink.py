@@ -183,15 +183,12 @@ class HubUplink:
         try:
             while not self._stop.is_set():
                 try:
-                    lasted = self._connection(ctx)
+                    healthy = self._connection(ctx)
                 except Exception as exc:  # noqa: BLE001 - a bug here must not end the robot's uplink for good
                     log.exception("uplink: connection failed")
-                    self.last_error, lasted = f"{type(exc).__name__}: {exc}", None
+                    self.last_error, healthy = f"{type(exc).__name__}: {exc}", False
                 if self._stop.is_set():
                     break
-                # the backoff starts over only after a session that lasted: a hub that welcomes and then cuts
-                # at once (an ERROR, a dropped socket) would otherwise get every robot back every ~0.1 s
-                healthy = lasted is not None and lasted >= self.cfg.backoff_max_s
                 self.attempts = 0 if healthy else self.attempts + 1
                 self._stop.wait(backoff_s(max(self.attempts, 1), self.cfg.backoff_min_s, self.cfg.backoff_max_s,
                                           self.rng))
@@ -202,16 +199,17 @@ class HubUplink:
             self.connected = False
             ctx.term()
 
-    def _connection(self, ctx: zmq.Context) -> float | None:
-        """One connection: HELLO, WELCOME, then the session until it ends. The seconds the session lasted after
-        the WELCOME, or None if the hub did not welcome us."""
+    def _connection(self, ctx: zmq.Context) -> bool:
+        """One connection: HELLO, WELCOME, then the session until it ends. True if the hub welcomed us and kept
+        the session for at least one of its heartbeat intervals: only that starts the backoff over (a hub that
+        welcomes and cuts at once, by an ERROR or a dropped socket, would get every robot back every ~0.1 s)."""
         sock = robot_socket(ctx, self.cfg)
         try:
             self.window.requeue_in_flight()
             timeout_ms = int(self.cfg.hello_timeout_s * 1000)
             welcome = self._hello(sock, timeout_ms)
             if welcome is None:
-                return None
+                return False
             welcomed_at = time.monotonic()
             self.connected = True
             self.connects += 1
@@ -225,7 +223,7 @@ class HubUplink:
             except _Reconnect as exc:
                 self.last_error = str(exc)
                 log.warning("uplink: %s: reconnecting", exc)
-            return time.monotonic() - welcomed_at
+            return time.monotonic() - welcomed_at >= welcome.heartbeat_ms / 1000
         finally:
             self.connected = False
             sock.close(0)

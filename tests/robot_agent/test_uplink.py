@@ -147,13 +147,13 @@ class SilentHub:
     """A ROUTER that welcomes every HELLO and then says nothing: no acks, no heartbeats (or, with
     ``cut_after_welcome``, an ERROR SHUTTING_DOWN right after the WELCOME)."""
 
-    def __init__(self, cut_after_welcome: bool = False):
+    def __init__(self, cut_after_welcome: bool = False, heartbeat_ms: int = 100):
         self.ctx = zmq.Context()
         cfg = HubConfig(bind="tcp://127.0.0.1:*", security=SecurityConfig(mode="plaintext", keys_dir=""))
         self.security = HubSecurity(self.ctx, cfg.security)
         self.sock = hub_socket(self.ctx, cfg, self.security)
         self.endpoint = self.sock.last_endpoint.decode()
-        self.cut_after_welcome = cut_after_welcome
+        self.cut_after_welcome, self.heartbeat_ms = cut_after_welcome, heartbeat_ms
         self.hellos: list[bytes] = []  # routing ids that said HELLO
         self.chunks: list[str] = []
         self._stop = threading.Event()
@@ -169,7 +169,7 @@ class SilentHub:
             if msg.TYPE == "hello":
                 self.hellos.append(frames[0].bytes)
                 route_frames(self.sock, frames[0].bytes, Welcome(robot_id=msg.robot_id, seq=1, credit=1 << 20,
-                                                                 trunk_version=0, heartbeat_ms=100,
+                                                                 trunk_version=0, heartbeat_ms=self.heartbeat_ms,
                                                                  max_message_bytes=1 << 20).encode())
                 if self.cut_after_welcome:  # and at once tells it the hub is going away
                     route_frames(self.sock, frames[0].bytes, Error(robot_id=msg.robot_id, seq=2,
@@ -187,13 +187,14 @@ class SilentHub:
 
 @pytest.mark.timeout(60)
 def test_a_hub_that_welcomes_and_cuts_at_once_gets_reconnects_at_a_growing_interval(spool, uplinks):
-    hub = SilentHub(cut_after_welcome=True)
+    hub = SilentHub(cut_after_welcome=True, heartbeat_ms=1000)
     try:
         up = uplinks(uplink_cfg(hub.endpoint, backoff_min_s=0.05, backoff_max_s=1.0), spool, "unit-0", "cartpole",
                      "ab" * 8)
         time.sleep(3.0)
-        # doubling from 50 ms to 1 s: about 8 connections in 3 s (each wait at least half its ceiling, so at
-        # most 11); the backoff starting over at every WELCOME made ~60
+        # cut well within its 1 s heartbeat interval, so no session resets the backoff: doubling from 50 ms
+        # to 1 s, about 8 connections in 3 s (each wait at least half its ceiling, so at most 11); the backoff
+        # starting over at every WELCOME made ~60
         assert 3 <= len(hub.hellos) <= 15, (len(hub.hellos), up.status())
         assert up.attempts >= 3
     finally:

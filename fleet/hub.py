@@ -144,6 +144,9 @@ class HubServer(HubTrunks):
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close(self.cfg.stop_timeout_s)  # nothing was queued: it ends at once
+        export = getattr(self, "export", None)
+        if export is not None:
+            export.stop(0)  # never started: closes its pipe
         for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
             if fd >= 0:
                 os.close(fd)

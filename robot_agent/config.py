@@ -142,8 +142,9 @@ class AgentConfig:
     max_steps: int = 0  # 0 = no limit
     shutdown_timeout_s: float = 3.0  # SIGTERM: finish the episode within this, else abort it safely
     # After the episode, flushing the spool and stopping the learner, watcher, driver and reporter share this
-    # much; shutdown_timeout_s + this (plus a couple of seconds) must stay under the service's TimeoutStopSec.
-    stop_timeout_s: float = 8.0  # at least MIN_STOP_TIMEOUT_S
+    # much (at least 5 s: 4 s of it are kept for all but the spool's flush); shutdown_timeout_s + this (plus a
+    # couple of seconds) must stay under the service's TimeoutStopSec.
+    stop_timeout_s: float = 8.0
     status_every_s: float = 10.0  # status line on the terminal and to W&B
     # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.

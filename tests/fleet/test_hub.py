@@ -418,6 +418,7 @@ def test_fuzz_thousands_of_malformed_messages_then_the_hub_still_serves_a_good_r
         refused = wait_until(lambda: load_registry(tmp_path / "hub" / "registry.json")["hub"]["refused"], 10)
         assert sum(refused.values()) > 1000
         assert {"MALFORMED", "BAD_DIGEST", "VERSION_UNSUPPORTED", "IDENTITY_MISMATCH", "FRAME_COUNT"} <= set(refused)
+        assert "INTERNAL" not in refused  # every message refused by the protocol, none by a fault in the hub
     finally:
         kill_group(proc)
 

@@ -118,6 +118,37 @@ def test_failed_commit_stores_none_of_its_group_and_the_store_goes_on(tmp_path, 
         assert all(store.get(verify_record(r)["chunk_id"]) == r for r in many)  # the failed group's bytes skipped
 
 
+class _FailingSecondInsert:
+    """The store's write connection, whose second INSERT of a group raises what is not a ``sqlite3.Error`` (as
+    an integer past SQLite's range once did)."""
+
+    def __init__(self, conn):
+        self.conn, self.inserts = conn, 0
+
+    def execute(self, sql, *args):
+        if sql.lstrip().upper().startswith("INSERT"):
+            self.inserts += 1
+            if self.inserts == 2:
+                raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_any_failure_inside_a_groups_transaction_rolls_it_back_so_a_resend_is_stored_not_called_a_duplicate(
+        tmp_path, rng):
+    good, other = agent_record(rng, "unit-0", 0), agent_record(rng, "unit-0", 1)
+    with ExperienceStore(tmp_path / "s.sqlite") as store:
+        conn, store._w = store._w, _FailingSecondInsert(store._w)
+        with pytest.raises(StoreError, match="not committed"):
+            store.put_many([good, other])  # good's row inserted, then other's fails: the group is nacked
+        store._w = conn
+        # left open, the transaction's uncommitted row made this resend a DUPLICATE, acked and never stored
+        assert [r.status for r in store.put_many([good])] == [STORED]
+        assert store.put_many([other])[0].status == STORED and store.get(verify_record(good)["chunk_id"]) == good
+
+
 def _fsize_limited(limit: int):
     """The kernel refuses writes past ``limit`` bytes in any file of this process (EFBIG), as a full disk does."""
     import contextlib

@@ -214,7 +214,7 @@ class HubUplink:
             self.connected = True
             self.connects += 1
             self.window.credit = welcome.credit
-            self.window.max_chunk_bytes = welcome.max_message_bytes - self.limits.max_header_bytes
+            self.window.hub_limit(welcome.max_message_bytes - self.limits.max_header_bytes)
             self._reconnected()
             log.info("uplink: connected to %s (credit %d bytes, heartbeat %d ms, %d chunks in the spool)",
                      self.cfg.endpoint, welcome.credit, welcome.heartbeat_ms, self.spool.depth)

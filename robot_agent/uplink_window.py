@@ -72,6 +72,7 @@ class SendWindow:
         self._hold: dict[str, float] = {}  # chunk id -> not before (resend-later nacks)
         self.refused: dict[str, str] = {}  # chunk id -> why the hub will never take it (kept in the spool)
         self.max_chunk_bytes = 0  # the largest record the hub takes (its frame limit, from WELCOME); 0: no limit
+        self._too_large: dict[str, int] = {}  # refused chunks over that limit -> their size
         self._next_refill = 0.0
         self.counts = WindowCounts()
 
@@ -93,6 +94,7 @@ class SendWindow:
         if self.refused:  # a refused chunk the spool dropped (when_full=drop_oldest) is forgotten here too
             on_disk = {ref.chunk_id for ref in pending}
             self.refused = {cid: why for cid, why in self.refused.items() if cid in on_disk}
+            self._too_large = {cid: n for cid, n in self._too_large.items() if cid in on_disk}
 
     def next_chunk(self, now: float) -> Outgoing | None:
         """The chunk to send now, already counted in flight (``unsend`` it if it could not leave), or None:
@@ -120,6 +122,7 @@ class SendWindow:
                 self._queue.popleft()
                 self._known.discard(cid)
                 self.counts.too_large += 1
+                self._too_large[cid] = ref.size
                 self.refused[cid] = f"{ref.size} bytes: over the hub's {self.max_chunk_bytes}-byte frame limit"
                 log.error("uplink: chunk %s is %d bytes, over the hub's frame limit of %d: never sent (kept in the "
                           "spool; make chunks smaller with spool.chunk_steps)", cid, ref.size, self.max_chunk_bytes)
@@ -190,6 +193,16 @@ class SendWindow:
         self._known.discard(chunk_id)
         self.refused[chunk_id] = str(reason)
         return False
+
+    def hub_limit(self, max_chunk_bytes: int) -> None:
+        """A hub's frame limit (at each WELCOME): chunks refused as over a smaller one are sent again if they fit."""
+        self.max_chunk_bytes = max_chunk_bytes
+        fit = [cid for cid, size in self._too_large.items() if size <= max_chunk_bytes]
+        for cid in fit:
+            del self._too_large[cid]
+            self.refused.pop(cid, None)  # listed again at the next refill
+        if fit:
+            log.info("uplink: %d chunks refused as too large fit this hub's frame limit: sending them", len(fit))
 
     def requeue_in_flight(self) -> int:
         """A new connection: everything in flight goes back to the front, in spool order, to be sent again."""

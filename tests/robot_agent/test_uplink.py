@@ -430,3 +430,18 @@ def test_a_refused_chunk_the_spool_later_drops_is_forgotten_by_the_window(tmp_pa
         assert window.next_chunk(1.0) is None  # the queued first[1] was dropped too: gone
         window.empty(1.0)  # reads the spool again
         assert window.refused == {}  # once kept forever: a slow leak under drop_oldest
+
+
+def test_a_chunk_refused_as_too_large_is_sent_once_a_hub_with_larger_frames_welcomes_the_robot(tmp_path):
+    from robot_agent.uplink_window import SendWindow
+
+    with Spool(tmp_path / "spool", fsync=False) as spool:
+        (big,) = fill(spool, 1, steps=20_000)
+        size = spool.pending()[0].size
+        window = SendWindow(spool, max_in_flight=8, resend_s=10.0, retry_s=1.0)
+        window.credit = 64 << 20
+        window.hub_limit(size - 1)  # a hub whose frames are too small for it
+        assert window.next_chunk(0.0) is None and big in window.refused and window.counts.too_large == 1
+        window.hub_limit(size)  # the next hub takes it
+        out = window.next_chunk(1.0)
+        assert out is not None and out.ref.chunk_id == big and window.refused == {}

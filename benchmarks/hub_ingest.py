@@ -74,6 +74,7 @@ from ingest_clients import ClientSpec, Stats, raw_router, run_clients
 from result_record import write_result  # beside this script
 
 from fleet.keys import HUB_SECRET
+from fleet.registry import REGISTRY_FILE, load_registry
 from robot_agent.config import AgentUplinkConfig
 
 SPAWN = mp.get_context("spawn")
@@ -175,11 +176,23 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
     if hub is not None:
         contents = store_contents(storage)
         out.update(stored=contents.rows, duplicate_rows=contents.duplicate_rows,
-                   acked_not_stored=max(0, out["acked"] - contents.rows))
+                   acked_not_stored=max(0, out["acked"] - contents.rows), **_commit_times(storage))
         shutil.rmtree(storage, ignore_errors=True)
     if out["errors"]:
         print(f"  errors: {out['errors'][:3]}", flush=True)
     return out
+
+
+def _commit_times(storage: Path) -> dict[str, float]:
+    """The hub's commit groups (write + fsync) as its last registry write saw them: if a burst of slow acks came
+    with a slow commit, the disk held them up; if not, something in the hub did."""
+    try:
+        commit = load_registry(storage / REGISTRY_FILE)["hub"]["commit"]
+        return {"hub_commit_groups": commit["count"], "hub_commit_max_ms": 1e3 * commit["max_s"],
+                "hub_commit_mean_ms": 1e3 * commit["sum_s"] / max(commit["count"], 1)}
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"  (no commit times: {exc})", flush=True)
+        return {}
 
 
 def paired_ratios(runs: dict[str, list[dict[str, Any]]], med: dict[str, dict[str, float]]
@@ -275,7 +288,9 @@ def main() -> None:
                        interval_s=interval, hub_overrides=tuple(args.hub_override), placement=args.placement)
     print(f"  hub: {latency['acked']} chunks of {latency['record_bytes']} bytes acked, ack p50 "
           f"{latency['ack_p50_ms']:.1f} p99 {latency['ack_p99_ms']:.1f} max {latency['ack_max_ms']:.1f} ms, stored "
-          f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}", flush=True)
+          f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}; commit groups: max "
+          f"{latency.get('hub_commit_max_ms', float('nan')):.1f} ms, mean {latency.get('hub_commit_mean_ms', float('nan')):.2f}",
+          flush=True)
     # the same robots and pace against the raw peer: what this machine's loopback and scheduling cost by themselves
     latency_raw = run_cell("raw", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,
                            interval_s=interval, placement=args.placement)

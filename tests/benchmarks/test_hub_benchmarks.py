@@ -43,6 +43,9 @@ def test_hub_ingest_quick_ends_with_its_ratio_and_ack_latency(tmp_path):
     assert fields["ratio_vs_raw"] > 0 and math.isfinite(fields["ratio_vs_raw"])
     assert fields["p99_ack_ms"] > 0 and math.isfinite(fields["p99_ack_ms"])
     assert fields["placement"] == "split" and fields["shared_ratio_64k_curve_16"] > 0  # both placements measured
+    latency = json.loads((tmp_path / "hub_ingest.json").read_text())["latency"]
+    # the hub's own commit times beside its acks: a burst of slow acks with a slow commit is the disk's
+    assert latency["hub_commit_groups"] > 0 and 0 < latency["hub_commit_mean_ms"] <= latency["hub_commit_max_ms"]
 
 
 @pytest.mark.timeout(90)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from shared_policy.tracking import CurveFile, RunLogger
 from sim.env import BatchedEnv
 
 CURVE_FILE = "curve.csv"  # in output_dir: one row per iteration
+LEAVE_BARRIER_S = 60.0  # how long a finished rank waits for the others before leaving the process group
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,9 +124,10 @@ class DistributedContext:
         hang, so the group is left at once."""
         if self.enabled and dist.is_initialized():
             if together:
-                try:
-                    dist.barrier()
-                except RuntimeError as exc:  # a peer already gone: leave anyway
+                try:  # bounded: a peer that failed after its last collective must not hold this rank for the
+                    # process group's whole timeout (NCCL may not report it gone)
+                    dist.barrier(async_op=True).wait(timedelta(seconds=LEAVE_BARRIER_S))
+                except RuntimeError as exc:  # a peer already gone, or not there in time: leave anyway
                     print(f"rank {self.rank}: the barrier before leaving failed ({exc})", flush=True)
             dist.destroy_process_group()
 

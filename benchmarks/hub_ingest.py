@@ -184,12 +184,14 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
 
 
 def _commit_times(storage: Path) -> dict[str, float]:
-    """The hub's commit groups (write + fsync) as its last registry write saw them: if a burst of slow acks came
-    with a slow commit, the disk held them up; if not, something in the hub did."""
+    """The hub's commit groups (write + fsync) and its collector's pauses as its last registry write saw them: if a
+    burst of slow acks came with a slow commit, the disk held them up; with a long pause, the collector did."""
     try:
-        commit = load_registry(storage / REGISTRY_FILE)["hub"]["commit"]
+        hub = load_registry(storage / REGISTRY_FILE)["hub"]
+        commit, heap = hub["commit"], hub["gc"]
         return {"hub_commit_groups": commit["count"], "hub_commit_max_ms": 1e3 * commit["max_s"],
-                "hub_commit_mean_ms": 1e3 * commit["sum_s"] / max(commit["count"], 1)}
+                "hub_commit_mean_ms": 1e3 * commit["sum_s"] / max(commit["count"], 1),
+                "hub_gc_collections": sum(heap["collections"]), "hub_gc_max_ms": max(heap["max_ms"])}
     except (ValueError, KeyError, TypeError) as exc:
         print(f"  (no commit times: {exc})", flush=True)
         return {}
@@ -289,7 +291,8 @@ def main() -> None:
     print(f"  hub: {latency['acked']} chunks of {latency['record_bytes']} bytes acked, ack p50 "
           f"{latency['ack_p50_ms']:.1f} p99 {latency['ack_p99_ms']:.1f} max {latency['ack_max_ms']:.1f} ms, stored "
           f"{latency['stored']}; slowest acks (sent at s, ms): {latency['slowest_acks'][:8]}; commit groups: max "
-          f"{latency.get('hub_commit_max_ms', float('nan')):.1f} ms, mean {latency.get('hub_commit_mean_ms', float('nan')):.2f}",
+          f"{latency.get('hub_commit_max_ms', float('nan')):.1f} ms, mean {latency.get('hub_commit_mean_ms', float('nan')):.2f}; "
+          f"collector: {latency.get('hub_gc_collections', 0)} runs, max {latency.get('hub_gc_max_ms', float('nan')):.1f} ms",
           flush=True)
     # the same robots and pace against the raw peer: what this machine's loopback and scheduling cost by themselves
     latency_raw = run_cell("raw", lat_robots, None, keys, work, args.latency_seconds, args.procs, lat_credit,

@@ -52,6 +52,7 @@ def _security_line(cfg: HubConfig) -> str:
 
 def run_hub(cfg: DictConfig) -> int:
     """Run the hub from a composed config until SIGTERM / SIGINT; returns the process exit code."""
+    from fleet.heap import settle_heap
     from fleet.hub import HubServer
     from fleet.keys import KeyFileError
     from fleet.store import StoreError
@@ -75,6 +76,7 @@ def run_hub(cfg: DictConfig) -> int:
     print(f"fleet-hub: listening on {hub.endpoint}, security {security}, storage {hub.storage.resolve()} "
           f"(credit {hub_cfg.credit_bytes} bytes per robot, heartbeat {hub_cfg.heartbeat_ms} ms), pid {os.getpid()}",
           flush=True)
+    hub.heap = settle_heap()  # after start-up, before the first message (fleet/heap.py)
     hub.run()
     totals, robots = hub.registry.totals(), len(hub.registry.robots) + hub.registry.forgotten["robots"]
     print(f"fleet-hub: stopped; this run stored {totals['chunks_in']} chunks "

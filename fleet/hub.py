@@ -27,6 +27,7 @@ import zmq
 from fleet.adapter_store import AdapterIntake, AdapterStore
 from fleet.config import HubConfig
 from fleet.export_process import ParquetExportProcess
+from fleet.heap import CollectorPauses
 from fleet.hub_credit import CreditBudget
 from fleet.hub_session import RobotSession, now_us
 from fleet.hub_trunks import TRUNK_POLL_S, HubTrunks
@@ -120,6 +121,7 @@ class HubServer(HubTrunks):
             self.refused: Counter[str] = Counter()  # messages refused, by code
             self.nacked: Counter[str] = Counter()  # chunks refused, by reason
             self.acks_dropped = 0  # acks a robot's full queue could not take (it resends; the hub dedupes)
+            self.heap: CollectorPauses | None = None  # the process's collector, where fleet-hub settled it (cli)
             self.credit = CreditBudget(cfg)  # one budget for all robots' queued chunks (fleet/hub_credit.py)
             self._written: deque[tuple[tuple[str, str], StoreResult | StoreError]] = deque()  # commits for the loop to answer
             self._wake_r, self._wake_w = os.pipe()
@@ -262,7 +264,8 @@ class HubServer(HubTrunks):
                                  trunk_version=self.trunks.version, trunk_candidate=self.trunks.candidate_version,
                                  rollout=self.rollout.status(), watch=self.watch.status(),
                                  trunk_pieces_served=self.trunks.pieces_served,
-                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=dict(self.trunks.refused))
+                                 trunk_bytes_served=self.trunks.bytes_served, trunks_refused=dict(self.trunks.refused),
+                                 gc=self.heap.summary() if self.heap is not None else None)
         snapshot = self.registry.snapshot(now)
         self.metrics.publish(snapshot)
         try:

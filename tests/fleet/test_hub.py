@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fleet.hub
+from fleet.heap import GC_THRESHOLDS
 from fleet.hub import HubServer
 from fleet.keys import enrol, init_hub, revoke
 from fleet.protocol import Chunk, ErrorCode, Heartbeat, Welcome
@@ -445,6 +446,8 @@ def test_sigterm_stops_the_hub_process_gracefully_and_status_prints_the_registry
         head, row = res.stdout.splitlines()[1:3]
         assert head.split()[:3] == ["ROBOT", "STATE", "HARDWARE"] and row.split()[:3] == ["unit-0", "alive", "cartpole"]
         assert row.split()[head.split().index("CHUNKS_IN")] == "10"
+        heap = load_registry(tmp_path / "hub" / "registry.json")["hub"]["gc"]  # start-up's heap frozen (fleet/heap.py)
+        assert heap["frozen"] > 10_000 and heap["thresholds"] == list(GC_THRESHOLDS)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert "stopped" in "".join(proc.output)

@@ -13,6 +13,7 @@ loop publishes with each registry write (docs/observability.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -96,9 +97,7 @@ class HubServer(HubTrunks):
             self.sock = hub_socket(self.ctx, cfg, self.security)
             self.metrics = HubMetrics(cfg.metrics)  # a Prometheus port in use refuses the start, naming its key
         except BaseException:
-            self._close_sockets()
-            adapter_store.close()
-            self.store.close()
+            self._abandon_start(adapter_store)
             raise
         try:  # a start that fails past the bind leaves no port, thread, lock or file open behind it
             self.endpoint = self.sock.last_endpoint.decode()
@@ -143,19 +142,22 @@ class HubServer(HubTrunks):
             raise
 
     def _abandon_start(self, adapter_store: AdapterStore) -> None:
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.close(self.cfg.stop_timeout_s)  # nothing was queued: it ends at once
-        export = getattr(self, "export", None)
-        if export is not None:
-            export.stop(0)  # never started: closes its pipe
-        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
-            if fd >= 0:
-                os.close(fd)
-        self.metrics.close()
-        self._close_sockets()
-        adapter_store.close()
-        self.store.close()
+        """Release what a failed start took, each part even if releasing another fails (that is logged: the
+        start's own error is the one raised)."""
+        steps: list[Any] = []
+        if (writer := getattr(self, "writer", None)) is not None:
+            steps.append(lambda: writer.close(self.cfg.stop_timeout_s))  # nothing was queued: it ends at once
+        if (export := getattr(self, "export", None)) is not None:
+            steps.append(lambda: export.stop(0))  # never started: closes its pipe
+        steps += [functools.partial(os.close, fd) for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1))
+                  if fd >= 0]
+        if (metrics := getattr(self, "metrics", None)) is not None:
+            steps.append(metrics.close)
+        for step in (*steps, self._close_sockets, adapter_store.close, self.store.close):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the rest must still be released
+                log.warning("a failed start could not release all it held (%s: %s)", type(exc).__name__, exc)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:

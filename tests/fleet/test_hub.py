@@ -612,3 +612,23 @@ def test_a_start_failing_after_the_bind_leaves_the_port_and_the_store_free_for_t
             HubServer(cfg)
     hub = ThreadHub(cfg)  # the same port and store: nothing of the failed start holds them
     hub.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_release_failing_during_a_failed_start_still_frees_the_rest_and_the_starts_own_error_is_raised(
+        tmp_path, monkeypatch):
+    cfg = hub_config(tmp_path / "hub", port=free_port())
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError("a damaged trunk store")
+
+    def stuck(self, timeout):
+        raise OSError("the export's pipe would not close")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(fleet.hub, "TrunkService", damaged)
+        failing.setattr(fleet.hub.ParquetExportProcess, "stop", stuck)
+        with pytest.raises(RuntimeError, match="damaged trunk store"):
+            HubServer(cfg)
+    hub = ThreadHub(cfg)  # the store, its lock and the port were released after the export's release failed
+    hub.stop()

@@ -186,15 +186,25 @@ def run_cell(mode: str, robots: list[tuple[str, str | None]], size: int | None, 
 def _commit_times(storage: Path) -> dict[str, float]:
     """The hub's commit groups (write + fsync) and its collector's pauses as its last registry write saw them: if a
     burst of slow acks came with a slow commit, the disk held them up; with a long pause, the collector did."""
+    out: dict[str, float] = {}
     try:
         hub = load_registry(storage / REGISTRY_FILE)["hub"]
-        commit, heap = hub["commit"], hub["gc"]
-        return {"hub_commit_groups": commit["count"], "hub_commit_max_ms": 1e3 * commit["max_s"],
-                "hub_commit_mean_ms": 1e3 * commit["sum_s"] / max(commit["count"], 1),
-                "hub_gc_collections": sum(heap["collections"]), "hub_gc_max_ms": max(heap["max_ms"])}
     except (ValueError, KeyError, TypeError) as exc:
+        print(f"  (no hub registry: {exc})", flush=True)
+        return out
+    try:
+        commit = hub["commit"]
+        out.update(hub_commit_groups=commit["count"], hub_commit_max_ms=1e3 * commit["max_s"],
+                   hub_commit_mean_ms=1e3 * commit["sum_s"] / max(commit["count"], 1))
+    except (KeyError, TypeError) as exc:
         print(f"  (no commit times: {exc})", flush=True)
-        return {}
+    try:
+        heap = hub["gc"]
+        out.update(hub_gc_frozen=heap["frozen"], hub_gc_collections=sum(heap["collections"]),
+                   hub_gc_max_ms=max(heap["max_ms"]))
+    except (KeyError, TypeError) as exc:
+        print(f"  (no collector pauses: {exc})", flush=True)
+    return out
 
 
 def paired_ratios(runs: dict[str, list[dict[str, Any]]], med: dict[str, dict[str, float]]

@@ -135,7 +135,7 @@ class UplinkConfig:
     """A robot's link to the hub (the agent's uplink embeds it)."""
 
     endpoint: str = "tcp://127.0.0.1:5555"  # the hub this robot connects to (tcp:// or ipc://)
-    max_frame_bytes: int = 16 * 1024 * 1024  # largest frame sent or received, bytes; keep it equal to the hub's  # largest frame accepted, bytes (ZMQ MAXMSGSIZE: bigger cuts the peer)
+    max_frame_bytes: int = 16 * 1024 * 1024  # largest frame sent or received, bytes (ZMQ MAXMSGSIZE); keep it equal to the hub's
     security: SecurityConfig = field(default_factory=lambda: SecurityConfig(keys_dir="robot_keys"))
     socket: SocketConfig = field(default_factory=SocketConfig)
 

@@ -5,8 +5,9 @@ no unreachable object after 3000 fuzz messages and 500 chunks through a hub with
 counting frees them all. At CPython's default threshold (700 net allocations) the collector still ran ~40 times a
 second at 5000 chunks/s, and each full collection walked the ~60k objects start-up left (Hydra, numpy, pyarrow):
 in one 10 s cell of 128 robots, 583 collections held the loop for 670 ms in all, the longest for 89 ms. Frozen,
-start-up's objects are never walked again, and a young generation of 20k makes collections rare while still
-bounding what a cycle could hold. The robot agent does the same for its control loop (robot_agent/agent.py).
+start-up's objects are never walked again, and a young generation of 20k objects makes collections rare while
+still bounding how many objects a cycle could keep alive between them. (The robot agent freezes its heap too, and
+turns the collector off inside episodes: robot_agent/agent.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import gc
 import time
 from typing import Any
 
-GC_THRESHOLDS = (20_000, 10, 10)  # young, then how many of each generation's collections trigger the next
+GC_THRESHOLDS = (20_000, 10, 10)  # gc.set_threshold's three (young first), as CPython 3.11-3.13 read them
 
 
 class CollectorPauses:
@@ -30,6 +31,7 @@ class CollectorPauses:
         self.max_s = [0.0, 0.0, 0.0]
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        """The collector's callback: ``phase`` is "start" or "stop"; ``info`` names the generation."""
         if phase == "start":
             self._started = time.perf_counter()
             return
@@ -39,8 +41,9 @@ class CollectorPauses:
         self.max_s[gen] = max(self.max_s[gen], took)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: objects frozen, and per generation (young first) collections, total and longest pause."""
-        return {"frozen": gc.get_freeze_count(), "thresholds": list(gc.get_threshold()), "collections": self.count,
+        """JSON-ready, copied: objects frozen, the thresholds, and per generation (young first) collections, their
+        total and their longest pause."""
+        return {"frozen": gc.get_freeze_count(), "thresholds": list(gc.get_threshold()), "collections": list(self.count),
                 "total_ms": [round(1e3 * s, 2) for s in self.total_s], "max_ms": [round(1e3 * s, 2) for s in self.max_s]}
 
 

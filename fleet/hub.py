@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class HubServer(HubTrunks):
     def _abandon_start(self, adapter_store: AdapterStore) -> None:
         """Release what a failed start took, each part even if releasing another fails (that is logged: the
         start's own error is the one raised)."""
-        steps: list[Any] = []
+        steps: list[Callable[[], object]] = []
         if (writer := getattr(self, "writer", None)) is not None:
             steps.append(lambda: writer.close(self.cfg.stop_timeout_s))  # nothing was queued: it ends at once
         if (export := getattr(self, "export", None)) is not None:
@@ -153,11 +154,16 @@ class HubServer(HubTrunks):
                   if fd >= 0]
         if (metrics := getattr(self, "metrics", None)) is not None:
             steps.append(metrics.close)
-        for step in (*steps, self._close_sockets, adapter_store.close, self.store.close):
+        if self.sock is not None:
+            steps.append(lambda: self.sock.close(self.cfg.socket.linger_ms))
+        if self.security is not None:
+            steps.append(self.security.close)
+        for step in (*steps, self.ctx.term, adapter_store.close, self.store.close):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the rest must still be released
-                log.warning("a failed start could not release all it held (%s: %s)", type(exc).__name__, exc)
+                log.warning("a failed start could not release all it held (%s: %s)", type(exc).__name__, exc,
+                            exc_info=True)
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -46,7 +46,8 @@ def test_hub_ingest_quick_ends_with_its_ratio_and_ack_latency(tmp_path):
     latency = json.loads((tmp_path / "hub_ingest.json").read_text())["latency"]
     # the hub's own commit times beside its acks: a burst of slow acks with a slow commit is the disk's
     assert latency["hub_commit_groups"] > 0 and 0 < latency["hub_commit_mean_ms"] <= latency["hub_commit_max_ms"]
-    assert latency["hub_gc_collections"] >= 0 and latency["hub_gc_max_ms"] >= 0  # the collector's pauses, recorded
+    # the collector's pauses beside them, from a hub whose start-up heap is frozen (fleet/heap.py)
+    assert latency["hub_gc_frozen"] > 10_000 and latency["hub_gc_max_ms"] >= 0 and "hub_gc_collections" in latency
 
 
 @pytest.mark.timeout(90)

@@ -96,7 +96,7 @@ class RobotAgent:
         self.recorder = TransitionRecorder(
             self.task, parts.obs_layout, parts.priv_layout, self.writer, cfg.spool.chunk_steps,
             np.random.default_rng(cfg.seed),
-            header={"robot_id": cfg.robot_id, "hardware": self.profile.name, "task": self.task.name})
+            header=parts.record_header)
         self._episode_bytes = self.recorder.episode_bytes(self.task.max_episode_length)
         self.loop = ControlLoop(self.driver, self.safe, self.runtime, parts.action_map, self.recorder, self.timing,
                                 self._cut_short, explore=cfg.adapter.explore and self.trainer is not None,

@@ -44,7 +44,7 @@ class SpoolConfig:
     quota_mb: float = 1024.0  # MiB of chunks the spool may hold on disk; at it, when_full decides
     when_full: str = "refuse"  # refuse new episodes | drop_oldest unsent chunks
     segment_mb: float = 8.0  # MiB per segment file; a fully acked one is deleted (smaller: space back sooner)
-    chunk_steps: int = 250  # a chunk is written at least this often, and at every episode end
+    chunk_steps: int = 250  # a chunk is written at least this often, and at every episode end; with the uplink on, a full chunk must fit uplink.max_frame_bytes (checked at start)
     # each chunk carries Ape-X initial priorities (|TD error| per step under the running trunk's critic),
     # computed by the spool writer's thread; the fleet learner's prioritised replay starts its items there
     priorities: bool = True

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 
@@ -24,6 +24,7 @@ from hardware.tasks import TaskConfig, task_class
 from hardware.tasks.base import Task
 from robot_agent.config import AgentConfig
 from robot_agent.drivers import make_driver
+from robot_agent.recorder import chunk_record_bytes, transitions_fitting
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
 from robot_agent.safe_driver import SafeDriver, SafetyConfig
 from robot_agent.spool import Spool, SpoolLockedError, take_directory_lock
@@ -65,6 +66,7 @@ class AgentParts:
     watcher: TrunkWatcher | None  # None: no trunk_dir to watch
     state_lock: IO[str] | None = None  # held (flock) while the agent owns its state directory
     uplink: HubUplink | None = None  # None: uplink.enabled is false (the spool keeps everything)
+    record_header: dict[str, Any] = field(default_factory=dict)  # what every chunk's header starts from
 
 
 class AgentBuilder:
@@ -105,6 +107,11 @@ class AgentBuilder:
 
     def _build(self, spool: Spool) -> AgentParts:
         cfg, profile = self.cfg, self.profile
+        obs_layout = ObservationLayout(profile, profile.observation)
+        priv_layout = ObservationLayout(profile, self.task.cfg.privileged_observation)
+        header = {"robot_id": cfg.robot_id, "hardware": profile.name, "task": self.task.name}
+        if cfg.uplink.enabled:  # before the driver: a refused start touches no hardware
+            self._check_chunks_fit(obs_layout, priv_layout, header)
         try:
             self.driver = make_driver(cfg.driver.name, profile, **dict(cfg.driver.options))
         except (DriverError, ValueError, TypeError) as exc:
@@ -127,13 +134,14 @@ class AgentBuilder:
             cfg=cfg, state_dir=self.state_dir, profile=profile, task=self.task, spec=self.spec, driver=self.driver,
             safe=SafeDriver(self.driver, safety), checkpoint=Path(checkpoint),
             runtime=runtime,
-            obs_layout=ObservationLayout(profile, profile.observation),
-            priv_layout=ObservationLayout(profile, self.task.cfg.privileged_observation),
+            obs_layout=obs_layout,
+            priv_layout=priv_layout,
             action_map=ActionMap(profile),
             spool=spool,
             trainer=trainer,
             watcher=TrunkWatcher(cfg.trunk_dir, self.spec, trunk_version) if cfg.trunk_dir else None,
             uplink=self._uplink(spool, runtime) if cfg.uplink.enabled else None,
+            record_header=header,
         )
 
     def _uplink(self, spool: Spool, runtime: PolicyRuntime) -> HubUplink:
@@ -146,6 +154,23 @@ class AgentBuilder:
             raise AgentStartupError(f"uplink.security.keys_dir: {exc}") from exc
 
     # -- start-up checks -----------------------------------------------------------------------------
+    def _check_chunks_fit(self, obs_layout: ObservationLayout, priv_layout: ObservationLayout,
+                          header: dict[str, Any]) -> None:
+        """A full chunk larger than uplink.max_frame_bytes (set equal to the hub's frame limit) would be refused
+        by the hub and stay in the spool unsent: refused here, naming the keys. A chunk ends at every episode end,
+        so none holds more than an episode's transitions."""
+        cfg = self.cfg
+        most, limit = min(cfg.spool.chunk_steps, self.task.max_episode_length), cfg.uplink.max_frame_bytes
+        size = chunk_record_bytes(obs_layout, priv_layout, header, most)
+        if size <= limit:
+            return
+        fitting = transitions_fitting(obs_layout, priv_layout, header, most, limit)
+        advice = (f"set spool.chunk_steps to at most {fitting}, or raise" if fitting else "raise")
+        raise AgentStartupError(
+            f"spool.chunk_steps: chunks of {most} transitions of '{self.profile.name}' take up to {size} bytes, over "
+            f"uplink.max_frame_bytes ({limit}): the hub would refuse every full chunk; {advice} uplink.max_frame_bytes "
+            "together with the hub's max_frame_bytes")
+
     def _check_driver(self) -> None:
         claimed = robot_spec(self.driver.profile, self.task.cfg.privileged_observation)
         diff = spec_differences(claimed, self.spec)  # layout and the whole profile (by hash, fields named)

@@ -37,6 +37,37 @@ class EpisodeSummary:
     cut_short: bool  # ended by the agent (e-stop, shutdown, step limit), not by the task
 
 
+def chunk_record_bytes(obs_layout: ObservationLayout, priv_layout: ObservationLayout, header: dict[str, Any],
+                       n: int) -> int:
+    """The spool bytes of a chunk of ``n`` transitions recorded with these layouts under ``header`` (the
+    recorder's: robot, hardware, task), at its widest header numbers: never below a real chunk's."""
+    profile = obs_layout.profile
+    critic = obs_layout.size + priv_layout.size + PhysicsParams.NUM_PRIVILEGED  # the robot's nominal physics too
+    rows = {"obs": np.zeros((n, obs_layout.size)), "critic_obs": np.zeros((n, critic)),
+            "actions": np.zeros((n, profile.num_actions)), "log_probs": np.zeros(n), "rewards": np.zeros(n),
+            "dones": np.zeros(n), "time_outs": np.zeros(n), "stamp": np.zeros(n)}
+    robot = str(header.get("robot_id", "robot"))  # the spool's id format: <robot>-<16 hex epoch>-<seq>
+    widest = {**header, "episode": 1 << 40, "first_step": 1 << 40, "steps": n, "episode_end": False,
+              "trunk_version": 1 << 40, "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}",
+              "seq": 10**10 - 1, "spool_epoch": "f" * 16}
+    arrays = chunk_arrays(rows, np.zeros(critic), 0, 0)
+    arrays["priorities"] = np.zeros(n, np.float32)  # the spool writer may add them (robot_agent/priorities.py)
+    return len(encode_record(widest, arrays))
+
+
+def transitions_fitting(obs_layout: ObservationLayout, priv_layout: ObservationLayout, header: dict[str, Any],
+                        most: int, limit: int) -> int:
+    """The most transitions (at most ``most``) a chunk may hold and stay within ``limit`` bytes (0: not one)."""
+    low, high = 0, most
+    while low < high:  # the size grows with the transitions: the last count that fits
+        mid = (low + high + 1) // 2
+        if chunk_record_bytes(obs_layout, priv_layout, header, mid) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 class TransitionRecorder:
     """Builds one robot's transitions with the shared step contract and hands them to a sink in chunks.
 
@@ -120,23 +151,11 @@ class TransitionRecorder:
         """The spool bytes an episode of ``steps`` transitions takes (its full chunks and the last, shorter
         one): what an episode's room is judged by before any chunk was written."""
         full, rest = divmod(steps, self.chunk_steps)
-        return full * self._chunk_bytes(self.chunk_steps) + (self._chunk_bytes(rest) if rest else 0)
+        return full * self.chunk_bytes(self.chunk_steps) + (self.chunk_bytes(rest) if rest else 0)
 
-    def _chunk_bytes(self, n: int) -> int:
-        profile = self.obs_layout.profile
-        critic = self.obs_layout.size + self.priv_layout.size + len(self._no_physics)
-        rows = {"obs": np.zeros((n, self.obs_layout.size)), "critic_obs": np.zeros((n, critic)),
-                "actions": np.zeros((n, profile.num_actions)), "log_probs": np.zeros(n), "rewards": np.zeros(n),
-                "dones": np.zeros(n), "time_outs": np.zeros(n), "stamp": np.zeros(n)}
-        # the header's numbers at their widest, so that the estimate is not below a real record
-        robot = str(self.header.get("robot_id", "robot"))  # the spool's id format: <robot>-<16 hex epoch>-<seq>
-        header = {**self.header, "episode": 1 << 40, "first_step": 1 << 40, "steps": n, "episode_end": False,
-                  "trunk_version": 1 << 40,
-                  "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}", "seq": 10**10 - 1,
-                  "spool_epoch": "f" * 16}
-        arrays = chunk_arrays(rows, np.zeros(critic), 0, 0)
-        arrays["priorities"] = np.zeros(n, np.float32)  # the spool writer may add them (robot_agent/priorities.py)
-        return len(encode_record(header, arrays))
+    def chunk_bytes(self, n: int) -> int:
+        """The spool bytes of a chunk of ``n`` transitions, at its widest header (never below a real one)."""
+        return chunk_record_bytes(self.obs_layout, self.priv_layout, self.header, n)
 
     def summary(self) -> EpisodeSummary:
         """The episode so far (call at its end)."""

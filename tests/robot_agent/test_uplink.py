@@ -445,3 +445,48 @@ def test_a_chunk_refused_as_too_large_is_sent_once_a_hub_with_larger_frames_welc
         window.hub_limit(size)  # the next hub takes it
         out = window.next_chunk(1.0)
         assert out is not None and out.ref.chunk_id == big and window.refused == {}
+
+
+def _agent_of_long_episodes(cfg):
+    from hardware.tasks.config import task_config
+    from robot_agent.agent import RobotAgent
+
+    return RobotAgent(cfg, task_config("cartpole_swingup", {"episode_length_s": 10.0}))
+
+
+def test_chunks_larger_than_the_uplinks_frames_refuse_the_agents_start_naming_both_keys_and_a_fitting_size(agent_cfg):
+    from robot_agent.agent import AgentStartupError
+    from robot_agent.recorder import chunk_record_bytes
+
+    agent_cfg.spool.chunk_steps = 250
+    agent_cfg.uplink = uplink_cfg("tcp://127.0.0.1:5555", trunk_piece_bytes=4096)
+    agent_cfg.uplink.max_frame_bytes = 8192  # a cartpole chunk of 250 transitions is larger
+    with pytest.raises(AgentStartupError, match=r"spool.chunk_steps: chunks of 250 .* over uplink.max_frame_bytes "
+                       r"\(8192\)") as refused:
+        _agent_of_long_episodes(agent_cfg)
+    fitting = int(refused.value.args[0].split("at most ")[1].split(",")[0])
+    assert 0 < fitting < 250
+    agent_cfg.spool.chunk_steps = fitting  # the size it names fits, and the refused start left the state dir free
+    agent = _agent_of_long_episodes(agent_cfg)
+    try:
+        p = agent.parts
+        assert chunk_record_bytes(p.obs_layout, p.priv_layout, p.record_header, fitting + 1) > 8192  # the largest
+    finally:
+        agent.spool.close()
+        agent.parts.state_lock.close()
+
+
+def test_the_frame_check_counts_a_chunk_as_at_most_one_episode_and_skips_an_agent_without_uplink(agent_cfg):
+    from robot_agent.agent import AgentStartupError
+
+    agent_cfg.spool.chunk_steps = 250
+    agent_cfg.uplink = uplink_cfg("tcp://127.0.0.1:5555", trunk_piece_bytes=4096)
+    agent_cfg.uplink.max_frame_bytes = 16384  # 50 cartpole transitions (~10 KB) fit, 250 (~45 KB) do not
+    with pytest.raises(AgentStartupError, match="chunks of 250 "):
+        _agent_of_long_episodes(agent_cfg)  # 10 s episodes: full chunks of 250
+    for enabled in (True, False):  # 1 s episodes: no chunk holds more than 50; and with the uplink off, no check
+        agent_cfg.uplink.enabled = enabled
+        agent_cfg.uplink.max_frame_bytes = 16384 if enabled else 1024
+        agent = _robot_agent(agent_cfg)
+        agent.spool.close()
+        agent.parts.state_lock.close()

@@ -154,16 +154,29 @@ class HubServer(HubTrunks):
                   if fd >= 0]
         if (metrics := getattr(self, "metrics", None)) is not None:
             steps.append(metrics.close)
-        if self.sock is not None:
-            steps.append(lambda: self.sock.close(self.cfg.socket.linger_ms))
+        sockets = [lambda: self.sock.close(self.cfg.socket.linger_ms)] if self.sock is not None else []
         if self.security is not None:
-            steps.append(self.security.close)
-        for step in (*steps, self.ctx.term, adapter_store.close, self.store.close):
+            sockets.append(self.security.close)
+        self._release(steps)
+        if self._release(sockets):  # term waits for every socket of the context: it would hang the start
+            log.warning("the failed start leaves its ZeroMQ context open: one of its sockets would not close")
+        else:
+            self._release([self.ctx.term])
+        self._release([adapter_store.close, self.store.close])
+
+    @staticmethod
+    def _release(steps: list[Callable[[], object]]) -> bool:
+        """Run each release step whatever the others do; whether any failed (each failure logged with its
+        traceback)."""
+        failed = False
+        for step in steps:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the rest must still be released
+                failed = True
                 log.warning("a failed start could not release all it held (%s: %s)", type(exc).__name__, exc,
                             exc_info=True)
+        return failed
 
     # -- life ------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:

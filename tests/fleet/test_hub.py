@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fleet.hub
+import fleet.keys
 from fleet.heap import GC_THRESHOLDS
 from fleet.hub import HubServer
 from fleet.keys import enrol, init_hub, revoke
@@ -630,6 +631,36 @@ def test_a_release_failing_during_a_failed_start_still_frees_the_rest_and_the_st
         failing.setattr(fleet.hub.ParquetExportProcess, "stop", stuck)
         with pytest.raises(RuntimeError, match="damaged trunk store"):
             HubServer(cfg)
-    assert "the export's pipe would not close" in caplog.text  # the failed release is logged, not raised
+    assert any(r.exc_info and "would not close" in str(r.exc_info[1]) for r in caplog.records)  # logged, traced
     hub = ThreadHub(cfg)  # the store, its lock and the port were released after the export's release failed
     hub.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_start_whose_key_handler_will_not_close_raises_its_own_error_instead_of_hanging(tmp_path, keys,
+                                                                                                  monkeypatch):
+    cfg = hub_config(tmp_path / "hub", keys, port=free_port())
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError("a damaged trunk store")
+
+    def stuck(self):
+        raise RuntimeError("the key handler would not stop")
+
+    made, real_init, real_close = [], fleet.keys.HubSecurity.__init__, fleet.keys.HubSecurity.close
+
+    def recorded(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    try:
+        with monkeypatch.context() as failing:
+            failing.setattr(fleet.hub, "TrunkService", damaged)
+            failing.setattr(fleet.keys.HubSecurity, "__init__", recorded)
+            failing.setattr(fleet.keys.HubSecurity, "close", stuck)
+            with pytest.raises(RuntimeError, match="damaged trunk store"):  # not a hang in the context's term
+                HubServer(cfg)
+    finally:  # what the failed start had to leave open
+        for security in made:
+            real_close(security)
+            security.ctx.term()

@@ -160,11 +160,12 @@ class AgentBuilder:
         by the hub and stay in the spool unsent: refused here, naming the keys. A chunk ends at every episode end,
         so none holds more than an episode's transitions."""
         cfg = self.cfg
-        most, limit = min(cfg.spool.chunk_steps, self.task.max_episode_length), cfg.uplink.max_frame_bytes
-        size = chunk_record_bytes(obs_layout, priv_layout, header, most)
+        most = max(1, min(cfg.spool.chunk_steps, self.task.max_episode_length))  # an episode has one step at least
+        limit, priorities = cfg.uplink.max_frame_bytes, cfg.spool.priorities
+        size = chunk_record_bytes(obs_layout, priv_layout, header, most, priorities)
         if size <= limit:
             return
-        fitting = transitions_fitting(obs_layout, priv_layout, header, most, limit)
+        fitting = transitions_fitting(obs_layout, priv_layout, header, most, limit, priorities)
         advice = (f"set spool.chunk_steps to at most {fitting}, or raise" if fitting else "raise")
         raise AgentStartupError(
             f"spool.chunk_steps: chunks of {most} transitions of '{self.profile.name}' take up to {size} bytes, over "

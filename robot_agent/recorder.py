@@ -38,9 +38,10 @@ class EpisodeSummary:
 
 
 def chunk_record_bytes(obs_layout: ObservationLayout, priv_layout: ObservationLayout, header: dict[str, Any],
-                       n: int) -> int:
+                       n: int, priorities: bool = True) -> int:
     """The spool bytes of a chunk of ``n`` transitions recorded with these layouts under ``header`` (the
-    recorder's: robot, hardware, task), at its widest header numbers: never below a real chunk's."""
+    recorder's: robot, hardware, task), at its widest header numbers: never below a real chunk's. ``priorities``:
+    the spool writer adds a priority per transition (spool.priorities)."""
     profile = obs_layout.profile
     critic = obs_layout.size + priv_layout.size + PhysicsParams.NUM_PRIVILEGED  # the robot's nominal physics too
     rows = {"obs": np.zeros((n, obs_layout.size)), "critic_obs": np.zeros((n, critic)),
@@ -51,17 +52,18 @@ def chunk_record_bytes(obs_layout: ObservationLayout, priv_layout: ObservationLa
               "trunk_version": 1 << 40, "adapter_version": 1 << 40, "chunk_id": f"{robot}-{'f' * 16}-{10**10 - 1}",
               "seq": 10**10 - 1, "spool_epoch": "f" * 16}
     arrays = chunk_arrays(rows, np.zeros(critic), 0, 0)
-    arrays["priorities"] = np.zeros(n, np.float32)  # the spool writer may add them (robot_agent/priorities.py)
+    if priorities:  # robot_agent/priorities.py
+        arrays["priorities"] = np.zeros(n, np.float32)
     return len(encode_record(widest, arrays))
 
 
 def transitions_fitting(obs_layout: ObservationLayout, priv_layout: ObservationLayout, header: dict[str, Any],
-                        most: int, limit: int) -> int:
+                        most: int, limit: int, priorities: bool = True) -> int:
     """The most transitions (at most ``most``) a chunk may hold and stay within ``limit`` bytes (0: not one)."""
     low, high = 0, most
     while low < high:  # the size grows with the transitions: the last count that fits
         mid = (low + high + 1) // 2
-        if chunk_record_bytes(obs_layout, priv_layout, header, mid) <= limit:
+        if chunk_record_bytes(obs_layout, priv_layout, header, mid, priorities) <= limit:
             low = mid
         else:
             high = mid - 1

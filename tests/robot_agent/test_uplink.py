@@ -454,23 +454,28 @@ def _agent_of_long_episodes(cfg):
     return RobotAgent(cfg, task_config("cartpole_swingup", {"episode_length_s": 10.0}))
 
 
-def test_chunks_larger_than_the_uplinks_frames_refuse_the_agents_start_naming_both_keys_and_a_fitting_size(agent_cfg):
+def test_chunks_larger_than_the_uplinks_frames_refuse_the_agents_start_naming_both_keys_and_a_fitting_size(
+        agent_cfg, monkeypatch):
+    import robot_agent.parts
     from robot_agent.agent import AgentStartupError
     from robot_agent.recorder import chunk_record_bytes
 
     agent_cfg.spool.chunk_steps = 250
     agent_cfg.uplink = uplink_cfg("tcp://127.0.0.1:5555", trunk_piece_bytes=4096)
     agent_cfg.uplink.max_frame_bytes = 8192  # a cartpole chunk of 250 transitions is larger
-    with pytest.raises(AgentStartupError, match=r"spool.chunk_steps: chunks of 250 .* over uplink.max_frame_bytes "
-                       r"\(8192\)") as refused:
-        _agent_of_long_episodes(agent_cfg)
+    with monkeypatch.context() as no_driver:  # refused before the robot is touched
+        no_driver.setattr(robot_agent.parts, "make_driver", lambda *a, **kw: pytest.fail("the driver was made"))
+        with pytest.raises(AgentStartupError, match=r"spool.chunk_steps: chunks of 250 .* over "
+                           r"uplink.max_frame_bytes \(8192\)") as refused:
+            _agent_of_long_episodes(agent_cfg)
     fitting = int(refused.value.args[0].split("at most ")[1].split(",")[0])
     assert 0 < fitting < 250
     agent_cfg.spool.chunk_steps = fitting  # the size it names fits, and the refused start left the state dir free
     agent = _agent_of_long_episodes(agent_cfg)
     try:
         p = agent.parts
-        assert chunk_record_bytes(p.obs_layout, p.priv_layout, p.record_header, fitting + 1) > 8192  # the largest
+        assert chunk_record_bytes(p.obs_layout, p.priv_layout, p.record_header, fitting + 1,
+                                  agent_cfg.spool.priorities) > 8192  # the largest that fits
     finally:
         agent.spool.close()
         agent.parts.state_lock.close()

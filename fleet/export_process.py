@@ -104,7 +104,10 @@ class ParquetExportProcess:
             pass  # already gone
         end = time.monotonic() + timeout + 5.0
         while self._proc.is_alive() and time.monotonic() < end:
-            self._drain(0.1)
+            if self._conn.closed:  # its end is closed (it is exiting): wait for the exit, not on the pipe
+                self._proc.join(min(0.1, max(0.0, end - time.monotonic())))
+            else:
+                self._drain(0.1)
         if self._proc.is_alive():
             log.error("the Parquet export did not stop in time: its open files are redone at the next start")
             self._proc.kill()
@@ -183,8 +186,8 @@ class ParquetExportProcess:
             while not self._conn.closed and self._conn.poll(wait_s):
                 self._status = self._conn.recv()
                 wait_s = 0
-        except (EOFError, OSError):
-            pass  # the child is gone: the last status stands
+        except (EOFError, OSError):  # the child closed its end (it is exiting or gone): the last status stands
+            self._conn.close()  # nothing more comes; an open end would answer every poll at once, with EOF
 
 
 def export_main(conn: Connection, args: tuple) -> None:

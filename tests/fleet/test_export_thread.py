@@ -262,3 +262,23 @@ def test_an_export_child_that_cannot_be_remade_leaves_status_and_stop_working_an
         export.stop(5.0)
         store.close()
     assert _duckdb_rows(out) == expected
+
+
+@pytest.mark.timeout(120)
+def test_stopping_the_export_waits_for_the_childs_exit_without_spinning_on_its_closed_pipe(tmp_path):
+    from fleet.export_process import ParquetExportProcess
+    from fleet.store import ExperienceStore
+
+    ExperienceStore(tmp_path / "experience.sqlite").close()
+    export = ParquetExportProcess(tmp_path / "experience.sqlite", tmp_path / "parquet", 1 << 20, 0.2, 0.1, 2.0)
+    drains = []
+    real = export._drain
+    export._drain = lambda wait_s: (drains.append(wait_s), real(wait_s))[1]
+    export.start()
+    assert wait_until(lambda: export.status()["running"], 60), export.status()
+    drains.clear()
+    export.stop(5.0)
+    assert not export.status()["running"]
+    # between the child's last report and its exit the pipe reads EOF at once: polled in a loop, that was
+    # ~10k calls in 0.1 s; the stop now polls while the child reports and joins once its end is closed
+    assert len(drains) < 100, f"{len(drains)} drains during stop"

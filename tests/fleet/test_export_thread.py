@@ -271,14 +271,22 @@ def test_stopping_the_export_waits_for_the_childs_exit_without_spinning_on_its_c
 
     ExperienceStore(tmp_path / "experience.sqlite").close()
     export = ParquetExportProcess(tmp_path / "experience.sqlite", tmp_path / "parquet", 1 << 20, 0.2, 0.1, 2.0)
-    drains = []
+    drains, seen = [], []
     real = export._drain
-    export._drain = lambda wait_s: (drains.append(wait_s), real(wait_s))[1]
+
+    def counted(wait_s):
+        drains.append(wait_s)
+        real(wait_s)
+        seen.append(export._status["running"])  # what the child last reported, before stop() marks it stopped
+
+    export._drain = counted
     export.start()
     assert wait_until(lambda: export.status()["running"], 60), export.status()
     drains.clear()
+    seen.clear()
     export.stop(5.0)
-    assert not export.status()["running"]
+    assert export._proc.exitcode == 0  # the child exited on its own, not killed at the deadline
+    assert False in seen  # its final report (sent after its export stopped) was read before the pipe closed
     # between the child's last report and its exit the pipe reads EOF at once: polled in a loop, that was
     # ~10k calls in 0.1 s; the stop now polls while the child reports and joins once its end is closed
     assert len(drains) < 100, f"{len(drains)} drains during stop"

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # a budget that learns nothing worth reporting and still runs every phase: the gate and the canaries are set to
 # pass a candidate that barely moved (what the test pins is the plumbing, not the learning)
 SHORT = ["pretrain.iterations=2", "pretrain.num_envs=16", "oracle.episodes=8", "oracle.num_envs=8",
-         "agents.episode_length_s=2.0", "agents.adapt_s=40", "agents.steps_per_update=200", "agents.guard_episodes=2",
+         "agents.episode_length_s=2.0", "agents.adapt_s=20", "agents.steps_per_update=200", "agents.guard_episodes=2",
          "hub.min_episodes=2", "hub.history_episodes=2", "hub.tolerance=5.0", "learn.updates=4", "learn.batch_size=8",
          "learn.gate_episodes=4", "learn.sim_fraction=0", "learn.gate_tolerance=0.9", "learn.learning_rate=1e-6",
          "learn.episodes_after=1", "learn.rebase_steps=20", "wandb=false", "progress_every_s=10"]

@@ -28,3 +28,27 @@ def ratio_interval(num: list[float], den: list[float], draws: int = 10_000, seed
     rb = b[rng.integers(0, len(b), (draws, len(b)))].mean(axis=1)
     lo, hi = np.percentile(ra / rb, [2.5, 97.5])
     return float(a.mean() / b.mean()), float(lo), float(hi)
+
+
+def median_interval(x: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Median and its distribution-free interval (order statistics of the binomial sign test): the k-th smallest
+    and k-th largest values, k the largest with P(Binom(n, 1/2) < k) <= (1 - level) / 2. An interval that cannot
+    be had at ``level`` (fewer than 6 values at 95%) is the whole range, nan where empty."""
+    a = sorted(float(v) for v in x)
+    n = len(a)
+    if not n:
+        return float("nan"), float("nan"), float("nan")
+    tail, k, below = (1 - level) / 2, 0, 0.0
+    while k < n // 2 and below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k, 1)
+    return float(np.median(a)), a[k - 1], a[n - k]
+
+
+def sign_test_above(x: list[float], threshold: float) -> float:
+    """One-sided sign-test p-value that the median of ``x`` is above ``threshold`` (ties dropped): the chance of
+    at least as many values above it if each were above or below with even odds."""
+    above = sum(v > threshold for v in x)
+    n = above + sum(v < threshold for v in x)
+    return sum(math.comb(n, j) for j in range(above, n + 1)) / 2**n if n else float("nan")

@@ -1,0 +1,112 @@
+"""The hub's throughput target, pooled over hub_ingest runs: every paired round of the 64 KiB CURVE cells.
+
+Each ``hub_ingest`` run (``benchmarks/results/hub_ingest*.json``: the full matrix, ``_64k`` and ``_sustained``)
+measures each cell in a few rounds, hub and raw peer back to back, and quotes the median of the rounds' own
+ratios. One file's median over 2-5 rounds moves by ~0.1 from run to run, and single rounds have read 0.40-0.50
+where the file's median cleared 0.5. This pools the rounds of every committed version of those files measured
+at the chosen commits (``git log``; one copy per file and date) and gives, per cell:
+
+- the median of all rounds' ratios with its distribution-free 95% interval (order statistics);
+- how many rounds read below the target (0.5 of raw);
+- the one-sided sign-test p-value that the cell's median ratio is above the target.
+
+A cell *meets* the target when its interval's lower end is above it. Runs are chosen by ``--commits``; without
+it, every committed run whose measured code is unchanged at HEAD (``summary.py``'s "current"). Rounds of 1 s
+cells differ from rounds of 40 s ones (ramp and long-run effects): the per-file rows below say which is which.
+
+    python benchmarks/hub_ingest_pool.py                       # every run of the code at HEAD
+    python benchmarks/hub_ingest_pool.py --commits 8f310eb cff8a8c
+
+Last line, e.g. ``hub_ingest_pool runs=6 rounds=18 cells=6 target=0.5 worst_cell=64k_curve_128 worst_median=0.58
+worst_low=0.52 worst_below=3 worst_p=0.004 met=6``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from result_record import write_result  # beside this script
+from seed_stats import median_interval, sign_test_above
+from summary import freshness
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL_FILE = "benchmarks/results/hub_ingest_pool.json"
+CELL_PREFIX = "64k_curve_"  # the target's cells: 64 KiB chunks, CURVE and fsync on
+
+
+def result_files() -> list[str]:
+    """Every hub_ingest result file git has ever held (not this script's own)."""
+    names = subprocess.run(["git", "log", "--format=", "--name-only", "--", "benchmarks/results/hub_ingest*.json"],
+                           capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    return sorted({n for n in names if n != POOL_FILE})
+
+
+def committed_runs() -> list[tuple[str, dict[str, Any]]]:
+    """(file, result) for every committed hub_ingest run with per-round ratios, one per (file, date)."""
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in result_files():
+        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
+                              check=True).stdout.split()
+        for rev in revs:
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=ROOT)
+            try:
+                result = json.loads(shown.stdout)
+                result["round_ratios"].items()
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # deleted at that revision, or a run from before per-round ratios were recorded
+            if result.get("commit") and not result["args"].get("quick"):
+                runs.setdefault((path, str(result.get("date"))), result)
+    return [(path, result) for (path, _), result in sorted(runs.items(), key=lambda kv: str(kv[1].get("date")))]
+
+
+def pool(runs: list[tuple[str, dict[str, Any]]], target: float) -> dict[str, dict[str, Any]]:
+    """Per target cell: every round's ratio and what they say against ``target``."""
+    rounds: dict[str, list[float]] = defaultdict(list)
+    for _, result in runs:
+        for cell, ratios in result["round_ratios"].items():
+            if cell.startswith(CELL_PREFIX):
+                rounds[cell].extend(float(r) for r in ratios)
+    cells = {}
+    for cell, ratios in sorted(rounds.items(), key=lambda kv: (kv[0].endswith("_shared"), int(kv[0].split("_")[2]))):
+        median, low, high = median_interval(ratios)
+        cells[cell] = {"rounds": len(ratios), "median": median, "low": low, "high": high,
+                       "below_target": sum(r < target for r in ratios), "sign_p": sign_test_above(ratios, target),
+                       "met": low > target, "ratios": ratios}
+    return cells
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--target", type=float, default=0.5, help="the issue's floor: hub / raw")
+    ap.add_argument("--out", default=POOL_FILE)
+    args = ap.parse_args()
+    runs = [(path, r) for path, r in committed_runs()
+            if (r["commit"][:7] in args.commits if args.commits else freshness(r) == "current")]
+    if not runs:
+        raise SystemExit("no committed hub_ingest run with per-round ratios matches (see --commits)")
+    for path, r in runs:
+        mine = {c: v for c, v in r["round_ratios"].items() if c.startswith(CELL_PREFIX)}
+        print(f"run {r['commit'][:7]} {r['date']} {Path(path).name} ({r['args']['seconds']:g} s cells): "
+              + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()), flush=True)
+    cells = pool(runs, args.target)
+    for cell, c in cells.items():
+        print(f"  {cell:24s} {c['rounds']:3d} rounds: median {c['median']:.2f} [{c['low']:.2f}, {c['high']:.2f}] "
+              f"(95%, order statistics); {c['below_target']} below {args.target:g}; sign test p={c['sign_p']:.4f} "
+              f"-> {'met' if c['met'] else 'not resolved'}", flush=True)
+    worst_cell, worst = min(cells.items(), key=lambda kv: kv[1]["low"])
+    write_result(args.out, f"hub_ingest_pool runs={len(runs)} rounds={sum(c['rounds'] for c in cells.values())} "
+                 f"cells={len(cells)} target={args.target:g} worst_cell={worst_cell} worst_median={worst['median']:.2f} "
+                 f"worst_low={worst['low']:.2f} worst_below={worst['below_target']} worst_p={worst['sign_p']:.4f} "
+                 f"met={sum(c['met'] for c in cells.values())}",
+                 {"runs": [{"file": Path(p).name, "commit": r["commit"], "date": r["date"], "seconds": r["args"]["seconds"]}
+                           for p, r in runs], "cells": cells})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The hub_ingest pool: the median's order-statistic interval, the sign test, and which cells it pools."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+from hub_ingest_pool import pool  # noqa: E402
+from seed_stats import median_interval, sign_test_above  # noqa: E402
+
+
+def test_the_medians_interval_is_the_order_statistics_the_binomial_allows():
+    # n = 18: P(Binom(18, 1/2) <= 4) = 4048 / 2^18 = 0.0154 <= 0.025 < P(<= 5) = 0.048: the 5th and 14th values
+    median, low, high = median_interval([float(v) for v in range(18, 0, -1)])
+    assert (median, low, high) == (9.5, 5.0, 14.0)
+    # n = 9: P(<= 1) = 10 / 512 = 0.0195, P(<= 2) = 0.0898: the 2nd and 8th
+    assert median_interval([float(v) for v in range(1, 10)]) == (5.0, 2.0, 8.0)
+    # n = 5: even the extremes cover only 1 - 2 / 32 = 0.94: no 95% interval narrower than the range
+    assert median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (3.0, 1.0, 5.0)
+    assert all(math.isnan(v) for v in median_interval([]))
+
+
+def test_the_sign_test_counts_values_above_and_below_and_drops_ties():
+    assert sign_test_above([0.6] * 7 + [0.4] * 2, 0.5) == pytest.approx(46 / 512)  # P(X >= 7), n = 9
+    assert sign_test_above([0.6] * 7 + [0.4] * 2 + [0.5] * 3, 0.5) == pytest.approx(46 / 512)  # ties dropped
+    assert sign_test_above([0.4] * 3, 0.5) == 1.0
+    assert math.isnan(sign_test_above([0.5], 0.5))
+
+
+def test_the_pool_takes_every_round_of_the_64k_curve_cells_and_meets_only_where_the_interval_clears_the_target():
+    runs = [("benchmarks/results/hub_ingest.json", {"round_ratios": {
+                "64k_curve_128": [0.6, 0.62, 0.7], "64k_plain_128": [0.2, 0.2], "4k_curve_128": [0.3, 0.3],
+                "64k_curve_1_shared": [0.45, 0.55]}}),
+            ("benchmarks/results/hub_ingest_64k.json", {"round_ratios": {
+                "64k_curve_128": [0.58, 0.66, 0.61, 0.64, 0.59, 0.63], "64k_curve_1_shared": [0.6, 0.4, 0.7]}})]
+    cells = pool(runs, 0.5)
+    assert list(cells) == ["64k_curve_128", "64k_curve_1_shared"]  # other sizes and plain text are not the target
+    high = cells["64k_curve_128"]
+    assert high["rounds"] == 9 and high["below_target"] == 0 and high["low"] == 0.59 and high["met"]
+    assert high["sign_p"] == pytest.approx(1 / 512)
+    mixed = cells["64k_curve_1_shared"]
+    assert mixed["rounds"] == 5 and mixed["below_target"] == 2 and not mixed["met"]  # its interval reaches 0.4

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from hub_ingest_pool import pool  # noqa: E402
+from hub_ingest_pool import is_default_hub, pool, target_cells  # noqa: E402
 from seed_stats import median_interval, sign_test_above  # noqa: E402
 
 
@@ -32,15 +32,34 @@ def test_the_sign_test_counts_values_above_and_below_and_drops_ties():
 
 
 def test_the_pool_takes_every_round_of_the_64k_curve_cells_and_meets_only_where_the_interval_clears_the_target():
-    runs = [("benchmarks/results/hub_ingest.json", {"round_ratios": {
+    split = {"placement": "split"}
+    runs = [("benchmarks/results/hub_ingest.json", {"args": split, "round_ratios": {
                 "64k_curve_128": [0.6, 0.62, 0.7], "64k_plain_128": [0.2, 0.2], "4k_curve_128": [0.3, 0.3],
                 "64k_curve_1_shared": [0.45, 0.55]}}),
-            ("benchmarks/results/hub_ingest_64k.json", {"round_ratios": {
+            ("benchmarks/results/hub_ingest_64k.json", {"args": split, "round_ratios": {
                 "64k_curve_128": [0.58, 0.66, 0.61, 0.64, 0.59, 0.63], "64k_curve_1_shared": [0.6, 0.4, 0.7]}})]
     cells = pool(runs, 0.5)
     assert list(cells) == ["64k_curve_128", "64k_curve_1_shared"]  # other sizes and plain text are not the target
     high = cells["64k_curve_128"]
     assert high["rounds"] == 9 and high["below_target"] == 0 and high["low"] == 0.59 and high["met"]
     assert high["sign_p"] == pytest.approx(1 / 512)
+    assert high["runs"] == 2 and high["runs_above"] == 2 and high["runs_sign_p"] == pytest.approx(1 / 4)
     mixed = cells["64k_curve_1_shared"]
     assert mixed["rounds"] == 5 and mixed["below_target"] == 2 and not mixed["met"]  # its interval reaches 0.4
+
+
+def test_a_run_placed_shared_has_its_bare_cells_pooled_as_shared_and_its_split_ones_as_split():
+    run = {"args": {"placement": "shared"}, "round_ratios": {"64k_curve_16": [0.7], "64k_curve_16_split": [0.5],
+                                                             "64k_plain_16": [0.9]}}
+    assert target_cells(run) == {"64k_curve_16_shared": [0.7], "64k_curve_16": [0.5]}
+    cells = pool([("x", run), ("y", {"args": {"placement": "split"}, "round_ratios": {"64k_curve_16": [0.6]}})], 0.5)
+    assert cells["64k_curve_16"]["ratios"] == [0.5, 0.6] and cells["64k_curve_16_shared"]["ratios"] == [0.7]
+
+
+def test_only_runs_of_the_default_hub_and_load_are_pooled():
+    assert is_default_hub({"quick": False, "hub_override": [], "procs": 2, "inflight_budget_mb": 256.0,
+                           "inflight_budget_chunks": 8192})
+    assert not is_default_hub({"quick": True})
+    assert not is_default_hub({"hub_override": ["parquet_export=false"]})
+    assert not is_default_hub({"procs": 4})
+    assert not is_default_hub({"inflight_budget_mb": 64.0})

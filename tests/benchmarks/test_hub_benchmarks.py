@@ -84,7 +84,7 @@ def test_hub_store_growth_arms_set_direct_io_and_dropping_as_named_and_restore_t
     import hub_store_growth
 
     import fleet.segments
-    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (200_000,))  # full after a group of 3 chunks or more
+    monkeypatch.setattr(fleet.segments.SegmentWriter.__init__, "__defaults__", (200_000,))  # full after a group of 4 chunks or more
     dropped: list[int] = []
     store_behaviour = fleet.segments.drop_cached_pages
     monkeypatch.setattr(fleet.segments, "drop_cached_pages", lambda fd: dropped.append(fd) or store_behaviour(fd))

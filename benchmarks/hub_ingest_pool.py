@@ -62,17 +62,19 @@ def committed_runs() -> list[tuple[str, dict[str, Any]]]:
             try:
                 result = json.loads(shown.stdout)
                 result["round_ratios"].items()
+                default = is_default_hub(result["args"])
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # deleted at that revision, or a run from before per-round ratios were recorded
-            if result.get("commit") and not result.get("dirty") and is_default_hub(result["args"]):
+            if result.get("commit") and not result.get("dirty") and default:
                 runs.setdefault((path, str(result.get("date"))), result)
     return [(path, result) for (path, _), result in sorted(runs.items(), key=lambda kv: str(kv[1].get("date")))]
 
 
 def is_default_hub(args: dict[str, Any]) -> bool:
     """A run of the hub as shipped against the default load: no hub override, the default credit, window and client
-    processes, not ``--quick`` (a run with other settings measures another thing and is not pooled)."""
-    return (not args.get("quick") and not args.get("hub_override") and args.get("procs", 2) == 2
+    processes, the default work dir (the system temp dir: another file system's fsync is another target), not
+    ``--quick`` (a run with other settings measures another thing and is not pooled)."""
+    return (not args.get("quick") and not args.get("hub_override") and not args.get("dir") and args.get("procs", 2) == 2
             and args.get("inflight_budget_mb", 256.0) == 256.0 and args.get("inflight_budget_chunks", 8192) == 8192)
 
 
@@ -112,7 +114,7 @@ def pool(runs: list[tuple[str, dict[str, Any]]], target: float) -> dict[str, dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--commits", nargs="*", default=None, help="measured commits to keep (any prefix)")
     ap.add_argument("--target", type=float, default=0.5, help="the issue's floor: hub / raw")
     ap.add_argument("--out", default=POOL_FILE)
     args = ap.parse_args()

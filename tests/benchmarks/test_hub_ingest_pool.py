@@ -63,3 +63,5 @@ def test_only_runs_of_the_default_hub_and_load_are_pooled():
     assert not is_default_hub({"hub_override": ["parquet_export=false"]})
     assert not is_default_hub({"procs": 4})
     assert not is_default_hub({"inflight_budget_mb": 64.0})
+    assert not is_default_hub({"inflight_budget_chunks": 1024})
+    assert not is_default_hub({"dir": "/dev/shm"})  # a store on tmpfs: its fsync is nearly free

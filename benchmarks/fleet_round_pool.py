@@ -24,41 +24,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from result_record import write_result  # beside this script
+from result_record import committed_results, write_result  # beside this script
 from seed_stats import t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL_FILE = "benchmarks/results/fleet_round_pool.json"
 
 
-def result_files() -> list[str]:
-    """Every fleet_round result file git has ever held (not this script's own)."""
-    names = subprocess.run(["git", "log", "--format=", "--name-only", "--", "benchmarks/results/fleet_round*.json"],
-                           capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
-    return sorted({n for n in names if n != POOL_FILE})
-
-
 def committed_runs() -> dict[tuple[str, int, int], dict[str, Any]]:
     """Every committed fleet_round result with a sim-only control, by (measured commit, seed, pretrain seed)."""
     runs: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for path in result_files():
-        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
-                              check=True).stdout.split()
-        for rev in revs:
-            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=ROOT)
-            try:
-                result = json.loads(shown.stdout)
-                units = result["fresh"]["units"]
-            except (ValueError, KeyError, TypeError):
-                continue  # deleted at that revision, or a run from before the control existed
+    for _, result in committed_results("benchmarks/results/fleet_round*.json", exclude=POOL_FILE):
+        try:
+            units = result["fresh"]["units"]
             key = (result["commit"][:7], int(result["args"].get("seed", 0)), int(result["args"].get("pretrain_seed", 0)))
-            if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
-                runs[key] = result
+        except (KeyError, TypeError, AttributeError):
+            continue  # a run from before the control existed
+        if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
+            runs[key] = result
     return runs
 
 

@@ -29,13 +29,11 @@ worst_low=0.47 worst_below=5 worst_p=0.0481 met=4`` (``rounds``: over all cells)
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from result_record import write_result  # beside this script
+from result_record import committed_results, write_result  # beside this script
 from seed_stats import median_interval, sign_test_above
 from summary import freshness
 
@@ -44,29 +42,17 @@ POOL_FILE = "benchmarks/results/hub_ingest_pool.json"
 CELL_PREFIX = "64k_curve_"  # the target's cells: 64 KiB chunks, CURVE and fsync on
 
 
-def result_files() -> list[str]:
-    """Every hub_ingest result file git has ever held (not this script's own)."""
-    names = subprocess.run(["git", "log", "--format=", "--name-only", "--", "benchmarks/results/hub_ingest*.json"],
-                           capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
-    return sorted({n for n in names if n != POOL_FILE})
-
-
 def committed_runs() -> list[tuple[str, dict[str, Any]]]:
     """(file, result) for every committed hub_ingest run with per-round ratios, one per (file, date)."""
     runs: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in result_files():
-        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
-                              check=True).stdout.split()
-        for rev in revs:
-            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=ROOT)
-            try:
-                result = json.loads(shown.stdout)
-                result["round_ratios"].items()
-                default = is_default_hub(result["args"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # deleted at that revision, or a run from before per-round ratios were recorded
-            if result.get("commit") and not result.get("dirty") and default:
-                runs.setdefault((path, str(result.get("date"))), result)
+    for path, result in committed_results("benchmarks/results/hub_ingest*.json", exclude=POOL_FILE):
+        try:
+            result["round_ratios"].items()
+            default = is_default_hub(result["args"])
+        except (KeyError, TypeError, AttributeError):
+            continue  # a run from before per-round ratios were recorded
+        if result.get("commit") and not result.get("dirty") and default:
+            runs.setdefault((path, str(result.get("date"))), result)
     return [(path, result) for (path, _), result in sorted(runs.items(), key=lambda kv: str(kv[1].get("date")))]
 
 

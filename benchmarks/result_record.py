@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,20 @@ def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -
     out.write_text(json.dumps(record, indent=1))
     print(summary_line, flush=True)
     return out
+
+
+def committed_results(pattern: str, exclude: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every version git has ever held of the result files matching ``pattern`` (a path glob under the repository,
+    e.g. ``benchmarks/results/hub_ingest*.json``; ``exclude``: a path to leave out, such as a pool's own file), as
+    ``(path, parsed JSON)``, each file's newest version first. Versions that do not parse (a deletion) are skipped."""
+    names = subprocess.run(["git", "log", "--format=", "--name-only", "--", pattern], capture_output=True, text=True,
+                           cwd=ROOT, check=True).stdout.split()
+    for path in sorted({n for n in names if n != exclude}):
+        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
+                              check=True).stdout.split()
+        for rev in revs:
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=ROOT)
+            try:
+                yield path, json.loads(shown.stdout)
+            except ValueError:
+                continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -65,3 +66,20 @@ def test_only_runs_of_the_default_hub_and_load_are_pooled():
     assert not is_default_hub({"inflight_budget_mb": 64.0})
     assert not is_default_hub({"inflight_budget_chunks": 1024})
     assert not is_default_hub({"dir": "/dev/shm"})  # a store on tmpfs: its fsync is nearly free
+
+
+def test_the_pool_reads_every_committed_version_of_the_result_files_newest_first_and_never_its_own():
+    from hub_ingest_pool import POOL_FILE, committed_runs
+    from result_record import ROOT, committed_results
+
+    versions = list(committed_results("benchmarks/results/hub_ingest_64k.json"))
+    assert len(versions) >= 2 and {p for p, _ in versions} == {"benchmarks/results/hub_ingest_64k.json"}
+    dates = [r["date"] for _, r in versions]
+    assert dates[0] == max(dates)  # newest first: the version HEAD holds
+    assert dates[0] == json.loads((ROOT / "benchmarks/results/hub_ingest_64k.json").read_text())["date"]
+    assert all(p != POOL_FILE for p, _ in committed_results("benchmarks/results/hub_ingest*.json", exclude=POOL_FILE))
+    runs = committed_runs()  # one per (file, date), oldest first, the default hub only
+    keys = [(p, r["date"]) for p, r in runs]
+    assert len(keys) == len(set(keys)) and [r["date"] for _, r in runs] == sorted(r["date"] for _, r in runs)
+    assert {r["commit"][:7] for _, r in runs} >= {"8f310eb", "cff8a8c"}  # the six runs the BENCHMARKS pool names
+    assert not any(r["args"].get("quick") or r.get("dirty") for _, r in runs)

@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from result_record import committed_results, write_result  # beside this script
 from seed_stats import t_interval
 
-ROOT = Path(__file__).resolve().parents[1]
 POOL_FILE = "benchmarks/results/fleet_round_pool.json"
 
 

@@ -37,7 +37,6 @@ from result_record import committed_results, write_result  # beside this script
 from seed_stats import median_interval, sign_test_above
 from summary import freshness
 
-ROOT = Path(__file__).resolve().parents[1]
 POOL_FILE = "benchmarks/results/hub_ingest_pool.json"
 CELL_PREFIX = "64k_curve_"  # the target's cells: 64 KiB chunks, CURVE and fsync on
 

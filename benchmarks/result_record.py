@@ -62,17 +62,18 @@ def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -
     return out
 
 
-def committed_results(pattern: str, exclude: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+def committed_results(pattern: str, exclude: str = "", root: Path = ROOT) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every version git has ever held of the result files matching ``pattern`` (a path glob under the repository,
     e.g. ``benchmarks/results/hub_ingest*.json``; ``exclude``: a path to leave out, such as a pool's own file), as
-    ``(path, parsed JSON)``, each file's newest version first. Versions that do not parse (a deletion) are skipped."""
+    ``(path, parsed JSON)``, each file's newest version first. Versions that do not parse (a deletion) are skipped.
+    ``root``: the repository (this one unless a test names another)."""
     names = subprocess.run(["git", "log", "--format=", "--name-only", "--", pattern], capture_output=True, text=True,
-                           cwd=ROOT, check=True).stdout.split()
+                           cwd=root, check=True).stdout.split()
     for path in sorted({n for n in names if n != exclude}):
-        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=ROOT,
+        revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=root,
                               check=True).stdout.split()
         for rev in revs:
-            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=ROOT)
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=root)
             try:
                 yield path, json.loads(shown.stdout)
             except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,18 +69,28 @@ def test_only_runs_of_the_default_hub_and_load_are_pooled():
     assert not is_default_hub({"dir": "/dev/shm"})  # a store on tmpfs: its fsync is nearly free
 
 
-def test_the_pool_reads_every_committed_version_of_the_result_files_newest_first_and_never_its_own():
-    from hub_ingest_pool import POOL_FILE, committed_runs
-    from result_record import ROOT, committed_results
+def test_committed_results_reads_every_version_newest_first_skips_deletions_and_leaves_out_the_pool(tmp_path):
+    from result_record import committed_results
 
-    versions = list(committed_results("benchmarks/results/hub_ingest_64k.json"))
-    assert len(versions) >= 2 and {p for p, _ in versions} == {"benchmarks/results/hub_ingest_64k.json"}
-    dates = [r["date"] for _, r in versions]
-    assert dates[0] == max(dates)  # newest first: the version HEAD holds
-    assert dates[0] == json.loads((ROOT / "benchmarks/results/hub_ingest_64k.json").read_text())["date"]
-    assert all(p != POOL_FILE for p, _ in committed_results("benchmarks/results/hub_ingest*.json", exclude=POOL_FILE))
-    runs = committed_runs()  # one per (file, date), oldest first, the default hub only
-    keys = [(p, r["date"]) for p, r in runs]
-    assert len(keys) == len(set(keys)) and [r["date"] for _, r in runs] == sorted(r["date"] for _, r in runs)
-    assert {r["commit"][:7] for _, r in runs} >= {"8f310eb", "cff8a8c"}  # the six runs the BENCHMARKS pool names
-    assert not any(r["args"].get("quick") or r.get("dirty") for _, r in runs)
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    git("init", "-q")
+    for n in (1, 2):
+        (results / "hub_ingest.json").write_text(json.dumps({"date": f"d{n}"}))
+        (results / "hub_ingest_pool.json").write_text(json.dumps({"date": f"pool{n}"}))
+        git("add", "-A")
+        git("commit", "-q", "-m", f"run {n}")
+    (results / "hub_ingest_64k.json").write_text(json.dumps({"date": "k1"}))
+    git("add", "-A")
+    git("commit", "-q", "-m", "another file")
+    git("rm", "-q", "benchmarks/results/hub_ingest_64k.json")
+    git("commit", "-q", "-m", "deleted")
+    found = list(committed_results("benchmarks/results/hub_ingest*.json",
+                                   exclude="benchmarks/results/hub_ingest_pool.json", root=tmp_path))
+    assert found == [("benchmarks/results/hub_ingest.json", {"date": "d2"}),
+                     ("benchmarks/results/hub_ingest.json", {"date": "d1"}),
+                     ("benchmarks/results/hub_ingest_64k.json", {"date": "k1"})]  # the deletion is no version

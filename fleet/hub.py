@@ -60,7 +60,7 @@ from fleet.registry import ALIVE, CUT, DEAD, GONE, REGISTRY_FILE, FleetRegistry
 from fleet.returns_by_version import EpisodeReturns
 from fleet.rollout import Rollout
 from fleet.rollout_log import CurrentSteps
-from fleet.sockets import Delivery, hub_socket, route_frames
+from fleet.sockets import Delivery, hub_socket, recv_waiting, route_frames
 from fleet.store import DUPLICATE, STORE_FILE, STORED, ExperienceStore, GroupWriter, StoreError, StoreResult
 from fleet.trunk_service import TrunkService
 from fleet.trunk_store import TrunkStore
@@ -75,6 +75,16 @@ UNKNOWN_ROBOT = "unknown"  # the address of an ERROR to a plain-text peer that n
 
 def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+class _RobotAcks:
+    """One robot's answers gathered in one pass over the committed groups: its session, the chunks stored and the
+    duplicates (each list becomes ACKs), and the bytes stored."""
+
+    __slots__ = ("session", "stored", "duplicate", "stored_bytes")
+
+    def __init__(self, session: RobotSession):
+        self.session, self.stored, self.duplicate, self.stored_bytes = session, [], [], 0
 
 
 class HubServer(HubTrunks):
@@ -297,9 +307,8 @@ class HubServer(HubTrunks):
     # -- receiving -------------------------------------------------------------------------------------------
     def _receive_batch(self) -> None:
         for _ in range(RECV_BATCH):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = recv_waiting(self.sock)
+            if frames is None:
                 return
             if len(frames) >= 2:  # a ROUTER prefixes the routing id
                 try:
@@ -405,32 +414,35 @@ class HubServer(HubTrunks):
         self._wake_loop()
 
     def _answer_commits(self) -> None:
-        acks: dict[str, tuple[list[str], list[str]]] = {}
+        acks: dict[str, _RobotAcks] = {}
         now = time.time()
-        while self._written:
-            (robot, cid), result = self._written.popleft()
-            session = self.sessions[robot]
-            size = session.in_flight.get(cid, 0)
-            session.release(cid)
+        written = self._written
+        while written:  # once per chunk: a robot's session and lists are looked up once per pass, not per chunk
+            (robot, cid), result = written.popleft()
+            acked = acks.get(robot)
+            if acked is None:
+                acked = acks[robot] = _RobotAcks(self.sessions[robot])
+            session = acked.session
+            size = session.release(cid)
             self.credit.release(size)
-            rec = self.registry.record(robot)
             if isinstance(result, StoreError):
                 self._nack(session, cid, ErrorCode.STORAGE_FAILED, str(result))
-                continue
-            stored, dup = acks.setdefault(robot, ([], []))
-            if result.status == STORED:
-                stored.append(cid)
-                rec.chunks_in += 1
-                rec.bytes_in += size
-                rec.last_chunk_at = now
+            elif result.status == STORED:
+                acked.stored.append(cid)
+                acked.stored_bytes += size
             elif result.status == DUPLICATE:
-                dup.append(cid)
-                rec.duplicates += 1
+                acked.duplicate.append(cid)
             else:
                 self._nack(session, cid, ErrorCode.BAD_RECORD, result.reason)
         n = self.limits.max_ids
-        for robot, (stored, dup) in acks.items():
-            session = self.sessions[robot]
+        for robot, acked in acks.items():
+            session, stored, dup = acked.session, acked.stored, acked.duplicate
+            rec = self.registry.record(robot)
+            if stored:
+                rec.chunks_in += len(stored)
+                rec.bytes_in += acked.stored_bytes
+                rec.last_chunk_at = now
+            rec.duplicates += len(dup)
             for i in range(0, max(len(stored), len(dup)), n):
                 ack = Ack(robot_id=robot, seq=session.next_seq(), stored=stored[i:i + n], duplicate=dup[i:i + n])
                 if self._send(session, ack) == Delivery.FULL:

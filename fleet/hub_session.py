@@ -70,9 +70,11 @@ class RobotSession:
         self.in_flight_bytes += size
         self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.in_flight_bytes)
 
-    def release(self, chunk_id: str) -> None:
-        """``chunk_id``'s commit is over (acked or nacked): its bytes are free."""
-        self.in_flight_bytes -= self.in_flight.pop(chunk_id, 0)
+    def release(self, chunk_id: str) -> int:
+        """``chunk_id``'s commit is over (acked or nacked): its bytes are free; how many (0: it was not in flight)."""
+        size = self.in_flight.pop(chunk_id, 0)
+        self.in_flight_bytes -= size
+        return size
 
     # -- heartbeats ------------------------------------------------------------------------------------------
     def heard_heartbeat(self, msg: Heartbeat, at_us: int) -> float | None:

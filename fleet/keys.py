@@ -214,6 +214,8 @@ class RobotAllowList:
 
     def _reload(self, force: bool = False) -> None:
         now = time.monotonic()
+        if not force and now < self._next_check:  # the usual case, on every message: no lock to take
+            return
         with self._lock:
             if not force and now < self._next_check:
                 return

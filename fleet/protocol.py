@@ -64,7 +64,7 @@ class Message:
         frames: list[bytes] = []
         for name, where, check, is_frame in _plan(type(self)).fields:
             value = getattr(self, name)
-            check.check(where, value, DEFAULT_LIMITS)
+            check(where, value, DEFAULT_LIMITS)
             if is_frame:
                 frames.append(value)
             else:
@@ -157,8 +157,7 @@ class Chunk(Message):
         if len(self.payload) != self.size:
             raise ProtocolError(ErrorCode.SIZE_MISMATCH, f"chunk: data frame of {len(self.payload)} bytes, header "
                                 f"says {self.size}", self.chunk_id)
-        tail = memoryview(self.payload)[-DIGEST:]
-        if record_schema(self.payload) != self.schema or bytes(tail).hex() != self.sha256 \
+        if record_schema(self.payload) != self.schema or memoryview(self.payload)[-DIGEST:].hex() != self.sha256 \
                 or not digest_holds(self.payload):
             raise ProtocolError(ErrorCode.BAD_DIGEST, f"chunk: the record is not of schema {self.schema}, does not "
                                 f"end with its schema's digest of its header and payload, or that is not the "
@@ -325,7 +324,7 @@ class _DecodePlan:
     (name, where for errors, its check, whether it is the data frame), the header's field names, the keys a
     header may hold, and whether a data frame follows."""
 
-    fields: tuple[tuple[str, str, Any, bool], ...]
+    fields: tuple[tuple[str, str, Any, bool], ...]  # the check: its bound ``check`` method
     names: tuple[str, ...]
     allowed: frozenset[str]
     has_frame: bool
@@ -335,8 +334,8 @@ class _DecodePlan:
 def _plan(cls: type[Message]) -> _DecodePlan:
     fields = dataclasses.fields(cls)
     names = tuple(f.name for f in fields if not f.metadata.get("frame"))
-    return _DecodePlan(fields=tuple((f.name, f"{cls.TYPE}.{f.name}", f.metadata["check"], bool(f.metadata.get("frame")))
-                                    for f in fields),
+    return _DecodePlan(fields=tuple((f.name, f"{cls.TYPE}.{f.name}", f.metadata["check"].check,
+                                     bool(f.metadata.get("frame"))) for f in fields),
                        names=names, allowed=frozenset((*COMMON, *names)), has_frame=len(names) < len(fields))
 
 
@@ -386,8 +385,9 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS,
             value = header[name]
         else:
             value = views[1] if keep_chunk_frame and cls is Chunk else bytes(views[1])
-        values[name] = check.check(where, value, limits)
-    msg = cls(**values)
+        values[name] = check(where, value, limits)
+    msg = object.__new__(cls)  # every field is checked above: its __init__ would only set them again, slower
+    msg.__dict__.update(values)
     msg.verify(limits)
     return msg
 

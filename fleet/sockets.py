@@ -72,15 +72,28 @@ def robot_socket(ctx: zmq.Context, cfg: UplinkConfig) -> zmq.Socket:
     return sock
 
 
-def recv_frames(sock: zmq.Socket, timeout_ms: int) -> list[zmq.Frame] | None:
-    """The next message's frames (zmq.Frame, so ZAP's User-Id can be read), or None if none came within
-    ``timeout_ms``. On the hub, frame 0 is the robot's routing id."""
-    if not sock.poll(timeout_ms, zmq.POLLIN):
-        return None
+def recv_waiting(sock: zmq.Socket) -> list[zmq.Frame] | None:
+    """The frames of the message waiting on ``sock`` (zmq.Frame, so ZAP's User-Id can be read), or None if none
+    waits; never blocks. A message arrives whole, so once its first frame is read the rest are there. (pyzmq's
+    ``recv_multipart`` asks the socket for RCVMORE after each frame, through an enum conversion: measured 6-14 us
+    a 64 KiB message here against 3-4 us reading each frame's own ``more`` flag, paid on every chunk the hub takes.)"""
     try:
-        return sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
     except zmq.Again:
         return None
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def recv_frames(sock: zmq.Socket, timeout_ms: int) -> list[zmq.Frame] | None:
+    """The next message's frames (as ``recv_waiting``), or None if none came within ``timeout_ms``. On the hub,
+    frame 0 is the robot's routing id."""
+    if not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    return recv_waiting(sock)
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[Any], timeout_ms: int) -> bool:

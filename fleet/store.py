@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from fleet.record import DIGEST, RecordError, parse_record, record_digest, verify_record
@@ -645,9 +645,8 @@ class GroupWriter:
                 self.on_results(tagged)
 
 
-@dataclass(frozen=True)
-class _Tag:
-    """What ``enqueue`` queues beside a record instead of a Future."""
+class _Tag(NamedTuple):
+    """What ``enqueue`` queues beside a record instead of a Future (a tuple: one is made per chunk the hub takes)."""
 
     tag: Any
     vetted: dict[str, Any] | None = None  # the record's header, its framing and digest checked by the caller

@@ -85,6 +85,8 @@ def test_a_chunk_is_acked_stored_once_and_its_resend_is_acked_as_duplicate(plain
     assert ack.stored == [] and ack.duplicate == [cid("unit-0", 1)]
     assert stored_ids(tmp_path / "hub") == [cid("unit-0", 1)]
     assert hub.server.store.get(cid("unit-0", 1)) == rec  # the very bytes the robot sent
+    counts = hub.server.registry.robots["unit-0"]  # counted before each ack left
+    assert (counts.chunks_in, counts.bytes_in, counts.duplicates) == (1, len(rec), 1)
 
 
 @pytest.mark.timeout(60)

@@ -8,7 +8,8 @@ and the loop is the largest of them (/proc per thread: loop ~100 us a chunk, I/O
 
 How: each measurement is a fresh child process that builds a real ``HubServer`` (plain text: CURVE's cost is
 the I/O thread's; no Parquet export) on a store on this machine's disk, with the start-up heap frozen as
-``fleet-hub`` does, connects one DEALER robot in the same process, and feeds it ``--chunks`` fresh records
+``fleet-hub`` does, connects one DEALER robot in the same process (one robot: the per-robot work of a commit
+pass is spread over one robot's chunks, so this is the loop's per-chunk floor, not the 128-robot cell's figure), and feeds it ``--chunks`` fresh records
 ``--batch`` at a time (each batch is received, checked and queued while its frames are warm, as under load),
 waiting for the last commit. ``--compare REF`` runs the same children from a temporary worktree of REF (its
 ``fleet`` package, this script's record maker), alternating with this checkout's, ``--repeats`` each; the
@@ -89,10 +90,15 @@ def measure(chunks: int, batch: int, size: int) -> dict[str, Any]:
             hub._answer_commits()
             cpu += time.thread_time() - t0
         end = time.monotonic() + 120
-        while hub.writer.committed < chunks:
+        while hub.writer.committed < chunks:  # a message of the last batch may still be on its way: keep taking
             if time.monotonic() > end:
                 raise RuntimeError(f"only {hub.writer.committed} of {chunks} chunks committed")
-            time.sleep(0.01)
+            ready = hub.sock.poll(10)
+            t0 = time.thread_time()
+            if ready:
+                hub._receive_batch()
+            hub._answer_commits()
+            cpu += time.thread_time() - t0
         t0 = time.thread_time()
         hub._answer_commits()
         cpu += time.thread_time() - t0
@@ -132,26 +138,28 @@ def main() -> None:
         print(json.dumps(measure(args.chunks, args.batch, args.size)))
         return
     trees = {"this": ROOT}
-    tmp = None
-    if args.compare:
-        tmp = Path(tempfile.mkdtemp(prefix="hub_loop_cpu_ref_"))
-        subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "tree"), args.compare], cwd=ROOT, check=True,
-                       capture_output=True)
-        trees["compare"] = tmp / "tree"
-    runs: dict[str, list[float]] = {name: [] for name in trees}
+    tmp = Path(tempfile.mkdtemp(prefix="hub_loop_cpu_ref_")) if args.compare else None
+    runs: dict[str, list[float]] = {}
     try:
+        if tmp is not None:
+            subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "tree"), args.compare], cwd=ROOT,
+                           check=True, capture_output=True)
+            trees["compare"] = tmp / "tree"
+        runs = {name: [] for name in trees}
         for r in range(args.repeats):
             order = list(trees) if r % 2 == 0 else list(reversed(trees))  # alternate which goes first
             for name in order:
                 res = child(trees[name], args)
-                if not res["fleet"].startswith(str(trees[name])):  # an installed copy would shadow the tree
+                if not res["fleet"].startswith(str(trees[name]) + os.sep):  # an installed copy would shadow the tree
                     raise RuntimeError(f"{name}: imported fleet from {res['fleet']}, not {trees[name]}")
                 runs[name].append(res["us_per_chunk"])
                 print(f"repeat {r} {name:8s} {res['us_per_chunk']:7.1f} us a chunk ({res['groups']} commit groups)",
                       flush=True)
     finally:
         if tmp is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "tree")], cwd=ROOT, capture_output=True)
+            if "compare" in trees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "tree")], cwd=ROOT,
+                               capture_output=True)
             shutil.rmtree(tmp, ignore_errors=True)
     med = {name: statistics.median(v) for name, v in runs.items()}
     parts = [f"us_per_chunk={med['this']:.1f}"]

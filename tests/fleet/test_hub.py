@@ -666,3 +666,48 @@ def test_a_failed_start_whose_key_handler_will_not_close_raises_its_own_error_in
         for security in made:
             real_close(security)
             security.ctx.term()
+
+
+@pytest.mark.timeout(60)
+def test_one_pass_over_committed_groups_acks_nacks_and_counts_each_robot_apart(tmp_path, robots):
+    """The commit answers, driven by hand on a hub that is not running: two robots, every kind of result."""
+    from fleet.store import DUPLICATE, REJECTED, STORED, StoreError, StoreResult
+
+    server = HubServer(hub_config(tmp_path / "hub", parquet_export=False))
+    try:
+        bots = {name: robots(server.endpoint, name) for name in ("unit-0", "unit-1")}
+        for bot in bots.values():
+            assert bot.send(bot.hello())
+        assert wait_until(lambda: (server.sock.poll(10) and server._receive_batch(), len(server.sessions) == 2)[1], 10)
+        for bot in bots.values():
+            assert bot.recv_type("welcome", skip=("heartbeat", "trunk_notice")) is not None
+        sizes = {}
+        outcomes = {  # unit-0: 3 stored, 1 duplicate, 1 failed commit; unit-1: 1 stored, 1 rejected
+            "unit-0": [STORED, STORED, DUPLICATE, "error", STORED], "unit-1": [REJECTED, STORED]}
+        for robot, kinds in outcomes.items():
+            for seq, kind in enumerate(kinds, 1):
+                cid_, size = cid(robot, seq), 1000 * seq + (7 if robot == "unit-1" else 0)
+                sizes[cid_] = size
+                server.sessions[robot].take(cid_, size)
+                server.credit.take(size)
+                result = StoreError("disk gone") if kind == "error" else \
+                    StoreResult(cid_, kind, "bad bytes" if kind == REJECTED else "", rowid=seq)
+                server._written.append(((robot, cid_), result))
+        server._answer_commits()
+        rec0, rec1 = server.registry.robots["unit-0"], server.registry.robots["unit-1"]
+        assert (rec0.chunks_in, rec0.bytes_in, rec0.duplicates, rec0.nacks) == (3, 1000 + 2000 + 5000, 1, 1)
+        assert (rec1.chunks_in, rec1.bytes_in, rec1.duplicates, rec1.nacks) == (1, 2007, 0, 1)
+        assert server.credit.queued_bytes == 0 and all(not s.in_flight and s.in_flight_bytes == 0
+                                                       for s in server.sessions.values())
+        skip = ("heartbeat", "trunk_notice", "credit")
+        nack = bots["unit-0"].recv_type("nack", skip=skip)
+        assert nack.chunk_id == cid("unit-0", 4) and nack.reason == ErrorCode.STORAGE_FAILED
+        ack = bots["unit-0"].recv_type("ack", skip=skip)
+        assert ack.stored == [cid("unit-0", k) for k in (1, 2, 5)] and ack.duplicate == [cid("unit-0", 3)]
+        nack = bots["unit-1"].recv_type("nack", skip=skip)
+        assert nack.chunk_id == cid("unit-1", 1) and nack.reason == ErrorCode.BAD_RECORD
+        ack = bots["unit-1"].recv_type("ack", skip=skip)
+        assert ack.stored == [cid("unit-1", 2)] and ack.duplicate == []
+    finally:
+        server.request_stop()
+        server._close(10)

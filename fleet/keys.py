@@ -219,22 +219,23 @@ class RobotAllowList:
         with self._lock:
             if not force and now < self._next_check:
                 return
-            self._next_check = now + self.reload_s
             try:
                 st = self.path.stat()
                 signature = (st.st_ino, st.st_mtime_ns, st.st_size)
             except OSError:
                 signature = None
-            if signature == self._signature and not force:
-                return
-            self._signature = signature
-            try:
-                robots = read_allowlist(self.path)["robots"]
-                self._robot_of = {entry["public_key"]: robot for robot, entry in robots.items()}
-                log.info("allow-list %s: %d robots enrolled", self.path, len(self._robot_of))
-            except KeyFileError as exc:
-                self._robot_of = {}
-                log.error("allow-list refuses every robot until fixed: %s", exc)
+            if signature != self._signature or force:
+                self._signature = signature
+                try:
+                    robots = read_allowlist(self.path)["robots"]
+                    self._robot_of = {entry["public_key"]: robot for robot, entry in robots.items()}
+                    log.info("allow-list %s: %d robots enrolled", self.path, len(self._robot_of))
+                except KeyFileError as exc:
+                    self._robot_of = {}
+                    log.error("allow-list refuses every robot until fixed: %s", exc)
+            # only now may the lock-free path skip the check: set before the read, it let other threads go on
+            # with the old list (a key just revoked) for as long as the read took
+            self._next_check = now + self.reload_s
 
     def robot_for_key(self, key: str | bytes) -> str | None:
         """The robot enrolled with z85 public ``key``, or None (never enrolled, or revoked)."""

@@ -9,6 +9,7 @@ import random
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import zmq
 import zmq.auth
 
+import fleet.keys
 from fleet.config import HubConfig, SecurityConfig, SocketConfig, UplinkConfig
 from fleet.keys import (
     ALLOWLIST,
@@ -123,6 +125,36 @@ def test_the_allow_list_follows_its_file_within_its_reload_interval(tmp_path):
     assert revoke(keys, "unit-0") and not revoke(keys, "unit-0")
     assert live.robot_for_key(key0) is None and live.robot_for_key(key1) == "unit-1"
     assert json.loads((keys / ALLOWLIST).read_text())["revoked"]["unit-0"]["public_key"] == key0.decode()
+
+
+def test_a_lookup_during_a_reload_waits_for_the_new_list_and_never_admits_a_revoked_key(tmp_path, monkeypatch):
+    keys = tmp_path / "keys"
+    init_hub(keys)
+    key0, _ = load_secret(enrol(keys, "unit-0") / ROBOT_SECRET)
+    allow = RobotAllowList(keys / ALLOWLIST, reload_ms=50)
+    assert allow.robot_for_key(key0) == "unit-0"
+    assert revoke(keys, "unit-0")
+    time.sleep(0.1)  # the next lookup is due to look at the file
+    reading, go_on = threading.Event(), threading.Event()
+    real_read = fleet.keys.read_allowlist
+
+    def slow_read(path):  # a slow disk: the reloading thread sits in the read
+        reading.set()
+        assert go_on.wait(10)
+        return real_read(path)
+
+    monkeypatch.setattr(fleet.keys, "read_allowlist", slow_read)
+    answers: dict[str, str | None] = {}
+    reloader = threading.Thread(target=lambda: answers.update(first=allow.robot_for_key(key0)))
+    reloader.start()
+    assert reading.wait(10)
+    other = threading.Thread(target=lambda: answers.update(second=allow.robot_for_key(key0)))
+    other.start()
+    other.join(0.3)  # the lookup that came during the read must not answer from the old list
+    go_on.set()
+    reloader.join(10)
+    other.join(10)
+    assert answers == {"first": None, "second": None}
 
 
 def test_a_broken_allow_list_admits_nobody_until_fixed(tmp_path):

@@ -55,6 +55,13 @@ def committed_runs() -> list[tuple[str, dict[str, Any]]]:
     return [(path, result) for (path, _), result in sorted(runs.items(), key=lambda kv: str(kv[1].get("date")))]
 
 
+def host_of(result: dict[str, Any]) -> str:
+    """The run's host digest (``result_record.machine_facts``), or its platform string for runs written before
+    the digest was recorded (the kernel build in it changed with the host), or "unrecorded"."""
+    machine = result.get("machine") or {}
+    return str(machine.get("host") or machine.get("platform") or "unrecorded")
+
+
 def is_default_hub(args: dict[str, Any]) -> bool:
     """A run of the hub as shipped against the default load: no hub override, the default credit, window and client
     processes, the default work dir (the system temp dir: another file system's fsync is another target), not
@@ -109,8 +116,13 @@ def main() -> None:
         raise SystemExit("no committed hub_ingest run with per-round ratios matches (see --commits)")
     for path, r in runs:
         mine = target_cells(r)
-        print(f"run {r['commit'][:7]} {r['date']} {Path(path).name} ({r['args']['seconds']:g} s cells): "
-              + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()), flush=True)
+        print(f"run {r['commit'][:7]} {r['date']} {Path(path).name} ({r['args']['seconds']:g} s cells, host "
+              f"{host_of(r)}): " + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()),
+              flush=True)
+    hosts = sorted({host_of(r) for _, r in runs})
+    if len(hosts) > 1:  # the raw peer's speed moved by up to a third between hosts: say the pool mixes them
+        print(f"note: these runs come from {len(hosts)} hosts ({', '.join(hosts)}); each ratio is hub / raw on its "
+              "own host, but the margin over the target is not the same on every host", flush=True)
     cells = pool(runs, args.target)
     if not cells:
         raise SystemExit("the chosen runs measured no 64 KiB CURVE cell")
@@ -124,8 +136,8 @@ def main() -> None:
                  f"cells={len(cells)} target={args.target:g} worst_cell={worst_cell} worst_median={worst['median']:.2f} "
                  f"worst_low={worst['low']:.2f} worst_below={worst['below_target']} worst_p={worst['sign_p']:.4f} "
                  f"met={sum(c['met'] for c in cells.values())}",
-                 {"runs": [{"file": Path(p).name, "commit": r["commit"], "date": r["date"], "seconds": r["args"]["seconds"]}
-                           for p, r in runs], "cells": cells})
+                 {"runs": [{"file": Path(p).name, "commit": r["commit"], "date": r["date"], "seconds": r["args"]["seconds"],
+                            "host": host_of(r)} for p, r in runs], "hosts": hosts, "cells": cells})
 
 
 if __name__ == "__main__":

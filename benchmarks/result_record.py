@@ -2,18 +2,21 @@
 
 Every benchmark script ends with :func:`write_result`: it writes ``benchmarks/results/<name>.json`` with the
 date, the commit (and whether the work tree had uncommitted changes to the measured code), the exact command,
-the machine, and the summary line the script prints last. ``benchmarks/summary.py`` reads these files back,
-so BENCHMARKS.md's summary table is what the scripts printed, and it says which results were measured on
-code that has changed since.
+the machine (with a host digest and a speed probe: hosts differ between sessions), and the summary line the
+script prints last. ``benchmarks/summary.py`` reads these files back, so BENCHMARKS.md's summary table is what
+the scripts printed, and it says which results were measured on code that has changed since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +48,52 @@ def code_revision() -> dict[str, Any]:
 REVISION_AT_START = code_revision()
 
 
+def _proc_field(path: str, name: str) -> str:
+    """The first ``name: value`` line's value in a /proc file ("" where there is none, as off Linux)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def speed_probe(repeats: int = 5) -> dict[str, float]:
+    """Two fixed pieces of work timed on this machine when the result is written (about 0.1 s): a Python loop and
+    sha256 over 4 MiB, each the median of ``repeats``. Hosts that read the same CPU model can differ by a third
+    in speed (a VM moved between hosts did, 2026-12-03); these say which one a run had, and a loaded machine
+    reads slower too."""
+    data, loop, digest = b"\x5a" * (4 << 20), [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        total = 0
+        for i in range(50_000):
+            total += i & 7
+        loop.append((time.perf_counter() - t) / 50_000 * 1e9)
+        t = time.perf_counter()
+        hashlib.sha256(data).digest()
+        digest.append(len(data) / (time.perf_counter() - t) / 1e6)
+    return {"python_loop_ns": round(statistics.median(loop), 2), "sha256_mb_s": round(statistics.median(digest), 1)}
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the run's machine was: platform, cores, CPU model and clock, memory, the speed probe, and ``host``, a
+    short digest of the facts that do not move from run to run (results with different ``host`` ran on
+    different machines; the same ``host`` with a slower probe: the same kind of machine, slower or loaded)."""
+    memory_kb = _proc_field("/proc/meminfo", "MemTotal").split(" ")[0]
+    facts: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count(),
+                             "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
+                             "cpu_mhz": _proc_field("/proc/cpuinfo", "cpu MHz").split(".")[0],
+                             "memory_gib": round(int(memory_kb) / 2**20, 1) if memory_kb.isdigit() else None}
+    stable = json.dumps([facts[k] for k in ("platform", "cores", "cpu", "cpu_mhz", "memory_gib")])
+    facts["host"] = hashlib.sha256(stable.encode()).hexdigest()[:12]
+    facts["probe"] = speed_probe()
+    return facts
+
+
 def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -> Path:
     """Write one run's result file and print its summary line (the script's last line). Returns the path."""
     out = Path(path)
@@ -53,7 +102,7 @@ def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         **REVISION_AT_START,
         "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
+        "machine": machine_facts(),
         "summary_line": summary_line,
         **payload,
     }

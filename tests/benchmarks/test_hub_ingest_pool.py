@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,17 @@ def test_committed_results_reads_every_version_newest_first_skips_deletions_and_
     assert found == [("benchmarks/results/hub_ingest.json", {"date": "d2"}),
                      ("benchmarks/results/hub_ingest.json", {"date": "d1"}),
                      ("benchmarks/results/hub_ingest_64k.json", {"date": "k1"})]  # the deletion is no version
+
+
+def test_a_result_names_its_host_by_facts_that_do_not_move_and_the_pool_names_each_runs_host():
+    from hub_ingest_pool import host_of
+    from result_record import machine_facts
+
+    first, second = machine_facts(), machine_facts()
+    assert first["host"] == second["host"] and len(first["host"]) == 12  # the probe varies; the digest must not
+    assert first["probe"]["python_loop_ns"] > 0 and first["probe"]["sha256_mb_s"] > 0
+    assert first["cores"] == os.cpu_count()
+    assert host_of({"machine": first}) == first["host"]
+    # results written before the digest: the platform string (its kernel build changed with the host)
+    assert host_of({"machine": {"platform": "Linux-6.18.44-fc-v857"}}) == "Linux-6.18.44-fc-v857"
+    assert host_of({}) == "unrecorded"

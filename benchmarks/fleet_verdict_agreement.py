@@ -1,0 +1,124 @@
+"""Do the robots' own episodes tell the hub what a new trunk does to them? Roll-out verdicts against the replicas.
+
+The hub judges a candidate trunk on its canaries, and after a promotion every other robot (the unit watch), by
+the mean return of a robot's own episodes on the new trunk against its recent episodes on the one before
+(``fleet/rollout.py``, ``fleet/unit_watch.py``). Those episodes explore (actions drawn from the policy) and the
+robot's adapter goes on learning during them. ``fleet_round`` also measures each unit on its exact replica with
+deterministic mean actions, 32 episodes a policy, before and after each trunk update: the old trunk with the
+unit's adapter, and the new trunk with the rebased adapter the unit got with it (what a canary and a watched
+robot run). Every committed ``fleet_round`` run records both for each round, so each verdict can be set beside
+what the replicas say the same swap did:
+
+- the robot's change: ``(mean_candidate - mean_previous) / mean_previous``, from the verdict in the round's log;
+- the replica's change: ``(rebased - old) / old``.
+
+Only verdicts whose baseline is the round's trunk are taken (a robot held on an older trunk has no replica of its
+baseline). Printed: the correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their
+signs agree, and, of the swaps the replicas put beyond ``--tolerance`` (default the benchmark's -10%), how many
+the robots' verdicts refused; and how many refusals were swaps the replicas put above zero (false alarms).
+
+    python benchmarks/fleet_verdict_agreement.py                   # every committed fleet_round run with a watch
+    python benchmarks/fleet_verdict_agreement.py --commits cff8a8c 4d1143e
+
+Last line, e.g. ``fleet_verdict_agreement runs=12 verdicts=170 corr=0.36 low=0.22 high=0.48 sign_agree=0.67
+replica_drops=9 refused_of_drops=2 refused=14 false_alarms=9``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from fleet_round_pool import committed_runs  # beside this script
+from result_record import write_result
+
+VERDICTS = ("canary_verdict", "unit_kept", "unit_held_back")  # the hub's per-robot judgements of a candidate
+
+
+def verdict_pairs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each per-robot verdict of a run beside its replicas' change: robot, round, event, the robot's change, the
+    replica's change, whether the verdict passed."""
+    pairs = []
+    for rnd in result.get("rounds", []):
+        units = rnd.get("units") or {}
+        for step in rnd.get("rollout", []):
+            if step.get("event") not in VERDICTS or step.get("version") != rnd.get("candidate"):
+                continue
+            replica = units.get(step.get("robot"), {})
+            if step.get("baseline") != rnd.get("trunk") or "old" not in replica or "rebased" not in replica:
+                continue
+            old, new, before = replica["old"]["mean"], replica["rebased"]["mean"], step["mean_previous"]
+            if old <= 0 or before <= 0:
+                continue
+            pairs.append({"robot": step["robot"], "round": rnd["round"], "event": step["event"],
+                          "robot_change": (step["mean_candidate"] - before) / before,
+                          "replica_change": (new - old) / old, "passed": bool(step["passed"])})
+    return pairs
+
+
+def correlation(x: list[float], y: list[float]) -> tuple[float, float, float]:
+    """Pearson's r with its 95% interval (Fisher's z); NaNs when fewer than 4 pairs or no spread."""
+    n = len(x)
+    if n < 4:
+        return math.nan, math.nan, math.nan
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return math.nan, math.nan, math.nan
+    r = max(-0.999999, min(0.999999, sxy / math.sqrt(sxx * syy)))
+    z, half = math.atanh(r), 1.96 / math.sqrt(n - 3)
+    return r, math.tanh(z - half), math.tanh(z + half)
+
+
+def agreement(pairs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """What the verdicts say against the replicas (module docstring)."""
+    robot = [p["robot_change"] for p in pairs]
+    replica = [p["replica_change"] for p in pairs]
+    r, low, high = correlation(robot, replica)
+    drops = [p for p in pairs if p["replica_change"] < tolerance]
+    refused = [p for p in pairs if not p["passed"]]
+    signed = [p for p in pairs if p["robot_change"] != 0 and p["replica_change"] != 0]
+    return {"verdicts": len(pairs), "corr": r, "corr_low": low, "corr_high": high,
+            "sign_agree": (sum((p["robot_change"] > 0) == (p["replica_change"] > 0) for p in signed) / len(signed)
+                           if signed else math.nan),
+            "replica_drops": len(drops), "refused_of_drops": sum(not p["passed"] for p in drops),
+            "refused": len(refused), "false_alarms": sum(p["replica_change"] > 0 for p in refused)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--tolerance", type=float, default=-0.10, help="a replica change below this is a drop")
+    ap.add_argument("--out", default="benchmarks/results/fleet_verdict_agreement.json")
+    args = ap.parse_args()
+    runs = {k: v for k, v in committed_runs().items() if not args.commits or k[0] in args.commits}
+    per_run, pairs = {}, []
+    for (commit, seed, pseed), result in sorted(runs.items()):
+        mine = verdict_pairs(result)
+        if not mine:
+            continue  # before the rounds recorded their verdicts and replicas side by side
+        pairs += mine
+        per_run[f"{commit} seed {seed} pretrain seed {pseed}"] = mine
+        a = agreement(mine, args.tolerance)
+        print(f"run {commit} seed {seed} pretrain seed {pseed}: {a['verdicts']} verdicts, corr {a['corr']:+.2f}, "
+              f"signs agree {a['sign_agree']:.0%}, replica drops past {args.tolerance:+.0%}: {a['replica_drops']} "
+              f"({a['refused_of_drops']} refused)", flush=True)
+    if not pairs:
+        raise SystemExit("no committed fleet_round run records its verdicts beside its replicas (see --commits)")
+    a = agreement(pairs, args.tolerance)
+    print(f"all: {a['verdicts']} verdicts in {len(per_run)} runs; the robots' change against the replicas' change: "
+          f"r = {a['corr']:+.2f} [{a['corr_low']:+.2f}, {a['corr_high']:+.2f}] (95%), signs agree "
+          f"{a['sign_agree']:.0%}; {a['replica_drops']} swaps the replicas put below {args.tolerance:+.0%}, "
+          f"{a['refused_of_drops']} of them refused; {a['refused']} refusals, {a['false_alarms']} of them swaps the "
+          "replicas put above zero", flush=True)
+    write_result(args.out, f"fleet_verdict_agreement runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
+                 f"low={a['corr_low']:.2f} high={a['corr_high']:.2f} sign_agree={a['sign_agree']:.2f} "
+                 f"replica_drops={a['replica_drops']} refused_of_drops={a['refused_of_drops']} refused={a['refused']} "
+                 f"false_alarms={a['false_alarms']}",
+                 {"tolerance": args.tolerance, "all": a, "runs": per_run})
+
+
+if __name__ == "__main__":
+    main()

@@ -120,7 +120,7 @@ def read_allowlist(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no allow-list (run `fleet-keys init {path.parent}`)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
         raise KeyFileError(f"{path}: unreadable allow-list ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("robots"), dict) \
             or not isinstance(data.get("revoked", {}), dict):
@@ -230,7 +230,7 @@ class RobotAllowList:
                     robots = read_allowlist(self.path)["robots"]
                     self._robot_of = {entry["public_key"]: robot for robot, entry in robots.items()}
                     log.info("allow-list %s: %d robots enrolled", self.path, len(self._robot_of))
-                except KeyFileError as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever the file does, fail closed: never keep the old list
                     self._robot_of = {}
                     log.error("allow-list refuses every robot until fixed: %s", exc)
             # only now may the lock-free path skip the check: set before the read, it let other threads go on

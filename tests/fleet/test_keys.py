@@ -169,6 +169,12 @@ def test_a_broken_allow_list_admits_nobody_until_fixed(tmp_path):
     assert allow.robot_for_key(key0) is None
     (keys / ALLOWLIST).write_bytes(good)
     assert allow.robot_for_key(key0) == "unit-0"
+    # nesting too deep for the parser (RecursionError, neither OSError nor ValueError): closed too, not the old list
+    (keys / ALLOWLIST).write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert allow.robot_for_key(key0) is None
+    assert allow.robot_for_key(key0) is None  # and still closed at the next look (the file did not change)
+    (keys / ALLOWLIST).write_bytes(good)
+    assert allow.robot_for_key(key0) == "unit-0"
 
 
 @pytest.mark.timeout(120)

@@ -13,15 +13,19 @@ what the replicas say the same swap did:
 - the replica's change: ``(rebased - old) / old``.
 
 Only verdicts whose baseline is the round's trunk are taken (a robot held on an older trunk has no replica of its
-baseline). Printed: the correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their
-signs agree, and, of the swaps the replicas put beyond ``--tolerance`` (default the benchmark's -10%), how many
-the robots' verdicts refused; and how many refusals were swaps the replicas put above zero (false alarms).
+baseline), with both means positive (a verdict with no episode on its baseline compared nothing). The runs are
+``fleet_round_pool``'s: one per (commit, seed, pretrain seed), those with a sim-only control. Printed: the
+correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their signs agree; of the swaps
+the replicas put below ``--tolerance`` (default the benchmark's -10%), how many the robots' own episodes also put
+below it (what a hub set to that tolerance could have refused) and how many the hub refused (it judged with its
+own ``rollout.tolerance``, 0.25 in fleet_round); and how many refusals (a unit held back, a canary failed) were
+swaps the replicas put above zero (false alarms).
 
     python benchmarks/fleet_verdict_agreement.py                   # every committed fleet_round run with a watch
     python benchmarks/fleet_verdict_agreement.py --commits cff8a8c 4d1143e
 
 Last line, e.g. ``fleet_verdict_agreement runs=12 verdicts=170 corr=0.36 low=0.22 high=0.48 sign_agree=0.67
-replica_drops=9 refused_of_drops=2 refused=14 false_alarms=9``.
+replica_drops=9 robots_saw_of_drops=3 refused_of_drops=2 refused=14 false_alarms=9``.
 """
 
 from __future__ import annotations
@@ -48,13 +52,22 @@ def verdict_pairs(result: dict[str, Any]) -> list[dict[str, Any]]:
             replica = units.get(step.get("robot"), {})
             if step.get("baseline") != rnd.get("trunk") or "old" not in replica or "rebased" not in replica:
                 continue
-            old, new, before = replica["old"]["mean"], replica["rebased"]["mean"], step["mean_previous"]
-            if old <= 0 or before <= 0:
-                continue
+            before = step.get("mean_previous")  # absent: no episode on the baseline, nothing was compared
+            old, new = replica["old"]["mean"], replica["rebased"]["mean"]
+            if before is None or "mean_candidate" not in step or old <= 0 or before <= 0:
+                continue  # no relative change to speak of
             pairs.append({"robot": step["robot"], "round": rnd["round"], "event": step["event"],
                           "robot_change": (step["mean_candidate"] - before) / before,
-                          "replica_change": (new - old) / old, "passed": bool(step["passed"])})
+                          "replica_change": (new - old) / old, "refused": refused(step),
+                          "tolerance": float(step.get("tolerance", math.nan))})
     return pairs
+
+
+def refused(step: dict[str, Any]) -> bool:
+    """Whether the verdict took the candidate away from the robot: a unit held back, or a canary that failed (which
+    rolls the candidate back). A ``unit_kept`` never did, whatever its ``passed`` says (a robot with no episode
+    on its baseline is kept unjudged)."""
+    return step["event"] == "unit_held_back" or (step["event"] == "canary_verdict" and not step.get("passed", True))
 
 
 def correlation(x: list[float], y: list[float]) -> tuple[float, float, float]:
@@ -78,13 +91,18 @@ def agreement(pairs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
     replica = [p["replica_change"] for p in pairs]
     r, low, high = correlation(robot, replica)
     drops = [p for p in pairs if p["replica_change"] < tolerance]
-    refused = [p for p in pairs if not p["passed"]]
+    refusals = [p for p in pairs if p["refused"]]
     signed = [p for p in pairs if p["robot_change"] != 0 and p["replica_change"] != 0]
     return {"verdicts": len(pairs), "corr": r, "corr_low": low, "corr_high": high,
             "sign_agree": (sum((p["robot_change"] > 0) == (p["replica_change"] > 0) for p in signed) / len(signed)
                            if signed else math.nan),
-            "replica_drops": len(drops), "refused_of_drops": sum(not p["passed"] for p in drops),
-            "refused": len(refused), "false_alarms": sum(p["replica_change"] > 0 for p in refused)}
+            "replica_drops": len(drops), "refused_of_drops": sum(p["refused"] for p in drops),
+            # the hub judged with its own tolerance (0.25 in fleet_round): how many drops the robots' episodes even
+            # saw past ``tolerance``, which a hub set to it would have refused
+            "robots_saw_of_drops": sum(p["robot_change"] < tolerance for p in drops),
+            "robots_saw": sum(p["robot_change"] < tolerance for p in pairs),
+            "refused": len(refusals), "false_alarms": sum(p["replica_change"] > 0 for p in refusals),
+            "hub_tolerances": sorted({p["tolerance"] for p in pairs if math.isfinite(p["tolerance"])})}
 
 
 def main() -> None:
@@ -104,19 +122,21 @@ def main() -> None:
         a = agreement(mine, args.tolerance)
         print(f"run {commit} seed {seed} pretrain seed {pseed}: {a['verdicts']} verdicts, corr {a['corr']:+.2f}, "
               f"signs agree {a['sign_agree']:.0%}, replica drops past {args.tolerance:+.0%}: {a['replica_drops']} "
-              f"({a['refused_of_drops']} refused)", flush=True)
+              f"({a['robots_saw_of_drops']} seen so by the robots, {a['refused_of_drops']} refused)", flush=True)
     if not pairs:
         raise SystemExit("no committed fleet_round run records its verdicts beside its replicas (see --commits)")
     a = agreement(pairs, args.tolerance)
     print(f"all: {a['verdicts']} verdicts in {len(per_run)} runs; the robots' change against the replicas' change: "
           f"r = {a['corr']:+.2f} [{a['corr_low']:+.2f}, {a['corr_high']:+.2f}] (95%), signs agree "
-          f"{a['sign_agree']:.0%}; {a['replica_drops']} swaps the replicas put below {args.tolerance:+.0%}, "
-          f"{a['refused_of_drops']} of them refused; {a['refused']} refusals, {a['false_alarms']} of them swaps the "
-          "replicas put above zero", flush=True)
+          f"{a['sign_agree']:.0%}; {a['replica_drops']} swaps the replicas put below {args.tolerance:+.0%}: the "
+          f"robots' own episodes put {a['robots_saw_of_drops']} of them below it too ({a['robots_saw']} verdicts in "
+          f"all), and the hub (tolerance {', '.join(f'{t:g}' for t in a['hub_tolerances'])}) refused "
+          f"{a['refused_of_drops']}; {a['refused']} refusals, {a['false_alarms']} of them swaps the replicas put above "
+          "zero", flush=True)
     write_result(args.out, f"fleet_verdict_agreement runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
                  f"low={a['corr_low']:.2f} high={a['corr_high']:.2f} sign_agree={a['sign_agree']:.2f} "
-                 f"replica_drops={a['replica_drops']} refused_of_drops={a['refused_of_drops']} refused={a['refused']} "
-                 f"false_alarms={a['false_alarms']}",
+                 f"replica_drops={a['replica_drops']} robots_saw_of_drops={a['robots_saw_of_drops']} "
+                 f"refused_of_drops={a['refused_of_drops']} refused={a['refused']} false_alarms={a['false_alarms']}",
                  {"tolerance": args.tolerance, "all": a, "runs": per_run})
 
 

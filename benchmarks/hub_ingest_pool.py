@@ -56,10 +56,15 @@ def committed_runs() -> list[tuple[str, dict[str, Any]]]:
 
 
 def host_of(result: dict[str, Any]) -> str:
-    """The run's host digest (``result_record.machine_facts``), or its platform string for runs written before
-    the digest was recorded (the kernel build in it changed with the host), or "unrecorded"."""
-    machine = result.get("machine") or {}
-    return str(machine.get("host") or machine.get("platform") or "unrecorded")
+    """The run's platform string (``result_record.machine_facts``; every result records it, and its kernel build
+    changed between sessions with the raw peer's speed), or "unrecorded"."""
+    return str((result.get("machine") or {}).get("platform") or "unrecorded")
+
+
+def probe_of(result: dict[str, Any]) -> str:
+    """The run's speed probe as printed (recorded since 2026-12-04), or ""."""
+    probe = (result.get("machine") or {}).get("probe")
+    return f", probe {probe['python_loop_ns']:g} ns/loop {probe['sha256_mb_s']:g} MB/s sha256" if probe else ""
 
 
 def is_default_hub(args: dict[str, Any]) -> bool:
@@ -116,13 +121,13 @@ def main() -> None:
         raise SystemExit("no committed hub_ingest run with per-round ratios matches (see --commits)")
     for path, r in runs:
         mine = target_cells(r)
-        print(f"run {r['commit'][:7]} {r['date']} {Path(path).name} ({r['args']['seconds']:g} s cells, host "
-              f"{host_of(r)}): " + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()),
-              flush=True)
+        print(f"run {r['commit'][:7]} {r['date']} {Path(path).name} ({r['args']['seconds']:g} s cells, "
+              f"{host_of(r)}{probe_of(r)}): "
+              + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()), flush=True)
     hosts = sorted({host_of(r) for _, r in runs})
-    if len(hosts) > 1:  # the raw peer's speed moved by up to a third between hosts: say the pool mixes them
-        print(f"note: these runs come from {len(hosts)} hosts ({', '.join(hosts)}); each ratio is hub / raw on its "
-              "own host, but the margin over the target is not the same on every host", flush=True)
+    if len(hosts) > 1:  # the raw peer's speed moved by up to a third between machines: say the pool mixes them
+        print(f"note: these runs come from {len(hosts)} machines ({', '.join(hosts)}); each ratio is hub / raw on "
+              "its own machine, but the margin over the target need not be the same on each", flush=True)
     cells = pool(runs, args.target)
     if not cells:
         raise SystemExit("the chosen runs measured no 64 KiB CURVE cell")

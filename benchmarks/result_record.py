@@ -2,7 +2,7 @@
 
 Every benchmark script ends with :func:`write_result`: it writes ``benchmarks/results/<name>.json`` with the
 date, the commit (and whether the work tree had uncommitted changes to the measured code), the exact command,
-the machine (with a host digest and a speed probe: hosts differ between sessions), and the summary line the
+the machine (with a speed probe: machines differ between sessions), and the summary line the
 script prints last. ``benchmarks/summary.py`` reads these files back, so BENCHMARKS.md's summary table is what
 the scripts printed, and it says which results were measured on code that has changed since.
 """
@@ -64,8 +64,8 @@ def _proc_field(path: str, name: str) -> str:
 def speed_probe(repeats: int = 5) -> dict[str, float]:
     """Two fixed pieces of work timed on this machine when the result is written (about 0.1 s): a Python loop and
     sha256 over 4 MiB, each the median of ``repeats``. Hosts that read the same CPU model can differ by a third
-    in speed (a VM moved between hosts did, 2026-12-03); these say which one a run had, and a loaded machine
-    reads slower too."""
+    in speed (the raw peer of hub_ingest did between sessions, 2026-12-03); these say how fast a run's machine was,
+    and a loaded machine reads slower too."""
     data, loop, digest = b"\x5a" * (4 << 20), [], []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -80,18 +80,16 @@ def speed_probe(repeats: int = 5) -> dict[str, float]:
 
 
 def machine_facts() -> dict[str, Any]:
-    """What the run's machine was: platform, cores, CPU model and clock, memory, the speed probe, and ``host``, a
-    short digest of the facts that do not move from run to run (results with different ``host`` ran on
-    different machines; the same ``host`` with a slower probe: the same kind of machine, slower or loaded)."""
+    """What the run's machine was: the platform string (with its kernel build), cores, CPU model and clock,
+    memory, and the speed probe. None of these names a physical host: the kernel build changed between this
+    project's sessions, when the raw peer's speed did too, so runs with different platform strings ran on
+    different VM images (perhaps different hosts), and the probe says how fast each machine was at the time."""
     memory_kb = _proc_field("/proc/meminfo", "MemTotal").split(" ")[0]
-    facts: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count(),
-                             "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
-                             "cpu_mhz": _proc_field("/proc/cpuinfo", "cpu MHz").split(".")[0],
-                             "memory_gib": round(int(memory_kb) / 2**20, 1) if memory_kb.isdigit() else None}
-    stable = json.dumps([facts[k] for k in ("platform", "cores", "cpu", "cpu_mhz", "memory_gib")])
-    facts["host"] = hashlib.sha256(stable.encode()).hexdigest()[:12]
-    facts["probe"] = speed_probe()
-    return facts
+    return {"platform": platform.platform(), "cores": os.cpu_count(),
+            "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
+            "cpu_mhz": _proc_field("/proc/cpuinfo", "cpu MHz").split(".")[0],
+            "memory_gib": round(int(memory_kb) / 2**20, 1) if memory_kb.isdigit() else None,
+            "probe": speed_probe()}
 
 
 def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -> Path:

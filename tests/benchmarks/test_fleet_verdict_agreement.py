@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_verdict_agreement import agreement, correlation, verdict_pairs  # noqa: E402
+from fleet_verdict_agreement import agreement, correlation, refused, verdict_pairs  # noqa: E402
 
 
-def _verdict(event: str, robot: str, version: int, baseline: int, candidate: float, previous: float,
+def _verdict(event: str, robot: str, version: int, baseline: int, candidate: float, previous: float | None,
              passed: bool = True) -> dict:
-    return {"event": event, "robot": robot, "version": version, "baseline": baseline, "mean_candidate": candidate,
-            "mean_previous": previous, "passed": passed}
+    means = {"mean_candidate": candidate, "mean_previous": previous} if previous is not None else {}
+    return {"event": event, "robot": robot, "version": version, "baseline": baseline, "passed": passed,
+            "tolerance": 0.25, **means}
 
 
 def _units(**old_rebased: tuple[float, float]) -> dict:
@@ -23,24 +24,39 @@ def _units(**old_rebased: tuple[float, float]) -> dict:
 
 
 def test_only_verdicts_on_the_rounds_candidate_against_the_rounds_trunk_with_both_replicas_are_paired():
-    result = {"rounds": [{"round": 2, "trunk": 2, "candidate": 3, "units": _units(a=(100.0, 80.0), b=(200.0, 220.0)),
-                          "rollout": [
-                              {"event": "published_candidate", "version": 3},
-                              _verdict("canary_verdict", "a", 3, 2, 110.0, 100.0),  # robots +10%, replicas -20%
-                              _verdict("unit_held_back", "b", 3, 2, 50.0, 100.0, passed=False),  # -50%, +10%
-                              _verdict("unit_kept", "c", 3, 2, 1.0, 1.0),  # no replica of c
-                              _verdict("unit_kept", "b", 3, 1, 1.0, 1.0),  # held on v1: no replica of its baseline
-                              _verdict("unit_kept", "a", 2, 2, 1.0, 1.0),  # an older candidate's watch
-                          ]}]}
+    units = _units(a=(100.0, 80.0), b=(200.0, 220.0), d=(100.0, 70.0), e=(100.0, 100.0))
+    units["f"] = {"old": {"mean": 100.0}}  # a round the gate refused: no rebased arm
+    result = {"rounds": [{"round": 2, "trunk": 2, "candidate": 3, "units": units, "rollout": [
+        {"event": "published_candidate", "version": 3},
+        _verdict("canary_verdict", "a", 3, 2, 110.0, 100.0),  # robots +10%, replicas -20%
+        _verdict("unit_held_back", "b", 3, 2, 50.0, 100.0, passed=False),  # robots -50%, replicas +10%
+        _verdict("unit_kept", "d", 3, 2, 80.0, 100.0),  # robots -20% (within the hub's 0.25), replicas -30%
+        _verdict("unit_kept", "e", 3, 2, 1.0, None, passed=False),  # no episode on its baseline: kept unjudged
+        _verdict("unit_kept", "f", 3, 2, 1.0, 1.0),  # no rebased replica
+        _verdict("unit_kept", "c", 3, 2, 1.0, 1.0),  # no replica of c
+        _verdict("unit_kept", "b", 3, 1, 1.0, 1.0),  # held on v1: no replica of its baseline
+        _verdict("unit_kept", "a", 2, 2, 1.0, 1.0),  # an older candidate's watch
+    ]}]}
     pairs = verdict_pairs(result)
-    assert [(p["robot"], p["event"]) for p in pairs] == [("a", "canary_verdict"), ("b", "unit_held_back")]
+    assert [(p["robot"], p["event"]) for p in pairs] == [("a", "canary_verdict"), ("b", "unit_held_back"),
+                                                          ("d", "unit_kept")]
     assert pairs[0]["robot_change"] == pytest.approx(0.10) and pairs[0]["replica_change"] == pytest.approx(-0.20)
     assert pairs[1]["robot_change"] == pytest.approx(-0.50) and pairs[1]["replica_change"] == pytest.approx(0.10)
+    assert [p["refused"] for p in pairs] == [False, True, False]
     a = agreement(pairs, -0.10)
-    # a's drop past -10% was passed; b's refusal was a swap the replicas put above zero: a false alarm
-    assert (a["replica_drops"], a["refused_of_drops"], a["refused"], a["false_alarms"]) == (1, 0, 1, 1)
-    assert a["sign_agree"] == 0.0
+    # two drops past -10% (a, d): the robots saw d's, the hub (0.25) refused neither; b's refusal was a swap the
+    # replicas put above zero: a false alarm
+    assert (a["replica_drops"], a["robots_saw_of_drops"], a["refused_of_drops"]) == (2, 1, 0)
+    assert (a["robots_saw"], a["refused"], a["false_alarms"], a["hub_tolerances"]) == (2, 1, 1, [0.25])
+    assert a["sign_agree"] == pytest.approx(1 / 3)
     assert verdict_pairs({}) == []
+
+
+def test_a_failed_canary_is_a_refusal_and_a_kept_unit_never_is():
+    assert refused({"event": "canary_verdict", "passed": False})
+    assert not refused({"event": "canary_verdict", "passed": True})
+    assert refused({"event": "unit_held_back", "passed": False})
+    assert not refused({"event": "unit_kept", "passed": False})
 
 
 def test_the_correlation_and_its_interval_are_pearsons_and_fishers():

@@ -97,15 +97,32 @@ def test_committed_results_reads_every_version_newest_first_skips_deletions_and_
                      ("benchmarks/results/hub_ingest_64k.json", {"date": "k1"})]  # the deletion is no version
 
 
-def test_a_result_names_its_host_by_facts_that_do_not_move_and_the_pool_names_each_runs_host():
-    from hub_ingest_pool import host_of
+def test_a_result_records_its_machine_and_the_pool_names_each_runs_machine_and_says_when_it_mixes_them(
+        tmp_path, monkeypatch, capsys):
+    import hub_ingest_pool
     from result_record import machine_facts
 
-    first, second = machine_facts(), machine_facts()
-    assert first["host"] == second["host"] and len(first["host"]) == 12  # the probe varies; the digest must not
-    assert first["probe"]["python_loop_ns"] > 0 and first["probe"]["sha256_mb_s"] > 0
-    assert first["cores"] == os.cpu_count()
-    assert host_of({"machine": first}) == first["host"]
-    # results written before the digest: the platform string (its kernel build changed with the host)
-    assert host_of({"machine": {"platform": "Linux-6.18.44-fc-v857"}}) == "Linux-6.18.44-fc-v857"
-    assert host_of({}) == "unrecorded"
+    facts = machine_facts()
+    assert facts["cores"] == os.cpu_count() and facts["platform"]
+    assert facts["probe"]["python_loop_ns"] > 0 and facts["probe"]["sha256_mb_s"] > 0
+    assert hub_ingest_pool.host_of({"machine": facts}) == facts["platform"]
+    assert hub_ingest_pool.host_of({}) == "unrecorded"
+    assert "probe" in hub_ingest_pool.probe_of({"machine": facts}) and hub_ingest_pool.probe_of({}) == ""
+
+    def run(platform: str, date: str) -> tuple[str, dict]:
+        return ("benchmarks/results/hub_ingest_64k.json", {
+            "commit": "a" * 40, "date": date, "machine": {"platform": platform}, "args": {"seconds": 3.0},
+            "round_ratios": {"64k_curve_1": [0.6, 0.7, 0.8, 0.7, 0.6]}})
+
+    out = tmp_path / "pool.json"
+
+    def pooled(runs: list) -> str:
+        monkeypatch.setattr(hub_ingest_pool, "committed_runs", lambda: runs)  # its git reading is tested above
+        monkeypatch.setattr(sys, "argv", ["hub_ingest_pool.py", "--commits", "aaaaaaa", "--out", str(out)])
+        hub_ingest_pool.main()
+        return capsys.readouterr().out
+
+    assert "note:" not in pooled([run("Linux-x-v1", "1"), run("Linux-x-v1", "2")])
+    said = pooled([run("Linux-x-v1", "1"), run("Linux-x-v2", "2")])
+    assert "note: these runs come from 2 machines (Linux-x-v1, Linux-x-v2)" in said
+    assert json.loads(out.read_text())["hosts"] == ["Linux-x-v1", "Linux-x-v2"]

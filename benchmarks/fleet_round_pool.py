@@ -15,6 +15,7 @@ the fleet trunk beat the control on.
 
     python benchmarks/fleet_round_pool.py                      # every run in git
     python benchmarks/fleet_round_pool.py --commits 1f28610 4a03a80   # only runs measured at these commits
+    python benchmarks/fleet_round_pool.py --pretrain-iterations 160 --out benchmarks/results/fleet_round_pool_pretrain160.json
 
 Last line, e.g. ``fleet_round_pool runs=22 units=16 fresh_vs_sim_control=-4.4 low=-24.3 high=15.6 relative=-0.016
 units_better=6 v1_draws=4 v1_better=1``.
@@ -25,21 +26,31 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
-from result_record import committed_results, write_result  # beside this script
+from result_record import ROOT, committed_results, write_result  # beside this script
 from seed_stats import t_interval
 
 POOL_FILE = "benchmarks/results/fleet_round_pool.json"
 
 
-def committed_runs() -> dict[tuple[str, int, int], dict[str, Any]]:
-    """Every committed fleet_round result with a sim-only control, by (measured commit, seed, pretrain seed)."""
+PRETRAIN_ITERATIONS = 40  # fleet_round's default: a v1 far from converged (see BENCHMARKS.md)
+
+
+def committed_runs(pretrain_iterations: int = PRETRAIN_ITERATIONS, root: Path = ROOT
+                   ) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Every committed fleet_round result with a sim-only control whose v1 was pretrained for
+    ``pretrain_iterations``, by (measured commit, seed, pretrain seed). v1s pretrained longer answer another
+    question (what fleet data adds to a trunk more sim would improve less), so they are pooled apart. ``root``: the
+    repository (this one unless a test names another)."""
     runs: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for _, result in committed_results("benchmarks/results/fleet_round*.json", exclude=POOL_FILE):
+    for _, result in committed_results("benchmarks/results/fleet_round*.json", exclude=POOL_FILE, root=root):
         try:
             units = result["fresh"]["units"]
             key = (result["commit"][:7], int(result["args"].get("seed", 0)), int(result["args"].get("pretrain_seed", 0)))
+            if int(result["args"].get("pretrain_iterations", PRETRAIN_ITERATIONS)) != pretrain_iterations:
+                continue
         except (KeyError, TypeError, AttributeError):
             continue  # a run from before the control existed
         if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
@@ -91,9 +102,12 @@ def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--pretrain-iterations", type=int, default=PRETRAIN_ITERATIONS,
+                    help="pool only runs whose v1 was pretrained this long")
     ap.add_argument("--out", default="benchmarks/results/fleet_round_pool.json")
     args = ap.parse_args()
-    runs = {k: v for k, v in committed_runs().items() if not args.commits or k[0] in args.commits}
+    runs = {k: v for k, v in committed_runs(args.pretrain_iterations).items()
+            if not args.commits or k[0] in args.commits}
     if not runs:
         raise SystemExit("no fleet_round runs with a sim-only control in git")
     diff: dict[str, list[float]] = defaultdict(list)

@@ -14,7 +14,8 @@ what the replicas say the same swap did:
 
 Only verdicts whose baseline is the round's trunk are taken (a robot held on an older trunk has no replica of its
 baseline), with both means positive (a verdict with no episode on its baseline compared nothing). The runs are
-``fleet_round_pool``'s: one per (commit, seed, pretrain seed), those with a sim-only control. Printed: the
+``fleet_round_pool``'s (one per commit, seed and pretrain seed, with a sim-only control), for v1s pretrained
+40 and 160 iterations (``--pretrain-iterations``). Printed: the
 correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their signs agree; of the swaps
 the replicas put below ``--tolerance`` (default the benchmark's -10%), how many the robots' own episodes also put
 below it (what a hub set to that tolerance could have refused) and how many the hub refused (it judged with its
@@ -34,7 +35,7 @@ import argparse
 import math
 from typing import Any
 
-from fleet_round_pool import committed_runs  # beside this script
+from fleet_round_pool import PRETRAIN_ITERATIONS, committed_runs  # beside this script
 from result_record import write_result
 
 VERDICTS = ("canary_verdict", "unit_kept", "unit_held_back")  # the hub's per-robot judgements of a candidate
@@ -109,18 +110,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
     ap.add_argument("--tolerance", type=float, default=-0.10, help="a replica change below this is a drop")
+    ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160],
+                    help="take runs whose v1 was pretrained this long (each length's runs as fleet_round_pool takes them)")
     ap.add_argument("--out", default="benchmarks/results/fleet_verdict_agreement.json")
     args = ap.parse_args()
-    runs = {k: v for k, v in committed_runs().items() if not args.commits or k[0] in args.commits}
+    runs = {(*k, n): v for n in args.pretrain_iterations for k, v in committed_runs(n).items()
+            if not args.commits or k[0] in args.commits}
     per_run, pairs = {}, []
-    for (commit, seed, pseed), result in sorted(runs.items()):
+    for (commit, seed, pseed, iterations), result in sorted(runs.items()):
         mine = verdict_pairs(result)
         if not mine:
             continue  # before the rounds recorded their verdicts and replicas side by side
         pairs += mine
-        per_run[f"{commit} seed {seed} pretrain seed {pseed}"] = mine
+        name = f"{commit} seed {seed} pretrain seed {pseed}" + (
+            f" ({iterations} pretrain iterations)" if iterations != PRETRAIN_ITERATIONS else "")
+        per_run[name] = mine
         a = agreement(mine, args.tolerance)
-        print(f"run {commit} seed {seed} pretrain seed {pseed}: {a['verdicts']} verdicts, corr {a['corr']:+.2f}, "
+        print(f"run {name}: {a['verdicts']} verdicts, corr {a['corr']:+.2f}, "
               f"signs agree {a['sign_agree']:.0%}, replica drops past {args.tolerance:+.0%}: {a['replica_drops']} "
               f"({a['robots_saw_of_drops']} seen so by the robots, {a['refused_of_drops']} refused)", flush=True)
     if not pairs:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_round_pool import v1_draws  # noqa: E402
+from fleet_round_pool import committed_runs, v1_draws  # noqa: E402
 
 
 def _run(v1_returns: dict[str, float], date: str, sha: str | None = None, pretrain_seed: int = 0) -> dict:
@@ -43,3 +45,24 @@ def test_two_v1_trunks_pretrained_at_the_same_second_keep_their_own_labels():
             ("c000002", 0, 2): _run({"u400": 130.0}, "2026-12-03 22:30:25", pretrain_seed=2)}
     labels = v1_draws(runs)
     assert labels[("c000001", 0, 1)] != labels[("c000002", 0, 2)]
+
+
+def test_runs_whose_v1_was_pretrained_longer_are_pooled_apart(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    def result(commit: str, iterations: int | None) -> dict:
+        args = {"seed": 0, "pretrain_seed": 3, **({"pretrain_iterations": iterations} if iterations else {})}
+        return {"commit": commit * 40, "args": args, "fresh": {"units": {"u400": {"sim_control": {"mean": 1.0}}}}}
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    git("init", "-q")
+    (results / "fleet_round_v1seed3.json").write_text(json.dumps(result("a", None)))  # before the flag was recorded
+    (results / "fleet_round_v1seed3_pretrain160.json").write_text(json.dumps(result("b", 160)))
+    (results / "fleet_round_v1seed4.json").write_text(json.dumps(result("c", 40)))
+    git("add", "-A")
+    git("commit", "-q", "-m", "runs")
+    assert sorted(committed_runs(root=tmp_path)) == [("aaaaaaa", 0, 3), ("ccccccc", 0, 3)]
+    assert sorted(committed_runs(160, root=tmp_path)) == [("bbbbbbb", 0, 3)]

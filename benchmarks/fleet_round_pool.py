@@ -17,8 +17,11 @@ the fleet trunk beat the control on.
     python benchmarks/fleet_round_pool.py --commits 1f28610 4a03a80   # only runs measured at these commits
     python benchmarks/fleet_round_pool.py --pretrain-iterations 160 --out benchmarks/results/fleet_round_pool_pretrain160.json
 
+Each v1's runs are averaged and the v1 draws, the independent samples, get their own 95% t-interval
+(``v1_mean``, ``v1_low``, ``v1_high``: the relative difference fleet vs control).
+
 Last line, e.g. ``fleet_round_pool runs=22 units=16 fresh_vs_sim_control=-4.4 low=-24.3 high=15.6 relative=-0.016
-units_better=6 v1_draws=4 v1_better=1``.
+units_better=6 v1_draws=4 v1_better=1 v1_mean=-0.112 v1_low=-0.301 v1_high=0.077``.
 """
 
 from __future__ import annotations
@@ -128,6 +131,11 @@ def main() -> None:
     for v1, rel in sorted(by_v1.items()):
         print(f"v1 {v1}: {len(rel)} run(s), fleet vs sim-only control {v1_mean[v1]:+.1%} "
               f"({', '.join(f'{x:+.1%}' for x in rel)})")
+    # the v1 draws are the independent samples here: runs on one v1 share it, and the sign has followed the v1
+    v1_avg, v1_half = t_interval(list(v1_mean.values()))
+    print(f"over {len(v1_mean)} v1 draws (each its runs' mean): fleet vs sim-only control {v1_avg:+.1%} "
+          f"[{v1_avg - v1_half:+.1%}, {v1_avg + v1_half:+.1%}] (95% t over v1 draws); better on "
+          f"{sum(m > 0 for m in v1_mean.values())} of {len(v1_mean)}")
     means = [sum(v) / len(v) for v in diff.values()]
     mean, half = t_interval(means)
     base = sum(sum(v) / len(v) for v in control.values()) / len(control)
@@ -137,7 +145,8 @@ def main() -> None:
           f"{mean / base:+.1%} of the control's {base:.1f}; {better} of {len(means)} better")
     write_result(args.out, f"fleet_round_pool runs={len(runs)} units={len(means)} fresh_vs_sim_control={mean:.1f} "
                  f"low={mean - half:.1f} high={mean + half:.1f} relative={mean / base:.3f} units_better={better} "
-                 f"v1_draws={len(v1_mean)} v1_better={sum(m > 0 for m in v1_mean.values())}",
+                 f"v1_draws={len(v1_mean)} v1_better={sum(m > 0 for m in v1_mean.values())} v1_mean={v1_avg:.3f} "
+                 f"v1_low={v1_avg - v1_half:.3f} v1_high={v1_avg + v1_half:.3f}",
                  {"runs": sorted(f"{c} seed {s} pretrain seed {p}" for c, s, p in runs), "v1_of_run":
                   {f"{c} seed {s} pretrain seed {p}": v for (c, s, p), v in labels.items()},
                   "v1_relative_difference": dict(by_v1), "per_unit_difference": dict(diff),

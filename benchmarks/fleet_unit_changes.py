@@ -1,0 +1,114 @@
+"""What moves a fleet unit's return over the fleet rounds: the trunk swaps, or the unit's own on-robot learning?
+
+``fleet_round`` measures each unit on its exact replica (deterministic mean actions, 32 episodes a policy) at two
+points of every round k (``rounds[k].units[robot]``):
+
+- ``old``: the trunk the unit ran in round k with the adapter it uploaded in that round (its on-robot learning of
+  the round included);
+- ``after``: what it runs at the round's end: the new trunk with its rebased adapter when the candidate was
+  promoted and the unit not held back, else ``old``.
+
+A unit's "before" is round 1's ``old`` and its "after" the last round's ``after``, so its change splits exactly:
+
+    after_K - old_1 = sum_k (after_k - old_k)          the trunk swaps (0 in a round without one)
+                    + sum_{k>=2} (old_k - after_{k-1})  on-robot learning on a fixed trunk, rounds 2..K
+
+Each part is taken relative to the unit's before, like ``worst_unit_delta``. Printed per run and over all
+committed runs (``fleet_round_pool``'s, v1s pretrained 40 and 160 iterations): the mean of each part over units;
+how many unit-rounds of on-robot learning lost more than ``--tolerance`` (default the benchmark's -10%) of the
+unit's before on an unchanged trunk, and how many swaps did; and for each unit beyond the tolerance, which part
+lost more.
+
+    python benchmarks/fleet_unit_changes.py
+    python benchmarks/fleet_unit_changes.py --commits 4d1143e 21b2fec
+
+Last line, e.g. ``fleet_unit_changes runs=36 units=288 beyond=12 beyond_on_robot=8 beyond_swaps=4
+on_robot_mean=-0.031 swaps_mean=0.210 on_robot_losses=30 swap_losses=20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fleet_round_pool import PRETRAIN_ITERATIONS, committed_runs  # beside this script
+from result_record import write_result
+
+
+def unit_parts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per unit of a run: before, after, the swaps' and on-robot learning's parts (relative to before), and each
+    round's part, as the module docstring splits them. Units missing from a round are left out."""
+    rounds = result.get("rounds") or []
+    if not rounds:
+        return {}
+    out = {}
+    for robot in rounds[0].get("units", {}):
+        rows = [r.get("units", {}).get(robot) for r in rounds]
+        if any(row is None or "old" not in row or "after" not in row for row in rows):
+            continue
+        before = rows[0]["old"]["mean"]
+        if before <= 0:
+            continue
+        swaps = [(row["after"]["mean"] - row["old"]["mean"]) / before for row in rows]
+        on_robot = [(rows[k]["old"]["mean"] - rows[k - 1]["after"]["mean"]) / before for k in range(1, len(rows))]
+        out[robot] = {"before": before, "after": rows[-1]["after"]["mean"], "swaps": sum(swaps),
+                      "on_robot": sum(on_robot), "swap_by_round": swaps, "on_robot_by_round": on_robot,
+                      "change": (rows[-1]["after"]["mean"] - before) / before}
+    return out
+
+
+def tally(units: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Over units (of one run or many): the parts' means, the single steps that lost more than ``tolerance``, and
+    the units beyond it by the part that lost more."""
+    n = len(units)
+    beyond = [u for u in units if u["change"] < tolerance]
+    return {"units": n, "on_robot_mean": sum(u["on_robot"] for u in units) / n if n else float("nan"),
+            "swaps_mean": sum(u["swaps"] for u in units) / n if n else float("nan"),
+            "on_robot_steps": sum(len(u["on_robot_by_round"]) for u in units),
+            "on_robot_losses": sum(x < tolerance for u in units for x in u["on_robot_by_round"]),
+            "swap_losses": sum(x < tolerance for u in units for x in u["swap_by_round"]),
+            "beyond": len(beyond), "beyond_on_robot": sum(u["on_robot"] < u["swaps"] for u in beyond),
+            "beyond_swaps": sum(u["swaps"] <= u["on_robot"] for u in beyond)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--tolerance", type=float, default=-0.10, help="a loss below this fraction of before counts")
+    ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
+    ap.add_argument("--out", default="benchmarks/results/fleet_unit_changes.json")
+    args = ap.parse_args()
+    runs = {(*k, n): v for n in args.pretrain_iterations for k, v in committed_runs(n).items()
+            if not args.commits or k[0] in args.commits}
+    every, per_run = [], {}
+    for (commit, seed, pseed, iterations), result in sorted(runs.items()):
+        parts = unit_parts(result)
+        if not parts:
+            continue
+        name = f"{commit} seed {seed} pretrain seed {pseed}" + (
+            f" ({iterations} pretrain iterations)" if iterations != PRETRAIN_ITERATIONS else "")
+        per_run[name] = parts
+        every += parts.values()
+        t = tally(list(parts.values()), args.tolerance)
+        worst = min(parts, key=lambda r: parts[r]["change"])
+        w = parts[worst]
+        print(f"run {name}: swaps {t['swaps_mean']:+.1%}, on-robot learning {t['on_robot_mean']:+.1%} (means over "
+              f"units); worst {worst} {w['change']:+.1%} = swaps {w['swaps']:+.1%} + on-robot {w['on_robot']:+.1%}",
+              flush=True)
+    if not every:
+        raise SystemExit("no committed fleet_round run with per-round replicas matches (see --commits)")
+    t = tally(every, args.tolerance)
+    print(f"all: {t['units']} units in {len(per_run)} runs; over units the swaps moved a unit {t['swaps_mean']:+.1%} "
+          f"of its before, its own learning on an unchanged trunk {t['on_robot_mean']:+.1%}; single steps losing more "
+          f"than {-args.tolerance:.0%}: {t['on_robot_losses']} of {t['on_robot_steps']} rounds of on-robot learning, "
+          f"{t['swap_losses']} swaps; {t['beyond']} units ended beyond {args.tolerance:+.0%}: "
+          f"{t['beyond_on_robot']} lost more to on-robot learning, {t['beyond_swaps']} to swaps", flush=True)
+    write_result(args.out, f"fleet_unit_changes runs={len(per_run)} units={t['units']} beyond={t['beyond']} "
+                 f"beyond_on_robot={t['beyond_on_robot']} beyond_swaps={t['beyond_swaps']} "
+                 f"on_robot_mean={t['on_robot_mean']:.3f} swaps_mean={t['swaps_mean']:.3f} "
+                 f"on_robot_losses={t['on_robot_losses']} swap_losses={t['swap_losses']}",
+                 {"tolerance": args.tolerance, "all": t, "runs": per_run})
+
+
+if __name__ == "__main__":
+    main()

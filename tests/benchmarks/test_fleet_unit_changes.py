@@ -1,0 +1,37 @@
+"""The split of a fleet unit's change into trunk swaps and its own on-robot learning, worked by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+from fleet_unit_changes import tally, unit_parts  # noqa: E402
+
+
+def _round(**old_after: tuple[float, float]) -> dict:
+    return {"units": {u: {"old": {"mean": o}, "after": {"mean": a}} for u, (o, a) in old_after.items()}}
+
+
+def test_a_units_change_splits_exactly_into_its_swaps_and_its_learning_between_them():
+    # u: before 100; round 1 swap +20 (120); learning in round 2 -30 (90); round 2 refused (no swap); learning in
+    # round 3 -10 (80); round 3 swap +5 (85): change -15% = swaps +25% + learning -40%
+    # w: before 200, a swap of -40 in round 1 and nothing else: -20%, all swaps
+    result = {"rounds": [_round(u=(100.0, 120.0), w=(200.0, 160.0), x=(50.0, 50.0)),
+                         _round(u=(90.0, 90.0), w=(160.0, 160.0)),  # x left out: missing from a round
+                         _round(u=(80.0, 85.0), w=(160.0, 160.0), x=(50.0, 50.0))]}
+    parts = unit_parts(result)
+    assert sorted(parts) == ["u", "w"]
+    u, w = parts["u"], parts["w"]
+    assert u["change"] == pytest.approx(-0.15) and u["swaps"] == pytest.approx(0.25)
+    assert u["on_robot"] == pytest.approx(-0.40) and u["on_robot_by_round"] == pytest.approx([-0.30, -0.10])
+    assert u["swaps"] + u["on_robot"] == pytest.approx(u["change"])
+    assert w["change"] == pytest.approx(-0.20) and w["swaps"] == pytest.approx(-0.20) and w["on_robot"] == 0.0
+    t = tally(list(parts.values()), -0.10)
+    assert (t["units"], t["beyond"], t["beyond_on_robot"], t["beyond_swaps"]) == (2, 2, 1, 1)
+    # single steps past -10% of before: u's -30% learning; w's -20% swap (u's -10% is not below)
+    assert (t["on_robot_steps"], t["on_robot_losses"], t["swap_losses"]) == (4, 1, 1)
+    assert t["swaps_mean"] == pytest.approx((0.25 - 0.20) / 2) and t["on_robot_mean"] == pytest.approx(-0.20)
+    assert unit_parts({}) == {}

@@ -61,6 +61,15 @@ def committed_runs(pretrain_iterations: int = PRETRAIN_ITERATIONS, root: Path = 
     return runs
 
 
+def named_runs(lengths: list[int], commits: list[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(name, result) of the committed runs (:func:`committed_runs`) for each v1 pretraining length in ``lengths``,
+    measured at ``commits`` (7-hex prefixes; None: all), in order; a name says commit, seeds and a length other
+    than the default."""
+    runs = {(*k, n): v for n in lengths for k, v in committed_runs(n).items() if not commits or k[0] in commits}
+    return [(f"{c} seed {s} pretrain seed {p}" + (f" ({n} pretrain iterations)" if n != PRETRAIN_ITERATIONS else ""), r)
+            for (c, s, p, n), r in sorted(runs.items())]
+
+
 def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str, int, int], str]:
     """A label per run naming its v1 trunk: runs with the same v1 weights digest, pretrained with the same settings
     in the same minute (two runs started side by side each pretrain their own copy; the machine is not recorded),

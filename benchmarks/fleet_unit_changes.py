@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fleet_round_pool import PRETRAIN_ITERATIONS, committed_runs  # beside this script
+from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
 from result_record import write_result
 
 
@@ -78,15 +78,11 @@ def main() -> None:
     ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
     ap.add_argument("--out", default="benchmarks/results/fleet_unit_changes.json")
     args = ap.parse_args()
-    runs = {(*k, n): v for n in args.pretrain_iterations for k, v in committed_runs(n).items()
-            if not args.commits or k[0] in args.commits}
     every, per_run = [], {}
-    for (commit, seed, pseed, iterations), result in sorted(runs.items()):
+    for name, result in named_runs(args.pretrain_iterations, args.commits):
         parts = unit_parts(result)
         if not parts:
             continue
-        name = f"{commit} seed {seed} pretrain seed {pseed}" + (
-            f" ({iterations} pretrain iterations)" if iterations != PRETRAIN_ITERATIONS else "")
         per_run[name] = parts
         every += parts.values()
         t = tally(list(parts.values()), args.tolerance)

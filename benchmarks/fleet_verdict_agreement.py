@@ -35,7 +35,7 @@ import argparse
 import math
 from typing import Any
 
-from fleet_round_pool import PRETRAIN_ITERATIONS, committed_runs  # beside this script
+from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
 from result_record import write_result
 
 VERDICTS = ("canary_verdict", "unit_kept", "unit_held_back")  # the hub's per-robot judgements of a candidate
@@ -114,16 +114,12 @@ def main() -> None:
                     help="take runs whose v1 was pretrained this long (each length's runs as fleet_round_pool takes them)")
     ap.add_argument("--out", default="benchmarks/results/fleet_verdict_agreement.json")
     args = ap.parse_args()
-    runs = {(*k, n): v for n in args.pretrain_iterations for k, v in committed_runs(n).items()
-            if not args.commits or k[0] in args.commits}
     per_run, pairs = {}, []
-    for (commit, seed, pseed, iterations), result in sorted(runs.items()):
+    for name, result in named_runs(args.pretrain_iterations, args.commits):
         mine = verdict_pairs(result)
         if not mine:
             continue  # before the rounds recorded their verdicts and replicas side by side
         pairs += mine
-        name = f"{commit} seed {seed} pretrain seed {pseed}" + (
-            f" ({iterations} pretrain iterations)" if iterations != PRETRAIN_ITERATIONS else "")
         per_run[name] = mine
         a = agreement(mine, args.tolerance)
         print(f"run {name}: {a['verdicts']} verdicts, corr {a['corr']:+.2f}, "

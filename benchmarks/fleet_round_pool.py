@@ -36,6 +36,7 @@ from result_record import ROOT, committed_results, write_result  # beside this s
 from seed_stats import t_interval
 
 POOL_FILE = "benchmarks/results/fleet_round_pool.json"
+POOL_FILES = "benchmarks/results/fleet_round_pool*.json"  # this script's outputs, for every pretraining length
 
 
 PRETRAIN_ITERATIONS = 40  # fleet_round's default: a v1 far from converged (see BENCHMARKS.md)
@@ -48,7 +49,7 @@ def committed_runs(pretrain_iterations: int = PRETRAIN_ITERATIONS, root: Path = 
     question (what fleet data adds to a trunk more sim would improve less), so they are pooled apart. ``root``: the
     repository (this one unless a test names another)."""
     runs: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for _, result in committed_results("benchmarks/results/fleet_round*.json", exclude=POOL_FILE, root=root):
+    for _, result in committed_results("benchmarks/results/fleet_round*.json", exclude=POOL_FILES, root=root):
         try:
             units = result["fresh"]["units"]
             key = (result["commit"][:7], int(result["args"].get("seed", 0)), int(result["args"].get("pretrain_seed", 0)))
@@ -72,7 +73,7 @@ def named_runs(lengths: list[int], commits: list[str] | None = None) -> list[tup
 
 def v1_draws(runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[tuple[str, int, int], str]:
     """A label per run naming its v1 trunk: runs with the same v1 weights digest, pretrained with the same settings
-    in the same minute (two runs started side by side each pretrain their own copy; the machine is not recorded),
+    in the same minute (two runs started side by side each pretrain their own copy),
     or whose fresh units return exactly the same on v1 share a label (the union of those). A label is the group's
     digest where any run records it, else its earliest pretraining date, and always names the group's first run,
     so two groups never share one."""

@@ -125,9 +125,9 @@ def main() -> None:
               f"{host_of(r)}{probe_of(r)}): "
               + "; ".join(f"{c} {' '.join(f'{x:.2f}' for x in v)}" for c, v in mine.items()), flush=True)
     hosts = sorted({host_of(r) for _, r in runs})
-    if len(hosts) > 1:  # the raw peer's speed moved by up to a third between machines: say the pool mixes them
-        print(f"note: these runs come from {len(hosts)} machines ({', '.join(hosts)}); each ratio is hub / raw on "
-              "its own machine, but the margin over the target need not be the same on each", flush=True)
+    if len(hosts) > 1:  # the raw peer's speed moved by up to a third between hosts: say the pool mixes platforms
+        print(f"note: these runs come from {len(hosts)} platforms ({', '.join(hosts)}); each ratio is hub / raw on "
+              "its own platform, but the margin over the target need not be the same on each", flush=True)
     cells = pool(runs, args.target)
     if not cells:
         raise SystemExit("the chosen runs measured no 64 KiB CURVE cell")

@@ -9,6 +9,7 @@ the scripts printed, and it says which results were measured on code that has ch
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -62,7 +63,8 @@ def _proc_field(path: str, name: str) -> str:
 
 
 def speed_probe(repeats: int = 5) -> dict[str, float]:
-    """Two fixed pieces of work timed on this machine when the result is written (about 0.1 s): a Python loop and
+    """Two fixed pieces of work timed on this machine when the result is written (about 30 ms, after
+    the run, so it reads whatever else the machine was doing then): a Python loop and
     sha256 over 4 MiB, each the median of ``repeats``. Hosts that read the same CPU model can differ by a third
     in speed (the raw peer of hub_ingest did between sessions, 2026-12-03); these say how fast a run's machine was,
     and a loaded machine reads slower too."""
@@ -111,12 +113,12 @@ def write_result(path: str | Path, summary_line: str, payload: dict[str, Any]) -
 
 def committed_results(pattern: str, exclude: str = "", root: Path = ROOT) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every version git has ever held of the result files matching ``pattern`` (a path glob under the repository,
-    e.g. ``benchmarks/results/hub_ingest*.json``; ``exclude``: a path to leave out, such as a pool's own file), as
+    e.g. ``benchmarks/results/hub_ingest*.json``; ``exclude``: a path glob to leave out, such as a pool's own files), as
     ``(path, parsed JSON)``, each file's newest version first. Versions that do not parse (a deletion) are skipped.
     ``root``: the repository (this one unless a test names another)."""
     names = subprocess.run(["git", "log", "--format=", "--name-only", "--", pattern], capture_output=True, text=True,
                            cwd=root, check=True).stdout.split()
-    for path in sorted({n for n in names if n != exclude}):
+    for path in sorted({n for n in names if not (exclude and fnmatch.fnmatchcase(n, exclude))}):
         revs = subprocess.run(["git", "log", "--format=%H", "--", path], capture_output=True, text=True, cwd=root,
                               check=True).stdout.split()
         for rev in revs:

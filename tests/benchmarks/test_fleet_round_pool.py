@@ -47,7 +47,7 @@ def test_two_v1_trunks_pretrained_at_the_same_second_keep_their_own_labels():
     assert labels[("c000001", 0, 1)] != labels[("c000002", 0, 2)]
 
 
-def test_runs_whose_v1_was_pretrained_longer_are_pooled_apart(tmp_path):
+def test_runs_whose_v1_was_pretrained_longer_are_pooled_apart_and_no_pool_file_is_read_as_a_run(tmp_path):
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
                        capture_output=True)
@@ -62,6 +62,8 @@ def test_runs_whose_v1_was_pretrained_longer_are_pooled_apart(tmp_path):
     (results / "fleet_round_v1seed3.json").write_text(json.dumps(result("a", None)))  # before the flag was recorded
     (results / "fleet_round_v1seed3_pretrain160.json").write_text(json.dumps(result("b", 160)))
     (results / "fleet_round_v1seed4.json").write_text(json.dumps(result("c", 40)))
+    for pool in ("fleet_round_pool.json", "fleet_round_pool_pretrain160.json"):  # shaped like a run, to be sure
+        (results / pool).write_text(json.dumps(result("d", 160 if "160" in pool else 40)))
     git("add", "-A")
     git("commit", "-q", "-m", "runs")
     assert sorted(committed_runs(root=tmp_path)) == [("aaaaaaa", 0, 3), ("ccccccc", 0, 3)]

@@ -124,5 +124,5 @@ def test_a_result_records_its_machine_and_the_pool_names_each_runs_machine_and_s
 
     assert "note:" not in pooled([run("Linux-x-v1", "1"), run("Linux-x-v1", "2")])
     said = pooled([run("Linux-x-v1", "1"), run("Linux-x-v2", "2")])
-    assert "note: these runs come from 2 machines (Linux-x-v1, Linux-x-v2)" in said
+    assert "note: these runs come from 2 platforms (Linux-x-v1, Linux-x-v2)" in said
     assert json.loads(out.read_text())["hosts"] == ["Linux-x-v1", "Linux-x-v2"]

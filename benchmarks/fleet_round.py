@@ -25,6 +25,9 @@ in one batched pass, deterministic mean actions), not from the robots' own noisy
    ``mean_gain`` = (fleet mean after the last round - fleet mean before) / fleet mean before.
    ``worst_unit_delta`` = min over units of (after - before) / that unit's before; ``--tolerance`` is the
    stated limit (no unit may lose more than that fraction of its own return).
+   ``worst_unit_delta_exploring``: the same with the units acting as they do on-robot, sampling their actions
+   (exploring arms, other replica worlds): what the robots' own returns, the on-robot adapter guard and the
+   hub's canary verdicts see. The figures above stay on mean actions.
 2. **Fresh units** (``--fresh-per-type`` per type, never in the fleet, same gap distribution, other seeds),
    zero-shot (no adapter): ``fresh_zero_shot_gain`` = mean over units of (last trunk - v1) / mean v1 return,
    with a 95% paired t-interval over units. ``fresh_vs_sim_control`` is the same against the *sim-only
@@ -53,7 +56,8 @@ and seeds the learner's sim mix (the sim-only control's too) and replay sampling
 not in v1. A seed other than 0 writes ``fleet_round_seed<s>.json``.
 
 Last line, e.g. ``fleet_round mean_gain=0.120 worst_unit_delta=-0.010 fresh_zero_shot_gain=0.080
-fresh_vs_sim_control=0.010 rebase_gain=0.200 other_rebase_gain=0.100 vtrace_vs_ppo=1.10 units=8 fresh_units=8 rounds=3 promoted=3``.
+fresh_vs_sim_control=0.010 rebase_gain=0.200 other_rebase_gain=0.100 vtrace_vs_ppo=1.10 units=8 fresh_units=8 rounds=3 promoted=3
+held_back=0 worst_unit_delta_exploring=-0.020``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 from fleet_round_summary import (  # beside this script
+    EXPLORING,
     fleet_returns,
     paired,
     rebase_effect,
@@ -257,12 +262,14 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
 
     def arms_of(u: Unit) -> list[Arm]:
         a = old.get(u.robot_id)
+        # what the unit ran, also as it ran it: exploring (the robots learn on-robot, so they sample their actions)
+        ran = [Arm("old", trunks[runs[u.robot_id]], a), Arm("old_explore", trunks[runs[u.robot_id]], a, explore=True)]
         if code != EXIT_OK:
-            return [Arm("old", trunks[runs[u.robot_id]], a)]
+            return ran
         # the other target is computed for units on the current trunk only: a held unit gets no such arm
         extra = [Arm("other_rebase", cand, other[u.robot_id])] if u.robot_id in other else []
-        return [Arm("old", trunks[runs[u.robot_id]], a), Arm("naive", cand, a),
-                Arm("rebased", cand, rebased.get(u.robot_id)), *extra]
+        return [*ran, Arm("naive", cand, a), Arm("rebased", cand, rebased.get(u.robot_id)),
+                Arm("rebased_explore", cand, rebased.get(u.robot_id), explore=True), *extra]
 
     print(f"[fleet_round] round {k}: candidate v{cand_version} {row['outcome']}; replica returns (old: v{version} + "
           f"its adapter; naive / rebased: v{cand_version} + the old / the rebased adapter)", flush=True)
@@ -270,7 +277,8 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
         row["units"] = measure_units(fleet.units, arms_of, args.eval_episodes)
     promoted, held = row["outcome"] == "promoted", set(row.get("held_back", []))
     for robot, r in row["units"].items():  # a unit the watch held back runs what it ran before, as before
-        r["after"] = r["rebased"] if promoted and robot not in held else r["old"]
+        swapped = promoted and robot not in held
+        r["after"], r["after_explore"] = (r["rebased"], r["rebased_explore"]) if swapped else (r["old"], r["old_explore"])
     if promoted:
         trunks[cand_version] = cand
         runs.update({r: cand_version for r in runs if r not in held})
@@ -359,6 +367,7 @@ def main() -> None:
     with stage("learner throughput"):
         throughput = learner_throughput(current[1], cfg, args)
     fleet_result, rebase = fleet_returns(rounds, args.tolerance), rebase_effect(rounds)
+    fleet_result["exploring"] = fleet_returns(rounds, args.tolerance, EXPLORING)
     report(fleet_result, fresh_result, rebase, rounds)
     line = summary_line(fleet_result, fresh_result, rebase, throughput, rounds)
     write_result(args.out, line, {"args": vars(args), "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
@@ -382,6 +391,11 @@ def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
           f"{m['after_last_round']:.1f} after round {len(rounds)} (gain {fleet['mean_gain']:+.3f} relative); worst unit "
           f"{fleet['worst_unit']} {fleet['worst_unit_delta']:+.3f} of its own return (tolerance -{fleet['tolerance']:.2f}: "
           f"{len(fleet['units_beyond_tolerance'])} units beyond it)")
+    if "exploring" in fleet:
+        e = fleet["exploring"]
+        print(f"fleet units acting as on-robot (sampled actions): mean return {e['fleet_mean']['before']:.1f} before, "
+              f"{e['fleet_mean']['after_last_round']:.1f} after round {len(rounds)}; worst unit {e['worst_unit']} "
+              f"{e['worst_unit_delta']:+.3f} ({len(e['units_beyond_tolerance'])} units beyond the tolerance)")
     for name, p in (("last trunk vs v1", fresh["fleet_vs_sim_only"]),
                     ("last trunk vs sim-only control", fresh["fleet_vs_sim_control"]),
                     ("sim-only control vs v1", fresh["sim_control_vs_sim_only"])):
@@ -392,6 +406,8 @@ def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
     if rebase.get("rounds"):
         for name in ("rebased_vs_unchanged", "rebased_vs_before_update", "unchanged_vs_before_update",
                      "other_rebase_vs_unchanged", "other_rebase_vs_before_update"):
+            if name not in rebase:  # no unit had the observations to rebase on with the other target
+                continue
             p = rebase[name]
             print(f"after a trunk update, {name.replace('_', ' ')}: {p['mean_difference']:+.1f} "
                   f"[{p['interval'][0]:+.1f}, {p['interval'][1]:+.1f}] ({p['relative']:+.3f} relative)")

@@ -20,13 +20,20 @@ def stats(returns: np.ndarray) -> dict[str, float]:
             "episodes": len(r)}
 
 
-def fleet_returns(rounds: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+MEAN_ACTIONS = ("old", "after")  # a round's arms: what the unit ran before it, and after it
+EXPLORING = ("old_explore", "after_explore")  # the same, acting as a learning robot does (sampled actions)
+
+
+def fleet_returns(rounds: list[dict[str, Any]], tolerance: float,
+                  arms: tuple[str, str] = MEAN_ACTIONS) -> dict[str, Any]:
     """Result 1: each unit's return with its adapter before the rounds, after round 1 and after the last; the
-    fleet's means; each unit's change after the last round relative to its own return before."""
+    fleet's means; each unit's change after the last round relative to its own return before. ``arms``: the
+    rounds' (before, after) arms to read."""
     first, last = rounds[0]["units"], rounds[-1]["units"]
+    was, now = arms
     units = {}
     for robot, row in first.items():
-        before, after1, after = row["old"], row["after"], last[robot]["after"]
+        before, after1, after = row[was], row[now], last[robot][now]
         delta = after["mean"] - before["mean"]
         units[robot] = {"before": before["mean"], "after_round_1": after1["mean"], "after_last_round": after["mean"],
                         "delta": delta, "delta_ci95": 1.96 * math.hypot(before["se"], after["se"]),
@@ -87,4 +94,5 @@ def summary_line(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str,
             f"fresh_vs_sim_control={fresh['fleet_vs_sim_control']['relative']:.3f} rebase_gain={rb:.3f} "
             f"other_rebase_gain={other:.3f} "
             f"vtrace_vs_ppo={throughput['ratio']:.2f} units={len(fleet['units'])} "
-            f"fresh_units={fresh['fleet_vs_sim_only']['units']} rounds={len(rounds)} promoted={promoted} held_back={held}")
+            f"fresh_units={fresh['fleet_vs_sim_only']['units']} rounds={len(rounds)} promoted={promoted} held_back={held}"
+            + (f" worst_unit_delta_exploring={fleet['exploring']['worst_unit_delta']:.3f}" if "exploring" in fleet else ""))

@@ -1,7 +1,9 @@
 """Several policies side by side on one unit's exact replica: the fleet-round benchmark's return measurements.
 
 A unit's replica (``unit_replica.make_unit_replica``) runs ``len(arms) x episodes`` worlds; arm ``i`` drives its
-own slice of worlds with its policy's deterministic mean action (its adapter folded in, or none). Every world
+own slice of worlds with its policy's deterministic mean action (its adapter folded in, or none), or, for an
+exploring arm, with actions sampled around that mean with the policy's own std, as a learning robot acts
+(``shared_policy.actor``: ``a = mean + std * z``; the noise is seeded by ``seed``). Every world
 starts at the same reset, so each arm's returns are the first episode of each of its worlds: ``episodes``
 returns per arm from one batched pass, at the cost of about one evaluation (a pass costs per step, not per
 world). The arms meet the same unit (physics, latency, offsets, sensor faults) and differ only in the
@@ -23,11 +25,22 @@ from shared_policy.policy import FleetPolicy
 
 @dataclass(frozen=True)
 class Arm:
-    """One policy to measure: a trunk and the adapter folded into it (None: the bare trunk)."""
+    """One policy to measure: a trunk and the adapter folded into it (None: the bare trunk); ``explore``: act as a
+    learning robot does (sampled actions) instead of with the mean."""
 
     name: str
     policy: FleetPolicy
     adapter: Adapter | None = None
+    explore: bool = False
+
+
+def arm_actions(arm: Arm, hardware: str, obs: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+    """The arm's actions for ``obs`` (B, O): the mean, or a sample around it with the arm's std."""
+    mean = arm.policy.action_mean(hardware, obs, arm.adapter)
+    if not arm.explore:
+        return mean
+    std = arm.policy.log_std(hardware, arm.adapter).exp()
+    return mean + std * torch.randn(mean.shape, generator=noise, dtype=mean.dtype)
 
 
 @torch.no_grad()
@@ -36,11 +49,12 @@ def replica_returns(task: str, hardware: str, gap: dict[str, Any], unit_seed: in
     """Each arm's ``episodes`` returns on the unit's replica (module docstring), by arm name."""
     n = len(arms)
     env = make_unit_replica(task, hardware, gap, unit_seed, n * episodes, seed=seed)
+    noise = torch.Generator().manual_seed(seed)
     try:
         returns = np.full(n * episodes, np.nan)
         obs, _ = env.reset()
         for _ in range(env.max_episode_length + 1):
-            actions = torch.cat([arm.policy.action_mean(hardware, obs[i * episodes:(i + 1) * episodes], arm.adapter)
+            actions = torch.cat([arm_actions(arm, hardware, obs[i * episodes:(i + 1) * episodes], noise)
                                  for i, arm in enumerate(arms)])
             obs, _, _, extras = env.step(actions)
             if "episode" in extras:

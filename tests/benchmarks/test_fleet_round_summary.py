@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_round_summary import fleet_returns, paired, rebase_effect  # noqa: E402
+from fleet_round_summary import EXPLORING, fleet_returns, paired, rebase_effect  # noqa: E402
 
 
 def _arm(mean: float, se: float = 1.0) -> dict[str, float]:
@@ -41,6 +41,18 @@ def test_the_worst_unit_is_the_one_that_lost_most_of_its_own_return_not_the_most
 def test_a_rolled_back_round_leaves_each_unit_where_it_was():
     got = fleet_returns([_round({"a": (100.0, 10.0, 50.0)}, promoted=False)], tolerance=0.1)
     assert got["fleet_mean"]["after_last_round"] == 100.0 and got["mean_gain"] == 0.0
+
+
+def test_the_exploring_figures_read_the_sampled_action_arms_and_the_default_the_mean_action_ones():
+    rounds = [_round({"a": (100.0, 0, 120.0)}, promoted=True), _round({"a": (120.0, 0, 130.0)}, promoted=True)]
+    for r, (old, rebased) in zip(rounds, ((80.0, 60.0), (60.0, 70.0)), strict=True):
+        row = r["units"]["a"]
+        row["old_explore"], row["rebased_explore"] = _arm(old), _arm(rebased)
+        row["after_explore"] = row["rebased_explore"]
+    assert fleet_returns(rounds, tolerance=0.1)["worst_unit_delta"] == pytest.approx(0.3)
+    exploring = fleet_returns(rounds, tolerance=0.1, arms=EXPLORING)
+    assert exploring["worst_unit_delta"] == pytest.approx(-0.125) and exploring["units_beyond_tolerance"] == ["a"]
+    assert exploring["fleet_mean"]["after_round_1"] == 60.0
 
 
 def test_paired_gain_is_the_mean_difference_over_units_relative_to_the_baseline_mean():

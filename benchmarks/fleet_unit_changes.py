@@ -21,6 +21,12 @@ lost more.
 
     python benchmarks/fleet_unit_changes.py
     python benchmarks/fleet_unit_changes.py --commits 4d1143e 21b2fec
+    python benchmarks/fleet_unit_changes.py --exploring   # mean actions beside exploring, where runs measured both
+
+``--exploring`` reads the runs whose units were also measured acting as on-robot (``old_explore`` and
+``after_explore``: actions sampled with the policy's std, as the robots, their adapter guard and the hub's canaries
+see them) and sets each unit's change both ways side by side; last line, e.g. ``fleet_unit_changes_exploring
+runs=6 units=48 beyond_mean_actions=3 beyond_exploring=1 beyond_both=1 ...``.
 
 Last line, e.g. ``fleet_unit_changes runs=36 units=288 beyond=12 beyond_on_robot=8 beyond_swaps=4
 on_robot_mean=-0.031 swaps_mean=0.210 on_robot_losses=30 swap_losses=20``.
@@ -32,28 +38,31 @@ import argparse
 from typing import Any
 
 from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
+from fleet_round_summary import EXPLORING, MEAN_ACTIONS
 from result_record import write_result
 
 
-def unit_parts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def unit_parts(result: dict[str, Any], arms: tuple[str, str] = MEAN_ACTIONS) -> dict[str, dict[str, Any]]:
     """Per unit of a run: before, after, the swaps' and on-robot learning's parts (relative to before), and each
-    round's part, as the module docstring splits them. Units missing from a round are left out."""
+    round's part, as the module docstring splits them, read from the rounds' ``arms`` (old, after). Units
+    missing from a round, or without those arms in it, are left out."""
     rounds = result.get("rounds") or []
     if not rounds:
         return {}
+    was, now = arms
     out = {}
     for robot in rounds[0].get("units", {}):
         rows = [r.get("units", {}).get(robot) for r in rounds]
-        if any(row is None or "old" not in row or "after" not in row for row in rows):
+        if any(row is None or was not in row or now not in row for row in rows):
             continue
-        before = rows[0]["old"]["mean"]
+        before = rows[0][was]["mean"]
         if before <= 0:
             continue
-        swaps = [(row["after"]["mean"] - row["old"]["mean"]) / before for row in rows]
-        on_robot = [(rows[k]["old"]["mean"] - rows[k - 1]["after"]["mean"]) / before for k in range(1, len(rows))]
-        out[robot] = {"before": before, "after": rows[-1]["after"]["mean"], "swaps": sum(swaps),
+        swaps = [(row[now]["mean"] - row[was]["mean"]) / before for row in rows]
+        on_robot = [(rows[k][was]["mean"] - rows[k - 1][now]["mean"]) / before for k in range(1, len(rows))]
+        out[robot] = {"before": before, "after": rows[-1][now]["mean"], "swaps": sum(swaps),
                       "on_robot": sum(on_robot), "swap_by_round": swaps, "on_robot_by_round": on_robot,
-                      "change": (rows[-1]["after"]["mean"] - before) / before}
+                      "change": (rows[-1][now]["mean"] - before) / before}
     return out
 
 
@@ -71,13 +80,60 @@ def tally(units: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
             "beyond_swaps": sum(u["swaps"] <= u["on_robot"] for u in beyond)}
 
 
+def beside_exploring(result: dict[str, Any], tolerance: float) -> dict[str, dict[str, Any]]:
+    """Per unit of a run measured both ways: its change on mean actions and acting as on-robot (exploring), each
+    split as :func:`unit_parts` splits it, and whether each lies beyond ``tolerance``."""
+    mean, explore = unit_parts(result), unit_parts(result, EXPLORING)
+    return {r: {"mean_actions": mean[r], "exploring": explore[r], "beyond_mean_actions": mean[r]["change"] < tolerance,
+                "beyond_exploring": explore[r]["change"] < tolerance} for r in mean if r in explore}
+
+
+def exploring_main(args: argparse.Namespace) -> None:
+    """``--exploring``: the runs whose units were measured both ways, side by side."""
+    per_run = {}
+    for name, result in named_runs(args.pretrain_iterations, args.commits):
+        units = beside_exploring(result, args.tolerance)
+        if not units:
+            continue
+        per_run[name] = units
+        print(f"run {name}: " + "; ".join(
+            f"{r} {u['mean_actions']['change']:+.1%} / {u['exploring']['change']:+.1%}" for r, u in units.items())
+            + " (mean actions / exploring)", flush=True)
+    every = [u for units in per_run.values() for u in units.values()]
+    if not every:
+        raise SystemExit("no committed fleet_round run measured its units exploring (see --commits)")
+    m = tally([u["mean_actions"] for u in every], args.tolerance)
+    e = tally([u["exploring"] for u in every], args.tolerance)
+    both = sum(u["beyond_mean_actions"] and u["beyond_exploring"] for u in every)
+    runs_held = {k: sum(all(not u[f"beyond_{k}"] for u in units.values()) for units in per_run.values())
+                 for k in ("mean_actions", "exploring")}
+    print(f"all: {len(every)} units in {len(per_run)} runs; beyond {args.tolerance:+.0%}: {m['beyond']} on mean "
+          f"actions, {e['beyond']} exploring, {both} both; tolerance held in {runs_held['mean_actions']} runs on mean "
+          f"actions, {runs_held['exploring']} exploring; on-robot learning on an unchanged trunk moved a unit "
+          f"{m['on_robot_mean']:+.1%} on mean actions, {e['on_robot_mean']:+.1%} exploring; single rounds of it "
+          f"losing more than {-args.tolerance:.0%}: {m['on_robot_losses']} and {e['on_robot_losses']} of "
+          f"{m['on_robot_steps']}", flush=True)
+    write_result(args.out, f"fleet_unit_changes_exploring runs={len(per_run)} units={len(every)} "
+                 f"beyond_mean_actions={m['beyond']} beyond_exploring={e['beyond']} beyond_both={both} "
+                 f"runs_held_mean_actions={runs_held['mean_actions']} runs_held_exploring={runs_held['exploring']} "
+                 f"on_robot_mean_actions={m['on_robot_mean']:.3f} on_robot_exploring={e['on_robot_mean']:.3f} "
+                 f"on_robot_losses_mean_actions={m['on_robot_losses']} on_robot_losses_exploring={e['on_robot_losses']}",
+                 {"tolerance": args.tolerance, "mean_actions": m, "exploring": e, "runs": per_run})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
     ap.add_argument("--tolerance", type=float, default=-0.10, help="a loss below this fraction of before counts")
     ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
-    ap.add_argument("--out", default="benchmarks/results/fleet_unit_changes.json")
+    ap.add_argument("--exploring", action="store_true",
+                    help="compare each unit's change on mean actions with its change acting as on-robot")
+    ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if args.exploring:
+        args.out = args.out or "benchmarks/results/fleet_unit_changes_exploring.json"
+        return exploring_main(args)
+    args.out = args.out or "benchmarks/results/fleet_unit_changes.json"
     every, per_run = [], {}
     for name, result in named_runs(args.pretrain_iterations, args.commits):
         parts = unit_parts(result)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_unit_changes import tally, unit_parts  # noqa: E402
+from fleet_unit_changes import beside_exploring, tally, unit_parts  # noqa: E402
 
 
 def _round(**old_after: tuple[float, float]) -> dict:
@@ -35,3 +35,23 @@ def test_a_units_change_splits_exactly_into_its_swaps_and_its_learning_between_t
     assert (t["on_robot_steps"], t["on_robot_losses"], t["swap_losses"]) == (4, 1, 1)
     assert t["swaps_mean"] == pytest.approx((0.25 - 0.20) / 2) and t["on_robot_mean"] == pytest.approx(-0.20)
     assert unit_parts({}) == {}
+
+
+def test_units_measured_both_ways_are_set_side_by_side_each_split_from_its_own_arms():
+    def row(old: float, after: float, old_x: float, after_x: float) -> dict:
+        return {"old": {"mean": old}, "after": {"mean": after}, "old_explore": {"mean": old_x},
+                "after_explore": {"mean": after_x}}
+
+    # u: mean actions 100 -> 80 (-20%), exploring 50 -> 48 (-4%); v: 100 -> 100, exploring 50 -> 40 (-20%)
+    # w has no exploring arms (a run from before they were measured): left out
+    result = {"rounds": [{"units": {"u": row(100.0, 100.0, 50.0, 50.0), "v": row(100.0, 100.0, 50.0, 50.0),
+                                    "w": {"old": {"mean": 1.0}, "after": {"mean": 1.0}}}},
+                         {"units": {"u": row(90.0, 80.0, 49.0, 48.0), "v": row(100.0, 100.0, 45.0, 40.0),
+                                    "w": {"old": {"mean": 1.0}, "after": {"mean": 1.0}}}}]}
+    got = beside_exploring(result, -0.10)
+    assert sorted(got) == ["u", "v"]
+    u, v = got["u"], got["v"]
+    assert u["mean_actions"]["change"] == pytest.approx(-0.20) and u["exploring"]["change"] == pytest.approx(-0.04)
+    assert u["mean_actions"]["on_robot"] == pytest.approx(-0.10) and u["exploring"]["swaps"] == pytest.approx(-0.02)
+    assert (u["beyond_mean_actions"], u["beyond_exploring"]) == (True, False)
+    assert (v["beyond_mean_actions"], v["beyond_exploring"]) == (False, True)

@@ -78,6 +78,7 @@ from fleet_round_summary import (  # beside this script
     fleet_returns,
     paired,
     rebase_effect,
+    set_after,
     stats,
     summary_line,
 )
@@ -277,8 +278,7 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
         row["units"] = measure_units(fleet.units, arms_of, args.eval_episodes)
     promoted, held = row["outcome"] == "promoted", set(row.get("held_back", []))
     for robot, r in row["units"].items():  # a unit the watch held back runs what it ran before, as before
-        swapped = promoted and robot not in held
-        r["after"], r["after_explore"] = (r["rebased"], r["rebased_explore"]) if swapped else (r["old"], r["old_explore"])
+        set_after(r, promoted and robot not in held)
     if promoted:
         trunks[cand_version] = cand
         runs.update({r: cand_version for r in runs if r not in held})

@@ -24,6 +24,13 @@ MEAN_ACTIONS = ("old", "after")  # a round's arms: what the unit ran before it, 
 EXPLORING = ("old_explore", "after_explore")  # the same, acting as a learning robot does (sampled actions)
 
 
+def set_after(row: dict[str, Any], swapped: bool) -> None:
+    """A round's "after" arms for one unit: the new trunk with its rebased adapter if the unit swapped (a promoted
+    candidate, the unit not held back), else what it ran before, both on mean actions and exploring."""
+    row["after"], row["after_explore"] = ((row["rebased"], row["rebased_explore"]) if swapped
+                                          else (row["old"], row["old_explore"]))
+
+
 def fleet_returns(rounds: list[dict[str, Any]], tolerance: float,
                   arms: tuple[str, str] = MEAN_ACTIONS) -> dict[str, Any]:
     """Result 1: each unit's return with its adapter before the rounds, after round 1 and after the last; the

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_round_summary import EXPLORING, fleet_returns, paired, rebase_effect  # noqa: E402
+from fleet_round_summary import EXPLORING, fleet_returns, paired, rebase_effect, set_after  # noqa: E402
 
 
 def _arm(mean: float, se: float = 1.0) -> dict[str, float]:
@@ -53,6 +53,17 @@ def test_the_exploring_figures_read_the_sampled_action_arms_and_the_default_the_
     exploring = fleet_returns(rounds, tolerance=0.1, arms=EXPLORING)
     assert exploring["worst_unit_delta"] == pytest.approx(-0.125) and exploring["units_beyond_tolerance"] == ["a"]
     assert exploring["fleet_mean"]["after_round_1"] == 60.0
+
+
+def test_after_is_the_rebased_adapter_only_for_a_unit_that_swapped_both_on_mean_actions_and_exploring():
+    def row() -> dict:
+        return {"old": _arm(1.0), "old_explore": _arm(2.0), "rebased": _arm(3.0), "rebased_explore": _arm(4.0)}
+
+    swapped, held = row(), row()  # held: a promoted candidate the watch held this unit back from, or a refused one
+    set_after(swapped, True)
+    set_after(held, False)
+    assert (swapped["after"]["mean"], swapped["after_explore"]["mean"]) == (3.0, 4.0)
+    assert (held["after"]["mean"], held["after_explore"]["mean"]) == (1.0, 2.0)
 
 
 def test_paired_gain_is_the_mean_difference_over_units_relative_to_the_baseline_mean():

@@ -139,7 +139,10 @@ def parse_args() -> argparse.Namespace:
                     help="further fleet-learn overrides (configs/learn.yaml keys)")
     ap.add_argument("--canary-episodes", type=int, default=4, help="rollout.min_episodes: canary episodes")
     ap.add_argument("--history-episodes", type=int, default=6, help="rollout.history_episodes: the baseline")
-    ap.add_argument("--canary-tolerance", type=float, default=0.25, help="rollout.tolerance (relative)")
+    # the hub judges canaries and watched units on the robots' own (exploring) episodes; set to the stated
+    # --tolerance it refuses what they see past it (0.25 until 2026-12-04 let 10-25% drops through)
+    ap.add_argument("--canary-tolerance", type=float, default=None,
+                    help="rollout.tolerance (relative; default: --tolerance)")
     ap.add_argument("--guard-episodes", type=int, default=3,
                     help="adapter guard episodes per side: a first kept adapter needs 2x this many episodes")
     ap.add_argument("--tolerance", type=float, default=0.10,
@@ -153,6 +156,8 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
+    if args.canary_tolerance is None:
+        args.canary_tolerance = args.tolerance
     name = "fleet_round.json" if args.seed == 0 else f"fleet_round_seed{args.seed}.json"
     args.out = args.out or str(Path(args.workdir if args.quick else "benchmarks/results") / name)
     args.first_unit += 1000 * args.seed

@@ -19,11 +19,12 @@ baseline), with both means positive (a verdict with no episode on its baseline c
 correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their signs agree; of the swaps
 the replicas put below ``--tolerance`` (default the benchmark's -10%), how many the robots' own episodes also put
 below it (what a hub set to that tolerance could have refused) and how many the hub refused (it judged with its
-own ``rollout.tolerance``, 0.25 in fleet_round); and how many refusals (a unit held back, a canary failed) were
+own ``rollout.tolerance``: 0.25 in fleet_round runs before 2026-12-04's, the stated 0.10 since); and how many refusals (a unit held back, a canary failed) were
 swaps the replicas put above zero (false alarms).
 
     python benchmarks/fleet_verdict_agreement.py                   # every committed fleet_round run with a watch
     python benchmarks/fleet_verdict_agreement.py --commits cff8a8c 4d1143e
+    python benchmarks/fleet_verdict_agreement.py --exploring      # the replicas acting as the robots do
 
 Last line, e.g. ``fleet_verdict_agreement runs=12 verdicts=170 corr=0.36 low=0.22 high=0.48 sign_agree=0.67
 replica_drops=9 robots_saw_of_drops=3 refused_of_drops=2 refused=14 false_alarms=9``.
@@ -41,9 +42,14 @@ from result_record import write_result
 VERDICTS = ("canary_verdict", "unit_kept", "unit_held_back")  # the hub's per-robot judgements of a candidate
 
 
-def verdict_pairs(result: dict[str, Any]) -> list[dict[str, Any]]:
+SWAP_MEAN_ACTIONS = ("old", "rebased")  # a swap's replica arms on mean actions: before it, after it
+SWAP_EXPLORING = ("old_explore", "rebased_explore")  # the same acting as the robots do (runs from ddfee24 on)
+
+
+def verdict_pairs(result: dict[str, Any], arms: tuple[str, str] = SWAP_MEAN_ACTIONS) -> list[dict[str, Any]]:
     """Each per-robot verdict of a run beside its replicas' change: robot, round, event, the robot's change, the
-    replica's change, whether the verdict passed."""
+    replica's change, whether the verdict passed. ``arms``: the replica arms (before, after) of a swap."""
+    was, now = arms
     pairs = []
     for rnd in result.get("rounds", []):
         units = rnd.get("units") or {}
@@ -51,10 +57,10 @@ def verdict_pairs(result: dict[str, Any]) -> list[dict[str, Any]]:
             if step.get("event") not in VERDICTS or step.get("version") != rnd.get("candidate"):
                 continue
             replica = units.get(step.get("robot"), {})
-            if step.get("baseline") != rnd.get("trunk") or "old" not in replica or "rebased" not in replica:
+            if step.get("baseline") != rnd.get("trunk") or was not in replica or now not in replica:
                 continue
             before = step.get("mean_previous")  # absent: no episode on the baseline, nothing was compared
-            old, new = replica["old"]["mean"], replica["rebased"]["mean"]
+            old, new = replica[was]["mean"], replica[now]["mean"]
             if before is None or "mean_candidate" not in step or old <= 0 or before <= 0:
                 continue  # no relative change to speak of
             pairs.append({"robot": step["robot"], "round": rnd["round"], "event": step["event"],
@@ -98,7 +104,7 @@ def agreement(pairs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
             "sign_agree": (sum((p["robot_change"] > 0) == (p["replica_change"] > 0) for p in signed) / len(signed)
                            if signed else math.nan),
             "replica_drops": len(drops), "refused_of_drops": sum(p["refused"] for p in drops),
-            # the hub judged with its own tolerance (0.25 in fleet_round): how many drops the robots' episodes even
+            # the hub judged with its own tolerance (0.25 in older fleet_round runs): how many drops the robots' episodes even
             # saw past ``tolerance``, which a hub set to it would have refused
             "robots_saw_of_drops": sum(p["robot_change"] < tolerance for p in drops),
             "robots_saw": sum(p["robot_change"] < tolerance for p in pairs),
@@ -112,11 +118,17 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=-0.10, help="a replica change below this is a drop")
     ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160],
                     help="take runs whose v1 was pretrained this long (each length's runs as fleet_round_pool takes them)")
-    ap.add_argument("--out", default="benchmarks/results/fleet_verdict_agreement.json")
+    ap.add_argument("--exploring", action="store_true",
+                    help="set the verdicts beside the replicas acting as the robots do (sampled actions; the runs "
+                         "that measured it) instead of on mean actions")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/fleet_verdict_agreement[_exploring].json")
     args = ap.parse_args()
+    arms = SWAP_EXPLORING if args.exploring else SWAP_MEAN_ACTIONS
+    out = args.out or ("benchmarks/results/fleet_verdict_agreement"
+                       + ("_exploring" if args.exploring else "") + ".json")
     per_run, pairs = {}, []
     for name, result in named_runs(args.pretrain_iterations, args.commits):
-        mine = verdict_pairs(result)
+        mine = verdict_pairs(result, arms)
         if not mine:
             continue  # before the rounds recorded their verdicts and replicas side by side
         pairs += mine
@@ -135,11 +147,11 @@ def main() -> None:
           f"all), and the hub (tolerance {', '.join(f'{t:g}' for t in a['hub_tolerances'])}) refused "
           f"{a['refused_of_drops']}; {a['refused']} refusals, {a['false_alarms']} of them swaps the replicas put above "
           "zero", flush=True)
-    write_result(args.out, f"fleet_verdict_agreement runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
+    write_result(out, f"fleet_verdict_agreement{'_exploring' if args.exploring else ''} runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
                  f"low={a['corr_low']:.2f} high={a['corr_high']:.2f} sign_agree={a['sign_agree']:.2f} "
                  f"replica_drops={a['replica_drops']} robots_saw_of_drops={a['robots_saw_of_drops']} "
                  f"refused_of_drops={a['refused_of_drops']} refused={a['refused']} false_alarms={a['false_alarms']}",
-                 {"tolerance": args.tolerance, "all": a, "runs": per_run})
+                 {"tolerance": args.tolerance, "arms": list(arms), "all": a, "runs": per_run})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_verdict_agreement import agreement, correlation, refused, verdict_pairs  # noqa: E402
+from fleet_verdict_agreement import SWAP_EXPLORING, agreement, correlation, refused, verdict_pairs  # noqa: E402
 
 
 def _verdict(event: str, robot: str, version: int, baseline: int, candidate: float, previous: float | None,
@@ -50,6 +50,18 @@ def test_only_verdicts_on_the_rounds_candidate_against_the_rounds_trunk_with_bot
     assert (a["robots_saw"], a["refused"], a["false_alarms"], a["hub_tolerances"]) == (2, 1, 1, [0.25])
     assert a["sign_agree"] == pytest.approx(1 / 3)
     assert verdict_pairs({}) == []
+
+
+def test_exploring_arms_pair_each_verdict_with_the_replicas_sampled_actions_and_skip_runs_without_them():
+    units = {"a": {"old": {"mean": 100.0}, "rebased": {"mean": 80.0},
+                   "old_explore": {"mean": 50.0}, "rebased_explore": {"mean": 60.0}},
+             "b": {"old": {"mean": 100.0}, "rebased": {"mean": 90.0}}}  # a run from before the exploring arms
+    result = {"rounds": [{"round": 1, "trunk": 1, "candidate": 2, "units": units, "rollout": [
+        _verdict("canary_verdict", "a", 2, 1, 110.0, 100.0), _verdict("unit_kept", "b", 2, 1, 90.0, 100.0)]}]}
+    assert [p["replica_change"] for p in verdict_pairs(result)] == pytest.approx([-0.20, -0.10])
+    exploring = verdict_pairs(result, SWAP_EXPLORING)
+    assert [p["robot"] for p in exploring] == ["a"]
+    assert exploring[0]["replica_change"] == pytest.approx(0.20)  # (60 - 50) / 50, not the mean actions' -20%
 
 
 def test_a_failed_canary_is_a_refusal_and_a_kept_unit_never_is():

@@ -114,10 +114,12 @@ QUICK = {"units_per_type": 1, "fresh_per_type": 1, "rounds": 1, "episodes": 2, "
          "learn": ["sim_fraction=0.25", "sim.num_envs=8", "gate.episodes=8", "gate.tolerance=0.99", "rebase.steps=20",
                    "max_rebase_observations=1024", "learner.learning_rate=1e-6", "sim.ppo.learning_rate=1e-6",
                    "sim.ppo.schedule=fixed"],
-         "throughput_updates": 1, "workdir": "/tmp/fleet_round_quick"}
+         "throughput_updates": 1, "workdir": "/tmp/fleet_round_quick",
+         "canary_tolerance": 0.99}  # like the gate's: one canary episode judges nothing; the smoke run promotes
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's settings from ``argv`` (default: the command line), with ``--quick``'s and the seed's applied."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", nargs="+", default=["cartpole", "cartpole_pivot"], choices=sorted(UNIT_SETUPS))
     ap.add_argument("--units-per-type", type=int, default=4, help="fleet units per type")
@@ -152,7 +154,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help=f"a smoke run of the whole loop: {QUICK}")
     ap.add_argument("--workdir", default="/tmp/fleet_round")
     ap.add_argument("--out", default="", help="default: benchmarks/results/fleet_round.json (--quick: the workdir)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)

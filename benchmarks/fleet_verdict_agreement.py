@@ -10,7 +10,9 @@ robot run). Every committed ``fleet_round`` run records both for each round, so 
 what the replicas say the same swap did:
 
 - the robot's change: ``(mean_candidate - mean_previous) / mean_previous``, from the verdict in the round's log;
-- the replica's change: ``(rebased - old) / old``.
+- the replica's change: ``(rebased - old) / old``; with ``--exploring`` the same from the replicas acting as the
+  robots do (actions sampled, the ``old_explore`` and ``rebased_explore`` arms, recorded from ddfee24 on), which
+  is what the robots' own episodes measure.
 
 Only verdicts whose baseline is the round's trunk are taken (a robot held on an older trunk has no replica of its
 baseline), with both means positive (a verdict with no episode on its baseline compared nothing). The runs are
@@ -19,7 +21,8 @@ baseline), with both means positive (a verdict with no episode on its baseline c
 correlation of the two changes (Pearson, 95% interval by Fisher's z), how often their signs agree; of the swaps
 the replicas put below ``--tolerance`` (default the benchmark's -10%), how many the robots' own episodes also put
 below it (what a hub set to that tolerance could have refused) and how many the hub refused (it judged with its
-own ``rollout.tolerance``: 0.25 in fleet_round runs before 2026-12-04's, the stated 0.10 since); and how many refusals (a unit held back, a canary failed) were
+own ``rollout.tolerance``: 0.25 in fleet_round runs before 758f60e, the stated 0.10 since; a pool over both
+says so in its text line, the summary line counts their refusals together); and how many refusals (a unit held back, a canary failed) were
 swaps the replicas put above zero (false alarms).
 
     python benchmarks/fleet_verdict_agreement.py                   # every committed fleet_round run with a watch
@@ -44,6 +47,12 @@ VERDICTS = ("canary_verdict", "unit_kept", "unit_held_back")  # the hub's per-ro
 
 SWAP_MEAN_ACTIONS = ("old", "rebased")  # a swap's replica arms on mean actions: before it, after it
 SWAP_EXPLORING = ("old_explore", "rebased_explore")  # the same acting as the robots do (runs from ddfee24 on)
+
+
+def measure(exploring: bool) -> tuple[tuple[str, str], str]:
+    """The replica arms a swap is read from and the result's name (summary-line prefix and file stem)."""
+    return (SWAP_EXPLORING, "fleet_verdict_agreement_exploring") if exploring else (
+        SWAP_MEAN_ACTIONS, "fleet_verdict_agreement")
 
 
 def verdict_pairs(result: dict[str, Any], arms: tuple[str, str] = SWAP_MEAN_ACTIONS) -> list[dict[str, Any]]:
@@ -123,9 +132,8 @@ def main() -> None:
                          "that measured it) instead of on mean actions")
     ap.add_argument("--out", default=None, help="default benchmarks/results/fleet_verdict_agreement[_exploring].json")
     args = ap.parse_args()
-    arms = SWAP_EXPLORING if args.exploring else SWAP_MEAN_ACTIONS
-    out = args.out or ("benchmarks/results/fleet_verdict_agreement"
-                       + ("_exploring" if args.exploring else "") + ".json")
+    arms, name = measure(args.exploring)
+    out = args.out or f"benchmarks/results/{name}.json"
     per_run, pairs = {}, []
     for name, result in named_runs(args.pretrain_iterations, args.commits):
         mine = verdict_pairs(result, arms)
@@ -138,7 +146,8 @@ def main() -> None:
               f"signs agree {a['sign_agree']:.0%}, replica drops past {args.tolerance:+.0%}: {a['replica_drops']} "
               f"({a['robots_saw_of_drops']} seen so by the robots, {a['refused_of_drops']} refused)", flush=True)
     if not pairs:
-        raise SystemExit("no committed fleet_round run records its verdicts beside its replicas (see --commits)")
+        raise SystemExit("no committed fleet_round run records its verdicts beside its replicas (see --commits"
+                         + ("; the exploring arms exist from ddfee24 on)" if args.exploring else ")"))
     a = agreement(pairs, args.tolerance)
     print(f"all: {a['verdicts']} verdicts in {len(per_run)} runs; the robots' change against the replicas' change: "
           f"r = {a['corr']:+.2f} [{a['corr_low']:+.2f}, {a['corr_high']:+.2f}] (95%), signs agree "
@@ -147,7 +156,7 @@ def main() -> None:
           f"all), and the hub (tolerance {', '.join(f'{t:g}' for t in a['hub_tolerances'])}) refused "
           f"{a['refused_of_drops']}; {a['refused']} refusals, {a['false_alarms']} of them swaps the replicas put above "
           "zero", flush=True)
-    write_result(out, f"fleet_verdict_agreement{'_exploring' if args.exploring else ''} runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
+    write_result(out, f"{name} runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
                  f"low={a['corr_low']:.2f} high={a['corr_high']:.2f} sign_agree={a['sign_agree']:.2f} "
                  f"replica_drops={a['replica_drops']} robots_saw_of_drops={a['robots_saw_of_drops']} "
                  f"refused_of_drops={a['refused_of_drops']} refused={a['refused']} false_alarms={a['false_alarms']}",

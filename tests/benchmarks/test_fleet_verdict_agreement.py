@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_verdict_agreement import SWAP_EXPLORING, agreement, correlation, refused, verdict_pairs  # noqa: E402
+from fleet_verdict_agreement import SWAP_EXPLORING, agreement, correlation, measure, refused, verdict_pairs  # noqa: E402
 
 
 def _verdict(event: str, robot: str, version: int, baseline: int, candidate: float, previous: float | None,
@@ -52,7 +52,7 @@ def test_only_verdicts_on_the_rounds_candidate_against_the_rounds_trunk_with_bot
     assert verdict_pairs({}) == []
 
 
-def test_exploring_arms_pair_each_verdict_with_the_replicas_sampled_actions_and_skip_runs_without_them():
+def test_exploring_arms_pair_each_verdict_with_the_replicas_sampled_actions_and_skip_units_without_them():
     units = {"a": {"old": {"mean": 100.0}, "rebased": {"mean": 80.0},
                    "old_explore": {"mean": 50.0}, "rebased_explore": {"mean": 60.0}},
              "b": {"old": {"mean": 100.0}, "rebased": {"mean": 90.0}}}  # a run from before the exploring arms
@@ -62,6 +62,11 @@ def test_exploring_arms_pair_each_verdict_with_the_replicas_sampled_actions_and_
     exploring = verdict_pairs(result, SWAP_EXPLORING)
     assert [p["robot"] for p in exploring] == ["a"]
     assert exploring[0]["replica_change"] == pytest.approx(0.20)  # (60 - 50) / 50, not the mean actions' -20%
+
+
+def test_exploring_reads_the_sampled_action_arms_into_its_own_result():
+    assert measure(True) == (("old_explore", "rebased_explore"), "fleet_verdict_agreement_exploring")
+    assert measure(False) == (("old", "rebased"), "fleet_verdict_agreement")
 
 
 def test_a_failed_canary_is_a_refusal_and_a_kept_unit_never_is():

@@ -132,8 +132,8 @@ def main() -> None:
                          "that measured it) instead of on mean actions")
     ap.add_argument("--out", default=None, help="default benchmarks/results/fleet_verdict_agreement[_exploring].json")
     args = ap.parse_args()
-    arms, name = measure(args.exploring)
-    out = args.out or f"benchmarks/results/{name}.json"
+    arms, result_name = measure(args.exploring)
+    out = args.out or f"benchmarks/results/{result_name}.json"
     per_run, pairs = {}, []
     for name, result in named_runs(args.pretrain_iterations, args.commits):
         mine = verdict_pairs(result, arms)
@@ -156,7 +156,7 @@ def main() -> None:
           f"all), and the hub (tolerance {', '.join(f'{t:g}' for t in a['hub_tolerances'])}) refused "
           f"{a['refused_of_drops']}; {a['refused']} refusals, {a['false_alarms']} of them swaps the replicas put above "
           "zero", flush=True)
-    write_result(out, f"{name} runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
+    write_result(out, f"{result_name} runs={len(per_run)} verdicts={a['verdicts']} corr={a['corr']:.2f} "
                  f"low={a['corr_low']:.2f} high={a['corr_high']:.2f} sign_agree={a['sign_agree']:.2f} "
                  f"replica_drops={a['replica_drops']} robots_saw_of_drops={a['robots_saw_of_drops']} "
                  f"refused_of_drops={a['refused_of_drops']} refused={a['refused']} false_alarms={a['false_alarms']}",

@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # the hub judges canaries and watched units on the robots' own (exploring) episodes; set to the stated
     # --tolerance it refuses what they see past it (0.25 until 2026-12-04 let 10-25% drops through)
     ap.add_argument("--canary-tolerance", type=float, default=None,
-                    help="rollout.tolerance (relative; default: --tolerance)")
+                    help="rollout.tolerance (relative; default: --tolerance; --quick sets 0.99, as it sets all it names)")
     ap.add_argument("--guard-episodes", type=int, default=3,
                     help="adapter guard episodes per side: a first kept adapter needs 2x this many episodes")
     ap.add_argument("--tolerance", type=float, default=0.10,

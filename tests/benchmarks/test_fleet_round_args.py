@@ -17,3 +17,5 @@ def test_the_hubs_roll_out_tolerance_defaults_to_the_stated_tolerance():
 def test_an_explicit_roll_out_tolerance_wins_and_the_smoke_run_keeps_its_own():
     assert parse_args(["--canary-tolerance", "0.25"]).canary_tolerance == 0.25
     assert parse_args(["--quick"]).canary_tolerance == 0.99  # one canary episode: the smoke run must promote
+    # --quick sets every setting it names, an explicit one too (its help says so)
+    assert parse_args(["--quick", "--canary-tolerance", "0.25"]).canary_tolerance == 0.99

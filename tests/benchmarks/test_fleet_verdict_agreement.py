@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
+import fleet_verdict_agreement  # noqa: E402
 from fleet_verdict_agreement import SWAP_EXPLORING, agreement, correlation, measure, refused, verdict_pairs  # noqa: E402
 
 
@@ -67,6 +69,21 @@ def test_exploring_arms_pair_each_verdict_with_the_replicas_sampled_actions_and_
 def test_exploring_reads_the_sampled_action_arms_into_its_own_result():
     assert measure(True) == (("old_explore", "rebased_explore"), "fleet_verdict_agreement_exploring")
     assert measure(False) == (("old", "rebased"), "fleet_verdict_agreement")
+
+
+def test_main_with_exploring_writes_its_own_summary_line_from_the_sampled_action_arms(tmp_path, monkeypatch):
+    units = {u: {"old": {"mean": 100.0}, "rebased": {"mean": 100.0 + d},
+                 "old_explore": {"mean": 50.0}, "rebased_explore": {"mean": 50.0 - d}} for u, d in
+             (("a", 10.0), ("b", 20.0), ("c", 30.0), ("d", 40.0))}
+    result = {"rounds": [{"round": 1, "trunk": 1, "candidate": 2, "units": units, "rollout": [
+        _verdict("unit_kept", u, 2, 1, 100.0 - d, 100.0) for u, d in (("a", 1), ("b", 2), ("c", 3), ("d", 4))]}]}
+    monkeypatch.setattr(fleet_verdict_agreement, "named_runs", lambda lengths, commits: [("run x", result)])
+    out = tmp_path / "agreement.json"
+    monkeypatch.setattr(sys, "argv", ["fleet_verdict_agreement.py", "--exploring", "--out", str(out)])
+    fleet_verdict_agreement.main()
+    record = json.loads(out.read_text())
+    assert record["summary_line"].startswith("fleet_verdict_agreement_exploring runs=1 verdicts=4 corr=1.00")
+    assert record["arms"] == ["old_explore", "rebased_explore"]  # on mean actions the changes anti-correlate
 
 
 def test_a_failed_canary_is_a_refusal_and_a_kept_unit_never_is():

@@ -147,6 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="rollout.tolerance (relative; default: --tolerance; --quick sets 0.99, as it sets all it names)")
     ap.add_argument("--guard-episodes", type=int, default=3,
                     help="adapter guard episodes per side: a first kept adapter needs 2x this many episodes")
+    ap.add_argument("--drift-kl", type=float, default=0.05,
+                    help="adapter.drift_kl of every unit: on-robot learning held within this mean KL of the adapter "
+                         "the unit got with its trunk (0: no limit)")
     ap.add_argument("--tolerance", type=float, default=0.10,
                     help="no fleet unit may lose more than this fraction of its own return (result 1)")
     ap.add_argument("--plaintext", action="store_true", help="hub and robots without CURVE")
@@ -355,7 +358,8 @@ def main() -> None:
     v1_digest = weights_digest(v1)  # as loaded, before anything runs it
     TrunkStore(run / "hub").publish(v1_path)
     hub, keys = start_hub(run, units, args)
-    fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes))
+    fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes,
+                                             drift_kl=args.drift_kl))
     rounds, current = [], (v1_path, v1, 1)
     trunks, runs = {1: v1}, {u.robot_id: 1 for u in units}
     try:

@@ -68,6 +68,7 @@ class AgentSettings:
     keys: Path | None  # fleet-keys dir (robots under robots/<id>); None: plain text
     guard_episodes: int = 4
     steps_per_update: int = 1000
+    drift_kl: float = 0.0  # adapter.drift_kl: how far on-robot learning may move from the trunk's adapter
 
 
 def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) -> AgentConfig:
@@ -80,7 +81,7 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
     a = cfg.adapter
     a.enabled = a.learn = a.explore = True
     a.wait_for_learner = True  # a simulated clock outruns any learner; a real robot's learner keeps up
-    a.guard_episodes, a.steps_per_update = s.guard_episodes, s.steps_per_update
+    a.guard_episodes, a.steps_per_update, a.drift_kl = s.guard_episodes, s.steps_per_update, s.drift_kl
     cfg.logger.backend = "none"
     security = SecurityConfig(keys_dir=robot_keys(s.keys, unit.robot_id)) if s.keys else \
         SecurityConfig(mode="plaintext", keys_dir="")

@@ -168,6 +168,7 @@ class AgentConfig:
             "adapter.rank": self.adapter.rank >= 1, "adapter.steps_per_update": self.adapter.steps_per_update >= 1,
             "adapter.replay_updates": self.adapter.replay_updates >= 1,
             "adapter.learning_rate": self.adapter.learning_rate > 0,
+            "adapter.drift_kl": self.adapter.drift_kl >= 0,
             "adapter.guard_episodes": self.adapter.guard_episodes >= 2,
             "adapter.guard_tolerance": self.adapter.guard_tolerance >= 0,
             "adapter.guard_reference_episodes": self.adapter.guard_reference_episodes >= self.adapter.guard_episodes,

@@ -104,6 +104,27 @@ class AdapterVersions:
         save_adapter(path, self._scratch, version, trunk_version)
 
 
+def anchor_path(adapter_path: str | Path) -> Path:
+    """Where the adapter the unit got with its current trunk is kept: ``adapter.drift_kl`` measures from it."""
+    p = Path(adapter_path)
+    return p.with_name(f"{p.name.split('.')[0]}.anchor.safetensors")
+
+
+def load_anchor(path: Path, policy: torch.nn.Module, hardware: str, trunk_version: int, start: Adapter,
+                start_version: int) -> Adapter:
+    """The anchor saved for ``trunk_version`` at ``path`` (it survives restarts, so the budget is per trunk, not
+    per run); without a readable one for this trunk, ``start`` becomes the anchor and is saved there."""
+    if path.is_file():
+        try:
+            anchor, meta = load_adapter(path, policy, hardware)
+            if int(meta.get("trunk_version", -1)) == trunk_version:
+                return anchor
+        except AdapterFileError as exc:
+            log.warning("adapter anchor %s unreadable (%s): the current adapter is the anchor from now", path, exc)
+    save_adapter(path, start, start_version, trunk_version)
+    return start
+
+
 def _snapshot(adapter: Adapter) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in adapter.state_dict().items()}
 
@@ -126,10 +147,20 @@ class AdapterTraining:
     def __init__(self, policy: torch.nn.Module, hardware: str, cfg: AdapterTrainingConfig, adapter_path: Path,
                  version: int, trunk_version: int):
         self.hardware, self.cfg, self.trunk_version = hardware, cfg, trunk_version
+        self.anchor_path = anchor_path(adapter_path)
         adapter = load_adapter(adapter_path, policy, hardware)[0] if adapter_path.is_file() else None
         self.learner = AdapterLearner(policy, hardware, cfg, adapter)
+        self._anchor(policy, version, trunk_version, saved=True)
         self.versions = AdapterVersions(adapter_path, self.learner.adapter, version, trunk_version, cfg.guard,
                                         _last_issued(candidate_path(adapter_path), policy, hardware))
+
+    def _anchor(self, policy: torch.nn.Module, version: int, trunk_version: int, saved: bool) -> None:
+        """Set the learner's anchor: at start the one saved for this trunk if any (``saved``), else the adapter
+        learning starts from on this trunk (saved for restarts)."""
+        if not saved:
+            self.anchor_path.unlink(missing_ok=True)
+        self.learner.anchor = load_anchor(self.anchor_path, policy, self.hardware, trunk_version,
+                                          copy.deepcopy(self.learner.adapter), version).requires_grad_(False)
 
     def handle(self, kind: str, payload: Any) -> list[dict[str, Any]]:
         """Act on one message (not ``STOP``)."""
@@ -141,6 +172,7 @@ class AdapterTraining:
             self.trunk_version = int(manifest["trunk_version"])
             if adapter_file:  # never learn on (or restart with) an adapter made for another trunk
                 self.versions.restart_from(self.learner.adapter, int(meta.get("version", 0)), self.trunk_version)
+            self._anchor(policy, int(meta.get("version", 0)), self.trunk_version, saved=False)
             return []
         if kind == KEEP:
             self.versions.keep(payload)

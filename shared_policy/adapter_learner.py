@@ -29,7 +29,7 @@ class AdapterLearner:
     """Collects segments, and every ``steps_per_update`` steps runs PPO on the adapter only."""
 
     def __init__(self, policy: FleetPolicy, hardware: str, cfg: AdapterLearnerConfig | None = None,
-                 adapter: Adapter | None = None):
+                 adapter: Adapter | None = None, anchor: Adapter | None = None):
         self.cfg = cfg = cfg or AdapterLearnerConfig()
         self.hardware = hardware
         self.policy = copy.deepcopy(policy)  # the critic copy is trained; the actor is only read
@@ -37,6 +37,8 @@ class AdapterLearner:
             p.requires_grad_(False)
         self.adapter = adapter if adapter is not None else Adapter(self.policy, hardware,
                                                                    AdapterConfig(cfg.rank, cfg.alpha))
+        # the policy ``cfg.drift_kl`` measures drift from (default: the adapter learning starts from)
+        self.anchor = copy.deepcopy(anchor if anchor is not None else self.adapter).requires_grad_(False)
         self.critic_params = [*self.policy.critic_stems[hardware].parameters(),
                               *self.policy.value_heads[hardware].parameters()]
         if self.policy.critic_trunk is not None:
@@ -106,11 +108,38 @@ class AdapterLearner:
                 stats["kl"] += kl
                 steps += 1
             stats["loss/value"] += self._critic_epoch(batch) / cfg.epochs
+        scale = self._hold_to_drift_budget(batch["obs"])
         self._keep_for_replay()
         self.updates += 1
         out = {k: (v / steps if k != "loss/value" else v) for k, v in stats.items()}
         return {**out, "learning_rate": self.lr, "steps": float(n),
-                "behaviour_weight": float(batch["weights"].mean())}
+                "behaviour_weight": float(batch["weights"].mean()), "drift_kl": self.drift_kl(batch["obs"]),
+                "drift_scale": scale}
+
+    @torch.no_grad()
+    def drift_kl(self, obs: torch.Tensor) -> float:
+        """Mean KL(anchor || adapter) of the action distributions on ``obs``."""
+        hw, pol = self.hardware, self.policy
+        mu0, mu = pol.action_mean(hw, obs, self.anchor), pol.action_mean(hw, obs, self.adapter)
+        sigma0, sigma = pol.log_std(hw, self.anchor).exp(), pol.log_std(hw, self.adapter).exp()
+        return gaussian_kl(mu0, sigma0.expand_as(mu0), mu, sigma.expand_as(mu)).mean().item()
+
+    @torch.no_grad()
+    def _hold_to_drift_budget(self, obs: torch.Tensor, steps: int = 12) -> float:
+        """Move the adapter back along the straight line to the anchor until its drift is within
+        ``cfg.drift_kl``: bisection for the largest fraction of the way from the anchor that stays within
+        (the anchor itself, fraction 0, always does). Returns the fraction kept (1: within already)."""
+        budget = self.cfg.drift_kl
+        if budget <= 0 or self.drift_kl(obs) <= budget:
+            return 1.0
+        start, end = self.anchor.state_dict(), self.snapshot()
+        lo, hi = 0.0, 1.0
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            self.adapter.load_state_dict({k: start[k] + mid * (end[k] - start[k]) for k in end})
+            lo, hi = (mid, hi) if self.drift_kl(obs) <= budget else (lo, mid)
+        self.restore({k: start[k] + lo * (end[k] - start[k]) for k in end})  # moments of the cut steps go too
+        return lo
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the adapter's weights as they are now: what one adapter version is."""

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from robot_agent.config import AdapterTrainingConfig
-from robot_agent.trainer import KEEP, ROLL_BACK, SEGMENT, AdapterTraining, candidate_path
-from shared_policy.adapter import load_adapter
+from robot_agent.trainer import KEEP, ROLL_BACK, SEGMENT, TRUNK, AdapterTraining, anchor_path, candidate_path
+from shared_policy.adapter import Adapter, load_adapter, save_adapter
+from shared_policy.checkpoint import save_checkpoint
 from shared_policy.config import PolicyConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
 
@@ -100,3 +101,43 @@ def test_without_the_guard_every_update_is_the_kept_file(policy, tmp_path):
     report = _until_update(training, policy, np.random.default_rng(2))
     assert report["path"] == str(path) and _weights(path, policy)[1] == 5
     assert not candidate_path(path).exists()
+
+
+def _anchored(training: AdapterTraining) -> dict[str, torch.Tensor]:
+    return training.learner.anchor.state_dict()
+
+
+def test_drift_anchor_survives_a_restart_and_moves_with_a_new_trunk(policy, tmp_path):
+    path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(3)
+    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    start = training.learner.snapshot()
+    assert _equal(_anchored(training), start) and anchor_path(path).is_file()
+    _until_update(training, policy, rng)
+    training.handle(KEEP, 1)
+    assert not _equal(_weights(path, policy)[0], start)
+    # a restart loads the kept adapter, but drift is still measured from where this trunk's learning began
+    restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
+    assert _equal(_anchored(restarted), start) and not _equal(restarted.learner.snapshot(), start)
+    # a new trunk with its own (rebased) adapter: that adapter is the anchor, also after a restart
+    checkpoint = save_checkpoint(tmp_path / "trunk-v2", policy, trunk_version=2)
+    rebased = Adapter(policy, HW)
+    torch.nn.init.normal_(rebased.head_bias)
+    save_adapter(tmp_path / "rebased.safetensors", rebased, 5, 2)
+    restarted.handle(TRUNK, (str(checkpoint), str(tmp_path / "rebased.safetensors")))
+    assert _equal(_anchored(restarted), rebased.state_dict())
+    again = AdapterTraining(policy, HW, _cfg(), path, version=5, trunk_version=2)
+    assert _equal(_anchored(again), rebased.state_dict())
+
+
+def test_a_corrupted_drift_anchor_is_replaced_by_the_current_adapter(policy, tmp_path, caplog):
+    path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(4)
+    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    _until_update(training, policy, rng)
+    training.handle(KEEP, 1)
+    raw = bytearray(anchor_path(path).read_bytes())
+    raw[-3] ^= 0xFF  # a flipped bit in the weights
+    anchor_path(path).write_bytes(bytes(raw))
+    restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
+    assert "anchor" in caplog.text and "unreadable" in caplog.text
+    assert _equal(_anchored(restarted), restarted.learner.snapshot())  # the kept adapter, saved afresh
+    assert _equal(load_adapter(anchor_path(path), policy, HW)[0].state_dict(), restarted.learner.snapshot())

@@ -129,3 +129,42 @@ def test_replay_window_learns_from_the_last_updates_steps_and_drops_older_ones(p
         sizes.append(learner.update()["steps"])
     assert sizes == [256.0, 512.0, 512.0]  # the first update has nothing to replay; the oldest steps leave
     assert learner.buffered_steps == 0 and sum(len(s["rewards"]) for s in learner.replayed) == 256
+
+
+def _learn_toward(learner: AdapterLearner, policy, updates: int, seed: int = 0) -> list[dict[str, float]]:
+    """``updates`` updates on a reward for a constant action far from the policy's."""
+    rng, target = np.random.default_rng(seed), np.array([0.8, -0.8], np.float32)
+    out = []
+    for _ in range(updates):
+        while not learner.ready():
+            learner.add(_segment(learner.policy, 128, rng, lambda a: -np.square(a - target).sum(1).astype(np.float32),
+                                 learner.adapter))
+        out.append(learner.update())
+    return out
+
+
+def test_drift_budget_holds_the_policy_within_its_kl_of_the_anchor(policy):
+    cfg = dict(steps_per_update=512, critic_warmup_epochs=2)
+    free = AdapterLearner(policy, HW, AdapterLearnerConfig(**cfg))
+    free_stats = _learn_toward(free, policy, 6)
+    budget = free_stats[-1]["drift_kl"] / 10  # well inside what unbounded learning reaches
+    bounded = AdapterLearner(policy, HW, AdapterLearnerConfig(**cfg, drift_kl=budget))
+    stats = _learn_toward(bounded, policy, 6)
+    obs = torch.from_numpy(np.random.default_rng(7).normal(size=(512, 12)).astype(np.float32))
+    assert free.drift_kl(obs) > 5 * budget  # unbounded, it walks far from where it started
+    assert all(s["drift_kl"] <= budget * 1.0001 for s in stats)  # on each update's own observations
+    assert min(s["drift_scale"] for s in stats) < 1.0  # the budget cut some updates back
+    assert 0.5 * budget < stats[-1]["drift_kl"]  # it uses the budget rather than freezing at the anchor
+    assert bounded.drift_kl(obs) < 3 * budget  # and stays near it on observations it did not learn from
+
+
+def test_drift_is_measured_from_the_given_anchor_not_the_starting_adapter(policy):
+    cfg = AdapterLearnerConfig(steps_per_update=512, critic_warmup_epochs=2)
+    learned = AdapterLearner(policy, HW, cfg)
+    _learn_toward(learned, policy, 3)
+    obs = torch.from_numpy(np.random.default_rng(7).normal(size=(256, 12)).astype(np.float32))
+    assert learned.drift_kl(obs) > 1e-3  # from where it started
+    anchored = AdapterLearner(policy, HW, cfg, Adapter(policy, HW), anchor=learned.adapter)
+    assert anchored.drift_kl(obs) > 1e-3  # a fresh adapter, measured from the learned one
+    at_anchor = AdapterLearner(policy, HW, cfg, learned.adapter, anchor=learned.adapter)
+    assert at_anchor.drift_kl(obs) == pytest.approx(0.0, abs=1e-9)

@@ -401,12 +401,14 @@ def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any],
     print(f"fleet units: mean return {m['before']:.1f} before, {m['after_round_1']:.1f} after round 1, "
           f"{m['after_last_round']:.1f} after round {len(rounds)} (gain {fleet['mean_gain']:+.3f} relative); worst unit "
           f"{fleet['worst_unit']} {fleet['worst_unit_delta']:+.3f} of its own return (tolerance -{fleet['tolerance']:.2f}: "
-          f"{len(fleet['units_beyond_tolerance'])} units beyond it)")
+          f"{len(fleet['units_beyond_tolerance'])} units beyond it, {len(fleet['units_surely_beyond'])} with their "
+          f"95% interval beyond, {len(fleet['units_surely_within'])} within)")
     if "exploring" in fleet:
         e = fleet["exploring"]
         print(f"fleet units acting as on-robot (sampled actions): mean return {e['fleet_mean']['before']:.1f} before, "
               f"{e['fleet_mean']['after_last_round']:.1f} after round {len(rounds)}; worst unit {e['worst_unit']} "
-              f"{e['worst_unit_delta']:+.3f} ({len(e['units_beyond_tolerance'])} units beyond the tolerance)")
+              f"{e['worst_unit_delta']:+.3f} ({len(e['units_beyond_tolerance'])} units beyond the tolerance, "
+              f"{len(e['units_surely_beyond'])} with their 95% interval beyond, {len(e['units_surely_within'])} within)")
     for name, p in (("last trunk vs v1", fresh["fleet_vs_sim_only"]),
                     ("last trunk vs sim-only control", fresh["fleet_vs_sim_control"]),
                     ("sim-only control vs v1", fresh["sim_control_vs_sim_only"])):

@@ -51,7 +51,17 @@ def fleet_returns(rounds: list[dict[str, Any]], tolerance: float,
             "mean_gain": (mean["after_last_round"] - mean["before"]) / abs(mean["before"]),
             "mean_gain_round_1": (mean["after_round_1"] - mean["before"]) / abs(mean["before"]),
             "worst_unit": worst, "worst_unit_delta": units[worst]["relative_delta"], "tolerance": tolerance,
-            "units_beyond_tolerance": sorted(r for r, u in units.items() if u["relative_delta"] < -tolerance)}
+            "units_beyond_tolerance": sorted(r for r, u in units.items() if u["relative_delta"] < -tolerance),
+            # the replicas' own noise (32 episodes a side: +-10-25% of a unit's return) decides many units; these
+            # are the ones whose whole 95% interval lies past the tolerance, or short of it
+            "units_surely_beyond": sorted(r for r, u in units.items() if _bounds(u)[1] < -tolerance),
+            "units_surely_within": sorted(r for r, u in units.items() if _bounds(u)[0] > -tolerance)}
+
+
+def _bounds(unit: dict[str, float]) -> tuple[float, float]:
+    """The 95% interval of a unit's change, relative to its return before."""
+    scale = abs(unit["before"]) or float("nan")
+    return ((unit["delta"] - unit["delta_ci95"]) / scale, (unit["delta"] + unit["delta_ci95"]) / scale)
 
 
 def paired(rows: dict[str, dict[str, Any]], arm: str, baseline: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ on_robot_mean=-0.031 swaps_mean=0.210 on_robot_losses=30 swap_losses=20``.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
@@ -62,7 +63,8 @@ def unit_parts(result: dict[str, Any], arms: tuple[str, str] = MEAN_ACTIONS) -> 
         on_robot = [(rows[k][was]["mean"] - rows[k - 1][now]["mean"]) / before for k in range(1, len(rows))]
         out[robot] = {"before": before, "after": rows[-1][now]["mean"], "swaps": sum(swaps),
                       "on_robot": sum(on_robot), "swap_by_round": swaps, "on_robot_by_round": on_robot,
-                      "change": (rows[-1][now]["mean"] - before) / before}
+                      "change": (rows[-1][now]["mean"] - before) / before,
+                      "change_ci95": 1.96 * math.hypot(rows[0][was].get("se", math.nan), rows[-1][now].get("se", math.nan)) / before}
     return out
 
 
@@ -77,7 +79,10 @@ def tally(units: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
             "on_robot_losses": sum(x < tolerance for u in units for x in u["on_robot_by_round"]),
             "swap_losses": sum(x < tolerance for u in units for x in u["swap_by_round"]),
             "beyond": len(beyond), "beyond_on_robot": sum(u["on_robot"] < u["swaps"] for u in beyond),
-            "beyond_swaps": sum(u["swaps"] <= u["on_robot"] for u in beyond)}
+            "beyond_swaps": sum(u["swaps"] <= u["on_robot"] for u in beyond),
+            # the replicas' noise decides many units: those whose whole 95% interval lies past, or short of, it
+            "surely_beyond": sum(u["change"] + u["change_ci95"] < tolerance for u in units),
+            "surely_within": sum(u["change"] - u["change_ci95"] > tolerance for u in units)}
 
 
 def beside_exploring(result: dict[str, Any], tolerance: float) -> dict[str, dict[str, Any]]:
@@ -112,9 +117,11 @@ def exploring_main(args: argparse.Namespace) -> None:
           f"actions, {runs_held['exploring']} exploring; on-robot learning on an unchanged trunk moved a unit "
           f"{m['on_robot_mean']:+.1%} on mean actions, {e['on_robot_mean']:+.1%} exploring; single rounds of it "
           f"losing more than {-args.tolerance:.0%}: {m['on_robot_losses']} and {e['on_robot_losses']} of "
-          f"{m['on_robot_steps']}", flush=True)
+          f"{m['on_robot_steps']}; with their whole 95% interval beyond: {m['surely_beyond']} on mean actions, "
+          f"{e['surely_beyond']} exploring (within: {m['surely_within']}, {e['surely_within']})", flush=True)
     write_result(args.out, f"fleet_unit_changes_exploring runs={len(per_run)} units={len(every)} "
                  f"beyond_mean_actions={m['beyond']} beyond_exploring={e['beyond']} beyond_both={both} "
+                 f"surely_beyond_mean_actions={m['surely_beyond']} surely_beyond_exploring={e['surely_beyond']} "
                  f"runs_held_mean_actions={runs_held['mean_actions']} runs_held_exploring={runs_held['exploring']} "
                  f"on_robot_mean_actions={m['on_robot_mean']:.3f} on_robot_exploring={e['on_robot_mean']:.3f} "
                  f"on_robot_losses_mean_actions={m['on_robot_losses']} on_robot_losses_exploring={e['on_robot_losses']}",
@@ -154,8 +161,10 @@ def main() -> None:
           f"of its before, its own learning on an unchanged trunk {t['on_robot_mean']:+.1%}; single steps losing more "
           f"than {-args.tolerance:.0%}: {t['on_robot_losses']} of {t['on_robot_steps']} rounds of on-robot learning, "
           f"{t['swap_losses']} swaps; {t['beyond']} units ended beyond {args.tolerance:+.0%}: "
-          f"{t['beyond_on_robot']} lost more to on-robot learning, {t['beyond_swaps']} to swaps", flush=True)
+          f"{t['beyond_on_robot']} lost more to on-robot learning, {t['beyond_swaps']} to swaps; "
+          f"{t['surely_beyond']} with their whole 95% interval beyond, {t['surely_within']} within", flush=True)
     write_result(args.out, f"fleet_unit_changes runs={len(per_run)} units={t['units']} beyond={t['beyond']} "
+                 f"surely_beyond={t['surely_beyond']} surely_within={t['surely_within']} "
                  f"beyond_on_robot={t['beyond_on_robot']} beyond_swaps={t['beyond_swaps']} "
                  f"on_robot_mean={t['on_robot_mean']:.3f} swaps_mean={t['swaps_mean']:.3f} "
                  f"on_robot_losses={t['on_robot_losses']} swap_losses={t['swap_losses']}",

@@ -38,6 +38,19 @@ def test_the_worst_unit_is_the_one_that_lost_most_of_its_own_return_not_the_most
     assert got["units"]["a"]["delta_ci95"] == pytest.approx(1.96 * 2 ** 0.5)
 
 
+def test_a_unit_is_surely_beyond_the_tolerance_only_when_its_whole_interval_is():
+    rounds = [_round({"a": (100.0, 0, 100.0), "b": (100.0, 0, 100.0), "c": (100.0, 0, 100.0)}, promoted=False)]
+    last = {"a": 70.0, "b": 85.0, "c": 98.0}  # each unit's se is 1.0 before and after: interval +-2.77
+    rounds.append(_round({r: (m, 0, m) for r, m in last.items()}, promoted=False))
+    got = fleet_returns(rounds, tolerance=0.1)
+    assert got["units_beyond_tolerance"] == ["a", "b"]
+    assert got["units_surely_beyond"] == ["a", "b"] and got["units_surely_within"] == ["c"]
+    for row in rounds[-1]["units"].values():
+        row["old"]["se"] = row["after"]["se"] = 5.0  # noisier replicas: interval +-9.99
+    got = fleet_returns(rounds, tolerance=0.1)
+    assert got["units_surely_beyond"] == ["a"] and got["units_surely_within"] == []  # b and c unresolved
+
+
 def test_a_rolled_back_round_leaves_each_unit_where_it_was():
     got = fleet_returns([_round({"a": (100.0, 10.0, 50.0)}, promoted=False)], tolerance=0.1)
     assert got["fleet_mean"]["after_last_round"] == 100.0 and got["mean_gain"] == 0.0

@@ -55,3 +55,22 @@ def test_units_measured_both_ways_are_set_side_by_side_each_split_from_its_own_a
     assert u["mean_actions"]["on_robot"] == pytest.approx(-0.10) and u["exploring"]["swaps"] == pytest.approx(-0.02)
     assert (u["beyond_mean_actions"], u["beyond_exploring"]) == (True, False)
     assert (v["beyond_mean_actions"], v["beyond_exploring"]) == (False, True)
+
+
+def test_a_unit_surely_beyond_the_tolerance_has_its_whole_95_percent_interval_past_it():
+    def arm(mean: float, se: float) -> dict:
+        return {"mean": mean, "se": se}
+
+    def rnd(**units: tuple[float, float]) -> dict:
+        return {"units": {u: {"old": arm(m, se), "after": arm(m, se)} for u, (m, se) in units.items()}}
+
+    # before 100 (se 1) for all; after: a 70 (se 1): -30% +-2.8%, surely beyond; b 88 (se 5): -12% +-10%, unresolved;
+    # c 99 (se 1): -1% +-2.8%, surely within; d without a recorded se: neither
+    first = rnd(a=(100.0, 1.0), b=(100.0, 1.0), c=(100.0, 1.0))
+    first["units"]["d"] = {"old": {"mean": 100.0}, "after": {"mean": 100.0}}
+    last = rnd(a=(70.0, 1.0), b=(88.0, 5.0), c=(99.0, 1.0))
+    last["units"]["d"] = {"old": {"mean": 50.0}, "after": {"mean": 50.0}}
+    parts = unit_parts({"rounds": [first, last]})
+    assert parts["b"]["change_ci95"] == pytest.approx(1.96 * 26 ** 0.5 / 100)
+    t = tally(list(parts.values()), -0.10)
+    assert (t["beyond"], t["surely_beyond"], t["surely_within"]) == (3, 1, 1)

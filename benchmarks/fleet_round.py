@@ -148,8 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--guard-episodes", type=int, default=3,
                     help="adapter guard episodes per side: a first kept adapter needs 2x this many episodes")
     ap.add_argument("--drift-kl", type=float, default=0.05,
-                    help="adapter.drift_kl of every unit: on-robot learning held within this mean KL of the adapter "
-                         "the unit got with its trunk (0: no limit)")
+                    help="adapter.drift_kl of every unit: on-robot learning held within this mean KL of the first "
+                         "adapter the unit ran on its trunk (0: no limit)")
     ap.add_argument("--tolerance", type=float, default=0.10,
                     help="no fleet unit may lose more than this fraction of its own return (result 1)")
     ap.add_argument("--plaintext", action="store_true", help="hub and robots without CURVE")

@@ -104,25 +104,37 @@ class AdapterVersions:
         save_adapter(path, self._scratch, version, trunk_version)
 
 
-def anchor_path(adapter_path: str | Path) -> Path:
-    """Where the adapter the unit got with its current trunk is kept: ``adapter.drift_kl`` measures from it."""
+KEPT_ANCHORS = 8  # anchors of the most recent trunk versions kept on disk (a unit may go back to one)
+
+
+def anchor_path(adapter_path: str | Path, trunk_version: int) -> Path:
+    """Where the first adapter the unit ran on ``trunk_version`` is kept: ``adapter.drift_kl`` measures from it."""
     p = Path(adapter_path)
-    return p.with_name(f"{p.name.split('.')[0]}.anchor.safetensors")
+    return p.with_name(f"{p.name.split('.')[0]}.anchor-v{int(trunk_version):06d}.safetensors")
 
 
-def load_anchor(path: Path, policy: torch.nn.Module, hardware: str, trunk_version: int, start: Adapter,
-                start_version: int) -> Adapter:
-    """The anchor saved for ``trunk_version`` at ``path`` (it survives restarts, so the budget is per trunk, not
-    per run); without a readable one for this trunk, ``start`` becomes the anchor and is saved there."""
+def load_anchor(adapter_path: Path, policy: torch.nn.Module, hardware: str, trunk_version: int, current: Adapter,
+                current_version: int) -> Adapter:
+    """The anchor of ``trunk_version``: the first adapter this unit ran on that trunk, kept on disk so that neither
+    a restart nor a return to the trunk (a canary rolled back, a unit held back) resets the budget. Without a
+    readable one, ``current`` becomes the anchor and is saved."""
+    path = anchor_path(adapter_path, trunk_version)
     if path.is_file():
         try:
-            anchor, meta = load_adapter(path, policy, hardware)
-            if int(meta.get("trunk_version", -1)) == trunk_version:
+            anchor = load_adapter(path, policy, hardware)[0]
+            shapes = {k: v.shape for k, v in current.state_dict().items()}
+            if {k: v.shape for k, v in anchor.state_dict().items()} == shapes:
                 return anchor
+            log.warning("adapter anchor %s has another rank than the adapter: the current adapter is the anchor "
+                        "from now", path)
         except AdapterFileError as exc:
             log.warning("adapter anchor %s unreadable (%s): the current adapter is the anchor from now", path, exc)
-    save_adapter(path, start, start_version, trunk_version)
-    return start
+    save_adapter(path, current, current_version, trunk_version)
+    anchors = sorted(path.parent.glob(anchor_path(adapter_path, 0).name.replace("v000000", "v*")))
+    for old in anchors[:-KEPT_ANCHORS]:  # zero-padded: by name is by trunk version
+        if old != path:
+            old.unlink(missing_ok=True)
+    return current
 
 
 def _snapshot(adapter: Adapter) -> dict[str, torch.Tensor]:
@@ -147,19 +159,16 @@ class AdapterTraining:
     def __init__(self, policy: torch.nn.Module, hardware: str, cfg: AdapterTrainingConfig, adapter_path: Path,
                  version: int, trunk_version: int):
         self.hardware, self.cfg, self.trunk_version = hardware, cfg, trunk_version
-        self.anchor_path = anchor_path(adapter_path)
+        self.adapter_path = adapter_path
         adapter = load_adapter(adapter_path, policy, hardware)[0] if adapter_path.is_file() else None
         self.learner = AdapterLearner(policy, hardware, cfg, adapter)
-        self._anchor(policy, version, trunk_version, saved=True)
+        self._anchor(policy, version, trunk_version)
         self.versions = AdapterVersions(adapter_path, self.learner.adapter, version, trunk_version, cfg.guard,
                                         _last_issued(candidate_path(adapter_path), policy, hardware))
 
-    def _anchor(self, policy: torch.nn.Module, version: int, trunk_version: int, saved: bool) -> None:
-        """Set the learner's anchor: at start the one saved for this trunk if any (``saved``), else the adapter
-        learning starts from on this trunk (saved for restarts)."""
-        if not saved:
-            self.anchor_path.unlink(missing_ok=True)
-        self.learner.anchor = load_anchor(self.anchor_path, policy, self.hardware, trunk_version,
+    def _anchor(self, policy: torch.nn.Module, version: int, trunk_version: int) -> None:
+        """Set the learner's anchor: the one kept for this trunk, else the adapter learning starts from."""
+        self.learner.anchor = load_anchor(self.adapter_path, policy, self.hardware, trunk_version,
                                           copy.deepcopy(self.learner.adapter), version).requires_grad_(False)
 
     def handle(self, kind: str, payload: Any) -> list[dict[str, Any]]:
@@ -172,7 +181,7 @@ class AdapterTraining:
             self.trunk_version = int(manifest["trunk_version"])
             if adapter_file:  # never learn on (or restart with) an adapter made for another trunk
                 self.versions.restart_from(self.learner.adapter, int(meta.get("version", 0)), self.trunk_version)
-            self._anchor(policy, int(meta.get("version", 0)), self.trunk_version, saved=False)
+            self._anchor(policy, int(meta.get("version", 0)), self.trunk_version)
             return []
         if kind == KEEP:
             self.versions.keep(payload)

@@ -71,7 +71,7 @@ class AdapterLearnerConfig:
     desired_kl: float = 0.01  # every minibatch: lr / 1.5 when the KL is above 2x this, x 1.5 below 0.5x
     lr_min: float = 1e-5  # lower bound of the adapter's learning rate
     lr_max: float = 1e-2  # upper bound of the adapter's learning rate
-    # Trust region around the unit's anchor (the adapter it got with its trunk): after each update the policy's
+    # Trust region around the unit's anchor (the first adapter it ran on its trunk): after each update the policy's
     # mean KL(anchor || adapter) on the update's observations is held to this by moving the weights back towards
     # the anchor (0 = no limit). A robot's few exploring episodes cannot resolve a 10% loss; this bounds how far
     # learning on them can walk the unit from what the fleet last gave it (robot_agent/trainer.py keeps the anchor).

@@ -9,10 +9,19 @@ import pytest
 import torch
 
 from robot_agent.config import AdapterTrainingConfig
-from robot_agent.trainer import KEEP, ROLL_BACK, SEGMENT, TRUNK, AdapterTraining, anchor_path, candidate_path
+from robot_agent.trainer import (
+    KEEP,
+    KEPT_ANCHORS,
+    ROLL_BACK,
+    SEGMENT,
+    TRUNK,
+    AdapterTraining,
+    anchor_path,
+    candidate_path,
+)
 from shared_policy.adapter import Adapter, load_adapter, save_adapter
 from shared_policy.checkpoint import save_checkpoint
-from shared_policy.config import PolicyConfig
+from shared_policy.config import AdapterConfig, PolicyConfig
 from shared_policy.policy import FleetPolicy, HardwareSpec
 
 HW = "arm2"
@@ -107,11 +116,18 @@ def _anchored(training: AdapterTraining) -> dict[str, torch.Tensor]:
     return training.learner.anchor.state_dict()
 
 
-def test_drift_anchor_survives_a_restart_and_moves_with_a_new_trunk(policy, tmp_path):
+def _adapter_file(policy: FleetPolicy, path: Path, version: int, trunk_version: int) -> Adapter:
+    adapter = Adapter(policy, HW)
+    torch.nn.init.normal_(adapter.head_bias)  # unlike any other
+    save_adapter(path, adapter, version, trunk_version)
+    return adapter
+
+
+def test_drift_anchor_survives_restarts_and_returns_to_a_trunk_and_moves_with_a_new_one(policy, tmp_path):
     path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(3)
     training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
     start = training.learner.snapshot()
-    assert _equal(_anchored(training), start) and anchor_path(path).is_file()
+    assert _equal(_anchored(training), start) and anchor_path(path, 1).is_file()
     _until_update(training, policy, rng)
     training.handle(KEEP, 1)
     assert not _equal(_weights(path, policy)[0], start)
@@ -119,14 +135,27 @@ def test_drift_anchor_survives_a_restart_and_moves_with_a_new_trunk(policy, tmp_
     restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
     assert _equal(_anchored(restarted), start) and not _equal(restarted.learner.snapshot(), start)
     # a new trunk with its own (rebased) adapter: that adapter is the anchor, also after a restart
-    checkpoint = save_checkpoint(tmp_path / "trunk-v2", policy, trunk_version=2)
-    rebased = Adapter(policy, HW)
-    torch.nn.init.normal_(rebased.head_bias)
-    save_adapter(tmp_path / "rebased.safetensors", rebased, 5, 2)
-    restarted.handle(TRUNK, (str(checkpoint), str(tmp_path / "rebased.safetensors")))
+    v1 = save_checkpoint(tmp_path / "trunk-v1", policy, trunk_version=1)
+    v2 = save_checkpoint(tmp_path / "trunk-v2", policy, trunk_version=2)
+    rebased = _adapter_file(policy, tmp_path / "rebased.safetensors", 5, 2)
+    restarted.handle(TRUNK, (str(v2), str(tmp_path / "rebased.safetensors")))
     assert _equal(_anchored(restarted), rebased.state_dict())
     again = AdapterTraining(policy, HW, _cfg(), path, version=5, trunk_version=2)
     assert _equal(_anchored(again), rebased.state_dict())
+    # back on trunk 1 (a canary rolled back) with the adapter it had there: the budget is trunk 1's, from the start
+    own = _adapter_file(policy, tmp_path / "own.safetensors", 1, 1)
+    again.handle(TRUNK, (str(v1), str(tmp_path / "own.safetensors")))
+    assert _equal(again.learner.snapshot(), own.state_dict()) and _equal(_anchored(again), start)
+
+
+def test_anchors_of_only_the_most_recent_trunks_are_kept(policy, tmp_path):
+    path = tmp_path / "adapter.safetensors"
+    for trunk in range(1, 13):
+        AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=trunk)
+    kept = sorted(p.name for p in tmp_path.glob("adapter.anchor-v*.safetensors"))
+    assert kept == [anchor_path(path, t).name for t in range(13 - KEPT_ANCHORS, 13)]
+    AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=2)  # an old trunk again: kept too
+    assert anchor_path(path, 2).is_file() and anchor_path(path, 12).is_file()
 
 
 def test_a_corrupted_drift_anchor_is_replaced_by_the_current_adapter(policy, tmp_path, caplog):
@@ -134,10 +163,22 @@ def test_a_corrupted_drift_anchor_is_replaced_by_the_current_adapter(policy, tmp
     training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
     _until_update(training, policy, rng)
     training.handle(KEEP, 1)
-    raw = bytearray(anchor_path(path).read_bytes())
+    raw = bytearray(anchor_path(path, 1).read_bytes())
     raw[-3] ^= 0xFF  # a flipped bit in the weights
-    anchor_path(path).write_bytes(bytes(raw))
+    anchor_path(path, 1).write_bytes(bytes(raw))
     restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
     assert "anchor" in caplog.text and "unreadable" in caplog.text
     assert _equal(_anchored(restarted), restarted.learner.snapshot())  # the kept adapter, saved afresh
-    assert _equal(load_adapter(anchor_path(path), policy, HW)[0].state_dict(), restarted.learner.snapshot())
+    assert _equal(load_adapter(anchor_path(path, 1), policy, HW)[0].state_dict(), restarted.learner.snapshot())
+
+
+def test_an_anchor_of_another_rank_is_replaced_not_interpolated_against(policy, tmp_path, caplog):
+    path = tmp_path / "adapter.safetensors"
+    save_adapter(anchor_path(path, 1), Adapter(policy, HW, AdapterConfig(rank=2)), 0, 1)
+    cfg = _cfg()
+    cfg.drift_kl = 1e-4  # every update is cut back: an interpolation towards the anchor
+    training = AdapterTraining(policy, HW, cfg, path, version=0, trunk_version=1)  # rank 4 by config
+    assert "another rank" in caplog.text
+    assert _equal(_anchored(training), training.learner.snapshot())
+    report = _until_update(training, policy, np.random.default_rng(5))  # learning runs against the replaced anchor
+    assert report["stats"]["drift_scale"] < 1.0 and report["stats"]["drift_kl"] <= 1e-4 * 1.0001

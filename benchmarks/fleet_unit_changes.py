@@ -61,10 +61,10 @@ def unit_parts(result: dict[str, Any], arms: tuple[str, str] = MEAN_ACTIONS) -> 
             continue
         swaps = [(row[now]["mean"] - row[was]["mean"]) / before for row in rows]
         on_robot = [(rows[k][was]["mean"] - rows[k - 1][now]["mean"]) / before for k in range(1, len(rows))]
+        se = math.hypot(rows[0][was].get("se", math.nan), rows[-1][now].get("se", math.nan))  # nan: not recorded
         out[robot] = {"before": before, "after": rows[-1][now]["mean"], "swaps": sum(swaps),
                       "on_robot": sum(on_robot), "swap_by_round": swaps, "on_robot_by_round": on_robot,
-                      "change": (rows[-1][now]["mean"] - before) / before,
-                      "change_ci95": 1.96 * math.hypot(rows[0][was].get("se", math.nan), rows[-1][now].get("se", math.nan)) / before}
+                      "change": (rows[-1][now]["mean"] - before) / before, "change_ci95": 1.96 * se / before}
     return out
 
 

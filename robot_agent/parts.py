@@ -31,7 +31,7 @@ from robot_agent.spool import Spool, SpoolLockedError, take_directory_lock
 from robot_agent.trainer_link import TrainerLink
 from robot_agent.trunk_adapter import adapter_for_trunk
 from robot_agent.uplink import HubUplink
-from shared_policy.adapter import Adapter, AdapterFileError, adapter_file_metadata, load_adapter
+from shared_policy.adapter import Adapter, AdapterFileError, adapter_file_metadata, load_adapter, save_adapter
 from shared_policy.checkpoint import CheckpointError
 from shared_policy.config import AdapterConfig
 from shared_policy.policy import HardwareSpec
@@ -205,6 +205,7 @@ class AgentBuilder:
                                                          self.state_dir, AdapterConfig(a.rank, a.alpha))
             log.warning("%s was made for trunk v%d, not v%d: starting from the %s adapter", path, made_for,
                         trunk_version, source)
+            save_adapter(path, adapter, version, trunk_version)  # the swap written down: the trainer learns from it
             return adapter, version
         if path.is_file():
             try:

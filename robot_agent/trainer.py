@@ -122,11 +122,11 @@ def load_anchor(adapter_path: Path, policy: torch.nn.Module, hardware: str, trun
     if path.is_file():
         try:
             anchor = load_adapter(path, policy, hardware)[0]
-            shapes = {k: v.shape for k, v in current.state_dict().items()}
-            if {k: v.shape for k, v in anchor.state_dict().items()} == shapes:
+            if (anchor.cfg.rank, anchor.cfg.alpha) == (current.cfg.rank, current.cfg.alpha):
                 return anchor
-            log.warning("adapter anchor %s has another rank than the adapter: the current adapter is the anchor "
-                        "from now", path)
+            # another rank does not interpolate; another alpha scales the deltas otherwise: no straight line
+            log.warning("adapter anchor %s has another rank or alpha than the adapter: the current adapter is the "
+                        "anchor from now", path)
         except AdapterFileError as exc:
             log.warning("adapter anchor %s unreadable (%s): the current adapter is the anchor from now", path, exc)
     save_adapter(path, current, current_version, trunk_version)
@@ -162,6 +162,8 @@ class AdapterTraining:
         self.adapter_path = adapter_path
         adapter = load_adapter(adapter_path, policy, hardware)[0] if adapter_path.is_file() else None
         self.learner = AdapterLearner(policy, hardware, cfg, adapter)
+        if adapter is None:  # a fresh adapter (none saved, or moved away): it is where this trunk's learning starts
+            anchor_path(adapter_path, trunk_version).unlink(missing_ok=True)
         self._anchor(policy, version, trunk_version)
         self.versions = AdapterVersions(adapter_path, self.learner.adapter, version, trunk_version, cfg.guard,
                                         _last_issued(candidate_path(adapter_path), policy, hardware))

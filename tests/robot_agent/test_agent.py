@@ -15,7 +15,7 @@ from hardware.profile import load_profile
 from hardware.tasks.config import task_config
 from robot_agent.agent import ADAPTER_FILE, STATUS_FILE, AgentStartupError, RobotAgent
 from robot_agent.spool import Spool
-from shared_policy.adapter import Adapter, save_adapter
+from shared_policy.adapter import Adapter, load_adapter, save_adapter
 from shared_policy.checkpoint import load_checkpoint, save_checkpoint
 from sim.standin import MuJoCoStandInDriver
 
@@ -126,6 +126,23 @@ def test_agent_continues_from_its_saved_adapter(agent_cfg):
     agent = _agent(agent_cfg)
     assert agent.runtime.adapter_version == 7
     assert float(agent.runtime.adapter.head_delta.up[0, 0].detach()) == pytest.approx(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_an_adapter_of_another_trunk_is_replaced_on_disk_so_the_learner_starts_where_the_robot_does(agent_cfg):
+    agent_cfg.adapter.enabled = agent_cfg.adapter.learn = True
+    policy, manifest = load_checkpoint(agent_cfg.checkpoint)
+    trunk = int(manifest["trunk_version"])
+    other = Adapter(policy, "cartpole")
+    with torch.no_grad():
+        other.head_delta.up.fill_(0.1)
+    path = Path(agent_cfg.state_dir) / ADAPTER_FILE
+    save_adapter(path, other, version=7, trunk_version=trunk + 5)  # the agent died before the trainer wrote a swap
+    agent = _agent(agent_cfg)
+    saved, meta = load_adapter(path, policy, "cartpole")
+    assert int(meta["trunk_version"]) == trunk  # the adapter file the trainer learns from is this trunk's
+    assert all(torch.equal(v, agent.runtime.adapter.state_dict()[k]) for k, v in saved.state_dict().items())
+    assert float(agent.runtime.adapter.head_delta.up[0, 0].detach()) == 0.0  # not the other trunk's
 
 
 @pytest.mark.timeout(120)

@@ -140,8 +140,10 @@ def test_drift_anchor_survives_restarts_and_returns_to_a_trunk_and_moves_with_a_
     rebased = _adapter_file(policy, tmp_path / "rebased.safetensors", 5, 2)
     restarted.handle(TRUNK, (str(v2), str(tmp_path / "rebased.safetensors")))
     assert _equal(_anchored(restarted), rebased.state_dict())
-    again = AdapterTraining(policy, HW, _cfg(), path, version=5, trunk_version=2)
-    assert _equal(_anchored(again), rebased.state_dict())
+    _until_update(restarted, policy, rng)
+    restarted.handle(KEEP, 6)  # the kept file moves on from the rebased adapter; the anchor does not
+    again = AdapterTraining(policy, HW, _cfg(), path, version=6, trunk_version=2)
+    assert _equal(_anchored(again), rebased.state_dict()) and not _equal(again.learner.snapshot(), rebased.state_dict())
     # back on trunk 1 (a canary rolled back) with the adapter it had there: the budget is trunk 1's, from the start
     own = _adapter_file(policy, tmp_path / "own.safetensors", 1, 1)
     again.handle(TRUNK, (str(v1), str(tmp_path / "own.safetensors")))
@@ -174,11 +176,34 @@ def test_a_corrupted_drift_anchor_is_replaced_by_the_current_adapter(policy, tmp
 
 def test_an_anchor_of_another_rank_is_replaced_not_interpolated_against(policy, tmp_path, caplog):
     path = tmp_path / "adapter.safetensors"
+    save_adapter(path, Adapter(policy, HW), 0, 1)
     save_adapter(anchor_path(path, 1), Adapter(policy, HW, AdapterConfig(rank=2)), 0, 1)
     cfg = _cfg()
     cfg.drift_kl = 1e-4  # every update is cut back: an interpolation towards the anchor
     training = AdapterTraining(policy, HW, cfg, path, version=0, trunk_version=1)  # rank 4 by config
-    assert "another rank" in caplog.text
+    assert "another rank or alpha" in caplog.text
     assert _equal(_anchored(training), training.learner.snapshot())
     report = _until_update(training, policy, np.random.default_rng(5))  # learning runs against the replaced anchor
     assert report["stats"]["drift_scale"] < 1.0 and report["stats"]["drift_kl"] <= 1e-4 * 1.0001
+
+
+def test_an_anchor_of_another_alpha_is_replaced(policy, tmp_path, caplog):
+    path = tmp_path / "adapter.safetensors"
+    save_adapter(path, Adapter(policy, HW), 0, 1)
+    save_adapter(anchor_path(path, 1), Adapter(policy, HW, AdapterConfig(rank=4, alpha=2.0)), 0, 1)
+    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)  # alpha 1 by config
+    assert "another rank or alpha" in caplog.text and _equal(_anchored(training), training.learner.snapshot())
+
+
+def test_a_fresh_adapter_is_its_own_anchor_and_a_rollback_keeps_the_anchor(policy, tmp_path):
+    path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(6)
+    first = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    _until_update(first, policy, rng)
+    first.handle(KEEP, 1)
+    start = _anchored(first)
+    report = _until_update(first, policy, rng)
+    first.handle(ROLL_BACK, report["version"])
+    assert _equal(_anchored(first), start)  # a rollback moves the adapter back, never the anchor
+    path.unlink()  # the operator moved the adapter away: the unit starts afresh on this trunk
+    fresh = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    assert _equal(_anchored(fresh), fresh.learner.snapshot())

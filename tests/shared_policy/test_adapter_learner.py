@@ -168,3 +168,13 @@ def test_drift_is_measured_from_the_given_anchor_not_the_starting_adapter(policy
     assert anchored.drift_kl(obs) > 1e-3  # a fresh adapter, measured from the learned one
     at_anchor = AdapterLearner(policy, HW, cfg, learned.adapter, anchor=learned.adapter)
     assert at_anchor.drift_kl(obs) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_drift_is_kl_from_the_anchor_to_the_adapter_worked_by_hand(policy):
+    anchor, wider = Adapter(policy, HW), Adapter(policy, HW)
+    with torch.no_grad():
+        wider.log_std_delta.fill_(np.log(2.0))  # same means, twice the std on both actions
+    learner = AdapterLearner(policy, HW, adapter=wider, anchor=anchor)
+    obs = torch.zeros(4, 12)
+    # KL(anchor || adapter) per action: log(2) + 1 / (2 * 4) - 1/2 = 0.318 (the other way round it is 0.807)
+    assert learner.drift_kl(obs) == pytest.approx(2 * (np.log(2.0) + 0.125 - 0.5), rel=1e-5)

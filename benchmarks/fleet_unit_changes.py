@@ -38,9 +38,11 @@ import argparse
 import math
 from typing import Any
 
+import numpy as np
 from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
 from fleet_round_summary import EXPLORING, MEAN_ACTIONS
 from result_record import write_result
+from seed_stats import welch_difference
 
 
 def unit_parts(result: dict[str, Any], arms: tuple[str, str] = MEAN_ACTIONS) -> dict[str, dict[str, Any]]:
@@ -85,6 +87,40 @@ def tally(units: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
             "surely_within": sum(u["change"] - u["change_ci95"] > tolerance for u in units)}
 
 
+def run_figures(runs: dict[str, dict[str, dict[str, Any]]], tolerance: float) -> dict[str, list[float]]:
+    """Per run (units of one run share a trunk, so runs, not units, are the independent draws): the mean over its
+    units of on-robot learning, of swaps and of the whole change, and its counts of units beyond ``tolerance``."""
+    out: dict[str, list[float]] = {k: [] for k in ("on_robot", "swaps", "change", "beyond", "surely_beyond")}
+    for units in runs.values():
+        t = tally(list(units.values()), tolerance)
+        for k, v in (("on_robot", t["on_robot_mean"]), ("swaps", t["swaps_mean"]),
+                     ("change", sum(u["change"] for u in units.values()) / len(units)),
+                     ("beyond", t["beyond"]), ("surely_beyond", t["surely_beyond"])):
+            out[k].append(float(v))
+    return out
+
+
+def set_against(runs: dict[str, dict[str, dict[str, Any]]], other: dict[str, dict[str, dict[str, Any]]],
+                tolerance: float) -> dict[str, dict[str, float]]:
+    """``runs`` minus ``other`` (two sets of runs, e.g. a change and the code before it) for each :func:`run_figures`
+    figure: both means and the difference with its 95% Welch interval over runs."""
+    a, b = run_figures(runs, tolerance), run_figures(other, tolerance)
+    out = {}
+    for k in a:
+        diff, half = welch_difference(a[k], b[k])
+        out[k] = {"runs": float(np.mean(a[k])), "against": float(np.mean(b[k])), "difference": diff,
+                  "interval": [diff - half, diff + half]}
+    return out
+
+
+def print_against(name: str, cmp: dict[str, dict[str, float]], n: int, m: int) -> None:
+    """One line per figure of :func:`set_against`."""
+    for k, c in cmp.items():
+        lo, hi = c["interval"]
+        print(f"{name} {k} per run: {c['runs']:+.3f} ({n} runs) vs {c['against']:+.3f} ({m} runs): "
+              f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% Welch over runs)", flush=True)
+
+
 def beside_exploring(result: dict[str, Any], tolerance: float) -> dict[str, dict[str, Any]]:
     """Per unit of a run measured both ways: its change on mean actions and acting as on-robot (exploring), each
     split as :func:`unit_parts` splits it, and whether each lies beyond ``tolerance``."""
@@ -125,7 +161,25 @@ def exploring_main(args: argparse.Namespace) -> None:
                  f"runs_held_mean_actions={runs_held['mean_actions']} runs_held_exploring={runs_held['exploring']} "
                  f"on_robot_mean_actions={m['on_robot_mean']:.3f} on_robot_exploring={e['on_robot_mean']:.3f} "
                  f"on_robot_losses_mean_actions={m['on_robot_losses']} on_robot_losses_exploring={e['on_robot_losses']}",
-                 {"tolerance": args.tolerance, "mean_actions": m, "exploring": e, "runs": per_run})
+                 {"tolerance": args.tolerance, "mean_actions": m, "exploring": e, "runs": per_run,
+                  **against_exploring(args, per_run)})
+
+
+def against_exploring(args: argparse.Namespace, runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``--against``: both ways, each run figure of ``runs`` against the same of the other commits' runs."""
+    if args.against is None:
+        return {}
+    other = {n: u for n, r in named_runs(args.pretrain_iterations, args.against)
+             if (u := beside_exploring(r, args.tolerance))}
+    if not other:
+        raise SystemExit(f"--against {' '.join(args.against)}: no committed run measured its units exploring")
+    out = {}
+    for arm in ("mean_actions", "exploring"):
+        def pick(rs: dict[str, dict[str, dict[str, Any]]], arm: str = arm) -> dict[str, dict[str, Any]]:
+            return {n: {r: u[arm] for r, u in units.items()} for n, units in rs.items()}
+        out[arm] = set_against(pick(runs), pick(other), args.tolerance)
+        print_against(arm.replace("_", " "), out[arm], len(runs), len(other))
+    return {"against": {"commits": args.against, **out}}
 
 
 def main() -> None:
@@ -133,6 +187,9 @@ def main() -> None:
     ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
     ap.add_argument("--tolerance", type=float, default=-0.10, help="a loss below this fraction of before counts")
     ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
+    ap.add_argument("--against", nargs="*", default=None,
+                    help="measured commits of a second set of runs: each per-run figure of --commits' runs minus "
+                         "theirs, with a 95%% interval over runs (e.g. a change against the code before it)")
     ap.add_argument("--exploring", action="store_true",
                     help="compare each unit's change on mean actions with its change acting as on-robot")
     ap.add_argument("--out", default="")
@@ -168,7 +225,19 @@ def main() -> None:
                  f"beyond_on_robot={t['beyond_on_robot']} beyond_swaps={t['beyond_swaps']} "
                  f"on_robot_mean={t['on_robot_mean']:.3f} swaps_mean={t['swaps_mean']:.3f} "
                  f"on_robot_losses={t['on_robot_losses']} swap_losses={t['swap_losses']}",
-                 {"tolerance": args.tolerance, "all": t, "runs": per_run})
+                 {"tolerance": args.tolerance, "all": t, "runs": per_run, **against(args, per_run)})
+
+
+def against(args: argparse.Namespace, runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``--against``: each run figure of ``runs`` against the same of the other commits' runs (mean actions)."""
+    if args.against is None:
+        return {}
+    other = {n: p for n, r in named_runs(args.pretrain_iterations, args.against) if (p := unit_parts(r))}
+    if not other:
+        raise SystemExit(f"--against {' '.join(args.against)}: no committed run with per-round replicas matches")
+    cmp = set_against(runs, other, args.tolerance)
+    print_against("mean actions", cmp, len(runs), len(other))
+    return {"against": {"commits": args.against, "mean_actions": cmp}}
 
 
 if __name__ == "__main__":

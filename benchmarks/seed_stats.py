@@ -20,6 +20,18 @@ def t_interval(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(t95 * a.std(ddof=1) / math.sqrt(len(a)))
 
 
+def welch_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """mean(a) - mean(b) and the half-width of its 95% interval (Welch's standard error, with the t quantile of
+    the smaller sample's degrees of freedom: conservative); nan half-width below two samples a side."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(x), len(y)) < 2:
+        return float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"), float("nan")
+    n = min(len(x), len(y))
+    t95 = _T95.get(n) or next((v for k, v in sorted(_T95.items()) if k >= n), 1.96)
+    se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+    return float(x.mean() - y.mean()), float(t95 * se)
+
+
 def ratio_interval(num: list[float], den: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
     """mean(num) / mean(den) and its 95% percentile-bootstrap interval, resampling each side's seeds."""
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)

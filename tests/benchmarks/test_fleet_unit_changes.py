@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_unit_changes import beside_exploring, tally, unit_parts  # noqa: E402
+from fleet_unit_changes import beside_exploring, set_against, tally, unit_parts  # noqa: E402
 
 
 def _round(**old_after: tuple[float, float]) -> dict:
@@ -74,3 +75,21 @@ def test_a_unit_surely_beyond_the_tolerance_has_its_whole_95_percent_interval_pa
     assert parts["b"]["change_ci95"] == pytest.approx(1.96 * 26 ** 0.5 / 100)
     t = tally(list(parts.values()), -0.10)
     assert (t["beyond"], t["surely_beyond"], t["surely_within"]) == (3, 1, 1)
+
+
+def test_two_sets_of_runs_are_compared_run_by_run_with_a_welch_interval():
+    def run(*changes: float) -> dict:  # one unit per change, all learned on-robot (no swaps)
+        return {f"u{i}": {"change": c, "change_ci95": 0.01, "on_robot": c, "swaps": 0.0, "on_robot_by_round": [c],
+                          "swap_by_round": [0.0]} for i, c in enumerate(changes)}
+
+    new = {"a": run(0.0, -0.20), "b": run(0.10, 0.0)}  # run means -0.10, +0.05; 1 unit beyond -10% (surely)
+    old = {"c": run(-0.30, -0.30), "d": run(-0.20, 0.0), "e": run(0.0, 0.0)}  # -0.30, -0.10, 0; 3 beyond
+    got = set_against(new, old, -0.10)
+    assert got["change"]["runs"] == pytest.approx(-0.025) and got["change"]["against"] == pytest.approx(-0.40 / 3)
+    assert got["change"]["difference"] == pytest.approx(-0.025 + 0.40 / 3)
+    # Welch: var(-0.10, 0.05) / 2 + var(-0.30, -0.10, 0) / 3, t of the smaller sample (2 runs: 12.71)
+    se = (np.var([-0.10, 0.05], ddof=1) / 2 + np.var([-0.30, -0.10, 0.0], ddof=1) / 3) ** 0.5
+    lo, hi = got["change"]["interval"]
+    assert (hi - lo) / 2 == pytest.approx(12.71 * se)
+    assert got["beyond"]["runs"] == 0.5 and got["beyond"]["against"] == 1.0
+    assert got["surely_beyond"]["difference"] == pytest.approx(0.5 - 1.0)

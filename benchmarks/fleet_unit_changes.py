@@ -42,7 +42,7 @@ import numpy as np
 from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
 from fleet_round_summary import EXPLORING, MEAN_ACTIONS
 from result_record import write_result
-from seed_stats import welch_difference
+from seed_stats import t_interval, welch_difference
 
 
 def unit_parts(result: dict[str, Any], arms: tuple[str, str] = MEAN_ACTIONS) -> dict[str, dict[str, Any]]:
@@ -105,20 +105,35 @@ def set_against(runs: dict[str, dict[str, dict[str, Any]]], other: dict[str, dic
     """``runs`` minus ``other`` (two sets of runs, e.g. a change and the code before it) for each :func:`run_figures`
     figure: both means and the difference with its 95% Welch interval over runs."""
     a, b = run_figures(runs, tolerance), run_figures(other, tolerance)
+    # the same configuration (seeds and v1) in both sets: its runs pair up, which removes the configurations' spread
+    keys, other_keys = [configuration(n) for n in runs], [configuration(n) for n in other]
+    paired = sorted(set(keys) & set(other_keys))
     out = {}
     for k in a:
         diff, half = welch_difference(a[k], b[k])
         out[k] = {"runs": float(np.mean(a[k])), "against": float(np.mean(b[k])), "difference": diff,
                   "interval": [diff - half, diff + half]}
+        if len(paired) >= 2:
+            d = [a[k][keys.index(c)] - b[k][other_keys.index(c)] for c in paired]
+            mean, half = t_interval(d)
+            out[k]["paired"] = {"configurations": len(paired), "difference": mean, "interval": [mean - half, mean + half]}
     return out
+
+
+def configuration(name: str) -> str:
+    """A run's name (:func:`fleet_round_pool.named_runs`) without its commit: its seeds and v1 length."""
+    return name.split(" ", 1)[1] if " " in name else name
 
 
 def print_against(name: str, cmp: dict[str, dict[str, float]], n: int, m: int) -> None:
     """One line per figure of :func:`set_against`."""
     for k, c in cmp.items():
         lo, hi = c["interval"]
+        p = c.get("paired")
+        paired = (f"; paired over {p['configurations']} configurations {p['difference']:+.3f} "
+                  f"[{p['interval'][0]:+.3f}, {p['interval'][1]:+.3f}]" if p else "")
         print(f"{name} {k} per run: {c['runs']:+.3f} ({n} runs) vs {c['against']:+.3f} ({m} runs): "
-              f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% Welch over runs)", flush=True)
+              f"{c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% Welch over runs){paired}", flush=True)
 
 
 def beside_exploring(result: dict[str, Any], tolerance: float) -> dict[str, dict[str, Any]]:

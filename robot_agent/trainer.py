@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from robot_agent.config import AdapterTrainingConfig
+from robot_agent.drift_anchor import forget_anchor, load_anchor
+from robot_agent.trunk_adapter import own_adapter_path
 from shared_policy.adapter import Adapter, AdapterFileError, load_adapter, save_adapter
 from shared_policy.adapter_learner import AdapterLearner
 from shared_policy.checkpoint import load_checkpoint
@@ -104,37 +106,26 @@ class AdapterVersions:
         save_adapter(path, self._scratch, version, trunk_version)
 
 
-KEPT_ANCHORS = 8  # anchors of the most recent trunk versions kept on disk (a unit may go back to one)
-
-
-def anchor_path(adapter_path: str | Path, trunk_version: int) -> Path:
-    """Where the first adapter the unit ran on ``trunk_version`` is kept: ``adapter.drift_kl`` measures from it."""
-    p = Path(adapter_path)
-    return p.with_name(f"{p.name.split('.')[0]}.anchor-v{int(trunk_version):06d}.safetensors")
-
-
-def load_anchor(adapter_path: Path, policy: torch.nn.Module, hardware: str, trunk_version: int, current: Adapter,
-                current_version: int) -> Adapter:
-    """The anchor of ``trunk_version``: the first adapter this unit ran on that trunk, kept on disk so that neither
-    a restart nor a return to the trunk (a canary rolled back, a unit held back) resets the budget. Without a
-    readable one, ``current`` becomes the anchor and is saved."""
-    path = anchor_path(adapter_path, trunk_version)
-    if path.is_file():
-        try:
-            anchor = load_adapter(path, policy, hardware)[0]
-            if (anchor.cfg.rank, anchor.cfg.alpha) == (current.cfg.rank, current.cfg.alpha):
-                return anchor
-            # another rank does not interpolate; another alpha scales the deltas otherwise: no straight line
-            log.warning("adapter anchor %s has another rank or alpha than the adapter: the current adapter is the "
-                        "anchor from now", path)
-        except AdapterFileError as exc:
-            log.warning("adapter anchor %s unreadable (%s): the current adapter is the anchor from now", path, exc)
-    save_adapter(path, current, current_version, trunk_version)
-    anchors = sorted(path.parent.glob(anchor_path(adapter_path, 0).name.replace("v000000", "v*")))
-    for old in anchors[:-KEPT_ANCHORS]:  # zero-padded: by name is by trunk version
-        if old != path:
-            old.unlink(missing_ok=True)
-    return current
+def _adapter_to_learn_from(policy: torch.nn.Module, hardware: str, adapter_path: Path, version: int,
+                           trunk_version: int) -> tuple[Adapter | None, int, bool]:
+    """(adapter, its version, whether it replaces the adapter file's): the adapter file's, unless it was made for
+    another trunk (the process died between the agent's swap and its TRUNK message); then the one the agent saved
+    for this trunk before sending it (robot_agent/trunk_adapter.py), or a fresh one (None)."""
+    if not adapter_path.is_file():
+        return None, version, False
+    adapter, meta = load_adapter(adapter_path, policy, hardware)
+    made_for = int(meta.get("trunk_version", 0) or 0)
+    if not (made_for and trunk_version and made_for != trunk_version):
+        return adapter, version, False
+    own = own_adapter_path(adapter_path.parent, trunk_version)
+    log.warning("%s was made for trunk v%d, not v%d: learning from %s", adapter_path, made_for, trunk_version,
+                own if own.is_file() else "a fresh adapter")
+    try:
+        adapter, meta = load_adapter(own, policy, hardware)
+        return adapter, int(meta.get("version", 0)), True
+    except AdapterFileError as exc:
+        log.warning("no adapter for trunk v%d to learn from (%s): a fresh one", trunk_version, exc)
+        return None, 0, True
 
 
 def _snapshot(adapter: Adapter) -> dict[str, torch.Tensor]:
@@ -160,16 +151,21 @@ class AdapterTraining:
                  version: int, trunk_version: int):
         self.hardware, self.cfg, self.trunk_version = hardware, cfg, trunk_version
         self.adapter_path = adapter_path
-        adapter = load_adapter(adapter_path, policy, hardware)[0] if adapter_path.is_file() else None
+        adapter, version, swapped = _adapter_to_learn_from(policy, hardware, adapter_path, version, trunk_version)
         self.learner = AdapterLearner(policy, hardware, cfg, adapter)
-        if adapter is None:  # a fresh adapter (none saved, or moved away): it is where this trunk's learning starts
-            anchor_path(adapter_path, trunk_version).unlink(missing_ok=True)
+        if adapter is None and cfg.drift_kl > 0:  # a fresh adapter (none saved, or moved away): learning starts here
+            forget_anchor(adapter_path, trunk_version)
         self._anchor(policy, version, trunk_version)
         self.versions = AdapterVersions(adapter_path, self.learner.adapter, version, trunk_version, cfg.guard,
                                         _last_issued(candidate_path(adapter_path), policy, hardware))
+        if swapped:  # the swap the process died before writing down: the adapter file a restart loads
+            self.versions.restart_from(self.learner.adapter, version, trunk_version)
 
     def _anchor(self, policy: torch.nn.Module, version: int, trunk_version: int) -> None:
-        """Set the learner's anchor: the one kept for this trunk, else the adapter learning starts from."""
+        """With a drift budget, set the learner's anchor: the one kept for this trunk, else the adapter learning
+        starts from (robot_agent/drift_anchor.py). Without, nothing is kept on disk."""
+        if self.cfg.drift_kl <= 0:
+            return
         self.learner.anchor = load_anchor(self.adapter_path, policy, self.hardware, trunk_version,
                                           copy.deepcopy(self.learner.adapter), version).requires_grad_(False)
 

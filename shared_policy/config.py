@@ -74,5 +74,5 @@ class AdapterLearnerConfig:
     # Trust region around the unit's anchor (the first adapter it ran on its trunk): after each update the policy's
     # mean KL(anchor || adapter) on the update's observations is held to this by moving the weights back towards
     # the anchor (0 = no limit). A robot's few exploring episodes cannot resolve a 10% loss; this bounds how far
-    # learning on them can walk the unit from what the fleet last gave it (robot_agent/trainer.py keeps the anchor).
+    # learning on them can walk the unit from what the fleet last gave it (robot_agent/drift_anchor.py keeps the anchor).
     drift_kl: float = 0.0

@@ -117,3 +117,10 @@ def test_a_unit_held_in_a_later_round_after_an_other_rebase_arm_does_not_break_t
     got = rebase_effect([first, later])
     assert got["per_unit"]["a"]["other_rebase"]["mean"] == pytest.approx(80.0)
     assert got["per_unit"]["a"]["rebased"]["mean"] == pytest.approx(92.5)
+
+
+def test_a_unit_that_returned_nothing_before_is_neither_surely_beyond_nor_within():
+    rounds = [_round({"a": (0.0, 0, 0.0), "b": (100.0, 0, 100.0)}, promoted=False),
+              _round({"a": (-50.0, 0, -50.0), "b": (100.0, 0, 100.0)}, promoted=False)]
+    got = fleet_returns(rounds, tolerance=0.1)
+    assert got["units_surely_beyond"] == [] and got["units_surely_within"] == ["b"]  # a: no scale to judge by

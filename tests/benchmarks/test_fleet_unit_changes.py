@@ -93,3 +93,20 @@ def test_two_sets_of_runs_are_compared_run_by_run_with_a_welch_interval():
     assert (hi - lo) / 2 == pytest.approx(12.71 * se)
     assert got["beyond"]["runs"] == 0.5 and got["beyond"]["against"] == 1.0
     assert got["surely_beyond"]["difference"] == pytest.approx(0.5 - 1.0)
+
+
+def test_runs_of_the_same_configuration_in_both_sets_are_also_compared_paired():
+    def run(change: float) -> dict:
+        return {"u": {"change": change, "change_ci95": 0.01, "on_robot": change, "swaps": 0.0,
+                      "on_robot_by_round": [change], "swap_by_round": [0.0]}}
+
+    # two configurations far apart, each 0.10 better with the change: paired, the spread between them drops out
+    new = {"c1 seed 0 pretrain seed 1": run(0.60), "c1 seed 0 pretrain seed 2": run(-0.20)}
+    old = {"c0 seed 0 pretrain seed 1": run(0.50), "c0 seed 0 pretrain seed 2": run(-0.30),
+           "c0 seed 0 pretrain seed 3": run(0.0)}  # no partner: left out of the pairing
+    got = set_against(new, old, -0.10)["change"]
+    assert got["paired"]["configurations"] == 2
+    assert got["paired"]["difference"] == pytest.approx(0.10)
+    assert got["paired"]["interval"] == pytest.approx([0.10, 0.10])  # every pair differs by exactly 0.10
+    lo, hi = got["interval"]
+    assert lo < 0 < hi  # unpaired, the configurations' spread hides it

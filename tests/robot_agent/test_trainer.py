@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from robot_agent.config import AdapterTrainingConfig
-from robot_agent.trainer import (
-    KEEP,
-    KEPT_ANCHORS,
-    ROLL_BACK,
-    SEGMENT,
-    TRUNK,
-    AdapterTraining,
-    anchor_path,
-    candidate_path,
-)
+from robot_agent.drift_anchor import KEPT_ANCHORS, anchor_path, load_anchor
+from robot_agent.trainer import KEEP, ROLL_BACK, SEGMENT, TRUNK, AdapterTraining, candidate_path
+from robot_agent.trunk_adapter import own_adapter_path
 from shared_policy.adapter import Adapter, load_adapter, save_adapter
 from shared_policy.checkpoint import save_checkpoint
 from shared_policy.config import AdapterConfig, PolicyConfig
@@ -62,9 +55,13 @@ def _weights(path: str | Path, policy: FleetPolicy) -> tuple[dict[str, torch.Ten
     return adapter.state_dict(), int(meta["version"])
 
 
-def _cfg(guard: bool = True) -> AdapterTrainingConfig:
+def _cfg(guard: bool = True, drift_kl: float = 0.0) -> AdapterTrainingConfig:
     return AdapterTrainingConfig(steps_per_update=200, epochs=2, critic_warmup_epochs=1, learning_rate=1e-2,
-                                 guard=guard)
+                                 guard=guard, drift_kl=drift_kl)
+
+
+def _drift() -> AdapterTrainingConfig:
+    return _cfg(drift_kl=0.05)
 
 
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -125,14 +122,14 @@ def _adapter_file(policy: FleetPolicy, path: Path, version: int, trunk_version: 
 
 def test_drift_anchor_survives_restarts_and_returns_to_a_trunk_and_moves_with_a_new_one(policy, tmp_path):
     path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(3)
-    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    training = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
     start = training.learner.snapshot()
     assert _equal(_anchored(training), start) and anchor_path(path, 1).is_file()
     _until_update(training, policy, rng)
     training.handle(KEEP, 1)
     assert not _equal(_weights(path, policy)[0], start)
     # a restart loads the kept adapter, but drift is still measured from where this trunk's learning began
-    restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
+    restarted = AdapterTraining(policy, HW, _drift(), path, version=1, trunk_version=1)
     assert _equal(_anchored(restarted), start) and not _equal(restarted.learner.snapshot(), start)
     # a new trunk with its own (rebased) adapter: that adapter is the anchor, also after a restart
     v1 = save_checkpoint(tmp_path / "trunk-v1", policy, trunk_version=1)
@@ -142,7 +139,7 @@ def test_drift_anchor_survives_restarts_and_returns_to_a_trunk_and_moves_with_a_
     assert _equal(_anchored(restarted), rebased.state_dict())
     _until_update(restarted, policy, rng)
     restarted.handle(KEEP, 6)  # the kept file moves on from the rebased adapter; the anchor does not
-    again = AdapterTraining(policy, HW, _cfg(), path, version=6, trunk_version=2)
+    again = AdapterTraining(policy, HW, _drift(), path, version=6, trunk_version=2)
     assert _equal(_anchored(again), rebased.state_dict()) and not _equal(again.learner.snapshot(), rebased.state_dict())
     # back on trunk 1 (a canary rolled back) with the adapter it had there: the budget is trunk 1's, from the start
     own = _adapter_file(policy, tmp_path / "own.safetensors", 1, 1)
@@ -150,25 +147,48 @@ def test_drift_anchor_survives_restarts_and_returns_to_a_trunk_and_moves_with_a_
     assert _equal(again.learner.snapshot(), own.state_dict()) and _equal(_anchored(again), start)
 
 
-def test_anchors_of_only_the_most_recent_trunks_are_kept(policy, tmp_path):
+def test_the_anchor_of_a_trunk_a_canary_keeps_returning_to_is_never_pruned(policy, tmp_path):
     path = tmp_path / "adapter.safetensors"
-    for trunk in range(1, 13):
-        AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=trunk)
+    home = Adapter(policy, HW)
+    torch.nn.init.normal_(home.head_bias)
+    load_anchor(path, policy, HW, 1, home, 0)
+    for candidate in range(2, 3 + 2 * KEPT_ANCHORS):  # a canary on candidate after candidate, back home each time
+        load_anchor(path, policy, HW, candidate, Adapter(policy, HW), 0)
+        back = load_anchor(path, policy, HW, 1, Adapter(policy, HW), 0)  # its drifted adapter: not the anchor
+        assert _equal(back.state_dict(), home.state_dict()), candidate
     kept = sorted(p.name for p in tmp_path.glob("adapter.anchor-v*.safetensors"))
-    assert kept == [anchor_path(path, t).name for t in range(13 - KEPT_ANCHORS, 13)]
-    AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=2)  # an old trunk again: kept too
-    assert anchor_path(path, 2).is_file() and anchor_path(path, 12).is_file()
+    assert len(kept) == KEPT_ANCHORS and anchor_path(path, 1).name in kept  # the least recently used went
+
+
+def test_without_a_drift_budget_no_anchor_is_kept(policy, tmp_path):
+    path = tmp_path / "adapter.safetensors"
+    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    _until_update(training, policy, np.random.default_rng(7))
+    assert not list(tmp_path.glob("adapter.anchor-v*"))
+
+
+def test_a_trainer_restarted_before_it_took_a_new_trunk_learns_from_that_trunks_adapter(policy, tmp_path):
+    path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(8)
+    training = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
+    _until_update(training, policy, rng)
+    training.handle(KEEP, 1)  # the adapter file: trunk 1's, learned on
+    # the agent swapped to trunk 2 and saved the adapter it runs there, then the process died before TRUNK
+    own = _adapter_file(policy, own_adapter_path(tmp_path, 2), 9, 2)
+    restarted = AdapterTraining(policy, HW, _drift(), path, version=1, trunk_version=2)
+    assert _equal(restarted.learner.snapshot(), own.state_dict())  # not trunk 1's adapter
+    assert _equal(_anchored(restarted), own.state_dict())
+    assert _weights(path, policy)[1] == 9 and load_adapter(path, policy, HW)[1]["trunk_version"] == "2"
 
 
 def test_a_corrupted_drift_anchor_is_replaced_by_the_current_adapter(policy, tmp_path, caplog):
     path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(4)
-    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    training = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
     _until_update(training, policy, rng)
     training.handle(KEEP, 1)
     raw = bytearray(anchor_path(path, 1).read_bytes())
     raw[-3] ^= 0xFF  # a flipped bit in the weights
     anchor_path(path, 1).write_bytes(bytes(raw))
-    restarted = AdapterTraining(policy, HW, _cfg(), path, version=1, trunk_version=1)
+    restarted = AdapterTraining(policy, HW, _drift(), path, version=1, trunk_version=1)
     assert "anchor" in caplog.text and "unreadable" in caplog.text
     assert _equal(_anchored(restarted), restarted.learner.snapshot())  # the kept adapter, saved afresh
     assert _equal(load_adapter(anchor_path(path, 1), policy, HW)[0].state_dict(), restarted.learner.snapshot())
@@ -178,7 +198,7 @@ def test_an_anchor_of_another_rank_is_replaced_not_interpolated_against(policy, 
     path = tmp_path / "adapter.safetensors"
     save_adapter(path, Adapter(policy, HW), 0, 1)
     save_adapter(anchor_path(path, 1), Adapter(policy, HW, AdapterConfig(rank=2)), 0, 1)
-    cfg = _cfg()
+    cfg = _drift()
     cfg.drift_kl = 1e-4  # every update is cut back: an interpolation towards the anchor
     training = AdapterTraining(policy, HW, cfg, path, version=0, trunk_version=1)  # rank 4 by config
     assert "another rank or alpha" in caplog.text
@@ -191,13 +211,13 @@ def test_an_anchor_of_another_alpha_is_replaced(policy, tmp_path, caplog):
     path = tmp_path / "adapter.safetensors"
     save_adapter(path, Adapter(policy, HW), 0, 1)
     save_adapter(anchor_path(path, 1), Adapter(policy, HW, AdapterConfig(rank=4, alpha=2.0)), 0, 1)
-    training = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)  # alpha 1 by config
+    training = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)  # alpha 1 by config
     assert "another rank or alpha" in caplog.text and _equal(_anchored(training), training.learner.snapshot())
 
 
 def test_a_fresh_adapter_is_its_own_anchor_and_a_rollback_keeps_the_anchor(policy, tmp_path):
     path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(6)
-    first = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    first = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
     _until_update(first, policy, rng)
     first.handle(KEEP, 1)
     start = _anchored(first)
@@ -205,5 +225,5 @@ def test_a_fresh_adapter_is_its_own_anchor_and_a_rollback_keeps_the_anchor(polic
     first.handle(ROLL_BACK, report["version"])
     assert _equal(_anchored(first), start)  # a rollback moves the adapter back, never the anchor
     path.unlink()  # the operator moved the adapter away: the unit starts afresh on this trunk
-    fresh = AdapterTraining(policy, HW, _cfg(), path, version=0, trunk_version=1)
+    fresh = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
     assert _equal(_anchored(fresh), fresh.learner.snapshot())

@@ -107,7 +107,8 @@ def set_against(runs: dict[str, dict[str, dict[str, Any]]], other: dict[str, dic
     a, b = run_figures(runs, tolerance), run_figures(other, tolerance)
     # the same configuration (seeds and v1) in both sets: its runs pair up, which removes the configurations' spread
     keys, other_keys = [configuration(n) for n in runs], [configuration(n) for n in other]
-    paired = sorted(set(keys) & set(other_keys))
+    # only configurations that ran once in each set: with two runs of one, which pairs with which is arbitrary
+    paired = sorted(c for c in set(keys) & set(other_keys) if keys.count(c) == other_keys.count(c) == 1)
     out = {}
     for k in a:
         diff, half = welch_difference(a[k], b[k])

@@ -3,8 +3,9 @@
 The anchor of a trunk is the first adapter the unit ran on it (the rebased one it got with the trunk, or the one
 it started with). It is kept on disk, one file per trunk version beside the adapter file, so that neither a restart
 nor a return to the trunk (a canary rolled back, a unit held back) resets the budget: a unit that returned with
-its drifted adapter and re-anchored on it could walk down by one budget per trip. The last ``KEPT_ANCHORS`` used
-are kept (by last use, so the trunk a canary keeps returning to is never the one dropped).
+its drifted adapter and re-anchored on it could walk down by one budget per trip. The ``KEPT_ANCHORS`` most
+recently used are kept (stamped with the wall clock on use), so a trunk a canary returns to within that many
+other trunks keeps its anchor; the current trunk's is never dropped.
 """
 
 from __future__ import annotations

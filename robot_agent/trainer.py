@@ -91,7 +91,7 @@ class AdapterVersions:
         self.generation += 1
         return self.kept_state
 
-    def restart_from(self, adapter: Adapter, version: int, trunk_version: int) -> None:
+    def restart_from(self, adapter: Adapter, version: int, trunk_version: int, new_generation: bool = True) -> None:
         """A new trunk with its own adapter: it is the kept one (written where a restart loads it); updates
         built on the old trunk's adapter are dropped, and reported ones are stale (as after a rollback)."""
         state = _snapshot(adapter)
@@ -99,7 +99,7 @@ class AdapterVersions:
         self.kept_version, self.kept_state = version, state
         self.issued = max(self.issued, version)  # numbers stay unique: the next update is newer than it
         self.candidates.clear()
-        self.generation += 1
+        self.generation += new_generation  # no: nothing was reported yet (a process that starts on the new trunk)
 
     def _save(self, path: Path, state: dict[str, torch.Tensor], version: int, trunk_version: int) -> None:
         self._scratch.load_state_dict(state)
@@ -151,15 +151,16 @@ class AdapterTraining:
                  version: int, trunk_version: int):
         self.hardware, self.cfg, self.trunk_version = hardware, cfg, trunk_version
         self.adapter_path = adapter_path
+        given = version  # numbers up to it may have been issued (and sit in the spool): never issue them again
         adapter, version, swapped = _adapter_to_learn_from(policy, hardware, adapter_path, version, trunk_version)
         self.learner = AdapterLearner(policy, hardware, cfg, adapter)
         if adapter is None and cfg.drift_kl > 0:  # a fresh adapter (none saved, or moved away): learning starts here
             forget_anchor(adapter_path, trunk_version)
         self._anchor(policy, version, trunk_version)
         self.versions = AdapterVersions(adapter_path, self.learner.adapter, version, trunk_version, cfg.guard,
-                                        _last_issued(candidate_path(adapter_path), policy, hardware))
+                                        max(given, _last_issued(candidate_path(adapter_path), policy, hardware)))
         if swapped:  # the swap the process died before writing down: the adapter file a restart loads
-            self.versions.restart_from(self.learner.adapter, version, trunk_version)
+            self.versions.restart_from(self.learner.adapter, version, trunk_version, new_generation=False)
 
     def _anchor(self, policy: torch.nn.Module, version: int, trunk_version: int) -> None:
         """With a drift budget, set the learner's anchor: the one kept for this trunk, else the adapter learning

@@ -227,3 +227,18 @@ def test_a_fresh_adapter_is_its_own_anchor_and_a_rollback_keeps_the_anchor(polic
     path.unlink()  # the operator moved the adapter away: the unit starts afresh on this trunk
     fresh = AdapterTraining(policy, HW, _drift(), path, version=0, trunk_version=1)
     assert _equal(_anchored(fresh), fresh.learner.snapshot())
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_a_swapped_restart_neither_reuses_version_numbers_nor_lets_stale_updates_through(policy, tmp_path, guard):
+    path, rng = tmp_path / "adapter.safetensors", np.random.default_rng(9)
+    training = AdapterTraining(policy, HW, _cfg(guard=guard), path, version=0, trunk_version=1)
+    for _ in range(4):
+        report = _until_update(training, policy, rng)
+        if guard:
+            training.handle(KEEP, report["version"])  # v1-v4 issued (and recorded in the spool)
+    _adapter_file(policy, own_adapter_path(tmp_path, 2), 1, 2)  # the unit returns to trunk 2 with its own v1
+    restarted = AdapterTraining(policy, HW, _cfg(guard=guard), path, version=4, trunk_version=2)
+    first = _until_update(restarted, policy, rng)
+    assert first["version"] == 5  # not 2: v2-v4 were issued on trunk 1
+    assert first["generation"] == 0  # a fresh process's agent side counts no rollback: its reports are current

@@ -14,7 +14,12 @@ equal-variance assumption: a bad update often changes the spread as well as the 
 
     m_c < m_r - tolerance * se
 
-(one-sided: only "worse" matters), else it is kept. Its noise: under equal return distributions the
+(one-sided: only "worse" matters), else it is kept. With a ``floor`` f > 0 it is also rolled back when
+
+    m_c < m_r - f * |m_r|
+
+(its mean lies more than the fraction f below the reference's, resolved or not: see "Why a floor" below). Its
+noise: under equal return distributions the
 statistic is about t-distributed with >= M - 1 degrees of freedom; tolerance 2.0 with M = 4 rolls back about
 5% of equal updates by noise alone (2-3% on the two-peaked returns of a swing-up that sometimes fails). A
 drop of 2.5 episode standard deviations (a collapse to failed swing-ups) is caught 85-92% of the time
@@ -40,6 +45,15 @@ price: a chain of updates each a little worse is no longer stopped for good but 
 se comparing with the predecessor). No rule on returns alone can tell such a chain from slow wear without
 running old versions again. D counts decisions, not time or episodes: while updates are kept, each kept
 version brings its trial's M fresh episodes and nothing is re-measured.
+
+Why a floor (off by default): ``tolerance * se`` is wide on few episodes. With M = 3 exploring episodes of a
+cart-pole whose returns spread about 23% of their mean, 2 se is about 32% of the return, so every kept version may
+sit up to a third below the best; the fleet benchmark's units carry such versions into their uploads (its single
+rounds of on-robot learning losing more than 10% were 16 of 320 as the robots act). A floor f rolls back every
+candidate that *measures* more than f below the best: it cannot prove a loss either, but it stops the ones that
+look like one. The price is paid in equal updates: with se s (as a fraction of the return) about
+``Phi(-f / s)`` of them are rolled back by noise (s = 0.16, f = 0.1: about a quarter), so learning slows; tests
+measure both sides.
 
 Why M = 4 (and not more): while a candidate is on trial, newer updates wait (only the newest is tried next;
 an update that never ran is skipped), so the unit runs one update per M episodes and learns from episodes of
@@ -94,11 +108,15 @@ def welch_standard_error(a: np.ndarray, b: np.ndarray) -> float:
     return math.sqrt(float(np.var(a, ddof=1)) / len(a) + float(np.var(b, ddof=1)) / len(b))
 
 
-def measures_worse(candidate: np.ndarray, baseline: np.ndarray, tolerance: float) -> tuple[bool, float]:
-    """Whether ``candidate``'s mean return lies more than ``tolerance`` standard errors below ``baseline``'s;
-    also returns the standard error."""
+def measures_worse(candidate: np.ndarray, baseline: np.ndarray, tolerance: float,
+                   floor: float = 0.0) -> tuple[bool, float]:
+    """Whether ``candidate``'s mean return lies more than ``tolerance`` standard errors below ``baseline``'s, or
+    (``floor`` > 0) more than the fraction ``floor`` of its magnitude below it; also returns the standard error."""
     se = welch_standard_error(candidate, baseline)
-    return bool(candidate.mean() < baseline.mean() - tolerance * se), se
+    margin = tolerance * se
+    if floor > 0:
+        margin = min(margin, floor * abs(float(baseline.mean())))
+    return bool(candidate.mean() < baseline.mean() - margin), se
 
 
 class AdapterGuard:
@@ -106,7 +124,7 @@ class AdapterGuard:
     when it does not measure worse than the best kept version so far (see the module docstring)."""
 
     def __init__(self, kept_version: int, episodes: int = 4, tolerance: float = 2.0, reference_episodes: int = 16,
-                 reference_decisions: int = 8, history: int = 1000):
+                 reference_decisions: int = 8, history: int = 1000, floor: float = 0.0):
         if episodes < 2:
             raise ValueError(f"adapter.guard_episodes: need at least 2 episodes per side, got {episodes}")
         if not tolerance >= 0:
@@ -116,7 +134,10 @@ class AdapterGuard:
                              f"got {reference_episodes}")
         if reference_decisions < 1:
             raise ValueError(f"adapter.guard_reference_decisions: must be >= 1, got {reference_decisions}")
+        if not 0 <= floor < 1:
+            raise ValueError(f"adapter.guard_floor: must be in [0, 1) (a fraction of the return), got {floor}")
         self.episodes, self.tolerance, self.reference_episodes = episodes, tolerance, reference_episodes
+        self.floor = floor
         self.reference_decisions = reference_decisions
         self.kept_version = kept_version
         self.candidate: int | None = None  # on trial, or waiting for the reference's episodes
@@ -189,7 +210,7 @@ class AdapterGuard:
         if broken:
             worse, se, cand_mean = True, float("nan"), float("-inf")
         else:
-            (worse, se), cand_mean = measures_worse(cand, base, self.tolerance), float(cand.mean())
+            (worse, se), cand_mean = measures_worse(cand, base, self.tolerance, self.floor), float(cand.mean())
         v = Verdict(self.candidate, not worse, reference, cand_mean, float(base.mean()), se,
                     len(self._trial) + broken, tuple(cand.tolist()), tuple(base.tolist()))
         if worse:
@@ -241,7 +262,7 @@ class GuardedAdapters:
                     ) -> GuardedAdapters:
         """As ``adapter.guard`` and its ``guard_*`` settings say."""
         guard = (AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance, cfg.guard_reference_episodes,
-                              cfg.guard_reference_decisions) if cfg.guard else None)
+                              cfg.guard_reference_decisions, floor=cfg.guard_floor) if cfg.guard else None)
         return cls(kept, trainer, guard)
 
     @property

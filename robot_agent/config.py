@@ -70,6 +70,9 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     guard_reference_episodes: int = 16  # the best kept version's last episodes compared (>= guard_episodes)
     # episodes count for the reference only this many decisions (>= 1): it follows wear and changed conditions
     guard_reference_decisions: int = 8
+    # also roll back an update whose mean measures more than this fraction of the reference's below it, resolved
+    # or not (0: off; in [0, 1)): stops losses the noise hides, at the cost of some equal updates
+    guard_floor: float = 0.0
 
 
 @dataclass
@@ -173,6 +176,7 @@ class AgentConfig:
             "adapter.guard_tolerance": self.adapter.guard_tolerance >= 0,
             "adapter.guard_reference_episodes": self.adapter.guard_reference_episodes >= self.adapter.guard_episodes,
             "adapter.guard_reference_decisions": self.adapter.guard_reference_decisions >= 1,
+            "adapter.guard_floor": 0 <= self.adapter.guard_floor < 1,
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
             "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,

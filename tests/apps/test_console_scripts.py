@@ -86,6 +86,7 @@ def test_hub_status_without_a_registry_exits_1_and_says_why(tmp_path):
     (("checkpoint=/no/such/dir", "control_priority=120"), "control_priority"),
     (("checkpoint=/no/such/dir", "adapter.replay_updates=0"), "adapter.replay_updates"),
     (("checkpoint=/no/such/dir", "adapter.drift_kl=-0.1"), "adapter.drift_kl"),
+    (("checkpoint=/no/such/dir", "adapter.guard_floor=1.5"), "adapter.guard_floor"),
 ])
 def test_robot_agent_refuses_to_start_and_says_why(tmp_path, args, message):
     res = run("robot-agent", *args, "logger.backend=none", cwd=tmp_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from robot_agent.adapter_guard import AdapterGuard, GuardedAdapters
+from robot_agent.config import AdapterTrainingConfig
 
 M = 4  # the default trial
 
@@ -69,6 +70,46 @@ def test_noise_alone_rarely_rolls_back_and_a_real_drop_is_caught(returns, refere
 
     assert rollback_rate(0.0) < 0.08  # equal distributions: ~5% (normal), 2-3% (two-peaked)
     assert rollback_rate(250.0) > 0.8  # a collapse to failed swing-ups: 84-92% (reference 4), >98% (16)
+
+
+def test_a_floor_rolls_back_a_loss_the_standard_error_hides():
+    """Three exploring episodes a side that spread ~25% of their mean: a candidate 20% below the best is within
+    2 standard errors (kept without a floor), but more than a 10% floor below it (rolled back)."""
+    best, worse = np.array([260.0, 330.0, 410.0]), np.array([210.0, 265.0, 325.0])  # means 333.3 and 266.7
+    plain = _trial(AdapterGuard(0, episodes=3), best, worse, version=1)
+    assert plain.kept and plain.change > -2.0 * plain.standard_error
+    floored = _trial(AdapterGuard(0, episodes=3, floor=0.1), best, worse, version=1)
+    assert not floored.kept and floored.baseline_version == 0
+    within = _trial(AdapterGuard(0, episodes=3, floor=0.1), best, worse + 40.0, version=1)  # 8% below: kept
+    assert within.kept
+
+
+@pytest.mark.parametrize("candidate_mean, kept", [(-112.0, False), (-105.0, True), (-95.0, True)])
+def test_a_floor_on_negative_returns_measures_from_their_magnitude(candidate_mean, kept):
+    """Best -100 (spread 8): the floor is 10 below it, at -110, whatever the sign."""
+    spread = np.array([-8.0, 8.0, -8.0, 8.0])
+    v = _trial(AdapterGuard(0, episodes=M, floor=0.1), -100.0 + spread, candidate_mean + spread, 1)
+    assert v.kept is kept
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_what_a_floor_costs_in_equal_updates_and_buys_in_small_losses(floor):
+    """Three episodes a side, returns spreading 23% of the mean (the fleet benchmark's cart-poles): the floor
+    rolls back about Phi(-f / s) of equal updates (s: the difference's standard error as a fraction, ~0.19:
+    ~30%), and most updates 20% worse, which the standard error alone lets through."""
+    def rollback_rate(drop: float) -> float:
+        rolled = 0
+        for seed in range(2000):
+            rng = np.random.default_rng(seed)
+            g = AdapterGuard(kept_version=0, episodes=3, floor=floor)
+            rolled += not _trial(g, rng.normal(300.0, 69.0, 3), rng.normal(300.0 * (1 - drop), 69.0, 3), 1).kept
+        return rolled / 2000
+
+    equal, loss = rollback_rate(0.0), rollback_rate(0.2)
+    if floor == 0:
+        assert equal < 0.08 and loss < 0.35  # the standard error alone: a 20% loss mostly kept
+    else:
+        assert 0.2 < equal < 0.4 and loss > 0.6
 
 
 def _spread(mean: float) -> np.ndarray:
@@ -197,7 +238,9 @@ def test_returns_under_another_trunk_are_not_compared():
 @pytest.mark.parametrize("key, kwargs", [("guard_episodes", {"episodes": 1}),
                                          ("guard_tolerance", {"tolerance": -1.0}),
                                          ("guard_reference_episodes", {"episodes": 4, "reference_episodes": 3}),
-                                         ("guard_reference_decisions", {"reference_decisions": 0})])
+                                         ("guard_reference_decisions", {"reference_decisions": 0}),
+                                         ("guard_floor", {"floor": -0.1}), ("guard_floor", {"floor": 1.0}),
+                                         ("guard_floor", {"floor": float("nan")})])
 def test_bad_settings_are_refused_naming_the_key(key, kwargs):
     with pytest.raises(ValueError, match=key):
         AdapterGuard(0, **kwargs)
@@ -237,6 +280,20 @@ def test_verdicts_reach_the_trainer_between_episodes_and_aborted_episodes_do_not
     s = adapters.status()
     assert (s["adapter_kept"], s["adapter_rolled_back"], s["adapter_kept_version"]) == (0, 1, 0)
     assert adapters.kept == (kept, 0)
+
+
+@pytest.mark.parametrize("floor, verdict", [(0.0, "keep"), (0.1, "roll_back")])
+def test_the_agent_configs_guard_floor_reaches_its_guard(floor, verdict):
+    trainer = RecordingTrainer()
+    cfg = AdapterTrainingConfig(guard_episodes=3, guard_floor=floor)
+    adapters = GuardedAdapters.from_config((object(), 0), trainer, cfg)
+    for ret in (260.0, 330.0, 410.0):
+        adapters.episode_done(0, 0, ret, complete=True)
+    adapters.offer(object(), 1)
+    for ret in (210.0, 265.0, 325.0):  # 20% below, within 2 standard errors
+        adapters.episode_done(1, 0, ret, complete=True)
+    adapters.next_adapter(1)
+    assert trainer.sent == [(verdict, 1)]
 
 
 def test_without_the_guard_every_update_is_kept_as_it_arrives():

@@ -14,18 +14,19 @@ equal-variance assumption: a bad update often changes the spread as well as the 
 
     m_c < m_r - tolerance * se
 
-(one-sided: only "worse" matters), else it is kept. With a ``floor`` f > 0 it is also rolled back when
-
-    m_c < m_r - f * |m_r|
-
-(its mean lies more than the fraction f below the reference's, resolved or not: see "Why a floor" below). Its
-noise: under equal return distributions the
+(one-sided: only "worse" matters), else it is kept. Its noise: under equal return distributions the
 statistic is about t-distributed with >= M - 1 degrees of freedom; tolerance 2.0 with M = 4 rolls back about
 5% of equal updates by noise alone (2-3% on the two-peaked returns of a swing-up that sometimes fails). A
 drop of 2.5 episode standard deviations (a collapse to failed swing-ups) is caught 85-92% of the time
 against a reference of 4 episodes and 98-100% against 16; one of 1 standard deviation 35-45% of the time
 (``tests/robot_agent/test_adapter_guard.py`` measures these). Smaller drops are below what 4 exploring
 episodes resolve: the guard stops collapses and downhill walks, not every small loss.
+
+With a ``floor`` f > 0 (off by default) a candidate is also rolled back when
+
+    m_c < m_r - f * |m_r|
+
+(its mean lies more than the fraction f of the reference's magnitude below it, resolved or not: "Why a floor").
 
 Why against the best and not the previous version: compared only with its predecessor, a chain of updates
 each a little worse, every one within the noise, walks the robot down without bound (the adaptation
@@ -47,13 +48,16 @@ running old versions again. D counts decisions, not time or episodes: while upda
 version brings its trial's M fresh episodes and nothing is re-measured.
 
 Why a floor (off by default): ``tolerance * se`` is wide on few episodes. With M = 3 exploring episodes of a
-cart-pole whose returns spread about 23% of their mean, 2 se is about 32% of the return, so every kept version may
-sit up to a third below the best; the fleet benchmark's units carry such versions into their uploads (its single
-rounds of on-robot learning losing more than 10% were 16 of 320 as the robots act). A floor f rolls back every
-candidate that *measures* more than f below the best: it cannot prove a loss either, but it stops the ones that
-look like one. The price is paid in equal updates: with se s (as a fraction of the return) about
-``Phi(-f / s)`` of them are rolled back by noise (s = 0.16, f = 0.1: about a quarter), so learning slows; tests
-measure both sides.
+cart-pole whose returns spread about 23% of their mean, against 3 to 6 of the reference, 2 se is 33-38% of the
+return, so a kept version may sit a third below the best; the fleet benchmark's units carry such versions into
+their uploads (its single rounds of on-robot learning losing more than 10% were 16 of 320 as the robots act). A
+floor f rolls back every candidate that *measures* more than f below the best: it cannot prove a loss either, but
+it stops the ones that look like one. The price is paid in equal updates: with s the difference's standard error
+as a fraction of the return, about ``Phi(-f / s)`` of them are rolled back by noise (f = 0.1: 27-30% at
+s = 0.16-0.19; more when several kept versions qualify, since the best of them measured high by selection), so
+learning slows; the tests measure both sides on one kept version. The floor is a fraction of the reference's
+magnitude: it suits returns well away from zero (a cart-pole's hundreds); on returns near zero it rolls back
+nearly every measured drop.
 
 Why M = 4 (and not more): while a candidate is on trial, newer updates wait (only the newest is tried next;
 an update that never ran is skipped), so the unit runs one update per M episodes and learns from episodes of
@@ -96,6 +100,7 @@ class Verdict:
     episodes: int  # the candidate's (the baseline has M)
     candidate_returns: tuple[float, ...] = ()  # the episodes compared, for the decision log
     baseline_returns: tuple[float, ...] = ()
+    by_floor: bool = False  # rolled back by the floor alone (within tolerance * standard_error)
 
     @property
     def change(self) -> float:
@@ -113,10 +118,8 @@ def measures_worse(candidate: np.ndarray, baseline: np.ndarray, tolerance: float
     """Whether ``candidate``'s mean return lies more than ``tolerance`` standard errors below ``baseline``'s, or
     (``floor`` > 0) more than the fraction ``floor`` of its magnitude below it; also returns the standard error."""
     se = welch_standard_error(candidate, baseline)
-    margin = tolerance * se
-    if floor > 0:
-        margin = min(margin, floor * abs(float(baseline.mean())))
-    return bool(candidate.mean() < baseline.mean() - margin), se
+    mc, mb = float(candidate.mean()), float(baseline.mean())
+    return bool(mc < mb - tolerance * se or (floor > 0 and mc < mb - floor * abs(mb))), se
 
 
 class AdapterGuard:
@@ -207,12 +210,14 @@ class AdapterGuard:
         assert self.candidate is not None
         reference = self.reference_version
         cand, base = np.array([r for _, r in self._trial]), self._reference_returns(reference)
+        by_floor = False
         if broken:
             worse, se, cand_mean = True, float("nan"), float("-inf")
         else:
             (worse, se), cand_mean = measures_worse(cand, base, self.tolerance, self.floor), float(cand.mean())
+            by_floor = worse and not measures_worse(cand, base, self.tolerance)[0]
         v = Verdict(self.candidate, not worse, reference, cand_mean, float(base.mean()), se,
-                    len(self._trial) + broken, tuple(cand.tolist()), tuple(base.tolist()))
+                    len(self._trial) + broken, tuple(cand.tolist()), tuple(base.tolist()), by_floor)
         if worse:
             self.rolled_back += 1
             self.candidate = self.waiting = None  # a waiting update was built on the rejected one
@@ -312,7 +317,7 @@ class GuardedAdapters:
                 "adapter_on_trial": g.candidate if g.version_to_run() == g.candidate else None,
                 "adapter_last_verdict": None if last is None else {
                     "version": last.version, "kept": last.kept, "change": _finite(last.change),
-                    "standard_error": _finite(last.standard_error)}}
+                    "standard_error": _finite(last.standard_error), "by_floor": last.by_floor}}
 
     def _forget(self) -> None:
         """Drop adapters that can no longer run (rolled back, skipped, superseded)."""

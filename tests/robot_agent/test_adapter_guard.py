@@ -79,7 +79,7 @@ def test_a_floor_rolls_back_a_loss_the_standard_error_hides():
     plain = _trial(AdapterGuard(0, episodes=3), best, worse, version=1)
     assert plain.kept and plain.change > -2.0 * plain.standard_error
     floored = _trial(AdapterGuard(0, episodes=3, floor=0.1), best, worse, version=1)
-    assert not floored.kept and floored.baseline_version == 0
+    assert not floored.kept and floored.baseline_version == 0 and floored.by_floor and not plain.by_floor
     within = _trial(AdapterGuard(0, episodes=3, floor=0.1), best, worse + 40.0, version=1)  # 8% below: kept
     assert within.kept
 

@@ -25,6 +25,7 @@ episodes range from a failed swing-up (~40) to ~390, so 6 episodes left +-50 of 
 
     python benchmarks/adaptation.py --first-unit 200               # held-out units, guard on
     python benchmarks/adaptation.py --first-unit 200 --no-guard    # the same units, guard off (oracles cached)
+    python benchmarks/adaptation.py --first-unit 200 --guard-floor 0.1  # the guard with a floor (adapter.guard_floor)
     python benchmarks/adaptation.py --types arm2_planar            # reach: its gap barely hurts (BENCHMARKS.md)
     python benchmarks/adaptation.py --quick                        # one unit, few steps: does it run end to end
 
@@ -197,7 +198,7 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     a_eps = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
     learner = run_agent(hw, task, base, seed, gap, udir / "adapted", adapter=True, learn=True, steps=args.steps,
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
-                        guard_settings={"guard_episodes": args.guard_episodes})
+                        guard_settings={"guard_episodes": args.guard_episodes, "guard_floor": args.guard_floor})
     b_eps = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
     c = float(evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps).mean())
@@ -210,6 +211,7 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
            "gap_recovered": (b - a) / (c - a) if c > a else float("nan"),
            "oracle_iterations": info["iterations"], "oracle_converged": info["converged"],
            "oracle_replica_return": info["replica_return"], "guard": not args.no_guard,
+           "guard_floor": args.guard_floor,
            "adapter_updates": learner.adapter_updates, "adapter_version": learner.runtime.adapter_version,
            "adapter_kept": status["adapter_kept"], "adapter_rolled_back": status["adapter_rolled_back"],
            "learn_steps": learner.steps, "adapter_kept_version": learner.adapters.kept[1],
@@ -237,6 +239,8 @@ def main() -> None:
     ap.add_argument("--no-guard", action="store_true", help="keep every adapter update (no trial, no rollback)")
     ap.add_argument("--guard-episodes", type=int, default=AdapterTrainingConfig.guard_episodes,
                     help="episodes per side of the guard's comparison")
+    ap.add_argument("--guard-floor", type=float, default=AdapterTrainingConfig.guard_floor,
+                    help="adapter.guard_floor: also roll back updates measuring more than this fraction worse")
     ap.add_argument("--eval-episodes", type=int, default=30, help="episodes per measured return")
     ap.add_argument("--pretrain-iterations", type=int, default=150)
     ap.add_argument("--oracle-max-iterations", type=int, default=400, help="the oracle's cap")
@@ -275,7 +279,7 @@ def main() -> None:
         rows = [measure_unit(*unit) for unit in units]
     summary = {name: summarize(sel) for name, sel in
                [*((hw, [r for r in rows if r["hardware"] == hw]) for hw in args.types), ("all", rows)]}
-    guard = "off" if args.no_guard else "on"
+    guard = "off" if args.no_guard else f"on floor={args.guard_floor:g}" if args.guard_floor else "on"
     for name, s in summary.items():
         print(f"{name:12s} gap recovered {s['mean']:.2f} +- {s['ci95']:.2f} (95% t-interval, "
               f"{s['units'] - s['oracle_not_ceiling']} units with a ceiling) | median {s['median']:.2f} | pooled "

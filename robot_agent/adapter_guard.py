@@ -66,6 +66,15 @@ benchmark's 40 episodes, learnt from stale episodes, and cost much of the gain (
 M = 4 halves both, at a coarser resolution per trial (se 0.71 standard deviations against 0.5), which the
 comparison with the best keeps from adding up.
 
+Why a memory: the comparison with the best only holds while the guard remembers the best. An agent restarted
+on the same trunk (a reboot, an update, a power cut; the fleet benchmark restarts its units twice a round) would
+otherwise start from the kept version alone, which first re-measures itself and then is the only reference:
+across restarts the guard compared each update with its predecessor again, and a unit whose trunk never changed
+walked down through three rounds of within-noise losses (fleet benchmark, p10's cartpole-303: -25.8% on mean
+actions). So :class:`GuardedAdapters` writes the guard's memory (the kept and best versions' recent returns and the
+decision count) to the agent's state directory after every counted episode, atomically, and a restart on the
+same trunk with the same kept adapter takes it up; another trunk or another kept adapter starts afresh.
+
 :class:`AdapterGuard` is the decision alone (versions and returns, no torch, no files).
 :class:`GuardedAdapters` connects it to the agent: updates offered by the trainer, the adapter each episode
 runs, and the verdicts sent back to the trainer, which then learns on from the kept version and writes
@@ -74,17 +83,23 @@ only kept versions to the file a restart loads.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from shared_policy.adapter import Adapter
+from shared_policy.durable import write_atomic
 
 if TYPE_CHECKING:
     from robot_agent.config import AdapterTrainingConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,35 @@ class AdapterGuard:
             return None
         return self._decide()
 
+    def memory(self) -> dict[str, Any]:
+        """What a restarted agent needs to judge as this guard would: the recent returns of the kept version and
+        of the best earlier one on this trunk, and the decision count that ages them. A trial in progress is left
+        out (a restart learns on from the kept version)."""
+        return {"trunk_version": self._trunk, "kept_version": self.kept_version, "decisions": self.decisions,
+                "returns": {str(v): [[d, x] for d, x in r] for v, r in self._returns.items()}}
+
+    def restore(self, memory: dict[str, Any], trunk_version: int) -> bool:
+        """Take up ``memory`` (from :meth:`memory`) when it was measured on ``trunk_version`` with this guard's
+        kept version; returns whether it was taken up. Malformed memory raises ValueError and changes nothing."""
+        try:
+            trunk, kept, decisions = memory["trunk_version"], memory["kept_version"], memory["decisions"]
+            returns = {int(v): [(int(d), float(x)) for d, x in r] for v, r in memory["returns"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"malformed adapter guard memory: {e!r}") from None
+        if not (isinstance(decisions, int) and decisions >= 0 and all(
+                v <= kept and all(0 <= d <= decisions and math.isfinite(x) for d, x in r) for v, r in returns.items())):
+            raise ValueError("malformed adapter guard memory: versions, decision counts or returns out of range")
+        if trunk != trunk_version or kept != self.kept_version:
+            return False  # another trunk or another kept adapter: another policy, measured afresh
+        oldest = decisions - self.reference_decisions
+        self._trunk, self.decisions = trunk_version, decisions
+        self._returns = {v: deque(((d, x) for d, x in r if d >= oldest), maxlen=self.reference_episodes)
+                         for v, r in returns.items()}
+        self._returns.setdefault(kept, deque(maxlen=self.reference_episodes))
+        self.candidate = self.waiting = None
+        self._trial = []
+        return True
+
     def _reference_returns(self, version: int) -> np.ndarray:
         return np.array([r for _, r in self._returns[version]])
 
@@ -255,20 +299,45 @@ class GuardedAdapters:
     :meth:`next_adapter` is called between episodes, after the trial's last segments have gone out.
     """
 
-    def __init__(self, kept: tuple[Adapter, int], trainer: VerdictSink, guard: AdapterGuard | None):
+    def __init__(self, kept: tuple[Adapter, int], trainer: VerdictSink, guard: AdapterGuard | None,
+                 memory_path: Path | None = None, trunk_version: int = 0):
         self.trainer, self.guard = trainer, guard
         self._adapters: dict[int, Adapter] = {kept[1]: kept[0]}
         self._kept_version = kept[1]
         self._unsent: list[Verdict] = []
         self._kept_unguarded = 0
+        self.memory_path = memory_path if guard is not None else None
+        self.restored = self._restore(trunk_version)
 
     @classmethod
-    def from_config(cls, kept: tuple[Adapter, int], trainer: VerdictSink, cfg: AdapterTrainingConfig
-                    ) -> GuardedAdapters:
-        """As ``adapter.guard`` and its ``guard_*`` settings say."""
+    def from_config(cls, kept: tuple[Adapter, int], trainer: VerdictSink, cfg: AdapterTrainingConfig,
+                    memory_path: Path | None = None, trunk_version: int = 0) -> GuardedAdapters:
+        """As ``adapter.guard`` and its ``guard_*`` settings say; ``memory_path``: the file the guard's memory
+        survives a restart in (None: it does not)."""
         guard = (AdapterGuard(kept[1], cfg.guard_episodes, cfg.guard_tolerance, cfg.guard_reference_episodes,
                               cfg.guard_reference_decisions, floor=cfg.guard_floor) if cfg.guard else None)
-        return cls(kept, trainer, guard)
+        return cls(kept, trainer, guard, memory_path, trunk_version)
+
+    def _restore(self, trunk_version: int) -> bool:
+        """The guard takes up its memory from before a restart, if it is there and was measured on this trunk with
+        this kept adapter (module docstring, "Why a memory"). An unreadable file is reported and measured afresh:
+        it holds measurements, nothing the robot cannot measure again."""
+        if self.memory_path is None or not self.memory_path.exists():
+            return False
+        assert self.guard is not None
+        try:
+            restored = self.guard.restore(json.loads(self.memory_path.read_text()), trunk_version)
+        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+            log.warning("adapter guard memory %s unreadable (%s): the guard measures afresh", self.memory_path, e)
+            return False
+        if restored:
+            log.info("adapter guard memory restored: best kept version v%d, %d decisions",
+                     self.guard.reference_version, self.guard.decisions)
+        return restored
+
+    def _save(self) -> None:
+        if self.memory_path is not None and self.guard is not None:
+            write_atomic(self.memory_path, json.dumps(self.guard.memory()).encode())
 
     @property
     def kept(self) -> tuple[Adapter, int]:
@@ -276,8 +345,10 @@ class GuardedAdapters:
         return self._adapters[self._kept_version], self._kept_version
 
     def offer(self, adapter: Adapter, version: int) -> None:
-        """A new version from the trainer."""
-        if version in self._adapters or version < max(self._adapters):
+        """A new version from the trainer. One that arrives while a rollback is decided but not yet sent was
+        built on the rejected version (the trainer learns on from its newest update until it hears): dropped, as
+        the trainer drops it when the rollback reaches it."""
+        if version in self._adapters or version < max(self._adapters) or any(not v.kept for v in self._unsent):
             return
         self._adapters[version] = adapter
         if self.guard is None:
@@ -296,6 +367,7 @@ class GuardedAdapters:
             self._kept_version = self.guard.kept_version
             self._unsent.append(verdict)
             self._forget()
+        self._save()
 
     def next_adapter(self, running_version: int) -> tuple[Adapter, int] | None:
         """Send pending verdicts to the trainer; the adapter the next episode runs, if not the running one."""
@@ -312,7 +384,8 @@ class GuardedAdapters:
             return {"adapter_guard": False, "adapter_kept_version": self._kept_version,
                     "adapter_kept": self._kept_unguarded, "adapter_rolled_back": 0}
         last = g.last
-        return {"adapter_guard": True, "adapter_kept_version": self._kept_version, "adapter_kept": g.kept,
+        return {"adapter_guard": True, "adapter_guard_restored": self.restored,
+                "adapter_kept_version": self._kept_version, "adapter_kept": g.kept,
                 "adapter_rolled_back": g.rolled_back, "adapter_skipped": g.skipped,
                 "adapter_on_trial": g.candidate if g.version_to_run() == g.candidate else None,
                 "adapter_last_verdict": None if last is None else {

@@ -45,6 +45,7 @@ from robot_agent.loop import ControlLoop
 from robot_agent.parts import (  # noqa: F401  (re-exported: the agent's files and errors)
     ADAPTER_FILE,
     ESTOP_FILE,
+    GUARD_FILE,
     STATUS_FILE,
     TRUNK_FILE,
     AgentBuilder,
@@ -117,7 +118,8 @@ class RobotAgent:
         self.fault = ""  # why the agent stopped on its own, if it did
         # which adapter update each episode runs, and which are kept (robot_agent/adapter_guard.py)
         self.adapters = (GuardedAdapters.from_config((self.runtime.adapter, self.runtime.adapter_version), self.trainer,
-                                                     cfg.adapter) if self.trainer is not None else None)
+                                                     cfg.adapter, self.state_dir / GUARD_FILE, self.runtime.trunk_version)
+                         if self.trainer is not None else None)
         self._stop_at: float | None = None  # set by request_stop: finish the episode by then
         self._abort = threading.Event()
         self._t_start = time.monotonic()
@@ -315,7 +317,8 @@ class RobotAgent:
         self.trunk_adapter_source = source
         write_status_file(self.state_dir / TRUNK_FILE, {"path": str(path.resolve()), "trunk_version": version})
         if self.trainer is not None:
-            self.adapters = GuardedAdapters.from_config((adapter, number), self.trainer, self.cfg.adapter)
+            self.adapters = GuardedAdapters.from_config((adapter, number), self.trainer, self.cfg.adapter,
+                                                        self.state_dir / GUARD_FILE, version)
             own = own_adapter_path(self.state_dir, version) if adapter is not None else ""
             self.trainer.new_trunk(path, version, own)  # it writes the adapter file a restart loads
         log.info("now running trunk v%d (was v%d) with adapter v%d (%s)", version, old, number, source)

@@ -39,6 +39,7 @@ from shared_policy.policy import HardwareSpec
 log = logging.getLogger(__name__)
 
 ADAPTER_FILE, STATUS_FILE, ESTOP_FILE, TRUNK_FILE = "adapter.safetensors", "status.json", "ESTOP", "trunk.json"
+GUARD_FILE = "adapter_guard.json"  # the adapter guard's memory across restarts (robot_agent/adapter_guard.py)
 
 
 class AgentStartupError(RuntimeError):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hardware.tasks.config import task_config
-from robot_agent.agent import ADAPTER_FILE, RobotAgent
+from robot_agent.agent import ADAPTER_FILE, GUARD_FILE, RobotAgent
 from robot_agent.config import AgentConfig
 from shared_policy.checkpoint import read_manifest
 
@@ -96,3 +97,23 @@ def test_destructive_adapter_update_is_rolled_back_in_the_agent_the_learner_and_
     assert agent.trainer.rollbacks == s["adapter_rolled_back"]  # each verdict went to the learner
     restarted = _run(reach_checkpoint, state, learn=False, episodes=1)
     assert restarted.runtime.adapter_version == 0  # a restart starts from the fleet policy's behaviour
+
+
+@pytest.mark.timeout(900)
+def test_a_restarted_agent_takes_up_its_guards_memory_from_the_state_directory(reach_checkpoint, tmp_path):
+    state = tmp_path / "unit"
+    first = _run(reach_checkpoint, state, learn=True, episodes=6, steps_per_update=400, guard=True, guard_episodes=2)
+    memory = json.loads((state / GUARD_FILE).read_text())
+    assert first.status()["adapter_guard_restored"] is False
+    assert memory["kept_version"] == first.adapters.kept[1] == first.runtime.adapter_version
+    assert memory["decisions"] == first.adapters.guard.decisions >= 1  # the learner offered and a trial ended
+    remembered = {int(v): [x for _, x in r] for v, r in memory["returns"].items()}
+    assert remembered and all(len(r) >= 2 for r in remembered.values())
+
+    again = _run(reach_checkpoint, state, learn=True, episodes=1, steps_per_update=400, guard=True, guard_episodes=2)
+    assert again.status()["adapter_guard_restored"] is True
+    # it went on from the first run's measurements: the decision count continues, the returns carry over
+    assert again.adapters.guard.decisions >= memory["decisions"]
+    after = json.loads((state / GUARD_FILE).read_text())
+    kept = [x for _, x in after["returns"].get(str(memory["kept_version"]), [])]
+    assert kept[:len(remembered.get(memory["kept_version"], []))] == remembered.get(memory["kept_version"], [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -316,3 +318,126 @@ def test_a_non_finite_return_rolls_the_version_on_trial_back_at_once():
     assert g.record(0, float("inf")) is None  # the kept version cannot be rolled back: not counted either
     v = g.record(1, float("nan"))
     assert v is not None and not v.kept and g.rolled_back == 1 and g.version_to_run() == 0
+
+
+def _kept_below_the_best(g: AdapterGuard) -> None:
+    """v0 measures 400 on tight returns; v1 measures 390 on wide ones, within 2 standard errors: kept, not best."""
+    for r in (399.0, 400.0, 401.0):
+        g.record(0, r)
+    g.offer(1)
+    for r in (330.0, 390.0, 450.0):
+        g.record(1, r)
+    assert g.kept_version == 1 and g.reference_version == 0
+
+
+def test_a_restarted_guard_still_compares_with_the_best_kept_version():
+    before = AdapterGuard(kept_version=0, episodes=3)
+    _kept_below_the_best(before)
+    worse = (318.0, 320.0, 322.0)  # far below v0 (400 +- 1), within 2 standard errors of v1's wide returns
+
+    restarted = AdapterGuard(kept_version=1, episodes=3)
+    assert restarted.restore(before.memory(), trunk_version=0)
+    assert restarted.reference_version == 0 and restarted.decisions == 1
+    restarted.offer(2)
+    assert restarted.version_to_run() == 2  # the reference is measured: the trial starts at once
+    verdicts = [restarted.record(2, r) for r in worse]
+    assert verdicts[-1] is not None and not verdicts[-1].kept and verdicts[-1].baseline_version == 0
+
+    # without the memory the kept version re-measures itself and is the only reference: the loss is kept
+    forgetful = AdapterGuard(kept_version=1, episodes=3)
+    forgetful.offer(2)
+    assert forgetful.version_to_run() == 1
+    for r in (300.0, 390.0, 480.0):
+        forgetful.record(1, r)
+    verdict = [forgetful.record(2, r) for r in worse][-1]
+    assert verdict is not None and verdict.kept
+
+
+def test_guard_memory_of_another_trunk_or_kept_version_is_not_taken_up():
+    before = AdapterGuard(kept_version=0, episodes=3)
+    _kept_below_the_best(before)
+    assert not AdapterGuard(kept_version=1, episodes=3).restore(before.memory(), trunk_version=2)
+    fresh = AdapterGuard(kept_version=0, episodes=3)  # the kept file is older than the memory (a lost verdict)
+    assert not fresh.restore(before.memory(), trunk_version=0)
+    assert fresh.reference_version == 0 and fresh.decisions == 0 and fresh.version_to_run() == 0
+
+
+@pytest.mark.parametrize("memory", [
+    {"trunk_version": 0, "kept_version": 1, "decisions": 1},  # no returns
+    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"0": [[0, "x"]]}},
+    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"0": [[0, float("nan")]]}},
+    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"5": [[0, 1.0]]}},  # newer than kept
+    {"trunk_version": 0, "kept_version": 1, "decisions": -1, "returns": {}},
+    [1, 2, 3],
+])
+def test_malformed_guard_memory_is_refused_and_changes_nothing(memory):
+    g = AdapterGuard(kept_version=1, episodes=3)
+    with pytest.raises(ValueError, match="malformed adapter guard memory"):
+        g.restore(memory, trunk_version=0)
+    assert g.decisions == 0 and g.version_to_run() == 1
+
+
+def test_the_guards_memory_survives_a_restart_through_its_file(tmp_path, caplog):
+    path = tmp_path / "adapter_guard.json"
+    cfg = AdapterTrainingConfig(guard_episodes=3)
+    first = GuardedAdapters.from_config((object(), 0), RecordingTrainer(), cfg, path, trunk_version=7)
+    assert not first.restored
+    _kept_below_the_best(_FeedThrough(first, trunk=7))
+    first.next_adapter(1)
+    trainer = RecordingTrainer()
+    again = GuardedAdapters.from_config((object(), 1), trainer, cfg, path, trunk_version=7)
+    assert again.restored and again.status()["adapter_guard_restored"]
+    again.offer(object(), 2)
+    assert again.next_adapter(1)[1] == 2  # on trial at once
+    for r in (318.0, 320.0, 322.0):
+        again.episode_done(2, 7, r, complete=True)
+    again.next_adapter(2)
+    assert trainer.sent == [("roll_back", 2)]  # against v0, remembered across the restart
+
+    assert not GuardedAdapters.from_config((object(), 1), RecordingTrainer(), cfg, path, trunk_version=8).restored
+    path.write_text('{"trunk_version": 7, "kept_')  # a torn or corrupted file: reported, measured afresh
+    with caplog.at_level("WARNING"):
+        torn = GuardedAdapters.from_config((object(), 1), RecordingTrainer(), cfg, path, trunk_version=7)
+    assert not torn.restored and "unreadable" in caplog.text
+    torn.episode_done(1, 7, 100.0, complete=True)
+    assert json.loads(path.read_text())["returns"] == {"1": [[0, 100.0]]}  # rewritten whole
+
+
+class _FeedThrough:
+    """Drives a GuardedAdapters with the AdapterGuard calls ``_kept_below_the_best`` makes."""
+
+    def __init__(self, adapters: GuardedAdapters, trunk: int):
+        self.adapters, self.trunk = adapters, trunk
+
+    def record(self, version: int, r: float) -> None:
+        self.adapters.episode_done(version, self.trunk, r, complete=True)
+
+    def offer(self, version: int) -> None:
+        self.adapters.offer(object(), version)
+
+    @property
+    def kept_version(self) -> int:
+        return self.adapters.kept[1]
+
+    @property
+    def reference_version(self) -> int:
+        return self.adapters.guard.reference_version
+
+
+def test_an_update_offered_between_a_rollback_and_its_sending_is_dropped():
+    # the agent collects the trainer's updates between episodes before it sends the verdicts: an update reported
+    # then was built on the rejected version, and the trainer drops it when the rollback reaches it
+    trainer = RecordingTrainer()
+    adapters = GuardedAdapters((object(), 0), trainer, AdapterGuard(0, episodes=2))
+    for r in (100.0, 101.0):
+        adapters.episode_done(0, 0, r, complete=True)
+    adapters.offer(object(), 1)
+    assert adapters.next_adapter(0)[1] == 1
+    for r in (10.0, 11.0):
+        adapters.episode_done(1, 0, r, complete=True)  # rolled back, not yet sent
+    adapters.offer(object(), 2)  # built on v1
+    assert adapters.next_adapter(1) is not None and adapters.guard.version_to_run() == 0
+    assert trainer.sent == [("roll_back", 1)]
+    assert adapters.guard.candidate is None and 2 not in adapters._adapters
+    adapters.offer(object(), 3)  # after the rollback reached the trainer: built on the kept version
+    assert adapters.guard.candidate == 3

@@ -50,6 +50,10 @@ in one batched pass, deterministic mean actions), not from the robots' own noisy
     python benchmarks/fleet_round.py --quick                          # a smoke run of the whole loop
     python benchmarks/fleet_round.py --seed 1 --workdir /tmp/fleet_round_s1   # another draw (see --seed)
 
+Each round's record keeps every unit's adapter guard verdicts of the round (``guard_verdicts``: kept or rolled
+back, by the floor alone or not, the means compared, the trunk), so a unit's own-learning loss can be traced to
+the decisions that let it through. A workdir is locked for the run: a second run there exits naming it.
+
 ``--seed s`` draws other units (fleet seeds from ``--first-unit + 1000 s``, fresh from ``--first-fresh + 1000 s``)
 and seeds the learner's sim mix (the sim-only control's too) and replay sampling with ``s``, its gate worlds with
 ``1234 + s``. The v1 trunk stays the one ``--pretrain-seed`` trains (cached): seeds differ in units and learning,
@@ -63,6 +67,7 @@ held_back=0 worst_unit_delta_exploring=-0.020``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import shutil
 import time
 from collections.abc import Iterator
@@ -270,6 +275,7 @@ def fleet_round(k: int, fleet: Fleet, storage: Path, current: tuple[Path, FleetP
     if code == EXIT_OK:
         with stage(f"round {k}: canary roll-out"):
             row.update(rollout_phase(fleet, storage, cand_version, args.rollout_timeout_s))
+    row["guard_verdicts"] = fleet.take_verdicts()  # the round's on-robot learning, as each unit's guard judged it
     rebased, _ = rebased_adapters(out / "round_1" / "adapters", cand, all_records) if code == EXIT_OK else ({}, {})
     # the other rebase target, measured beside what the units got (never sent to them)
     other = residual_adapters(cfg, policy, cand, {r: a for r, a in old.items() if r in records}) \
@@ -345,12 +351,26 @@ def start_hub(run: Path, units: list[Unit], args: argparse.Namespace) -> tuple[H
     return hub, keys
 
 
+def lock_workdir(work: Path) -> Any:
+    """An exclusive lock on ``work``, or exit naming it: a second run in the same workdir would delete the first
+    one's fleet and share its hub store (the trunk store refuses the second publisher mid-run)."""
+    work.mkdir(parents=True, exist_ok=True)
+    f = open(work / ".fleet_round.lock", "w")  # noqa: SIM115  (held open for the run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SystemExit(f"fleet_round: another run holds the workdir {work}: give this one its own --workdir") from None
+    return f
+
+
 def main() -> None:
     args = parse_args()
     args.rollout_timeout_s = 900.0
     torch.set_num_threads(1)  # the agents set it for the whole process anyway; a shared 2-core machine
     stage, t_start = Stages(), time.perf_counter()
     work = Path(args.workdir)
+    lock = lock_workdir(work)  # held to the end: two runs in one workdir would share one hub store and fleet
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)  # agents resume from their state dirs: a rerun starts a new fleet
     run.mkdir(parents=True)
@@ -391,6 +411,7 @@ def main() -> None:
                                   "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,
                                   "fresh": fresh_result, "rebase": rebase, "throughput": throughput,
                                   "seconds": stage.seconds, "minutes": (time.perf_counter() - t_start) / 60})
+    lock.close()
 
 
 def report(fleet: dict[str, Any], fresh: dict[str, Any], rebase: dict[str, Any], rounds: list[dict[str, Any]]) -> None:

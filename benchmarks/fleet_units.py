@@ -102,6 +102,7 @@ class Fleet:
         self.agents: dict[str, RobotAgent] = {}
         self.episodes: dict[str, int] = {u.robot_id: 0 for u in units}  # over all phases
         self.faults: list[str] = []
+        self.verdicts: dict[str, list[dict[str, Any]]] = {}  # each unit's guard verdicts since take_verdicts()
 
     def _start(self, max_episodes: int) -> list[threading.Thread]:
         self.agents = {u.robot_id: RobotAgent(agent_config(u, self.work, self.settings, max_episodes),
@@ -116,6 +117,7 @@ class Fleet:
             t.join(300)
         for robot, agent in self.agents.items():
             self.episodes[robot] += agent.episodes
+            self.verdicts.setdefault(robot, []).extend(agent.guard_verdicts)
             if agent.fault:
                 self.faults.append(f"{robot}: {agent.fault}")
         alive = [t.name for t in threads if t.is_alive()]
@@ -139,6 +141,11 @@ class Fleet:
                 agent.request_stop()
             self._join(threads)
         return ok
+
+    def take_verdicts(self) -> dict[str, list[dict[str, Any]]]:
+        """Each unit's adapter guard verdicts (kept, rolled back, by the floor) since the last call."""
+        out, self.verdicts = self.verdicts, {}
+        return out
 
     def trunk_versions(self) -> dict[str, int]:
         """The trunk each unit's agent runs now (or ran last)."""

@@ -358,16 +358,19 @@ class GuardedAdapters:
             self.guard.offer(version)
         self._forget()
 
-    def episode_done(self, version: int, trunk_version: int, episode_return: float, complete: bool) -> None:
-        """An episode ended; ``complete``: it ended by the task (failure or time-out), not by an abort."""
+    def episode_done(self, version: int, trunk_version: int, episode_return: float, complete: bool
+                     ) -> Verdict | None:
+        """An episode ended; ``complete``: it ended by the task (failure or time-out), not by an abort. Returns
+        the verdict it completed, if any."""
         if self.guard is None or not complete:
-            return
+            return None
         verdict = self.guard.record(version, episode_return, trunk_version)
         if verdict is not None:
             self._kept_version = self.guard.kept_version
             self._unsent.append(verdict)
             self._forget()
         self._save()
+        return verdict
 
     def next_adapter(self, running_version: int) -> tuple[Adapter, int] | None:
         """Send pending verdicts to the trainer; the adapter the next episode runs, if not the running one."""

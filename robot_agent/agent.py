@@ -23,6 +23,7 @@ flush and every service's stop one deadline (``stop_timeout_s``).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -115,6 +116,8 @@ class RobotAgent:
         self.adapter_updates = 0
         self.trunk_swaps = 0
         self.trunk_adapter_source = "start"  # where the adapter of the last trunk swap came from
+        # the adapter guard's verdicts in this run, over trunk swaps, each with its trunk (benchmarks record them)
+        self.guard_verdicts: deque[dict[str, Any]] = deque(maxlen=1000)
         self.fault = ""  # why the agent stopped on its own, if it did
         # which adapter update each episode runs, and which are kept (robot_agent/adapter_guard.py)
         self.adapters = (GuardedAdapters.from_config((self.runtime.adapter, self.runtime.adapter_version), self.trainer,
@@ -201,8 +204,10 @@ class RobotAgent:
         self.episodes += 1
         self.episode_returns.append(summary.episode_return)
         if self.adapters is not None:  # an episode the agent cut short has a truncated return: it does not count
-            self.adapters.episode_done(self.runtime.adapter_version, self.runtime.trunk_version,
-                                       summary.episode_return, not summary.cut_short)
+            verdict = self.adapters.episode_done(self.runtime.adapter_version, self.runtime.trunk_version,
+                                                 summary.episode_return, not summary.cut_short)
+            if verdict is not None:
+                self.guard_verdicts.append({**dataclasses.asdict(verdict), "trunk_version": self.runtime.trunk_version})
         self.reporter.log({"episode/return": summary.episode_return, "episode/length": summary.length},
                           step=self.steps)
         if summary.cut_short:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
 from fleet_round import parse_args  # noqa: E402
 
@@ -19,3 +21,16 @@ def test_an_explicit_roll_out_tolerance_wins_and_the_smoke_run_keeps_its_own():
     assert parse_args(["--quick"]).canary_tolerance == 0.99  # one canary episode: the smoke run must promote
     # --quick sets every setting it names, an explicit one too (its help says so)
     assert parse_args(["--quick", "--canary-tolerance", "0.25"]).canary_tolerance == 0.99
+
+
+def test_a_second_run_in_the_same_workdir_is_refused_naming_it(tmp_path):
+    from fleet_round import lock_workdir
+
+    held = lock_workdir(tmp_path / "w")
+    try:
+        with pytest.raises(SystemExit, match="another run holds the workdir .*/w"):
+            lock_workdir(tmp_path / "w")
+        lock_workdir(tmp_path / "other").close()  # another workdir is free
+    finally:
+        held.close()
+    lock_workdir(tmp_path / "w").close()  # free again once the first run ends

@@ -107,6 +107,8 @@ def test_a_restarted_agent_takes_up_its_guards_memory_from_the_state_directory(r
     assert first.status()["adapter_guard_restored"] is False
     assert memory["kept_version"] == first.adapters.kept[1] == first.runtime.adapter_version
     assert memory["decisions"] == first.adapters.guard.decisions >= 1  # the learner offered and a trial ended
+    assert [v["version"] for v in first.guard_verdicts] == [v.version for v in first.adapters.guard.history]
+    assert all(v["trunk_version"] == memory["trunk_version"] for v in first.guard_verdicts)
     remembered = {int(v): [x for _, x in r] for v, r in memory["returns"].items()}
     assert remembered and all(len(r) >= 2 for r in remembered.values())
 

@@ -307,6 +307,7 @@ class GuardedAdapters:
         self._unsent: list[Verdict] = []
         self._kept_unguarded = 0
         self.memory_path = memory_path if guard is not None else None
+        self._save_failed = False  # reported once, until a write succeeds again
         self.restored = self._restore(trunk_version)
 
     @classmethod
@@ -336,8 +337,19 @@ class GuardedAdapters:
         return restored
 
     def _save(self) -> None:
-        if self.memory_path is not None and self.guard is not None:
+        """Write the guard's memory; a failed write is reported, not raised: the robot goes on (the memory is
+        measurements, and a restart without it measures afresh)."""
+        if self.memory_path is None or self.guard is None:
+            return
+        try:
             write_atomic(self.memory_path, json.dumps(self.guard.memory()).encode())
+        except OSError as e:
+            if not self._save_failed:
+                log.warning("adapter guard memory %s not written (%s): a restart will measure afresh",
+                            self.memory_path, e)
+            self._save_failed = True
+        else:
+            self._save_failed = False
 
     @property
     def kept(self) -> tuple[Adapter, int]:

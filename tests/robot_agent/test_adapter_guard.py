@@ -441,3 +441,16 @@ def test_an_update_offered_between_a_rollback_and_its_sending_is_dropped():
     assert adapters.guard.candidate is None and 2 not in adapters._adapters
     adapters.offer(object(), 3)  # after the rollback reached the trainer: built on the kept version
     assert adapters.guard.candidate == 3
+
+
+def test_a_guard_memory_that_cannot_be_written_is_reported_and_the_guard_goes_on(tmp_path, caplog):
+    path = tmp_path / "adapter_guard.json"
+    path.mkdir()  # the write's rename onto it fails, as on a full or read-only disk
+    trainer = RecordingTrainer()
+    adapters = GuardedAdapters.from_config((object(), 0), trainer, AdapterTrainingConfig(guard_episodes=2), path)
+    with caplog.at_level("WARNING"):
+        for r in (100.0, 101.0, 99.0):
+            adapters.episode_done(0, 0, r, complete=True)
+    assert caplog.text.count("not written") == 1  # once, not per episode
+    adapters.offer(object(), 1)
+    assert adapters.next_adapter(0)[1] == 1  # the guard goes on deciding

@@ -1,0 +1,82 @@
+"""What each fleet unit's adapter guard decided in the fleet rounds, and what it let through.
+
+``fleet_round`` (since 68e1ef6) keeps every unit's guard verdicts per round (``rounds[k].guard_verdicts``: the
+candidate, kept or rolled back, by the floor alone or not, the candidate's and the reference's mean returns over
+the exploring episodes compared, the standard error, the trunk). Over the committed runs that have them this
+prints per run the decisions made, kept, rolled back and rolled back by the floor alone; then, for each unit that
+ended beyond the tolerance (on mean actions or as the robots act), its decisions round by round: which kept
+updates measured below their reference, and by how much.
+
+    python benchmarks/fleet_guard_verdicts.py
+    python benchmarks/fleet_guard_verdicts.py --commits 8c424b8
+
+Last line, e.g. ``fleet_guard_verdicts runs=14 decisions=700 kept=400 rolled_back=300 by_floor=120
+kept_measured_below=25``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
+from result_record import write_result
+
+
+def relative(v: dict[str, Any]) -> float:
+    """The candidate's measured change as a fraction of the reference's magnitude (nan for a zero reference)."""
+    base = abs(v["baseline_mean"])
+    return (v["candidate_mean"] - v["baseline_mean"]) / base if base else float("nan")
+
+
+def run_tally(result: dict[str, Any], tolerance: float) -> dict[str, Any]:
+    """Counts over one run's verdicts, and each unit's verdicts by round."""
+    by_unit: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for r in result["rounds"]:
+        for robot, verdicts in r.get("guard_verdicts", {}).items():
+            by_unit.setdefault(robot, []).extend((r["round"], v) for v in verdicts)
+    every = [v for vs in by_unit.values() for _, v in vs]
+    kept = [v for v in every if v["kept"]]
+    return {"decisions": len(every), "kept": len(kept), "rolled_back": len(every) - len(kept),
+            "by_floor": sum(bool(v.get("by_floor")) for v in every),
+            "kept_measured_below": sum(relative(v) < tolerance for v in kept), "by_unit": by_unit}
+
+
+def beyond(result: dict[str, Any]) -> dict[str, list[str]]:
+    """The units beyond the tolerance at the run's end, on mean actions and as the robots act."""
+    f = result["fleet"]
+    return {"mean actions": f["units_beyond_tolerance"],
+            "exploring": f.get("exploring", {}).get("units_beyond_tolerance", [])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
+    ap.add_argument("--tolerance", type=float, default=-0.10, help="a kept update measuring below this counts")
+    ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
+    ap.add_argument("--out", default="benchmarks/results/fleet_guard_verdicts.json")
+    args = ap.parse_args()
+    runs = {}
+    for name, result in named_runs(args.pretrain_iterations, args.commits):
+        if not any("guard_verdicts" in r for r in result.get("rounds", [])):
+            continue  # measured before the rounds kept the verdicts
+        t = run_tally(result, args.tolerance)
+        ends = beyond(result)
+        runs[name] = {k: v for k, v in t.items() if k != "by_unit"} | {"beyond": ends}
+        print(f"run {name}: {t['decisions']} decisions, {t['kept']} kept ({t['kept_measured_below']} measuring below "
+              f"{args.tolerance:+.0%}), {t['rolled_back']} rolled back ({t['by_floor']} by the floor alone)", flush=True)
+        for robot in sorted(set(ends["mean actions"]) | set(ends["exploring"])):
+            where = " and ".join(k for k, units in ends.items() if robot in units)
+            steps = ", ".join(f"r{k} v{v['version']} {'kept' if v['kept'] else 'back'} {relative(v):+.0%}"
+                              f"{' (floor)' if v.get('by_floor') else ''}" for k, v in t["by_unit"].get(robot, []))
+            print(f"  {robot} beyond on {where}: {steps or 'no decisions'}", flush=True)
+    if not runs:
+        raise SystemExit("no committed fleet_round run keeps guard verdicts (see --commits)")
+    total = {k: sum(r[k] for r in runs.values()) for k in ("decisions", "kept", "rolled_back", "by_floor",
+                                                          "kept_measured_below")}
+    write_result(args.out, f"fleet_guard_verdicts runs={len(runs)} " + " ".join(f"{k}={v}" for k, v in total.items()),
+                 {"tolerance": args.tolerance, "total": total, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()

@@ -3,9 +3,11 @@
 ``fleet_round`` (since 68e1ef6) keeps every unit's guard verdicts per round (``rounds[k].guard_verdicts``: the
 candidate, kept or rolled back, by the floor alone or not, the candidate's and the reference's mean returns over
 the exploring episodes compared, the standard error, the trunk). Over the committed runs that have them this
-prints per run the decisions made, kept, rolled back and rolled back by the floor alone; then, for each unit that
-ended beyond the tolerance (on mean actions or as the robots act), its decisions round by round: which kept
-updates measured below their reference, and by how much.
+prints per run the decisions made, kept, rolled back and rolled back by the floor alone, and how many kept updates
+measured more than ``--tolerance`` (a fraction, as fleet_round's) below their reference; then, for each unit that
+ended beyond the tolerance (on mean actions or as the robots act), its decisions round by round (``r2 t1 v5 kept
+-12%``: round 2, trunk v1, adapter v5 kept though it measured 12% below its reference). A round's verdicts cover
+both its phases: the units' episodes before the learner and the canary roll-out after it.
 
     python benchmarks/fleet_guard_verdicts.py
     python benchmarks/fleet_guard_verdicts.py --commits 8c424b8
@@ -39,7 +41,7 @@ def run_tally(result: dict[str, Any], tolerance: float) -> dict[str, Any]:
     kept = [v for v in every if v["kept"]]
     return {"decisions": len(every), "kept": len(kept), "rolled_back": len(every) - len(kept),
             "by_floor": sum(bool(v.get("by_floor")) for v in every),
-            "kept_measured_below": sum(relative(v) < tolerance for v in kept), "by_unit": by_unit}
+            "kept_measured_below": sum(relative(v) < -tolerance for v in kept), "by_unit": by_unit}
 
 
 def beyond(result: dict[str, Any]) -> dict[str, list[str]]:
@@ -52,7 +54,8 @@ def beyond(result: dict[str, Any]) -> dict[str, list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commits", nargs="*", default=None, help="measured commits (7 hex digits) to keep")
-    ap.add_argument("--tolerance", type=float, default=-0.10, help="a kept update measuring below this counts")
+    ap.add_argument("--tolerance", type=float, default=0.10,
+                    help="as fleet_round's: a kept update measuring more than this fraction below its reference counts")
     ap.add_argument("--pretrain-iterations", type=int, nargs="*", default=[PRETRAIN_ITERATIONS, 160])
     ap.add_argument("--out", default="benchmarks/results/fleet_guard_verdicts.json")
     args = ap.parse_args()
@@ -63,12 +66,13 @@ def main() -> None:
         t = run_tally(result, args.tolerance)
         ends = beyond(result)
         runs[name] = {k: v for k, v in t.items() if k != "by_unit"} | {"beyond": ends}
-        print(f"run {name}: {t['decisions']} decisions, {t['kept']} kept ({t['kept_measured_below']} measuring below "
-              f"{args.tolerance:+.0%}), {t['rolled_back']} rolled back ({t['by_floor']} by the floor alone)", flush=True)
+        print(f"run {name}: {t['decisions']} decisions, {t['kept']} kept ({t['kept_measured_below']} measuring more than "
+              f"{args.tolerance:.0%} below their reference), {t['rolled_back']} rolled back ({t['by_floor']} by the floor alone)", flush=True)
         for robot in sorted(set(ends["mean actions"]) | set(ends["exploring"])):
             where = " and ".join(k for k, units in ends.items() if robot in units)
-            steps = ", ".join(f"r{k} v{v['version']} {'kept' if v['kept'] else 'back'} {relative(v):+.0%}"
-                              f"{' (floor)' if v.get('by_floor') else ''}" for k, v in t["by_unit"].get(robot, []))
+            steps = ", ".join(f"r{k} t{v.get('trunk_version', '?')} v{v['version']} {'kept' if v['kept'] else 'back'} "
+                              f"{relative(v):+.0%}{' (floor)' if v.get('by_floor') else ''}"
+                              for k, v in t["by_unit"].get(robot, []))
             print(f"  {robot} beyond on {where}: {steps or 'no decisions'}", flush=True)
     if not runs:
         raise SystemExit("no committed fleet_round run keeps guard verdicts (see --commits)")

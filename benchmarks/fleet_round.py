@@ -74,7 +74,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -351,11 +351,11 @@ def start_hub(run: Path, units: list[Unit], args: argparse.Namespace) -> tuple[H
     return hub, keys
 
 
-def lock_workdir(work: Path) -> Any:
+def lock_workdir(work: Path) -> TextIO:
     """An exclusive lock on ``work``, or exit naming it: a second run in the same workdir would delete the first
     one's fleet and share its hub store (the trunk store refuses the second publisher mid-run)."""
     work.mkdir(parents=True, exist_ok=True)
-    f = open(work / ".fleet_round.lock", "w")  # noqa: SIM115  (held open for the run)
+    f = open(work / ".fleet_round.lock", "w")  # held open for the run: closing it releases the lock
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -117,12 +117,13 @@ class Fleet:
             t.join(300)
         for robot, agent in self.agents.items():
             self.episodes[robot] += agent.episodes
-            self.verdicts.setdefault(robot, []).extend(agent.guard_verdicts)
             if agent.fault:
                 self.faults.append(f"{robot}: {agent.fault}")
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             raise RuntimeError(f"agents did not stop: {alive}")
+        for robot, agent in self.agents.items():  # every agent thread has ended: its verdicts are final
+            self.verdicts.setdefault(robot, []).extend(agent.guard_verdicts)
 
     def run_episodes(self, episodes: int) -> None:
         """Every unit runs ``episodes`` episodes (learning its adapter, uploading), then its agent stops."""

@@ -69,11 +69,15 @@ comparison with the best keeps from adding up.
 Why a memory: the comparison with the best only holds while the guard remembers the best. An agent restarted
 on the same trunk (a reboot, an update, a power cut; the fleet benchmark restarts its units twice a round) would
 otherwise start from the kept version alone, which first re-measures itself and then is the only reference:
-across restarts the guard compared each update with its predecessor again, and a unit whose trunk never changed
-walked down through three rounds of within-noise losses (fleet benchmark, p10's cartpole-303: -25.8% on mean
-actions). So :class:`GuardedAdapters` writes the guard's memory (the kept and best versions' recent returns and the
-decision count) to the agent's state directory after every counted episode, atomically, and a restart on the
-same trunk with the same kept adapter takes it up; another trunk or another kept adapter starts afresh.
+across restarts each update is compared with its predecessor again, the walk down that comparing with the best
+exists to stop. (The likely cause, not a measured one, of a fleet benchmark loss: p10's cartpole-303, whose trunk
+never changed, ended 25.8% on mean actions below its return after round 1's learning, across four restarts; that
+run did not record its guard's verdicts.) So :class:`GuardedAdapters` writes the guard's memory (the kept and best
+versions' recent returns and the decision count) to the agent's state directory whenever it changes, atomically,
+and a restart on the same trunk with the same kept adapter takes it up; another trunk or another kept adapter
+starts afresh, as does a missing or unreadable file. The price: a restarted guard trusts returns measured before
+the restart (until they age out), so a robot repaired while it was down is judged against its old returns for a
+few decisions; deleting the file makes it measure afresh.
 
 :class:`AdapterGuard` is the decision alone (versions and returns, no torch, no files).
 :class:`GuardedAdapters` connects it to the agent: updates offered by the trainer, the adapter each episode
@@ -100,6 +104,7 @@ if TYPE_CHECKING:
     from robot_agent.config import AdapterTrainingConfig
 
 log = logging.getLogger(__name__)
+MEMORY_FORMAT = 1  # of the guard's memory file: a file of another format is measured afresh
 
 
 @dataclass(frozen=True)
@@ -219,18 +224,23 @@ class AdapterGuard:
         """What a restarted agent needs to judge as this guard would: the recent returns of the kept version and
         of the best earlier one on this trunk, and the decision count that ages them. A trial in progress is left
         out (a restart learns on from the kept version)."""
-        return {"trunk_version": self._trunk, "kept_version": self.kept_version, "decisions": self.decisions,
+        return {"format": MEMORY_FORMAT, "trunk_version": self._trunk, "kept_version": self.kept_version,
+                "decisions": self.decisions,
                 "returns": {str(v): [[d, x] for d, x in r] for v, r in self._returns.items()}}
 
-    def restore(self, memory: dict[str, Any], trunk_version: int) -> bool:
+    def restore(self, memory: Any, trunk_version: int) -> bool:
         """Take up ``memory`` (from :meth:`memory`) when it was measured on ``trunk_version`` with this guard's
         kept version; returns whether it was taken up. Malformed memory raises ValueError and changes nothing."""
         try:
+            if not isinstance(memory, dict) or memory.get("format") != MEMORY_FORMAT:
+                raise ValueError(f"not a format-{MEMORY_FORMAT} guard memory")
             trunk, kept, decisions = memory["trunk_version"], memory["kept_version"], memory["decisions"]
-            returns = {int(v): [(int(d), float(x)) for d, x in r] for v, r in memory["returns"].items()}
+            if not (trunk is None or _is_int(trunk)) or not _is_int(kept) or not _is_int(decisions):
+                raise ValueError("trunk_version, kept_version and decisions must be integers")
+            returns = {int(v): [(_int(d), float(x)) for d, x in r] for v, r in memory["returns"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"malformed adapter guard memory: {e!r}") from None
-        if not (isinstance(decisions, int) and decisions >= 0 and all(
+            raise ValueError(f"malformed adapter guard memory: {e}") from None
+        if not (decisions >= 0 and all(
                 v <= kept and all(0 <= d <= decisions and math.isfinite(x) for d, x in r) for v, r in returns.items())):
             raise ValueError("malformed adapter guard memory: versions, decision counts or returns out of range")
         if trunk != trunk_version or kept != self.kept_version:
@@ -282,6 +292,16 @@ class AdapterGuard:
         return v
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _int(x: Any) -> int:
+    if not _is_int(x):
+        raise ValueError(f"a decision count must be an integer, got {x!r}")
+    return int(x)
+
+
 class VerdictSink(Protocol):
     """Where verdicts go: the adapter trainer (see :class:`robot_agent.trainer.AdapterTrainerProcess`)."""
 
@@ -308,6 +328,7 @@ class GuardedAdapters:
         self._kept_unguarded = 0
         self.memory_path = memory_path if guard is not None else None
         self._save_failed = False  # reported once, until a write succeeds again
+        self._saved = b""  # the memory last written
         self.restored = self._restore(trunk_version)
 
     @classmethod
@@ -328,7 +349,7 @@ class GuardedAdapters:
         assert self.guard is not None
         try:
             restored = self.guard.restore(json.loads(self.memory_path.read_text()), trunk_version)
-        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        except Exception as e:  # noqa: BLE001  (whatever is in the file, the robot starts: it measures afresh)
             log.warning("adapter guard memory %s unreadable (%s): the guard measures afresh", self.memory_path, e)
             return False
         if restored:
@@ -341,8 +362,12 @@ class GuardedAdapters:
         measurements, and a restart without it measures afresh)."""
         if self.memory_path is None or self.guard is None:
             return
+        data = json.dumps(self.guard.memory()).encode()
+        if data == self._saved:
+            return  # a trial's episodes change nothing remembered: no write, no fsync
         try:
-            write_atomic(self.memory_path, json.dumps(self.guard.memory()).encode())
+            write_atomic(self.memory_path, data)
+            self._saved = data
         except OSError as e:
             if not self._save_failed:
                 log.warning("adapter guard memory %s not written (%s): a restart will measure afresh",

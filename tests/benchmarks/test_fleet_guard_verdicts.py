@@ -21,7 +21,7 @@ def test_kept_updates_measuring_below_the_tolerance_are_counted_over_rounds():
         {"round": 2, "guard_verdicts": {"u": [_v(3, True, 95.0, 100.0)]}},
         {"round": 3},  # a round without verdicts
     ]}
-    t = run_tally(result, tolerance=-0.10)
+    t = run_tally(result, tolerance=0.10)
     assert (t["decisions"], t["kept"], t["rolled_back"], t["by_floor"]) == (4, 3, 1, 1)
     assert t["kept_measured_below"] == 1  # u's v1 (-15%); w's -10% is not below -10%; v3 -5%
     assert [(k, v["version"]) for k, v in t["by_unit"]["u"]] == [(1, 1), (1, 2), (2, 3)]

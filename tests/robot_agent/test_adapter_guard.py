@@ -356,25 +356,49 @@ def test_a_restarted_guard_still_compares_with_the_best_kept_version():
 def test_guard_memory_of_another_trunk_or_kept_version_is_not_taken_up():
     before = AdapterGuard(kept_version=0, episodes=3)
     _kept_below_the_best(before)
-    assert not AdapterGuard(kept_version=1, episodes=3).restore(before.memory(), trunk_version=2)
+    other_trunk = AdapterGuard(kept_version=1, episodes=3)
+    assert not other_trunk.restore(before.memory(), trunk_version=2)
+    assert other_trunk.decisions == 0 and other_trunk.memory()["returns"] == {"1": []}  # unchanged
     fresh = AdapterGuard(kept_version=0, episodes=3)  # the kept file is older than the memory (a lost verdict)
     assert not fresh.restore(before.memory(), trunk_version=0)
     assert fresh.reference_version == 0 and fresh.decisions == 0 and fresh.version_to_run() == 0
+    # memory written before any counted episode names no trunk: it matches none
+    assert not AdapterGuard(kept_version=0, episodes=3).restore(AdapterGuard(kept_version=0).memory(), 0)
+
+
+def _memory(**change: object) -> dict:
+    return {"format": 1, "trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"0": [[0, 1.0]]}} | change
 
 
 @pytest.mark.parametrize("memory", [
-    {"trunk_version": 0, "kept_version": 1, "decisions": 1},  # no returns
-    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"0": [[0, "x"]]}},
-    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"0": [[0, float("nan")]]}},
-    {"trunk_version": 0, "kept_version": 1, "decisions": 1, "returns": {"5": [[0, 1.0]]}},  # newer than kept
-    {"trunk_version": 0, "kept_version": 1, "decisions": -1, "returns": {}},
-    [1, 2, 3],
+    {k: v for k, v in _memory().items() if k != "returns"},
+    _memory(returns={"0": [[0, "x"]]}),
+    _memory(returns={"0": [[0, float("nan")]]}),
+    _memory(returns={"5": [[0, 1.0]]}),  # newer than the kept version
+    _memory(returns={"0": [[0.5, 1.0]]}),  # a decision count is a whole number
+    _memory(returns=[[0, 1.0]]),
+    _memory(decisions=-1),
+    _memory(kept_version=None), _memory(kept_version="1"), _memory(kept_version=True),
+    _memory(trunk_version="0"), _memory(decisions=1.5),
+    _memory(format=2), {k: v for k, v in _memory().items() if k != "format"},
+    [1, 2, 3], None, "memory",
 ])
 def test_malformed_guard_memory_is_refused_and_changes_nothing(memory):
     g = AdapterGuard(kept_version=1, episodes=3)
     with pytest.raises(ValueError, match="malformed adapter guard memory"):
         g.restore(memory, trunk_version=0)
     assert g.decisions == 0 and g.version_to_run() == 1
+
+
+@pytest.mark.parametrize("text", ['{"format": 1, "trunk_version": 7, "kept_version": null, "decisions": 0, '
+                                  '"returns": {}}', "[]", "null", '{"format": 1, "returns": 5}', "\x00\x01"])
+def test_a_guard_memory_file_of_any_content_starts_the_agent_afresh(tmp_path, caplog, text):
+    path = tmp_path / "adapter_guard.json"
+    path.write_text(text)
+    with caplog.at_level("WARNING"):
+        adapters = GuardedAdapters.from_config((object(), 1), RecordingTrainer(), AdapterTrainingConfig(), path, 7)
+    assert not adapters.restored and "unreadable" in caplog.text
+    assert adapters.guard.decisions == 0 and adapters.guard.version_to_run() == 1
 
 
 def test_the_guards_memory_survives_a_restart_through_its_file(tmp_path, caplog):
@@ -454,3 +478,29 @@ def test_a_guard_memory_that_cannot_be_written_is_reported_and_the_guard_goes_on
     assert caplog.text.count("not written") == 1  # once, not per episode
     adapters.offer(object(), 1)
     assert adapters.next_adapter(0)[1] == 1  # the guard goes on deciding
+    path.rmdir()  # the disk recovers: the next change is written, and a later failure is reported again
+    for r in (100.0, 101.0):
+        adapters.episode_done(1, 0, r, complete=True)  # the trial ends: a decision
+    assert json.loads(path.read_text())["decisions"] == 1
+    path.unlink()
+    path.mkdir()
+    with caplog.at_level("WARNING"):
+        for r in (100.0, 100.5):
+            adapters.episode_done(1, 0, r, complete=True)  # the kept v1's episodes: memory changes
+    assert caplog.text.count("not written") == 2
+
+
+def test_the_guards_memory_is_written_only_when_it_changes(tmp_path):
+    path = tmp_path / "adapter_guard.json"
+    adapters = GuardedAdapters.from_config((object(), 0), RecordingTrainer(), AdapterTrainingConfig(guard_episodes=3),
+                                           path)
+    for r in (100.0, 101.0, 99.0):
+        adapters.episode_done(0, 0, r, complete=True)
+    written = path.stat().st_ino  # every write replaces the file: a new inode
+    adapters.offer(object(), 1)
+    adapters.next_adapter(0)
+    for r in (100.0, 100.5):
+        adapters.episode_done(1, 0, r, complete=True)  # a trial's episodes: nothing remembered changes
+        assert path.stat().st_ino == written
+    adapters.episode_done(1, 0, 99.5, complete=True)  # the decision
+    assert path.stat().st_ino != written and json.loads(path.read_text())["kept_version"] == 1

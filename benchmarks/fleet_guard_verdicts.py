@@ -7,7 +7,8 @@ prints per run the decisions made, kept, rolled back and rolled back by the floo
 measured more than ``--tolerance`` (a fraction, as fleet_round's) below their reference; then, for each unit that
 ended beyond the tolerance (on mean actions or as the robots act), its decisions round by round (``r2 t1 v5 kept
 -12%``: round 2, trunk v1, adapter v5 kept though it measured 12% below its reference). A round's verdicts cover
-both its phases: the units' episodes before the learner and the canary roll-out after it.
+both its phases: the units' episodes before the learner and the canary roll-out after it. Last, the kept updates
+measured again later (:func:`kept_then_later`): how much of their trial's measured gain their later episodes keep.
 
     python benchmarks/fleet_guard_verdicts.py
     python benchmarks/fleet_guard_verdicts.py --commits 8c424b8
@@ -23,6 +24,7 @@ from typing import Any
 
 from fleet_round_pool import PRETRAIN_ITERATIONS, named_runs  # beside this script
 from result_record import write_result
+from seed_stats import t_interval
 
 
 def relative(v: dict[str, Any]) -> float:
@@ -41,7 +43,32 @@ def run_tally(result: dict[str, Any], tolerance: float) -> dict[str, Any]:
     kept = [v for v in every if v["kept"]]
     return {"decisions": len(every), "kept": len(kept), "rolled_back": len(every) - len(kept),
             "by_floor": sum(bool(v.get("by_floor")) for v in every),
-            "kept_measured_below": sum(relative(v) < -tolerance for v in kept), "by_unit": by_unit}
+            "kept_measured_below": sum(relative(v) < -tolerance for v in kept),
+            "kept_then_later": [p for _, vs in sorted(by_unit.items()) for p in kept_then_later([v for _, v in vs])],
+            "by_unit": by_unit}
+
+
+def kept_then_later(verdicts: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """For each kept update that later served as a reference: its trial's measured change and the change its later
+    episodes show, both against the reference mean it was kept against (relative to that mean's size). A later
+    verdict's reference returns hold the trial's episodes (until they age out) and those after it: the later ones
+    are what remains once the trial's are taken out. Selection shows as later < trial: updates kept because their
+    few trial episodes were lucky."""
+    out = []
+    for i, v in enumerate(verdicts):
+        base = abs(v["baseline_mean"])
+        if not v["kept"] or not base or not v.get("candidate_returns"):
+            continue
+        again = [w for w in verdicts[i + 1:] if w["baseline_version"] == v["version"]]
+        if not again:
+            continue
+        later = list(max((w["baseline_returns"] for w in again), key=len))  # its largest sample
+        for x in v["candidate_returns"]:
+            if x in later:
+                later.remove(x)
+        if later:
+            out.append((relative(v), (sum(later) / len(later) - v["baseline_mean"]) / base))
+    return out
 
 
 def beyond(result: dict[str, Any]) -> dict[str, list[str]]:
@@ -78,6 +105,14 @@ def main() -> None:
         raise SystemExit("no committed fleet_round run keeps guard verdicts (see --commits)")
     total = {k: sum(r[k] for r in runs.values()) for k in ("decisions", "kept", "rolled_back", "by_floor",
                                                           "kept_measured_below")}
+    pairs = [p for r in runs.values() for p in r["kept_then_later"]]
+    if pairs:
+        trial, later = t_interval([a for a, _ in pairs]), t_interval([b for _, b in pairs])
+        gap = t_interval([b - a for a, b in pairs])
+        print(f"kept updates measured again later ({len(pairs)}): on trial {trial[0]:+.1%} +- {trial[1]:.1%} against "
+              f"their reference, on their later episodes {later[0]:+.1%} +- {later[1]:.1%} (later minus trial "
+              f"{gap[0]:+.1%} +- {gap[1]:.1%}, 95% t)", flush=True)
+        total |= {"remeasured": len(pairs), "trial_change": round(trial[0], 3), "later_change": round(later[0], 3)}
     write_result(args.out, f"fleet_guard_verdicts runs={len(runs)} " + " ".join(f"{k}={v}" for k, v in total.items()),
                  {"tolerance": args.tolerance, "total": total, "runs": runs})
 

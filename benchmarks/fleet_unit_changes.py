@@ -171,14 +171,35 @@ def exploring_main(args: argparse.Namespace) -> None:
           f"losing more than {-args.tolerance:.0%}: {m['on_robot_losses']} and {e['on_robot_losses']} of "
           f"{m['on_robot_steps']}; with their whole 95% interval beyond: {m['surely_beyond']} on mean actions, "
           f"{e['surely_beyond']} exploring (within: {m['surely_within']}, {e['surely_within']})", flush=True)
+    by_type = own_learning_by_type(per_run)
+    for hw, t in by_type.items():
+        print(f"{hw}: own learning on an unchanged trunk {t['mean_actions']:+.1%} on mean actions, "
+              f"{t['exploring']:+.1%} exploring, exploring minus mean actions {t['difference']:+.1%} +- "
+              f"{t['ci95']:.1%} (95% t, paired by unit, {t['units']} units)", flush=True)
     write_result(args.out, f"fleet_unit_changes_exploring runs={len(per_run)} units={len(every)} "
                  f"beyond_mean_actions={m['beyond']} beyond_exploring={e['beyond']} beyond_both={both} "
                  f"surely_beyond_mean_actions={m['surely_beyond']} surely_beyond_exploring={e['surely_beyond']} "
                  f"runs_held_mean_actions={runs_held['mean_actions']} runs_held_exploring={runs_held['exploring']} "
                  f"on_robot_mean_actions={m['on_robot_mean']:.3f} on_robot_exploring={e['on_robot_mean']:.3f} "
                  f"on_robot_losses_mean_actions={m['on_robot_losses']} on_robot_losses_exploring={e['on_robot_losses']}",
-                 {"tolerance": args.tolerance, "mean_actions": m, "exploring": e, "runs": per_run,
+                 {"tolerance": args.tolerance, "mean_actions": m, "exploring": e, "by_type": by_type, "runs": per_run,
                   **against_exploring(args, per_run)})
+
+
+def own_learning_by_type(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per hardware type (the robot id's prefix): each unit's own learning on an unchanged trunk on mean actions and
+    exploring, their means and the paired difference (exploring minus mean actions) with its 95% t-interval."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for units in runs.values():
+        for robot, u in units.items():
+            pairs.setdefault(robot.rsplit("-", 1)[0], []).append((u["mean_actions"]["on_robot"],
+                                                                  u["exploring"]["on_robot"]))
+    out = {}
+    for hw, p in sorted(pairs.items()):
+        d, h = t_interval([e - m for m, e in p])
+        out[hw] = {"units": len(p), "mean_actions": float(np.mean([m for m, _ in p])),
+                   "exploring": float(np.mean([e for _, e in p])), "difference": d, "ci95": h}
+    return out
 
 
 def against_exploring(args: argparse.Namespace, runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:

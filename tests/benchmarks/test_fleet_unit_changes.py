@@ -110,3 +110,18 @@ def test_runs_of_the_same_configuration_in_both_sets_are_also_compared_paired():
     assert got["paired"]["interval"] == pytest.approx([0.10, 0.10])  # every pair differs by exactly 0.10
     lo, hi = got["interval"]
     assert lo < 0 < hi  # unpaired, the configurations' spread hides it
+
+
+def test_own_learning_by_type_pairs_each_units_two_measures():
+    from fleet_unit_changes import own_learning_by_type
+
+    def unit(m: float, e: float) -> dict:
+        return {"mean_actions": {"on_robot": m}, "exploring": {"on_robot": e}}
+
+    runs = {"a": {"cartpole_pivot-304": unit(-0.2, 0.1), "cartpole-300": unit(0.05, 0.05)},
+            "b": {"cartpole_pivot-1304": unit(0.0, 0.1)}}
+    got = own_learning_by_type(runs)
+    assert sorted(got) == ["cartpole", "cartpole_pivot"]
+    p = got["cartpole_pivot"]
+    assert p["units"] == 2 and p["mean_actions"] == pytest.approx(-0.1) and p["exploring"] == pytest.approx(0.1)
+    assert p["difference"] == pytest.approx(0.2) and got["cartpole"]["difference"] == pytest.approx(0.0)

@@ -51,9 +51,10 @@ def run_tally(result: dict[str, Any], tolerance: float) -> dict[str, Any]:
 def kept_then_later(verdicts: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """For each kept update that later served as a reference: its trial's measured change and the change its later
     episodes show, both against the reference mean it was kept against (relative to that mean's size). A later
-    verdict's reference returns hold the trial's episodes (until they age out) and those after it: the later ones
-    are what remains once the trial's are taken out. Selection shows as later < trial: updates kept because their
-    few trial episodes were lucky."""
+    verdict's reference returns hold the trial's episodes first (until they age out, from the front) and those
+    after it: the later ones are what follows the trial's still-present tail. Only kept updates that later became
+    the best-measured reference count, which favours ones that measured well later. Selection shows as later <
+    trial: updates kept because their few trial episodes were lucky."""
     out = []
     for i, v in enumerate(verdicts):
         base = abs(v["baseline_mean"])
@@ -62,13 +63,20 @@ def kept_then_later(verdicts: list[dict[str, Any]]) -> list[tuple[float, float]]
         again = [w for w in verdicts[i + 1:] if w["baseline_version"] == v["version"]]
         if not again:
             continue
-        later = list(max((w["baseline_returns"] for w in again), key=len))  # its largest sample
-        for x in v["candidate_returns"]:
-            if x in later:
-                later.remove(x)
+        ref = list(max((w["baseline_returns"] for w in again), key=len))  # its largest sample
+        later = after_trial(list(v["candidate_returns"]), ref)
         if later:
             out.append((relative(v), (sum(later) / len(later) - v["baseline_mean"]) / base))
     return out
+
+
+def after_trial(trial: list[float], ref: list[float]) -> list[float]:
+    """The episodes of ``ref`` (a kept version's recent returns) after its trial's, which lead it until they age
+    out from the front: by position, since equal returns repeat (a deterministic stand-in replays episodes)."""
+    for k in range(len(trial) + 1):  # the first k trial episodes aged out
+        if ref[:len(trial) - k] == trial[k:]:
+            return ref[len(trial) - k:]
+    return ref
 
 
 def beyond(result: dict[str, Any]) -> dict[str, list[str]]:

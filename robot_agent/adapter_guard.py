@@ -73,10 +73,11 @@ across restarts each update is compared with its predecessor again, the walk dow
 exists to stop. (In 14 paired fleet benchmark runs the memory did not reduce the units that end beyond the
 tolerance, 8 with it against 6 without, not resolved: forgetting at every reboot is a defect in itself.) So
 :class:`GuardedAdapters` writes the guard's memory (the kept and best versions' recent returns and the decision
-count) to the agent's state directory whenever it changes, atomically, and a restart on the same trunk with the same kept adapter takes it up; another trunk or another kept adapter
-starts afresh, as does a missing or unreadable file. The price: a restarted guard trusts returns measured before
-the restart (until they age out), so a robot repaired while it was down is judged against its old returns for a
-few decisions; deleting the file makes it measure afresh.
+count) to the agent's state directory whenever it changes, atomically, and a restart on the same trunk with the
+same kept adapter takes it up; another trunk or another kept adapter starts afresh, as does a missing or unreadable
+file. The price: a restarted guard trusts returns measured before the restart (until they age out), so a robot
+repaired while it was down is judged against its old returns for a few decisions; deleting the file makes it
+measure afresh.
 
 :class:`AdapterGuard` is the decision alone (versions and returns, no torch, no files).
 :class:`GuardedAdapters` connects it to the agent: updates offered by the trainer, the adapter each episode

@@ -36,3 +36,11 @@ def test_a_kept_updates_later_episodes_are_its_reference_returns_without_its_tri
     v1 |= {"baseline_version": 0}
     never = _v(3, True, 90.0, 100.0) | {"baseline_version": 1, "candidate_returns": (90.0,), "baseline_returns": ()}
     assert kept_then_later([v1, v2, never]) == [(0.2, -0.05)]  # +20% on trial, 95 later: -5% of the same 100
+
+
+def test_the_trials_episodes_are_taken_off_the_front_by_position_not_by_value():
+    from fleet_guard_verdicts import after_trial
+
+    assert after_trial([110.0, 130.0], [110.0, 130.0, 110.0, 90.0]) == [110.0, 90.0]  # a later 110 stays
+    assert after_trial([110.0, 130.0], [130.0, 110.0, 90.0]) == [110.0, 90.0]  # the first trial episode aged out
+    assert after_trial([110.0, 130.0], [95.0, 90.0]) == [95.0, 90.0]  # the whole trial aged out

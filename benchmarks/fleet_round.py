@@ -159,6 +159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--guard-floor", type=float, default=0.0,
                     help="adapter.guard_floor of every unit: the guard also rolls back an update measuring more than "
                          "this fraction below the best kept version (0: off, the agent's default)")
+    ap.add_argument("--hold-log-std", action="store_true",
+                    help="adapter.learn_log_std=false on every unit: on-robot learning moves the mean actions only, "
+                         "the exploration noise stays as the trunk's (rebased) adapter set it")
     ap.add_argument("--tolerance", type=float, default=0.10,
                     help="no fleet unit may lose more than this fraction of its own return (result 1)")
     ap.add_argument("--plaintext", action="store_true", help="hub and robots without CURVE")
@@ -383,7 +386,8 @@ def main() -> None:
     TrunkStore(run / "hub").publish(v1_path)
     hub, keys = start_hub(run, units, args)
     fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes,
-                                             drift_kl=args.drift_kl, guard_floor=args.guard_floor))
+                                             drift_kl=args.drift_kl, guard_floor=args.guard_floor,
+                                             learn_log_std=not args.hold_log_std))
     rounds, current = [], (v1_path, v1, 1)
     trunks, runs = {1: v1}, {u.robot_id: 1 for u in units}
     try:

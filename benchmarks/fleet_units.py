@@ -70,6 +70,7 @@ class AgentSettings:
     steps_per_update: int = 1000
     drift_kl: float = 0.0  # adapter.drift_kl: how far on-robot learning may move from the trunk's adapter
     guard_floor: float = 0.0  # adapter.guard_floor: roll back updates measuring more than this fraction worse
+    learn_log_std: bool = True  # adapter.learn_log_std: false holds each unit's exploration noise as received
 
 
 def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) -> AgentConfig:
@@ -83,7 +84,7 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
     a.enabled = a.learn = a.explore = True
     a.wait_for_learner = True  # a simulated clock outruns any learner; a real robot's learner keeps up
     a.guard_episodes, a.steps_per_update, a.drift_kl = s.guard_episodes, s.steps_per_update, s.drift_kl
-    a.guard_floor = s.guard_floor
+    a.guard_floor, a.learn_log_std = s.guard_floor, s.learn_log_std
     cfg.logger.backend = "none"
     security = SecurityConfig(keys_dir=robot_keys(s.keys, unit.robot_id)) if s.keys else \
         SecurityConfig(mode="plaintext", keys_dir="")

@@ -37,6 +37,8 @@ class AdapterLearner:
             p.requires_grad_(False)
         self.adapter = adapter if adapter is not None else Adapter(self.policy, hardware,
                                                                    AdapterConfig(cfg.rank, cfg.alpha))
+        if not cfg.learn_log_std:
+            self.adapter.log_std_delta.requires_grad_(False)
         # the policy ``cfg.drift_kl`` measures drift from (default: the adapter learning starts from)
         self.anchor = copy.deepcopy(anchor if anchor is not None else self.adapter).requires_grad_(False)
         self.critic_params = [*self.policy.critic_stems[hardware].parameters(),
@@ -44,7 +46,7 @@ class AdapterLearner:
         if self.policy.critic_trunk is not None:
             self.critic_params += list(self.policy.critic_trunk.parameters())
         self.lr = cfg.learning_rate
-        self.actor_opt = torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
+        self.actor_opt = torch.optim.Adam(self._learned(), lr=self.lr)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=cfg.critic_learning_rate)
         self.segments: list[dict[str, np.ndarray]] = []
         self.replayed: list[dict[str, np.ndarray]] = []  # segments of earlier updates that are learned from again
@@ -102,7 +104,7 @@ class AdapterLearner:
                     g["lr"] = self.lr
                 self.actor_opt.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.adapter.parameters(), cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(self._learned(), cfg.max_grad_norm)
                 self.actor_opt.step()
                 stats["loss/policy"] += surrogate.mean().item()
                 stats["kl"] += kl
@@ -153,7 +155,11 @@ class AdapterLearner:
         steps are real transitions with the behaviour log-probabilities that produced them.
         """
         self.adapter.load_state_dict(weights)
-        self.actor_opt = torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
+        self.actor_opt = torch.optim.Adam(self._learned(), lr=self.lr)
+
+    def _learned(self) -> list[nn.Parameter]:
+        """The adapter's parameters PPO moves: all of them, or all but the log-std offset (``cfg.learn_log_std``)."""
+        return [p for name, p in self.adapter.named_parameters() if self.cfg.learn_log_std or name != "log_std_delta"]
 
     def _keep_for_replay(self) -> None:
         """Move this update's segments into the replay window of the last ``replay_updates - 1`` updates."""

@@ -67,6 +67,10 @@ class AdapterLearnerConfig:
     critic_learning_rate: float = 1e-3  # Adam learning rate of the learner's own critic copy (fixed)
     critic_warmup_epochs: int = 20  # fit the value function on the first batch before any policy step
     entropy_coef: float = 0.0  # weight of the entropy bonus (0: none)
+    # Learn the adapter's log-std offset too (true), or only the mean (false): the exploration noise then stays as
+    # the trunk (or its rebased adapter) set it, so a unit's exploring returns change only as its mean actions do.
+    # Without an entropy bonus PPO narrows the noise, which can raise exploring returns with no better mean action.
+    learn_log_std: bool = True
     max_grad_norm: float = 1.0  # gradient norm clip, for adapter and critic separately
     desired_kl: float = 0.01  # every minibatch: lr / 1.5 when the KL is above 2x this, x 1.5 below 0.5x
     lr_min: float = 1e-5  # lower bound of the adapter's learning rate

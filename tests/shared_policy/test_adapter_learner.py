@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,23 @@ def test_drift_is_kl_from_the_anchor_to_the_adapter_worked_by_hand(policy):
     obs = torch.zeros(4, 12)
     # KL(anchor || adapter) per action: log(2) + 1 / (2 * 4) - 1/2 = 0.318 (the other way round it is 0.807)
     assert learner.drift_kl(obs) == pytest.approx(2 * (np.log(2.0) + 0.125 - 0.5), rel=1e-5)
+
+
+def test_frozen_log_std_stays_as_received_while_the_mean_learns(policy):
+    cfg = dict(steps_per_update=512, critic_warmup_epochs=2)
+    given = Adapter(policy, HW)
+    with torch.no_grad():
+        given.log_std_delta.fill_(-0.3)  # what the trunk's rebased adapter brought
+    free = AdapterLearner(policy, HW, AdapterLearnerConfig(**cfg), copy.deepcopy(given))
+    _learn_toward(free, policy, 4)
+    frozen = AdapterLearner(policy, HW, AdapterLearnerConfig(**cfg, learn_log_std=False), copy.deepcopy(given))
+    start = frozen.snapshot()
+    _learn_toward(frozen, policy, 4)
+    # learning on its own moves the noise (the reward for a constant action narrows it) ...
+    assert not torch.allclose(free.adapter.log_std_delta, given.log_std_delta, atol=1e-3)
+    # ... held, it stays bit for bit as received, through updates and a rollback's restore, while the mean learns
+    assert torch.equal(frozen.adapter.log_std_delta, given.log_std_delta)
+    assert not torch.allclose(frozen.adapter.head_bias, start["head_bias"], atol=1e-3)
+    frozen.restore(start)
+    _learn_toward(frozen, policy, 1, seed=1)
+    assert torch.equal(frozen.adapter.log_std_delta, given.log_std_delta)

@@ -26,6 +26,7 @@ episodes range from a failed swing-up (~40) to ~390, so 6 episodes left +-50 of 
     python benchmarks/adaptation.py --first-unit 200               # held-out units, guard on
     python benchmarks/adaptation.py --first-unit 200 --no-guard    # the same units, guard off (oracles cached)
     python benchmarks/adaptation.py --first-unit 200 --guard-floor 0.1  # the guard with a floor (adapter.guard_floor)
+    python benchmarks/adaptation.py --first-unit 200 --hold-log-std  # the noise held (adapter.learn_log_std=false)
     python benchmarks/adaptation.py --types arm2_planar            # reach: its gap barely hurts (BENCHMARKS.md)
     python benchmarks/adaptation.py --quick                        # one unit, few steps: does it run end to end
 
@@ -125,9 +126,9 @@ def oracle(hw: str, task: str, start: Path, gap: dict, unit_seed: int, out: Path
 def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, state_dir: Path, *,
               adapter: bool, learn: bool, episodes: int = 0, steps: int = 0,
               steps_per_update: int = AdapterLearnerConfig.steps_per_update, agent_seed: int = 1234,
-              guard: bool = True, guard_settings: dict[str, Any] | None = None) -> RobotAgent:
-    """The real robot agent on the unit, on a simulated clock (realtime=false); ``guard_settings``: other
-    ``adapter.guard_*`` values than the config's defaults."""
+              guard: bool = True, adapter_settings: dict[str, Any] | None = None) -> RobotAgent:
+    """The real robot agent on the unit, on a simulated clock (realtime=false); ``adapter_settings``: other
+    ``adapter.*`` values than the config's defaults (the guard's, ``learn_log_std``)."""
     cfg = AgentConfig(robot_id=f"{hw}-{unit_seed}", hardware=hw, checkpoint=str(checkpoint),
                       state_dir=str(state_dir), max_episodes=episodes, max_steps=steps, seed=agent_seed,
                       status_every_s=1e9)
@@ -136,7 +137,7 @@ def run_agent(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, s
     cfg.adapter.wait_for_learner = True
     cfg.adapter.steps_per_update = steps_per_update
     cfg.adapter.guard = guard
-    for key, value in (guard_settings or {}).items():
+    for key, value in (adapter_settings or {}).items():
         setattr(cfg.adapter, key, value)
     cfg.logger.backend = "none"
     agent = RobotAgent(cfg, task_config(task))
@@ -198,7 +199,8 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
     a_eps = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=eps)
     learner = run_agent(hw, task, base, seed, gap, udir / "adapted", adapter=True, learn=True, steps=args.steps,
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
-                        guard_settings={"guard_episodes": args.guard_episodes, "guard_floor": args.guard_floor})
+                        adapter_settings={"guard_episodes": args.guard_episodes, "guard_floor": args.guard_floor,
+                                          "learn_log_std": not args.hold_log_std})
     b_eps = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
     c = float(evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps).mean())
@@ -211,7 +213,7 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
            "gap_recovered": (b - a) / (c - a) if c > a else float("nan"),
            "oracle_iterations": info["iterations"], "oracle_converged": info["converged"],
            "oracle_replica_return": info["replica_return"], "guard": not args.no_guard,
-           "guard_floor": args.guard_floor,
+           "guard_floor": args.guard_floor, "learn_log_std": not args.hold_log_std,
            "adapter_updates": learner.adapter_updates, "adapter_version": learner.runtime.adapter_version,
            "adapter_kept": status["adapter_kept"], "adapter_rolled_back": status["adapter_rolled_back"],
            "learn_steps": learner.steps, "adapter_kept_version": learner.adapters.kept[1],
@@ -241,6 +243,8 @@ def main() -> None:
                     help="episodes per side of the guard's comparison")
     ap.add_argument("--guard-floor", type=float, default=AdapterTrainingConfig.guard_floor,
                     help="adapter.guard_floor: also roll back updates measuring more than this fraction worse")
+    ap.add_argument("--hold-log-std", action="store_true",
+                    help="adapter.learn_log_std=false: learn the mean actions only, the exploration noise held")
     ap.add_argument("--eval-episodes", type=int, default=30, help="episodes per measured return")
     ap.add_argument("--pretrain-iterations", type=int, default=150)
     ap.add_argument("--oracle-max-iterations", type=int, default=400, help="the oracle's cap")
@@ -280,6 +284,7 @@ def main() -> None:
     summary = {name: summarize(sel) for name, sel in
                [*((hw, [r for r in rows if r["hardware"] == hw]) for hw in args.types), ("all", rows)]}
     guard = "off" if args.no_guard else f"on floor={args.guard_floor:g}" if args.guard_floor else "on"
+    guard += " log_std=held" if args.hold_log_std else ""
     for name, s in summary.items():
         print(f"{name:12s} gap recovered {s['mean']:.2f} +- {s['ci95']:.2f} (95% t-interval, "
               f"{s['units'] - s['oracle_not_ceiling']} units with a ceiling) | median {s['median']:.2f} | pooled "

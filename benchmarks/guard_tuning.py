@@ -72,7 +72,7 @@ def main() -> None:
             for name, on, overrides in settings:
                 t0 = time.perf_counter()
                 learner = run_agent(hw, task, base, seed, gap, udir / name, adapter=True, learn=True,
-                                    steps=args.steps, agent_seed=args.learn_seed, guard=on, guard_settings=overrides)
+                                    steps=args.steps, agent_seed=args.learn_seed, guard=on, adapter_settings=overrides)
                 b = evaluate(hw, task, base, seed, gap, udir / name, adapter=True, episodes=args.eval_episodes).mean()
                 guard = learner.adapters.guard
                 log = [dataclasses.asdict(v) for v in guard.history] if guard is not None else []

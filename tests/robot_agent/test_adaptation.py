@@ -119,3 +119,20 @@ def test_a_restarted_agent_takes_up_its_guards_memory_from_the_state_directory(r
     after = json.loads((state / GUARD_FILE).read_text())
     kept = [x for _, x in after["returns"].get(str(memory["kept_version"]), [])]
     assert kept[:len(remembered.get(memory["kept_version"], []))] == remembered.get(memory["kept_version"], [])
+
+
+@pytest.mark.timeout(900)
+def test_a_unit_learning_with_its_noise_held_moves_only_its_mean_actions(reach_checkpoint, tmp_path):
+    from safetensors import safe_open
+
+    def saved(state: Path) -> dict[str, np.ndarray]:
+        with safe_open(str(state / ADAPTER_FILE), framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+    free = _run(reach_checkpoint, tmp_path / "free", learn=True, steps=3000)
+    held = _run(reach_checkpoint, tmp_path / "held", learn=True, steps=3000, learn_log_std=False)
+    assert free.adapter_updates == held.adapter_updates == 3  # the learner ran and every update was kept
+    a, b = saved(tmp_path / "free"), saved(tmp_path / "held")
+    assert np.abs(a["log_std_delta"]).max() > 1e-3  # on its own, on-robot PPO moves the noise
+    assert np.all(b["log_std_delta"] == 0.0)  # held: the exploration noise is the trunk's, bit for bit
+    assert np.abs(b["head_bias"]).max() > 1e-4 and np.abs(b["head_delta.up"]).max() > 1e-4  # the mean learned

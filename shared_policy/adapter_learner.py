@@ -26,7 +26,11 @@ SEGMENT_KEYS = ("obs", "critic_obs", "actions", "log_probs", "rewards", "dones",
 
 
 class AdapterLearner:
-    """Collects segments, and every ``steps_per_update`` steps runs PPO on the adapter only."""
+    """Collects segments, and every ``steps_per_update`` steps runs PPO on the adapter only.
+
+    With ``cfg.learn_log_std`` false the given adapter's ``log_std_delta`` is marked ``requires_grad=False`` (the
+    object itself: do not share one adapter between learners that differ in this setting).
+    """
 
     def __init__(self, policy: FleetPolicy, hardware: str, cfg: AdapterLearnerConfig | None = None,
                  adapter: Adapter | None = None, anchor: Adapter | None = None):

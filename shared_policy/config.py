@@ -70,6 +70,7 @@ class AdapterLearnerConfig:
     # Learn the adapter's log-std offset too (true), or only the mean (false): the exploration noise then stays as
     # the trunk (or its rebased adapter) set it, so a unit's exploring returns change only as its mean actions do.
     # Without an entropy bonus PPO narrows the noise, which can raise exploring returns with no better mean action.
+    # Held, entropy_coef has nothing to act on; and drift_kl > 0 still pulls the noise toward its anchor's.
     learn_log_std: bool = True
     max_grad_norm: float = 1.0  # gradient norm clip, for adapter and critic separately
     desired_kl: float = 0.01  # every minibatch: lr / 1.5 when the KL is above 2x this, x 1.5 below 0.5x

@@ -34,3 +34,15 @@ def test_a_second_run_in_the_same_workdir_is_refused_naming_it(tmp_path):
     finally:
         held.close()
     lock_workdir(tmp_path / "w").close()  # free again once the first run ends
+
+
+def test_hold_log_std_reaches_every_units_agent_config(tmp_path):
+    from fleet_units import AgentSettings, Unit, agent_config
+
+    args = parse_args(["--hold-log-std"])
+    assert args.hold_log_std and not parse_args([]).hold_log_std  # opt-in: the agent's default learns the noise
+    settings = AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None, learn_log_std=not args.hold_log_std)
+    cfg = agent_config(Unit("cartpole", 300), tmp_path, settings, max_episodes=1)
+    assert cfg.adapter.learn_log_std is False
+    assert agent_config(Unit("cartpole", 300), tmp_path, AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None),
+                        max_episodes=1).adapter.learn_log_std is True

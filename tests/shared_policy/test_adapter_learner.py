@@ -198,5 +198,7 @@ def test_frozen_log_std_stays_as_received_while_the_mean_learns(policy):
     assert torch.equal(frozen.adapter.log_std_delta, given.log_std_delta)
     assert not torch.allclose(frozen.adapter.head_bias, start["head_bias"], atol=1e-3)
     frozen.restore(start)
+    # the rebuilt optimiser leaves it out, whatever its requires_grad says (each guards the other's regression)
+    assert all(p is not frozen.adapter.log_std_delta for g in frozen.actor_opt.param_groups for p in g["params"])
     _learn_toward(frozen, policy, 1, seed=1)
     assert torch.equal(frozen.adapter.log_std_delta, given.log_std_delta)

@@ -36,7 +36,8 @@ def test_a_second_run_in_the_same_workdir_is_refused_naming_it(tmp_path):
     lock_workdir(tmp_path / "w").close()  # free again once the first run ends
 
 
-def test_hold_log_std_reaches_every_units_agent_config(tmp_path):
+def test_hold_log_std_is_opt_in_and_agent_settings_carry_it_into_each_units_agent_config(tmp_path):
+    # fleet_round.main builds AgentSettings the same way; the runs record args.hold_log_std beside their results
     from fleet_units import AgentSettings, Unit, agent_config
 
     args = parse_args(["--hold-log-std"])

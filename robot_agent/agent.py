@@ -55,6 +55,7 @@ from robot_agent.parts import (  # noqa: F401  (re-exported: the agent's files a
 from robot_agent.priorities import critic_prioritiser
 from robot_agent.recorder import TransitionRecorder
 from robot_agent.reporter import StatusReporter, write_status_file
+from robot_agent.robot_seeds import RobotSeeds
 from robot_agent.scheduling import NORMAL, enter_realtime, leave_realtime
 from robot_agent.service import Service, seconds_left
 from robot_agent.sink import SpoolWriter
@@ -95,14 +96,14 @@ class RobotAgent:
         self.writer = SpoolWriter(self.spool, after_write=self.trainer.submit if self.trainer is not None else None,
                                   before_write=prioritise)
         self.timing = LoopTiming(1.0 / self.profile.control_hz)
+        seeds = RobotSeeds(cfg.seed, cfg.robot_id)
         self.recorder = TransitionRecorder(
             self.task, parts.obs_layout, parts.priv_layout, self.writer, cfg.spool.chunk_steps,
-            np.random.default_rng(cfg.seed),
-            header=parts.record_header)
+            seeds.episode(0)[0], header=parts.record_header)  # each episode draws its own goals (ControlLoop)
         self._episode_bytes = self.recorder.episode_bytes(self.task.max_episode_length)
         self.loop = ControlLoop(self.driver, self.safe, self.runtime, parts.action_map, self.recorder, self.timing,
                                 self._cut_short, explore=cfg.adapter.explore and self.trainer is not None,
-                                action_rng=np.random.default_rng(cfg.seed + 1))  # exploration noise, apart from goals
+                                seeds=seeds)
         self.reporter = StatusReporter(self.status, self.state_dir / STATUS_FILE, logger or NullLogger(),
                                        cfg.status_every_s, notices=self.safe.report)
         self.extra_services = list(services)

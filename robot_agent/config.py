@@ -152,7 +152,9 @@ class AgentConfig:
     # SCHED_FIFO priority (1-99) of the control thread; 0 = normal scheduling. Needs root, CAP_SYS_NICE
     # or LimitRTPRIO (see deploy/robot-agent.service); refused permission falls back with one warning.
     control_priority: int = 0
-    seed: int = 0  # goal draws, exploration noise (seed + 1), the learner and the uplink's reconnect jitter
+    # with robot_id, keys every random stream of the robot: each episode's goal draws and exploration noise (by its
+    # durable number: a restart never replays them), the learner's and the uplink's reconnect jitter (>= 0)
+    seed: int = 0
     uplink: AgentUplinkConfig = field(default_factory=AgentUplinkConfig)  # streams the spool to the fleet hub
 
     def validate(self) -> None:
@@ -180,7 +182,7 @@ class AgentConfig:
             "shutdown_timeout_s": self.shutdown_timeout_s > 0, "stop_timeout_s": self.stop_timeout_s > 0,
             "status_every_s": self.status_every_s > 0,
             "max_episodes": self.max_episodes >= 0, "max_steps": self.max_steps >= 0,
-            "control_priority": 0 <= self.control_priority <= 99,
+            "control_priority": 0 <= self.control_priority <= 99, "seed": self.seed >= 0,
         }
         for key, ok in checks.items():
             if not ok:

@@ -16,6 +16,7 @@ import numpy as np
 from hardware.action import ActionMap
 from hardware.driver import RobotDriver
 from robot_agent.recorder import EpisodeSummary, TransitionRecorder
+from robot_agent.robot_seeds import RobotSeeds
 from robot_agent.runtime import PolicyRuntime
 from robot_agent.safe_driver import SafeDriver
 from robot_agent.status import LoopTiming
@@ -26,11 +27,12 @@ class ControlLoop:
 
     def __init__(self, driver: RobotDriver, safe: SafeDriver, runtime: PolicyRuntime, action_map: ActionMap,
                  recorder: TransitionRecorder, timing: LoopTiming, cut_short: Callable[[int], bool],
-                 explore: bool, action_rng: np.random.Generator):
+                 explore: bool, seeds: RobotSeeds):
         self.driver, self.safe, self.runtime, self.action_map = driver, safe, runtime, action_map
         self.recorder, self.timing = recorder, timing
         self.cut_short = cut_short  # (steps so far) -> whether to end the episode now (e-stop, shutdown, limit)
-        self.explore, self.action_rng = explore, action_rng
+        self.explore, self.seeds = explore, seeds
+        self.action_rng: np.random.Generator = seeds.episode(0)[1]  # each episode draws its own (run_episode)
         self.realtime = bool(getattr(driver, "realtime", True))  # a simulated clock has no deadline to keep
         self.damped_episodes = 0  # episodes ended because the safety layer damped the robot (bad or stale reading)
         self._damped = False
@@ -42,7 +44,8 @@ class ControlLoop:
         self.safe.layer.reset()
         self.safe.arm()
         rt = self.runtime
-        self.recorder.begin(number, rt.trunk_version, rt.adapter_version)
+        goals, self.action_rng = self.seeds.episode(number)  # never the draws of an earlier start's episode
+        self.recorder.begin(number, rt.trunk_version, rt.adapter_version, goals)
         self._damped = False
         period = self.timing.period
         tick = time.monotonic()

@@ -25,6 +25,7 @@ from hardware.tasks.base import Task
 from robot_agent.config import AgentConfig
 from robot_agent.drivers import make_driver
 from robot_agent.recorder import chunk_record_bytes, transitions_fitting
+from robot_agent.robot_seeds import LEARNER, UPLINK, RobotSeeds
 from robot_agent.runtime import PolicyRuntime, TrunkWatcher, load_verified, robot_spec, spec_differences
 from robot_agent.safe_driver import SafeDriver, SafetyConfig
 from robot_agent.spool import Spool, SpoolLockedError, take_directory_lock
@@ -129,7 +130,7 @@ class AgentBuilder:
         safety.estop_file = safety.estop_file or str(self.state_dir / ESTOP_FILE)
         a = cfg.adapter
         trainer = (TrainerLink(checkpoint, profile.name, a, self.state_dir / ADAPTER_FILE, adapter_version,
-                               trunk_version, seed=cfg.seed) if a.enabled and a.learn else None)
+                               trunk_version, seed=RobotSeeds(cfg.seed, cfg.robot_id).stream(LEARNER)) if a.enabled and a.learn else None)
         runtime = PolicyRuntime(policy, profile.name, trunk_version, adapter, adapter_version)
         return AgentParts(
             cfg=cfg, state_dir=self.state_dir, profile=profile, task=self.task, spec=self.spec, driver=self.driver,
@@ -149,7 +150,8 @@ class AgentBuilder:
         cfg = self.cfg
         try:
             return HubUplink(cfg.uplink, spool, cfg.robot_id, self.profile.name, profile_hash(self.profile),
-                             versions=lambda: (runtime.trunk_version, runtime.adapter_version), seed=cfg.seed,
+                             versions=lambda: (runtime.trunk_version, runtime.adapter_version),
+                             seed=RobotSeeds(cfg.seed, cfg.robot_id).stream(UPLINK),
                              trunk_dir=cfg.trunk_dir or None)
         except KeyFileError as exc:
             raise AgentStartupError(f"uplink.security.keys_dir: {exc}") from exc

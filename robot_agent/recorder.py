@@ -94,8 +94,12 @@ class TransitionRecorder:
         self._step: StepResult | None = None  # the transition that ended at the latest reading
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None  # obs, critic, action, log-prob
 
-    def begin(self, episode: int, trunk_version: int, adapter_version: int) -> None:
-        """A new episode from the home pose: fresh goals, no transitions yet."""
+    def begin(self, episode: int, trunk_version: int, adapter_version: int,
+              rng: np.random.Generator | None = None) -> None:
+        """A new episode from the home pose: fresh goals (drawn from ``rng`` from now on, where given), no
+        transitions yet."""
+        if rng is not None:
+            self.rng = rng
         self.inputs = self.task.make_inputs(1)
         self.contract.begin_episodes(self.rng, self.inputs, ROBOT)
         self.episode, self.versions = episode, (trunk_version, adapter_version)

@@ -55,7 +55,7 @@ from unit_replica import make_unit_replica, pinned_randomization  # beside this 
 import sim
 from hardware.profile import load_profile
 from hardware.tasks.config import task_config
-from robot_agent.agent import RobotAgent
+from robot_agent.agent import ADAPTER_FILE, RobotAgent
 from robot_agent.config import AdapterTrainingConfig, AgentConfig
 from shared_policy.config import AdapterLearnerConfig, PolicyConfig, PPOConfig
 from shared_policy.tracking import NullLogger
@@ -154,6 +154,16 @@ def evaluate(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, st
     return np.asarray(agent.episode_returns, dtype=float)
 
 
+def learned_adapter_alone(learned: Path, to: Path) -> Path:
+    """A fresh state directory holding only the adapter ``learned`` kept (none: the trunk alone). Its evaluation
+    numbers its episodes from 0, like the zero-shot and oracle evaluations' fresh directories: the agent draws each
+    episode's goals by its number, and the learning run used the first numbers of its own directory."""
+    to.mkdir(parents=True, exist_ok=True)
+    if (learned / ADAPTER_FILE).exists():
+        shutil.copy2(learned / ADAPTER_FILE, to / ADAPTER_FILE)
+    return to
+
+
 def change_standard_error(before: np.ndarray, after: np.ndarray) -> float:
     """Standard error of mean(after) - mean(before), paired by episode (the same noise seeds)."""
     return float(np.std(after - before, ddof=1) / math.sqrt(len(after)))
@@ -201,7 +211,8 @@ def measure_unit(hw: str, task: str, gap: dict, base: Path, seed: int, work: Pat
                         steps_per_update=args.steps_per_update, agent_seed=args.learn_seed, guard=not args.no_guard,
                         adapter_settings={"guard_episodes": args.guard_episodes, "guard_floor": args.guard_floor,
                                           "learn_log_std": not args.hold_log_std})
-    b_eps = evaluate(hw, task, base, seed, gap, udir / "adapted", adapter=True, episodes=eps)
+    b_eps = evaluate(hw, task, base, seed, gap, learned_adapter_alone(udir / "adapted", udir / "adapted_eval"),
+                     adapter=True, episodes=eps)
     oracle_ck, info = oracle(hw, task, base, gap, seed, work / f"oracle-{hw}-unit{seed}", args)
     c = float(evaluate(hw, task, oracle_ck, seed, gap, udir / "oracle_eval", adapter=False, episodes=eps).mean())
     a, b = float(a_eps.mean()), float(b_eps.mean())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from adaptation import SETUPS, evaluate, pretrain, run_agent  # beside this script
+from adaptation import SETUPS, evaluate, learned_adapter_alone, pretrain, run_agent  # beside this script
 from result_record import write_result  # beside this script
 
 from robot_agent.config import AdapterTrainingConfig
@@ -73,7 +73,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 learner = run_agent(hw, task, base, seed, gap, udir / name, adapter=True, learn=True,
                                     steps=args.steps, agent_seed=args.learn_seed, guard=on, adapter_settings=overrides)
-                b = evaluate(hw, task, base, seed, gap, udir / name, adapter=True, episodes=args.eval_episodes).mean()
+                b = evaluate(hw, task, base, seed, gap, learned_adapter_alone(udir / name, udir / f"{name}_eval"),
+                             adapter=True, episodes=args.eval_episodes).mean()
                 guard = learner.adapters.guard
                 log = [dataclasses.asdict(v) for v in guard.history] if guard is not None else []
                 row = {"hardware": hw, "unit_seed": seed, "setting": name, "zero_shot": a, "adapted": b,

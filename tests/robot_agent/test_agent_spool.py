@@ -10,6 +10,7 @@ import pytest
 from hardware.tasks.config import task_config
 from robot_agent.agent import AgentStartupError, RobotAgent
 from robot_agent.spool import Spool
+from tests.robot_agent.conftest import pretrain
 
 
 def _agent(cfg) -> RobotAgent:
@@ -59,12 +60,38 @@ def test_a_restarted_agent_explores_with_new_noise_and_a_fresh_one_with_the_same
     # exploring (learning on) for one 1 s episode per start: too few steps for an update, so the policy is the
     # same in every start, and the stand-in starts from the same state: only the noise can tell the starts apart
     agent_cfg.adapter.enabled = agent_cfg.adapter.learn = agent_cfg.adapter.explore = True
+    agent_cfg.adapter.steps_per_update = 10_000  # no update in either start: the same policy both times
     agent_cfg.max_episodes = 1
     _agent(agent_cfg).run()
-    _agent(agent_cfg).run()  # the restart: episode 1
+    _agent(agent_cfg).run()  # the restart: its first episode (numbers are reserved in blocks, so 64)
     first, second = _actions_by_episode(agent_cfg.state_dir).values()
     assert len(first) == len(second) and not np.allclose(first, second)  # not the last start's noise again
     agent_cfg.state_dir = str(tmp_path / "other_state")
     _agent(agent_cfg).run()
     (again,) = _actions_by_episode(agent_cfg.state_dir).values()
     np.testing.assert_array_equal(again, first)  # episode 0 of this robot and seed: the same draws, reproducible
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_agent_draws_new_goals_and_a_fresh_one_with_the_same_seed_repeats_them(agent_cfg, tmp_path):
+    # reach draws a target per episode; deterministic actions and the same home pose at each start, so the first
+    # reading of the two starts' episodes differs only if the target does
+    agent_cfg.hardware = "arm2_planar"
+    agent_cfg.checkpoint = str(pretrain(tmp_path / "arm", "arm2_planar", "reach", iterations=1))
+    agent_cfg.max_episodes = 1
+    task = task_config("reach", {"episode_length_s": 0.2})
+    first_readings = []
+    for state_dir in ("state", "state", "other_state"):  # a start, its restart, and another robot computer
+        agent_cfg.state_dir = str(tmp_path / state_dir)
+        RobotAgent(agent_cfg, task).run()
+        first_readings.append(_first_observations(agent_cfg.state_dir))
+    both_starts, fresh = first_readings[1], first_readings[2]  # "state" holds both starts' episodes by then
+    assert len(both_starts) == 2 and len(fresh) == 1
+    assert not np.array_equal(both_starts[0], both_starts[1])  # the restart's episode is not the last start's again
+    np.testing.assert_array_equal(fresh[0], both_starts[0])  # episode 0 of the same seed and robot: the same target
+
+
+def _first_observations(state_dir: str) -> list[np.ndarray]:
+    with Spool(Path(state_dir) / "spool") as spool:
+        chunks = sorted((spool.read(r) for r in spool.pending()), key=lambda c: int(c.header["episode"]))
+    return [c.arrays["obs"][0] for c in chunks if int(c.header["first_step"]) == 0]

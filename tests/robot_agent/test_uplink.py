@@ -495,3 +495,18 @@ def test_the_frame_check_counts_a_chunk_as_at_most_one_episode_and_skips_an_agen
         agent = _robot_agent(agent_cfg)
         agent.spool.close()
         agent.parts.state_lock.close()
+
+
+@pytest.mark.timeout(120)
+def test_two_robots_sharing_a_configs_seed_get_their_own_learner_seed_and_reconnect_jitter(agent_cfg, tmp_path):
+    agent_cfg.uplink = uplink_cfg("tcp://127.0.0.1:5555")  # never started: only the jitter's stream is read
+    agent_cfg.adapter.enabled = agent_cfg.adapter.learn = agent_cfg.adapter.explore = True
+    draws = {}
+    for robot in ("unit-0", "unit-1"):
+        agent_cfg.robot_id, agent_cfg.state_dir = robot, str(tmp_path / robot)
+        agent = _robot_agent(agent_cfg)
+        draws[robot] = (agent.trainer.seed, [agent.uplink.rng.random() for _ in range(4)])
+        agent.spool.close()
+        agent.parts.state_lock.close()
+    assert draws["unit-0"][0] != draws["unit-1"][0]  # the learner's minibatch draws
+    assert draws["unit-0"][1] != draws["unit-1"][1]  # after a hub restart the two do not come back in lockstep

@@ -155,7 +155,8 @@ def evaluate(hw: str, task: str, checkpoint: Path, unit_seed: int, gap: dict, st
 
 
 def learned_adapter_alone(learned: Path, to: Path) -> Path:
-    """A fresh state directory holding only the adapter ``learned`` kept (none: the trunk alone). Its evaluation
+    """A fresh state directory holding only the adapter ``learned`` kept (none: the trunk alone); ``to`` must not
+    exist yet (the caller clears it: a reused one keeps its spool's numbers and any older adapter). Its evaluation
     numbers its episodes from 0, like the zero-shot and oracle evaluations' fresh directories: the agent draws each
     episode's goals by its number, and the learning run used the first numbers of its own directory."""
     to.mkdir(parents=True, exist_ok=True)

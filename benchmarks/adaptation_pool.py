@@ -1,10 +1,11 @@
 """On-robot adaptation over several learning seeds: one learning run per unit is a single draw.
 
 ``adaptation.py`` learns each unit's adapter once (``--learn-seed``), and a unit's gap recovered moves a lot with
-the draws of that one run (the same unit has read 0.13 and 1.35 on two seeds). This reads result files of the same
+the draws of that one run (the same unit has read -0.75 and +0.90 on two learning seeds). This reads result files of the same
 units, code and settings that differ only in ``--learn-seed``, averages each unit's gap recovered (and its change)
 over the seeds, and gives the 95% t-interval over units of those averages: the figure the target (>= 0.6 of the
-gap) is judged by. Each seed's own mean is printed beside it, and the worst unit's mean change.
+gap) is judged by. As ``adaptation.py`` does, only units whose oracle beat zero-shot in every run (the gap has a
+ceiling) count for the gap recovered; the others are counted apart. Each seed's own mean is printed beside it, and the worst unit's mean change.
 
     python benchmarks/adaptation.py --first-unit 200 --units 6 --jobs 2 --learn-seed 1235 \
         --out benchmarks/results/adaptation_learnseed1235.json     # and 1236; 1234 is adaptation.json
@@ -25,7 +26,8 @@ from seed_stats import t_interval
 
 # settings that must agree for runs to be draws of one measurement (everything but the learning seed and paths)
 SAME = ("types", "units", "first_unit", "steps", "steps_per_update", "no_guard", "guard_episodes", "guard_floor",
-        "hold_log_std", "eval_episodes", "pretrain_iterations")
+        "hold_log_std", "eval_episodes", "pretrain_iterations", "num_envs", "oracle_max_iterations",
+        "oracle_eval_every", "oracle_patience", "oracle_eval_episodes", "quick")
 
 
 def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -40,15 +42,21 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"args.{key} differs: {first['args'].get(key)!r} against {run['args'].get(key)!r}")
         if run["commit"] != first["commit"]:
             raise ValueError(f"measured at {first['commit'][:7]} and {run['commit'][:7]}: not the same code")
+    if any(run.get("dirty") for run in runs):
+        raise ValueError("a run was measured on a dirty tree: not the code its commit names")
     seeds = [run["args"]["learn_seed"] for run in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"learn seeds repeat: {seeds}")
+    unit_sets = [sorted((row["hardware"], row["unit_seed"]) for row in run["rows"]) for run in runs]
+    if any(units != unit_sets[0] for units in unit_sets) or len(set(unit_sets[0])) != len(unit_sets[0]):
+        raise ValueError("the runs measured different units (or one unit twice)")
     by_unit: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in runs:
         for row in run["rows"]:
             by_unit.setdefault((row["hardware"], row["unit_seed"]), []).append(row)
-    if any(len(rows) != len(runs) for rows in by_unit.values()):
-        raise ValueError("the runs measured different units")
+    no_ceiling = sorted(f"{hw}-{seed}" for (hw, seed), rows in by_unit.items()
+                        if not all(r.get("oracle_is_ceiling", True) for r in rows))
+    by_unit = {k: rows for k, rows in by_unit.items() if f"{k[0]}-{k[1]}" not in no_ceiling}
     units = [{"hardware": hw, "unit_seed": seed,
               "gap_recovered": float(np.mean([r["gap_recovered"] for r in rows])),
               "gap_recovered_per_seed": [r["gap_recovered"] for r in rows],
@@ -61,7 +69,9 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 for hw in sorted({u["hardware"] for u in units})}
     return {"learn_seeds": seeds, "measured_commit": first["commit"], "units": units,
             "gap_recovered": mean, "ci95": ci, "per_type": {hw: {"mean": m, "ci95": c} for hw, (m, c) in per_type.items()},
-            "per_seed": [float(np.mean([r["gap_recovered"] for r in run["rows"]])) for run in runs],
+            "per_seed": [float(np.mean([r["gap_recovered"] for r in run["rows"]
+                                        if (r["hardware"], r["unit_seed"]) in by_unit])) for run in runs],
+            "oracle_not_ceiling": no_ceiling,
             "worst_unit": f"{worst['hardware']}-{worst['unit_seed']}", "worst_change": worst["change"],
             "units_worse": sum(u["change"] < 0 for u in units),
             "unit_runs_worse": sum(c < 0 for u in units for c in u["change_per_seed"])}

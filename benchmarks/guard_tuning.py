@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 learner = run_agent(hw, task, base, seed, gap, udir / name, adapter=True, learn=True,
                                     steps=args.steps, agent_seed=args.learn_seed, guard=on, adapter_settings=overrides)
+                shutil.rmtree(udir / f"{name}_eval", ignore_errors=True)  # a rerun's: its spool numbers and adapter
                 b = evaluate(hw, task, base, seed, gap, learned_adapter_alone(udir / name, udir / f"{name}_eval"),
                              adapter=True, episodes=args.eval_episodes).mean()
                 guard = learner.adapters.guard

@@ -504,3 +504,22 @@ def test_the_guards_memory_is_written_only_when_it_changes(tmp_path):
         assert path.stat().st_ino == written
     adapters.episode_done(1, 0, 99.5, complete=True)  # the decision
     assert path.stat().st_ino != written and json.loads(path.read_text())["kept_version"] == 1
+
+
+def test_a_wrecked_update_whose_own_spread_hides_it_from_the_standard_error_is_rolled_back():
+    # what a learner at 1000x its step did to a reach unit: every episode far below the kept version's, but spread
+    # so wide that Welch's standard error (2.9 million) put the mean within 2 of them
+    kept = np.array([-50.2, -56.6, -45.5, -75.1, -94.8, -90.6])
+    wrecked = np.array([-2388603.5, -2472895.5, -2291000.4, -14117935.7])
+    assert (wrecked.mean() - kept.mean()) > -2.0 * np.sqrt(wrecked.var(ddof=1) / 4 + kept.var(ddof=1) / 6)
+    verdict = _trial(AdapterGuard(kept_version=0), kept, wrecked, version=1)
+    assert verdict is not None and not verdict.kept
+
+
+def test_the_rank_rule_stays_out_of_trials_too_small_to_make_separation_rare():
+    from robot_agent.adapter_guard import separated_below
+
+    assert not separated_below(np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0, 12.0]))  # 3 v 3: 1 in 20 by chance
+    assert separated_below(np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0, 12.0, 13.0, 14.0]))  # 3 v 5: 1 in 56
+    assert separated_below(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 11.0, 12.0, 13.0]))  # 4 v 4: 1 in 70
+    assert not separated_below(np.array([1.0, 2.0, 3.0, 10.5]), np.array([10.0, 11.0, 12.0, 13.0]))

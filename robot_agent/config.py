@@ -63,7 +63,8 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     wait_for_learner: bool = False
     # Keep an update only when its first guard_episodes complete episodes do not measure worse than the best kept
     # version so far (its last guard_reference_episodes recent episodes), by more than guard_tolerance Welch
-    # standard errors (one-sided); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
+    # standard errors (one-sided), nor has every return below every reference return (where that is rare by
+    # chance); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
     guard: bool = True
     guard_episodes: int = 4  # the candidate's trial (>= 2): short, so updates reach the robot while they are fresh
     guard_tolerance: float = 2.0  # standard errors (>= 0): ~5% of equal updates rolled back by noise alone

@@ -27,3 +27,14 @@ def test_the_adapted_evaluation_draws_the_zero_shot_evaluations_goals_after_a_ru
     np.testing.assert_array_equal(adapted, zero_shot)
     reused = evaluate("arm2_planar", "reach", checkpoint, 7, {}, learned, adapter=True, episodes=3)
     assert not np.array_equal(reused, zero_shot)  # the learning run's own directory draws other goals
+
+
+def test_the_kept_adapter_and_nothing_else_is_copied_into_the_fresh_directory(tmp_path):
+    from robot_agent.agent import ADAPTER_FILE
+
+    learned = tmp_path / "learned"
+    (learned / "spool").mkdir(parents=True)
+    (learned / ADAPTER_FILE).write_bytes(b"the kept adapter")
+    alone = learned_adapter_alone(learned, tmp_path / "alone")
+    assert (alone / ADAPTER_FILE).read_bytes() == b"the kept adapter"
+    assert [p.name for p in alone.iterdir()] == [ADAPTER_FILE]  # no spool: its episodes number from 0

@@ -42,9 +42,11 @@ def test_runs_that_are_not_draws_of_one_measurement_are_refused_naming_what_diff
 def test_a_unit_whose_oracle_is_no_ceiling_in_any_run_is_left_out_of_the_gap_recovered():
     a, b = _run(1, [0.2, 1.0, 0.5], [1.0, 1.0, 1.0]), _run(2, [0.6, 0.8, 0.5], [1.0, 1.0, 1.0])
     b["rows"][2]["oracle_is_ceiling"], b["rows"][2]["gap_recovered"] = False, float("nan")
+    a["rows"][2]["change"] = b["rows"][2]["change"] = -5.0  # adaptation made it worse: that still counts
     p = pool([a, b])
     assert p["oracle_not_ceiling"] == ["cartpole-202"] and len(p["units"]) == 2
     assert p["gap_recovered"] == pytest.approx(0.65)
+    assert p["worst_unit"] == "cartpole-202" and p["units_worse"] == 1 and p["unit_runs_worse"] == 2
 
 
 def test_runs_of_other_code_other_units_or_a_dirty_tree_are_refused():

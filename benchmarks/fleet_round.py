@@ -92,6 +92,7 @@ from fleet_units import (  # beside this script
     AgentSettings,
     Fleet,
     Unit,
+    agent_config,
     make_units,
     rollout_settled,
     rollout_steps,
@@ -100,12 +101,14 @@ from hub_processes import HubProcess, free_port, make_keys  # beside this script
 from replica_returns import Arm, replica_returns  # beside this script
 from result_record import write_result  # beside this script
 
+from configs import group_options
 from fleet.episode_log import stored_episodes
 from fleet.learner_app import EXIT_OK, EXIT_REFUSED, rebased_adapters, run_learn, weights_digest
 from fleet.learner_config import LearnConfig
 from fleet.learner_inputs import experience_reader, fleet_adapters, robot_observations
 from fleet.trunk_store import TrunkStore
 from fleet.unit_watch import read_holds
+from robot_agent.config import adapter_preset
 from shared_policy.adapter import Adapter
 from shared_policy.checkpoint import load_checkpoint
 from shared_policy.learner_throughput import measure_throughput
@@ -156,12 +159,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--drift-kl", type=float, default=0.0,
                     help="adapter.drift_kl of every unit: on-robot learning held within this mean KL of the first "
                          "adapter the unit ran on its trunk (0: no limit, the agent's default)")
-    ap.add_argument("--guard-floor", type=float, default=0.0,
+    # before 2026-12-05 (seventeenth session) the units ran the solo preset's settings unless told otherwise
+    ap.add_argument("--adapter-preset", default="fleet", choices=group_options("adapter_preset"),
+                    help="adapter_preset of every unit (configs/adapter_preset/): fleet, as the daemon in a fleet runs")
+    ap.add_argument("--guard-floor", type=float, default=None,
                     help="adapter.guard_floor of every unit: the guard also rolls back an update measuring more than "
-                         "this fraction below the best kept version (0: off, the agent's default)")
+                         "this fraction below the best kept version (default: the preset's; 0: off)")
     ap.add_argument("--hold-log-std", action="store_true",
-                    help="adapter.learn_log_std=false on every unit: on-robot learning moves the mean actions only, "
-                         "the exploration noise stays as the trunk's (rebased) adapter set it")
+                    help="adapter.learn_log_std=false on every unit (default: the preset's): on-robot learning moves "
+                         "the mean actions only, the exploration noise stays as the trunk's (rebased) adapter set it")
     ap.add_argument("--tolerance", type=float, default=0.10,
                     help="no fleet unit may lose more than this fraction of its own return (result 1)")
     ap.add_argument("--plaintext", action="store_true", help="hub and robots without CURVE")
@@ -386,8 +392,9 @@ def main() -> None:
     TrunkStore(run / "hub").publish(v1_path)
     hub, keys = start_hub(run, units, args)
     fleet = Fleet(units, run, AgentSettings(v1_path, hub.endpoint, keys, guard_episodes=args.guard_episodes,
-                                             drift_kl=args.drift_kl, guard_floor=args.guard_floor,
-                                             learn_log_std=not args.hold_log_std))
+                                             drift_kl=args.drift_kl, adapter_preset=args.adapter_preset,
+                                             guard_floor=args.guard_floor,
+                                             learn_log_std=False if args.hold_log_std else None))
     rounds, current = [], (v1_path, v1, 1)
     trunks, runs = {1: v1}, {u.robot_id: 1 for u in units}
     try:
@@ -409,7 +416,9 @@ def main() -> None:
     fleet_result["exploring"] = fleet_returns(rounds, args.tolerance, EXPLORING)
     report(fleet_result, fresh_result, rebase, rounds)
     line = summary_line(fleet_result, fresh_result, rebase, throughput, rounds)
-    write_result(args.out, line, {"args": vars(args), "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
+    unit_adapter = agent_config(units[0], run, fleet.settings, max_episodes=0).adapter  # as every unit ran it
+    adapter = {"preset": args.adapter_preset, **{k: getattr(unit_adapter, k) for k in adapter_preset(args.adapter_preset)}}
+    write_result(args.out, line, {"args": vars(args), "adapter": adapter, "setups": {hw: UNIT_SETUPS[hw] for hw in args.types},
                                   "fleet_units": [u.robot_id for u in units], "fresh_units": [u.robot_id for u in fresh],
                                   "pretrain": {**pretrain_record(v1_path), "weights_sha256": v1_digest},
                                   "agent_faults": fleet.faults, "rounds": rounds, "fleet": fleet_result,

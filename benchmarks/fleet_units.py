@@ -25,7 +25,7 @@ from fleet.config import SecurityConfig, SocketConfig
 from fleet.rollout_log import read_steps
 from hardware.tasks.config import task_config
 from robot_agent.agent import RobotAgent
-from robot_agent.config import AgentConfig, AgentUplinkConfig
+from robot_agent.config import AgentConfig, AgentUplinkConfig, apply_adapter_preset
 from sim.unit_gaps import UNIT_SETUPS
 
 SETTLED = ("promoted", "rolled_back")  # the roll-out steps that end a candidate's trial
@@ -69,8 +69,10 @@ class AgentSettings:
     guard_episodes: int = 4
     steps_per_update: int = 1000
     drift_kl: float = 0.0  # adapter.drift_kl: how far on-robot learning may move from the trunk's adapter
-    guard_floor: float = 0.0  # adapter.guard_floor: roll back updates measuring more than this fraction worse
-    learn_log_std: bool = True  # adapter.learn_log_std: false holds each unit's exploration noise as received
+    adapter_preset: str = "fleet"  # adapter_preset=<name> (configs/adapter_preset/): a unit in a fleet
+    # None: the preset's. adapter.guard_floor: roll back updates measuring more than this fraction worse
+    guard_floor: float | None = None
+    learn_log_std: bool | None = None  # None: the preset's. adapter.learn_log_std: false holds the noise as received
 
 
 def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) -> AgentConfig:
@@ -84,7 +86,11 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
     a.enabled = a.learn = a.explore = True
     a.wait_for_learner = True  # a simulated clock outruns any learner; a real robot's learner keeps up
     a.guard_episodes, a.steps_per_update, a.drift_kl = s.guard_episodes, s.steps_per_update, s.drift_kl
-    a.guard_floor, a.learn_log_std = s.guard_floor, s.learn_log_std
+    apply_adapter_preset(a, s.adapter_preset)
+    if s.guard_floor is not None:
+        a.guard_floor = s.guard_floor
+    if s.learn_log_std is not None:
+        a.learn_log_std = s.learn_log_std
     cfg.logger.backend = "none"
     security = SecurityConfig(keys_dir=robot_keys(s.keys, unit.robot_id)) if s.keys else \
         SecurityConfig(mode="plaintext", keys_dir="")

@@ -120,7 +120,10 @@ def config_reference() -> str:
              "with the key's name. Defaults are the dataclass defaults; an app's YAML file (named under each",
              "heading) may set others. `task` and `hardware` are config groups: pick one by name",
              "(`task=reach hardware=arm2_planar`); a hardware profile's format is in",
-             "[hardware_profile.md](hardware_profile.md).", "", BEGIN]
+             "[hardware_profile.md](hardware_profile.md). robot-agent's `adapter_preset` group sets",
+             "`adapter.learn_log_std` and `adapter.guard_floor` together: `solo` (the default, the values below)",
+             "or `fleet` (a unit in a fleet: the noise held, the floor at 0.1; configs/adapter_preset/).", "",
+             BEGIN]
     for app, yaml, cls in apps:
         parts += ["", f"## `{app}` ({yaml}; schema `{cls.__module__}.{cls.__name__}`)", "", _doc(cls), "",
                   table(cls)]

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from configs import CONFIG_DIR, group_options
 from fleet.config import UplinkConfig
 from hardware.profile import HardwareProfile, ProfileError, load_profile, profile_from_config
 from hardware.tasks.config import register_task_schemas
@@ -200,6 +201,23 @@ class AgentConfig:
             raise ValueError("adapter.learn=true needs adapter.explore=true (the recorded log-probabilities must "
                              "be those of the actions the policy sampled); set adapter.explore=true or "
                              "adapter.learn=false")
+
+
+def adapter_preset(name: str) -> dict[str, Any]:
+    """The adapter settings ``adapter_preset=<name>`` composes (configs/adapter_preset/<name>.yaml): for code
+    that builds an AgentConfig without Hydra, so that it runs the same preset the daemon would."""
+    path = CONFIG_DIR / "adapter_preset" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"adapter_preset: no preset {name!r} (known: {', '.join(group_options('adapter_preset'))})")
+    return OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[return-value]
+
+
+def apply_adapter_preset(adapter: AdapterTrainingConfig, name: str) -> None:
+    """Set ``adapter``'s fields as ``adapter_preset=<name>`` would; a key the config lacks is an error."""
+    for key, value in adapter_preset(name).items():
+        if not hasattr(adapter, key):
+            raise ValueError(f"adapter_preset/{name}.yaml: adapter.{key} is not an adapter setting")
+        setattr(adapter, key, value)
 
 
 def selected_profile(hardware: Any) -> HardwareProfile:

@@ -85,7 +85,7 @@ def agent_command(cfg: DemoConfig, run: Path, port: int, unit: Unit, checkpoint:
             f"driver.options.seed={unit.seed}", f"+driver.options.gap={hydra_value(unit.gap)}",
             f"seed={unit.seed}", "adapter.enabled=true", "adapter.learn=true",
             f"adapter.steps_per_update={a.steps_per_update}", f"adapter.guard_episodes={a.guard_episodes}",
-            "uplink.enabled=true", f"uplink.endpoint=tcp://127.0.0.1:{port}",
+            f"adapter_preset={a.adapter_preset}", "uplink.enabled=true", f"uplink.endpoint=tcp://127.0.0.1:{port}",
             f"uplink.security.keys_dir={run / 'keys' / 'robots' / unit.robot_id}", "uplink.backoff_max_s=2.0",
             f"uplink.drain_on_stop_s={a.drain_on_stop_s}", f"stop_timeout_s={a.drain_on_stop_s + 8.0}",
             f"status_every_s={a.status_every_s}", f"logger.backend={'wandb' if cfg.wandb else 'none'}",

@@ -8,6 +8,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from configs import group_options
 from hardware.tasks.config import register_task_schemas
 
 
@@ -50,6 +51,7 @@ class AgentsPhase:
     adapt_s: float = 90.0  # on-robot adaptation before the fleet round (faults at half of it)
     steps_per_update: int = 400  # adapter PPO: transitions per update
     guard_episodes: int = 3  # the adapter guard's episodes per side
+    adapter_preset: str = "fleet"  # robot-agent adapter_preset (configs/adapter_preset/): units in a fleet
     status_every_s: float = 1.0  # each agent's status.json (what the demo watches) this often
     drain_on_stop_s: float = 8.0  # at SIGTERM, keep sending the spool to the hub this long at most
     connect_timeout_s: float = 120.0  # every unit connected to the hub by then, or the demo fails
@@ -146,6 +148,9 @@ class DemoConfig:
                 raise ValueError(f"{key}: must be >= 0, got {value}")
         if self.agents.guard_episodes < 2:
             raise ValueError(f"agents.guard_episodes: must be >= 2, got {self.agents.guard_episodes}")
+        presets = group_options("adapter_preset")
+        if self.agents.adapter_preset not in presets:
+            raise ValueError(f"agents.adapter_preset: one of {presets}, got {self.agents.adapter_preset!r}")
         if not 0 <= self.learn.sim_fraction < 1:
             raise ValueError(f"learn.sim_fraction: must be in [0, 1), got {self.learn.sim_fraction}")
         if not 0 <= self.learn.gate_tolerance < 1:

@@ -36,14 +36,20 @@ def test_a_second_run_in_the_same_workdir_is_refused_naming_it(tmp_path):
     lock_workdir(tmp_path / "w").close()  # free again once the first run ends
 
 
-def test_hold_log_std_is_opt_in_and_agent_settings_carry_it_into_each_units_agent_config(tmp_path):
-    # fleet_round.main builds AgentSettings the same way; the runs record args.hold_log_std beside their results
+def test_the_units_run_the_fleet_adapter_preset_and_the_flags_override_it(tmp_path):
+    # fleet_round.main builds AgentSettings this way; the result records the adapter settings the units ran
     from fleet_units import AgentSettings, Unit, agent_config
 
-    args = parse_args(["--hold-log-std"])
-    assert args.hold_log_std and not parse_args([]).hold_log_std  # opt-in: the agent's default learns the noise
-    settings = AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None, learn_log_std=not args.hold_log_std)
-    cfg = agent_config(Unit("cartpole", 300), tmp_path, settings, max_episodes=1)
-    assert cfg.adapter.learn_log_std is False
-    assert agent_config(Unit("cartpole", 300), tmp_path, AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None),
-                        max_episodes=1).adapter.learn_log_std is True
+    def adapter(*argv):
+        args = parse_args(list(argv))
+        settings = AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None, adapter_preset=args.adapter_preset,
+                                 guard_floor=args.guard_floor, learn_log_std=False if args.hold_log_std else None)
+        a = agent_config(Unit("cartpole", 300), tmp_path, settings, max_episodes=1).adapter
+        return a.learn_log_std, a.guard_floor
+
+    assert adapter() == (False, 0.1)  # the fleet preset: a unit in a fleet
+    assert adapter("--adapter-preset", "solo") == (True, 0.0)  # the daemon's default, as the runs before 12-05
+    assert adapter("--adapter-preset", "solo", "--hold-log-std") == (False, 0.0)
+    assert adapter("--guard-floor", "0") == (False, 0.0)
+    with pytest.raises(SystemExit):
+        parse_args(["--adapter-preset", "swarm"])

@@ -2,6 +2,7 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from configs import CONFIG_DIR
 from hardware.profile import ProfileError, load_profile
@@ -73,3 +74,42 @@ def test_a_stop_timeout_too_short_for_the_spools_flush_is_refused_naming_the_key
                 cfg.validate()
         else:
             cfg.validate()
+
+
+def test_the_solo_adapter_preset_is_the_default_and_the_adapter_schemas_own_defaults(hydra_dir):
+    from robot_agent.config import AdapterTrainingConfig, adapter_preset
+
+    adapter = OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c"])).adapter
+    assert adapter.learn_log_std is True and adapter.guard_floor == 0.0
+    # code that builds an AgentConfig without Hydra (tests, benchmarks) gets the daemon's default
+    schema = AdapterTrainingConfig()
+    assert {key: getattr(schema, key) for key in adapter_preset("solo")} == adapter_preset("solo")
+
+
+def test_the_fleet_adapter_preset_holds_the_noise_and_floors_the_guard_and_an_override_still_wins(hydra_dir):
+    adapter = OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c", "adapter_preset=fleet"])).adapter
+    assert adapter.learn_log_std is False and adapter.guard_floor == 0.1
+    adapter = OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c", "adapter_preset=fleet",
+                                                              "adapter.guard_floor=0.2"])).adapter
+    assert adapter.learn_log_std is False and adapter.guard_floor == 0.2
+
+
+@pytest.mark.parametrize("name", ["solo", "fleet"])
+def test_applying_a_preset_in_code_sets_what_the_composed_daemon_gets(hydra_dir, name):
+    from robot_agent.config import AdapterTrainingConfig, apply_adapter_preset
+
+    composed = OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c", f"adapter_preset={name}"])).adapter
+    applied = AdapterTrainingConfig()
+    apply_adapter_preset(applied, name)
+    assert applied == composed
+
+
+def test_an_unknown_adapter_preset_is_refused_naming_the_known_ones(hydra_dir):
+    from hydra.errors import MissingConfigException
+
+    from robot_agent.config import adapter_preset
+
+    with pytest.raises(MissingConfigException, match="fleet"):
+        compose("agent", overrides=["checkpoint=/c", "adapter_preset=swarm"])
+    with pytest.raises(ValueError, match=r"^adapter_preset: no preset 'swarm' \(known: fleet, solo\)"):
+        adapter_preset("swarm")

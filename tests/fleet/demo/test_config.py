@@ -29,7 +29,7 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("hub.canaries=[unit-9]", "hub.canaries"), ("hub.canaries=[unit-0,unit-2]", "hub.canaries"),
     ("faults.agent=robot-x", "faults.agent"),
     ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
-    ("report_timeout_s=0", "report_timeout_s"),
+    ("report_timeout_s=0", "report_timeout_s"), ("agents.adapter_preset=swarm", "agents.adapter_preset"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):
     cfg = demo_config(override)
@@ -70,3 +70,18 @@ def test_outside_training_range_is_computed_from_the_task_randomisation():
         outside_range({"physics": {"warp": [1, 2]}}, trained)
     cartpole = plan_units(demo_config())[0]
     assert cartpole.outside_training_range == ["damping_scale", "latency_steps", "mass_scale", "motor_strength"]
+
+
+def test_the_demos_robot_agents_compose_with_the_fleet_adapter_preset(tmp_path):
+    # what the daemon gets from the demo's own command line, composed as robot-agent composes it
+    from fleet.demo.commands import agent_command
+    from robot_agent.config import register_configs as register_agent_configs
+
+    register_agent_configs()
+    cfg = demo_config()
+    unit = plan_units(cfg)[0]
+    argv = agent_command(cfg, tmp_path, 5555, unit, tmp_path / "v1")[1:]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        agent = OmegaConf.to_object(compose("agent", overrides=[a for a in argv if not a.startswith("hydra.")]))
+    assert cfg.agents.adapter_preset == "fleet"
+    assert agent.adapter.learn_log_std is False and agent.adapter.guard_floor == 0.1

@@ -50,8 +50,8 @@ AGENT = ("robot-agent checkpoint=outputs/<date>/<time>/checkpoints/latest hardwa
 REACH = "fleet-train task=reach 'hardware=[arm2_planar,arm3_planar,arm7]' iterations=300"
 MULTIRUN = "fleet-train --multirun algorithm.entropy_coef=0.0,0.01"
 KEYS_INIT, KEYS_ENROL = "fleet-keys init fleet_keys", "fleet-keys enrol fleet_keys unit-7"
-UPLINK_AGENT = ("robot-agent checkpoint=<dir> hardware=cartpole robot_id=unit-7 state_dir=unit-7 uplink.enabled=true "
-                "uplink.endpoint=tcp://127.0.0.1:5555 uplink.security.keys_dir=fleet_keys/robots/unit-7")
+UPLINK_AGENT = ("robot-agent checkpoint=<dir> hardware=cartpole robot_id=unit-7 state_dir=unit-7 adapter_preset=fleet "
+                "uplink.enabled=true uplink.endpoint=tcp://127.0.0.1:5555 uplink.security.keys_dir=fleet_keys/robots/unit-7")
 VAR_LIB = {"/var/lib/robot-agent": "{state}"}
 LEARN_TINY = ("batch_size=8 replay.sequence_length=16 sim.num_envs=8 sim.ppo.num_steps_per_env=8 rebase.steps=20 "
               "learner.learning_rate=1e-6 sim.ppo.learning_rate=1e-6 sim.ppo.schedule=fixed gate.tolerance=0.99")  # a robot's path; CI cannot (and must not) write there

@@ -23,11 +23,14 @@ in one batched pass, deterministic mean actions), not from the robots' own noisy
    rolled-back candidate, the old trunk with the adapter the unit uploaded in that round (its on-robot
    learning of the round included).
    ``mean_gain`` = (fleet mean after the last round - fleet mean before) / fleet mean before.
-   ``worst_unit_delta`` = min over units of (after - before) / that unit's before; ``--tolerance`` is the
-   stated limit (no unit may lose more than that fraction of its own return).
+   ``worst_unit_delta`` = min over units of (after - before) / that unit's before, on mean actions.
    ``worst_unit_delta_exploring``: the same with the units acting as they do on-robot, sampling their actions
    (exploring arms, other replica worlds): what the robots' own returns, the on-robot adapter guard and the
-   hub's canary verdicts see. The figures above stay on mean actions.
+   hub's canary verdicts see. ``--tolerance`` is the stated limit, judged since 2026-12-05 on this one (no unit
+   may lose more than that fraction of its own return as a learning robot acts; ``fleet.exploring`` in the
+   record); the mean-action figures (``fleet``, ``worst_unit_delta``) are reported beside it, for robots that
+   act on mean actions (learning off, exported actors). The units run ``--adapter-preset`` (default ``fleet``);
+   the record's ``adapter`` block says what they ran.
 2. **Fresh units** (``--fresh-per-type`` per type, never in the fleet, same gap distribution, other seeds),
    zero-shot (no adapter): ``fresh_zero_shot_gain`` = mean over units of (last trunk - v1) / mean v1 return,
    with a 95% paired t-interval over units. ``fresh_vs_sim_control`` is the same against the *sim-only

@@ -1,7 +1,7 @@
 """On-robot adaptation over several learning seeds: one learning run per unit is a single draw.
 
 ``adaptation.py`` learns each unit's adapter once (``--learn-seed``), and a unit's gap recovered moves a lot with
-the draws of that one run (the same unit has read -0.75 and +0.90 on two learning seeds). This reads result files of the same
+the draws of that one run (the same unit has read -0.75 and +0.94 on two learning seeds). This reads result files of the same
 units, code and settings that differ only in ``--learn-seed``, averages each unit's gap recovered (and its change)
 over the seeds, and gives the 95% t-interval over units of those averages: the figure the target (>= 0.6 of the
 gap) is judged by. As ``adaptation.py`` does, only units whose oracle beat zero-shot in every run (the gap has a

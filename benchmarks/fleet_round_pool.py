@@ -57,8 +57,14 @@ def committed_runs(pretrain_iterations: int = PRETRAIN_ITERATIONS, root: Path = 
                 continue
         except (KeyError, TypeError, AttributeError):
             continue  # a run from before the control existed
-        if units and all("sim_control" in u for u in units.values()) and key not in runs:  # newest first
+        if not (units and all("sim_control" in u for u in units.values())):
+            continue
+        if key not in runs:  # newest first
             runs[key] = result
+        elif runs[key].get("adapter") != result.get("adapter"):  # two arms at one commit: never pool or drop one
+            raise SystemExit(f"fleet_round runs at {key[0]} with seed {key[1]}, pretrain seed {key[2]} ran different "
+                             f"adapter settings ({runs[key].get('adapter')} and {result.get('adapter')}): pool them "
+                             "by --commits from separate commits")
     return runs
 
 

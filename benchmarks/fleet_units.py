@@ -83,10 +83,10 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
                       seed=unit.seed, status_every_s=1e9)
     cfg.driver.options = {"realtime": False, "seed": unit.seed, "gap": unit.gap}
     a = cfg.adapter
+    apply_adapter_preset(a, s.adapter_preset)  # first: the settings below win over it, as overrides do in Hydra
     a.enabled = a.learn = a.explore = True
     a.wait_for_learner = True  # a simulated clock outruns any learner; a real robot's learner keeps up
     a.guard_episodes, a.steps_per_update, a.drift_kl = s.guard_episodes, s.steps_per_update, s.drift_kl
-    apply_adapter_preset(a, s.adapter_preset)
     if s.guard_floor is not None:
         a.guard_floor = s.guard_floor
     if s.learn_log_std is not None:

@@ -69,12 +69,12 @@ def main() -> None:
         base = pretrain(hw, task, args.pretrain_iterations, args.num_envs, work / f"pretrained-{hw}")
         for seed in range(args.first_unit, args.first_unit + args.units):
             udir = work / f"tune-{hw}-unit{seed}"
+            shutil.rmtree(udir, ignore_errors=True)  # a rerun's adapters, guard memory and spool numbers
             a = evaluate(hw, task, base, seed, gap, udir / "zero_shot", adapter=False, episodes=args.eval_episodes).mean()
             for name, on, overrides in settings:
                 t0 = time.perf_counter()
                 learner = run_agent(hw, task, base, seed, gap, udir / name, adapter=True, learn=True,
                                     steps=args.steps, agent_seed=args.learn_seed, guard=on, adapter_settings=overrides)
-                shutil.rmtree(udir / f"{name}_eval", ignore_errors=True)  # a rerun's: its spool numbers and adapter
                 b = evaluate(hw, task, base, seed, gap, learned_adapter_alone(udir / name, udir / f"{name}_eval"),
                              adapter=True, episodes=args.eval_episodes).mean()
                 guard = learner.adapters.guard

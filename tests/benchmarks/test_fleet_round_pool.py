@@ -68,3 +68,30 @@ def test_runs_whose_v1_was_pretrained_longer_are_pooled_apart_and_no_pool_file_i
     git("commit", "-q", "-m", "runs")
     assert sorted(committed_runs(root=tmp_path)) == [("aaaaaaa", 0, 3), ("ccccccc", 0, 3)]
     assert sorted(committed_runs(160, root=tmp_path)) == [("bbbbbbb", 0, 3)]
+
+
+def test_two_runs_of_one_configuration_at_one_commit_with_other_adapter_settings_are_refused(tmp_path):
+    # the same commit, seeds and v1 with another adapter preset: neither pooled together nor one silently dropped
+    import pytest
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    def result(preset: str) -> dict:
+        return {"commit": "a" * 40, "args": {"seed": 0, "pretrain_seed": 3}, "adapter": {"preset": preset},
+                "fresh": {"units": {"u400": {"sim_control": {"mean": 1.0}}}}}
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    git("init", "-q")
+    (results / "fleet_round_v1seed3_fleet.json").write_text(json.dumps(result("fleet")))
+    (results / "fleet_round_v1seed3_fleet_again.json").write_text(json.dumps(result("fleet")))
+    git("add", "-A")
+    git("commit", "-q", "-m", "runs")
+    assert sorted(committed_runs(root=tmp_path)) == [("aaaaaaa", 0, 3)]  # the same settings twice: one kept
+    (results / "fleet_round_v1seed3_solo.json").write_text(json.dumps(result("solo")))
+    git("add", "-A")
+    git("commit", "-q", "-m", "another arm")
+    with pytest.raises(SystemExit, match="ran different adapter settings"):
+        committed_runs(root=tmp_path)

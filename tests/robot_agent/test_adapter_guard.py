@@ -523,3 +523,18 @@ def test_the_rank_rule_stays_out_of_trials_too_small_to_make_separation_rare():
     assert separated_below(np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0, 12.0, 13.0, 14.0]))  # 3 v 5: 1 in 56
     assert separated_below(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 11.0, 12.0, 13.0]))  # 4 v 4: 1 in 70
     assert not separated_below(np.array([1.0, 2.0, 3.0, 10.5]), np.array([10.0, 11.0, 12.0, 13.0]))
+
+
+def test_a_tie_at_the_edge_is_not_separation():
+    from robot_agent.adapter_guard import separated_below
+
+    # the candidate's best equals the reference's worst: not every return lies below every one
+    assert not separated_below(np.array([1.0, 2.0, 3.0, 10.0]), np.array([10.0, 11.0, 12.0, 13.0]))
+
+
+def test_a_rollback_the_rank_rule_makes_is_not_counted_as_the_floors_even_with_a_floor_set():
+    # the wrecked update above, with a floor: the rank rule rolls it back whether or not the floor would
+    kept = np.array([-50.2, -56.6, -45.5, -75.1, -94.8, -90.6])
+    wrecked = np.array([-2388603.5, -2472895.5, -2291000.4, -14117935.7])
+    verdict = _trial(AdapterGuard(kept_version=0, floor=0.1), kept, wrecked, version=1)
+    assert verdict is not None and not verdict.kept and not verdict.by_floor

@@ -84,7 +84,7 @@ def agent_config(unit: Unit, work: Path, s: AgentSettings, max_episodes: int) ->
     cfg.driver.options = {"realtime": False, "seed": unit.seed, "gap": unit.gap}
     a = cfg.adapter
     apply_adapter_preset(a, s.adapter_preset)  # first: the settings below win over it, as overrides do in Hydra
-    a.enabled = a.learn = a.explore = True
+    a.enabled = True  # learning and exploring as the preset sets them (on unless it turns them off)
     a.wait_for_learner = True  # a simulated clock outruns any learner; a real robot's learner keeps up
     a.guard_episodes, a.steps_per_update, a.drift_kl = s.guard_episodes, s.steps_per_update, s.drift_kl
     if s.guard_floor is not None:

@@ -120,9 +120,10 @@ def config_reference() -> str:
              "with the key's name. Defaults are the dataclass defaults; an app's YAML file (named under each",
              "heading) may set others. `task` and `hardware` are config groups: pick one by name",
              "(`task=reach hardware=arm2_planar`); a hardware profile's format is in",
-             "[hardware_profile.md](hardware_profile.md). robot-agent's `adapter_preset` group sets",
-             "`adapter.learn_log_std` and `adapter.guard_floor` together: `solo` (the default, the values below)",
-             "or `fleet` (a unit in a fleet: the noise held, the floor at 0.1; configs/adapter_preset/).", "",
+             "[hardware_profile.md](hardware_profile.md). robot-agent's `adapter_preset` group sets the",
+             "adapter's settings together: `solo` (the default, the values below), `fleet` (a unit in a fleet:",
+             "`adapter.learn_log_std=false`, `adapter.guard_floor=0.1`) or `deployed` (mean actions, no on-robot",
+             "learning: `adapter.explore=false`, `adapter.learn=false`); configs/adapter_preset/.", "",
              BEGIN]
     for app, yaml, cls in apps:
         parts += ["", f"## `{app}` ({yaml}; schema `{cls.__module__}.{cls.__name__}`)", "", _doc(cls), "",

@@ -48,3 +48,22 @@ def test_only_a_change_to_what_runs_makes_a_result_stale():
     assert _code(base) == _code('def f(x):\n    """Two times x, reworded."""\n    # a new comment\n    return 2 * x\n')
     assert _code(base) != _code('def f(x):\n    """Twice x."""\n    return 3 * x\n')
     assert _code("def f(:\n") is None  # not Python: counts as changed
+
+
+def test_the_docs_only_files_are_imported_by_nothing_that_runs():
+    # summary.DOCS_ONLY files change no result: that holds only while no measured code imports them
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from result_record import MEASURED_PATHS
+    from summary import DOCS_ONLY
+
+    modules = [name.removesuffix(".py").replace("/", ".") for name in DOCS_ONLY]
+    pattern = re.compile("|".join(rf"\b{re.escape(m)}\b|from {re.escape(m.rsplit('.', 1)[0])} import "
+                                  rf"(\(?[^\n]*\b)?{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules))
+    users = [str(path.relative_to(ROOT)) for top in [*MEASURED_PATHS, "benchmarks"] if (ROOT / top).is_dir()
+             for path in (ROOT / top).rglob("*.py")
+             if str(path.relative_to(ROOT)) not in DOCS_ONLY and pattern.search(path.read_text())]
+    assert users == []
+    assert all((ROOT / name).is_file() for name in DOCS_ONLY)

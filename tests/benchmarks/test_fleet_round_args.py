@@ -45,11 +45,12 @@ def test_the_units_run_the_fleet_adapter_preset_and_the_flags_override_it(tmp_pa
         settings = AgentSettings(tmp_path / "v1", "tcp://127.0.0.1:1", None, adapter_preset=args.adapter_preset,
                                  guard_floor=args.guard_floor, learn_log_std=False if args.hold_log_std else None)
         a = agent_config(Unit("cartpole", 300), tmp_path, settings, max_episodes=1).adapter
-        return a.learn_log_std, a.guard_floor
+        return (a.learn_log_std, a.guard_floor) if a.learn else ("deployed", a.explore)
 
     assert adapter() == (False, 0.1)  # the fleet preset: a unit in a fleet
     assert adapter("--adapter-preset", "solo") == (True, 0.0)  # the daemon's default, as the runs before 12-05
     assert adapter("--adapter-preset", "solo", "--hold-log-std") == (False, 0.0)
     assert adapter("--guard-floor", "0") == (False, 0.0)
+    assert adapter("--adapter-preset", "deployed") == ("deployed", False)  # mean actions, no on-robot learning
     with pytest.raises(SystemExit):
         parse_args(["--adapter-preset", "swarm"])

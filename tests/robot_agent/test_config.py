@@ -94,7 +94,16 @@ def test_the_fleet_adapter_preset_holds_the_noise_and_floors_the_guard_and_an_ov
     assert adapter.learn_log_std is False and adapter.guard_floor == 0.2
 
 
-@pytest.mark.parametrize("name", ["solo", "fleet"])
+def test_the_deployed_adapter_preset_acts_on_mean_actions_without_learning_and_validates(hydra_dir):
+    cfg = OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c", "adapter_preset=deployed"]))
+    assert cfg.adapter.enabled and not cfg.adapter.learn and not cfg.adapter.explore
+    cfg.validate()  # learning off, so deterministic control is allowed
+    with pytest.raises(ValueError, match="adapter.learn=true needs adapter.explore=true"):
+        OmegaConf.to_object(compose("agent", overrides=["checkpoint=/c", "adapter_preset=deployed",
+                                                        "adapter.learn=true"])).validate()
+
+
+@pytest.mark.parametrize("name", ["solo", "fleet", "deployed"])
 def test_applying_a_preset_in_code_sets_what_the_composed_daemon_gets(hydra_dir, name):
     from robot_agent.config import AdapterTrainingConfig, apply_adapter_preset
 
@@ -111,5 +120,5 @@ def test_an_unknown_adapter_preset_is_refused_naming_the_known_ones(hydra_dir):
 
     with pytest.raises(MissingConfigException, match="fleet"):
         compose("agent", overrides=["checkpoint=/c", "adapter_preset=swarm"])
-    with pytest.raises(ValueError, match=r"^adapter_preset: no preset 'swarm' \(known: fleet, solo\)"):
+    with pytest.raises(ValueError, match=r"^adapter_preset: no preset 'swarm' \(known: deployed, fleet, solo\)"):
         adapter_preset("swarm")

@@ -6,8 +6,8 @@
 A result is *current* when none of the code it measures (the packages, configs and its own script) has
 changed between the commit it was measured at and HEAD, and *stale* otherwise: rerun it before quoting it.
 A file added since does not count (the measured code cannot have used it); a Python file whose syntax tree is the same once docstrings are set aside (only comments, docstrings or
-layout changed) has not changed what runs; any other change, in any file, counts, except to the docs generator
-configs/reference.py (``DOCS_ONLY``).
+layout changed) has not changed what runs; any other change, in any file, counts, except in the docs generator
+and the demo app, which no benchmark runs (``NOT_RUN_BY_BENCHMARKS``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ from typing import Any
 from result_record import MEASURED_PATHS, ROOT  # beside this script
 
 RESULTS = ROOT / "benchmarks" / "results"
-# inside the measured paths but never run by what they measure: writes docs/config.md (a test pins that no
-# package, app or benchmark imports it), so a change to its text leaves every result as current as it was
-DOCS_ONLY = ("configs/reference.py",)
+# inside the measured paths but run by no benchmark: the docs generator (writes docs/config.md), the demo app
+# and its report (fleet-demo, fleet-eval report). A change there leaves every result as current as it was; a
+# test pins that nothing outside them imports them and that no benchmark launches their commands.
+NOT_RUN_BY_BENCHMARKS = ("configs/reference.py", "fleet/demo/", "fleet/report/")
+
+
+def not_run_by_benchmarks(name: str) -> bool:
+    """Whether the repository path ``name`` lies in :data:`NOT_RUN_BY_BENCHMARKS`."""
+    return any(name == p or (p.endswith("/") and name.startswith(p)) for p in NOT_RUN_BY_BENCHMARKS)
 
 
 def load_results(directory: Path = RESULTS) -> list[dict[str, Any]]:
@@ -49,7 +55,7 @@ def freshness(rec: dict[str, Any]) -> str:
                          capture_output=True, text=True)
     if run.returncode != 0:
         return "unknown (commit not in this clone)"
-    changed = [name for name in run.stdout.split() if name not in DOCS_ONLY and not _same_code(commit, name)]
+    changed = [name for name in run.stdout.split() if not not_run_by_benchmarks(name) and not _same_code(commit, name)]
     if changed:
         return f"stale (changed since: {', '.join(changed[:2])}{' ...' if len(changed) > 2 else ''})"
     return "stale (uncommitted changes when measured)" if rec.get("dirty") else "current"

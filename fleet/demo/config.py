@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-from configs import group_options
+from configs import CONFIG_DIR, group_options
 from hardware.tasks.config import register_task_schemas
 
 
@@ -151,6 +152,10 @@ class DemoConfig:
         presets = group_options("adapter_preset")
         if self.agents.adapter_preset not in presets:
             raise ValueError(f"agents.adapter_preset: one of {presets}, got {self.agents.adapter_preset!r}")
+        learning = [p for p in presets if _preset_learns(p)]
+        if self.agents.adapter_preset not in learning:  # the demo's agents are started with adapter.learn=true
+            raise ValueError(f"agents.adapter_preset: {self.agents.adapter_preset!r} turns on-robot learning off "
+                             f"(adapter.learn=false) and the demo's robots learn on-robot: use one of {learning}")
         if not 0 <= self.learn.sim_fraction < 1:
             raise ValueError(f"learn.sim_fraction: must be in [0, 1), got {self.learn.sim_fraction}")
         if not 0 <= self.learn.gate_tolerance < 1:
@@ -181,3 +186,8 @@ def register_configs() -> None:
     """Register the demo schema (and the task schemas its task group uses) with Hydra's ConfigStore."""
     ConfigStore.instance().store(name="demo_schema", node=DemoConfig)
     register_task_schemas()
+
+
+def _preset_learns(name: str) -> bool:
+    """Whether ``adapter_preset=<name>`` leaves on-robot learning on (configs/adapter_preset/<name>.yaml)."""
+    return OmegaConf.load(CONFIG_DIR / "adapter_preset" / f"{name}.yaml").get("learn", True) is not False

@@ -50,20 +50,53 @@ def test_only_a_change_to_what_runs_makes_a_result_stale():
     assert _code("def f(:\n") is None  # not Python: counts as changed
 
 
-def test_the_docs_only_files_are_imported_by_nothing_that_runs():
-    # summary.DOCS_ONLY files change no result: that holds only while no measured code imports them
+
+def test_a_change_in_the_demo_or_the_docs_generator_leaves_results_current_and_one_elsewhere_does_not():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from summary import not_run_by_benchmarks
+
+    assert not_run_by_benchmarks("configs/reference.py") and not_run_by_benchmarks("fleet/demo/config.py")
+    assert not_run_by_benchmarks("fleet/report/tables.py")
+    for name in ("fleet/hub.py", "configs/agent.yaml", "configs/adapter_preset/fleet.yaml", "fleet/demo_x.py",
+                 "robot_agent/config.py", "fleet/rollout.py"):
+        assert not not_run_by_benchmarks(name), name
+
+
+def test_nothing_a_benchmark_runs_imports_the_code_exempt_from_staleness():
+    # summary.NOT_RUN_BY_BENCHMARKS changes no result only while no measured code imports it, in any form
     import re
+    import subprocess
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from result_record import MEASURED_PATHS
-    from summary import DOCS_ONLY
+    from summary import NOT_RUN_BY_BENCHMARKS, load_results, not_run_by_benchmarks
 
-    modules = [name.removesuffix(".py").replace("/", ".") for name in DOCS_ONLY]
-    pattern = re.compile("|".join(rf"\b{re.escape(m)}\b|from {re.escape(m.rsplit('.', 1)[0])} import "
-                                  rf"(\(?[^\n]*\b)?{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules))
-    users = [str(path.relative_to(ROOT)) for top in [*MEASURED_PATHS, "benchmarks"] if (ROOT / top).is_dir()
+    modules = [p.rstrip("/").removesuffix(".py").replace("/", ".") for p in NOT_RUN_BY_BENCHMARKS]
+    parts = [rf"\b{re.escape(m)}\b" for m in modules]
+    parts += [rf"from\s+{re.escape(m.rsplit('.', 1)[0])}\s+import\s+[^\n]*\b{re.escape(m.rsplit('.', 1)[1])}\b"
+              for m in modules]
+    parts += [rf"from\s+\.+\s*{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules]  # relative imports
+    parts += [rf"from\s+\.+\s+import\s+[^\n]*\b{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules]
+    parts += [r"""["']fleet-(demo|eval)["']"""]  # their commands, launched as processes
+    pattern = re.compile("|".join(parts))
+    users = [name for top in [*MEASURED_PATHS, "benchmarks"] if (ROOT / top).is_dir()
              for path in (ROOT / top).rglob("*.py")
-             if str(path.relative_to(ROOT)) not in DOCS_ONLY and pattern.search(path.read_text())]
+             if not not_run_by_benchmarks(name := str(path.relative_to(ROOT))) and pattern.search(path.read_text())]
     assert users == []
-    assert all((ROOT / name).is_file() for name in DOCS_ONLY)
+    # and at run time: every benchmark with a result, and every app a benchmark launches, imported as they run
+    scripts = sorted({rec["command"].split(" ")[1] for rec in load_results()})
+    probe = ("import importlib.util, sys\n"
+             "sys.path.insert(0, 'benchmarks')\n"
+             "for app in ('fleet.cli', 'fleet.learner_app', 'fleet.keys_cli', 'robot_agent.cli', 'sim.cli'):\n"
+             "    importlib.import_module(app)\n"
+             f"for path in {scripts!r}:\n"
+             "    spec = importlib.util.spec_from_file_location(path.replace('/', '_')[:-3], path)\n"
+             "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+             f"print(sorted(m for m in sys.modules if m.startswith({tuple(modules)!r})))\n")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert all((ROOT / p).exists() for p in NOT_RUN_BY_BENCHMARKS)

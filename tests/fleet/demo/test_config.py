@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from configs import CONFIG_DIR
+from configs import CONFIG_DIR, group_options
 from fleet.demo.config import DemoConfig, register_configs
 from fleet.demo.units import outside_range, plan_units, training_ranges
 
@@ -30,6 +30,7 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("faults.agent=robot-x", "faults.agent"),
     ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
     ("report_timeout_s=0", "report_timeout_s"), ("agents.adapter_preset=swarm", "agents.adapter_preset"),
+    ("agents.adapter_preset=deployed", "agents.adapter_preset"),  # its agents would start with learning on
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):
     cfg = demo_config(override)
@@ -85,3 +86,22 @@ def test_the_demos_robot_agents_compose_with_the_fleet_adapter_preset(tmp_path):
         agent = OmegaConf.to_object(compose("agent", overrides=[a for a in argv if not a.startswith("hydra.")]))
     assert cfg.agents.adapter_preset == "fleet"
     assert agent.adapter.learn_log_std is False and agent.adapter.guard_floor == 0.1
+
+
+@pytest.mark.parametrize("preset", group_options("adapter_preset"))
+def test_every_preset_the_demo_accepts_gives_agents_that_validate(tmp_path, preset):
+    # a preset the demo accepts must not compose, with the demo's own overrides, into an agent that refuses to start
+    from fleet.demo.commands import agent_command
+    from robot_agent.config import register_configs as register_agent_configs
+
+    register_agent_configs()
+    cfg = demo_config(f"agents.adapter_preset={preset}")
+    try:
+        cfg.validate()
+    except ValueError as e:
+        assert str(e).startswith("agents.adapter_preset:")
+        return
+    argv = agent_command(cfg, tmp_path, 5555, plan_units(cfg)[0], tmp_path / "v1")[1:]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        agent = OmegaConf.to_object(compose("agent", overrides=[a for a in argv if not a.startswith("hydra.")]))
+    agent.validate()

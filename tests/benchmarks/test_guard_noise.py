@@ -30,3 +30,23 @@ def test_the_fleet_floor_rolls_back_a_drop_of_more_than_a_tenth_that_the_noise_h
     fleet = [run_chain(guard_for("fleet"), [100.0, 85.0], 20.0, rng)[-1] for _ in range(200)]
     solo = [run_chain(guard_for("solo"), [100.0, 85.0], 20.0, rng)[-1] for _ in range(200)]
     assert np.mean(fleet) > np.mean(solo) + 0.2
+
+
+def test_after_a_rollback_the_kept_version_runs_the_gap_before_the_next_trial():
+    guard = guard_for("solo")
+    ran: list[int] = []
+    record = guard.record
+
+    def counting(version, episode_return, trunk_version=0):
+        ran.append(version)
+        return record(version, episode_return, trunk_version)
+
+    guard.record = counting
+    assert run_chain(guard, [100.0, 40.0, 100.0], 0.0, np.random.default_rng(0), gap_episodes=2) == [False, True, False]
+    # the first version fills the reference; update 1 kept, update 2 on trial at once and rolled back; 2 episodes
+    # of the kept update 1 while the learner makes update 3
+    assert ran == [0] * 4 + [1] * 4 + [2] * 4 + [1] * 2 + [3] * 4
+
+
+def test_a_trial_length_other_than_the_presets_is_used():
+    assert guard_for("fleet", episodes=3).episodes == 3 and guard_for("fleet", episodes=3).floor == 0.1

@@ -24,10 +24,12 @@ unit: -2.3 to -14 million an episode against -45 to -95 was kept). Against the b
 updates 5-6% of decisions separate, and the rule adds about 0 to 1.6 points of rollbacks to the first rule's.
 There is no setting for it: a larger ``tolerance`` loosens the first rule only. The first rule's noise: under
 equal return distributions its statistic is about t-distributed with >= M - 1 degrees of freedom; tolerance 2.0 with M = 4 rolls back about
-5% of equal updates by noise alone (2-3% on the two-peaked returns of a swing-up that sometimes fails). A
-drop of 2.5 episode standard deviations (a collapse to failed swing-ups) is caught 85-92% of the time
+5% of equal updates by noise alone in one decision (2-3% on the two-peaked returns of a swing-up that sometimes
+fails). A drop of 2.5 episode standard deviations (a collapse to failed swing-ups) is caught 85-92% of the time
 against a reference of 4 episodes and 98-100% against 16; one of 1 standard deviation 35-45% of the time
-(``tests/robot_agent/test_adapter_guard.py`` measures these). Smaller drops are below what 4 exploring
+(``tests/robot_agent/test_adapter_guard.py`` measures these). Along a chain of decisions the reference is the
+best kept version, selected high by noise: about 14% of equal updates are rolled back, and drops are caught more
+often by the same bias (``benchmarks/guard_noise.py``, normal returns). Smaller drops are below what 4 exploring
 episodes resolve: the guard stops collapses and downhill walks, not every small loss.
 
 With a ``floor`` f > 0 (off by default) a candidate is also rolled back when

@@ -68,7 +68,7 @@ class AdapterTrainingConfig(AdapterLearnerConfig):
     # chance); a worse one is rolled back, in the learner too. See robot_agent/adapter_guard.py.
     guard: bool = True
     guard_episodes: int = 4  # the candidate's trial (>= 2): short, so updates reach the robot while they are fresh
-    guard_tolerance: float = 2.0  # standard errors (>= 0): rolls back ~5% of equal updates, ~16% in a chain
+    guard_tolerance: float = 2.0  # standard errors (>= 0): rolls back ~5% of equal updates, ~14% in a chain
     guard_reference_episodes: int = 16  # the best kept version's last episodes compared (>= guard_episodes)
     # episodes count for the reference only this many decisions (>= 1): it follows wear and changed conditions
     guard_reference_decisions: int = 8

@@ -4,9 +4,10 @@ Feeds the agent's own ``AdapterGuard`` (robot_agent/adapter_guard.py, the settin
 episode returns, normal with a stated mean and standard deviation, in the order an agent runs them when its
 learner keeps up: the kept version until the reference has a trial's episodes, then each candidate's trial. After
 a keep the next update is already waiting (a trial's steps are more than ``steps_per_update``), so it goes on trial
-at once; after a rollback the waiting update is dropped and the learner needs ``steps_per_update`` more steps from
-the kept weights, so the kept version runs ``--gap-episodes`` episodes first (2: 1,000 steps of 500-step
-cart-pole episodes). No robot, learner or network: what it measures is the decision rule along a chain of
+at once; after a rollback the waiting update is dropped and the learner, back on the kept weights with the
+experience it holds, needs up to ``steps_per_update`` more steps, so the kept version runs ``--gap-episodes``
+episodes first (2: 1,000 steps of 500-step cart-pole episodes, exact after 4-episode trials; after 3-episode
+trials about half of the rollbacks need only 1, so the 3-episode figures read slightly low). No robot, learner or network: what it measures is the decision rule along a chain of
 decisions, which one-off arithmetic (one Welch test, about 5%) misses, because the reference is the *best* kept
 version so far, a maximum over noisy means.
 

@@ -154,8 +154,8 @@ class DemoConfig:
             raise ValueError(f"agents.adapter_preset: one of {presets}, got {self.agents.adapter_preset!r}")
         learning = [p for p in presets if _preset_learns(p)]
         if self.agents.adapter_preset not in learning:  # the demo's agents are started with adapter.learn=true
-            raise ValueError(f"agents.adapter_preset: {self.agents.adapter_preset!r} turns on-robot learning off "
-                             f"(adapter.learn=false) and the demo's robots learn on-robot: use one of {learning}")
+            raise ValueError(f"agents.adapter_preset: {self.agents.adapter_preset!r} turns on-robot learning or "
+                             f"exploring off and the demo's robots learn on-robot: use one of {learning}")
         if not 0 <= self.learn.sim_fraction < 1:
             raise ValueError(f"learn.sim_fraction: must be in [0, 1), got {self.learn.sim_fraction}")
         if not 0 <= self.learn.gate_tolerance < 1:
@@ -189,5 +189,8 @@ def register_configs() -> None:
 
 
 def _preset_learns(name: str) -> bool:
-    """Whether ``adapter_preset=<name>`` leaves on-robot learning on (configs/adapter_preset/<name>.yaml)."""
-    return OmegaConf.load(CONFIG_DIR / "adapter_preset" / f"{name}.yaml").get("learn", True) is not False
+    """Whether ``adapter_preset=<name>`` leaves on-robot learning and the exploring it needs on
+    (configs/adapter_preset/<name>.yaml): the demo starts its agents with ``adapter.learn=true``, and an agent
+    refuses learning without exploring."""
+    preset = OmegaConf.load(CONFIG_DIR / "adapter_preset" / f"{name}.yaml")
+    return all(str(preset.get(key, True)).lower() not in ("false", "0", "no", "off") for key in ("learn", "explore"))

@@ -64,6 +64,23 @@ def test_a_change_in_the_demo_or_the_docs_generator_leaves_results_current_and_o
         assert not not_run_by_benchmarks(name), name
 
 
+def _imported_modules(path, package: str) -> set[str]:
+    """Every module a Python file imports anywhere in it (inside functions too), relative imports resolved
+    against ``package``; ``from a import b`` counts as both ``a`` and ``a.b``."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
 def test_nothing_a_benchmark_runs_imports_the_code_exempt_from_staleness():
     # summary.NOT_RUN_BY_BENCHMARKS changes no result only while no measured code imports it, in any form
     import re
@@ -74,17 +91,24 @@ def test_nothing_a_benchmark_runs_imports_the_code_exempt_from_staleness():
     from result_record import MEASURED_PATHS
     from summary import NOT_RUN_BY_BENCHMARKS, load_results, not_run_by_benchmarks
 
-    modules = [p.rstrip("/").removesuffix(".py").replace("/", ".") for p in NOT_RUN_BY_BENCHMARKS]
-    parts = [rf"\b{re.escape(m)}\b" for m in modules]
-    parts += [rf"from\s+{re.escape(m.rsplit('.', 1)[0])}\s+import\s+[^\n]*\b{re.escape(m.rsplit('.', 1)[1])}\b"
-              for m in modules]
-    parts += [rf"from\s+\.+\s*{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules]  # relative imports
-    parts += [rf"from\s+\.+\s+import\s+[^\n]*\b{re.escape(m.rsplit('.', 1)[1])}\b" for m in modules]
-    parts += [r"""["']fleet-(demo|eval)["']"""]  # their commands, launched as processes
-    pattern = re.compile("|".join(parts))
-    users = [name for top in [*MEASURED_PATHS, "benchmarks"] if (ROOT / top).is_dir()
-             for path in (ROOT / top).rglob("*.py")
-             if not not_run_by_benchmarks(name := str(path.relative_to(ROOT))) and pattern.search(path.read_text())]
+    modules = tuple(p.rstrip("/").removesuffix(".py").replace("/", ".") for p in NOT_RUN_BY_BENCHMARKS)
+
+    def exempt(module: str) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in modules)
+
+    launches = re.compile(r"""["']fleet-(demo|eval)["']""")  # their commands, started as processes
+    users = []
+    for top in [*MEASURED_PATHS, "benchmarks"]:
+        for path in (ROOT / top).rglob("*.py") if (ROOT / top).is_dir() else []:
+            name = str(path.relative_to(ROOT))
+            if not_run_by_benchmarks(name):
+                continue
+            package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+            if any(exempt(m) for m in _imported_modules(path, package)) or launches.search(path.read_text()):
+                users.append(name)
+    # drivers and other classes named in configs are imported by name at run time
+    users += [str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
+              if any(m in p.read_text() for m in modules)]
     assert users == []
     # and at run time: every benchmark with a result, and every app a benchmark launches, imported as they run
     scripts = sorted({rec["command"].split(" ")[1] for rec in load_results()})

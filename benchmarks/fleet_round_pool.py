@@ -68,6 +68,18 @@ def committed_runs(pretrain_iterations: int = PRETRAIN_ITERATIONS, root: Path = 
     return runs
 
 
+def refuse_mixed_adapters(runs: dict[tuple[str, int, int], dict[str, Any]]) -> None:
+    """Exit naming the commits of each adapter setting when ``runs`` carry more than one (a record's ``adapter``
+    block; none on runs before 2026-12-05): fresh units on trunks that robots of other settings improved are
+    other draws, and pooling them answers neither arm."""
+    by_setting: dict[str, set[str]] = defaultdict(set)
+    for (commit, _, _), result in runs.items():
+        by_setting[json.dumps(result.get("adapter"), sort_keys=True)].add(commit)
+    if len(by_setting) > 1:
+        raise SystemExit("these runs ran different adapter settings; pick one with --commits: " + "; ".join(
+            f"{setting} at {' '.join(sorted(commits))}" for setting, commits in sorted(by_setting.items())))
+
+
 def named_runs(lengths: list[int], commits: list[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(name, result) of the committed runs (:func:`committed_runs`) for each v1 pretraining length in ``lengths``,
     measured at ``commits`` (7-hex prefixes; None: all), in order; a name says commit, seeds and a length other
@@ -129,6 +141,7 @@ def main() -> None:
             if not args.commits or k[0] in args.commits}
     if not runs:
         raise SystemExit("no fleet_round runs with a sim-only control in git")
+    refuse_mixed_adapters(runs)
     diff: dict[str, list[float]] = defaultdict(list)
     control: dict[str, list[float]] = defaultdict(list)
     labels = v1_draws(runs)

@@ -152,6 +152,9 @@ class DemoConfig:
         presets = group_options("adapter_preset")
         if self.agents.adapter_preset not in presets:
             raise ValueError(f"agents.adapter_preset: one of {presets}, got {self.agents.adapter_preset!r}")
+        if any(o.lstrip("+~").split("=", 1)[0] == "adapter_preset" for o in self.agents.overrides):
+            # Hydra keeps the last adapter_preset= silently: the check below and the demo's record would miss it
+            raise ValueError("agents.overrides: sets adapter_preset; set agents.adapter_preset instead")
         learning = [p for p in presets if _preset_learns(p)]
         if self.agents.adapter_preset not in learning:  # the demo's agents are started with adapter.learn=true
             raise ValueError(f"agents.adapter_preset: {self.agents.adapter_preset!r} turns on-robot learning or "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their neighbours
-from fleet_round_pool import committed_runs, v1_draws  # noqa: E402
+from fleet_round_pool import committed_runs, refuse_mixed_adapters, v1_draws  # noqa: E402
 
 
 def _run(v1_returns: dict[str, float], date: str, sha: str | None = None, pretrain_seed: int = 0) -> dict:
@@ -95,3 +95,15 @@ def test_two_runs_of_one_configuration_at_one_commit_with_other_adapter_settings
     git("commit", "-q", "-m", "another arm")
     with pytest.raises(SystemExit, match="ran different adapter settings"):
         committed_runs(root=tmp_path)
+
+
+def test_a_pool_of_runs_with_different_adapter_settings_is_refused_naming_each_settings_commits():
+    import pytest
+
+    fleet, deployed = {"adapter": {"preset": "fleet"}}, {"adapter": {"preset": "deployed"}}
+    refuse_mixed_adapters({("aaaaaaa", 0, 3): fleet, ("aaaaaaa", 1, 3): fleet, ("bbbbbbb", 0, 4): fleet})
+    refuse_mixed_adapters({("ccccccc", 0, 3): {}, ("ddddddd", 0, 3): {}})  # runs from before the block
+    with pytest.raises(SystemExit, match=r"deployed.* at bbbbbbb.*fleet.* at aaaaaaa"):
+        refuse_mixed_adapters({("aaaaaaa", 0, 3): fleet, ("bbbbbbb", 0, 3): deployed})
+    with pytest.raises(SystemExit, match="different adapter settings"):
+        refuse_mixed_adapters({("aaaaaaa", 0, 3): fleet, ("ccccccc", 0, 3): {}})

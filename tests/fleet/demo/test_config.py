@@ -31,6 +31,7 @@ def demo_config(*overrides: str, name: str = "demo") -> DemoConfig:
     ("hub.port=70000", "hub.port"), ("learn.gate_tolerance=1.5", "learn.gate_tolerance"), ("faults.down_s=-2", "faults.down_s"),
     ("report_timeout_s=0", "report_timeout_s"), ("agents.adapter_preset=swarm", "agents.adapter_preset"),
     ("agents.adapter_preset=deployed", "agents.adapter_preset"),  # its agents would start with learning on
+    ("agents.overrides=['adapter_preset=deployed']", "agents.overrides"),  # past the check above, silently
 ])
 def test_a_bad_value_is_refused_naming_its_key(override, key):
     cfg = demo_config(override)
